@@ -1,0 +1,12 @@
+//! permitgate: an mTLS verification gateway for the documents of Hong Kong, Macao and
+//! Taiwan residents. See README.md for the tour and ../shared/DESIGN.md for the design.
+//!
+//! Flow, one direction only: `tls` (who is this partner?) → `http` (routing, limits,
+//! problem documents) → `checks` (the domain answers) → `store` (snapshot index, overlay,
+//! cache). `snapshot`, `publish`, `metrics`, `config` and `demo` serve from the side.
+#![forbid(unsafe_code)]
+
+pub mod document;
+pub mod keys;
+pub mod publish;
+pub mod snapshot;

@@ -1,0 +1,315 @@
+//! Publishing: the authority's JSONL export in, a signed snapshot and manifest out.
+//!
+//! The export schema is documented in README.md ("Export format"). Every line is checked
+//! with the same parsers the gateway uses for requests, so a number the gateway would
+//! reject can never be published. Errors name the line and field, never the number.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use serde::Deserialize;
+use time::{Date, Duration, OffsetDateTime};
+
+use crate::document::DocumentNo;
+use crate::keys::HashKey;
+use crate::snapshot::{
+    self, object_path, write_atomic, DocKey, Manifest, ManifestSnapshot, Record, SignedManifest,
+    SnapshotError, SnapshotMeta, Status, MANIFEST_FILE, MANIFEST_TYPE, NO_RENEWAL,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("export line {line}: {message}")]
+    Line { line: usize, message: String },
+    #[error("export has no documents")]
+    Empty,
+    #[error("existing manifest in {0} does not verify with the signing key's public key; refusing to overwrite it: {1}")]
+    ExistingManifest(PathBuf, SnapshotError),
+    #[error("version {requested} is not above the published version {current}")]
+    VersionNotIncreasing { requested: u64, current: u64 },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// One line of the export: a person and their documents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPerson {
+    /// The authority's own reference for the person; only used to detect repeated lines.
+    pub person: String,
+    pub documents: Vec<ExportDocument>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportDocument {
+    pub number: String,
+    pub status: Status,
+    /// `YYYY-MM-DD`, the last day the document is valid.
+    pub valid_until: String,
+}
+
+pub struct PublishOptions {
+    /// Defaults to the published version + 1 (or 1 for a new repo).
+    pub version: Option<u64>,
+    pub expires_in: Duration,
+    pub now: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReport {
+    pub version: u64,
+    pub documents: u64,
+    pub persons: u64,
+    pub hash: String,
+    pub size: u64,
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
+pub fn parse_day(s: &str) -> Option<u32> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let d = Date::parse(s, &fmt).ok()?;
+    u32::try_from(d.to_julian_day() - UNIX_EPOCH_JULIAN_DAY).ok()
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn format_day(days: u32) -> String {
+    match Date::from_julian_day(UNIX_EPOCH_JULIAN_DAY + days as i32) {
+        Ok(d) => format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day()),
+        Err(_) => "9999-12-31".to_owned(),
+    }
+}
+
+pub const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
+/// Parses an export into snapshot records.
+pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
+    let file = std::fs::File::open(path).map_err(|source| PublishError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut records = Vec::new();
+    let mut seen_persons = HashSet::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|source| PublishError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |message: String| PublishError::Line {
+            line: line_no,
+            message,
+        };
+        let person: ExportPerson = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        if person.documents.is_empty() {
+            return Err(err("documents: at least one document is required".into()));
+        }
+        let person_hash = blake3::hash(person.person.as_bytes());
+        if !seen_persons.insert(*person_hash.as_bytes()) {
+            return Err(err("person: the same person appears on an earlier line".into()));
+        }
+        let person_no = u32::try_from(seen_persons.len())
+            .map_err(|_| err("more than 2^32 persons".into()))?;
+        let mut region = None;
+        for (j, doc) in person.documents.iter().enumerate() {
+            let number = DocumentNo::parse(&doc.number).map_err(|e| {
+                err(format!("documents[{j}].number breaks rule {}: {e}", e.rule()))
+            })?;
+            if *region.get_or_insert(number.region()) != number.region() {
+                return Err(err(format!(
+                    "documents[{j}].number breaks rule region_mismatch: one person's documents must be from one region"
+                )));
+            }
+            let valid_until = parse_day(&doc.valid_until).ok_or_else(|| {
+                err(format!(
+                    "documents[{j}].valid_until must be a date YYYY-MM-DD from 1970 on"
+                ))
+            })?;
+            records.push(Record {
+                key: DocKey::of(hash_key, number.canonical()),
+                person: person_no,
+                valid_until,
+                status: doc.status,
+                kind: number.kind(),
+                region: number.region(),
+                renewal: number.renewal().unwrap_or(NO_RENEWAL),
+            });
+        }
+    }
+    if records.is_empty() {
+        return Err(PublishError::Empty);
+    }
+    Ok(records)
+}
+
+/// Builds, signs and writes a snapshot and its manifest into `repo`.
+pub fn publish(
+    input: &Path,
+    repo: &Path,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
+    let records = read_export(input, hash_key)?;
+    let current = current_version(repo, signing_key)?;
+    let version = opts.version.unwrap_or(current + 1);
+    if version <= current {
+        return Err(PublishError::VersionNotIncreasing {
+            requested: version,
+            current,
+        });
+    }
+    let bytes = snapshot::encode(
+        records,
+        SnapshotMeta {
+            version,
+            published_at: opts.now.unix_timestamp(),
+            hash_key_id: hash_key.id(),
+        },
+        signing_key,
+    )
+    .map_err(|e| match e {
+        SnapshotError::Corrupt(m) => PublishError::Line {
+            line: 0,
+            message: format!("{m}; every document number must appear once"),
+        },
+        e => e.into(),
+    })?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let header = snapshot::SnapshotHeader::decode(&bytes, "new snapshot")?;
+    let obj = object_path(repo, &hash);
+    write_atomic(&obj, &bytes).map_err(|source| PublishError::Write { path: obj, source })?;
+    let manifest = Manifest {
+        kind: MANIFEST_TYPE.into(),
+        format: 1,
+        version,
+        published_at: opts.now,
+        expires_at: opts.now + opts.expires_in,
+        snapshot: ManifestSnapshot {
+            hash: hash.clone(),
+            size: bytes.len() as u64,
+            version,
+            documents: header.documents,
+        },
+    };
+    let signed = SignedManifest::sign(&manifest, signing_key)?;
+    let mpath = repo.join(MANIFEST_FILE);
+    write_atomic(&mpath, &signed).map_err(|source| PublishError::Write {
+        path: mpath,
+        source,
+    })?;
+    Ok(PublishReport {
+        version,
+        documents: header.documents,
+        persons: header.persons,
+        hash,
+        size: bytes.len() as u64,
+    })
+}
+
+fn current_version(repo: &Path, signing_key: &SigningKey) -> Result<u64, PublishError> {
+    let mpath = repo.join(MANIFEST_FILE);
+    match std::fs::read(&mpath) {
+        Ok(bytes) => SignedManifest::verify(&bytes, &[signing_key.verifying_key()])
+            .map(|m| m.manifest.version)
+            .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(PublishError::Read { path: mpath, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate_signing_key;
+    use crate::snapshot::load_repo;
+
+    const EXPORT: &str = r#"{"person":"p1","documents":[{"number":"H12345678","status":"valid","valid_until":"2031-01-01"},{"number":"810000199001011230","status":"valid","valid_until":"2030-06-30"}]}
+{"person":"p2","documents":[{"number":"01234567","status":"lost","valid_until":"2029-01-01"}]}
+"#;
+
+    fn opts() -> PublishOptions {
+        PublishOptions {
+            version: None,
+            expires_in: Duration::hours(24),
+            now: OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("ts"),
+        }
+    }
+
+    #[test]
+    fn publish_then_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("export.jsonl");
+        std::fs::write(&input, EXPORT).expect("write");
+        let (sk, hk) = (generate_signing_key(), HashKey::generate());
+        let repo = dir.path().join("repo");
+        let r1 = publish(&input, &repo, &sk, &hk, &opts()).expect("publish");
+        assert_eq!((r1.version, r1.documents, r1.persons), (1, 3, 2));
+        let r2 = publish(&input, &repo, &sk, &hk, &opts()).expect("publish again");
+        assert_eq!(r2.version, 2);
+        let err = publish(&input, &repo, &sk, &hk, &PublishOptions { version: Some(2), ..opts() });
+        assert!(matches!(err, Err(PublishError::VersionNotIncreasing { .. })));
+
+        let loaded = load_repo(&repo, &[sk.verifying_key()], Some(&hk)).expect("load");
+        assert_eq!(loaded.manifest.manifest.version, 2);
+        let tp = loaded
+            .snapshot
+            .get(&DocKey::of(&hk, "H12345678"))
+            .expect("present");
+        let rp = loaded
+            .snapshot
+            .get(&DocKey::of(&hk, "810000199001011230"))
+            .expect("present");
+        assert_eq!(tp.person, rp.person);
+        assert_eq!(format_day(rp.valid_until), "2030-06-30");
+        let lost = loaded.snapshot.get(&DocKey::of(&hk, "01234567")).expect("present");
+        assert_eq!(lost.status, Status::Lost);
+        assert_ne!(lost.person, tp.person);
+    }
+
+    #[test]
+    fn export_errors_name_line_and_field_but_not_the_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hk = HashKey::generate();
+        let cases = [
+            (r#"{"person":"p","documents":[{"number":"810000199001011231","status":"valid","valid_until":"2030-01-01"}]}"#, "check_character"),
+            (r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-02-30"}]}"#, "valid_until"),
+            (r#"{"person":"p","documents":[{"number":"H12345678","status":"stolen","valid_until":"2030-01-01"}]}"#, "unknown variant"),
+            (r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01","x":1}]}"#, "unknown field"),
+            (r#"{"person":"p","documents":[]}"#, "at least one"),
+            (r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01"},{"number":"820000198512310010","status":"valid","valid_until":"2030-01-01"}]}"#, "region_mismatch"),
+        ];
+        for (line, want) in cases {
+            let input = dir.path().join("e.jsonl");
+            std::fs::write(&input, format!("\n{line}\n")).expect("write");
+            let e = read_export(&input, &hk).expect_err(want).to_string();
+            assert!(e.contains("line 2") && e.contains(want), "{e}");
+            assert!(!e.contains("H12345678") && !e.contains("8100001990"), "{e}");
+        }
+        let input = dir.path().join("dup.jsonl");
+        let doc = r#"{"number":"H12345678","status":"valid","valid_until":"2030-01-01"}"#;
+        std::fs::write(
+            &input,
+            format!("{{\"person\":\"a\",\"documents\":[{doc}]}}\n{{\"person\":\"b\",\"documents\":[{doc}]}}\n"),
+        )
+        .expect("write");
+        let repo = dir.path().join("repo");
+        let e = publish(&input, &repo, &generate_signing_key(), &hk, &opts()).expect_err("dup");
+        assert!(e.to_string().contains("once"), "{e}");
+    }
+}

@@ -1,0 +1,480 @@
+//! Snapshot file: `header (96) ‖ records (N × 32, sorted by key) ‖ signature (64)`.
+//!
+//! The signature covers `"permitgate snapshot v1\0" ‖ BLAKE3(header ‖ records)`; the content
+//! hash the manifest names is BLAKE3 of the whole file (what `b3sum` prints). Loading reads
+//! the file once, hashing each chunk while it is still in cache, so both digests cost one
+//! pass. The in-memory index is the record array itself plus a bucket directory built from
+//! the sorted keys: lookup is one directory read and (on average) one record comparison.
+
+use std::io::Read;
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+
+use super::record::{DocKey, Record};
+use super::SnapshotError;
+use crate::keys::{verifying_key_id, HashKey, KeyId};
+
+pub const HEADER_LEN: usize = 96;
+pub const RECORD_LEN: usize = Record::LEN;
+pub const TRAILER_LEN: usize = 64;
+const MAGIC: &[u8; 8] = b"PGSNAP1\n";
+const SIGNATURE_CONTEXT: &[u8] = b"permitgate snapshot v1\0";
+const READ_CHUNK: usize = 1 << 20;
+
+/// What the publisher states about a snapshot; everything in the header except counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub version: u64,
+    /// Unix seconds.
+    pub published_at: i64,
+    pub hash_key_id: KeyId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub meta: SnapshotMeta,
+    pub documents: u64,
+    pub persons: u64,
+    pub signing_key_id: KeyId,
+}
+
+impl SnapshotHeader {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&(RECORD_LEN as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&self.meta.version.to_le_bytes());
+        h[24..32].copy_from_slice(&self.meta.published_at.to_le_bytes());
+        h[32..40].copy_from_slice(&self.documents.to_le_bytes());
+        h[40..48].copy_from_slice(&self.persons.to_le_bytes());
+        h[48..56].copy_from_slice(&self.meta.hash_key_id.0);
+        h[56..64].copy_from_slice(&self.signing_key_id.0);
+        h
+    }
+
+    pub fn decode(h: &[u8], what: &str) -> Result<SnapshotHeader, SnapshotError> {
+        let h: &[u8; HEADER_LEN] = h
+            .get(..HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| SnapshotError::Size {
+                what: "snapshot",
+                detail: format!("shorter than its {HEADER_LEN}-byte header"),
+            })?;
+        let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or_default());
+        let id_at = |o: usize| KeyId(h[o..o + 8].try_into().unwrap_or_default());
+        if &h[..8] != MAGIC || h[8..12] != (RECORD_LEN as u32).to_le_bytes() {
+            return Err(SnapshotError::NotASnapshot(what.to_owned()));
+        }
+        if h[12..16] != [0; 4] || h[64..] != [0; HEADER_LEN - 64] {
+            return Err(SnapshotError::Corrupt("reserved header bytes are not zero".into()));
+        }
+        Ok(SnapshotHeader {
+            meta: SnapshotMeta {
+                version: u64_at(16),
+                published_at: u64_at(24) as i64,
+                hash_key_id: id_at(48),
+            },
+            documents: u64_at(32),
+            persons: u64_at(40),
+            signing_key_id: id_at(56),
+        })
+    }
+
+    /// Exact file size this header promises.
+    fn file_len(&self) -> Option<u64> {
+        self.documents
+            .checked_mul(RECORD_LEN as u64)?
+            .checked_add((HEADER_LEN + TRAILER_LEN) as u64)
+    }
+}
+
+/// Builds a snapshot file from records (any order; duplicates are an error).
+pub fn encode(
+    mut records: Vec<Record>,
+    meta: SnapshotMeta,
+    signing_key: &SigningKey,
+) -> Result<Vec<u8>, SnapshotError> {
+    records.sort_unstable_by_key(|r| r.key);
+    if records.windows(2).any(|w| w[0].key == w[1].key) {
+        return Err(SnapshotError::Corrupt(
+            "two documents hash to the same key (duplicate number)".into(),
+        ));
+    }
+    let mut persons: Vec<u32> = records.iter().map(|r| r.person).collect();
+    persons.sort_unstable();
+    persons.dedup();
+    let header = SnapshotHeader {
+        meta,
+        documents: records.len() as u64,
+        persons: persons.len() as u64,
+        signing_key_id: verifying_key_id(&signing_key.verifying_key()),
+    };
+    let mut out = vec![0u8; HEADER_LEN + records.len() * RECORD_LEN + TRAILER_LEN];
+    out[..HEADER_LEN].copy_from_slice(&header.encode());
+    let body_end = out.len() - TRAILER_LEN;
+    for (r, chunk) in records
+        .iter()
+        .zip(out[HEADER_LEN..body_end].chunks_exact_mut(RECORD_LEN))
+    {
+        r.encode(chunk);
+    }
+    let digest = blake3::hash(&out[..body_end]);
+    let sig = signing_key.sign(&signed_message(&digest));
+    out[body_end..].copy_from_slice(&sig.to_bytes());
+    Ok(out)
+}
+
+fn signed_message(digest: &blake3::Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNATURE_CONTEXT.len() + 32);
+    m.extend_from_slice(SIGNATURE_CONTEXT);
+    m.extend_from_slice(digest.as_bytes());
+    m
+}
+
+/// A verified, loaded snapshot with its lookup index. Immutable.
+pub struct Snapshot {
+    header: SnapshotHeader,
+    content_hash: blake3::Hash,
+    /// The whole file; records live at `HEADER_LEN..HEADER_LEN + documents * 32`.
+    data: Box<[u8]>,
+    /// `dir[b]..dir[b + 1]` are the records whose key prefix falls in bucket `b`.
+    dir: Box<[u32]>,
+    shift: u32,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("header", &self.header)
+            .field("content_hash", &self.content_hash.to_hex().as_str())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Reads, verifies and indexes a snapshot file. `trusted` are the publisher keys; the
+    /// hashing key, when given, must be the one the snapshot was built with.
+    pub fn load(
+        path: &Path,
+        trusted: &[VerifyingKey],
+        hash_key: Option<&HashKey>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let len = usize::try_from(len).map_err(|_| SnapshotError::Size {
+            what: "snapshot",
+            detail: "larger than this machine's address space".into(),
+        })?;
+        if len < HEADER_LEN + TRAILER_LEN {
+            return Err(SnapshotError::Size {
+                what: "snapshot",
+                detail: format!("{len} bytes"),
+            });
+        }
+        let mut data = vec![0u8; len];
+        let body_end = len - TRAILER_LEN;
+        let mut hasher = blake3::Hasher::new();
+        let mut filled = 0;
+        while filled < len {
+            let end = (filled + READ_CHUNK).min(len);
+            let n = file.read(&mut data[filled..end]).map_err(io)?;
+            if n == 0 {
+                return Err(SnapshotError::Size {
+                    what: "snapshot",
+                    detail: format!("file shrank while reading: {filled} of {len} bytes"),
+                });
+            }
+            let hash_to = (filled + n).min(body_end);
+            if hash_to > filled {
+                hasher.update(&data[filled..hash_to]);
+            }
+            filled += n;
+        }
+        let body_digest = hasher.finalize();
+        hasher.update(&data[body_end..]);
+        let content_hash = hasher.finalize();
+        Self::from_parts(data, body_digest, content_hash, trusted, hash_key, path)
+    }
+
+    /// Verifies and indexes a snapshot held in memory.
+    pub fn from_bytes(
+        data: Vec<u8>,
+        trusted: &[VerifyingKey],
+        hash_key: Option<&HashKey>,
+    ) -> Result<Snapshot, SnapshotError> {
+        if data.len() < HEADER_LEN + TRAILER_LEN {
+            return Err(SnapshotError::Size {
+                what: "snapshot",
+                detail: format!("{} bytes", data.len()),
+            });
+        }
+        let body_end = data.len() - TRAILER_LEN;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&data[..body_end]);
+        let body_digest = hasher.finalize();
+        hasher.update(&data[body_end..]);
+        let content_hash = hasher.finalize();
+        Self::from_parts(
+            data,
+            body_digest,
+            content_hash,
+            trusted,
+            hash_key,
+            Path::new("<memory>"),
+        )
+    }
+
+    fn from_parts(
+        data: Vec<u8>,
+        body_digest: blake3::Hash,
+        content_hash: blake3::Hash,
+        trusted: &[VerifyingKey],
+        hash_key: Option<&HashKey>,
+        path: &Path,
+    ) -> Result<Snapshot, SnapshotError> {
+        let header = SnapshotHeader::decode(&data, &path.display().to_string())?;
+        if header.file_len() != Some(data.len() as u64) {
+            return Err(SnapshotError::Size {
+                what: "snapshot",
+                detail: format!(
+                    "{} bytes, header promises {} documents",
+                    data.len(),
+                    header.documents
+                ),
+            });
+        }
+        let key = trusted
+            .iter()
+            .find(|k| verifying_key_id(k) == header.signing_key_id)
+            .ok_or(SnapshotError::UnknownKey {
+                what: "snapshot",
+                key_id: header.signing_key_id,
+            })?;
+        let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..]
+            .try_into()
+            .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        key.verify(&signed_message(&body_digest), &Signature::from_bytes(&sig_bytes))
+            .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        if let Some(hk) = hash_key {
+            if hk.id() != header.meta.hash_key_id {
+                return Err(SnapshotError::HashKeyMismatch {
+                    snapshot: header.meta.hash_key_id,
+                    configured: hk.id(),
+                });
+            }
+        }
+        let (dir, shift) = build_directory(&data[HEADER_LEN..data.len() - TRAILER_LEN])?;
+        Ok(Snapshot {
+            header,
+            content_hash,
+            data: data.into_boxed_slice(),
+            dir,
+            shift,
+        })
+    }
+
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    pub fn content_hash(&self) -> blake3::Hash {
+        self.content_hash
+    }
+
+    pub fn len(&self) -> usize {
+        self.header.documents as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.header.documents == 0
+    }
+
+    /// Bytes held by this snapshot (file image plus directory).
+    pub fn memory_bytes(&self) -> usize {
+        self.data.len() + self.dir.len() * 4
+    }
+
+    #[inline]
+    fn records(&self) -> &[u8] {
+        &self.data[HEADER_LEN..self.data.len() - TRAILER_LEN]
+    }
+
+    #[inline]
+    pub fn get(&self, key: &DocKey) -> Option<Record> {
+        let bucket = if self.shift >= 64 {
+            0
+        } else {
+            (key.prefix() >> self.shift) as usize
+        };
+        let lo = *self.dir.get(bucket)? as usize * RECORD_LEN;
+        let hi = *self.dir.get(bucket + 1)? as usize * RECORD_LEN;
+        self.records()
+            .get(lo..hi)?
+            .chunks_exact(RECORD_LEN)
+            .find(|r| r[..16] == key.0)
+            .and_then(Record::decode)
+    }
+
+    /// All records in key order (for inspection and tests; not a hot path).
+    pub fn iter(&self) -> impl Iterator<Item = Record> + '_ {
+        self.records()
+            .chunks_exact(RECORD_LEN)
+            .filter_map(Record::decode)
+    }
+}
+
+/// One pass over the sorted records: checks order and enum bytes, and records where each
+/// bucket of key prefixes starts. About one bucket per document keeps buckets short.
+fn build_directory(records: &[u8]) -> Result<(Box<[u32]>, u32), SnapshotError> {
+    let n = records.len() / RECORD_LEN;
+    if n > u32::MAX as usize - 1 {
+        return Err(SnapshotError::Corrupt("more than 2^32 documents".into()));
+    }
+    let bits = (usize::BITS - n.max(1).leading_zeros()).clamp(1, 32);
+    let shift = 64 - bits;
+    let buckets = 1usize << bits;
+    let mut dir = vec![0u32; buckets + 1];
+    let mut next_bucket = 0usize;
+    let mut prev: Option<&[u8]> = None;
+    for (i, r) in records.chunks_exact(RECORD_LEN).enumerate() {
+        if Record::decode(r).is_none() || r[28..32] != [0; 4] {
+            return Err(SnapshotError::Corrupt(format!("record {i} has invalid fields")));
+        }
+        let key = &r[..16];
+        if prev.is_some_and(|p| p >= key) {
+            return Err(SnapshotError::Corrupt(format!(
+                "record {i} is out of order or duplicated"
+            )));
+        }
+        prev = Some(key);
+        let prefix = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
+        let bucket = (prefix >> shift) as usize;
+        while next_bucket <= bucket {
+            dir[next_bucket] = i as u32;
+            next_bucket += 1;
+        }
+    }
+    for d in &mut dir[next_bucket..] {
+        *d = n as u32;
+    }
+    Ok((dir.into_boxed_slice(), shift))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{DocumentKind, Region};
+    use crate::keys::generate_signing_key;
+    use crate::snapshot::Status;
+
+    fn records(n: u32, hk: &HashKey) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                key: DocKey::of(hk, &format!("H{:08}", i)),
+                person: i / 2,
+                valid_until: 20_000 + i,
+                status: Status::Valid,
+                kind: DocumentKind::TravelPermit,
+                region: Region::HongKong,
+                renewal: crate::snapshot::record::NO_RENEWAL,
+            })
+            .collect()
+    }
+
+    fn meta(hk: &HashKey) -> SnapshotMeta {
+        SnapshotMeta {
+            version: 7,
+            published_at: 1_790_000_000,
+            hash_key_id: hk.id(),
+        }
+    }
+
+    #[test]
+    fn round_trip_finds_every_record_and_nothing_else() {
+        let hk = HashKey::generate();
+        let sk = generate_signing_key();
+        for n in [0u32, 1, 2, 3, 100, 5000] {
+            let recs = records(n, &hk);
+            let bytes = encode(recs.clone(), meta(&hk), &sk).expect("encode");
+            let snap = Snapshot::from_bytes(bytes, &[sk.verifying_key()], Some(&hk)).expect("load");
+            assert_eq!(snap.len(), n as usize);
+            assert_eq!(snap.header().meta, meta(&hk));
+            for r in &recs {
+                assert_eq!(snap.get(&r.key), Some(*r));
+            }
+            assert_eq!(snap.get(&DocKey::of(&hk, "M00000001")), None);
+            assert_eq!(snap.iter().count(), n as usize);
+        }
+    }
+
+    #[test]
+    fn file_load_matches_memory_load_and_b3sum() {
+        let hk = HashKey::generate();
+        let sk = generate_signing_key();
+        let bytes = encode(records(3000, &hk), meta(&hk), &sk).expect("encode");
+        let expected = blake3::hash(&bytes);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("s");
+        std::fs::write(&p, &bytes).expect("write");
+        let snap = Snapshot::load(&p, &[sk.verifying_key()], Some(&hk)).expect("load");
+        assert_eq!(snap.content_hash(), expected);
+    }
+
+    #[test]
+    fn tampering_is_refused() {
+        let hk = HashKey::generate();
+        let sk = generate_signing_key();
+        let good = encode(records(200, &hk), meta(&hk), &sk).expect("encode");
+        let trusted = [sk.verifying_key()];
+
+        // A flipped bit anywhere: header, a record, the signature.
+        for pos in [20, HEADER_LEN + 5, HEADER_LEN + 32 * 100 + 24, good.len() - 3] {
+            let mut bad = good.clone();
+            bad[pos] ^= 0x01;
+            assert!(
+                Snapshot::from_bytes(bad, &trusted, Some(&hk)).is_err(),
+                "flip at {pos} accepted"
+            );
+        }
+        // Truncated by one record, and by one byte.
+        for cut in [RECORD_LEN, 1] {
+            let bad = good[..good.len() - cut].to_vec();
+            assert!(matches!(
+                Snapshot::from_bytes(bad, &trusted, Some(&hk)),
+                Err(SnapshotError::Size { .. })
+            ));
+        }
+        // Wrong publisher key.
+        let other = generate_signing_key();
+        assert!(matches!(
+            Snapshot::from_bytes(good.clone(), &[other.verifying_key()], Some(&hk)),
+            Err(SnapshotError::UnknownKey { .. })
+        ));
+        // Same key id cannot be forged, but a signature by another key under our id fails.
+        let mut forged = encode(records(200, &hk), meta(&hk), &other).expect("encode");
+        forged[56..64].copy_from_slice(&verifying_key_id(&sk.verifying_key()).0);
+        assert!(matches!(
+            Snapshot::from_bytes(forged, &trusted, Some(&hk)),
+            Err(SnapshotError::BadSignature { .. })
+        ));
+        // Wrong hashing key.
+        assert!(matches!(
+            Snapshot::from_bytes(good.clone(), &trusted, Some(&HashKey::generate())),
+            Err(SnapshotError::HashKeyMismatch { .. })
+        ));
+        assert!(Snapshot::from_bytes(good, &trusted, Some(&hk)).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_cannot_be_published() {
+        let hk = HashKey::generate();
+        let mut recs = records(3, &hk);
+        recs.push(recs[0]);
+        assert!(encode(recs, meta(&hk), &generate_signing_key()).is_err());
+    }
+}

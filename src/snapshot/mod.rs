@@ -1,0 +1,47 @@
+//! The signed snapshot of the authority's records and the manifest that names it.
+//!
+//! A snapshot is immutable once built: fixed-width [`Record`]s sorted by keyed hash, a
+//! header, and an Ed25519 signature (see docs/snapshot-format.md). The manifest is the
+//! signed, expiring pointer to the current snapshot by content hash (TUF's timestamp and
+//! snapshot roles in one). Nothing here knows about HTTP or the cache.
+
+mod format;
+mod manifest;
+mod record;
+mod repo;
+
+pub use format::{encode, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN};
+pub use manifest::{Manifest, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
+pub use record::{DocKey, Record, Status, NO_RENEWAL};
+pub use repo::{load_repo, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR};
+
+use std::path::PathBuf;
+
+use crate::keys::KeyId;
+
+/// Why a snapshot or manifest was refused. Every variant is a reason to keep serving what
+/// we had (or to refuse to start), never to serve what we were given.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} is truncated or has the wrong size ({detail})")]
+    Size { what: &'static str, detail: String },
+    #[error("{0} is not a permitgate snapshot (bad magic or record size)")]
+    NotASnapshot(String),
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{what} is signed by key {key_id}, which is not a trusted publisher key")]
+    UnknownKey { what: &'static str, key_id: KeyId },
+    #[error("{what} signature does not verify")]
+    BadSignature { what: &'static str },
+    #[error("content hash mismatch: manifest names {expected}, file hashes to {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("snapshot was hashed with key {snapshot}, this gateway's hashing key is {configured}")]
+    HashKeyMismatch { snapshot: KeyId, configured: KeyId },
+    #[error("manifest is invalid: {0}")]
+    Manifest(String),
+}

@@ -1,0 +1,79 @@
+//! A snapshot repository on disk: `manifest.json` plus content-addressed `objects/<hash>`.
+//!
+//! Writes are atomic (temporary file, fsync, rename), so a reader sees the old state or the
+//! new one; objects are written before the manifest that names them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+
+use super::{SignedManifest, Snapshot, SnapshotError};
+use crate::keys::HashKey;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const OBJECTS_DIR: &str = "objects";
+
+/// A verified manifest and the snapshot it names.
+#[derive(Debug)]
+pub struct Repo {
+    pub manifest: SignedManifest,
+    pub snapshot: Snapshot,
+}
+
+pub fn object_path(repo: &Path, hash_hex: &str) -> PathBuf {
+    repo.join(OBJECTS_DIR).join(hash_hex)
+}
+
+/// Verifies the manifest, then loads and verifies the snapshot it names.
+pub fn load_repo(
+    dir: &Path,
+    trusted: &[VerifyingKey],
+    hash_key: Option<&HashKey>,
+) -> Result<Repo, SnapshotError> {
+    let mpath = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&mpath).map_err(|source| SnapshotError::Io {
+        path: mpath.clone(),
+        source,
+    })?;
+    let manifest = SignedManifest::verify(&bytes, trusted)?;
+    let named = &manifest.manifest.snapshot;
+    if named.hash.len() != 64 || !named.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SnapshotError::Manifest(format!(
+            "snapshot hash {:?} is not 64 hex characters",
+            named.hash
+        )));
+    }
+    let snapshot = Snapshot::load(&object_path(dir, &named.hash), trusted, hash_key)?;
+    let actual = snapshot.content_hash().to_hex();
+    if actual.as_str() != named.hash {
+        return Err(SnapshotError::HashMismatch {
+            expected: named.hash.clone(),
+            actual: actual.to_string(),
+        });
+    }
+    if snapshot.header().meta.version != named.version || snapshot.len() as u64 != named.documents {
+        return Err(SnapshotError::Manifest(
+            "manifest and snapshot disagree on version or document count".into(),
+        ));
+    }
+    Ok(Repo { manifest, snapshot })
+}
+
+/// Writes `bytes` to `path` so that readers never see a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
