@@ -7,6 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod document;
+pub mod http;
 pub mod keys;
 pub mod publish;
+pub mod server;
 pub mod snapshot;
+pub mod checks;
+pub mod clock;
+pub mod config;
+pub mod day;
+pub mod metrics;
+pub mod partner;
+pub mod store;
+pub mod tls;

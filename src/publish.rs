@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
-use time::{Date, Duration, OffsetDateTime};
+use time::{Duration, OffsetDateTime};
+
+use crate::day::Day;
 
 use crate::document::DocumentNo;
 use crate::keys::HashKey;
@@ -77,22 +79,6 @@ pub struct PublishReport {
     pub size: u64,
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
-pub fn parse_day(s: &str) -> Option<u32> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let d = Date::parse(s, &fmt).ok()?;
-    u32::try_from(d.to_julian_day() - UNIX_EPOCH_JULIAN_DAY).ok()
-}
-
-/// `YYYY-MM-DD` of a day number.
-pub fn format_day(days: u32) -> String {
-    match Date::from_julian_day(UNIX_EPOCH_JULIAN_DAY + days as i32) {
-        Ok(d) => format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day()),
-        Err(_) => "9999-12-31".to_owned(),
-    }
-}
-
-pub const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
 
 /// Parses an export into snapshot records.
 pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
@@ -135,7 +121,7 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
                     "documents[{j}].number breaks rule region_mismatch: one person's documents must be from one region"
                 )));
             }
-            let valid_until = parse_day(&doc.valid_until).ok_or_else(|| {
+            let valid_until = Day::parse(&doc.valid_until).ok_or_else(|| {
                 err(format!(
                     "documents[{j}].valid_until must be a date YYYY-MM-DD from 1970 on"
                 ))
@@ -143,7 +129,7 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
             records.push(Record {
                 key: DocKey::of(hash_key, number.canonical()),
                 person: person_no,
-                valid_until,
+                valid_until: valid_until.0,
                 status: doc.status,
                 kind: number.kind(),
                 region: number.region(),
@@ -276,7 +262,7 @@ mod tests {
             .get(&DocKey::of(&hk, "810000199001011230"))
             .expect("present");
         assert_eq!(tp.person, rp.person);
-        assert_eq!(format_day(rp.valid_until), "2030-06-30");
+        assert_eq!(Day(rp.valid_until).to_string(), "2030-06-30");
         let lost = loaded.snapshot.get(&DocKey::of(&hk, "01234567")).expect("present");
         assert_eq!(lost.status, Status::Lost);
         assert_ne!(lost.person, tp.person);

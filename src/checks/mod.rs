@@ -1,0 +1,132 @@
+//! The domain answers: link checks and document status checks over one store [`State`].
+//!
+//! Everything here is synchronous and allocation-free apart from the answer itself. Inputs
+//! are already-parsed document numbers, so nothing here can see bad input.
+
+use serde::Serialize;
+
+use crate::day::Day;
+use crate::document::{DocumentKind, DocumentNo, NumberError, Region, ResidencePermitNo, TravelPermitNo};
+use crate::keys::HashKey;
+use crate::snapshot::{DocKey, Record, Status, NO_RENEWAL};
+use crate::store::State;
+
+/// A travel permit and a residence permit of the same region: the only pairs a link check
+/// accepts.
+#[derive(Debug, Clone)]
+pub struct DocumentPair {
+    travel: TravelPermitNo,
+    residence: ResidencePermitNo,
+}
+
+impl DocumentPair {
+    pub fn new(travel: TravelPermitNo, residence: ResidencePermitNo) -> Result<Self, NumberError> {
+        if travel.region() != residence.region() {
+            return Err(NumberError::RegionMismatch);
+        }
+        Ok(DocumentPair { travel, residence })
+    }
+
+    pub fn travel(&self) -> &TravelPermitNo {
+        &self.travel
+    }
+
+    pub fn residence(&self) -> &ResidencePermitNo {
+        &self.residence
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkResult {
+    Linked,
+    NotLinked,
+    TravelPermitNotFound,
+    ResidencePermitNotFound,
+}
+
+/// Status of one document as of the check; `None` when it is not in the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocState {
+    pub status: Status,
+    pub valid_until: Day,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAnswer {
+    pub result: LinkResult,
+    pub travel_permit: Option<DocState>,
+    pub residence_permit: Option<DocState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusAnswer {
+    pub kind: DocumentKind,
+    pub region: Region,
+    pub state: Option<DocState>,
+}
+
+/// Finds the record and what it means for the card that was asked about.
+fn lookup(
+    state: &State,
+    hash_key: &HashKey,
+    canonical: &str,
+    renewal: Option<u8>,
+    today: Day,
+) -> Option<(Record, DocState)> {
+    let rec = state.get(&DocKey::of(hash_key, canonical))?;
+    let mut status = rec.status;
+    // The base number names the permit, the renewal count the card: an older card of a
+    // renewed permit is replaced, a newer one than we know of does not exist.
+    if let (Some(asked), current) = (renewal, rec.renewal) {
+        if current != NO_RENEWAL {
+            if asked > current {
+                return None;
+            }
+            if asked < current {
+                status = Status::Replaced;
+            }
+        }
+    }
+    if status == Status::Valid && rec.valid_until < today.0 {
+        status = Status::Expired;
+    }
+    Some((
+        rec,
+        DocState {
+            status,
+            valid_until: Day(rec.valid_until),
+        },
+    ))
+}
+
+/// Does this travel permit belong with this residence permit, as of `today`? When neither document is known the travel permit is reported missing.
+pub fn link_check(state: &State, hash_key: &HashKey, pair: &DocumentPair, today: Day) -> LinkAnswer {
+    let tp = lookup(
+        state,
+        hash_key,
+        pair.travel.canonical(),
+        pair.travel.renewal(),
+        today,
+    );
+    let rp = lookup(state, hash_key, pair.residence.canonical(), None, today);
+    let result = match (&tp, &rp) {
+        (None, _) => LinkResult::TravelPermitNotFound,
+        (Some(_), None) => LinkResult::ResidencePermitNotFound,
+        (Some((t, _)), Some((r, _))) if t.person == r.person => LinkResult::Linked,
+        (Some(_), Some(_)) => LinkResult::NotLinked,
+    };
+    LinkAnswer {
+        result,
+        travel_permit: tp.map(|(_, s)| s),
+        residence_permit: rp.map(|(_, s)| s),
+    }
+}
+
+pub fn document_status(state: &State, hash_key: &HashKey, number: &DocumentNo, today: Day) -> StatusAnswer {
+    StatusAnswer {
+        kind: number.kind(),
+        region: number.region(),
+        state: lookup(state, hash_key, number.canonical(), number.renewal(), today).map(|(_, s)| s),
+    }
+}

@@ -1,0 +1,285 @@
+//! Gateway configuration: parsed once from TOML into a validated [`Config`].
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default). Relative
+//! paths are relative to the config file's directory, so a config can travel with its
+//! certificates. `config/gateway.toml` is the commented reference.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::partner::{valid_partner_id, Partner, Scope};
+use crate::store::CacheConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {field}: {rule}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        rule: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub snapshot: SnapshotConfig,
+    pub cache: CacheConfig,
+    pub partners: Vec<Partner>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub max_body_bytes: usize,
+    pub max_batch_items: usize,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    pub repo: PathBuf,
+    pub publisher_keys: Vec<PathBuf>,
+    pub hash_key: PathBuf,
+}
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    tls: RawTls,
+    snapshot: RawSnapshot,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    partners: Vec<RawPartner>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_max_batch")]
+    max_batch_items: usize,
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout_ms: u64,
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_batch() -> usize {
+    DEFAULT_MAX_BATCH_ITEMS
+}
+fn default_handshake_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    repo: PathBuf,
+    publisher_keys: Vec<PathBuf>,
+    hash_key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "default_cache_entries")]
+    max_entries: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            enabled: false,
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+fn default_cache_entries() -> u64 {
+    CacheConfig::default().max_entries
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartner {
+    id: String,
+    #[serde(default)]
+    scopes: Vec<Scope>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text` as if it were the file at `path` (relative paths resolve against it).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        let invalid = |field: &str, rule: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            rule: rule.to_owned(),
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        if raw.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1..=100_000).contains(&raw.server.max_batch_items) {
+            return Err(invalid("server.max_batch_items", "must be between 1 and 100000"));
+        }
+        if raw.server.handshake_timeout_ms == 0 {
+            return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
+        }
+        if raw.snapshot.publisher_keys.is_empty() {
+            return Err(invalid("snapshot.publisher_keys", "needs at least one key"));
+        }
+        if raw.cache.enabled && raw.cache.max_entries == 0 {
+            return Err(invalid("cache.max_entries", "must be above 0 when the cache is on"));
+        }
+        let mut seen = HashSet::new();
+        let mut partners = Vec::with_capacity(raw.partners.len());
+        for (i, p) in raw.partners.into_iter().enumerate() {
+            if !valid_partner_id(&p.id) {
+                return Err(invalid(
+                    &format!("partners[{i}].id"),
+                    "must be 1-64 characters of a-z, 0-9, '-', '_', '.'",
+                ));
+            }
+            if !seen.insert(p.id.clone()) {
+                return Err(invalid(&format!("partners[{i}].id"), "appears twice"));
+            }
+            partners.push(Partner {
+                id: p.id,
+                scopes: p.scopes.into_iter().collect(),
+            });
+        }
+        Ok(Config {
+            server: ServerConfig {
+                listen: raw.server.listen,
+                metrics_listen: raw.server.metrics_listen,
+                max_body_bytes: raw.server.max_body_bytes,
+                max_batch_items: raw.server.max_batch_items,
+                handshake_timeout: Duration::from_millis(raw.server.handshake_timeout_ms),
+            },
+            tls: TlsConfig {
+                cert: resolve(raw.tls.cert),
+                key: resolve(raw.tls.key),
+                client_ca: resolve(raw.tls.client_ca),
+            },
+            snapshot: SnapshotConfig {
+                repo: resolve(raw.snapshot.repo),
+                publisher_keys: raw.snapshot.publisher_keys.into_iter().map(resolve).collect(),
+                hash_key: resolve(raw.snapshot.hash_key),
+            },
+            cache: CacheConfig {
+                enabled: raw.cache.enabled,
+                max_entries: raw.cache.max_entries,
+            },
+            partners,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+[tls]
+cert = "pki/server.crt"
+key = "pki/server.key"
+client_ca = "pki/ca.crt"
+[snapshot]
+repo = "repo"
+publisher_keys = ["keys/publisher.pub"]
+hash_key = "/etc/permitgate/hash.key"
+[[partners]]
+id = "bank"
+scopes = ["link_check"]
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(MIN, Path::new("/srv/pg/gateway.toml")).expect("valid");
+        assert_eq!(c.server.max_body_bytes, 65536);
+        assert_eq!(c.server.max_batch_items, 1000);
+        assert!(!c.cache.enabled);
+        assert_eq!(c.tls.cert, Path::new("/srv/pg/pki/server.crt"));
+        assert_eq!(c.snapshot.hash_key, Path::new("/etc/permitgate/hash.key"));
+        assert!(c.partners[0].scopes.contains(Scope::LinkCheck));
+        assert!(!c.partners[0].scopes.contains(Scope::DocumentStatus));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let p = Path::new("g.toml");
+        let typo = MIN.replace("listen =", "listne =");
+        let e = Config::parse(&typo, p).expect_err("typo").to_string();
+        assert!(e.contains("listne"), "{e}");
+        let scope = MIN.replace("\"link_check\"", "\"link_checks\"");
+        let e = Config::parse(&scope, p).expect_err("scope").to_string();
+        assert!(e.contains("link_checks"), "{e}");
+        let dup = format!("{MIN}[[partners]]\nid = \"bank\"\n");
+        let e = Config::parse(&dup, p).expect_err("dup").to_string();
+        assert!(e.contains("partners[1].id") && e.contains("twice"), "{e}");
+        let bad_id = MIN.replace("id = \"bank\"", "id = \"Bank Ltd\"");
+        assert!(Config::parse(&bad_id, p).is_err());
+        let small = MIN.replace("[tls]", "max_body_bytes = 10\n[tls]");
+        let e = Config::parse(&small, p).expect_err("small").to_string();
+        assert!(e.contains("server.max_body_bytes"), "{e}");
+    }
+}

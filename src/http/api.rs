@@ -1,0 +1,129 @@
+//! Request and response bodies of the partner API, as the wire sees them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::checks::{DocState, LinkAnswer, LinkResult, StatusAnswer};
+use crate::day::Day;
+use crate::document::{DocumentKind, Region};
+use crate::snapshot::Status;
+
+use super::problem::Problem;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkCheckRequest {
+    pub travel_permit: String,
+    pub residence_permit: String,
+}
+
+/// Items stay raw so that one bad item gets its own error instead of failing the batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest<'a> {
+    #[serde(borrow)]
+    pub checks: Vec<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentStatusRequest {
+    pub number: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotRef<'a> {
+    pub version: u64,
+    pub published_at: &'a str,
+}
+
+/// A document's part of an answer; both fields are null when it was not found.
+#[derive(Debug, Serialize)]
+pub struct DocView {
+    pub status: Option<Status>,
+    pub valid_until: Option<Day>,
+}
+
+impl From<Option<DocState>> for DocView {
+    fn from(s: Option<DocState>) -> Self {
+        DocView {
+            status: s.map(|s| s.status),
+            valid_until: s.map(|s| s.valid_until),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkItem {
+    pub result: LinkResult,
+    pub travel_permit: DocView,
+    pub residence_permit: DocView,
+}
+
+impl From<LinkAnswer> for LinkItem {
+    fn from(a: LinkAnswer) -> Self {
+        LinkItem {
+            result: a.result,
+            travel_permit: a.travel_permit.into(),
+            residence_permit: a.residence_permit.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkCheckResponse<'a> {
+    #[serde(flatten)]
+    pub item: LinkItem,
+    pub snapshot: SnapshotRef<'a>,
+    pub checked_at: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Answer(LinkItem),
+    Error { error: Problem },
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchResponse<'a> {
+    pub results: Vec<BatchItem>,
+    pub snapshot: SnapshotRef<'a>,
+    pub checked_at: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Found {
+    Found,
+    NotFound,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentStatusResponse<'a> {
+    pub result: Found,
+    pub document_type: DocumentKind,
+    pub region: Region,
+    pub status: Option<Status>,
+    pub valid_until: Option<Day>,
+    pub snapshot: SnapshotRef<'a>,
+    pub checked_at: &'a str,
+}
+
+impl<'a> DocumentStatusResponse<'a> {
+    pub fn new(a: StatusAnswer, snapshot: SnapshotRef<'a>, checked_at: &'a str) -> Self {
+        DocumentStatusResponse {
+            result: if a.state.is_some() {
+                Found::Found
+            } else {
+                Found::NotFound
+            },
+            document_type: a.kind,
+            region: a.region,
+            status: a.state.map(|s| s.status),
+            valid_until: a.state.map(|s| s.valid_until),
+            snapshot,
+            checked_at,
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! HTTP: routing, scopes, body limits, JSON in and out, problem documents.
+//!
+//! [`App::handle`] is the whole request path for one partner request: route → method →
+//! partner and scope → readiness → content type → body (bounded) → parse → check →
+//! serialise. It knows the partner from the connection (resolved once per TLS session by
+//! the server) and never touches sockets itself.
+
+pub mod api;
+pub mod problem;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use prometheus::Histogram;
+
+use crate::checks::{self, DocumentPair};
+use crate::clock::Clock;
+use crate::day::{rfc3339, Day};
+use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
+use crate::keys::HashKey;
+use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
+use crate::partner::{Partner, PartnerTable, Scope};
+use crate::store::{State, Store};
+
+use api::*;
+use problem::{Problem, ProblemKind};
+
+pub type Body = Full<Bytes>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    LinkCheck,
+    LinkCheckBatch,
+    DocumentStatus,
+    Healthz,
+    Readyz,
+    Unknown,
+}
+
+impl Route {
+    pub const ALL: [Route; 6] = [
+        Route::LinkCheck,
+        Route::LinkCheckBatch,
+        Route::DocumentStatus,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Unknown,
+    ];
+
+    pub fn of(path: &str) -> Route {
+        match path {
+            "/v1/link-checks" => Route::LinkCheck,
+            "/v1/link-checks:batch" => Route::LinkCheckBatch,
+            "/v1/document-status" => Route::DocumentStatus,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            _ => Route::Unknown,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::LinkCheck => "link_check",
+            Route::LinkCheckBatch => "link_check_batch",
+            Route::DocumentStatus => "document_status",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Unknown => "unknown",
+        }
+    }
+
+    fn method(self) -> Option<Method> {
+        match self {
+            Route::LinkCheck | Route::LinkCheckBatch | Route::DocumentStatus => Some(Method::POST),
+            Route::Healthz | Route::Readyz => Some(Method::GET),
+            Route::Unknown => None,
+        }
+    }
+
+    fn scope(self) -> Option<Scope> {
+        match self {
+            Route::LinkCheck | Route::LinkCheckBatch => Some(Scope::LinkCheck),
+            Route::DocumentStatus => Some(Scope::DocumentStatus),
+            Route::Healthz | Route::Readyz | Route::Unknown => None,
+        }
+    }
+}
+
+/// Labels of the `outcome` metric dimension: `ok`, then one per problem kind.
+fn outcome_labels() -> Vec<&'static str> {
+    std::iter::once("ok")
+        .chain(ProblemKind::ALL.iter().map(|k| k.label()))
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch_items: usize,
+}
+
+/// Who is on the other end of a connection, resolved once per connection.
+pub struct Caller {
+    pub partner: Option<Arc<Partner>>,
+    /// The id the certificate claimed, kept for error details when it is not configured.
+    claimed: Option<String>,
+    counters: Arc<RequestCounters>,
+}
+
+impl Caller {
+    pub fn label(&self) -> &str {
+        self.partner.as_ref().map_or(UNKNOWN_PARTNER, |p| p.id.as_str())
+    }
+}
+
+pub struct App {
+    store: Arc<Store>,
+    hash_key: HashKey,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    partners: HashMap<String, (Arc<Partner>, Arc<RequestCounters>)>,
+    unknown_counters: Arc<RequestCounters>,
+    durations: Vec<Histogram>,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<Store>,
+        hash_key: HashKey,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        table: &PartnerTable,
+        metrics: &Metrics,
+    ) -> App {
+        let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
+        let outcomes = outcome_labels();
+        let partners = table
+            .ids()
+            .filter_map(|id| table.get(id))
+            .map(|p| {
+                let c = metrics.request_counters(&p.id, &routes, &outcomes);
+                (p.id.clone(), (p.clone(), Arc::new(c)))
+            })
+            .collect();
+        App {
+            store,
+            hash_key,
+            clock,
+            limits,
+            partners,
+            unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER, &routes, &outcomes)),
+            durations: Route::ALL.iter().map(|r| metrics.route_duration(r.label())).collect(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Maps the identity a client certificate claims to a configured partner.
+    pub fn identify(&self, claimed: Option<&str>) -> Arc<Caller> {
+        let found = claimed.and_then(|id| self.partners.get(id));
+        Arc::new(match found {
+            Some((p, c)) => Caller {
+                partner: Some(p.clone()),
+                claimed: claimed.map(str::to_owned),
+                counters: c.clone(),
+            },
+            None => Caller {
+                partner: None,
+                claimed: claimed.map(str::to_owned),
+                counters: self.unknown_counters.clone(),
+            },
+        })
+    }
+
+    pub async fn handle<B>(&self, caller: &Caller, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let start = Instant::now();
+        let route = Route::of(req.uri().path());
+        let (response, outcome) = match self.dispatch(caller, route, req).await {
+            Ok(r) => (r, 0),
+            Err(p) => {
+                let idx = p.kind.index() + 1;
+                (problem_response(&p, route), idx)
+            }
+        };
+        if let Some(c) = caller.counters.get(route as usize, outcome) {
+            c.inc();
+        }
+        if let Some(h) = self.durations.get(route as usize) {
+            h.observe(start.elapsed().as_secs_f64());
+        }
+        response
+    }
+
+    async fn dispatch<B>(&self, caller: &Caller, route: Route, req: Request<B>) -> Result<Response<Body>, Problem>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(method) = route.method() else {
+            return Err(Problem::new(ProblemKind::NotFound, "see README.md for the API"));
+        };
+        if req.method() != method {
+            return Err(Problem::new(
+                ProblemKind::MethodNotAllowed,
+                format!("this endpoint accepts {method} only"),
+            ));
+        }
+        match route {
+            Route::Healthz => return Ok(json_response(StatusCode::OK, br#"{"status":"alive"}"#.to_vec())),
+            Route::Readyz => return self.readyz(),
+            _ => {}
+        }
+        let Some(partner) = &caller.partner else {
+            return Err(Problem::new(
+                ProblemKind::UnknownPartner,
+                match &caller.claimed {
+                    Some(id) => format!("certificate identity {id:?} is not in the partner table"),
+                    None => "certificate carries no partner identity (SAN URI spiffe://partners/<id> or subject CN)".to_owned(),
+                },
+            ));
+        };
+        if let Some(scope) = route.scope() {
+            if !partner.scopes.contains(scope) {
+                return Err(Problem::new(
+                    ProblemKind::ScopeMissing,
+                    format!("partner {} lacks scope {}", partner.id, scope.as_str()),
+                ));
+            }
+        }
+        if !self.store.is_ready() {
+            return Err(not_ready());
+        }
+        check_content_type(&req)?;
+        let body = read_body(req, self.limits.max_body_bytes).await?;
+        let guard = self.store.current();
+        let state = guard.as_ref().ok_or_else(not_ready)?;
+        let now = self.clock.now();
+        let checked_at = rfc3339(now);
+        let today = Day::of(now);
+        let snapshot = SnapshotRef {
+            version: state.info().version,
+            published_at: &state.info().published_at_text,
+        };
+        let out = match route {
+            Route::LinkCheck => {
+                let req: LinkCheckRequest =
+                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let item = self.link_item(state, &req, "", today)?;
+                serde_json::to_vec(&LinkCheckResponse {
+                    item,
+                    snapshot,
+                    checked_at: &checked_at,
+                })
+            }
+            Route::LinkCheckBatch => {
+                let req: BatchRequest<'_> =
+                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                if req.checks.len() > self.limits.max_batch_items {
+                    let mut p = Problem::new(
+                        ProblemKind::BatchTooLarge,
+                        format!(
+                            "{} checks; at most {} per batch",
+                            req.checks.len(),
+                            self.limits.max_batch_items
+                        ),
+                    )
+                    .with_field("checks");
+                    p.rule = Some("max_items");
+                    return Err(p);
+                }
+                let results = req
+                    .checks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, raw)| {
+                        let prefix = format!("checks[{i}].");
+                        serde_json::from_str::<LinkCheckRequest>(raw.get())
+                            .map_err(|e| Problem::from_json(&e, &prefix))
+                            .and_then(|r| self.link_item(state, &r, &prefix, today))
+                            .map_or_else(|error| BatchItem::Error { error }, BatchItem::Answer)
+                    })
+                    .collect();
+                serde_json::to_vec(&BatchResponse {
+                    results,
+                    snapshot,
+                    checked_at: &checked_at,
+                })
+            }
+            Route::DocumentStatus => {
+                let req: DocumentStatusRequest =
+                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let number = DocumentNo::parse(&req.number)
+                    .map_err(|e| Problem::invalid_number("number", e))?;
+                let answer = checks::document_status(state, &self.hash_key, &number, today);
+                serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, &checked_at))
+            }
+            Route::Healthz | Route::Readyz | Route::Unknown => {
+                return Err(Problem::new(ProblemKind::NotFound, "no handler"))
+            }
+        };
+        out.map(|bytes| json_response(StatusCode::OK, bytes))
+            .map_err(|e| Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}")))
+    }
+
+    fn link_item(&self, state: &State, req: &LinkCheckRequest, prefix: &str, today: Day) -> Result<LinkItem, Problem> {
+        let field = |name: &str| format!("{prefix}{name}");
+        let tp = TravelPermitNo::parse(&req.travel_permit)
+            .map_err(|e| Problem::invalid_number(field("travel_permit"), e))?;
+        let rp = ResidencePermitNo::parse(&req.residence_permit)
+            .map_err(|e| Problem::invalid_number(field("residence_permit"), e))?;
+        let pair = DocumentPair::new(tp, rp)
+            .map_err(|e| Problem::invalid_number(field("residence_permit"), e))?;
+        Ok(checks::link_check(state, &self.hash_key, &pair, today).into())
+    }
+
+    fn readyz(&self) -> Result<Response<Body>, Problem> {
+        let guard = self.store.current();
+        let state = guard.as_ref().ok_or_else(not_ready)?;
+        let body = format!(
+            r#"{{"status":"ready","snapshot":{{"version":{},"documents":{}}}}}"#,
+            state.info().version,
+            state.snapshot().len()
+        );
+        Ok(json_response(StatusCode::OK, body.into_bytes()))
+    }
+}
+
+fn not_ready() -> Problem {
+    Problem::new(ProblemKind::NotReady, "the first snapshot is still loading")
+}
+
+fn check_content_type<B>(req: &Request<B>) -> Result<(), Problem> {
+    let ok = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ))
+    }
+}
+
+async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, Problem>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        Problem::new(
+            ProblemKind::BodyTooLarge,
+            format!("the body limit is {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Problem::new(
+            ProblemKind::MalformedJson,
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The single place a [`Problem`] becomes a response.
+pub fn problem_response(p: &Problem, route: Route) -> Response<Body> {
+    let body = serde_json::to_vec(p).unwrap_or_else(|_| br#"{"type":"urn:permitgate:problem:internal"}"#.to_vec());
+    let mut r = json_response(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    );
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    match p.kind {
+        ProblemKind::MethodNotAllowed => {
+            let allow = route.method().map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
+            h.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        ProblemKind::NotReady => {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
+    }
+    r
+}

@@ -1,0 +1,198 @@
+//! RFC 9457 problem documents: the one place failures become HTTP responses.
+//!
+//! Every failure has a stable `type` (`urn:permitgate:problem:<slug>`) that clients may
+//! match on, a status, a fixed title, and a `detail` for humans. Invalid input also names
+//! the `field` and the `rule` it broke. Details never contain the submitted numbers.
+
+use serde::Serialize;
+
+use crate::document::NumberError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    MalformedJson,
+    UnknownField,
+    MissingField,
+    InvalidField,
+    InvalidDocumentNumber,
+    BatchTooLarge,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
+    UnknownPartner,
+    ScopeMissing,
+    NotReady,
+    Internal,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 14] = [
+        ProblemKind::MalformedJson,
+        ProblemKind::UnknownField,
+        ProblemKind::MissingField,
+        ProblemKind::InvalidField,
+        ProblemKind::InvalidDocumentNumber,
+        ProblemKind::BatchTooLarge,
+        ProblemKind::BodyTooLarge,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::NotFound,
+        ProblemKind::MethodNotAllowed,
+        ProblemKind::UnknownPartner,
+        ProblemKind::ScopeMissing,
+        ProblemKind::NotReady,
+        ProblemKind::Internal,
+    ];
+
+    pub fn slug(self) -> &'static str {
+        self.info().0
+    }
+
+    pub fn status(self) -> u16 {
+        self.info().1
+    }
+
+    pub fn title(self) -> &'static str {
+        self.info().2
+    }
+
+    /// The `type` member: a URN, stable across releases.
+    pub fn type_uri(self) -> &'static str {
+        self.info().3
+    }
+
+    /// Metric label (Prometheus prefers underscores).
+    pub fn label(self) -> &'static str {
+        self.info().4
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn info(self) -> (&'static str, u16, &'static str, &'static str, &'static str) {
+        macro_rules! p {
+            ($slug:literal, $label:literal, $status:literal, $title:literal) => {
+                ($slug, $status, $title, concat!("urn:permitgate:problem:", $slug), $label)
+            };
+        }
+        match self {
+            ProblemKind::MalformedJson => p!("malformed-json", "malformed_json", 400, "Request body is not valid JSON"),
+            ProblemKind::UnknownField => p!("unknown-field", "unknown_field", 400, "Request has a field this endpoint does not accept"),
+            ProblemKind::MissingField => p!("missing-field", "missing_field", 400, "Request lacks a required field"),
+            ProblemKind::InvalidField => p!("invalid-field", "invalid_field", 400, "A field has the wrong type"),
+            ProblemKind::InvalidDocumentNumber => p!("invalid-document-number", "invalid_document_number", 422, "Document number is not valid"),
+            ProblemKind::BatchTooLarge => p!("batch-too-large", "batch_too_large", 422, "Batch has too many checks"),
+            ProblemKind::BodyTooLarge => p!("body-too-large", "body_too_large", 413, "Request body is too large"),
+            ProblemKind::UnsupportedMediaType => p!("unsupported-media-type", "unsupported_media_type", 415, "Request body must be application/json"),
+            ProblemKind::NotFound => p!("not-found", "not_found", 404, "No such endpoint"),
+            ProblemKind::MethodNotAllowed => p!("method-not-allowed", "method_not_allowed", 405, "Method not allowed on this endpoint"),
+            ProblemKind::UnknownPartner => p!("unknown-partner", "unknown_partner", 403, "Client certificate is not a configured partner"),
+            ProblemKind::ScopeMissing => p!("scope-missing", "scope_missing", 403, "Partner lacks the scope this endpoint needs"),
+            ProblemKind::NotReady => p!("not-ready", "not_ready", 503, "Gateway has no snapshot loaded yet"),
+            ProblemKind::Internal => p!("internal", "internal", 500, "Internal error"),
+        }
+    }
+}
+
+/// A problem document. `field` and `rule` are set for input errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    #[serde(skip)]
+    pub kind: ProblemKind,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Problem {
+        Problem {
+            type_uri: kind.type_uri(),
+            title: kind.title(),
+            status: kind.status(),
+            detail: detail.into(),
+            field: None,
+            rule: None,
+            kind,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn invalid_number(field: impl Into<String>, e: NumberError) -> Problem {
+        let field = field.into();
+        Problem {
+            rule: Some(e.rule()),
+            ..Problem::new(ProblemKind::InvalidDocumentNumber, format!("{field}: {e}")).with_field(field)
+        }
+    }
+
+    /// Classifies a serde_json error: syntax, unknown field, missing field or wrong type.
+    /// serde's own messages are the stable source for the field name.
+    pub fn from_json(e: &serde_json::Error, prefix: &str) -> Problem {
+        use serde_json::error::Category;
+        let msg = e.to_string();
+        let backticked = |m: &str| m.split('`').nth(1).map(|f| format!("{prefix}{f}"));
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                Problem::new(ProblemKind::MalformedJson, msg)
+            }
+            Category::Data if msg.starts_with("unknown field") => {
+                let p = Problem::new(ProblemKind::UnknownField, msg.clone());
+                match backticked(&msg) {
+                    Some(f) => p.with_field(f),
+                    None => p,
+                }
+            }
+            Category::Data if msg.starts_with("missing field") => {
+                let p = Problem::new(ProblemKind::MissingField, msg.clone());
+                match backticked(&msg) {
+                    Some(f) => p.with_field(f),
+                    None => p,
+                }
+            }
+            Category::Data => Problem::new(ProblemKind::InvalidField, msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_listed_once_in_order() {
+        for (i, k) in ProblemKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert!(k.type_uri().ends_with(k.slug()));
+            assert_eq!(k.label(), k.slug().replace('-', "_"));
+        }
+    }
+
+    #[test]
+    fn json_errors_are_classified() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct R {
+            number: String,
+        }
+        let p = |s: &str| Problem::from_json(&serde_json::from_str::<R>(s).expect_err(s), "");
+        assert_eq!(p("{").kind, ProblemKind::MalformedJson);
+        assert_eq!(p("{\"number\":\"1\",\"x\":1}").field.as_deref(), Some("x"));
+        assert_eq!(p("{\"number\":\"1\",\"x\":1}").kind, ProblemKind::UnknownField);
+        assert_eq!(p("{}").kind, ProblemKind::MissingField);
+        assert_eq!(p("{}").field.as_deref(), Some("number"));
+        assert_eq!(p("{\"number\":5}").kind, ProblemKind::InvalidField);
+    }
+}

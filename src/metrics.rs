@@ -1,0 +1,198 @@
+//! Prometheus metrics, registered once at start in a registry of their own.
+//!
+//! Request paths never format label values: they index tables of handles resolved when the
+//! partner table is built ([`RequestCounters`]) or at start ([`Metrics::route_duration`]).
+//! Partner ids are the only label values that come from configuration; none come from
+//! requests, so label cardinality is bounded by the config.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::store::{CacheCounters, StateInfo};
+
+/// Label value for requests whose partner is not (or not yet) known.
+pub const UNKNOWN_PARTNER: &str = "unknown";
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    handshake_failures: IntCounterVec,
+    cache_lookups: IntCounterVec,
+    snapshot_version: IntGauge,
+    snapshot_documents: IntGauge,
+    snapshot_published: Gauge,
+}
+
+/// `permitgate_requests_total` handles for one partner, indexed `[route][outcome]`.
+pub struct RequestCounters {
+    counters: Vec<Vec<IntCounter>>,
+}
+
+impl RequestCounters {
+    #[inline]
+    pub fn get(&self, route: usize, outcome: usize) -> Option<&IntCounter> {
+        self.counters.get(route)?.get(outcome)
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are constants of this file; a failure is a programming error that
+    // the unit test below catches.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new("permitgate_requests_total", "Requests answered, by partner, route and outcome."),
+            &["partner", "route", "outcome"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "permitgate_request_duration_seconds",
+                "Time from request head to response head, by route.",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 1.0,
+            ]),
+            &["route"],
+        ));
+        let handshake_failures = must(IntCounterVec::new(
+            Opts::new(
+                "permitgate_tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason.",
+            ),
+            &["reason"],
+        ));
+        let cache_lookups = must(IntCounterVec::new(
+            Opts::new("permitgate_cache_lookups_total", "Lookups through the record cache."),
+            &["result"],
+        ));
+        let snapshot_version = must(IntGauge::new(
+            "permitgate_snapshot_version",
+            "Version of the snapshot being served (0 before the first).",
+        ));
+        let snapshot_documents = must(IntGauge::new(
+            "permitgate_snapshot_documents",
+            "Documents in the snapshot being served.",
+        ));
+        let snapshot_published = must(Gauge::new(
+            "permitgate_snapshot_published_timestamp_seconds",
+            "Publication time of the snapshot being served.",
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("permitgate_build_info", "Build of the running gateway."),
+            &["version"],
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [&requests, &handshake_failures, &cache_lookups] {
+            must(registry.register(Box::new(c.clone())));
+        }
+        must(registry.register(Box::new(duration.clone())));
+        must(registry.register(Box::new(snapshot_version.clone())));
+        must(registry.register(Box::new(snapshot_documents.clone())));
+        must(registry.register(Box::new(snapshot_published.clone())));
+        must(registry.register(Box::new(build_info)));
+        for r in ["hit", "miss"] {
+            cache_lookups.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            handshake_failures,
+            cache_lookups,
+            snapshot_version,
+            snapshot_documents,
+            snapshot_published,
+        }
+    }
+
+    /// Resolves every `(route, outcome)` counter for one partner up front.
+    pub fn request_counters(&self, partner: &str, routes: &[&str], outcomes: &[&str]) -> RequestCounters {
+        RequestCounters {
+            counters: routes
+                .iter()
+                .map(|r| {
+                    outcomes
+                        .iter()
+                        .map(|o| self.requests.with_label_values(&[partner, r, o]))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    pub fn route_duration(&self, route: &str) -> Histogram {
+        self.duration.with_label_values(&[route])
+    }
+
+    pub fn handshake_failure(&self, reason: &str) -> IntCounter {
+        self.handshake_failures.with_label_values(&[reason])
+    }
+
+    pub fn cache_counters(&self) -> CacheCounters {
+        CacheCounters {
+            hit: self.cache_lookups.with_label_values(&["hit"]),
+            miss: self.cache_lookups.with_label_values(&["miss"]),
+        }
+    }
+
+    pub fn snapshot_installed(&self, info: &StateInfo, documents: usize) {
+        self.snapshot_version
+            .set(i64::try_from(info.version).unwrap_or(i64::MAX));
+        self.snapshot_documents
+            .set(i64::try_from(documents).unwrap_or(i64::MAX));
+        self.snapshot_published
+            .set(info.published_at.unix_timestamp() as f64);
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for I/O reasons; a malformed family would be a
+        // bug caught by the test below.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_exported_with_conventional_names() {
+        let m = Metrics::new();
+        let c = m.request_counters("bank", &["link_check"], &["ok"]);
+        c.get(0, 0).expect("handle").inc();
+        m.route_duration("link_check").observe(0.001);
+        m.handshake_failure("unknown_ca").inc();
+        let text = String::from_utf8(m.encode()).expect("utf8");
+        for needle in [
+            "permitgate_requests_total{outcome=\"ok\",partner=\"bank\",route=\"link_check\"} 1",
+            "permitgate_request_duration_seconds_bucket{route=\"link_check\",le=\"0.001\"} 1",
+            "permitgate_tls_handshake_failures_total{reason=\"unknown_ca\"} 1",
+            "permitgate_cache_lookups_total{result=\"hit\"} 0",
+            "permitgate_snapshot_version 0",
+            "permitgate_snapshot_documents 0",
+            "permitgate_snapshot_published_timestamp_seconds 0",
+            "permitgate_build_info{version=\"",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

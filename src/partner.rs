@@ -1,0 +1,88 @@
+//! Partners: who may call, and what for. Identity comes from the client certificate (see
+//! `tls`); this module only knows ids and scopes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// What a partner may do. Routes name the scope they need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    LinkCheck,
+    DocumentStatus,
+    TempPermit,
+    Receipt,
+    Replicate,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::LinkCheck => "link_check",
+            Scope::DocumentStatus => "document_status",
+            Scope::TempPermit => "temp_permit",
+            Scope::Receipt => "receipt",
+            Scope::Replicate => "replicate",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub fn contains(self, s: Scope) -> bool {
+        self.0 & s.bit() != 0
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        Scopes(iter.into_iter().fold(0, |acc, s| acc | s.bit()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partner {
+    pub id: String,
+    pub scopes: Scopes,
+}
+
+/// Partner ids are label values and path segments: keep them to a safe alphabet.
+pub fn valid_partner_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PartnerTable {
+    by_id: HashMap<String, Arc<Partner>>,
+}
+
+impl PartnerTable {
+    pub fn new(partners: impl IntoIterator<Item = Partner>) -> PartnerTable {
+        PartnerTable {
+            by_id: partners
+                .into_iter()
+                .map(|p| (p.id.clone(), Arc::new(p)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Partner>> {
+        self.by_id.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+}

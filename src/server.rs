@@ -1,0 +1,310 @@
+//! Wiring: sockets, TLS handshakes, HTTP connections, and the metrics listener.
+//!
+//! [`Gateway::from_config`] loads everything except the snapshot, so sockets can be bound
+//! (and `/healthz` answered) while a large snapshot loads; [`Gateway::load_snapshot`] does
+//! the verification and the swap. The accept loop hands each connection to its own task:
+//! handshake (bounded by a timeout), partner identity from the leaf certificate, then
+//! hyper serves HTTP/1.1 or HTTP/2 as ALPN chose.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::IntCounter;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{App, Limits};
+use crate::keys::{load_verifying_key, HashKey, KeyError};
+use crate::metrics::Metrics;
+use crate::partner::PartnerTable;
+use crate::snapshot::{load_repo, SnapshotError};
+use crate::store::{StateInfo, Store};
+use crate::tls::{self, HandshakeFailure, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything needed to serve, built from a [`Config`].
+pub struct Gateway {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    app: Arc<App>,
+    acceptor: TlsAcceptor,
+    config: Config,
+    publisher_keys: Vec<VerifyingKey>,
+    hash_key: HashKey,
+}
+
+impl Gateway {
+    pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
+        let tls = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+        let publisher_keys = config
+            .snapshot
+            .publisher_keys
+            .iter()
+            .map(|p| load_verifying_key(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hash_key = HashKey::load(&config.snapshot.hash_key)?;
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
+        let app = Arc::new(App::new(
+            store.clone(),
+            hash_key.clone(),
+            clock,
+            Limits {
+                max_body_bytes: config.server.max_body_bytes,
+                max_batch_items: config.server.max_batch_items,
+            },
+            &PartnerTable::new(config.partners.clone()),
+            &metrics,
+        ));
+        Ok(Gateway {
+            store,
+            metrics,
+            app,
+            acceptor: TlsAcceptor::from(tls),
+            config,
+            publisher_keys,
+            hash_key,
+        })
+    }
+
+    /// Verifies the configured repo and makes it current. Blocking: run it off the async
+    /// workers (`spawn_blocking`) for large snapshots.
+    pub fn load_snapshot(&self) -> Result<StateInfo, SnapshotError> {
+        let repo = load_repo(&self.config.snapshot.repo, &self.publisher_keys, Some(&self.hash_key))?;
+        let documents = repo.snapshot.len();
+        self.store.install(repo);
+        let guard = self.store.current();
+        let info = guard
+            .as_ref()
+            .map(|s| s.info().clone())
+            .ok_or_else(|| SnapshotError::Manifest("store is empty after install".into()))?;
+        self.metrics.snapshot_installed(&info, documents);
+        Ok(info)
+    }
+
+    /// Binds the configured addresses and starts serving.
+    pub async fn bind(self: &Arc<Self>) -> Result<Running, StartError> {
+        let listen = self.config.server.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: listen, source })?;
+        let metrics_listener = match self.config.server.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        self.serve(listener, metrics_listener)
+    }
+
+    /// Serves on already-bound listeners.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+    ) -> Result<Running, StartError> {
+        let local = |l: &TcpListener| {
+            l.local_addr().map_err(|source| StartError::Bind {
+                addr: self.config.server.listen,
+                source,
+            })
+        };
+        let addr = local(&listener)?;
+        let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(accept_loop(self.clone(), listener, stop_rx.clone()))];
+        if let Some(l) = metrics_listener {
+            tasks.push(tokio::spawn(metrics_loop(self.clone(), l, stop_rx)));
+        }
+        Ok(Running {
+            addr,
+            metrics_addr,
+            stop: stop_tx,
+            tasks,
+        })
+    }
+}
+
+/// A serving gateway. Dropping it stops the listeners.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting; connections already open finish their current requests.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct HandshakeCounters(Vec<IntCounter>);
+
+impl HandshakeCounters {
+    fn new(m: &Metrics) -> Self {
+        HandshakeCounters(
+            HandshakeFailure::ALL
+                .iter()
+                .map(|f| m.handshake_failure(f.label()))
+                .collect(),
+        )
+    }
+
+    fn inc(&self, f: HandshakeFailure) {
+        if let Some(c) = self.0.get(f as usize) {
+            c.inc();
+        }
+    }
+}
+
+async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let failures = Arc::new(HandshakeCounters::new(&gw.metrics));
+    let timeout = gw.config.server.handshake_timeout;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            gw.app.clone(),
+            gw.acceptor.clone(),
+            stream,
+            peer,
+            timeout,
+            failures.clone(),
+        ));
+    }
+}
+
+async fn serve_connection(
+    app: Arc<App>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+    failures: Arc<HandshakeCounters>,
+) {
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = HandshakeFailure::classify(&e);
+            failures.inc(reason);
+            tracing::debug!(%peer, reason = reason.label(), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            failures.inc(HandshakeFailure::Timeout);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let claimed = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(tls::partner_id);
+    let caller = app.identify(claimed.as_deref());
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let app = app.clone();
+        let caller = caller.clone();
+        async move { Ok::<_, Infallible>(app.handle(&caller, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Plain-HTTP listener for Prometheus and orchestrator probes; no partner data here.
+async fn metrics_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(ops_response(&gw, req.uri().path())) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            gw.metrics.encode(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", b"alive\n".to_vec()),
+        "/readyz" if gw.store.is_ready() => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"not ready\n".to_vec()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", b"try /metrics\n".to_vec()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
+    r
+}

@@ -1,0 +1,52 @@
+//! The in-memory store every answer comes from.
+//!
+//! A [`State`] is one verified snapshot plus the overlay of changes applied on top of it
+//! and an optional cache of snapshot lookups. The [`Store`] holds the current state behind
+//! an `ArcSwap`: installing a new one is a pointer swap, and a request that loaded the old
+//! state keeps answering from it (both documents of a link check come from one state).
+//!
+//! Lookup order is overlay → cache → snapshot. The cache only ever holds snapshot results,
+//! which never change for the life of a state, so it needs no invalidation; a new state
+//! gets a new cache.
+
+mod state;
+
+pub use state::{CacheConfig, CacheCounters, State, StateInfo};
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::snapshot::Repo;
+
+pub struct Store {
+    current: ArcSwapOption<State>,
+    cache: CacheConfig,
+    counters: CacheCounters,
+}
+
+impl Store {
+    pub fn new(cache: CacheConfig, counters: CacheCounters) -> Store {
+        Store {
+            current: ArcSwapOption::empty(),
+            cache,
+            counters,
+        }
+    }
+
+    /// The state to answer one request from, or `None` before the first snapshot.
+    #[inline]
+    pub fn current(&self) -> arc_swap::Guard<Option<Arc<State>>> {
+        self.current.load()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Makes `repo` the state new requests see; returns the state it replaced.
+    pub fn install(&self, repo: Repo) -> Option<Arc<State>> {
+        let state = State::new(repo, &self.cache, self.counters.clone());
+        self.current.swap(Some(Arc::new(state)))
+    }
+}
