@@ -16,6 +16,7 @@ pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod day;
+pub mod demo;
 pub mod metrics;
 pub mod partner;
 pub mod store;

@@ -1,1 +1,365 @@
-fn main(){}
+//! The `permitgate` command line. The only place `anyhow` is used: each subcommand turns
+//! library errors into one readable line and a non-zero exit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
+
+use permitgate::clock::SystemClock;
+use permitgate::config::Config;
+use permitgate::demo::{self, DemoOptions};
+use permitgate::keys::{self, HashKey};
+use permitgate::publish::{publish, PublishOptions};
+use permitgate::server::Gateway;
+use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
+
+#[derive(Parser)]
+#[command(name = "permitgate", version, about = "mTLS verification gateway for Hong Kong, Macao and Taiwan residents' documents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create demo PKI, keys, data and a signed snapshot under DIR (once), then serve it.
+    Demo {
+        #[arg(long, default_value = "var/demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_listen: SocketAddr,
+        /// Residents in the synthetic export (only used when the data is first created).
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+    },
+    /// Serve with a configuration file (see config/gateway.toml).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Build and sign a snapshot from an export and make it current in REPO_DIR.
+    Publish {
+        /// The authority's export, JSON Lines (schema in README.md).
+        #[arg(long)]
+        input: PathBuf,
+        /// Repository directory (manifest.json + objects/).
+        #[arg(long)]
+        out: PathBuf,
+        /// Publisher's Ed25519 private key, PKCS#8 PEM.
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// Identifier hashing key, 64 hex characters.
+        #[arg(long)]
+        hash_key: PathBuf,
+        /// Version to publish; defaults to the current version + 1.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Hours until the manifest expires and gateways flag themselves stale.
+        #[arg(long, default_value_t = 24)]
+        expires_in_hours: u32,
+    },
+    /// Look into or verify a snapshot file or repository.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Generate a development PKI (partner CA, server and partner certificates).
+    DevPki {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Publisher and hashing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Print what a snapshot file or repository holds (no signature check).
+    Inspect { path: PathBuf },
+    /// Verify signatures and hashes of a snapshot file or repository.
+    Verify {
+        path: PathBuf,
+        /// Publisher public key (SPKI PEM).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Also check that the snapshot was built with this hashing key.
+        #[arg(long)]
+        hash_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write publisher.key, publisher.pub and hash.key into DIR (refuses to overwrite).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let msg = e.render().to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Demo {
+            dir,
+            listen,
+            metrics_listen,
+            records,
+        } => {
+            let demo = demo::prepare(
+                &dir,
+                &DemoOptions {
+                    records,
+                    listen,
+                    metrics_listen,
+                    seed: 2026,
+                },
+            )?;
+            if demo.created {
+                println!("Created demo data in {} ({records} residents).", dir.display());
+            } else {
+                println!("Reusing demo data in {} (delete it to start afresh).", dir.display());
+            }
+            print_tour(&demo, listen, metrics_listen);
+            serve(Config::load(&demo.config)?)
+        }
+        Command::Serve { config } => serve(Config::load(&config)?),
+        Command::Publish {
+            input,
+            out,
+            signing_key,
+            hash_key,
+            version,
+            expires_in_hours,
+        } => {
+            let report = publish(
+                &input,
+                &out,
+                &keys::load_signing_key(&signing_key)?,
+                &HashKey::load(&hash_key)?,
+                &PublishOptions {
+                    version,
+                    expires_in: time::Duration::hours(i64::from(expires_in_hours)),
+                    now: OffsetDateTime::now_utc(),
+                },
+            )?;
+            println!(
+                "published version {} ({} documents, {} persons) as objects/{} ({} bytes)",
+                report.version, report.documents, report.persons, report.hash, report.size
+            );
+            Ok(())
+        }
+        Command::Snapshot { command } => match command {
+            SnapshotCommand::Inspect { path } => inspect(&path),
+            SnapshotCommand::Verify {
+                path,
+                public_key,
+                hash_key,
+            } => verify(&path, &public_key, hash_key.as_deref()),
+        },
+        Command::DevPki { out } => {
+            demo::pki::generate(&out)?;
+            println!(
+                "wrote partner CA, server and partner certificates to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => {
+            let paths = ["publisher.key", "publisher.pub", "hash.key"].map(|f| out.join(f));
+            if let Some(p) = paths.iter().find(|p| p.exists()) {
+                bail!("{} exists; refusing to overwrite a key", p.display());
+            }
+            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+            let sk = keys::generate_signing_key();
+            keys::save_signing_key(&sk, &paths[0])?;
+            keys::save_verifying_key(&sk.verifying_key(), &paths[1])?;
+            HashKey::generate().save(&paths[2])?;
+            println!(
+                "wrote {} (key id {})",
+                out.display(),
+                keys::verifying_key_id(&sk.verifying_key())
+            );
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let gw = Arc::new(Gateway::from_config(config, Arc::new(SystemClock))?);
+        let running = gw.bind().await?;
+        tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, "listening; loading snapshot");
+        let loader = gw.clone();
+        let load = tokio::task::spawn_blocking(move || loader.load_snapshot());
+        tokio::select! {
+            r = load => {
+                let info = r.context("snapshot loader")?.context("refusing to serve")?;
+                tracing::info!(version = info.version, published_at = %info.published_at_text, "snapshot loaded; ready");
+            }
+            _ = shutdown_signal() => return Ok(()),
+        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop();
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_tour(demo: &demo::Demo, listen: SocketAddr, metrics: SocketAddr) {
+    let pki = &demo.pki;
+    let host = if listen.ip().is_loopback() {
+        "localhost".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    println!("\nTry it (samples.json lists these with their expected answers):\n");
+    for s in &demo.samples {
+        println!("# {}: {}", s.name, s.description);
+        println!(
+            "curl --cacert {} --cert {} --key {} -H 'content-type: application/json' -d '{}' https://{host}:{}{}\n",
+            pki.ca_cert().display(),
+            pki.partner_cert(&s.partner).display(),
+            pki.partner_key(&s.partner).display(),
+            s.body,
+            listen.port(),
+            s.path
+        );
+    }
+    println!(
+        "# refused: a certificate from another CA\ncurl --cacert {} --cert {} --key {} https://{host}:{}/healthz\n",
+        pki.ca_cert().display(),
+        pki.rogue_cert().display(),
+        pki.rogue_key().display(),
+        listen.port()
+    );
+    println!("Metrics: curl http://{metrics}/metrics");
+    println!("Config:  {} (serve it with: permitgate serve --config {})\n", demo.config.display(), demo.config.display());
+}
+
+fn inspect(path: &Path) -> anyhow::Result<()> {
+    let file = if path.is_dir() {
+        let mpath = path.join(MANIFEST_FILE);
+        let bytes = std::fs::read(&mpath).with_context(|| mpath.display().to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).context("manifest is not JSON")?;
+        println!("manifest (signature not checked):");
+        println!("{}", serde_json::to_string_pretty(&v["signed"])?);
+        let hash = v["signed"]["snapshot"]["hash"]
+            .as_str()
+            .context("manifest names no snapshot hash")?;
+        snapshot::object_path(path, hash)
+    } else {
+        path.to_owned()
+    };
+    let bytes = std::fs::read(&file).with_context(|| file.display().to_string())?;
+    let h: SnapshotHeader = SnapshotHeader::decode(&bytes, &file.display().to_string())?;
+    println!("snapshot file:    {}", file.display());
+    println!("content hash:     {}", blake3::hash(&bytes).to_hex());
+    println!("size:             {} bytes", bytes.len());
+    println!("version:          {}", h.meta.version);
+    println!(
+        "published at:     {}",
+        OffsetDateTime::from_unix_timestamp(h.meta.published_at)
+            .map(permitgate::day::rfc3339)
+            .unwrap_or_else(|_| h.meta.published_at.to_string())
+    );
+    println!("documents:        {}", h.documents);
+    println!("persons:          {}", h.persons);
+    println!("signing key id:   {}", h.signing_key_id);
+    println!("hashing key id:   {}", h.meta.hash_key_id);
+    Ok(())
+}
+
+fn verify(path: &Path, public_key: &Path, hash_key: Option<&Path>) -> anyhow::Result<()> {
+    let trusted = [keys::load_verifying_key(public_key)?];
+    let hk = hash_key.map(HashKey::load).transpose()?;
+    if path.is_dir() {
+        let repo = snapshot::load_repo(path, &trusted, hk.as_ref())?;
+        let m: &SignedManifest = &repo.manifest;
+        println!(
+            "OK: manifest version {} signed by {}, snapshot {} ({} documents) verified; manifest expires {}",
+            m.manifest.version,
+            m.key_id,
+            repo.snapshot.content_hash().to_hex(),
+            repo.snapshot.len(),
+            permitgate::day::rfc3339(m.manifest.expires_at)
+        );
+    } else {
+        let s = Snapshot::load(path, &trusted, hk.as_ref())?;
+        println!(
+            "OK: snapshot version {} ({} documents) signed by {}, content hash {}",
+            s.header().meta.version,
+            s.len(),
+            s.header().signing_key_id,
+            s.content_hash().to_hex()
+        );
+    }
+    Ok(())
+}

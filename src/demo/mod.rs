@@ -1,0 +1,167 @@
+//! `permitgate demo`: everything a newcomer needs in one directory, made once and reused.
+//!
+//! Layout under the demo directory:
+//! `pki/` (see [`pki`]), `keys/publisher.key|.pub`, `keys/hash.key`, `export.jsonl`,
+//! `repo/` (signed snapshot), `samples.json`, and `gateway.toml`, a config that
+//! `permitgate serve --config` accepts as it is.
+
+pub mod data;
+pub mod pki;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::day::Day;
+use crate::keys::{generate_signing_key, load_signing_key, save_signing_key, save_verifying_key, HashKey};
+use crate::publish::{publish, PublishOptions};
+
+pub use data::{Sample, MIN_RECORDS};
+pub use pki::{PkiLayout, DEMO_PARTNERS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--records must be at least {MIN_RECORDS}")]
+    TooFewRecords,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub records: usize,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Demo {
+    pub dir: PathBuf,
+    pub pki: PkiLayout,
+    pub config: PathBuf,
+    pub samples: Vec<Sample>,
+    /// False when an earlier run's data was reused.
+    pub created: bool,
+}
+
+impl Demo {
+    pub fn publisher_key(&self) -> PathBuf {
+        self.dir.join("keys/publisher.key")
+    }
+    pub fn publisher_pub(&self) -> PathBuf {
+        self.dir.join("keys/publisher.pub")
+    }
+    pub fn hash_key(&self) -> PathBuf {
+        self.dir.join("keys/hash.key")
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.dir.join("repo")
+    }
+    pub fn export(&self) -> PathBuf {
+        self.dir.join("export.jsonl")
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates (or reuses) the demo directory and writes a config for the given addresses.
+pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
+    if opts.records < MIN_RECORDS {
+        return Err(DemoError::TooFewRecords);
+    }
+    let mut demo = Demo {
+        dir: dir.to_owned(),
+        pki: PkiLayout {
+            dir: dir.join("pki"),
+        },
+        config: dir.join("gateway.toml"),
+        samples: Vec::new(),
+        created: false,
+    };
+    let samples_path = dir.join("samples.json");
+    let complete = demo.pki.exists()
+        && demo.repo().join(crate::snapshot::MANIFEST_FILE).exists()
+        && samples_path.exists()
+        && demo.hash_key().exists();
+    if complete {
+        let text = std::fs::read_to_string(&samples_path).map_err(io(&samples_path))?;
+        demo.samples = serde_json::from_str(&text)
+            .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
+    } else {
+        std::fs::create_dir_all(dir.join("keys")).map_err(io(dir))?;
+        pki::generate(&demo.pki.dir)?;
+        let sk = generate_signing_key();
+        save_signing_key(&sk, &demo.publisher_key())?;
+        save_verifying_key(&sk.verifying_key(), &demo.publisher_pub())?;
+        let hk = HashKey::generate();
+        hk.save(&demo.hash_key())?;
+        let now = OffsetDateTime::now_utc();
+        let export = demo.export();
+        demo.samples = data::write_export(&export, opts.records, Day::of(now), opts.seed)
+            .map_err(io(&export))?;
+        // A fresh repo: a stale one from an interrupted run must not block version 1.
+        let _ = std::fs::remove_dir_all(demo.repo());
+        publish(
+            &export,
+            &demo.repo(),
+            &load_signing_key(&demo.publisher_key())?,
+            &hk,
+            &PublishOptions {
+                version: None,
+                expires_in: time::Duration::days(30),
+                now,
+            },
+        )?;
+        let json = serde_json::to_vec_pretty(&demo.samples)
+            .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
+        std::fs::write(&samples_path, json).map_err(io(&samples_path))?;
+        demo.created = true;
+    }
+    std::fs::write(&demo.config, config_text(opts)).map_err(io(&demo.config))?;
+    Ok(demo)
+}
+
+fn config_text(opts: &DemoOptions) -> String {
+    let mut s = format!(
+        r#"# Written by `permitgate demo`; config/gateway.toml documents every option.
+[server]
+listen = "{}"
+metrics_listen = "{}"
+
+[tls]
+cert = "pki/server.crt"
+key = "pki/server.key"
+client_ca = "pki/ca.crt"
+
+[snapshot]
+repo = "repo"
+publisher_keys = ["keys/publisher.pub"]
+hash_key = "keys/hash.key"
+"#,
+        opts.listen, opts.metrics_listen
+    );
+    for (id, scopes) in DEMO_PARTNERS {
+        let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{}\"", s.as_str())).collect();
+        s.push_str(&format!(
+            "\n[[partners]]\nid = \"{id}\"\nscopes = [{}]\n",
+            scopes.join(", ")
+        ));
+    }
+    s
+}

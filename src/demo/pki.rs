@@ -1,0 +1,188 @@
+//! A development PKI made with rcgen: partner CA, server certificate, partner client
+//! certificates, and a rogue CA's client certificate that the gateway must refuse.
+//!
+//! For demos and tests only: production certificates come from the authority's CA.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::keys::write_secret;
+use crate::partner::Scope;
+use crate::tls::SPIFFE_PARTNER_PREFIX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+/// The demo partners: id and scopes. `no-scopes` is known but may do nothing.
+pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
+    ("bank", &[Scope::LinkCheck, Scope::DocumentStatus]),
+    ("rail-gate", &[Scope::DocumentStatus, Scope::TempPermit]),
+    ("no-scopes", &[]),
+];
+
+/// Where [`generate`] put things, relative to nothing: full paths.
+#[derive(Debug, Clone)]
+pub struct PkiLayout {
+    pub dir: PathBuf,
+}
+
+impl PkiLayout {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    pub fn partner_cert(&self, id: &str) -> PathBuf {
+        self.dir.join("partners").join(format!("{id}.crt"))
+    }
+    pub fn partner_key(&self, id: &str) -> PathBuf {
+        self.dir.join("partners").join(format!("{id}.key"))
+    }
+    pub fn rogue_cert(&self) -> PathBuf {
+        self.dir.join("rogue").join("client.crt")
+    }
+    pub fn rogue_key(&self) -> PathBuf {
+        self.dir.join("rogue").join("client.key")
+    }
+    pub fn exists(&self) -> bool {
+        self.ca_cert().exists() && self.server_key().exists() && self.rogue_key().exists()
+    }
+}
+
+fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, "permitgate development");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(3650);
+    p
+}
+
+fn client_params(id: &str, now: OffsetDateTime) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, id);
+    p.subject_alt_names = vec![SanType::URI(
+        format!("{SPIFFE_PARTNER_PREFIX}{id}").try_into()?,
+    )];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(365);
+    Ok(p)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), PkiError> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|source| PkiError::Write {
+            path: d.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::write(path, text).map_err(|source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_key(path: &Path, key: &KeyPair) -> Result<(), PkiError> {
+    write(path, "")?;
+    write_secret(path, key.serialize_pem().as_bytes())?;
+    Ok(())
+}
+
+/// Creates the whole development PKI under `dir`, replacing what is there.
+pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
+    let layout = PkiLayout { dir: dir.to_owned() };
+    let now = OffsetDateTime::now_utc();
+
+    let ca_key = KeyPair::generate()?;
+    let params = ca_params("permitgate demo partner CA", now);
+    let ca_cert = params.self_signed(&ca_key)?;
+    write(&layout.ca_cert(), &ca_cert.pem())?;
+    write_key(&dir.join("ca.key"), &ca_key)?;
+    let ca = Issuer::new(params, ca_key);
+
+    let server_key = KeyPair::generate()?;
+    let mut sp = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])?;
+    sp.distinguished_name.push(DnType::CommonName, "permitgate demo server");
+    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    sp.not_before = now - Duration::days(1);
+    sp.not_after = now + Duration::days(365);
+    write(&layout.server_cert(), &sp.signed_by(&server_key, &ca)?.pem())?;
+    write_key(&layout.server_key(), &server_key)?;
+
+    for (id, _) in DEMO_PARTNERS {
+        let key = KeyPair::generate()?;
+        let cert = client_params(id, now)?.signed_by(&key, &ca)?;
+        write(&layout.partner_cert(id), &cert.pem())?;
+        write_key(&layout.partner_key(id), &key)?;
+    }
+
+    // Same identity as a real partner, issued by a CA the gateway does not trust.
+    let rogue_ca_key = KeyPair::generate()?;
+    let rogue_ca = Issuer::new(ca_params("rogue CA", now), rogue_ca_key);
+    let rogue_key = KeyPair::generate()?;
+    let rogue = client_params("bank", now)?.signed_by(&rogue_key, &rogue_ca)?;
+    write(&layout.rogue_cert(), &rogue.pem())?;
+    write_key(&layout.rogue_key(), &rogue_key)?;
+    Ok(layout)
+}
+
+/// Issues one more client certificate from a CA generated by [`generate`] (tests use it for
+/// certificates the demo does not ship: other ids, no identity, wrong key usage).
+pub fn issue_client(
+    layout: &PkiLayout,
+    id: Option<&str>,
+    client_auth: bool,
+    out_cert: &Path,
+    out_key: &Path,
+) -> Result<(), PkiError> {
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).map_err(|source| PkiError::Write { path: p, source })
+    };
+    let ca_key = KeyPair::from_pem(&read(layout.dir.join("ca.key"))?)?;
+    let now = OffsetDateTime::now_utc();
+    // Re-signing with the same subject and key yields an issuer webpki accepts: chains are
+    // matched by name and verified by key.
+    let ca = Issuer::new(ca_params("permitgate demo partner CA", now), ca_key);
+    let mut params = match id {
+        Some(id) => client_params(id, now)?,
+        None => {
+            let mut p = CertificateParams::default();
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            p.not_before = now - Duration::days(1);
+            p.not_after = now + Duration::days(30);
+            p
+        }
+    };
+    if !client_auth {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+    write(out_cert, &cert.pem())?;
+    write_key(out_key, &key)?;
+    Ok(())
+}
