@@ -177,7 +177,10 @@ impl Config {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
         if !(1..=100_000).contains(&raw.server.max_batch_items) {
-            return Err(invalid("server.max_batch_items", "must be between 1 and 100000"));
+            return Err(invalid(
+                "server.max_batch_items",
+                "must be between 1 and 100000",
+            ));
         }
         if raw.server.handshake_timeout_ms == 0 {
             return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
@@ -186,7 +189,10 @@ impl Config {
             return Err(invalid("snapshot.publisher_keys", "needs at least one key"));
         }
         if raw.cache.enabled && raw.cache.max_entries == 0 {
-            return Err(invalid("cache.max_entries", "must be above 0 when the cache is on"));
+            return Err(invalid(
+                "cache.max_entries",
+                "must be above 0 when the cache is on",
+            ));
         }
         let mut seen = HashSet::new();
         let mut partners = Vec::with_capacity(raw.partners.len());
@@ -220,7 +226,12 @@ impl Config {
             },
             snapshot: SnapshotConfig {
                 repo: resolve(raw.snapshot.repo),
-                publisher_keys: raw.snapshot.publisher_keys.into_iter().map(resolve).collect(),
+                publisher_keys: raw
+                    .snapshot
+                    .publisher_keys
+                    .into_iter()
+                    .map(resolve)
+                    .collect(),
                 hash_key: resolve(raw.snapshot.hash_key),
             },
             cache: CacheConfig {

@@ -225,8 +225,7 @@ impl ResidencePermitNo {
         if b.len() != 18 {
             return Err(NumberError::Length);
         }
-        if !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X')
-        {
+        if !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
             return Err(NumberError::Characters);
         }
         let region = match &n[..6] {
@@ -424,9 +423,15 @@ mod tests {
     #[test]
     fn travel_permits() {
         let h = TravelPermitNo::parse("h12345678").expect("valid");
-        assert_eq!((h.canonical(), h.region(), h.renewal()), ("H12345678", Region::HongKong, None));
+        assert_eq!(
+            (h.canonical(), h.region(), h.renewal()),
+            ("H12345678", Region::HongKong, None)
+        );
         let m = TravelPermitNo::parse(" M8765432103 ").expect("valid");
-        assert_eq!((m.canonical(), m.region(), m.renewal()), ("M87654321", Region::Macao, Some(3)));
+        assert_eq!(
+            (m.canonical(), m.region(), m.renewal()),
+            ("M87654321", Region::Macao, Some(3))
+        );
         let t = TravelPermitNo::parse("01234567").expect("valid");
         assert_eq!((t.canonical(), t.region()), ("01234567", Region::Taiwan));
         let cases = [
@@ -440,7 +445,11 @@ mod tests {
             ("1234567", NumberError::Length),
         ];
         for (input, want) in cases {
-            assert_eq!(TravelPermitNo::parse(input).err(), Some(want), "input {input:?}");
+            assert_eq!(
+                TravelPermitNo::parse(input).err(),
+                Some(want),
+                "input {input:?}"
+            );
         }
     }
 
@@ -452,7 +461,10 @@ mod tests {
             Ok("H12345678".to_owned())
         );
         assert_eq!(normalise("\u{3000}ｍ１\u{3000}"), Ok("M1".to_owned()));
-        assert_eq!(normalise("H１２３４５６７８é"), Err(NumberError::Characters));
+        assert_eq!(
+            normalise("H１２３４５６７８é"),
+            Err(NumberError::Characters)
+        );
         assert_eq!(normalise(&"1".repeat(65)), Err(NumberError::Length));
     }
 

@@ -23,7 +23,10 @@ pub enum KeyError {
         source: std::io::Error,
     },
     #[error("key file {path} is not {expected}")]
-    Format { path: PathBuf, expected: &'static str },
+    Format {
+        path: PathBuf,
+        expected: &'static str,
+    },
 }
 
 /// Short, stable identifier of a key, printed as 16 hex characters.
@@ -175,7 +178,10 @@ mod tests {
         let sk2 = load_signing_key(&dir.path().join("p.key")).expect("load");
         let vk2 = load_verifying_key(&dir.path().join("p.pub")).expect("load");
         assert_eq!(sk.to_bytes(), sk2.to_bytes());
-        assert_eq!(verifying_key_id(&vk2), verifying_key_id(&sk.verifying_key()));
+        assert_eq!(
+            verifying_key_id(&vk2),
+            verifying_key_id(&sk.verifying_key())
+        );
 
         let hk = HashKey::generate();
         hk.save(&dir.path().join("h.key")).expect("save");

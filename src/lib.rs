@@ -6,18 +6,18 @@
 //! cache). `snapshot`, `publish`, `metrics`, `config` and `demo` serve from the side.
 #![forbid(unsafe_code)]
 
-pub mod document;
-pub mod http;
-pub mod keys;
-pub mod publish;
-pub mod server;
-pub mod snapshot;
 pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod day;
 pub mod demo;
+pub mod document;
+pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod partner;
+pub mod publish;
+pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod tls;

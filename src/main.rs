@@ -19,7 +19,11 @@ use permitgate::server::Gateway;
 use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
 
 #[derive(Parser)]
-#[command(name = "permitgate", version, about = "mTLS verification gateway for Hong Kong, Macao and Taiwan residents' documents")]
+#[command(
+    name = "permitgate",
+    version,
+    about = "mTLS verification gateway for Hong Kong, Macao and Taiwan residents' documents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -155,9 +159,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                 },
             )?;
             if demo.created {
-                println!("Created demo data in {} ({records} residents).", dir.display());
+                println!(
+                    "Created demo data in {} ({records} residents).",
+                    dir.display()
+                );
             } else {
-                println!("Reusing demo data in {} (delete it to start afresh).", dir.display());
+                println!(
+                    "Reusing demo data in {} (delete it to start afresh).",
+                    dir.display()
+                );
             }
             print_tour(&demo, listen, metrics_listen);
             serve(Config::load(&demo.config)?)
@@ -301,14 +311,19 @@ fn print_tour(demo: &demo::Demo, listen: SocketAddr, metrics: SocketAddr) {
         listen.port()
     );
     println!("Metrics: curl http://{metrics}/metrics");
-    println!("Config:  {} (serve it with: permitgate serve --config {})\n", demo.config.display(), demo.config.display());
+    println!(
+        "Config:  {} (serve it with: permitgate serve --config {})\n",
+        demo.config.display(),
+        demo.config.display()
+    );
 }
 
 fn inspect(path: &Path) -> anyhow::Result<()> {
     let file = if path.is_dir() {
         let mpath = path.join(MANIFEST_FILE);
         let bytes = std::fs::read(&mpath).with_context(|| mpath.display().to_string())?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).context("manifest is not JSON")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).context("manifest is not JSON")?;
         println!("manifest (signature not checked):");
         println!("{}", serde_json::to_string_pretty(&v["signed"])?);
         let hash = v["signed"]["snapshot"]["hash"]

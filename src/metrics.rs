@@ -48,7 +48,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = must(IntCounterVec::new(
-            Opts::new("permitgate_requests_total", "Requests answered, by partner, route and outcome."),
+            Opts::new(
+                "permitgate_requests_total",
+                "Requests answered, by partner, route and outcome.",
+            ),
             &["partner", "route", "outcome"],
         ));
         let duration = must(HistogramVec::new(
@@ -70,7 +73,10 @@ impl Metrics {
             &["reason"],
         ));
         let cache_lookups = must(IntCounterVec::new(
-            Opts::new("permitgate_cache_lookups_total", "Lookups through the record cache."),
+            Opts::new(
+                "permitgate_cache_lookups_total",
+                "Lookups through the record cache.",
+            ),
             &["result"],
         ));
         let snapshot_version = must(IntGauge::new(
@@ -116,7 +122,12 @@ impl Metrics {
     }
 
     /// Resolves every `(route, outcome)` counter for one partner up front.
-    pub fn request_counters(&self, partner: &str, routes: &[&str], outcomes: &[&str]) -> RequestCounters {
+    pub fn request_counters(
+        &self,
+        partner: &str,
+        routes: &[&str],
+        outcomes: &[&str],
+    ) -> RequestCounters {
         RequestCounters {
             counters: routes
                 .iter()

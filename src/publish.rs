@@ -79,7 +79,6 @@ pub struct PublishReport {
     pub size: u64,
 }
 
-
 /// Parses an export into snapshot records.
 pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
     let file = std::fs::File::open(path).map_err(|source| PublishError::Read {
@@ -107,14 +106,19 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
         }
         let person_hash = blake3::hash(person.person.as_bytes());
         if !seen_persons.insert(*person_hash.as_bytes()) {
-            return Err(err("person: the same person appears on an earlier line".into()));
+            return Err(err(
+                "person: the same person appears on an earlier line".into()
+            ));
         }
-        let person_no = u32::try_from(seen_persons.len())
-            .map_err(|_| err("more than 2^32 persons".into()))?;
+        let person_no =
+            u32::try_from(seen_persons.len()).map_err(|_| err("more than 2^32 persons".into()))?;
         let mut region = None;
         for (j, doc) in person.documents.iter().enumerate() {
             let number = DocumentNo::parse(&doc.number).map_err(|e| {
-                err(format!("documents[{j}].number breaks rule {}: {e}", e.rule()))
+                err(format!(
+                    "documents[{j}].number breaks rule {}: {e}",
+                    e.rule()
+                ))
             })?;
             if *region.get_or_insert(number.region()) != number.region() {
                 return Err(err(format!(
@@ -215,7 +219,10 @@ fn current_version(repo: &Path, signing_key: &SigningKey) -> Result<u64, Publish
             .map(|m| m.manifest.version)
             .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(source) => Err(PublishError::Read { path: mpath, source }),
+        Err(source) => Err(PublishError::Read {
+            path: mpath,
+            source,
+        }),
     }
 }
 
@@ -248,8 +255,20 @@ mod tests {
         assert_eq!((r1.version, r1.documents, r1.persons), (1, 3, 2));
         let r2 = publish(&input, &repo, &sk, &hk, &opts()).expect("publish again");
         assert_eq!(r2.version, 2);
-        let err = publish(&input, &repo, &sk, &hk, &PublishOptions { version: Some(2), ..opts() });
-        assert!(matches!(err, Err(PublishError::VersionNotIncreasing { .. })));
+        let err = publish(
+            &input,
+            &repo,
+            &sk,
+            &hk,
+            &PublishOptions {
+                version: Some(2),
+                ..opts()
+            },
+        );
+        assert!(matches!(
+            err,
+            Err(PublishError::VersionNotIncreasing { .. })
+        ));
 
         let loaded = load_repo(&repo, &[sk.verifying_key()], Some(&hk)).expect("load");
         assert_eq!(loaded.manifest.manifest.version, 2);
@@ -263,7 +282,10 @@ mod tests {
             .expect("present");
         assert_eq!(tp.person, rp.person);
         assert_eq!(Day(rp.valid_until).to_string(), "2030-06-30");
-        let lost = loaded.snapshot.get(&DocKey::of(&hk, "01234567")).expect("present");
+        let lost = loaded
+            .snapshot
+            .get(&DocKey::of(&hk, "01234567"))
+            .expect("present");
         assert_eq!(lost.status, Status::Lost);
         assert_ne!(lost.person, tp.person);
     }
@@ -273,12 +295,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let hk = HashKey::generate();
         let cases = [
-            (r#"{"person":"p","documents":[{"number":"810000199001011231","status":"valid","valid_until":"2030-01-01"}]}"#, "check_character"),
-            (r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-02-30"}]}"#, "valid_until"),
-            (r#"{"person":"p","documents":[{"number":"H12345678","status":"stolen","valid_until":"2030-01-01"}]}"#, "unknown variant"),
-            (r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01","x":1}]}"#, "unknown field"),
+            (
+                r#"{"person":"p","documents":[{"number":"810000199001011231","status":"valid","valid_until":"2030-01-01"}]}"#,
+                "check_character",
+            ),
+            (
+                r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-02-30"}]}"#,
+                "valid_until",
+            ),
+            (
+                r#"{"person":"p","documents":[{"number":"H12345678","status":"stolen","valid_until":"2030-01-01"}]}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01","x":1}]}"#,
+                "unknown field",
+            ),
             (r#"{"person":"p","documents":[]}"#, "at least one"),
-            (r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01"},{"number":"820000198512310010","status":"valid","valid_until":"2030-01-01"}]}"#, "region_mismatch"),
+            (
+                r#"{"person":"p","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01"},{"number":"820000198512310010","status":"valid","valid_until":"2030-01-01"}]}"#,
+                "region_mismatch",
+            ),
         ];
         for (line, want) in cases {
             let input = dir.path().join("e.jsonl");

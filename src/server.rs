@@ -94,7 +94,11 @@ impl Gateway {
     /// Verifies the configured repo and makes it current. Blocking: run it off the async
     /// workers (`spawn_blocking`) for large snapshots.
     pub fn load_snapshot(&self) -> Result<StateInfo, SnapshotError> {
-        let repo = load_repo(&self.config.snapshot.repo, &self.publisher_keys, Some(&self.hash_key))?;
+        let repo = load_repo(
+            &self.config.snapshot.repo,
+            &self.publisher_keys,
+            Some(&self.hash_key),
+        )?;
         let documents = repo.snapshot.len();
         self.store.install(repo);
         let guard = self.store.current();
@@ -111,7 +115,10 @@ impl Gateway {
         let listen = self.config.server.listen;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| StartError::Bind { addr: listen, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?;
         let metrics_listener = match self.config.server.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -138,7 +145,11 @@ impl Gateway {
         let addr = local(&listener)?;
         let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(accept_loop(self.clone(), listener, stop_rx.clone()))];
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            self.clone(),
+            listener,
+            stop_rx.clone(),
+        ))];
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(metrics_loop(self.clone(), l, stop_rx)));
         }
@@ -297,8 +308,16 @@ fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {
         ),
         "/healthz" => (StatusCode::OK, "text/plain", b"alive\n".to_vec()),
         "/readyz" if gw.store.is_ready() => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"not ready\n".to_vec()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", b"try /metrics\n".to_vec()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            b"not ready\n".to_vec(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"try /metrics\n".to_vec(),
+        ),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;

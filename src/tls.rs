@@ -57,7 +57,11 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Server config: TLS 1.3 and 1.2, client certificate required, ALPN h2 and http/1.1.
-pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     for ca in load_certs(client_ca)? {
@@ -153,9 +157,8 @@ impl HandshakeFailure {
                 | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. } => HandshakeFailure::Expired,
                 CertificateError::Revoked => HandshakeFailure::Revoked,
-                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                    HandshakeFailure::BadUsage
-                }
+                CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. } => HandshakeFailure::BadUsage,
                 _ => HandshakeFailure::BadCertificate,
             },
             _ => HandshakeFailure::Protocol,

@@ -6,7 +6,9 @@
 use serde::Serialize;
 
 use crate::day::Day;
-use crate::document::{DocumentKind, DocumentNo, NumberError, Region, ResidencePermitNo, TravelPermitNo};
+use crate::document::{
+    DocumentKind, DocumentNo, NumberError, Region, ResidencePermitNo, TravelPermitNo,
+};
 use crate::keys::HashKey;
 use crate::snapshot::{DocKey, Record, Status, NO_RENEWAL};
 use crate::store::State;
@@ -101,7 +103,12 @@ fn lookup(
 }
 
 /// Does this travel permit belong with this residence permit, as of `today`? When neither document is known the travel permit is reported missing.
-pub fn link_check(state: &State, hash_key: &HashKey, pair: &DocumentPair, today: Day) -> LinkAnswer {
+pub fn link_check(
+    state: &State,
+    hash_key: &HashKey,
+    pair: &DocumentPair,
+    today: Day,
+) -> LinkAnswer {
     let tp = lookup(
         state,
         hash_key,
@@ -123,7 +130,12 @@ pub fn link_check(state: &State, hash_key: &HashKey, pair: &DocumentPair, today:
     }
 }
 
-pub fn document_status(state: &State, hash_key: &HashKey, number: &DocumentNo, today: Day) -> StatusAnswer {
+pub fn document_status(
+    state: &State,
+    hash_key: &HashKey,
+    number: &DocumentNo,
+    today: Day,
+) -> StatusAnswer {
     StatusAnswer {
         kind: number.kind(),
         region: number.region(),

@@ -84,13 +84,19 @@ impl Numbers {
 
 /// Writes `records` people to `path` (JSONL) and returns the samples. `today` anchors
 /// validity dates so that "expired" and "valid" mean what they say when the demo runs.
-pub fn write_export(path: &Path, records: usize, today: Day, seed: u64) -> std::io::Result<Vec<Sample>> {
+pub fn write_export(
+    path: &Path,
+    records: usize,
+    today: Day,
+    seed: u64,
+) -> std::io::Result<Vec<Sample>> {
     let mut nums = Numbers {
         rng: StdRng::seed_from_u64(seed),
         used: HashSet::with_capacity(records * 2),
     };
     let future = |rng: &mut StdRng| Day(today.0 + rng.random_range(100..3650)).to_string();
-    let past = |rng: &mut StdRng| Day(today.0.saturating_sub(rng.random_range(30..400))).to_string();
+    let past =
+        |rng: &mut StdRng| Day(today.0.saturating_sub(rng.random_range(30..400))).to_string();
     let doc = |number: String, status: Status, valid_until: String| ExportDoc {
         number,
         status,
@@ -116,11 +122,23 @@ pub fn write_export(path: &Path, records: usize, today: Day, seed: u64) -> std::
     let (tp2, rp2) = (nums.travel(hk), nums.residence(hk));
     let (tp3, rp3) = (nums.travel(hk), nums.residence(hk));
     let v = |rng: &mut StdRng| future(rng);
-    let d0 = vec![doc(tp0.clone(), Status::Valid, v(&mut nums.rng)), doc(rp0.clone(), Status::Valid, v(&mut nums.rng))];
-    let d1 = vec![doc(tp1.clone(), Status::Valid, v(&mut nums.rng)), doc(rp1.clone(), Status::Valid, v(&mut nums.rng))];
-    let d2 = vec![doc(tp2.clone(), Status::Lost, v(&mut nums.rng)), doc(rp2.clone(), Status::Valid, v(&mut nums.rng))];
+    let d0 = vec![
+        doc(tp0.clone(), Status::Valid, v(&mut nums.rng)),
+        doc(rp0.clone(), Status::Valid, v(&mut nums.rng)),
+    ];
+    let d1 = vec![
+        doc(tp1.clone(), Status::Valid, v(&mut nums.rng)),
+        doc(rp1.clone(), Status::Valid, v(&mut nums.rng)),
+    ];
+    let d2 = vec![
+        doc(tp2.clone(), Status::Lost, v(&mut nums.rng)),
+        doc(rp2.clone(), Status::Valid, v(&mut nums.rng)),
+    ];
     // Recorded as valid, but its date has passed: the gateway derives "expired".
-    let d3 = vec![doc(tp3.clone(), Status::Valid, v(&mut nums.rng)), doc(rp3.clone(), Status::Valid, past(&mut nums.rng))];
+    let d3 = vec![
+        doc(tp3.clone(), Status::Valid, v(&mut nums.rng)),
+        doc(rp3.clone(), Status::Valid, past(&mut nums.rng)),
+    ];
     for (i, d) in [d0, d1, d2, d3].into_iter().enumerate() {
         emit(i, d)?;
     }
@@ -151,7 +169,7 @@ pub fn write_export(path: &Path, records: usize, today: Day, seed: u64) -> std::
             };
             documents.push(doc(n, status, until));
         }
-        if shape < 3 || shape >= 6 {
+        if !(3..6).contains(&shape) {
             let n = nums.residence(region);
             let (status, until) = match nums.rng.random_range(0..100) {
                 0 => (Status::Revoked, future(&mut nums.rng)),
@@ -162,7 +180,6 @@ pub fn write_export(path: &Path, records: usize, today: Day, seed: u64) -> std::
         }
         emit(i, documents)?;
     }
-    drop(emit);
     out.flush()?;
 
     let link = |tp: &str, rp: &str| json!({"travel_permit": tp, "residence_permit": rp});

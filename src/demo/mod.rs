@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::day::Day;
-use crate::keys::{generate_signing_key, load_signing_key, save_signing_key, save_verifying_key, HashKey};
+use crate::keys::{
+    generate_signing_key, load_signing_key, save_signing_key, save_verifying_key, HashKey,
+};
 use crate::publish::{publish, PublishOptions};
 
 pub use data::{Sample, MIN_RECORDS};
@@ -101,8 +103,8 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         && demo.hash_key().exists();
     if complete {
         let text = std::fs::read_to_string(&samples_path).map_err(io(&samples_path))?;
-        demo.samples = serde_json::from_str(&text)
-            .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
+        demo.samples =
+            serde_json::from_str(&text).map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
     } else {
         std::fs::create_dir_all(dir.join("keys")).map_err(io(dir))?;
         pki::generate(&demo.pki.dir)?;
@@ -157,7 +159,10 @@ hash_key = "keys/hash.key"
         opts.listen, opts.metrics_listen
     );
     for (id, scopes) in DEMO_PARTNERS {
-        let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{}\"", s.as_str())).collect();
+        let scopes: Vec<String> = scopes
+            .iter()
+            .map(|s| format!("\"{}\"", s.as_str()))
+            .collect();
         s.push_str(&format!(
             "\n[[partners]]\nid = \"{id}\"\nscopes = [{}]\n",
             scopes.join(", ")

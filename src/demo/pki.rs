@@ -71,7 +71,8 @@ impl PkiLayout {
 fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.distinguished_name.push(DnType::OrganizationName, "permitgate development");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "permitgate development");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     p.not_before = now - Duration::days(1);
@@ -113,7 +114,9 @@ fn write_key(path: &Path, key: &KeyPair) -> Result<(), PkiError> {
 
 /// Creates the whole development PKI under `dir`, replacing what is there.
 pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
-    let layout = PkiLayout { dir: dir.to_owned() };
+    let layout = PkiLayout {
+        dir: dir.to_owned(),
+    };
     let now = OffsetDateTime::now_utc();
 
     let ca_key = KeyPair::generate()?;
@@ -124,13 +127,21 @@ pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
     let ca = Issuer::new(params, ca_key);
 
     let server_key = KeyPair::generate()?;
-    let mut sp = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])?;
-    sp.distinguished_name.push(DnType::CommonName, "permitgate demo server");
+    let mut sp = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])?;
+    sp.distinguished_name
+        .push(DnType::CommonName, "permitgate demo server");
     sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     sp.not_before = now - Duration::days(1);
     sp.not_after = now + Duration::days(365);
-    write(&layout.server_cert(), &sp.signed_by(&server_key, &ca)?.pem())?;
+    write(
+        &layout.server_cert(),
+        &sp.signed_by(&server_key, &ca)?.pem(),
+    )?;
     write_key(&layout.server_key(), &server_key)?;
 
     for (id, _) in DEMO_PARTNERS {

@@ -114,7 +114,9 @@ pub struct Caller {
 
 impl Caller {
     pub fn label(&self) -> &str {
-        self.partner.as_ref().map_or(UNKNOWN_PARTNER, |p| p.id.as_str())
+        self.partner
+            .as_ref()
+            .map_or(UNKNOWN_PARTNER, |p| p.id.as_str())
     }
 }
 
@@ -153,8 +155,15 @@ impl App {
             clock,
             limits,
             partners,
-            unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER, &routes, &outcomes)),
-            durations: Route::ALL.iter().map(|r| metrics.route_duration(r.label())).collect(),
+            unknown_counters: Arc::new(metrics.request_counters(
+                UNKNOWN_PARTNER,
+                &routes,
+                &outcomes,
+            )),
+            durations: Route::ALL
+                .iter()
+                .map(|r| metrics.route_duration(r.label()))
+                .collect(),
         }
     }
 
@@ -202,13 +211,21 @@ impl App {
         response
     }
 
-    async fn dispatch<B>(&self, caller: &Caller, route: Route, req: Request<B>) -> Result<Response<Body>, Problem>
+    async fn dispatch<B>(
+        &self,
+        caller: &Caller,
+        route: Route,
+        req: Request<B>,
+    ) -> Result<Response<Body>, Problem>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Some(method) = route.method() else {
-            return Err(Problem::new(ProblemKind::NotFound, "see README.md for the API"));
+            return Err(Problem::new(
+                ProblemKind::NotFound,
+                "see README.md for the API",
+            ));
         };
         if req.method() != method {
             return Err(Problem::new(
@@ -217,7 +234,12 @@ impl App {
             ));
         }
         match route {
-            Route::Healthz => return Ok(json_response(StatusCode::OK, br#"{"status":"alive"}"#.to_vec())),
+            Route::Healthz => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    br#"{"status":"alive"}"#.to_vec(),
+                ))
+            }
             Route::Readyz => return self.readyz(),
             _ => {}
         }
@@ -313,7 +335,13 @@ impl App {
             .map_err(|e| Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}")))
     }
 
-    fn link_item(&self, state: &State, req: &LinkCheckRequest, prefix: &str, today: Day) -> Result<LinkItem, Problem> {
+    fn link_item(
+        &self,
+        state: &State,
+        req: &LinkCheckRequest,
+        prefix: &str,
+        today: Day,
+    ) -> Result<LinkItem, Problem> {
         let field = |name: &str| format!("{prefix}{name}");
         let tp = TravelPermitNo::parse(&req.travel_permit)
             .map_err(|e| Problem::invalid_number(field("travel_permit"), e))?;
@@ -396,16 +424,22 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 
 /// The single place a [`Problem`] becomes a response.
 pub fn problem_response(p: &Problem, route: Route) -> Response<Body> {
-    let body = serde_json::to_vec(p).unwrap_or_else(|_| br#"{"type":"urn:permitgate:problem:internal"}"#.to_vec());
+    let body = serde_json::to_vec(p)
+        .unwrap_or_else(|_| br#"{"type":"urn:permitgate:problem:internal"}"#.to_vec());
     let mut r = json_response(
         StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         body,
     );
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     match p.kind {
         ProblemKind::MethodNotAllowed => {
-            let allow = route.method().map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
+            let allow = route
+                .method()
+                .map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
             h.insert(ALLOW, HeaderValue::from_static(allow));
         }
         ProblemKind::NotReady => {

@@ -73,23 +73,89 @@ impl ProblemKind {
     fn info(self) -> (&'static str, u16, &'static str, &'static str, &'static str) {
         macro_rules! p {
             ($slug:literal, $label:literal, $status:literal, $title:literal) => {
-                ($slug, $status, $title, concat!("urn:permitgate:problem:", $slug), $label)
+                (
+                    $slug,
+                    $status,
+                    $title,
+                    concat!("urn:permitgate:problem:", $slug),
+                    $label,
+                )
             };
         }
         match self {
-            ProblemKind::MalformedJson => p!("malformed-json", "malformed_json", 400, "Request body is not valid JSON"),
-            ProblemKind::UnknownField => p!("unknown-field", "unknown_field", 400, "Request has a field this endpoint does not accept"),
-            ProblemKind::MissingField => p!("missing-field", "missing_field", 400, "Request lacks a required field"),
-            ProblemKind::InvalidField => p!("invalid-field", "invalid_field", 400, "A field has the wrong type"),
-            ProblemKind::InvalidDocumentNumber => p!("invalid-document-number", "invalid_document_number", 422, "Document number is not valid"),
-            ProblemKind::BatchTooLarge => p!("batch-too-large", "batch_too_large", 422, "Batch has too many checks"),
-            ProblemKind::BodyTooLarge => p!("body-too-large", "body_too_large", 413, "Request body is too large"),
-            ProblemKind::UnsupportedMediaType => p!("unsupported-media-type", "unsupported_media_type", 415, "Request body must be application/json"),
+            ProblemKind::MalformedJson => p!(
+                "malformed-json",
+                "malformed_json",
+                400,
+                "Request body is not valid JSON"
+            ),
+            ProblemKind::UnknownField => p!(
+                "unknown-field",
+                "unknown_field",
+                400,
+                "Request has a field this endpoint does not accept"
+            ),
+            ProblemKind::MissingField => p!(
+                "missing-field",
+                "missing_field",
+                400,
+                "Request lacks a required field"
+            ),
+            ProblemKind::InvalidField => p!(
+                "invalid-field",
+                "invalid_field",
+                400,
+                "A field has the wrong type"
+            ),
+            ProblemKind::InvalidDocumentNumber => p!(
+                "invalid-document-number",
+                "invalid_document_number",
+                422,
+                "Document number is not valid"
+            ),
+            ProblemKind::BatchTooLarge => p!(
+                "batch-too-large",
+                "batch_too_large",
+                422,
+                "Batch has too many checks"
+            ),
+            ProblemKind::BodyTooLarge => p!(
+                "body-too-large",
+                "body_too_large",
+                413,
+                "Request body is too large"
+            ),
+            ProblemKind::UnsupportedMediaType => p!(
+                "unsupported-media-type",
+                "unsupported_media_type",
+                415,
+                "Request body must be application/json"
+            ),
             ProblemKind::NotFound => p!("not-found", "not_found", 404, "No such endpoint"),
-            ProblemKind::MethodNotAllowed => p!("method-not-allowed", "method_not_allowed", 405, "Method not allowed on this endpoint"),
-            ProblemKind::UnknownPartner => p!("unknown-partner", "unknown_partner", 403, "Client certificate is not a configured partner"),
-            ProblemKind::ScopeMissing => p!("scope-missing", "scope_missing", 403, "Partner lacks the scope this endpoint needs"),
-            ProblemKind::NotReady => p!("not-ready", "not_ready", 503, "Gateway has no snapshot loaded yet"),
+            ProblemKind::MethodNotAllowed => p!(
+                "method-not-allowed",
+                "method_not_allowed",
+                405,
+                "Method not allowed on this endpoint"
+            ),
+            ProblemKind::UnknownPartner => p!(
+                "unknown-partner",
+                "unknown_partner",
+                403,
+                "Client certificate is not a configured partner"
+            ),
+            ProblemKind::ScopeMissing => p!(
+                "scope-missing",
+                "scope_missing",
+                403,
+                "Partner lacks the scope this endpoint needs"
+            ),
+            ProblemKind::NotReady => p!(
+                "not-ready",
+                "not_ready",
+                503,
+                "Gateway has no snapshot loaded yet"
+            ),
             ProblemKind::Internal => p!("internal", "internal", 500, "Internal error"),
         }
     }
@@ -133,7 +199,8 @@ impl Problem {
         let field = field.into();
         Problem {
             rule: Some(e.rule()),
-            ..Problem::new(ProblemKind::InvalidDocumentNumber, format!("{field}: {e}")).with_field(field)
+            ..Problem::new(ProblemKind::InvalidDocumentNumber, format!("{field}: {e}"))
+                .with_field(field)
         }
     }
 
@@ -161,9 +228,27 @@ impl Problem {
                     None => p,
                 }
             }
-            Category::Data => Problem::new(ProblemKind::InvalidField, msg),
+            Category::Data => Problem::new(ProblemKind::InvalidField, redact_strings(&msg)),
         }
     }
+}
+
+/// serde quotes offending string values (`invalid type: string "H1234…"`); those may be
+/// document numbers, which never go into a problem detail.
+fn redact_strings(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quoted = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -190,9 +275,18 @@ mod tests {
         let p = |s: &str| Problem::from_json(&serde_json::from_str::<R>(s).expect_err(s), "");
         assert_eq!(p("{").kind, ProblemKind::MalformedJson);
         assert_eq!(p("{\"number\":\"1\",\"x\":1}").field.as_deref(), Some("x"));
-        assert_eq!(p("{\"number\":\"1\",\"x\":1}").kind, ProblemKind::UnknownField);
+        assert_eq!(
+            p("{\"number\":\"1\",\"x\":1}").kind,
+            ProblemKind::UnknownField
+        );
         assert_eq!(p("{}").kind, ProblemKind::MissingField);
         assert_eq!(p("{}").field.as_deref(), Some("number"));
         assert_eq!(p("{\"number\":5}").kind, ProblemKind::InvalidField);
+        let wrong = Problem::from_json(
+            &serde_json::from_str::<Vec<u8>>("\"H12345678\"").expect_err("type"),
+            "",
+        );
+        assert_eq!(wrong.kind, ProblemKind::InvalidField);
+        assert!(!wrong.detail.contains("H12345678"), "{}", wrong.detail);
     }
 }

@@ -67,7 +67,9 @@ impl SnapshotHeader {
             return Err(SnapshotError::NotASnapshot(what.to_owned()));
         }
         if h[12..16] != [0; 4] || h[64..] != [0; HEADER_LEN - 64] {
-            return Err(SnapshotError::Corrupt("reserved header bytes are not zero".into()));
+            return Err(SnapshotError::Corrupt(
+                "reserved header bytes are not zero".into(),
+            ));
         }
         Ok(SnapshotHeader {
             meta: SnapshotMeta {
@@ -258,8 +260,11 @@ impl Snapshot {
         let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..]
             .try_into()
             .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
-        key.verify(&signed_message(&body_digest), &Signature::from_bytes(&sig_bytes))
-            .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        key.verify(
+            &signed_message(&body_digest),
+            &Signature::from_bytes(&sig_bytes),
+        )
+        .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
         if let Some(hk) = hash_key {
             if hk.id() != header.meta.hash_key_id {
                 return Err(SnapshotError::HashKeyMismatch {
@@ -343,7 +348,9 @@ fn build_directory(records: &[u8]) -> Result<(Box<[u32]>, u32), SnapshotError> {
     let mut prev: Option<&[u8]> = None;
     for (i, r) in records.chunks_exact(RECORD_LEN).enumerate() {
         if Record::decode(r).is_none() || r[28..32] != [0; 4] {
-            return Err(SnapshotError::Corrupt(format!("record {i} has invalid fields")));
+            return Err(SnapshotError::Corrupt(format!(
+                "record {i} has invalid fields"
+            )));
         }
         let key = &r[..16];
         if prev.is_some_and(|p| p >= key) {
@@ -433,7 +440,12 @@ mod tests {
         let trusted = [sk.verifying_key()];
 
         // A flipped bit anywhere: header, a record, the signature.
-        for pos in [20, HEADER_LEN + 5, HEADER_LEN + 32 * 100 + 24, good.len() - 3] {
+        for pos in [
+            20,
+            HEADER_LEN + 5,
+            HEADER_LEN + 32 * 100 + 24,
+            good.len() - 3,
+        ] {
             let mut bad = good.clone();
             bad[pos] ^= 0x01;
             assert!(

@@ -68,7 +68,8 @@ impl SignedManifest {
         let signed = serde_json::to_string_pretty(manifest)
             .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
         let sig = key.sign(&message(signed.as_bytes()));
-        let raw = RawValue::from_string(signed).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
+        let raw =
+            RawValue::from_string(signed).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
         let env = Envelope {
             signed: &raw,
             signatures: vec![SignatureEntry {
@@ -126,7 +127,9 @@ impl SignedManifest {
                     key_id: KeyId(key_id),
                 })
             }
-            None => Err(SnapshotError::Manifest("manifest carries no signature".into())),
+            None => Err(SnapshotError::Manifest(
+                "manifest carries no signature".into(),
+            )),
         }
     }
 }

@@ -10,7 +10,9 @@ mod manifest;
 mod record;
 mod repo;
 
-pub use format::{encode, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN};
+pub use format::{
+    encode, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN,
+};
 pub use manifest::{Manifest, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use record::{DocKey, Record, Status, NO_RENEWAL};
 pub use repo::{load_repo, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR};

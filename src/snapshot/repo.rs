@@ -66,7 +66,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object")
     ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;

@@ -36,7 +36,10 @@ impl CacheCounters {
     /// Counters that are not registered anywhere (benches, tools).
     pub fn detached() -> CacheCounters {
         let c = || IntCounter::new("detached", "not exported").unwrap_or_else(|_| unreachable!());
-        CacheCounters { hit: c(), miss: c() }
+        CacheCounters {
+            hit: c(),
+            miss: c(),
+        }
     }
 }
 

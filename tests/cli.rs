@@ -1,0 +1,174 @@
+//! The command-line contract: names, help, one-line errors, publish → inspect → verify,
+//! and a gateway that refuses to serve a bad snapshot.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn permitgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run permitgate")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["serve", "--help"],
+        vec!["publish", "--help"],
+        vec!["snapshot", "inspect", "--help"],
+        vec!["snapshot", "verify", "--help"],
+        vec!["dev-pki", "--help"],
+        vec!["keys", "generate", "--help"],
+    ] {
+        let out = permitgate(&sub);
+        assert!(out.status.success(), "{sub:?}");
+        assert!(text(&out.stdout).contains("Usage"), "{sub:?}");
+    }
+}
+
+#[test]
+fn wrong_arguments_give_one_line_and_non_zero_exit() {
+    for args in [
+        vec!["frobnicate"],
+        vec!["serve"],
+        vec!["demo", "--records", "many"],
+        vec!["demo", "--listen", "not-an-address"],
+        vec!["publish", "--input", "x"],
+    ] {
+        let out = permitgate(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error:"), "{err}");
+    }
+}
+
+fn write_export(path: &Path) {
+    std::fs::write(
+        path,
+        concat!(
+            r#"{"person":"a","documents":[{"number":"H12345678","status":"valid","valid_until":"2099-01-01"},{"number":"810000199001011230","status":"valid","valid_until":"2099-01-01"}]}"#,
+            "\n",
+            r#"{"person":"b","documents":[{"number":"01234567","status":"lost","valid_until":"2099-01-01"}]}"#,
+            "\n"
+        ),
+    )
+    .expect("export");
+}
+
+#[test]
+fn publish_inspect_verify_and_tamper() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+    let out = permitgate(&["keys", "generate", "--out", &d("keys")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = permitgate(&["keys", "generate", "--out", &d("keys")]);
+    assert!(!again.status.success(), "must not overwrite keys");
+
+    write_export(&dir.path().join("export.jsonl"));
+    let out = permitgate(&[
+        "publish",
+        "--input",
+        &d("export.jsonl"),
+        "--out",
+        &d("repo"),
+        "--signing-key",
+        &d("keys/publisher.key"),
+        "--hash-key",
+        &d("keys/hash.key"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("published version 1 (3 documents, 2 persons)"));
+
+    let out = permitgate(&["snapshot", "inspect", &d("repo")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("documents:        3"), "{shown}");
+    assert!(
+        !shown.contains("H12345678"),
+        "inspect must not reveal numbers"
+    );
+
+    let out = permitgate(&[
+        "snapshot",
+        "verify",
+        &d("repo"),
+        "--public-key",
+        &d("keys/publisher.pub"),
+        "--hash-key",
+        &d("keys/hash.key"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("OK"));
+
+    // Flip one byte of the snapshot object: verify fails with a clear message.
+    let obj = std::fs::read_dir(dir.path().join("repo/objects"))
+        .expect("objects")
+        .filter_map(Result::ok)
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("one object")
+        .path();
+    let mut bytes = std::fs::read(&obj).expect("read");
+    bytes[100] ^= 0x40;
+    std::fs::write(&obj, bytes).expect("write");
+    let out = permitgate(&[
+        "snapshot",
+        "verify",
+        &d("repo"),
+        "--public-key",
+        &d("keys/publisher.pub"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("signature does not verify"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = permitgate(&[
+        "snapshot",
+        "verify",
+        &obj.to_string_lossy(),
+        "--public-key",
+        &d("keys/publisher.pub"),
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn serve_refuses_a_bad_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let demo = permitgate::demo::prepare(
+        dir.path(),
+        &permitgate::demo::DemoOptions {
+            records: 20,
+            listen: any,
+            metrics_listen: any,
+            seed: 1,
+        },
+    )
+    .expect("demo");
+    // Sign the snapshot with a key the gateway does not trust.
+    let other = permitgate::keys::generate_signing_key();
+    permitgate::keys::save_verifying_key(&other.verifying_key(), &demo.publisher_pub())
+        .expect("swap key");
+    let out = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["serve", "--config", &demo.config.to_string_lossy()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to serve") && err.contains("not a trusted publisher key"),
+        "{err}"
+    );
+}

@@ -1,0 +1,293 @@
+//! Test harness: a gateway on an ephemeral loopback port with a fresh rcgen PKI and demo
+//! data, and mTLS clients for named partners. Everything real: sockets, TLS, certificates.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use permitgate::clock::SystemClock;
+use permitgate::config::Config;
+use permitgate::demo::{self, Demo, DemoOptions};
+use permitgate::server::{Gateway, Running};
+use permitgate::tls::{crypto_provider, load_certs, load_key};
+
+pub struct TestGateway {
+    pub demo: Demo,
+    pub gateway: Arc<Gateway>,
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub records: usize,
+    pub load_snapshot: bool,
+    /// Appended to the generated config's `[server]` table.
+    pub server_extra: &'static str,
+    pub cache: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            records: 300,
+            load_snapshot: true,
+            server_extra: "",
+            cache: false,
+        }
+    }
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let demo = demo::prepare(
+            dir.path(),
+            &DemoOptions {
+                records: opts.records,
+                listen: any,
+                metrics_listen: any,
+                seed: 7,
+            },
+        )
+        .expect("demo data");
+        let text = std::fs::read_to_string(&demo.config).expect("config");
+        let mut text = text.replacen("[tls]", &format!("{}\n[tls]", opts.server_extra), 1);
+        if opts.cache {
+            text.push_str("\n[cache]\nenabled = true\nmax_entries = 1000\n");
+        }
+        let config = Config::parse(&text, &demo.config).expect("config parses");
+        let gateway =
+            Arc::new(Gateway::from_config(config, Arc::new(SystemClock)).expect("gateway"));
+        if opts.load_snapshot {
+            gateway.load_snapshot().expect("snapshot loads");
+        }
+        let running = gateway.bind().await.expect("bind");
+        TestGateway {
+            demo,
+            gateway,
+            running,
+            dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+
+    pub fn cert_paths(&self, partner: &str) -> (PathBuf, PathBuf) {
+        (
+            self.demo.pki.partner_cert(partner),
+            self.demo.pki.partner_key(partner),
+        )
+    }
+
+    pub async fn client(&self, partner: &str) -> Client {
+        let (c, k) = self.cert_paths(partner);
+        Client::connect(self.addr(), &self.demo.pki.ca_cert(), Some((&c, &k)))
+            .await
+            .expect("client connects")
+    }
+
+    pub async fn metrics(&self) -> String {
+        let addr = self.running.metrics_addr.expect("metrics listener");
+        let stream = TcpStream::connect(addr).await.expect("connect metrics");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let resp = send
+            .send_request(
+                Request::get("/metrics")
+                    .header("host", "metrics")
+                    .body(Full::new(Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .expect("metrics response");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(body.to_vec()).expect("utf8")
+    }
+
+    /// Polls `/metrics` until `series` has `want` (counters are bumped by the server task
+    /// after the client has seen the outcome), for at most about two seconds.
+    pub async fn wait_metric(&self, series: &str, want: f64) -> String {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.metrics().await;
+            if metric_value(&text, series) == want {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{series} never reached {want}:\n{text}");
+    }
+
+    pub fn samples(&self) -> &[demo::Sample] {
+        &self.demo.samples
+    }
+}
+
+/// Value of one sample line of `/metrics` text, by exact series name with labels.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca).expect("ca") {
+        roots.add(c).expect("add root");
+    }
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let cfg = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert).expect("cert"), load_key(key).expect("key"))
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(cfg)
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem document of the given slug and returns it.
+    pub fn problem(&self, status: u16, slug: &str) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.content_type(), "application/problem+json");
+        let v = self.json();
+        assert_eq!(v["type"], format!("urn:permitgate:problem:{slug}"), "{v}");
+        assert_eq!(v["status"], status);
+        assert!(v["title"].as_str().is_some_and(|t| !t.is_empty()));
+        v
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection over mTLS.
+pub struct Client {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(
+        addr: SocketAddr,
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Client, Box<dyn std::error::Error + Send + Sync>> {
+        let mut cfg = (*client_config(ca, identity)).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Client { send })
+    }
+
+    pub async fn try_request(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Result<Response, hyper::Error> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req.body(Full::new(body.into())).expect("request");
+        let resp = self.send.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn post_json(&mut self, path: &str, body: &Value) -> Response {
+        self.try_request(
+            Method::POST,
+            path,
+            Some("application/json"),
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+        .expect("response")
+    }
+
+    pub async fn post_raw(
+        &mut self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Response {
+        self.try_request(Method::POST, path, content_type, body)
+            .await
+            .expect("response")
+    }
+
+    pub async fn get(&mut self, path: &str) -> Response {
+        self.try_request(Method::GET, path, None, Bytes::new())
+            .await
+            .expect("response")
+    }
+}
+
+/// Asserts that every key in `expect` (recursively) has the same value in `actual`.
+pub fn assert_subset(actual: &Value, expect: &Value, ctx: &str) {
+    match expect {
+        Value::Object(m) => {
+            for (k, v) in m {
+                assert_subset(&actual[k], v, &format!("{ctx}.{k}"));
+            }
+        }
+        _ => assert_eq!(actual, expect, "at {ctx}"),
+    }
+}

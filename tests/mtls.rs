@@ -1,0 +1,105 @@
+//! Only clients with a certificate from the partner CA, for client authentication, get in;
+//! a valid certificate that names no configured partner gets a 403.
+
+mod common;
+
+use common::{Client, TestGateway};
+use permitgate::demo::pki::issue_client;
+use serde_json::json;
+
+/// Connects and tries one request; refused handshakes surface as an error on either step
+/// (TLS 1.3 reports a rejected client certificate after the client thinks it is done).
+async fn attempt(
+    gw: &TestGateway,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<u16, String> {
+    let mut c = Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), identity)
+        .await
+        .map_err(|e| e.to_string())?;
+    c.try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
+        .await
+        .map(|r| r.status.as_u16())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn partner_certificate_is_accepted() {
+    let gw = TestGateway::start().await;
+    let (c, k) = gw.cert_paths("bank");
+    assert_eq!(attempt(&gw, Some((&c, &k))).await, Ok(200));
+}
+
+#[tokio::test]
+async fn no_client_certificate_is_refused() {
+    let gw = TestGateway::start().await;
+    assert!(attempt(&gw, None).await.is_err());
+    gw.wait_metric(
+        "permitgate_tls_handshake_failures_total{reason=\"no_certificate\"}",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rogue_ca_certificate_is_refused() {
+    let gw = TestGateway::start().await;
+    let (c, k) = (gw.demo.pki.rogue_cert(), gw.demo.pki.rogue_key());
+    assert!(attempt(&gw, Some((&c, &k))).await.is_err());
+    gw.wait_metric(
+        "permitgate_tls_handshake_failures_total{reason=\"unknown_ca\"}",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn certificate_without_client_auth_usage_is_refused() {
+    let gw = TestGateway::start().await;
+    let (c, k) = (gw.dir.path().join("srv.crt"), gw.dir.path().join("srv.key"));
+    issue_client(&gw.demo.pki, Some("bank"), false, &c, &k).expect("issue");
+    assert!(attempt(&gw, Some((&c, &k))).await.is_err());
+    gw.wait_metric(
+        "permitgate_tls_handshake_failures_total{reason=\"bad_usage\"}",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn trusted_certificate_of_an_unconfigured_partner_gets_403() {
+    let gw = TestGateway::start().await;
+    let (c, k) = (gw.dir.path().join("x.crt"), gw.dir.path().join("x.key"));
+    issue_client(&gw.demo.pki, Some("stranger"), true, &c, &k).expect("issue");
+    let mut client = Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&c, &k)))
+        .await
+        .expect("handshake succeeds: the CA is trusted");
+    let r = client
+        .post_json(
+            "/v1/link-checks",
+            &json!({"travel_permit": "H12345678", "residence_permit": "810000199001011230"}),
+        )
+        .await;
+    let v = r.problem(403, "unknown-partner");
+    assert!(
+        v["detail"].as_str().is_some_and(|d| d.contains("stranger")),
+        "{v}"
+    );
+    gw.wait_metric(
+        "permitgate_requests_total{outcome=\"unknown_partner\",partner=\"unknown\",route=\"link_check\"}",
+        1.0,
+    )
+    .await;
+
+    // No SAN URI and no CN: no identity at all.
+    let (c, k) = (
+        gw.dir.path().join("anon.crt"),
+        gw.dir.path().join("anon.key"),
+    );
+    issue_client(&gw.demo.pki, None, true, &c, &k).expect("issue");
+    let mut anon = Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&c, &k)))
+        .await
+        .expect("handshake");
+    anon.post_json("/v1/document-status", &json!({"number": "H12345678"}))
+        .await
+        .problem(403, "unknown-partner");
+}
