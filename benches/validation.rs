@@ -24,7 +24,8 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("residence_permit/full_width+parse+hash", |b| {
         b.iter(|| {
-            let n = ResidencePermitNo::parse(black_box("８１００００１９９００１０１１２３０")).expect("valid");
+            let n = ResidencePermitNo::parse(black_box("８１００００１９９００１０１１２３０"))
+                .expect("valid");
             DocKey::of(&hk, n.canonical())
         })
     });

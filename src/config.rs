@@ -276,6 +276,15 @@ scopes = ["link_check"]
     }
 
     #[test]
+    fn the_reference_config_parses() {
+        let text = include_str!("../config/gateway.toml");
+        let c = Config::parse(text, Path::new("config/gateway.toml")).expect("reference config");
+        assert_eq!(c.partners.len(), 3);
+        assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let p = Path::new("g.toml");
         let typo = MIN.replace("listen =", "listne =");

@@ -33,7 +33,9 @@ pub fn records(n: usize, seed: u64) -> Vec<Record> {
 }
 
 /// A signed snapshot file image of `records`, and the trusted key list to load it with.
-pub fn snapshot_bytes(records: Vec<Record>) -> (Vec<u8>, Vec<ed25519_dalek::VerifyingKey>, HashKey) {
+pub fn snapshot_bytes(
+    records: Vec<Record>,
+) -> (Vec<u8>, Vec<ed25519_dalek::VerifyingKey>, HashKey) {
     let sk = generate_signing_key();
     let hk = HashKey::generate();
     let bytes = encode(

@@ -130,6 +130,24 @@ impl Record {
 mod tests {
     use super::*;
 
+    /// Vectors from the Python `blake3` package (docs/snapshot-format.md), not this code.
+    #[test]
+    fn keyed_hash_vectors() {
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let hk = crate::keys::HashKey::from_bytes(k);
+        for (number, want) in [
+            ("H12345678", "95d86d2b749c8864784babb9423f8b0a"),
+            ("810000199001011230", "773b6a70e86511467914956bc998fb95"),
+            ("01234567", "42b92a5ece06337569f5c058f3e9d28b"),
+        ] {
+            assert_eq!(hex::encode(DocKey::of(&hk, number).0), want, "{number}");
+        }
+        assert_eq!(hk.id().to_string(), "dd53d8d3ac435269");
+    }
+
     #[test]
     fn record_round_trip() {
         let r = Record {
