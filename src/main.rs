@@ -119,9 +119,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
+            // clap's message spans lines (what is missing, then usage); keep the part before
+            // the usage, on one line.
             let msg = e.render().to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see --help)");
+            let what: Vec<&str> = msg
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", what.join(" "));
             return ExitCode::from(2);
         }
     };

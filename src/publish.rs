@@ -4,7 +4,7 @@
 //! with the same parsers the gateway uses for requests, so a number the gateway would
 //! reject can never be published. Errors name the line and field, never the number.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -86,7 +86,9 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
         source,
     })?;
     let mut records = Vec::new();
-    let mut seen_persons = HashSet::new();
+    // Person id → hash of the reference it came from: tells a repeated line from two
+    // references whose ids collide (never seen in practice; refused rather than linked).
+    let mut persons: HashMap<u64, [u8; 16]> = HashMap::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line_no = i + 1;
         let line = line.map_err(|source| PublishError::Read {
@@ -104,14 +106,20 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
         if person.documents.is_empty() {
             return Err(err("documents: at least one document is required".into()));
         }
-        let person_hash = blake3::hash(person.person.as_bytes());
-        if !seen_persons.insert(*person_hash.as_bytes()) {
-            return Err(err(
-                "person: the same person appears on an earlier line".into()
-            ));
+        let person_no = DocKey::person_id(hash_key, &person.person);
+        let mut ref_hash = [0u8; 16];
+        ref_hash.copy_from_slice(&blake3::hash(person.person.as_bytes()).as_bytes()[..16]);
+        match persons.insert(person_no, ref_hash) {
+            Some(prev) if prev == ref_hash => {
+                return Err(err("person: the same person appears on an earlier line".into()))
+            }
+            Some(_) => {
+                return Err(err(
+                    "person: two person references map to one person id; publish with a new hashing key".into(),
+                ))
+            }
+            None => {}
         }
-        let person_no =
-            u32::try_from(seen_persons.len()).map_err(|_| err("more than 2^32 persons".into()))?;
         let mut region = None;
         for (j, doc) in person.documents.iter().enumerate() {
             let number = DocumentNo::parse(&doc.number).map_err(|e| {
@@ -324,6 +332,21 @@ mod tests {
             assert!(e.contains("line 2") && e.contains(want), "{e}");
             assert!(!e.contains("H12345678") && !e.contains("8100001990"), "{e}");
         }
+        let input = dir.path().join("twice.jsonl");
+        std::fs::write(
+            &input,
+            concat!(
+                r#"{"person":"a","documents":[{"number":"H12345678","status":"valid","valid_until":"2030-01-01"}]}"#,
+                "\n",
+                r#"{"person":"a","documents":[{"number":"H87654321","status":"valid","valid_until":"2030-01-01"}]}"#,
+            ),
+        )
+        .expect("write");
+        let e = read_export(&input, &hk)
+            .expect_err("same person twice")
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("earlier line"), "{e}");
+
         let input = dir.path().join("dup.jsonl");
         let doc = r#"{"number":"H12345678","status":"valid","valid_until":"2030-01-01"}"#;
         std::fs::write(

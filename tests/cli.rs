@@ -49,6 +49,11 @@ fn wrong_arguments_give_one_line_and_non_zero_exit() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("error:"), "{err}");
     }
+    let err = text(&permitgate(&["serve"]).stderr);
+    assert!(
+        err.contains("--config"),
+        "names the missing argument: {err}"
+    );
 }
 
 fn write_export(path: &Path) {

@@ -18,7 +18,7 @@ pub fn records(n: usize, seed: u64) -> Vec<Record> {
     (0..n)
         .map(|i| Record {
             key: DocKey(rng.random()),
-            person: (i / 2) as u32,
+            person: (i / 2) as u64,
             valid_until: 20_000 + (i % 3000) as u32,
             status: Status::Valid,
             kind: if i % 2 == 0 {

@@ -103,7 +103,7 @@ pub fn encode(
             "two documents hash to the same key (duplicate number)".into(),
         ));
     }
-    let mut persons: Vec<u32> = records.iter().map(|r| r.person).collect();
+    let mut persons: Vec<u64> = records.iter().map(|r| r.person).collect();
     persons.sort_unstable();
     persons.dedup();
     let header = SnapshotHeader {
@@ -408,10 +408,7 @@ impl IndexBuilder {
                 u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]),
                 u64::from_be_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]),
             );
-            let valid = r[24] <= 5
-                && r[25].wrapping_sub(1) < 2
-                && r[26].wrapping_sub(1) < 3
-                && u32::from_le_bytes([r[28], r[29], r[30], r[31]]) == 0;
+            let valid = r[28] <= 5 && r[29].wrapping_sub(1) < 2 && r[30].wrapping_sub(1) < 3;
             if !valid {
                 return Err(SnapshotError::Corrupt(format!(
                     "record {i} has invalid fields"
@@ -463,7 +460,7 @@ mod tests {
         (0..n)
             .map(|i| Record {
                 key: DocKey::of(hk, &format!("H{:08}", i)),
-                person: i / 2,
+                person: u64::from(i / 2),
                 valid_until: 20_000 + i,
                 status: Status::Valid,
                 kind: DocumentKind::TravelPermit,
@@ -523,7 +520,7 @@ mod tests {
         for pos in [
             20,
             HEADER_LEN + 5,
-            HEADER_LEN + 32 * 100 + 24,
+            HEADER_LEN + 32 * 100 + 28,
             good.len() - 3,
         ] {
             let mut bad = good.clone();

@@ -15,6 +15,17 @@ impl DocKey {
         DocKey(k)
     }
 
+    /// Person id of an authority person reference: keyed, so a snapshot does not reveal
+    /// the authority's references, and stable across publications.
+    pub fn person_id(hash_key: &crate::keys::HashKey, person_ref: &str) -> u64 {
+        let mut h = blake3::Hasher::new_keyed(hash_key.as_bytes());
+        h.update(b"person\0");
+        h.update(person_ref.as_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        u64::from_le_bytes(id)
+    }
+
     /// The top 64 bits, used to pick the index bucket.
     #[inline]
     pub fn prefix(&self) -> u64 {
@@ -80,8 +91,9 @@ pub const NO_RENEWAL: u8 = 0xFF;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub key: DocKey,
-    /// Snapshot-local person number: two documents are linked iff they share it.
-    pub person: u32,
+    /// Person id: keyed hash of the authority's person reference, stable across
+    /// publications. Two documents are linked iff they share it.
+    pub person: u64,
     /// Last valid day, as days since 1970-01-01.
     pub valid_until: u32,
     pub status: Status,
@@ -96,13 +108,12 @@ impl Record {
 
     pub fn encode(&self, out: &mut [u8]) {
         out[..16].copy_from_slice(&self.key.0);
-        out[16..20].copy_from_slice(&self.person.to_le_bytes());
-        out[20..24].copy_from_slice(&self.valid_until.to_le_bytes());
-        out[24] = self.status.to_u8();
-        out[25] = self.kind.to_u8();
-        out[26] = self.region.to_u8();
-        out[27] = self.renewal;
-        out[28..32].fill(0);
+        out[16..24].copy_from_slice(&self.person.to_le_bytes());
+        out[24..28].copy_from_slice(&self.valid_until.to_le_bytes());
+        out[28] = self.status.to_u8();
+        out[29] = self.kind.to_u8();
+        out[30] = self.region.to_u8();
+        out[31] = self.renewal;
     }
 
     /// Decodes a record whose enum bytes were validated at load time; `None` if they are not
@@ -111,17 +122,14 @@ impl Record {
     pub fn decode(b: &[u8]) -> Option<Record> {
         let mut key = [0u8; 16];
         key.copy_from_slice(b.get(..16)?);
-        let word = |r: std::ops::Range<usize>| -> Option<u32> {
-            Some(u32::from_le_bytes(b.get(r)?.try_into().ok()?))
-        };
         Some(Record {
             key: DocKey(key),
-            person: word(16..20)?,
-            valid_until: word(20..24)?,
-            status: Status::from_u8(*b.get(24)?)?,
-            kind: DocumentKind::from_u8(*b.get(25)?)?,
-            region: Region::from_u8(*b.get(26)?)?,
-            renewal: *b.get(27)?,
+            person: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
+            valid_until: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
+            status: Status::from_u8(*b.get(28)?)?,
+            kind: DocumentKind::from_u8(*b.get(29)?)?,
+            region: Region::from_u8(*b.get(30)?)?,
+            renewal: *b.get(31)?,
         })
     }
 }
@@ -152,7 +160,7 @@ mod tests {
     fn record_round_trip() {
         let r = Record {
             key: DocKey([7; 16]),
-            person: 0xDEAD_BEEF,
+            person: 0xDEAD_BEEF_0BAD_F00D,
             valid_until: 20_000,
             status: Status::Replaced,
             kind: DocumentKind::TravelPermit,
@@ -162,7 +170,7 @@ mod tests {
         let mut buf = [0u8; Record::LEN];
         r.encode(&mut buf);
         assert_eq!(Record::decode(&buf), Some(r));
-        buf[24] = 9;
+        buf[28] = 9;
         assert_eq!(Record::decode(&buf), None);
     }
 }
