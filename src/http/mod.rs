@@ -92,8 +92,8 @@ impl Route {
 }
 
 /// Labels of the `outcome` metric dimension: `ok`, then one per problem kind.
-fn outcome_labels() -> Vec<&'static str> {
-    std::iter::once("ok")
+fn outcome_labels() -> Vec<String> {
+    std::iter::once("ok".to_owned())
         .chain(ProblemKind::ALL.iter().map(|k| k.label()))
         .collect()
 }
@@ -141,6 +141,7 @@ impl App {
     ) -> App {
         let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
         let outcomes = outcome_labels();
+        let outcomes: Vec<&str> = outcomes.iter().map(String::as_str).collect();
         let partners = table
             .ids()
             .filter_map(|id| table.get(id))

@@ -182,9 +182,7 @@ impl Snapshot {
             });
         }
         let mut data = vec![0u8; len];
-        let body_end = len - TRAILER_LEN;
-        let mut hasher = blake3::Hasher::new();
-        let mut index: Option<IndexBuilder> = None;
+        let mut ingest = Ingest::new(len, &path.display().to_string());
         let mut filled = 0;
         while filled < len {
             let end = (filled + READ_CHUNK).min(len);
@@ -195,33 +193,10 @@ impl Snapshot {
                     detail: format!("file shrank while reading: {filled} of {len} bytes"),
                 });
             }
-            let hash_to = (filled + n).min(body_end);
-            if hash_to > filled {
-                hasher.update(&data[filled..hash_to]);
-            }
             filled += n;
-            if index.is_none() && filled >= HEADER_LEN {
-                let header = SnapshotHeader::decode(&data, &path.display().to_string())?;
-                check_len(&header, len)?;
-                index = Some(IndexBuilder::new(header.documents as usize)?);
-            }
-            if let Some(ix) = index.as_mut() {
-                ix.extend(&data[HEADER_LEN..hash_to.max(HEADER_LEN)])?;
-            }
+            ingest.feed(&data[..filled])?;
         }
-        let body_digest = hasher.finalize();
-        hasher.update(&data[body_end..]);
-        let content_hash = hasher.finalize();
-        let index = index.ok_or_else(|| SnapshotError::Corrupt("no header".into()))?;
-        Self::verify(
-            data,
-            body_digest,
-            content_hash,
-            index,
-            trusted,
-            hash_key,
-            path,
-        )
+        ingest.finish(data, trusted, hash_key)
     }
 
     /// Verifies and indexes a snapshot held in memory.
@@ -236,68 +211,9 @@ impl Snapshot {
                 detail: format!("{} bytes", data.len()),
             });
         }
-        let body_end = data.len() - TRAILER_LEN;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&data[..body_end]);
-        let body_digest = hasher.finalize();
-        hasher.update(&data[body_end..]);
-        let content_hash = hasher.finalize();
-        let header = SnapshotHeader::decode(&data, "<memory>")?;
-        check_len(&header, data.len())?;
-        let mut index = IndexBuilder::new(header.documents as usize)?;
-        index.extend(&data[HEADER_LEN..body_end])?;
-        Self::verify(
-            data,
-            body_digest,
-            content_hash,
-            index,
-            trusted,
-            hash_key,
-            Path::new("<memory>"),
-        )
-    }
-
-    fn verify(
-        data: Vec<u8>,
-        body_digest: blake3::Hash,
-        content_hash: blake3::Hash,
-        index: IndexBuilder,
-        trusted: &[VerifyingKey],
-        hash_key: Option<&HashKey>,
-        path: &Path,
-    ) -> Result<Snapshot, SnapshotError> {
-        let header = SnapshotHeader::decode(&data, &path.display().to_string())?;
-        let key = trusted
-            .iter()
-            .find(|k| verifying_key_id(k) == header.signing_key_id)
-            .ok_or(SnapshotError::UnknownKey {
-                what: "snapshot",
-                key_id: header.signing_key_id,
-            })?;
-        let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..]
-            .try_into()
-            .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
-        key.verify(
-            &signed_message(&body_digest),
-            &Signature::from_bytes(&sig_bytes),
-        )
-        .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
-        if let Some(hk) = hash_key {
-            if hk.id() != header.meta.hash_key_id {
-                return Err(SnapshotError::HashKeyMismatch {
-                    snapshot: header.meta.hash_key_id,
-                    configured: hk.id(),
-                });
-            }
-        }
-        let (dir, shift) = index.finish()?;
-        Ok(Snapshot {
-            header,
-            content_hash,
-            data: data.into_boxed_slice(),
-            dir,
-            shift,
-        })
+        let mut ingest = Ingest::new(data.len(), "<memory>");
+        ingest.feed(&data)?;
+        ingest.finish(data, trusted, hash_key)
     }
 
     pub fn header(&self) -> &SnapshotHeader {
@@ -347,6 +263,94 @@ impl Snapshot {
         self.records()
             .chunks_exact(RECORD_LEN)
             .filter_map(Record::decode)
+    }
+}
+
+/// Hashes and indexes a snapshot image as it arrives, in one pass; trusts nothing until
+/// [`Ingest::finish`] has checked the signature.
+struct Ingest {
+    hasher: blake3::Hasher,
+    index: Option<IndexBuilder>,
+    /// Bytes fed to the hasher so far.
+    hashed: usize,
+    len: usize,
+    what: String,
+}
+
+impl Ingest {
+    fn new(len: usize, what: &str) -> Ingest {
+        Ingest {
+            hasher: blake3::Hasher::new(),
+            index: None,
+            hashed: 0,
+            len,
+            what: what.to_owned(),
+        }
+    }
+
+    /// `data` is the file image read so far (a growing prefix of `len` bytes).
+    fn feed(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        let body_end = self.len - TRAILER_LEN;
+        let hash_to = data.len().min(body_end);
+        if hash_to > self.hashed {
+            self.hasher.update(&data[self.hashed..hash_to]);
+            self.hashed = hash_to;
+        }
+        if self.index.is_none() && data.len() >= HEADER_LEN {
+            let header = SnapshotHeader::decode(data, &self.what)?;
+            check_len(&header, self.len)?;
+            self.index = Some(IndexBuilder::new(header.documents as usize)?);
+        }
+        if let Some(ix) = self.index.as_mut() {
+            ix.extend(&data[HEADER_LEN.min(hash_to)..hash_to])?;
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        data: Vec<u8>,
+        trusted: &[VerifyingKey],
+        hash_key: Option<&HashKey>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let body_digest = self.hasher.finalize();
+        self.hasher.update(&data[self.len - TRAILER_LEN..]);
+        let content_hash = self.hasher.finalize();
+        let index = self
+            .index
+            .ok_or_else(|| SnapshotError::Corrupt("no header".into()))?;
+        let header = SnapshotHeader::decode(&data, &self.what)?;
+        let key = trusted
+            .iter()
+            .find(|k| verifying_key_id(k) == header.signing_key_id)
+            .ok_or(SnapshotError::UnknownKey {
+                what: "snapshot",
+                key_id: header.signing_key_id,
+            })?;
+        let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..]
+            .try_into()
+            .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        key.verify(
+            &signed_message(&body_digest),
+            &Signature::from_bytes(&sig_bytes),
+        )
+        .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        if let Some(hk) = hash_key {
+            if hk.id() != header.meta.hash_key_id {
+                return Err(SnapshotError::HashKeyMismatch {
+                    snapshot: header.meta.hash_key_id,
+                    configured: hk.id(),
+                });
+            }
+        }
+        let (dir, shift) = index.finish()?;
+        Ok(Snapshot {
+            header,
+            content_hash,
+            data: data.into_boxed_slice(),
+            dir,
+            shift,
+        })
     }
 }
 
