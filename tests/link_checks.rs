@@ -251,3 +251,52 @@ async fn batch_answers_each_item_in_order_and_isolates_bad_ones() {
     // Errors never echo the submitted numbers.
     assert!(!String::from_utf8_lossy(&r.body).contains("810000199001011231"));
 }
+
+#[tokio::test]
+async fn http2_is_negotiated_and_answers_concurrent_streams() {
+    use http_body_util::BodyExt;
+    let gw = TestGateway::start().await;
+    let (cert, key) = gw.cert_paths("bank");
+    let mut cfg = (*common::client_config(&gw.demo.pki.ca_cert(), Some((&cert, &key)))).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let s = gw.samples()[0].clone();
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let mut send = send.clone();
+        let req = http::Request::post(format!("https://localhost{}", s.path))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                serde_json::to_vec(&s.body).expect("json"),
+            )))
+            .expect("request");
+        streams.spawn(async move {
+            let resp = send.send_request(req).await.expect("response");
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            serde_json::from_slice::<Value>(&body).expect("json")
+        });
+    }
+    let answers = streams.join_all().await;
+    assert_eq!(answers.len(), 16);
+    for v in answers {
+        assert_subset(&v, &s.expect, "h2");
+    }
+}
