@@ -65,6 +65,8 @@ fn bench(c: &mut Criterion) {
             CacheCounters::detached(),
         );
 
+        // One view per state, as one request holds one for all its lookups.
+        let (off, on) = (off.view(), on.view());
         let mut g = c.benchmark_group(format!("lookup/{n}"));
         for (dist, keys) in [("uniform", &uniform), ("zipf", &zipf)] {
             let mut i = 0usize;

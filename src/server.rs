@@ -104,7 +104,7 @@ impl Gateway {
         let guard = self.store.current();
         let info = guard
             .as_ref()
-            .map(|s| s.info().clone())
+            .map(|s| (*s.view().info()).clone())
             .ok_or_else(|| SnapshotError::Manifest("store is empty after install".into()))?;
         self.metrics.snapshot_installed(&info, documents);
         Ok(info)

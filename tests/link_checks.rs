@@ -71,14 +71,14 @@ async fn gateway_with_known_data() -> TestGateway {
     let info = gw.gateway.load_snapshot().expect("reload");
     assert_eq!(info.version, 2);
     // A request that started on the old state keeps a consistent view of it.
-    assert_eq!(old.info().version, 1);
+    assert_eq!(old.view().info().version, 1);
     assert!(old.snapshot().len() > 4);
     assert_eq!(
         gw.gateway
             .store
             .current()
             .as_ref()
-            .map(|s| s.info().version),
+            .map(|s| s.view().info().version),
         Some(2)
     );
     gw

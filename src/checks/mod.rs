@@ -11,7 +11,7 @@ use crate::document::{
 };
 use crate::keys::HashKey;
 use crate::snapshot::{DocKey, Record, Status, NO_RENEWAL};
-use crate::store::State;
+use crate::store::View;
 
 /// A travel permit and a residence permit of the same region: the only pairs a link check
 /// accepts.
@@ -70,13 +70,13 @@ pub struct StatusAnswer {
 
 /// Finds the record and what it means for the card that was asked about.
 fn lookup(
-    state: &State,
+    view: &View<'_>,
     hash_key: &HashKey,
     canonical: &str,
     renewal: Option<u8>,
     today: Day,
 ) -> Option<(Record, DocState)> {
-    let rec = state.get(&DocKey::of(hash_key, canonical))?;
+    let rec = view.get(&DocKey::of(hash_key, canonical))?;
     let mut status = rec.status;
     // The base number names the permit, the renewal count the card: an older card of a
     // renewed permit is replaced, a newer one than we know of does not exist.
@@ -104,19 +104,19 @@ fn lookup(
 
 /// Does this travel permit belong with this residence permit, as of `today`? When neither document is known the travel permit is reported missing.
 pub fn link_check(
-    state: &State,
+    view: &View<'_>,
     hash_key: &HashKey,
     pair: &DocumentPair,
     today: Day,
 ) -> LinkAnswer {
     let tp = lookup(
-        state,
+        view,
         hash_key,
         pair.travel.canonical(),
         pair.travel.renewal(),
         today,
     );
-    let rp = lookup(state, hash_key, pair.residence.canonical(), None, today);
+    let rp = lookup(view, hash_key, pair.residence.canonical(), None, today);
     let result = match (&tp, &rp) {
         (None, _) => LinkResult::TravelPermitNotFound,
         (Some(_), None) => LinkResult::ResidencePermitNotFound,
@@ -131,7 +131,7 @@ pub fn link_check(
 }
 
 pub fn document_status(
-    state: &State,
+    view: &View<'_>,
     hash_key: &HashKey,
     number: &DocumentNo,
     today: Day,
@@ -139,6 +139,6 @@ pub fn document_status(
     StatusAnswer {
         kind: number.kind(),
         region: number.region(),
-        state: lookup(state, hash_key, number.canonical(), number.renewal(), today).map(|(_, s)| s),
+        state: lookup(view, hash_key, number.canonical(), number.renewal(), today).map(|(_, s)| s),
     }
 }

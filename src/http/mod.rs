@@ -25,7 +25,7 @@ use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
 use crate::keys::HashKey;
 use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
 use crate::partner::{Partner, PartnerTable, Scope};
-use crate::store::{State, Store};
+use crate::store::{Store, View};
 
 use api::*;
 use problem::{Problem, ProblemKind};
@@ -267,19 +267,19 @@ impl App {
         check_content_type(&req)?;
         let body = read_body(req, self.limits.max_body_bytes).await?;
         let guard = self.store.current();
-        let state = guard.as_ref().ok_or_else(not_ready)?;
+        let view = guard.as_ref().ok_or_else(not_ready)?.view();
         let now = self.clock.now();
         let checked_at = rfc3339(now);
         let today = Day::of(now);
         let snapshot = SnapshotRef {
-            version: state.info().version,
-            published_at: &state.info().published_at_text,
+            version: view.info().version,
+            published_at: &view.info().published_at_text,
         };
         let out = match route {
             Route::LinkCheck => {
                 let req: LinkCheckRequest =
                     serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
-                let item = self.link_item(state, &req, "", today)?;
+                let item = self.link_item(&view, &req, "", today)?;
                 serde_json::to_vec(&LinkCheckResponse {
                     item,
                     snapshot,
@@ -310,7 +310,7 @@ impl App {
                         let prefix = format!("checks[{i}].");
                         serde_json::from_str::<LinkCheckRequest>(raw.get())
                             .map_err(|e| Problem::from_json(&e, &prefix))
-                            .and_then(|r| self.link_item(state, &r, &prefix, today))
+                            .and_then(|r| self.link_item(&view, &r, &prefix, today))
                             .map_or_else(|error| BatchItem::Error { error }, BatchItem::Answer)
                     })
                     .collect();
@@ -325,7 +325,7 @@ impl App {
                     serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
                 let number = DocumentNo::parse(&req.number)
                     .map_err(|e| Problem::invalid_number("number", e))?;
-                let answer = checks::document_status(state, &self.hash_key, &number, today);
+                let answer = checks::document_status(&view, &self.hash_key, &number, today);
                 serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, &checked_at))
             }
             Route::Healthz | Route::Readyz | Route::Unknown => {
@@ -338,7 +338,7 @@ impl App {
 
     fn link_item(
         &self,
-        state: &State,
+        view: &View<'_>,
         req: &LinkCheckRequest,
         prefix: &str,
         today: Day,
@@ -350,7 +350,7 @@ impl App {
             .map_err(|e| Problem::invalid_number(field("residence_permit"), e))?;
         let pair = DocumentPair::new(tp, rp)
             .map_err(|e| Problem::invalid_number(field("residence_permit"), e))?;
-        Ok(checks::link_check(state, &self.hash_key, &pair, today).into())
+        Ok(checks::link_check(view, &self.hash_key, &pair, today).into())
     }
 
     fn readyz(&self) -> Result<Response<Body>, Problem> {
@@ -358,7 +358,7 @@ impl App {
         let state = guard.as_ref().ok_or_else(not_ready)?;
         let body = format!(
             r#"{{"status":"ready","snapshot":{{"version":{},"documents":{}}}}}"#,
-            state.info().version,
+            state.view().info().version,
             state.snapshot().len()
         );
         Ok(json_response(StatusCode::OK, body.into_bytes()))

@@ -9,6 +9,8 @@ mod format;
 mod manifest;
 mod record;
 mod repo;
+#[doc(hidden)]
+pub mod testing;
 
 pub use format::{
     encode, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN,

@@ -5,13 +5,16 @@
 //! an `ArcSwap`: installing a new one is a pointer swap, and a request that loaded the old
 //! state keeps answering from it (both documents of a link check come from one state).
 //!
+//! Changes published after the snapshot (deltas) go into a versioned overlay; a request
+//! reads through a [`View`] pinned to one version, so it never sees half of a delta.
+//!
 //! Lookup order is overlay → cache → snapshot. The cache only ever holds snapshot results,
 //! which never change for the life of a state, so it needs no invalidation; a new state
 //! gets a new cache.
 
 mod state;
 
-pub use state::{CacheConfig, CacheCounters, State, StateInfo};
+pub use state::{CacheConfig, CacheCounters, StaleVersion, State, StateInfo, View};
 
 use std::sync::Arc;
 

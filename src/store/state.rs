@@ -1,6 +1,9 @@
 //! One consistent view: snapshot + overlay + cache.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use dashmap::DashMap;
 use prometheus::IntCounter;
@@ -54,9 +57,13 @@ pub struct StateInfo {
 }
 
 pub struct State {
-    info: StateInfo,
+    /// What the newest applied change says; swapped after a delta's entries are in.
+    info: ArcSwap<StateInfo>,
     snapshot: Snapshot,
-    overlay: DashMap<DocKey, Record>,
+    /// Changes over the snapshot, each tagged with the data version that made it (`None`
+    /// removes the document). A [`View`] sees the newest entry not above its version, so a
+    /// delta becomes visible all at once, when `info` moves to its version.
+    overlay: DashMap<DocKey, Vec<(u64, Option<Record>)>>,
     /// Lets lookups skip the overlay's shard locks while it is empty (the usual case).
     overlay_len: AtomicUsize,
     cache: Option<moka::sync::Cache<DocKey, Option<Record>>>,
@@ -67,12 +74,12 @@ impl State {
     pub fn new(repo: Repo, cache: &CacheConfig, counters: CacheCounters) -> State {
         let m = &repo.manifest.manifest;
         State {
-            info: StateInfo {
+            info: ArcSwap::from_pointee(StateInfo {
                 version: m.version,
                 published_at: m.published_at,
                 expires_at: m.expires_at,
                 published_at_text: crate::day::rfc3339(m.published_at),
-            },
+            }),
             snapshot: repo.snapshot,
             overlay: DashMap::new(),
             overlay_len: AtomicUsize::new(0),
@@ -83,21 +90,20 @@ impl State {
         }
     }
 
-    pub fn info(&self) -> &StateInfo {
-        &self.info
+    /// A consistent view for one request: every lookup through it sees the same version.
+    #[inline]
+    pub fn view(&self) -> View<'_> {
+        View {
+            state: self,
+            info: self.info.load(),
+        }
     }
 
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
 
-    #[inline]
-    pub fn get(&self, key: &DocKey) -> Option<Record> {
-        if self.overlay_len.load(Ordering::Acquire) != 0 {
-            if let Some(r) = self.overlay.get(key) {
-                return Some(*r);
-            }
-        }
+    fn snapshot_get(&self, key: &DocKey) -> Option<Record> {
         match &self.cache {
             None => self.snapshot.get(key),
             Some(cache) => {
@@ -113,17 +119,166 @@ impl State {
         }
     }
 
-    /// Puts records over the snapshot (changes published after it). Replication applies
-    /// deltas through this; each record replaces the snapshot's record for its key.
-    pub fn apply_overlay(&self, records: impl IntoIterator<Item = Record>) {
-        for r in records {
-            if self.overlay.insert(r.key, r).is_none() {
+    /// Applies one change set (a delta) as data version `info.version`: entries first, then
+    /// the version readers see. Versions must increase.
+    pub fn apply(
+        &self,
+        info: StateInfo,
+        entries: impl IntoIterator<Item = (DocKey, Option<Record>)>,
+    ) -> Result<(), StaleVersion> {
+        let current = self.info.load().version;
+        if info.version <= current {
+            return Err(StaleVersion {
+                held: current,
+                offered: info.version,
+            });
+        }
+        for (key, rec) in entries {
+            let mut slot = self.overlay.entry(key).or_default();
+            if slot.is_empty() {
                 self.overlay_len.fetch_add(1, Ordering::Release);
             }
+            slot.push((info.version, rec));
+        }
+        self.info.store(Arc::new(info));
+        Ok(())
+    }
+
+    /// Documents with changes over the snapshot.
+    pub fn overlay_len(&self) -> usize {
+        self.overlay_len.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("change set version {offered} is not above the held version {held}")]
+pub struct StaleVersion {
+    pub held: u64,
+    pub offered: u64,
+}
+
+/// One request's window on a [`State`].
+pub struct View<'a> {
+    state: &'a State,
+    info: arc_swap::Guard<Arc<StateInfo>>,
+}
+
+impl View<'_> {
+    pub fn info(&self) -> &StateInfo {
+        &self.info
+    }
+
+    #[inline]
+    pub fn get(&self, key: &DocKey) -> Option<Record> {
+        let st = self.state;
+        if st.overlay_len.load(Ordering::Acquire) != 0 {
+            if let Some(entries) = st.overlay.get(key) {
+                let version = self.info.version;
+                if let Some((_, rec)) = entries.iter().rev().find(|(v, _)| *v <= version) {
+                    return *rec;
+                }
+            }
+        }
+        st.snapshot_get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{DocumentKind, Region};
+    use crate::snapshot::{testing, Status, NO_RENEWAL};
+
+    fn rec(k: u8, status: Status) -> Record {
+        Record {
+            key: DocKey([k; 16]),
+            person: u64::from(k),
+            valid_until: 30_000,
+            status,
+            kind: DocumentKind::TravelPermit,
+            region: Region::HongKong,
+            renewal: NO_RENEWAL,
         }
     }
 
-    pub fn overlay_len(&self) -> usize {
-        self.overlay_len.load(Ordering::Acquire)
+    fn info(version: u64) -> StateInfo {
+        let t = time::OffsetDateTime::now_utc();
+        StateInfo {
+            version,
+            published_at: t,
+            expires_at: t,
+            published_at_text: crate::day::rfc3339(t),
+        }
+    }
+
+    #[test]
+    fn a_view_keeps_its_version_while_changes_land() {
+        let state = State::new(
+            testing::repo(vec![rec(1, Status::Valid), rec(2, Status::Valid)], 5),
+            &CacheConfig::default(),
+            CacheCounters::detached(),
+        );
+        let before = state.view();
+        state
+            .apply(
+                info(6),
+                [
+                    (DocKey([1; 16]), Some(rec(1, Status::Lost))),
+                    (DocKey([2; 16]), None),
+                    (DocKey([3; 16]), Some(rec(3, Status::Valid))),
+                ],
+            )
+            .expect("newer version");
+        let after = state.view();
+        // The old view still answers version 5 for every key, the new one version 6.
+        assert_eq!(before.info().version, 5);
+        assert_eq!(
+            before.get(&DocKey([1; 16])).map(|r| r.status),
+            Some(Status::Valid)
+        );
+        assert!(before.get(&DocKey([2; 16])).is_some());
+        assert!(before.get(&DocKey([3; 16])).is_none());
+        assert_eq!(after.info().version, 6);
+        assert_eq!(
+            after.get(&DocKey([1; 16])).map(|r| r.status),
+            Some(Status::Lost)
+        );
+        assert!(
+            after.get(&DocKey([2; 16])).is_none(),
+            "removed by the change"
+        );
+        assert!(after.get(&DocKey([3; 16])).is_some(), "added by the change");
+        assert_eq!(state.overlay_len(), 3);
+
+        assert_eq!(
+            state.apply(info(6), []),
+            Err(StaleVersion {
+                held: 6,
+                offered: 6
+            })
+        );
+    }
+
+    #[test]
+    fn cache_never_hides_a_change() {
+        let state = State::new(
+            testing::repo(vec![rec(1, Status::Valid)], 1),
+            &CacheConfig {
+                enabled: true,
+                max_entries: 10,
+            },
+            CacheCounters::detached(),
+        );
+        assert_eq!(
+            state.view().get(&DocKey([1; 16])).map(|r| r.status),
+            Some(Status::Valid)
+        );
+        state
+            .apply(info(2), [(DocKey([1; 16]), Some(rec(1, Status::Revoked)))])
+            .expect("apply");
+        assert_eq!(
+            state.view().get(&DocKey([1; 16])).map(|r| r.status),
+            Some(Status::Revoked)
+        );
     }
 }
