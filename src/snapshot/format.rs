@@ -18,9 +18,40 @@ use crate::keys::{verifying_key_id, HashKey, KeyId};
 pub const HEADER_LEN: usize = 96;
 pub const RECORD_LEN: usize = Record::LEN;
 pub const TRAILER_LEN: usize = 64;
-const MAGIC: &[u8; 8] = b"PGSNAP1\n";
-const SIGNATURE_CONTEXT: &[u8] = b"permitgate snapshot v1\0";
 const READ_CHUNK: usize = 1 << 20;
+
+/// The two files that share this format. A delta is a small snapshot of changes: its
+/// records replace the base's, a record with kind byte 0 removes one, and its header names
+/// the version it applies onto. Magic and signature context differ, so neither can be
+/// passed off as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Snapshot,
+    Delta,
+}
+
+impl FileKind {
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            FileKind::Snapshot => b"PGSNAP1\n",
+            FileKind::Delta => b"PGDELT1\n",
+        }
+    }
+
+    fn context(self) -> &'static [u8] {
+        match self {
+            FileKind::Snapshot => b"permitgate snapshot v1\0",
+            FileKind::Delta => b"permitgate delta v1\0",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Snapshot => "snapshot",
+            FileKind::Delta => "delta",
+        }
+    }
+}
 
 /// What the publisher states about a snapshot; everything in the header except counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +64,9 @@ pub struct SnapshotMeta {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotHeader {
+    pub kind: FileKind,
+    /// Deltas: the data version they apply onto. Snapshots: 0.
+    pub from_version: u64,
     pub meta: SnapshotMeta,
     pub documents: u64,
     pub persons: u64,
@@ -42,7 +76,7 @@ pub struct SnapshotHeader {
 impl SnapshotHeader {
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[..8].copy_from_slice(MAGIC);
+        h[..8].copy_from_slice(self.kind.magic());
         h[8..12].copy_from_slice(&(RECORD_LEN as u32).to_le_bytes());
         h[16..24].copy_from_slice(&self.meta.version.to_le_bytes());
         h[24..32].copy_from_slice(&self.meta.published_at.to_le_bytes());
@@ -50,6 +84,7 @@ impl SnapshotHeader {
         h[40..48].copy_from_slice(&self.persons.to_le_bytes());
         h[48..56].copy_from_slice(&self.meta.hash_key_id.0);
         h[56..64].copy_from_slice(&self.signing_key_id.0);
+        h[64..72].copy_from_slice(&self.from_version.to_le_bytes());
         h
     }
 
@@ -63,15 +98,23 @@ impl SnapshotHeader {
             })?;
         let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or_default());
         let id_at = |o: usize| KeyId(h[o..o + 8].try_into().unwrap_or_default());
-        if &h[..8] != MAGIC || h[8..12] != (RECORD_LEN as u32).to_le_bytes() {
-            return Err(SnapshotError::NotASnapshot(what.to_owned()));
-        }
-        if h[12..16] != [0; 4] || h[64..] != [0; HEADER_LEN - 64] {
+        let kind = [FileKind::Snapshot, FileKind::Delta]
+            .into_iter()
+            .find(|k| &h[..8] == k.magic())
+            .filter(|_| h[8..12] == (RECORD_LEN as u32).to_le_bytes())
+            .ok_or_else(|| SnapshotError::NotASnapshot(what.to_owned()))?;
+        let from_version = u64_at(64);
+        if h[12..16] != [0; 4]
+            || h[72..] != [0; HEADER_LEN - 72]
+            || (kind == FileKind::Snapshot && from_version != 0)
+        {
             return Err(SnapshotError::Corrupt(
                 "reserved header bytes are not zero".into(),
             ));
         }
         Ok(SnapshotHeader {
+            kind,
+            from_version,
             meta: SnapshotMeta {
                 version: u64_at(16),
                 published_at: u64_at(24) as i64,
@@ -93,43 +136,87 @@ impl SnapshotHeader {
 
 /// Builds a snapshot file from records (any order; duplicates are an error).
 pub fn encode(
-    mut records: Vec<Record>,
+    records: Vec<Record>,
     meta: SnapshotMeta,
     signing_key: &SigningKey,
 ) -> Result<Vec<u8>, SnapshotError> {
-    records.sort_unstable_by_key(|r| r.key);
-    if records.windows(2).any(|w| w[0].key == w[1].key) {
+    let entries = records.into_iter().map(|r| (r.key, Some(r))).collect();
+    encode_file(FileKind::Snapshot, 0, entries, meta, signing_key)
+}
+
+/// Builds a delta onto data version `from_version`: `Some` puts a record, `None` removes
+/// the document with that key.
+pub fn encode_delta(
+    entries: Vec<(DocKey, Option<Record>)>,
+    from_version: u64,
+    meta: SnapshotMeta,
+    signing_key: &SigningKey,
+) -> Result<Vec<u8>, SnapshotError> {
+    if meta.version <= from_version {
+        return Err(SnapshotError::Corrupt(format!(
+            "delta version {} must be above the version it applies onto ({from_version})",
+            meta.version
+        )));
+    }
+    encode_file(FileKind::Delta, from_version, entries, meta, signing_key)
+}
+
+fn encode_file(
+    kind: FileKind,
+    from_version: u64,
+    mut entries: Vec<(DocKey, Option<Record>)>,
+    meta: SnapshotMeta,
+    signing_key: &SigningKey,
+) -> Result<Vec<u8>, SnapshotError> {
+    entries.sort_unstable_by_key(|e| e.0);
+    if entries.windows(2).any(|w| w[0].0 == w[1].0) {
         return Err(SnapshotError::Corrupt(
             "two documents hash to the same key (duplicate number)".into(),
         ));
     }
-    let mut persons: Vec<u64> = records.iter().map(|r| r.person).collect();
+    let mut persons: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| e.1)
+        .map(|r| r.person)
+        .collect();
     persons.sort_unstable();
     persons.dedup();
     let header = SnapshotHeader {
+        kind,
+        from_version,
         meta,
-        documents: records.len() as u64,
+        documents: entries.len() as u64,
         persons: persons.len() as u64,
         signing_key_id: verifying_key_id(&signing_key.verifying_key()),
     };
-    let mut out = vec![0u8; HEADER_LEN + records.len() * RECORD_LEN + TRAILER_LEN];
+    let mut out = vec![0u8; HEADER_LEN + entries.len() * RECORD_LEN + TRAILER_LEN];
     out[..HEADER_LEN].copy_from_slice(&header.encode());
     let body_end = out.len() - TRAILER_LEN;
-    for (r, chunk) in records
+    for ((key, rec), chunk) in entries
         .iter()
         .zip(out[HEADER_LEN..body_end].chunks_exact_mut(RECORD_LEN))
     {
-        r.encode(chunk);
+        match rec {
+            Some(r) if r.key == *key => r.encode(chunk),
+            Some(_) => {
+                return Err(SnapshotError::Corrupt(
+                    "entry key differs from its record's key".into(),
+                ))
+            }
+            // A removal: the key and zeros (kind byte 0).
+            None => chunk[..16].copy_from_slice(&key.0),
+        }
     }
     let digest = blake3::hash(&out[..body_end]);
-    let sig = signing_key.sign(&signed_message(&digest));
+    let sig = signing_key.sign(&signed_message(kind, &digest));
     out[body_end..].copy_from_slice(&sig.to_bytes());
     Ok(out)
 }
 
-fn signed_message(digest: &blake3::Hash) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNATURE_CONTEXT.len() + 32);
-    m.extend_from_slice(SIGNATURE_CONTEXT);
+fn signed_message(kind: FileKind, digest: &blake3::Hash) -> Vec<u8> {
+    let context = kind.context();
+    let mut m = Vec::with_capacity(context.len() + 32);
+    m.extend_from_slice(context);
     m.extend_from_slice(digest.as_bytes());
     m
 }
@@ -165,6 +252,16 @@ impl Snapshot {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
+        Self::load_kind(path, FileKind::Snapshot, trusted, hash_key)
+    }
+
+    /// [`Snapshot::load`] for either kind of file; the header must say `kind`.
+    pub(super) fn load_kind(
+        path: &Path,
+        kind: FileKind,
+        trusted: &[VerifyingKey],
+        hash_key: Option<&HashKey>,
+    ) -> Result<Snapshot, SnapshotError> {
         let io = |source| SnapshotError::Io {
             path: path.to_owned(),
             source,
@@ -182,7 +279,7 @@ impl Snapshot {
             });
         }
         let mut data = vec![0u8; len];
-        let mut ingest = Ingest::new(len, &path.display().to_string());
+        let mut ingest = Ingest::new(len, kind, &path.display().to_string());
         let mut filled = 0;
         while filled < len {
             let end = (filled + READ_CHUNK).min(len);
@@ -205,13 +302,22 @@ impl Snapshot {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
+        Self::from_bytes_kind(data, FileKind::Snapshot, trusted, hash_key)
+    }
+
+    pub(super) fn from_bytes_kind(
+        data: Vec<u8>,
+        kind: FileKind,
+        trusted: &[VerifyingKey],
+        hash_key: Option<&HashKey>,
+    ) -> Result<Snapshot, SnapshotError> {
         if data.len() < HEADER_LEN + TRAILER_LEN {
             return Err(SnapshotError::Size {
                 what: "snapshot",
                 detail: format!("{} bytes", data.len()),
             });
         }
-        let mut ingest = Ingest::new(data.len(), "<memory>");
+        let mut ingest = Ingest::new(data.len(), kind, "<memory>");
         ingest.feed(&data)?;
         ingest.finish(data, trusted, hash_key)
     }
@@ -258,6 +364,15 @@ impl Snapshot {
             .and_then(Record::decode)
     }
 
+    /// Every entry in key order, removals (deltas only) as `None`.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (DocKey, Option<Record>)> + '_ {
+        self.records().chunks_exact(RECORD_LEN).map(|r| {
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&r[..16]);
+            (DocKey(key), Record::decode(r))
+        })
+    }
+
     /// All records in key order (for inspection and tests; not a hot path).
     pub fn iter(&self) -> impl Iterator<Item = Record> + '_ {
         self.records()
@@ -269,6 +384,7 @@ impl Snapshot {
 /// Hashes and indexes a snapshot image as it arrives, in one pass; trusts nothing until
 /// [`Ingest::finish`] has checked the signature.
 struct Ingest {
+    kind: FileKind,
     hasher: blake3::Hasher,
     index: Option<IndexBuilder>,
     /// Bytes fed to the hasher so far.
@@ -278,8 +394,9 @@ struct Ingest {
 }
 
 impl Ingest {
-    fn new(len: usize, what: &str) -> Ingest {
+    fn new(len: usize, kind: FileKind, what: &str) -> Ingest {
         Ingest {
+            kind,
             hasher: blake3::Hasher::new(),
             index: None,
             hashed: 0,
@@ -298,8 +415,19 @@ impl Ingest {
         }
         if self.index.is_none() && data.len() >= HEADER_LEN {
             let header = SnapshotHeader::decode(data, &self.what)?;
+            if header.kind != self.kind {
+                return Err(SnapshotError::NotASnapshot(format!(
+                    "{} is a {}, expected a {}",
+                    self.what,
+                    header.kind.name(),
+                    self.kind.name()
+                )));
+            }
             check_len(&header, self.len)?;
-            self.index = Some(IndexBuilder::new(header.documents as usize)?);
+            self.index = Some(IndexBuilder::new(
+                header.documents as usize,
+                header.kind == FileKind::Delta,
+            )?);
         }
         if let Some(ix) = self.index.as_mut() {
             ix.extend(&data[HEADER_LEN.min(hash_to)..hash_to])?;
@@ -331,7 +459,7 @@ impl Ingest {
             .try_into()
             .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
         key.verify(
-            &signed_message(&body_digest),
+            &signed_message(header.kind, &body_digest),
             &Signature::from_bytes(&sig_bytes),
         )
         .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
@@ -377,10 +505,12 @@ struct IndexBuilder {
     count: usize,
     expected: usize,
     prev: Option<(u64, u64)>,
+    /// Deltas may hold removals: kind byte 0 and nothing but the key.
+    removals: bool,
 }
 
 impl IndexBuilder {
-    fn new(expected: usize) -> Result<IndexBuilder, SnapshotError> {
+    fn new(expected: usize, removals: bool) -> Result<IndexBuilder, SnapshotError> {
         if expected > u32::MAX as usize - 1 {
             return Err(SnapshotError::Corrupt("more than 2^32 documents".into()));
         }
@@ -391,6 +521,7 @@ impl IndexBuilder {
             count: 0,
             expected,
             prev: None,
+            removals,
         })
     }
 
@@ -412,7 +543,8 @@ impl IndexBuilder {
                 u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]),
                 u64::from_be_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]),
             );
-            let valid = r[28] <= 5 && r[29].wrapping_sub(1) < 2 && r[30].wrapping_sub(1) < 3;
+            let valid = (r[28] <= 5 && r[29].wrapping_sub(1) < 2 && r[30].wrapping_sub(1) < 3)
+                || (self.removals && r[16..] == [0; RECORD_LEN - 16]);
             if !valid {
                 return Err(SnapshotError::Corrupt(format!(
                     "record {i} has invalid fields"

@@ -5,6 +5,7 @@
 //! signed, expiring pointer to the current snapshot by content hash (TUF's timestamp and
 //! snapshot roles in one). Nothing here knows about HTTP or the cache.
 
+mod delta;
 mod format;
 mod manifest;
 mod record;
@@ -12,8 +13,10 @@ mod repo;
 #[doc(hidden)]
 pub mod testing;
 
+pub use delta::Delta;
 pub use format::{
-    encode, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN,
+    encode, encode_delta, FileKind, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN,
+    TRAILER_LEN,
 };
 pub use manifest::{Manifest, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use record::{DocKey, Record, Status, NO_RENEWAL};
