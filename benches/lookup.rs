@@ -55,7 +55,8 @@ fn bench(c: &mut Criterion) {
             support::repo(records.clone()),
             &CacheConfig::default(),
             CacheCounters::detached(),
-        );
+        )
+        .expect("state");
         let on = State::new(
             support::repo(records),
             &CacheConfig {
@@ -63,7 +64,8 @@ fn bench(c: &mut Criterion) {
                 max_entries: 1_000_000,
             },
             CacheCounters::detached(),
-        );
+        )
+        .expect("state");
 
         // One view per state, as one request holds one for all its lookups.
         let (off, on) = (off.view(), on.view());

@@ -204,6 +204,7 @@ pub fn publish(
             version,
             documents: header.documents,
         },
+        deltas: Vec::new(),
     };
     let signed = SignedManifest::sign(&manifest, signing_key)?;
     let mpath = repo.join(MANIFEST_FILE);

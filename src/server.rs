@@ -100,7 +100,9 @@ impl Gateway {
             Some(&self.hash_key),
         )?;
         let documents = repo.snapshot.len();
-        self.store.install(repo);
+        self.store
+            .install(repo)
+            .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
         let guard = self.store.current();
         let info = guard
             .as_ref()

@@ -29,6 +29,31 @@ pub struct Manifest {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     pub snapshot: ManifestSnapshot,
+    /// Changes published since the snapshot, in order; each applies onto the data version
+    /// the previous one (or the snapshot) left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<ManifestDelta>,
+}
+
+impl Manifest {
+    /// Version of the data after the snapshot and every delta.
+    pub fn data_version(&self) -> u64 {
+        self.deltas
+            .last()
+            .map_or(self.snapshot.version, |d| d.version)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestDelta {
+    /// BLAKE3 of the delta file, hex; also its object name.
+    pub hash: String,
+    pub size: u64,
+    pub from_version: u64,
+    pub version: u64,
+    /// Changes in the delta.
+    pub entries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +184,7 @@ mod tests {
                 version: 3,
                 documents: 0,
             },
+            deltas: Vec::new(),
         }
     }
 

@@ -18,7 +18,7 @@ pub use format::{
     encode, encode_delta, FileKind, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN,
     TRAILER_LEN,
 };
-pub use manifest::{Manifest, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
+pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use record::{DocKey, Record, Status, NO_RENEWAL};
 pub use repo::{load_repo, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR};
 

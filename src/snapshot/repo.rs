@@ -8,17 +8,38 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{SignedManifest, Snapshot, SnapshotError};
+use super::{Delta, SignedManifest, Snapshot, SnapshotError};
 use crate::keys::HashKey;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const OBJECTS_DIR: &str = "objects";
 
-/// A verified manifest and the snapshot it names.
+/// A verified manifest and the snapshot and deltas it names.
 #[derive(Debug)]
 pub struct Repo {
     pub manifest: SignedManifest,
     pub snapshot: Snapshot,
+    /// In order; each one's `from_version` is the previous one's `version`.
+    pub deltas: Vec<Delta>,
+}
+
+fn check_hash(named: &str) -> Result<(), SnapshotError> {
+    if named.len() != 64 || !named.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SnapshotError::Manifest(format!(
+            "object hash {named:?} is not 64 hex characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_content(named: &str, actual: blake3::Hash) -> Result<(), SnapshotError> {
+    if actual.to_hex().as_str() != named {
+        return Err(SnapshotError::HashMismatch {
+            expected: named.to_owned(),
+            actual: actual.to_hex().to_string(),
+        });
+    }
+    Ok(())
 }
 
 pub fn object_path(repo: &Path, hash_hex: &str) -> PathBuf {
@@ -38,26 +59,38 @@ pub fn load_repo(
     })?;
     let manifest = SignedManifest::verify(&bytes, trusted)?;
     let named = &manifest.manifest.snapshot;
-    if named.hash.len() != 64 || !named.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(SnapshotError::Manifest(format!(
-            "snapshot hash {:?} is not 64 hex characters",
-            named.hash
-        )));
-    }
+    check_hash(&named.hash)?;
     let snapshot = Snapshot::load(&object_path(dir, &named.hash), trusted, hash_key)?;
-    let actual = snapshot.content_hash().to_hex();
-    if actual.as_str() != named.hash {
-        return Err(SnapshotError::HashMismatch {
-            expected: named.hash.clone(),
-            actual: actual.to_string(),
-        });
-    }
+    check_content(&named.hash, snapshot.content_hash())?;
     if snapshot.header().meta.version != named.version || snapshot.len() as u64 != named.documents {
         return Err(SnapshotError::Manifest(
             "manifest and snapshot disagree on version or document count".into(),
         ));
     }
-    Ok(Repo { manifest, snapshot })
+    let mut deltas = Vec::with_capacity(manifest.manifest.deltas.len());
+    let mut version = named.version;
+    for d in &manifest.manifest.deltas {
+        check_hash(&d.hash)?;
+        let delta = Delta::load(&object_path(dir, &d.hash), trusted, hash_key)?;
+        check_content(&d.hash, delta.content_hash())?;
+        if delta.from_version() != version
+            || d.from_version != version
+            || delta.version() != d.version
+            || delta.len() as u64 != d.entries
+        {
+            return Err(SnapshotError::Manifest(format!(
+                "delta {} does not chain onto version {version}",
+                d.hash
+            )));
+        }
+        version = delta.version();
+        deltas.push(delta);
+    }
+    Ok(Repo {
+        manifest,
+        snapshot,
+        deltas,
+    })
 }
 
 /// Writes `bytes` to `path` so that readers never see a partial file.

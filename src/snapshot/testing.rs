@@ -45,9 +45,11 @@ pub fn repo(records: Vec<Record>, version: u64) -> Repo {
                     version,
                     documents: snapshot.len() as u64,
                 },
+                deltas: Vec::new(),
             },
             key_id: snapshot.header().signing_key_id,
         },
         snapshot,
+        deltas: Vec::new(),
     }
 }

@@ -48,8 +48,8 @@ impl Store {
     }
 
     /// Makes `repo` the state new requests see; returns the state it replaced.
-    pub fn install(&self, repo: Repo) -> Option<Arc<State>> {
-        let state = State::new(repo, &self.cache, self.counters.clone());
-        self.current.swap(Some(Arc::new(state)))
+    pub fn install(&self, repo: Repo) -> Result<Option<Arc<State>>, StaleVersion> {
+        let state = State::new(repo, &self.cache, self.counters.clone())?;
+        Ok(self.current.swap(Some(Arc::new(state))))
     }
 }

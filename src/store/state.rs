@@ -71,15 +71,26 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(repo: Repo, cache: &CacheConfig, counters: CacheCounters) -> State {
-        let m = &repo.manifest.manifest;
-        State {
-            info: ArcSwap::from_pointee(StateInfo {
-                version: m.version,
-                published_at: m.published_at,
-                expires_at: m.expires_at,
-                published_at_text: crate::day::rfc3339(m.published_at),
-            }),
+    /// The state a repo describes: its snapshot with its deltas applied in order.
+    pub fn new(
+        repo: Repo,
+        cache: &CacheConfig,
+        counters: CacheCounters,
+    ) -> Result<State, StaleVersion> {
+        let expires_at = repo.manifest.manifest.expires_at;
+        let info = |version: u64, published_unix: i64| {
+            let published_at = OffsetDateTime::from_unix_timestamp(published_unix)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            StateInfo {
+                version,
+                published_at,
+                expires_at,
+                published_at_text: crate::day::rfc3339(published_at),
+            }
+        };
+        let meta = repo.snapshot.header().meta;
+        let state = State {
+            info: ArcSwap::from_pointee(info(meta.version, meta.published_at)),
             snapshot: repo.snapshot,
             overlay: DashMap::new(),
             overlay_len: AtomicUsize::new(0),
@@ -87,7 +98,12 @@ impl State {
                 .enabled
                 .then(|| moka::sync::Cache::new(cache.max_entries)),
             counters,
+        };
+        for d in &repo.deltas {
+            let m = d.header().meta;
+            state.apply(info(m.version, m.published_at), d.entries())?;
         }
+        Ok(state)
     }
 
     /// A consistent view for one request: every lookup through it sees the same version.
@@ -217,7 +233,8 @@ mod tests {
             testing::repo(vec![rec(1, Status::Valid), rec(2, Status::Valid)], 5),
             &CacheConfig::default(),
             CacheCounters::detached(),
-        );
+        )
+        .expect("state");
         let before = state.view();
         state
             .apply(
@@ -268,7 +285,8 @@ mod tests {
                 max_entries: 10,
             },
             CacheCounters::detached(),
-        );
+        )
+        .expect("state");
         assert_eq!(
             state.view().get(&DocKey([1; 16])).map(|r| r.status),
             Some(Status::Valid)
