@@ -14,7 +14,7 @@ use permitgate::clock::SystemClock;
 use permitgate::config::Config;
 use permitgate::demo::{self, DemoOptions};
 use permitgate::keys::{self, HashKey};
-use permitgate::publish::{publish, PublishOptions};
+use permitgate::publish::{publish, publish_changes, PublishOptions};
 use permitgate::server::Gateway;
 use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
 
@@ -48,11 +48,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Build and sign a snapshot from an export and make it current in REPO_DIR.
+    /// Build and sign a snapshot from an export (or a delta from change events) and make
+    /// it current in REPO_DIR.
     Publish {
-        /// The authority's export, JSON Lines (schema in README.md).
+        /// The authority's full export, JSON Lines (schema in README.md).
+        #[arg(long, required_unless_present = "changes", conflicts_with = "changes")]
+        input: Option<PathBuf>,
+        /// Change events, JSON Lines (docs/replication.md): published as a delta.
         #[arg(long)]
-        input: PathBuf,
+        changes: Option<PathBuf>,
+        /// With --changes: the longest delta chain; past it a full snapshot is written.
+        #[arg(long, default_value_t = permitgate::publish::DEFAULT_MAX_DELTAS)]
+        max_deltas: usize,
         /// Repository directory (manifest.json + objects/).
         #[arg(long)]
         out: PathBuf,
@@ -198,27 +205,41 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => serve(Config::load(&config)?),
         Command::Publish {
             input,
+            changes,
+            max_deltas,
             out,
             signing_key,
             hash_key,
             version,
             expires_in_hours,
         } => {
-            let report = publish(
-                &input,
-                &out,
-                &keys::load_signing_key(&signing_key)?,
-                &HashKey::load(&hash_key)?,
-                &PublishOptions {
-                    version,
-                    expires_in: time::Duration::hours(i64::from(expires_in_hours)),
-                    now: OffsetDateTime::now_utc(),
-                },
-            )?;
-            println!(
-                "published version {} ({} documents, {} persons) as objects/{} ({} bytes)",
-                report.version, report.documents, report.persons, report.hash, report.size
+            let (sk, hk) = (
+                keys::load_signing_key(&signing_key)?,
+                HashKey::load(&hash_key)?,
             );
+            let opts = PublishOptions {
+                version,
+                expires_in: time::Duration::hours(i64::from(expires_in_hours)),
+                now: OffsetDateTime::now_utc(),
+            };
+            let report = match (input, changes) {
+                (Some(input), _) => publish(&input, &out, &sk, &hk, &opts)?,
+                (None, Some(changes)) => {
+                    publish_changes(&changes, &out, &sk, &hk, &opts, max_deltas)?
+                }
+                (None, None) => bail!("give --input or --changes"),
+            };
+            if report.compacted || report.persons > 0 {
+                println!(
+                    "published version {} ({} documents, {} persons) as snapshot objects/{} ({} bytes)",
+                    report.version, report.documents, report.persons, report.hash, report.size
+                );
+            } else {
+                println!(
+                    "published version {} ({} changes) as delta objects/{} ({} bytes)",
+                    report.version, report.documents, report.hash, report.size
+                );
+            }
             Ok(())
         }
         Command::Snapshot { command } => match command {
@@ -382,11 +403,13 @@ fn verify(path: &Path, public_key: &Path, hash_key: Option<&Path>) -> anyhow::Re
         let repo = snapshot::load_repo(path, &trusted, hk.as_ref())?;
         let m: &SignedManifest = &repo.manifest;
         println!(
-            "OK: manifest version {} signed by {}, snapshot {} ({} documents) verified; manifest expires {}",
+            "OK: manifest version {} signed by {}, snapshot {} ({} documents) and {} deltas verified; data version {}; manifest expires {}",
             m.manifest.version,
             m.key_id,
             repo.snapshot.content_hash().to_hex(),
             repo.snapshot.len(),
+            repo.deltas.len(),
+            m.manifest.data_version(),
             permitgate::day::rfc3339(m.manifest.expires_at)
         );
     } else {

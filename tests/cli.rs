@@ -93,10 +93,55 @@ fn publish_inspect_verify_and_tamper() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("published version 1 (3 documents, 2 persons)"));
 
+    std::fs::write(
+        dir.path().join("changes.jsonl"),
+        r#"{"op":"status","number":"H12345678","status":"lost"}"#,
+    )
+    .expect("changes");
+    let out = permitgate(&[
+        "publish",
+        "--changes",
+        &d("changes.jsonl"),
+        "--out",
+        &d("repo"),
+        "--signing-key",
+        &d("keys/publisher.key"),
+        "--hash-key",
+        &d("keys/hash.key"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("published version 2 (1 changes) as delta"),
+        "{}",
+        text(&out.stdout)
+    );
+    let both = permitgate(&[
+        "publish",
+        "--input",
+        &d("export.jsonl"),
+        "--changes",
+        &d("changes.jsonl"),
+        "--out",
+        &d("repo"),
+        "--signing-key",
+        &d("keys/publisher.key"),
+        "--hash-key",
+        &d("keys/hash.key"),
+    ]);
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "--input and --changes exclude each other"
+    );
+
     let out = permitgate(&["snapshot", "inspect", &d("repo")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(shown.contains("documents:        3"), "{shown}");
+    assert!(
+        shown.contains("\"deltas\""),
+        "inspect shows the delta chain: {shown}"
+    );
     assert!(
         !shown.contains("H12345678"),
         "inspect must not reveal numbers"

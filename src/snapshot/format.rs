@@ -452,12 +452,14 @@ impl Ingest {
             .iter()
             .find(|k| verifying_key_id(k) == header.signing_key_id)
             .ok_or(SnapshotError::UnknownKey {
-                what: "snapshot",
+                what: header.kind.name(),
                 key_id: header.signing_key_id,
             })?;
-        let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..]
-            .try_into()
-            .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..].try_into().map_err(|_| {
+            SnapshotError::BadSignature {
+                what: header.kind.name(),
+            }
+        })?;
         key.verify(
             &signed_message(header.kind, &body_digest),
             &Signature::from_bytes(&sig_bytes),

@@ -12,6 +12,10 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
+mod changes;
+
+pub use changes::{publish_changes, DEFAULT_MAX_DELTAS};
+
 use crate::day::Day;
 
 use crate::document::DocumentNo;
@@ -73,10 +77,14 @@ pub struct PublishOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReport {
     pub version: u64,
+    /// Documents in the snapshot, or changes in the delta.
     pub documents: u64,
     pub persons: u64,
+    /// Object written: the snapshot or the delta.
     pub hash: String,
     pub size: u64,
+    /// A change publication that replaced the delta chain with a full snapshot.
+    pub compacted: bool,
 }
 
 /// Parses an export into snapshot records.
@@ -188,10 +196,8 @@ pub fn publish(
         },
         e => e.into(),
     })?;
-    let hash = blake3::hash(&bytes).to_hex().to_string();
     let header = snapshot::SnapshotHeader::decode(&bytes, "new snapshot")?;
-    let obj = object_path(repo, &hash);
-    write_atomic(&obj, &bytes).map_err(|source| PublishError::Write { path: obj, source })?;
+    let hash = write_object(repo, &bytes)?;
     let manifest = Manifest {
         kind: MANIFEST_TYPE.into(),
         format: 1,
@@ -206,18 +212,32 @@ pub fn publish(
         },
         deltas: Vec::new(),
     };
-    let signed = SignedManifest::sign(&manifest, signing_key)?;
-    let mpath = repo.join(MANIFEST_FILE);
-    write_atomic(&mpath, &signed).map_err(|source| PublishError::Write {
-        path: mpath,
-        source,
-    })?;
+    write_manifest(repo, &manifest, signing_key)?;
     Ok(PublishReport {
         version,
         documents: header.documents,
         persons: header.persons,
         hash,
         size: bytes.len() as u64,
+        compacted: false,
+    })
+}
+
+/// Writes a content-addressed object; returns its name (BLAKE3, hex).
+fn write_object(repo: &Path, bytes: &[u8]) -> Result<String, PublishError> {
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    let obj = object_path(repo, &hash);
+    write_atomic(&obj, bytes).map_err(|source| PublishError::Write { path: obj, source })?;
+    Ok(hash)
+}
+
+/// Signs and writes the manifest, after the objects it names.
+fn write_manifest(repo: &Path, manifest: &Manifest, key: &SigningKey) -> Result<(), PublishError> {
+    let signed = SignedManifest::sign(manifest, key)?;
+    let mpath = repo.join(MANIFEST_FILE);
+    write_atomic(&mpath, &signed).map_err(|source| PublishError::Write {
+        path: mpath,
+        source,
     })
 }
 
@@ -225,7 +245,7 @@ fn current_version(repo: &Path, signing_key: &SigningKey) -> Result<u64, Publish
     let mpath = repo.join(MANIFEST_FILE);
     match std::fs::read(&mpath) {
         Ok(bytes) => SignedManifest::verify(&bytes, &[signing_key.verifying_key()])
-            .map(|m| m.manifest.version)
+            .map(|m| m.manifest.version.max(m.manifest.data_version()))
             .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(source) => Err(PublishError::Read {

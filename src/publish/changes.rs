@@ -1,0 +1,391 @@
+//! Publishing changes: a JSONL file of change events in, a signed delta (or, when the
+//! delta chain has grown long, a compacted full snapshot) and a new manifest out.
+//!
+//! Events (one per line; schema in docs/replication.md):
+//! `{"op":"upsert","person":"P1","number":"H12345678","status":"valid","valid_until":"2031-01-01"}`
+//! adds or replaces a document (linking it to the person),
+//! `{"op":"status","number":"H12345678","status":"lost"}` changes a published document's
+//! status, `{"op":"remove","number":"H12345678"}` withdraws one.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use serde::Deserialize;
+
+use super::{write_manifest, write_object, PublishError, PublishOptions, PublishReport};
+use crate::day::Day;
+use crate::document::DocumentNo;
+use crate::keys::HashKey;
+use crate::snapshot::{
+    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, SnapshotMeta, Status, NO_RENEWAL,
+};
+use crate::store::{CacheConfig, CacheCounters, State, View};
+
+/// Default longest delta chain; the publication that would exceed it writes a full
+/// snapshot instead, so a new follower never replays more than this many deltas.
+pub const DEFAULT_MAX_DELTAS: usize = 32;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum ChangeEvent {
+    Upsert {
+        person: String,
+        number: String,
+        status: Status,
+        valid_until: String,
+    },
+    Status {
+        number: String,
+        status: Status,
+    },
+    Remove {
+        number: String,
+    },
+}
+
+/// Reads change events against the current data (`view`), keyed by document.
+fn read_changes(
+    path: &Path,
+    hash_key: &HashKey,
+    view: &View<'_>,
+) -> Result<Vec<(DocKey, Option<Record>)>, PublishError> {
+    let file = std::fs::File::open(path).map_err(|source| PublishError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut changes: HashMap<DocKey, (usize, Option<Record>)> = HashMap::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|source| PublishError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |message: String| PublishError::Line {
+            line: line_no,
+            message,
+        };
+        let event: ChangeEvent = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        let parse = |n: &str| {
+            DocumentNo::parse(n).map_err(|e| err(format!("number breaks rule {}: {e}", e.rule())))
+        };
+        let published = |key: &DocKey| {
+            view.get(key)
+                .ok_or_else(|| err("number is not in the published data".into()))
+        };
+        let (key, change) = match event {
+            ChangeEvent::Upsert {
+                person,
+                number,
+                status,
+                valid_until,
+            } => {
+                let n = parse(&number)?;
+                let valid_until = Day::parse(&valid_until).ok_or_else(|| {
+                    err("valid_until must be a date YYYY-MM-DD from 1970 on".into())
+                })?;
+                let key = DocKey::of(hash_key, n.canonical());
+                let rec = Record {
+                    key,
+                    person: DocKey::person_id(hash_key, &person),
+                    valid_until: valid_until.0,
+                    status,
+                    kind: n.kind(),
+                    region: n.region(),
+                    renewal: n.renewal().unwrap_or(NO_RENEWAL),
+                };
+                (key, Some(rec))
+            }
+            ChangeEvent::Status { number, status } => {
+                let key = DocKey::of(hash_key, parse(&number)?.canonical());
+                let mut rec = published(&key)?;
+                rec.status = status;
+                (key, Some(rec))
+            }
+            ChangeEvent::Remove { number } => {
+                let key = DocKey::of(hash_key, parse(&number)?.canonical());
+                published(&key)?;
+                (key, None)
+            }
+        };
+        if let Some((first, _)) = changes.insert(key, (line_no, change)) {
+            return Err(err(format!(
+                "the same document is changed on line {first}; one change per document per publication"
+            )));
+        }
+    }
+    if changes.is_empty() {
+        return Err(PublishError::Empty);
+    }
+    Ok(changes.into_iter().map(|(k, (_, c))| (k, c)).collect())
+}
+
+/// Publishes `events` onto the repo's current data as version + 1.
+pub fn publish_changes(
+    events: &Path,
+    repo: &Path,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+    opts: &PublishOptions,
+    max_deltas: usize,
+) -> Result<PublishReport, PublishError> {
+    let current = load_repo(repo, &[signing_key.verifying_key()], Some(hash_key))
+        .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
+    let mut manifest = current.manifest.manifest.clone();
+    let state = State::new(current, &CacheConfig::default(), CacheCounters::detached())
+        .map_err(|e| PublishError::Snapshot(snapshot::SnapshotError::Manifest(e.to_string())))?;
+    let view = state.view();
+    let from_version = manifest.data_version();
+    let changes = read_changes(events, hash_key, &view)?;
+    let version = opts
+        .version
+        .unwrap_or(manifest.version.max(from_version) + 1);
+    if version <= manifest.version.max(from_version) {
+        return Err(PublishError::VersionNotIncreasing {
+            requested: version,
+            current: manifest.version.max(from_version),
+        });
+    }
+    let meta = SnapshotMeta {
+        version,
+        published_at: opts.now.unix_timestamp(),
+        hash_key_id: hash_key.id(),
+    };
+    manifest.version = version;
+    manifest.published_at = opts.now;
+    manifest.expires_at = opts.now + opts.expires_in;
+
+    let report = if manifest.deltas.len() < max_deltas {
+        let entries = changes.len() as u64;
+        let bytes = encode_delta(changes, from_version, meta, signing_key)?;
+        let hash = write_object(repo, &bytes)?;
+        manifest.deltas.push(ManifestDelta {
+            hash: hash.clone(),
+            size: bytes.len() as u64,
+            from_version,
+            version,
+            entries,
+        });
+        PublishReport {
+            version,
+            documents: entries,
+            persons: 0,
+            hash,
+            size: bytes.len() as u64,
+            compacted: false,
+        }
+    } else {
+        // Compact: today's data plus these changes as one new snapshot.
+        let changed: HashMap<DocKey, Option<Record>> = changes.into_iter().collect();
+        let mut records: Vec<Record> = view
+            .records()
+            .into_iter()
+            .filter(|r| !changed.contains_key(&r.key))
+            .collect();
+        records.extend(changed.values().flatten().copied());
+        let bytes = snapshot::encode(records, meta, signing_key)?;
+        let header = snapshot::SnapshotHeader::decode(&bytes, "new snapshot")?;
+        let hash = write_object(repo, &bytes)?;
+        manifest.snapshot = snapshot::ManifestSnapshot {
+            hash: hash.clone(),
+            size: bytes.len() as u64,
+            version,
+            documents: header.documents,
+        };
+        manifest.deltas.clear();
+        PublishReport {
+            version,
+            documents: header.documents,
+            persons: header.persons,
+            hash,
+            size: bytes.len() as u64,
+            compacted: true,
+        }
+    };
+    write_manifest(repo, &manifest, signing_key)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate_signing_key;
+    use crate::publish::publish;
+    use time::{Duration, OffsetDateTime};
+
+    const EXPORT: &str = concat!(
+        r#"{"person":"p1","documents":[{"number":"H12345678","status":"valid","valid_until":"2099-01-01"},{"number":"810000199001011230","status":"valid","valid_until":"2099-01-01"}]}"#,
+        "\n",
+        r#"{"person":"p2","documents":[{"number":"01234567","status":"valid","valid_until":"2099-01-01"}]}"#,
+        "\n"
+    );
+
+    fn opts() -> PublishOptions {
+        PublishOptions {
+            version: None,
+            expires_in: Duration::hours(24),
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        sk: SigningKey,
+        hk: HashKey,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let f = Fixture {
+                dir: tempfile::tempdir().expect("tempdir"),
+                sk: generate_signing_key(),
+                hk: HashKey::generate(),
+            };
+            std::fs::write(f.dir.path().join("export.jsonl"), EXPORT).expect("write");
+            publish(
+                &f.dir.path().join("export.jsonl"),
+                &f.repo(),
+                &f.sk,
+                &f.hk,
+                &opts(),
+            )
+            .expect("full");
+            f
+        }
+
+        fn repo(&self) -> std::path::PathBuf {
+            self.dir.path().join("repo")
+        }
+
+        fn change(&self, lines: &str, max_deltas: usize) -> Result<PublishReport, PublishError> {
+            let p = self.dir.path().join("changes.jsonl");
+            std::fs::write(&p, lines).expect("write");
+            publish_changes(&p, &self.repo(), &self.sk, &self.hk, &opts(), max_deltas)
+        }
+
+        fn state(&self) -> State {
+            let repo =
+                load_repo(&self.repo(), &[self.sk.verifying_key()], Some(&self.hk)).expect("load");
+            State::new(repo, &CacheConfig::default(), CacheCounters::detached()).expect("state")
+        }
+
+        fn get(&self, state: &State, number: &str) -> Option<Record> {
+            state.view().get(&DocKey::of(&self.hk, number))
+        }
+    }
+
+    #[test]
+    fn deltas_chain_and_apply() {
+        let f = Fixture::new();
+        let r = f
+            .change(
+                concat!(
+                    r#"{"op":"status","number":"H12345678","status":"lost"}"#, "\n",
+                    r#"{"op":"upsert","person":"p2","number":"830000200002290023","status":"valid","valid_until":"2099-01-01"}"#, "\n",
+                    r#"{"op":"remove","number":"810000199001011230"}"#, "\n",
+                ),
+                DEFAULT_MAX_DELTAS,
+            )
+            .expect("delta");
+        assert_eq!((r.version, r.documents, r.compacted), (2, 3, false));
+        let r = f
+            .change(
+                r#"{"op":"status","number":"01234567","status":"revoked"}"#,
+                DEFAULT_MAX_DELTAS,
+            )
+            .expect("second delta");
+        assert_eq!(r.version, 3);
+
+        let state = f.state();
+        assert_eq!(state.view().info().version, 3);
+        assert_eq!(
+            f.get(&state, "H12345678").map(|r| r.status),
+            Some(Status::Lost)
+        );
+        assert!(f.get(&state, "810000199001011230").is_none(), "removed");
+        let tw = f.get(&state, "01234567").expect("present");
+        let new_rp = f.get(&state, "830000200002290023").expect("added");
+        assert_eq!(tw.status, Status::Revoked);
+        assert_eq!(tw.person, new_rp.person, "upsert links by person reference");
+    }
+
+    #[test]
+    fn a_long_chain_is_compacted_into_a_snapshot_with_the_same_answers() {
+        let f = Fixture::new();
+        f.change(r#"{"op":"status","number":"H12345678","status":"lost"}"#, 2)
+            .expect("1");
+        f.change(r#"{"op":"remove","number":"810000199001011230"}"#, 2)
+            .expect("2");
+        let r = f
+            .change(
+                r#"{"op":"status","number":"01234567","status":"damaged"}"#,
+                2,
+            )
+            .expect("3");
+        assert!(r.compacted);
+        assert_eq!((r.version, r.documents), (4, 2));
+        let repo = load_repo(&f.repo(), &[f.sk.verifying_key()], Some(&f.hk)).expect("load");
+        assert!(repo.deltas.is_empty());
+        assert_eq!(repo.snapshot.header().meta.version, 4);
+        let state = f.state();
+        assert_eq!(
+            f.get(&state, "H12345678").map(|r| r.status),
+            Some(Status::Lost)
+        );
+        assert!(f.get(&state, "810000199001011230").is_none());
+        assert_eq!(
+            f.get(&state, "01234567").map(|r| r.status),
+            Some(Status::Damaged)
+        );
+    }
+
+    #[test]
+    fn bad_change_files_are_refused_with_the_line() {
+        let f = Fixture::new();
+        let cases = [
+            (
+                r#"{"op":"status","number":"H99999999","status":"lost"}"#,
+                "not in the published data",
+            ),
+            (
+                r#"{"op":"remove","number":"M12345678"}"#,
+                "not in the published data",
+            ),
+            (
+                r#"{"op":"status","number":"H1234","status":"lost"}"#,
+                "length",
+            ),
+            (r#"{"op":"rename","number":"H12345678"}"#, "unknown variant"),
+            (
+                r#"{"op":"status","number":"H12345678","status":"lost","why":1}"#,
+                "unknown field",
+            ),
+            (
+                concat!(
+                    r#"{"op":"status","number":"H12345678","status":"lost"}"#,
+                    "\n",
+                    r#"{"op":"remove","number":"H12345678"}"#
+                ),
+                "line 1",
+            ),
+        ];
+        for (lines, want) in cases {
+            let e = f
+                .change(lines, DEFAULT_MAX_DELTAS)
+                .expect_err(want)
+                .to_string();
+            assert!(e.contains(want) && e.contains("line"), "{e}");
+            assert!(!e.contains("H99999999") && !e.contains("M12345678"), "{e}");
+        }
+        assert!(matches!(
+            f.change("\n", DEFAULT_MAX_DELTAS),
+            Err(PublishError::Empty)
+        ));
+        // Nothing was published by the failures.
+        assert_eq!(f.state().view().info().version, 1);
+    }
+}
