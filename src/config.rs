@@ -38,6 +38,16 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub cache: CacheConfig,
     pub partners: Vec<Partner>,
+    pub replication: Option<ReplicationConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// `file:///path` (more kinds of source come with the relay and S3 work).
+    pub source: String,
+    /// The last good state (a repo layout), served at start before the source answers.
+    pub state_dir: PathBuf,
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +68,8 @@ pub struct TlsConfig {
 
 #[derive(Debug, Clone)]
 pub struct SnapshotConfig {
-    pub repo: PathBuf,
+    /// Local repo to serve from when there is no `[replication]`.
+    pub repo: Option<PathBuf>,
     pub publisher_keys: Vec<PathBuf>,
     pub hash_key: PathBuf,
 }
@@ -76,6 +87,20 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     partners: Vec<RawPartner>,
+    replication: Option<RawReplication>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    source: String,
+    state_dir: PathBuf,
+    #[serde(default = "default_poll_interval")]
+    poll_interval_ms: u64,
+}
+
+fn default_poll_interval() -> u64 {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -112,7 +137,7 @@ struct RawTls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSnapshot {
-    repo: PathBuf,
+    repo: Option<PathBuf>,
     publisher_keys: Vec<PathBuf>,
     hash_key: PathBuf,
 }
@@ -185,6 +210,34 @@ impl Config {
         if raw.server.handshake_timeout_ms == 0 {
             return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
         }
+        if raw.snapshot.repo.is_none() && raw.replication.is_none() {
+            return Err(invalid(
+                "snapshot.repo",
+                "is required unless [replication] is configured",
+            ));
+        }
+        let replication = match raw.replication {
+            None => None,
+            Some(r) => {
+                if !r.source.starts_with("file://") {
+                    return Err(invalid(
+                        "replication.source",
+                        "must be a file:// URL (https and s3 sources are not built yet)",
+                    ));
+                }
+                if r.poll_interval_ms < 50 {
+                    return Err(invalid(
+                        "replication.poll_interval_ms",
+                        "must be at least 50",
+                    ));
+                }
+                Some(ReplicationConfig {
+                    source: r.source,
+                    state_dir: resolve(r.state_dir),
+                    poll_interval: Duration::from_millis(r.poll_interval_ms),
+                })
+            }
+        };
         if raw.snapshot.publisher_keys.is_empty() {
             return Err(invalid("snapshot.publisher_keys", "needs at least one key"));
         }
@@ -225,7 +278,7 @@ impl Config {
                 client_ca: resolve(raw.tls.client_ca),
             },
             snapshot: SnapshotConfig {
-                repo: resolve(raw.snapshot.repo),
+                repo: raw.snapshot.repo.map(resolve),
                 publisher_keys: raw
                     .snapshot
                     .publisher_keys
@@ -239,6 +292,7 @@ impl Config {
                 max_entries: raw.cache.max_entries,
             },
             partners,
+            replication,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod metrics;
 pub mod partner;
 pub mod publish;
+pub mod replication;
 pub mod server;
 pub mod snapshot;
 pub mod store;

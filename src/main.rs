@@ -287,14 +287,19 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let gw = Arc::new(Gateway::from_config(config, Arc::new(SystemClock))?);
-        let running = gw.bind().await?;
+        let mut running = gw.bind().await?;
         tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, "listening; loading snapshot");
         let loader = gw.clone();
         let load = tokio::task::spawn_blocking(move || loader.load_snapshot());
         tokio::select! {
             r = load => {
-                let info = r.context("snapshot loader")?.context("refusing to serve")?;
-                tracing::info!(version = info.version, published_at = %info.published_at_text, "snapshot loaded; ready");
+                match r.context("snapshot loader")?.context("refusing to serve")? {
+                    Some(info) => tracing::info!(version = info.version, published_at = %info.published_at_text, "snapshot loaded; ready"),
+                    None => tracing::info!("no local state yet; not ready until the replication source answers"),
+                }
+                if running.start_replication(&gw)? {
+                    tracing::info!("following the replication source");
+                }
             }
             _ = shutdown_signal() => return Ok(()),
         }

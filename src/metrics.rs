@@ -24,6 +24,29 @@ pub struct Metrics {
     snapshot_version: IntGauge,
     snapshot_documents: IntGauge,
     snapshot_published: Gauge,
+    pub replication: ReplicationMetrics,
+}
+
+/// Replication handles; labels are fixed sets known here.
+#[derive(Clone)]
+pub struct ReplicationMetrics {
+    polls: IntCounterVec,
+    failures: IntCounterVec,
+    pub last_success: Gauge,
+    pub snapshot_age: Gauge,
+    pub stale: IntGauge,
+    pub overlay_entries: IntGauge,
+    pub delta_apply: Histogram,
+}
+
+impl ReplicationMetrics {
+    pub fn poll(&self, result: &str) {
+        self.polls.with_label_values(&[result]).inc();
+    }
+
+    pub fn failure(&self, reason: &str) {
+        self.failures.with_label_values(&[reason]).inc();
+    }
 }
 
 /// `permitgate_requests_total` handles for one partner, indexed `[route][outcome]`.
@@ -109,6 +132,54 @@ impl Metrics {
         for r in ["hit", "miss"] {
             cache_lookups.with_label_values(&[r]);
         }
+        let replication = ReplicationMetrics {
+            polls: must(IntCounterVec::new(
+                Opts::new(
+                    "permitgate_replication_polls_total",
+                    "Polls of the replication source, by result.",
+                ),
+                &["result"],
+            )),
+            failures: must(IntCounterVec::new(
+                Opts::new(
+                    "permitgate_replication_failures_total",
+                    "Refused or failed replication attempts, by reason.",
+                ),
+                &["reason"],
+            )),
+            last_success: must(Gauge::new(
+                "permitgate_replication_last_success_timestamp_seconds",
+                "When the source last answered with something usable (or nothing new).",
+            )),
+            snapshot_age: must(Gauge::new(
+                "permitgate_snapshot_age_seconds",
+                "Seconds since the data being served was published.",
+            )),
+            stale: must(IntGauge::new(
+                "permitgate_snapshot_stale",
+                "1 when the held manifest has expired (freeze attack or dead origin).",
+            )),
+            overlay_entries: must(IntGauge::new(
+                "permitgate_overlay_entries",
+                "Documents changed by deltas over the base snapshot.",
+            )),
+            delta_apply: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "permitgate_delta_apply_duration_seconds",
+                    "Time to verify and apply one delta.",
+                )
+                .buckets(vec![
+                    0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ]),
+            )),
+        };
+        must(registry.register(Box::new(replication.polls.clone())));
+        must(registry.register(Box::new(replication.failures.clone())));
+        must(registry.register(Box::new(replication.last_success.clone())));
+        must(registry.register(Box::new(replication.snapshot_age.clone())));
+        must(registry.register(Box::new(replication.stale.clone())));
+        must(registry.register(Box::new(replication.overlay_entries.clone())));
+        must(registry.register(Box::new(replication.delta_apply.clone())));
         Metrics {
             registry,
             requests,
@@ -118,6 +189,7 @@ impl Metrics {
             snapshot_version,
             snapshot_documents,
             snapshot_published,
+            replication,
         }
     }
 

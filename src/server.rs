@@ -29,6 +29,7 @@ use crate::http::{App, Limits};
 use crate::keys::{load_verifying_key, HashKey, KeyError};
 use crate::metrics::Metrics;
 use crate::partner::PartnerTable;
+use crate::replication::{held_manifest, Follower, Source};
 use crate::snapshot::{load_repo, SnapshotError};
 use crate::store::{StateInfo, Store};
 use crate::tls::{self, HandshakeFailure, TlsError};
@@ -39,6 +40,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("replication: {0}")]
+    Replication(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -50,6 +53,7 @@ pub enum StartError {
 pub struct Gateway {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     app: Arc<App>,
     acceptor: TlsAcceptor,
     config: Config,
@@ -72,7 +76,7 @@ impl Gateway {
         let app = Arc::new(App::new(
             store.clone(),
             hash_key.clone(),
-            clock,
+            clock.clone(),
             Limits {
                 max_body_bytes: config.server.max_body_bytes,
                 max_batch_items: config.server.max_batch_items,
@@ -83,6 +87,7 @@ impl Gateway {
         Ok(Gateway {
             store,
             metrics,
+            clock,
             app,
             acceptor: TlsAcceptor::from(tls),
             config,
@@ -91,14 +96,64 @@ impl Gateway {
         })
     }
 
-    /// Verifies the configured repo and makes it current. Blocking: run it off the async
+    /// Verifies the local repo and makes it current. Blocking: run it off the async
     /// workers (`spawn_blocking`) for large snapshots.
-    pub fn load_snapshot(&self) -> Result<StateInfo, SnapshotError> {
-        let repo = load_repo(
-            &self.config.snapshot.repo,
-            &self.publisher_keys,
-            Some(&self.hash_key),
-        )?;
+    ///
+    /// Without replication the configured repo must load. With replication the state
+    /// directory is the local repo: `Ok(None)` when it holds nothing usable yet (the
+    /// follower will fetch from the source).
+    pub fn load_snapshot(&self) -> Result<Option<StateInfo>, SnapshotError> {
+        let dir = match (&self.config.replication, &self.config.snapshot.repo) {
+            (Some(r), _) => {
+                if !r.state_dir.join(crate::snapshot::MANIFEST_FILE).exists() {
+                    return Ok(None);
+                }
+                match load_repo(&r.state_dir, &self.publisher_keys, Some(&self.hash_key)) {
+                    Ok(repo) => return self.install(repo).map(Some),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "state directory unusable; waiting for the source");
+                        return Ok(None);
+                    }
+                }
+            }
+            (None, Some(repo)) => repo,
+            (None, None) => {
+                return Err(SnapshotError::Manifest(
+                    "no snapshot.repo and no [replication] configured".into(),
+                ))
+            }
+        };
+        let repo = load_repo(dir, &self.publisher_keys, Some(&self.hash_key))?;
+        self.install(repo).map(Some)
+    }
+
+    /// A follower for `[replication]` (and its poll interval), starting from what the
+    /// store serves now; `None` without replication.
+    pub fn follower(&self) -> Result<Option<(Follower, Duration)>, StartError> {
+        let Some(r) = &self.config.replication else {
+            return Ok(None);
+        };
+        let source =
+            Source::parse(&r.source).map_err(|e| StartError::Replication(e.to_string()))?;
+        let held = self
+            .store
+            .is_ready()
+            .then(|| held_manifest(&r.state_dir, &self.publisher_keys))
+            .flatten();
+        let follower = Follower::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.publisher_keys.clone(),
+            self.hash_key.clone(),
+            source,
+            r.state_dir.clone(),
+            self.clock.clone(),
+            held,
+        );
+        Ok(Some((follower, r.poll_interval)))
+    }
+
+    fn install(&self, repo: crate::snapshot::Repo) -> Result<StateInfo, SnapshotError> {
         let documents = repo.snapshot.len();
         self.store
             .install(repo)
@@ -173,6 +228,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts following `[replication]`'s source, if configured. Call it after the
+    /// initial [`Gateway::load_snapshot`], so the follower starts from what is served.
+    pub fn start_replication(&mut self, gw: &Arc<Gateway>) -> Result<bool, StartError> {
+        let Some((follower, interval)) = gw.follower()? else {
+            return Ok(false);
+        };
+        self.tasks
+            .push(tokio::spawn(follower.run(interval, self.stop.subscribe())));
+        Ok(true)
+    }
+
     /// Stops accepting; connections already open finish their current requests.
     pub fn stop(&self) {
         let _ = self.stop.send(true);

@@ -68,7 +68,11 @@ async fn gateway_with_known_data() -> TestGateway {
         .as_ref()
         .cloned()
         .expect("v1 loaded");
-    let info = gw.gateway.load_snapshot().expect("reload");
+    let info = gw
+        .gateway
+        .load_snapshot()
+        .expect("reload")
+        .expect("local repo");
     assert_eq!(info.version, 2);
     // A request that started on the old state keeps a consistent view of it.
     assert_eq!(old.view().info().version, 1);

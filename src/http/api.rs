@@ -35,6 +35,9 @@ pub struct DocumentStatusRequest {
 pub struct SnapshotRef<'a> {
     pub version: u64,
     pub published_at: &'a str,
+    /// Present (true) only when the held manifest has expired: the data may be outdated.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// A document's part of an answer; both fields are null when it was not found.

@@ -274,6 +274,7 @@ impl App {
         let snapshot = SnapshotRef {
             version: view.info().version,
             published_at: &view.info().published_at_text,
+            stale: now > view.info().expires_at,
         };
         let out = match route {
             Route::LinkCheck => {

@@ -23,7 +23,7 @@ pub struct Repo {
     pub deltas: Vec<Delta>,
 }
 
-fn check_hash(named: &str) -> Result<(), SnapshotError> {
+pub(crate) fn check_hash(named: &str) -> Result<(), SnapshotError> {
     if named.len() != 64 || !named.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SnapshotError::Manifest(format!(
             "object hash {named:?} is not 64 hex characters"
@@ -32,7 +32,7 @@ fn check_hash(named: &str) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-fn check_content(named: &str, actual: blake3::Hash) -> Result<(), SnapshotError> {
+pub(crate) fn check_content(named: &str, actual: blake3::Hash) -> Result<(), SnapshotError> {
     if actual.to_hex().as_str() != named {
         return Err(SnapshotError::HashMismatch {
             expected: named.to_owned(),

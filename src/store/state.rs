@@ -160,6 +160,18 @@ impl State {
         Ok(())
     }
 
+    /// A newer manifest that changes no data (re-signed to extend its expiry).
+    pub fn extend_expiry(&self, expires_at: OffsetDateTime) {
+        let mut info = (**self.info.load()).clone();
+        info.expires_at = expires_at;
+        self.info.store(Arc::new(info));
+    }
+
+    /// BLAKE3 of the base snapshot file (its object name).
+    pub fn base_hash(&self) -> blake3::Hash {
+        self.snapshot.content_hash()
+    }
+
     /// Documents with changes over the snapshot.
     pub fn overlay_len(&self) -> usize {
         self.overlay_len.load(Ordering::Acquire)

@@ -18,6 +18,7 @@ use tokio_rustls::TlsConnector;
 
 use permitgate::clock::SystemClock;
 use permitgate::config::Config;
+
 use permitgate::demo::{self, Demo, DemoOptions};
 use permitgate::server::{Gateway, Running};
 use permitgate::tls::{crypto_provider, load_certs, load_key};
@@ -35,6 +36,12 @@ pub struct Options {
     /// Appended to the generated config's `[server]` table.
     pub server_extra: &'static str,
     pub cache: bool,
+    /// Follow the demo repo (as the origin) through `[replication]` into `state/`.
+    pub replication: bool,
+    /// Replication state directory; a fresh one under the test's directory when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Reuse demo data (keys, PKI, repo) from here instead of a fresh directory.
+    pub demo_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -44,6 +51,9 @@ impl Default for Options {
             load_snapshot: true,
             server_extra: "",
             cache: false,
+            replication: false,
+            state_dir: None,
+            demo_dir: None,
         }
     }
 }
@@ -57,7 +67,7 @@ impl TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let demo = demo::prepare(
-            dir.path(),
+            opts.demo_dir.as_deref().unwrap_or(dir.path()),
             &DemoOptions {
                 records: opts.records,
                 listen: any,
@@ -68,6 +78,17 @@ impl TestGateway {
         .expect("demo data");
         let text = std::fs::read_to_string(&demo.config).expect("config");
         let mut text = text.replacen("[tls]", &format!("{}\n[tls]", opts.server_extra), 1);
+        if opts.replication {
+            let state = opts
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state"));
+            text.push_str(&format!(
+                "\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
+                demo.repo().display(),
+                state.display()
+            ));
+        }
         if opts.cache {
             text.push_str("\n[cache]\nenabled = true\nmax_entries = 1000\n");
         }

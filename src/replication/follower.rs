@@ -1,0 +1,366 @@
+//! Following a source: poll the manifest, verify everything, apply new deltas to the
+//! overlay or load a new base off the request path, persist the last good state, and keep
+//! serving what we have whenever anything is refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::source::{Fetched, Source};
+use crate::clock::Clock;
+use crate::keys::HashKey;
+use crate::metrics::Metrics;
+use crate::snapshot::{
+    check_content, check_hash, object_path, write_atomic, Delta, Repo, SignedManifest, Snapshot,
+    SnapshotError, MANIFEST_FILE, OBJECTS_DIR,
+};
+use crate::store::{StateInfo, Store};
+
+/// Why a poll was refused: a metric label and a detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<SnapshotError> for Refusal {
+    fn from(e: SnapshotError) -> Refusal {
+        let reason = match &e {
+            SnapshotError::BadSignature { .. } => "bad_signature",
+            SnapshotError::UnknownKey { .. } => "unknown_key",
+            SnapshotError::HashMismatch { .. } => "hash_mismatch",
+            SnapshotError::HashKeyMismatch { .. } => "hash_key",
+            SnapshotError::Size { .. }
+            | SnapshotError::NotASnapshot(_)
+            | SnapshotError::Corrupt(_) => "corrupt",
+            SnapshotError::Manifest(_) => "manifest",
+            SnapshotError::Io { .. } => "storage",
+        };
+        Refusal::new(reason, e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    NotModified,
+    /// New deltas applied onto the held base; the data version now.
+    Applied(u64),
+    /// A new base (and its deltas) loaded and swapped in.
+    Swapped(u64),
+}
+
+pub struct Follower {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    trusted: Vec<VerifyingKey>,
+    hash_key: HashKey,
+    source: Source,
+    state_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    held: Option<SignedManifest>,
+    tag: Option<String>,
+    last_refusal: Option<&'static str>,
+}
+
+impl Follower {
+    /// `held` is the manifest of what the store serves now (from `state_dir`), if any.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        trusted: Vec<VerifyingKey>,
+        hash_key: HashKey,
+        source: Source,
+        state_dir: PathBuf,
+        clock: Arc<dyn Clock>,
+        held: Option<SignedManifest>,
+    ) -> Follower {
+        Follower {
+            store,
+            metrics,
+            trusted,
+            hash_key,
+            source,
+            state_dir,
+            clock,
+            held,
+            tag: None,
+            last_refusal: None,
+        }
+    }
+
+    /// Polls until `stop` says so.
+    pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            // Counted and logged inside; the loop goes on either way.
+            let _ = self.poll_and_record().await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One poll with its metrics and logging; refusals leave the served state untouched.
+    pub async fn poll_and_record(&mut self) -> Result<PollOutcome, Refusal> {
+        let result = self.poll().await;
+        let m = &self.metrics.replication;
+        let now = self.clock.now();
+        match &result {
+            Ok(outcome) => {
+                m.poll(match outcome {
+                    PollOutcome::NotModified => "not_modified",
+                    PollOutcome::Applied(_) => "applied",
+                    PollOutcome::Swapped(_) => "swapped",
+                });
+                m.last_success.set(now.unix_timestamp() as f64);
+                if let Some(prev) = self.last_refusal.take() {
+                    tracing::info!(previous = prev, "replication recovered");
+                }
+            }
+            Err(r) => {
+                m.poll("refused");
+                m.failure(r.reason);
+                // Once per cause: a dead origin polled every second must not flood logs.
+                if self.last_refusal != Some(r.reason) {
+                    tracing::warn!(reason = r.reason, detail = %r.detail, "replication refused; serving the last good state");
+                    self.last_refusal = Some(r.reason);
+                }
+            }
+        }
+        self.update_gauges(now);
+        result
+    }
+
+    fn update_gauges(&self, now: OffsetDateTime) {
+        let m = &self.metrics.replication;
+        let guard = self.store.current();
+        if let Some(state) = guard.as_ref() {
+            let view = state.view();
+            let info = view.info();
+            m.snapshot_age
+                .set((now - info.published_at).as_seconds_f64().max(0.0));
+            m.stale.set(i64::from(now > info.expires_at));
+            m.overlay_entries.set(state.overlay_len() as i64);
+        }
+    }
+
+    async fn poll(&mut self) -> Result<PollOutcome, Refusal> {
+        let fetched = self
+            .source
+            .manifest(self.tag.as_deref())
+            .await
+            .map_err(|e| Refusal::new("fetch", e.to_string()))?;
+        let (bytes, tag) = match fetched {
+            Fetched::NotModified => return Ok(PollOutcome::NotModified),
+            Fetched::Manifest { bytes, tag } => (bytes, tag),
+        };
+        let new = SignedManifest::verify(&bytes, &self.trusted)?;
+        let outcome = match &self.held {
+            Some(held) if new.manifest == held.manifest => PollOutcome::NotModified,
+            Some(held) if new.manifest.version <= held.manifest.version => {
+                return Err(Refusal::new(
+                    "rollback",
+                    format!(
+                        "offered manifest version {} is not above the held {}",
+                        new.manifest.version, held.manifest.version
+                    ),
+                ))
+            }
+            Some(held) if self.extends(held, &new) => {
+                self.apply_new_deltas(held.clone(), &new).await?
+            }
+            _ => self.load_base(&new).await?,
+        };
+        // Objects are on disk; the manifest goes last, so a crash leaves the old state.
+        write_atomic(&self.state_dir.join(MANIFEST_FILE), &bytes)
+            .map_err(|e| Refusal::new("storage", e.to_string()))?;
+        if matches!(outcome, PollOutcome::Swapped(_)) {
+            self.collect_garbage(&new);
+        }
+        self.held = Some(new);
+        self.tag = Some(tag);
+        Ok(outcome)
+    }
+
+    /// Same base, and our deltas are a prefix of the new chain.
+    fn extends(&self, held: &SignedManifest, new: &SignedManifest) -> bool {
+        let (h, n) = (&held.manifest, &new.manifest);
+        self.store.is_ready()
+            && h.snapshot.hash == n.snapshot.hash
+            && n.deltas.len() >= h.deltas.len()
+            && h.deltas
+                .iter()
+                .zip(&n.deltas)
+                .all(|(a, b)| a.hash == b.hash)
+    }
+
+    async fn fetch_checked(&self, hash: &str) -> Result<Vec<u8>, Refusal> {
+        check_hash(hash)?;
+        let bytes = self
+            .source
+            .object(hash)
+            .await
+            .map_err(|e| Refusal::new("fetch", e.to_string()))?;
+        check_content(hash, blake3::hash(&bytes))?;
+        Ok(bytes)
+    }
+
+    fn persist(&self, hash: &str, bytes: &[u8]) -> Result<(), Refusal> {
+        write_atomic(&object_path(&self.state_dir, hash), bytes)
+            .map_err(|e| Refusal::new("storage", e.to_string()))
+    }
+
+    /// Fetches and verifies the deltas after `held`'s, then applies each atomically.
+    async fn apply_new_deltas(
+        &self,
+        held: SignedManifest,
+        new: &SignedManifest,
+    ) -> Result<PollOutcome, Refusal> {
+        let guard = self.store.current();
+        let state = guard
+            .as_ref()
+            .ok_or_else(|| Refusal::new("manifest", "no state to apply deltas to"))?;
+        let mut version = state.view().info().version;
+        for d in &new.manifest.deltas[held.manifest.deltas.len()..] {
+            let started = Instant::now();
+            let bytes = self.fetch_checked(&d.hash).await?;
+            let delta = Delta::from_bytes(bytes.clone(), &self.trusted, Some(&self.hash_key))?;
+            if delta.from_version() != version
+                || d.from_version != version
+                || delta.version() != d.version
+            {
+                return Err(Refusal::new(
+                    "chain",
+                    format!("delta {} does not apply onto version {version}", d.hash),
+                ));
+            }
+            self.persist(&d.hash, &bytes)?;
+            let info = self.info(
+                delta.header().meta.version,
+                delta.header().meta.published_at,
+                new,
+            );
+            state
+                .apply(info, delta.entries())
+                .map_err(|e| Refusal::new("chain", e.to_string()))?;
+            version = delta.version();
+            self.metrics
+                .replication
+                .delta_apply
+                .observe(started.elapsed().as_secs_f64());
+        }
+        state.extend_expiry(new.manifest.expires_at);
+        self.installed();
+        Ok(PollOutcome::Applied(version))
+    }
+
+    /// Fetches a new base and its deltas, builds the state off the async workers, swaps.
+    async fn load_base(&self, new: &SignedManifest) -> Result<PollOutcome, Refusal> {
+        let named = new.manifest.snapshot.clone();
+        let bytes = self.fetch_checked(&named.hash).await?;
+        self.persist(&named.hash, &bytes)?;
+        let mut deltas = Vec::with_capacity(new.manifest.deltas.len());
+        let mut version = named.version;
+        for d in &new.manifest.deltas {
+            let dbytes = self.fetch_checked(&d.hash).await?;
+            let delta = Delta::from_bytes(dbytes.clone(), &self.trusted, Some(&self.hash_key))?;
+            if delta.from_version() != version
+                || d.from_version != version
+                || delta.version() != d.version
+            {
+                return Err(Refusal::new(
+                    "chain",
+                    format!("delta {} does not apply onto version {version}", d.hash),
+                ));
+            }
+            self.persist(&d.hash, &dbytes)?;
+            version = delta.version();
+            deltas.push(delta);
+        }
+        let (trusted, hk, store) = (
+            self.trusted.clone(),
+            self.hash_key.clone(),
+            self.store.clone(),
+        );
+        let manifest = new.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Refusal> {
+            let snapshot = Snapshot::from_bytes(bytes, &trusted, Some(&hk))?;
+            if snapshot.header().meta.version != named.version
+                || snapshot.len() as u64 != named.documents
+            {
+                return Err(Refusal::new("manifest", "manifest and snapshot disagree"));
+            }
+            store
+                .install(Repo {
+                    manifest,
+                    snapshot,
+                    deltas,
+                })
+                .map_err(|e| Refusal::new("chain", e.to_string()))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Refusal::new("storage", e.to_string()))??;
+        self.installed();
+        Ok(PollOutcome::Swapped(version))
+    }
+
+    fn info(&self, version: u64, published_unix: i64, m: &SignedManifest) -> StateInfo {
+        let published_at = OffsetDateTime::from_unix_timestamp(published_unix)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        StateInfo {
+            version,
+            published_at,
+            expires_at: m.manifest.expires_at,
+            published_at_text: crate::day::rfc3339(published_at),
+        }
+    }
+
+    fn installed(&self) {
+        let guard = self.store.current();
+        if let Some(state) = guard.as_ref() {
+            let view = state.view();
+            self.metrics
+                .snapshot_installed(view.info(), state.snapshot().len());
+        }
+    }
+
+    /// Removes objects the new manifest no longer names (best effort).
+    fn collect_garbage(&self, keep: &SignedManifest) {
+        let m = &keep.manifest;
+        let named: Vec<&str> = std::iter::once(m.snapshot.hash.as_str())
+            .chain(m.deltas.iter().map(|d| d.hash.as_str()))
+            .collect();
+        let dir = self.state_dir.join(OBJECTS_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !named.iter().any(|n| *n == name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The manifest held in a state directory, if it has one that verifies.
+pub fn held_manifest(state_dir: &Path, trusted: &[VerifyingKey]) -> Option<SignedManifest> {
+    let bytes = std::fs::read(state_dir.join(MANIFEST_FILE)).ok()?;
+    SignedManifest::verify(&bytes, trusted).ok()
+}

@@ -1,0 +1,15 @@
+//! Replication: following a signed repository published elsewhere.
+//!
+//! A follower polls its source's manifest (conditional, so an idle poll costs a tag
+//! comparison), verifies signatures, hashes and the delta chain, refuses rollbacks, applies
+//! new deltas to the live state's overlay (each atomically) or loads a new base off the
+//! request path and swaps it in, and persists every accepted object and then the manifest
+//! in its state directory, a repo layout a restarted gateway serves from at once.
+//! Anything refused is counted by reason and logged once per cause; the gateway keeps
+//! answering from its last good state.
+
+mod follower;
+mod source;
+
+pub use follower::{held_manifest, Follower, PollOutcome, Refusal};
+pub use source::{Fetched, Source, SourceError};

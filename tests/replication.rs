@@ -1,0 +1,318 @@
+//! Following a repository: deltas reach answers, every refusal keeps the last good state,
+//! and a restarted gateway serves its persisted state before reaching the source.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{metric_value, Options, TestGateway};
+use permitgate::keys::{load_signing_key, HashKey};
+use permitgate::publish::{publish_changes, PublishOptions, DEFAULT_MAX_DELTAS};
+use permitgate::replication::PollOutcome;
+use serde_json::json;
+
+fn publish_events(gw: &TestGateway, events: &str) -> u64 {
+    let path = gw.dir.path().join("changes.jsonl");
+    std::fs::write(&path, events).expect("write");
+    publish_changes(
+        &path,
+        &gw.demo.repo(),
+        &load_signing_key(&gw.demo.publisher_key()).expect("key"),
+        &HashKey::load(&gw.demo.hash_key()).expect("hash key"),
+        &PublishOptions {
+            version: None,
+            expires_in: time::Duration::hours(1),
+            now: time::OffsetDateTime::now_utc(),
+        },
+        DEFAULT_MAX_DELTAS,
+    )
+    .expect("publish changes")
+    .version
+}
+
+async fn follower_gateway(state_dir: Option<&Path>) -> TestGateway {
+    TestGateway::start_with(Options {
+        replication: true,
+        state_dir: state_dir.map(Path::to_owned),
+        ..Options::default()
+    })
+    .await
+}
+
+fn linked_sample(gw: &TestGateway) -> permitgate::demo::Sample {
+    gw.samples()
+        .iter()
+        .find(|s| s.name == "linked_pair")
+        .expect("sample")
+        .clone()
+}
+
+#[tokio::test]
+async fn a_status_change_published_at_the_origin_reaches_answers() {
+    let gw = follower_gateway(None).await;
+    assert!(!gw.gateway.store.is_ready(), "nothing local yet");
+    let (mut follower, _) = gw
+        .gateway
+        .follower()
+        .expect("config")
+        .expect("replication on");
+    assert!(matches!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Swapped(1))
+    ));
+    assert!(matches!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::NotModified)
+    ));
+
+    let s = linked_sample(&gw);
+    let mut c = gw.client("bank").await;
+    assert_eq!(
+        c.post_json(&s.path, &s.body).await.json()["travel_permit"]["status"],
+        "valid"
+    );
+
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let v = publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    assert_eq!(v, 2);
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Applied(2))
+    );
+    let answer = c.post_json(&s.path, &s.body).await.json();
+    assert_eq!(answer["travel_permit"]["status"], "lost");
+    assert_eq!(answer["snapshot"]["version"], 2);
+    assert!(answer["snapshot"].get("stale").is_none());
+
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_replication_polls_total{result=\"applied\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&m, "permitgate_replication_polls_total{result=\"swapped\"}"),
+        1.0
+    );
+    assert_eq!(metric_value(&m, "permitgate_overlay_entries"), 1.0);
+    assert_eq!(metric_value(&m, "permitgate_snapshot_version"), 2.0);
+    assert_eq!(metric_value(&m, "permitgate_snapshot_stale"), 0.0);
+    assert!(metric_value(&m, "permitgate_replication_last_success_timestamp_seconds") > 1.7e9);
+}
+
+#[tokio::test]
+async fn the_background_follower_applies_changes_within_seconds() {
+    let gw = follower_gateway(None).await;
+    let mut running_follower = gw.gateway.follower().expect("config").expect("on").0;
+    running_follower
+        .poll_and_record()
+        .await
+        .expect("first load");
+    drop(running_follower);
+    // Now the real loop, as `serve` runs it.
+    let gw = std::sync::Arc::new(gw);
+    let (follower, interval) = gw.gateway.follower().expect("config").expect("on");
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(follower.run(interval, stop_rx));
+
+    let s = linked_sample(&gw);
+    let rp = s.body["residence_permit"].as_str().expect("rp");
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
+    );
+    let mut c = gw.client("bank").await;
+    let mut seen = false;
+    for _ in 0..100 {
+        let v = c.post_json(&s.path, &s.body).await.json();
+        if v["residence_permit"]["status"] == "revoked" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    assert!(seen, "change not applied within 5 s");
+}
+
+#[tokio::test]
+async fn refusals_keep_the_last_good_state() {
+    let gw = follower_gateway(None).await;
+    let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
+    follower.poll_and_record().await.expect("first load");
+    let s = linked_sample(&gw);
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let manifest_path = gw.demo.repo().join("manifest.json");
+    let good_v1 = std::fs::read(&manifest_path).expect("manifest");
+
+    // Version 2 is accepted; then the origin misbehaves in every way we know.
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Applied(2))
+    );
+    let good_v2 = std::fs::read(&manifest_path).expect("manifest");
+
+    let mut refused = Vec::new();
+    // Rollback: the older, validly signed manifest.
+    std::fs::write(&manifest_path, &good_v1).expect("write");
+    refused.push(
+        follower
+            .poll_and_record()
+            .await
+            .expect_err("rollback")
+            .reason,
+    );
+    // Bad signature: version bumped by hand.
+    let text = String::from_utf8(good_v2.clone()).expect("utf8");
+    std::fs::write(
+        &manifest_path,
+        text.replace("\"version\": 2", "\"version\": 9"),
+    )
+    .expect("write");
+    refused.push(
+        follower
+            .poll_and_record()
+            .await
+            .expect_err("signature")
+            .reason,
+    );
+    // Truncated manifest.
+    std::fs::write(&manifest_path, &good_v2[..good_v2.len() / 2]).expect("write");
+    refused.push(
+        follower
+            .poll_and_record()
+            .await
+            .expect_err("truncated")
+            .reason,
+    );
+    // A new delta whose object was altered after signing.
+    std::fs::write(&manifest_path, &good_v2).expect("write");
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "damaged"}).to_string(),
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("m")).expect("json");
+    let hash = m["signed"]["deltas"][1]["hash"]
+        .as_str()
+        .expect("delta hash")
+        .to_owned();
+    let obj = gw.demo.repo().join("objects").join(&hash);
+    let mut bytes = std::fs::read(&obj).expect("object");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&obj, &bytes).expect("write");
+    refused.push(follower.poll_and_record().await.expect_err("hash").reason);
+    // The object is missing altogether.
+    std::fs::remove_file(&obj).expect("rm");
+    refused.push(
+        follower
+            .poll_and_record()
+            .await
+            .expect_err("missing")
+            .reason,
+    );
+
+    assert_eq!(
+        refused,
+        [
+            "rollback",
+            "bad_signature",
+            "manifest",
+            "hash_mismatch",
+            "fetch"
+        ]
+    );
+    let mut c = gw.client("bank").await;
+    let v = c.post_json(&s.path, &s.body).await.json();
+    assert_eq!(
+        v["travel_permit"]["status"], "lost",
+        "still the last good state"
+    );
+    assert_eq!(v["snapshot"]["version"], 2);
+    let m = gw.metrics().await;
+    for reason in [
+        "rollback",
+        "bad_signature",
+        "manifest",
+        "hash_mismatch",
+        "fetch",
+    ] {
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!("permitgate_replication_failures_total{{reason=\"{reason}\"}}")
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_serves_its_persisted_state_at_once() {
+    let keep = tempfile::tempdir().expect("tempdir");
+    let (demo_dir, state) = (keep.path().join("demo"), keep.path().join("state"));
+    let opts = || Options {
+        replication: true,
+        state_dir: Some(state.clone()),
+        demo_dir: Some(demo_dir.clone()),
+        ..Options::default()
+    };
+    let first = TestGateway::start_with(opts()).await;
+    let (mut follower, _) = first.gateway.follower().expect("config").expect("on");
+    follower.poll_and_record().await.expect("load");
+    let s = linked_sample(&first);
+    let tp = s.body["travel_permit"].as_str().expect("tp").to_owned();
+    publish_events(
+        &first,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Applied(2))
+    );
+    drop(follower);
+    drop(first);
+
+    // The origin moves on to version 3 while no gateway runs. A new gateway with the same
+    // state directory is ready before any poll, from its own state: version 2.
+    let v3 = publish_events(
+        &TestGateway::start_with(Options {
+            demo_dir: Some(demo_dir.clone()),
+            ..Options::default()
+        })
+        .await,
+        &json!({"op": "status", "number": tp, "status": "damaged"}).to_string(),
+    );
+    assert_eq!(v3, 3);
+    let second = TestGateway::start_with(opts()).await;
+    assert!(second.gateway.store.is_ready());
+    let mut c = second.client("bank").await;
+    let v = c
+        .post_json("/v1/document-status", &json!({"number": tp}))
+        .await
+        .json();
+    assert_eq!(v["snapshot"]["version"], 2);
+    assert_eq!(v["status"], "lost");
+    // Then the origin disappears: polls fail, answers go on.
+    std::fs::rename(demo_dir.join("repo"), keep.path().join("origin-gone")).expect("rename");
+    let (mut follower, _) = second.gateway.follower().expect("config").expect("on");
+    assert_eq!(
+        follower.poll_and_record().await.map_err(|r| r.reason),
+        Err("fetch")
+    );
+    assert_eq!(
+        c.post_json("/v1/document-status", &json!({"number": tp}))
+            .await
+            .status,
+        200
+    );
+}
