@@ -14,7 +14,7 @@ use permitgate::clock::SystemClock;
 use permitgate::config::Config;
 use permitgate::demo::{self, DemoOptions};
 use permitgate::keys::{self, HashKey};
-use permitgate::publish::{publish, publish_changes, PublishOptions};
+use permitgate::publish::{publish, publish_changes, publish_diff, PublishError, PublishOptions};
 use permitgate::server::Gateway;
 use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
 
@@ -57,7 +57,11 @@ enum Command {
         /// Change events, JSON Lines (docs/replication.md): published as a delta.
         #[arg(long)]
         changes: Option<PathBuf>,
-        /// With --changes: the longest delta chain; past it a full snapshot is written.
+        /// With --input: publish the difference to the current data as a delta (a full
+        /// snapshot when the repo is new).
+        #[arg(long, requires = "input")]
+        delta: bool,
+        /// With deltas: the longest delta chain; past it a full snapshot is written.
         #[arg(long, default_value_t = permitgate::publish::DEFAULT_MAX_DELTAS)]
         max_deltas: usize,
         /// Repository directory (manifest.json + objects/).
@@ -206,6 +210,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Publish {
             input,
             changes,
+            delta,
             max_deltas,
             out,
             signing_key,
@@ -222,7 +227,17 @@ fn run(command: Command) -> anyhow::Result<()> {
                 expires_in: time::Duration::hours(i64::from(expires_in_hours)),
                 now: OffsetDateTime::now_utc(),
             };
+            let has_repo = out.join(MANIFEST_FILE).exists();
             let report = match (input, changes) {
+                (Some(input), _) if delta && has_repo => {
+                    match publish_diff(&input, &out, &sk, &hk, &opts, max_deltas) {
+                        Err(PublishError::NoChanges) => {
+                            println!("{}", PublishError::NoChanges);
+                            return Ok(());
+                        }
+                        r => r?,
+                    }
+                }
                 (Some(input), _) => publish(&input, &out, &sk, &hk, &opts)?,
                 (None, Some(changes)) => {
                     publish_changes(&changes, &out, &sk, &hk, &opts, max_deltas)?

@@ -133,14 +133,109 @@ pub fn publish_changes(
     opts: &PublishOptions,
     max_deltas: usize,
 ) -> Result<PublishReport, PublishError> {
+    let (manifest, state) = load_current(repo, signing_key, hash_key)?;
+    let changes = read_changes(events, hash_key, &state.view())?;
+    commit(
+        repo,
+        manifest,
+        &state,
+        changes,
+        signing_key,
+        hash_key,
+        opts,
+        max_deltas,
+    )
+}
+
+/// Publishes the difference between a full export and the repo's current data as a delta
+/// (or a compacted snapshot past `max_deltas`). `NoChanges` when they are equal.
+pub fn publish_diff(
+    input: &Path,
+    repo: &Path,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+    opts: &PublishOptions,
+    max_deltas: usize,
+) -> Result<PublishReport, PublishError> {
+    let (manifest, state) = load_current(repo, signing_key, hash_key)?;
+    let mut new = super::read_export(input, hash_key)?;
+    new.sort_unstable_by_key(|r| r.key);
+    if new.windows(2).any(|w| w[0].key == w[1].key) {
+        return Err(PublishError::Line {
+            line: 0,
+            message: "every document number must appear once".into(),
+        });
+    }
+    let old = state.view().records();
+    let mut changes = Vec::new();
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some(a), Some(b)) if a.key == b.key => {
+                if a != b {
+                    changes.push((b.key, Some(**b)));
+                }
+                o.next();
+                n.next();
+            }
+            (Some(a), Some(b)) if a.key < b.key => {
+                changes.push((a.key, None));
+                o.next();
+            }
+            (Some(a), None) => {
+                changes.push((a.key, None));
+                o.next();
+            }
+            (_, Some(b)) => {
+                changes.push((b.key, Some(**b)));
+                n.next();
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Err(PublishError::NoChanges);
+    }
+    commit(
+        repo,
+        manifest,
+        &state,
+        changes,
+        signing_key,
+        hash_key,
+        opts,
+        max_deltas,
+    )
+}
+
+fn load_current(
+    repo: &Path,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+) -> Result<(crate::snapshot::Manifest, State), PublishError> {
     let current = load_repo(repo, &[signing_key.verifying_key()], Some(hash_key))
         .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
-    let mut manifest = current.manifest.manifest.clone();
+    let manifest = current.manifest.manifest.clone();
     let state = State::new(current, &CacheConfig::default(), CacheCounters::detached())
         .map_err(|e| PublishError::Snapshot(snapshot::SnapshotError::Manifest(e.to_string())))?;
+    Ok((manifest, state))
+}
+
+/// Writes `changes` onto the current data: a delta, or a compacted snapshot when the
+/// chain is at `max_deltas`; then the new manifest.
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    repo: &Path,
+    mut manifest: crate::snapshot::Manifest,
+    state: &State,
+    changes: Vec<(DocKey, Option<Record>)>,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+    opts: &PublishOptions,
+    max_deltas: usize,
+) -> Result<PublishReport, PublishError> {
     let view = state.view();
     let from_version = manifest.data_version();
-    let changes = read_changes(events, hash_key, &view)?;
     let version = opts
         .version
         .unwrap_or(manifest.version.max(from_version) + 1);
@@ -341,6 +436,54 @@ mod tests {
             f.get(&state, "01234567").map(|r| r.status),
             Some(Status::Damaged)
         );
+    }
+
+    #[test]
+    fn a_new_export_is_published_as_its_difference() {
+        let f = Fixture::new();
+        let export = f.dir.path().join("export2.jsonl");
+        std::fs::write(
+            &export,
+            concat!(
+                r#"{"person":"p1","documents":[{"number":"H12345678","status":"lost","valid_until":"2099-01-01"}]}"#, "\n",
+                r#"{"person":"p2","documents":[{"number":"01234567","status":"valid","valid_until":"2099-01-01"},{"number":"830000200002290023","status":"valid","valid_until":"2099-01-01"}]}"#, "\n",
+            ),
+        )
+        .expect("write");
+        let r = publish_diff(
+            &export,
+            &f.repo(),
+            &f.sk,
+            &f.hk,
+            &opts(),
+            DEFAULT_MAX_DELTAS,
+        )
+        .expect("diff");
+        // H12345678 changed, 810000199001011230 gone, 830000200002290023 new; 01234567 same.
+        assert_eq!((r.version, r.documents, r.compacted), (2, 3, false));
+        let state = f.state();
+        assert_eq!(
+            f.get(&state, "H12345678").map(|r| r.status),
+            Some(Status::Lost)
+        );
+        assert!(f.get(&state, "810000199001011230").is_none());
+        assert_eq!(
+            f.get(&state, "830000200002290023").map(|r| r.person),
+            f.get(&state, "01234567").map(|r| r.person)
+        );
+        // The same export again changes nothing.
+        assert!(matches!(
+            publish_diff(
+                &export,
+                &f.repo(),
+                &f.sk,
+                &f.hk,
+                &opts(),
+                DEFAULT_MAX_DELTAS
+            ),
+            Err(PublishError::NoChanges)
+        ));
+        assert_eq!(f.state().view().records().len(), 3);
     }
 
     #[test]

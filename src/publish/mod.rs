@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 mod changes;
 
-pub use changes::{publish_changes, DEFAULT_MAX_DELTAS};
+pub use changes::{publish_changes, publish_diff, DEFAULT_MAX_DELTAS};
 
 use crate::day::Day;
 
@@ -41,6 +41,8 @@ pub enum PublishError {
     Line { line: usize, message: String },
     #[error("export has no documents")]
     Empty,
+    #[error("nothing changed since the published version; nothing was published")]
+    NoChanges,
     #[error("existing manifest in {0} does not verify with the signing key's public key; refusing to overwrite it: {1}")]
     ExistingManifest(PathBuf, SnapshotError),
     #[error("version {requested} is not above the published version {current}")]
