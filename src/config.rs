@@ -48,6 +48,8 @@ pub struct ReplicationConfig {
     /// The last good state (a repo layout), served at start before the source answers.
     pub state_dir: PathBuf,
     pub poll_interval: Duration,
+    /// `/readyz` fails once the held manifest has been expired this long (absent: never).
+    pub unready_when_stale_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +99,7 @@ struct RawReplication {
     state_dir: PathBuf,
     #[serde(default = "default_poll_interval")]
     poll_interval_ms: u64,
+    unready_when_stale_for_ms: Option<u64>,
 }
 
 fn default_poll_interval() -> u64 {
@@ -235,6 +238,7 @@ impl Config {
                     source: r.source,
                     state_dir: resolve(r.state_dir),
                     poll_interval: Duration::from_millis(r.poll_interval_ms),
+                    unready_when_stale_for: r.unready_when_stale_for_ms.map(Duration::from_millis),
                 })
             }
         };

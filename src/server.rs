@@ -80,6 +80,10 @@ impl Gateway {
             Limits {
                 max_body_bytes: config.server.max_body_bytes,
                 max_batch_items: config.server.max_batch_items,
+                unready_when_stale_for: config
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.unready_when_stale_for),
             },
             &PartnerTable::new(config.partners.clone()),
             &metrics,
@@ -375,7 +379,9 @@ fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {
             gw.metrics.encode(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", b"alive\n".to_vec()),
-        "/readyz" if gw.store.is_ready() => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+        "/readyz" if gw.app.readiness().is_ok() => {
+            (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+        }
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

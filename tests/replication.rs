@@ -316,3 +316,163 @@ async fn a_restarted_gateway_serves_its_persisted_state_at_once() {
         200
     );
 }
+
+#[tokio::test]
+async fn twenty_swaps_under_load_fail_no_request_and_mix_no_versions() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let gw = Arc::new(follower_gateway(None).await);
+    let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
+    follower.poll_and_record().await.expect("first load");
+    let s = linked_sample(&gw);
+    let tp = s.body["travel_permit"].as_str().expect("tp").to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (gw, stop, s) = (gw.clone(), stop.clone(), s.clone());
+        tokio::spawn(async move {
+            let mut c = gw.client("bank").await;
+            let mut seen = Vec::new();
+            // Bounded: stops when told, or after 20 000 requests at the latest.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = c.post_json(&s.path, &s.body).await;
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                let v = r.json();
+                seen.push((
+                    v["snapshot"]["version"].as_u64().expect("version"),
+                    v["travel_permit"]["status"]
+                        .as_str()
+                        .expect("status")
+                        .to_owned(),
+                ));
+            }
+            seen
+        })
+    };
+
+    let mut expected: HashMap<u64, &str> = HashMap::from([(1, "valid")]);
+    let mut kinds = Vec::new();
+    for i in 0..20 {
+        let status = if i % 2 == 0 { "lost" } else { "valid" };
+        let path = gw.dir.path().join("changes.jsonl");
+        std::fs::write(
+            &path,
+            json!({"op": "status", "number": tp, "status": status}).to_string(),
+        )
+        .expect("write");
+        // A chain of at most 3 deltas: every 4th publication is a full snapshot.
+        let report = publish_changes(
+            &path,
+            &gw.demo.repo(),
+            &load_signing_key(&gw.demo.publisher_key()).expect("key"),
+            &HashKey::load(&gw.demo.hash_key()).expect("hash key"),
+            &PublishOptions {
+                version: None,
+                expires_in: time::Duration::hours(1),
+                now: time::OffsetDateTime::now_utc(),
+            },
+            3,
+        )
+        .expect("publish");
+        expected.insert(report.version, status);
+        let outcome = follower.poll_and_record().await.expect("accepted");
+        kinds.push(outcome);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.await.expect("client task");
+
+    assert!(
+        kinds
+            .iter()
+            .filter(|k| matches!(k, PollOutcome::Swapped(_)))
+            .count()
+            >= 4,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .filter(|k| matches!(k, PollOutcome::Applied(_)))
+            .count()
+            >= 10,
+        "{kinds:?}"
+    );
+    assert!(
+        seen.len() > 20,
+        "the client kept asking: {} answers",
+        seen.len()
+    );
+    for (version, status) in &seen {
+        assert_eq!(
+            expected.get(version).copied(),
+            Some(status.as_str()),
+            "version {version}"
+        );
+    }
+    let versions: std::collections::BTreeSet<u64> = seen.iter().map(|(v, _)| *v).collect();
+    assert!(
+        versions.len() > 2,
+        "answers spanned several versions: {versions:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_manifest_marks_answers_stale_and_can_fail_readiness() {
+    use permitgate::clock::ManualClock;
+    use std::sync::Arc;
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let clock = Arc::new(ManualClock::at_unix(now));
+    let keep = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::start_with(Options {
+        replication: true,
+        demo_dir: Some(keep.path().join("demo")),
+        replication_extra: "unready_when_stale_for_ms = 1800000",
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
+    follower.poll_and_record().await.expect("load");
+    let s = linked_sample(&gw);
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    // This publication's manifest expires in one hour.
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    follower.poll_and_record().await.expect("delta");
+
+    let mut c = gw.client("bank").await;
+    assert!(c.post_json(&s.path, &s.body).await.json()["snapshot"]
+        .get("stale")
+        .is_none());
+    assert_eq!(c.get("/readyz").await.status, 200);
+
+    // 80 minutes later the origin has said nothing: stale, still ready (grace 30 min
+    // after expiry not yet over).
+    clock.set_unix(now + 80 * 60);
+    let v = c.post_json(&s.path, &s.body).await.json();
+    assert_eq!(v["snapshot"]["stale"], true, "{v}");
+    assert_eq!(
+        v["travel_permit"]["status"], "lost",
+        "stale data is still served"
+    );
+    assert_eq!(c.get("/readyz").await.status, 200);
+    follower.poll_and_record().await.expect("nothing new");
+    assert_eq!(
+        metric_value(&gw.metrics().await, "permitgate_snapshot_stale"),
+        1.0
+    );
+
+    // Past the grace period: readiness fails so a balancer drains this gateway.
+    clock.set_unix(now + 100 * 60);
+    c.get("/readyz").await.problem(503, "not-ready");
+    assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
+}

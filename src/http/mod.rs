@@ -102,6 +102,9 @@ fn outcome_labels() -> Vec<String> {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_items: usize,
+    /// Readiness fails once the held manifest has been expired this long; `None` keeps
+    /// serving stale data as ready (answers still say `"stale": true`).
+    pub unready_when_stale_for: Option<std::time::Duration>,
 }
 
 /// Who is on the other end of a connection, resolved once per connection.
@@ -354,13 +357,28 @@ impl App {
         Ok(checks::link_check(view, &self.hash_key, &pair, today).into())
     }
 
-    fn readyz(&self) -> Result<Response<Body>, Problem> {
+    /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
+    /// Returns the served version and document count.
+    pub fn readiness(&self) -> Result<(u64, usize), Problem> {
         let guard = self.store.current();
         let state = guard.as_ref().ok_or_else(not_ready)?;
+        let view = state.view();
+        if let Some(grace) = self.limits.unready_when_stale_for {
+            let now = self.clock.now();
+            if now > view.info().expires_at + grace {
+                return Err(Problem::new(
+                    ProblemKind::NotReady,
+                    "the held manifest expired longer ago than the staleness policy allows",
+                ));
+            }
+        }
+        Ok((view.info().version, state.snapshot().len()))
+    }
+
+    fn readyz(&self) -> Result<Response<Body>, Problem> {
+        let (version, documents) = self.readiness()?;
         let body = format!(
-            r#"{{"status":"ready","snapshot":{{"version":{},"documents":{}}}}}"#,
-            state.view().info().version,
-            state.snapshot().len()
+            r#"{{"status":"ready","snapshot":{{"version":{version},"documents":{documents}}}}}"#
         );
         Ok(json_response(StatusCode::OK, body.into_bytes()))
     }

@@ -42,6 +42,9 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Reuse demo data (keys, PKI, repo) from here instead of a fresh directory.
     pub demo_dir: Option<PathBuf>,
+    /// Lines added to the generated `[replication]` table.
+    pub replication_extra: &'static str,
+    pub clock: Option<Arc<permitgate::clock::ManualClock>>,
 }
 
 impl Default for Options {
@@ -54,6 +57,8 @@ impl Default for Options {
             replication: false,
             state_dir: None,
             demo_dir: None,
+            replication_extra: "",
+            clock: None,
         }
     }
 }
@@ -84,17 +89,21 @@ impl TestGateway {
                 .clone()
                 .unwrap_or_else(|| dir.path().join("state"));
             text.push_str(&format!(
-                "\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
+                "\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n{}\n",
                 demo.repo().display(),
-                state.display()
+                state.display(),
+                opts.replication_extra
             ));
         }
         if opts.cache {
             text.push_str("\n[cache]\nenabled = true\nmax_entries = 1000\n");
         }
         let config = Config::parse(&text, &demo.config).expect("config parses");
-        let gateway =
-            Arc::new(Gateway::from_config(config, Arc::new(SystemClock)).expect("gateway"));
+        let clock: Arc<dyn permitgate::clock::Clock> = match &opts.clock {
+            Some(c) => c.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let gateway = Arc::new(Gateway::from_config(config, clock).expect("gateway"));
         if opts.load_snapshot {
             gateway.load_snapshot().expect("snapshot loads");
         }
