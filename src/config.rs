@@ -50,6 +50,10 @@ pub struct ReplicationConfig {
     pub poll_interval: Duration,
     /// `/readyz` fails once the held manifest has been expired this long (absent: never).
     pub unready_when_stale_for: Option<Duration>,
+    /// https sources: CA to trust, and this gateway's client identity (clientAuth).
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +104,9 @@ struct RawReplication {
     #[serde(default = "default_poll_interval")]
     poll_interval_ms: u64,
     unready_when_stale_for_ms: Option<u64>,
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 fn default_poll_interval() -> u64 {
@@ -222,10 +229,19 @@ impl Config {
         let replication = match raw.replication {
             None => None,
             Some(r) => {
-                if !r.source.starts_with("file://") {
+                if !(r.source.starts_with("file:///") || r.source.starts_with("https://")) {
                     return Err(invalid(
                         "replication.source",
-                        "must be a file:// URL (https and s3 sources are not built yet)",
+                        "must be file:///path or https://host[:port]/path (s3 is not built yet)",
+                    ));
+                }
+                if r.source.starts_with("https://") && r.ca.is_none() {
+                    return Err(invalid("replication.ca", "is required for an https source"));
+                }
+                if r.client_cert.is_some() != r.client_key.is_some() {
+                    return Err(invalid(
+                        "replication.client_cert",
+                        "client_cert and client_key go together",
                     ));
                 }
                 if r.poll_interval_ms < 50 {
@@ -239,6 +255,9 @@ impl Config {
                     state_dir: resolve(r.state_dir),
                     poll_interval: Duration::from_millis(r.poll_interval_ms),
                     unready_when_stale_for: r.unready_when_stale_for_ms.map(Duration::from_millis),
+                    ca: r.ca.map(resolve),
+                    client_cert: r.client_cert.map(resolve),
+                    client_key: r.client_key.map(resolve),
                 })
             }
         };

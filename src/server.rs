@@ -53,6 +53,8 @@ pub enum StartError {
 pub struct Gateway {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    /// Told whenever the held manifest changes (relay long-polls wait on it).
+    manifest_changed: Arc<watch::Sender<u64>>,
     clock: Arc<dyn Clock>,
     app: Arc<App>,
     acceptor: TlsAcceptor,
@@ -73,6 +75,15 @@ impl Gateway {
         let hash_key = HashKey::load(&config.snapshot.hash_key)?;
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
+        let (manifest_tx, manifest_rx) = watch::channel(0u64);
+        let relay_dir = match (&config.replication, &config.snapshot.repo) {
+            (Some(r), _) => Some(r.state_dir.clone()),
+            (None, repo) => repo.clone(),
+        };
+        let relay = relay_dir.map(|dir| crate::http::relay::RelaySource {
+            dir,
+            changes: manifest_rx,
+        });
         let app = Arc::new(App::new(
             store.clone(),
             hash_key.clone(),
@@ -87,10 +98,12 @@ impl Gateway {
             },
             &PartnerTable::new(config.partners.clone()),
             &metrics,
+            relay,
         ));
         Ok(Gateway {
             store,
             metrics,
+            manifest_changed: Arc::new(manifest_tx),
             clock,
             app,
             acceptor: TlsAcceptor::from(tls),
@@ -137,8 +150,15 @@ impl Gateway {
         let Some(r) = &self.config.replication else {
             return Ok(None);
         };
+        let tls = match &r.ca {
+            Some(ca) => Some(tls::client_config(
+                ca,
+                r.client_cert.as_deref().zip(r.client_key.as_deref()),
+            )?),
+            None => None,
+        };
         let source =
-            Source::parse(&r.source).map_err(|e| StartError::Replication(e.to_string()))?;
+            Source::parse(&r.source, tls).map_err(|e| StartError::Replication(e.to_string()))?;
         let held = self
             .store
             .is_ready()
@@ -153,7 +173,8 @@ impl Gateway {
             r.state_dir.clone(),
             self.clock.clone(),
             held,
-        );
+        )
+        .notify(self.manifest_changed.clone());
         Ok(Some((follower, r.poll_interval)))
     }
 

@@ -82,6 +82,30 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// Client config for outgoing mTLS (replication sources): trust `ca`, present `identity`.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca)? {
+        roots
+            .add(c)
+            .map_err(|e| TlsError::Config(format!("CA {}: {e}", ca.display())))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let cfg = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| TlsError::Config(format!("client identity {}: {e}", cert.display())))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
 /// The partner id a (verified) leaf certificate claims, if any.
 pub fn partner_id(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

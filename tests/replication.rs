@@ -476,3 +476,142 @@ async fn an_expired_manifest_marks_answers_stale_and_can_fail_readiness() {
     c.get("/readyz").await.problem(503, "not-ready");
     assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
 }
+
+/// origin (serves the publisher's repo) → relay (follows the origin over mTLS) → follower
+/// (follows the relay over mTLS), default poll interval. Asserts the change arrives;
+/// prints the propagation time (docs/benchmarks.md records it).
+#[tokio::test]
+async fn a_change_propagates_through_a_relay_chain() {
+    let keep = tempfile::tempdir().expect("tempdir");
+    let demo_dir = keep.path().join("demo");
+    let origin = TestGateway::start_with(Options {
+        demo_dir: Some(demo_dir.clone()),
+        ..Options::default()
+    })
+    .await;
+    let hop = |from: &TestGateway, state: &str| Options {
+        replication: true,
+        demo_dir: Some(demo_dir.clone()),
+        state_dir: Some(keep.path().join(state)),
+        replication_source: Some(format!(
+            "https://localhost:{}/v1/replication",
+            from.addr().port()
+        )),
+        poll_interval_ms: 1000,
+        ..Options::default()
+    };
+    let relay = TestGateway::start_with(hop(&origin, "relay-state")).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (f, interval) = relay.gateway.follower().expect("config").expect("on");
+    let relay_task = tokio::spawn(f.run(interval, stop_rx.clone()));
+    let follower = TestGateway::start_with(hop(&relay, "follower-state")).await;
+    let (f, interval) = follower.gateway.follower().expect("config").expect("on");
+    let follower_task = tokio::spawn(f.run(interval, stop_rx));
+
+    let s = linked_sample(&origin);
+    let mut c = follower.client("bank").await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if c.get("/readyz").await.status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "the follower never loaded the origin's data through the relay"
+    );
+    assert_eq!(
+        c.post_json(&s.path, &s.body).await.json()["travel_permit"]["status"],
+        "valid"
+    );
+    // Let both followers settle into their long-polls.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    publish_events(
+        &origin,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    let published = std::time::Instant::now();
+    let mut elapsed = None;
+    for _ in 0..200 {
+        let v = c.post_json(&s.path, &s.body).await.json();
+        if v["travel_permit"]["status"] == "lost" {
+            elapsed = Some(published.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    relay_task.abort();
+    follower_task.abort();
+    let elapsed = elapsed.expect("the change never reached the follower");
+    println!(
+        "propagation origin -> relay -> follower: {} ms",
+        elapsed.as_millis()
+    );
+    // The relay's metrics show it served the follower over the relay endpoints.
+    let m = relay.metrics().await;
+    assert!(
+        metric_value(&m, "permitgate_requests_total{outcome=\"ok\",partner=\"relay\",route=\"replication_object\"}") >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn relay_endpoints_need_the_replicate_scope_and_speak_http_caching() {
+    let gw = TestGateway::start().await;
+    let mut bank = gw.client("bank").await;
+    bank.get("/v1/replication/manifest")
+        .await
+        .problem(403, "scope-missing");
+
+    let mut relay = gw.client("relay").await;
+    let r = relay.get("/v1/replication/manifest").await;
+    assert_eq!(r.status, 200);
+    let tag = r
+        .headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("etag")
+        .to_owned();
+    let manifest: serde_json::Value = r.json();
+    let hash = manifest["signed"]["snapshot"]["hash"]
+        .as_str()
+        .expect("hash");
+
+    // Same tag: 304 at once without wait_ms, and after the wait with it.
+    let cond = |wait: &str| {
+        http::Request::get(format!("/v1/replication/manifest{wait}"))
+            .header("host", "localhost")
+            .header("if-none-match", tag.clone())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    let r = relay.try_request_with(cond("")).await.expect("response");
+    assert_eq!(r.status, 304);
+    let started = std::time::Instant::now();
+    let r = relay
+        .try_request_with(cond("?wait_ms=300"))
+        .await
+        .expect("response");
+    assert_eq!(r.status, 304);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the request was held"
+    );
+
+    let r = relay.get(&format!("/v1/replication/objects/{hash}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(blake3::hash(&r.body).to_hex().as_str(), hash);
+    relay
+        .get(&format!("/v1/replication/objects/{}", "0".repeat(64)))
+        .await
+        .problem(404, "not-found");
+    relay
+        .get("/v1/replication/objects/..%2F..%2Fetc%2Fpasswd")
+        .await
+        .problem(404, "not-found");
+}

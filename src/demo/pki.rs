@@ -28,11 +28,13 @@ pub enum PkiError {
     Key(#[from] crate::keys::KeyError),
 }
 
-/// The demo partners: id and scopes. `no-scopes` is known but may do nothing.
+/// The demo partners: id and scopes. `no-scopes` is known but may do nothing; `relay` is
+/// another gateway following this one's repository.
 pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
     ("bank", &[Scope::LinkCheck, Scope::DocumentStatus]),
     ("rail-gate", &[Scope::DocumentStatus, Scope::TempPermit]),
     ("no-scopes", &[]),
+    ("relay", &[Scope::Replicate]),
 ];
 
 /// Where [`generate`] put things, relative to nothing: full paths.

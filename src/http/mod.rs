@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod problem;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,16 +40,20 @@ pub enum Route {
     DocumentStatus,
     Healthz,
     Readyz,
+    ReplicationManifest,
+    ReplicationObject,
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 8] = [
         Route::LinkCheck,
         Route::LinkCheckBatch,
         Route::DocumentStatus,
         Route::Healthz,
         Route::Readyz,
+        Route::ReplicationManifest,
+        Route::ReplicationObject,
         Route::Unknown,
     ];
 
@@ -59,6 +64,10 @@ impl Route {
             "/v1/document-status" => Route::DocumentStatus,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
+            "/v1/replication/manifest" | "/v1/replication/manifest.json" => {
+                Route::ReplicationManifest
+            }
+            p if p.starts_with("/v1/replication/objects/") => Route::ReplicationObject,
             _ => Route::Unknown,
         }
     }
@@ -70,6 +79,8 @@ impl Route {
             Route::DocumentStatus => "document_status",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
+            Route::ReplicationManifest => "replication_manifest",
+            Route::ReplicationObject => "replication_object",
             Route::Unknown => "unknown",
         }
     }
@@ -77,7 +88,10 @@ impl Route {
     fn method(self) -> Option<Method> {
         match self {
             Route::LinkCheck | Route::LinkCheckBatch | Route::DocumentStatus => Some(Method::POST),
-            Route::Healthz | Route::Readyz => Some(Method::GET),
+            Route::Healthz
+            | Route::Readyz
+            | Route::ReplicationManifest
+            | Route::ReplicationObject => Some(Method::GET),
             Route::Unknown => None,
         }
     }
@@ -86,6 +100,7 @@ impl Route {
         match self {
             Route::LinkCheck | Route::LinkCheckBatch => Some(Scope::LinkCheck),
             Route::DocumentStatus => Some(Scope::DocumentStatus),
+            Route::ReplicationManifest | Route::ReplicationObject => Some(Scope::Replicate),
             Route::Healthz | Route::Readyz | Route::Unknown => None,
         }
     }
@@ -131,6 +146,7 @@ pub struct App {
     partners: HashMap<String, (Arc<Partner>, Arc<RequestCounters>)>,
     unknown_counters: Arc<RequestCounters>,
     durations: Vec<Histogram>,
+    relay: Option<relay::RelaySource>,
 }
 
 impl App {
@@ -141,6 +157,7 @@ impl App {
         limits: Limits,
         table: &PartnerTable,
         metrics: &Metrics,
+        relay: Option<relay::RelaySource>,
     ) -> App {
         let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
         let outcomes = outcome_labels();
@@ -168,6 +185,7 @@ impl App {
                 .iter()
                 .map(|r| metrics.route_duration(r.label()))
                 .collect(),
+            relay,
         }
     }
 
@@ -264,6 +282,13 @@ impl App {
                 ));
             }
         }
+        match route {
+            Route::ReplicationManifest => return relay::manifest(self.relay.as_ref(), &req).await,
+            Route::ReplicationObject => {
+                return relay::object(self.relay.as_ref(), req.uri().path()).await
+            }
+            _ => {}
+        }
         if !self.store.is_ready() {
             return Err(not_ready());
         }
@@ -332,9 +357,11 @@ impl App {
                 let answer = checks::document_status(&view, &self.hash_key, &number, today);
                 serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, &checked_at))
             }
-            Route::Healthz | Route::Readyz | Route::Unknown => {
-                return Err(Problem::new(ProblemKind::NotFound, "no handler"))
-            }
+            Route::Healthz
+            | Route::Readyz
+            | Route::ReplicationManifest
+            | Route::ReplicationObject
+            | Route::Unknown => return Err(Problem::new(ProblemKind::NotFound, "no handler")),
         };
         out.map(|bytes| json_response(StatusCode::OK, bytes))
             .map_err(|e| Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}")))

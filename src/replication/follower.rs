@@ -73,6 +73,7 @@ pub struct Follower {
     held: Option<SignedManifest>,
     tag: Option<String>,
     last_refusal: Option<&'static str>,
+    notify: Option<Arc<watch::Sender<u64>>>,
 }
 
 impl Follower {
@@ -99,16 +100,33 @@ impl Follower {
             held,
             tag: None,
             last_refusal: None,
+            notify: None,
         }
     }
 
-    /// Polls until `stop` says so.
+    /// Bumps `tx` whenever a new manifest has been persisted (wakes relay long-polls).
+    pub fn notify(mut self, tx: Arc<watch::Sender<u64>>) -> Follower {
+        self.notify = Some(tx);
+        self
+    }
+
+    /// Polls until `stop` says so: at most once per `interval`, and at once again after
+    /// a poll the server held for longer (a relay's long-poll) unless it failed.
     pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
         loop {
+            let started = Instant::now();
             // Counted and logged inside; the loop goes on either way.
-            let _ = self.poll_and_record().await;
+            let result = tokio::select! {
+                r = self.poll_and_record() => r,
+                _ = stop.changed() => return,
+            };
+            let pause = if result.is_err() {
+                interval
+            } else {
+                interval.saturating_sub(started.elapsed())
+            };
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => return,
             }
         }
@@ -190,6 +208,9 @@ impl Follower {
             .map_err(|e| Refusal::new("storage", e.to_string()))?;
         if matches!(outcome, PollOutcome::Swapped(_)) {
             self.collect_garbage(&new);
+        }
+        if let Some(tx) = &self.notify {
+            tx.send_modify(|n| *n += 1);
         }
         self.held = Some(new);
         self.tag = Some(tag);

@@ -1,14 +1,37 @@
-//! Where a follower fetches a repository from. Only `file://` for now; HTTPS relays and
-//! S3-compatible stores implement the same two calls.
+//! Where a follower fetches a repository from: a directory (`file:///path`) or an HTTPS
+//! server (`https://host:port/path`: a relay gateway's `/v1/replication`, or any static
+//! server holding a repository), reached with the gateway's own mTLS identity.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ETAG, IF_NONE_MATCH};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::snapshot::{MANIFEST_FILE, OBJECTS_DIR};
 
+/// How long an HTTPS manifest request asks a relay to hold it (relays cap it at 30 s;
+/// static servers ignore it).
+const LONG_POLL: Duration = Duration::from_secs(25);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("replication source {0:?} is not supported (use file:///path)")]
+    #[error("replication source {0:?} is not supported (use file:///path or https://host/path)")]
     Unsupported(String),
+    #[error("replication source {0}: an https source needs replication.ca")]
+    NoTls(String),
+    #[error("fetching {what}: HTTP {status}")]
+    Status { what: String, status: u16 },
+    #[error("fetching {what}: {message}")]
+    Http { what: String, message: String },
     #[error("fetching {what}: {source}")]
     Fetch {
         what: String,
@@ -25,17 +48,72 @@ pub enum Fetched {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Source {
     File(PathBuf),
+    Https {
+        base: String,
+        // Boxed: the client is large and a source is made once per follower.
+        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    },
 }
 
 impl Source {
-    pub fn parse(url: &str) -> Result<Source, SourceError> {
-        match url.strip_prefix("file://") {
-            Some(path) if path.starts_with('/') => Ok(Source::File(PathBuf::from(path))),
-            _ => Err(SourceError::Unsupported(url.to_owned())),
+    /// `tls` is the client configuration (trust anchors, and the gateway's identity) for
+    /// https sources.
+    pub fn parse(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Source, SourceError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.starts_with('/') {
+                return Ok(Source::File(PathBuf::from(path)));
+            }
         }
+        if url.starts_with("https://") {
+            let tls = tls.ok_or_else(|| SourceError::NoTls(url.to_owned()))?;
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls).clone())
+                .https_only()
+                .enable_http1()
+                .build();
+            return Ok(Source::Https {
+                base: url.trim_end_matches('/').to_owned(),
+                client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
+            });
+        }
+        Err(SourceError::Unsupported(url.to_owned()))
+    }
+
+    async fn get(
+        client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        url: String,
+        if_none_match: Option<&str>,
+    ) -> Result<(StatusCode, Option<String>, Bytes), SourceError> {
+        let mut req = Request::get(&url);
+        if let Some(tag) = if_none_match {
+            req = req.header(IF_NONE_MATCH, tag);
+        }
+        let http_err = |message: String| SourceError::Http {
+            what: url.clone(),
+            message,
+        };
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| http_err(e.to_string()))?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
+            .await
+            .map_err(|_| http_err("timed out".into()))?
+            .map_err(|e| http_err(e.to_string()))?;
+        let status = resp.status();
+        let tag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+            .await
+            .map_err(|_| http_err("body timed out".into()))?
+            .map_err(|e| http_err(e.to_string()))?
+            .to_bytes();
+        Ok((status, tag, body))
     }
 
     /// The manifest, unless it still has tag `held` (a content tag for files, the ETag
@@ -56,6 +134,28 @@ impl Source {
                 }
                 Ok(Fetched::Manifest { bytes, tag })
             }
+            Source::Https { base, client } => {
+                let url = format!("{base}/{MANIFEST_FILE}?wait_ms={}", LONG_POLL.as_millis());
+                let (status, tag, body) = Self::get(client, url.clone(), held).await?;
+                match status {
+                    StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
+                    StatusCode::OK => {
+                        let tag =
+                            tag.unwrap_or_else(|| blake3::hash(&body).to_hex()[..32].to_owned());
+                        if held == Some(tag.as_str()) {
+                            return Ok(Fetched::NotModified);
+                        }
+                        Ok(Fetched::Manifest {
+                            bytes: body.to_vec(),
+                            tag,
+                        })
+                    }
+                    s => Err(SourceError::Status {
+                        what: url,
+                        status: s.as_u16(),
+                    }),
+                }
+            }
         }
     }
 
@@ -69,6 +169,17 @@ impl Source {
                         what: path.display().to_string(),
                         source,
                     })
+            }
+            Source::Https { base, client } => {
+                let url = format!("{base}/{OBJECTS_DIR}/{hash}");
+                let (status, _, body) = Self::get(client, url.clone(), None).await?;
+                if status != StatusCode::OK {
+                    return Err(SourceError::Status {
+                        what: url,
+                        status: status.as_u16(),
+                    });
+                }
+                Ok(body.to_vec())
             }
         }
     }

@@ -44,6 +44,10 @@ pub struct Options {
     pub demo_dir: Option<PathBuf>,
     /// Lines added to the generated `[replication]` table.
     pub replication_extra: &'static str,
+    /// Source to follow instead of the demo repo (e.g. another gateway's relay URL); the
+    /// demo CA and the `relay` partner certificate are used for https.
+    pub replication_source: Option<String>,
+    pub poll_interval_ms: u64,
     pub clock: Option<Arc<permitgate::clock::ManualClock>>,
 }
 
@@ -58,6 +62,8 @@ impl Default for Options {
             state_dir: None,
             demo_dir: None,
             replication_extra: "",
+            replication_source: None,
+            poll_interval_ms: 100,
             clock: None,
         }
     }
@@ -89,9 +95,15 @@ impl TestGateway {
                 .clone()
                 .unwrap_or_else(|| dir.path().join("state"));
             text.push_str(&format!(
-                "\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n{}\n",
-                demo.repo().display(),
+                "\n[replication]\nsource = \"{}\"\nstate_dir = \"{}\"\npoll_interval_ms = {}\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n{}\n",
+                opts.replication_source
+                    .clone()
+                    .unwrap_or_else(|| format!("file://{}", demo.repo().display())),
                 state.display(),
+                opts.poll_interval_ms,
+                demo.pki.ca_cert().display(),
+                demo.pki.partner_cert("relay").display(),
+                demo.pki.partner_key("relay").display(),
                 opts.replication_extra
             ));
         }
@@ -271,6 +283,14 @@ impl Client {
             req = req.header("content-type", ct);
         }
         let req = req.body(Full::new(body.into())).expect("request");
+        self.try_request_with(req).await
+    }
+
+    /// Sends a request built by the caller (custom headers).
+    pub async fn try_request_with(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response, hyper::Error> {
         let resp = self.send.send_request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
