@@ -356,7 +356,7 @@ scopes = ["link_check"]
     fn the_reference_config_parses() {
         let text = include_str!("../config/gateway.toml");
         let c = Config::parse(text, Path::new("config/gateway.toml")).expect("reference config");
-        assert_eq!(c.partners.len(), 3);
+        assert_eq!(c.partners.len(), 4);
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
     }
