@@ -1,0 +1,152 @@
+//! kill -9 at any point of a download, apply or swap leaves a state directory that a
+//! restarted gateway loads and serves.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use permitgate::demo::{self, DemoOptions};
+use permitgate::keys::{load_signing_key, load_verifying_key, HashKey};
+use permitgate::publish::{publish_changes, PublishOptions};
+use permitgate::snapshot::{load_repo, MANIFEST_FILE};
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn start(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["serve", "--config", &config.to_string_lossy()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start permitgate")
+}
+
+fn ready(metrics: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&metrics, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /readyz HTTP/1.0\r\nhost: m\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, metrics) = (free_port(), free_port());
+    // Big enough that fetching, verifying and installing take a while in a debug build.
+    let demo = demo::prepare(
+        &dir.path().join("origin"),
+        &DemoOptions {
+            records: 200_000,
+            listen,
+            metrics_listen: metrics,
+            seed: 3,
+        },
+    )
+    .expect("demo");
+    let state = dir.path().join("state");
+    let config = dir.path().join("follower.toml");
+    let base = std::fs::read_to_string(&demo.config).expect("config");
+    let base = base.replace("pki/", &format!("{}/pki/", demo.dir.display()));
+    let base = base.replace("keys/", &format!("{}/keys/", demo.dir.display()));
+    let base = base.replace("repo = \"repo\"", "");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 50\n",
+            demo.repo().display(),
+            state.display()
+        ),
+    )
+    .expect("write config");
+
+    let trusted = [load_verifying_key(&demo.publisher_pub()).expect("pub")];
+    let hk = HashKey::load(&demo.hash_key()).expect("hash key");
+    let sk = load_signing_key(&demo.publisher_key()).expect("key");
+    let tp = demo.samples[0].body["travel_permit"]
+        .as_str()
+        .expect("tp")
+        .to_owned();
+    let changes = dir.path().join("changes.jsonl");
+
+    for (i, delay_ms) in [0u64, 5, 15, 30, 60, 100, 150, 220, 300, 450, 600, 800]
+        .into_iter()
+        .enumerate()
+    {
+        // New data at the origin every round: deltas, and a full snapshot every third.
+        let status = if i % 2 == 0 { "lost" } else { "valid" };
+        std::fs::write(
+            &changes,
+            format!(r#"{{"op":"status","number":"{tp}","status":"{status}"}}"#),
+        )
+        .expect("write");
+        publish_changes(
+            &changes,
+            &demo.repo(),
+            &sk,
+            &hk,
+            &PublishOptions {
+                version: None,
+                expires_in: time::Duration::hours(1),
+                now: time::OffsetDateTime::now_utc(),
+            },
+            2,
+        )
+        .expect("publish");
+
+        let mut child = start(&config);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        // Whatever the moment, the state directory is empty or a valid repository.
+        if state.join(MANIFEST_FILE).exists() {
+            let repo = load_repo(&state, &trusted, Some(&hk)).unwrap_or_else(|e| {
+                panic!("round {i} (killed after {delay_ms} ms): state unusable: {e}")
+            });
+            assert!(repo.manifest.manifest.version >= 1);
+        }
+    }
+
+    // A last restart becomes ready and catches up with the origin.
+    let mut child = start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ok = false;
+    while Instant::now() < deadline {
+        if ready(metrics) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let origin = load_repo(&demo.repo(), &trusted, Some(&hk)).expect("origin");
+    let mut caught_up = false;
+    while ok && Instant::now() < deadline {
+        if let Ok(r) = load_repo(&state, &trusted, Some(&hk)) {
+            if r.manifest.manifest.version == origin.manifest.manifest.version {
+                caught_up = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert!(ok, "the restarted gateway never became ready");
+    assert!(
+        caught_up,
+        "the restarted gateway never caught up with the origin"
+    );
+}
