@@ -54,6 +54,9 @@ pub struct ReplicationConfig {
     pub ca: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+    /// s3 sources: endpoint URL of an S3-compatible store, and region.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,8 @@ struct RawReplication {
     ca: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
 }
 
 fn default_poll_interval() -> u64 {
@@ -229,10 +234,13 @@ impl Config {
         let replication = match raw.replication {
             None => None,
             Some(r) => {
-                if !(r.source.starts_with("file:///") || r.source.starts_with("https://")) {
+                if !["file:///", "https://", "s3://"]
+                    .iter()
+                    .any(|p| r.source.starts_with(p))
+                {
                     return Err(invalid(
                         "replication.source",
-                        "must be file:///path or https://host[:port]/path (s3 is not built yet)",
+                        "must be file:///path, https://host[:port]/path or s3://bucket/prefix",
                     ));
                 }
                 if r.source.starts_with("https://") && r.ca.is_none() {
@@ -258,6 +266,8 @@ impl Config {
                     ca: r.ca.map(resolve),
                     client_cert: r.client_cert.map(resolve),
                     client_key: r.client_key.map(resolve),
+                    s3_endpoint: r.s3_endpoint,
+                    s3_region: r.s3_region,
                 })
             }
         };

@@ -157,8 +157,12 @@ impl Gateway {
             )?),
             None => None,
         };
-        let source =
-            Source::parse(&r.source, tls).map_err(|e| StartError::Replication(e.to_string()))?;
+        let s3 = crate::replication::S3Settings {
+            endpoint: r.s3_endpoint.clone(),
+            region: r.s3_region.clone(),
+        };
+        let source = Source::parse(&r.source, tls, &s3)
+            .map_err(|e| StartError::Replication(e.to_string()))?;
         let held = self
             .store
             .is_ready()

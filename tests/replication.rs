@@ -10,6 +10,7 @@ use common::{metric_value, Options, TestGateway};
 use permitgate::keys::{load_signing_key, HashKey};
 use permitgate::publish::{publish_changes, PublishOptions, DEFAULT_MAX_DELTAS};
 use permitgate::replication::PollOutcome;
+use permitgate::snapshot::SignedManifest;
 use serde_json::json;
 
 fn publish_events(gw: &TestGateway, events: &str) -> u64 {
@@ -220,16 +221,48 @@ async fn refusals_keep_the_last_good_state() {
             .reason,
     );
 
-    assert_eq!(
-        refused,
-        [
-            "rollback",
-            "bad_signature",
-            "manifest",
-            "hash_mismatch",
-            "fetch"
-        ]
+    // Signed by a key nobody trusts.
+    let good_v3 = std::fs::read(&manifest_path).expect("manifest");
+    let mut m3: permitgate::snapshot::Manifest = serde_json::from_value(
+        serde_json::from_slice::<serde_json::Value>(&good_v3).expect("json")["signed"].clone(),
+    )
+    .expect("manifest");
+    let stranger = permitgate::keys::generate_signing_key();
+    std::fs::write(
+        &manifest_path,
+        SignedManifest::sign(&m3, &stranger).expect("sign"),
+    )
+    .expect("write");
+    refused.push(
+        follower
+            .poll_and_record()
+            .await
+            .expect_err("unknown key")
+            .reason,
     );
+    // Validly signed, the object intact, but the delta claims to start from a version we
+    // do not hold.
+    bytes[last] ^= 1;
+    std::fs::write(&obj, &bytes).expect("restore object");
+    m3.deltas[1].from_version = 7;
+    let real = load_signing_key(&gw.demo.publisher_key()).expect("key");
+    std::fs::write(
+        &manifest_path,
+        SignedManifest::sign(&m3, &real).expect("sign"),
+    )
+    .expect("write");
+    refused.push(follower.poll_and_record().await.expect_err("chain").reason);
+
+    const REASONS: [&str; 7] = [
+        "rollback",
+        "bad_signature",
+        "manifest",
+        "hash_mismatch",
+        "fetch",
+        "unknown_key",
+        "chain",
+    ];
+    assert_eq!(refused, REASONS);
     let mut c = gw.client("bank").await;
     let v = c.post_json(&s.path, &s.body).await.json();
     assert_eq!(
@@ -238,13 +271,7 @@ async fn refusals_keep_the_last_good_state() {
     );
     assert_eq!(v["snapshot"]["version"], 2);
     let m = gw.metrics().await;
-    for reason in [
-        "rollback",
-        "bad_signature",
-        "manifest",
-        "hash_mismatch",
-        "fetch",
-    ] {
+    for reason in REASONS {
         assert_eq!(
             metric_value(
                 &m,
@@ -433,7 +460,7 @@ async fn an_expired_manifest_marks_answers_stale_and_can_fail_readiness() {
     let gw = TestGateway::start_with(Options {
         replication: true,
         demo_dir: Some(keep.path().join("demo")),
-        replication_extra: "unready_when_stale_for_ms = 1800000",
+        replication_extra: "unready_when_stale_for_ms = 1800000".into(),
         clock: Some(clock.clone()),
         ..Options::default()
     })

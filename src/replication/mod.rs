@@ -12,4 +12,4 @@ mod follower;
 mod source;
 
 pub use follower::{held_manifest, Follower, PollOutcome, Refusal};
-pub use source::{Fetched, Source, SourceError};
+pub use source::{Fetched, S3Settings, Source, SourceError};

@@ -1,6 +1,8 @@
-//! Where a follower fetches a repository from: a directory (`file:///path`) or an HTTPS
+//! Where a follower fetches a repository from: a directory (`file:///path`), an HTTPS
 //! server (`https://host:port/path`: a relay gateway's `/v1/replication`, or any static
-//! server holding a repository), reached with the gateway's own mTLS identity.
+//! server holding a repository) reached with the gateway's own mTLS identity, or an
+//! S3-compatible bucket (`s3://bucket/prefix`, through `object_store`; credentials from
+//! the usual `AWS_*` environment variables).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +41,13 @@ pub enum SourceError {
     },
 }
 
+/// Endpoint and region of an S3-compatible store (None: from the environment / AWS).
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
 pub enum Fetched {
     /// The manifest has the tag we already hold.
     NotModified,
@@ -51,6 +60,10 @@ pub enum Fetched {
 #[derive(Clone)]
 pub enum Source {
     File(PathBuf),
+    S3 {
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: String,
+    },
     Https {
         base: String,
         // Boxed: the client is large and a source is made once per follower.
@@ -60,8 +73,36 @@ pub enum Source {
 
 impl Source {
     /// `tls` is the client configuration (trust anchors, and the gateway's identity) for
-    /// https sources.
-    pub fn parse(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Source, SourceError> {
+    /// https sources; `s3` the endpoint and region for s3 sources (defaults: AWS's, and
+    /// the environment's).
+    pub fn parse(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        s3: &S3Settings,
+    ) -> Result<Source, SourceError> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(SourceError::Unsupported(url.to_owned()));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = &s3.endpoint {
+                b = b
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            if let Some(region) = &s3.region {
+                b = b.with_region(region);
+            }
+            let store = b.build().map_err(|e| SourceError::Http {
+                what: url.to_owned(),
+                message: e.to_string(),
+            })?;
+            return Ok(Source::S3 {
+                store: Arc::new(store),
+                prefix: prefix.trim_matches('/').to_owned(),
+            });
+        }
         if let Some(path) = url.strip_prefix("file://") {
             if path.starts_with('/') {
                 return Ok(Source::File(PathBuf::from(path)));
@@ -80,6 +121,42 @@ impl Source {
             });
         }
         Err(SourceError::Unsupported(url.to_owned()))
+    }
+
+    fn s3_path(prefix: &str, name: &str) -> object_store::path::Path {
+        if prefix.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{prefix}/{name}"))
+        }
+    }
+
+    async fn s3_get(
+        store: &Arc<dyn object_store::ObjectStore>,
+        path: object_store::path::Path,
+        if_none_match: Option<&str>,
+    ) -> Result<Option<(Bytes, Option<String>)>, SourceError> {
+        let what = path.to_string();
+        let opts = object_store::GetOptions {
+            if_none_match: if_none_match.map(str::to_owned),
+            ..Default::default()
+        };
+        let err = |message: String| SourceError::Http {
+            what: what.clone(),
+            message,
+        };
+        let got = match tokio::time::timeout(REQUEST_TIMEOUT, store.get_opts(&path, opts)).await {
+            Err(_) => return Err(err("timed out".into())),
+            Ok(Err(object_store::Error::NotModified { .. })) => return Ok(None),
+            Ok(Err(e)) => return Err(err(e.to_string())),
+            Ok(Ok(g)) => g,
+        };
+        let tag = got.meta.e_tag.clone();
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, got.bytes())
+            .await
+            .map_err(|_| err("body timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Some((bytes, tag)))
     }
 
     async fn get(
@@ -134,6 +211,22 @@ impl Source {
                 }
                 Ok(Fetched::Manifest { bytes, tag })
             }
+            Source::S3 { store, prefix } => {
+                match Self::s3_get(store, Self::s3_path(prefix, MANIFEST_FILE), held).await? {
+                    None => Ok(Fetched::NotModified),
+                    Some((bytes, tag)) => {
+                        let tag =
+                            tag.unwrap_or_else(|| blake3::hash(&bytes).to_hex()[..32].to_owned());
+                        if held == Some(tag.as_str()) {
+                            return Ok(Fetched::NotModified);
+                        }
+                        Ok(Fetched::Manifest {
+                            bytes: bytes.to_vec(),
+                            tag,
+                        })
+                    }
+                }
+            }
             Source::Https { base, client } => {
                 let url = format!("{base}/{MANIFEST_FILE}?wait_ms={}", LONG_POLL.as_millis());
                 let (status, tag, body) = Self::get(client, url.clone(), held).await?;
@@ -169,6 +262,14 @@ impl Source {
                         what: path.display().to_string(),
                         source,
                     })
+            }
+            Source::S3 { store, prefix } => {
+                let path = Self::s3_path(prefix, &format!("{OBJECTS_DIR}/{hash}"));
+                let what = path.to_string();
+                Self::s3_get(store, path, None)
+                    .await?
+                    .map(|(b, _)| b.to_vec())
+                    .ok_or(SourceError::Status { what, status: 304 })
             }
             Source::Https { base, client } => {
                 let url = format!("{base}/{OBJECTS_DIR}/{hash}");

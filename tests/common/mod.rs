@@ -43,7 +43,7 @@ pub struct Options {
     /// Reuse demo data (keys, PKI, repo) from here instead of a fresh directory.
     pub demo_dir: Option<PathBuf>,
     /// Lines added to the generated `[replication]` table.
-    pub replication_extra: &'static str,
+    pub replication_extra: String,
     /// Source to follow instead of the demo repo (e.g. another gateway's relay URL); the
     /// demo CA and the `relay` partner certificate are used for https.
     pub replication_source: Option<String>,
@@ -61,7 +61,7 @@ impl Default for Options {
             replication: false,
             state_dir: None,
             demo_dir: None,
-            replication_extra: "",
+            replication_extra: String::new(),
             replication_source: None,
             poll_interval_ms: 100,
             clock: None,

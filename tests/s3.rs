@@ -1,0 +1,144 @@
+//! An S3-compatible source: a real S3 server (s3s-fs, in process, on loopback), a repo
+//! uploaded through the S3 API, followed, a delta published and applied.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Options, TestGateway};
+use object_store::{ObjectStore, ObjectStoreExt};
+use permitgate::keys::{load_signing_key, HashKey};
+use permitgate::publish::{publish_changes, PublishOptions, DEFAULT_MAX_DELTAS};
+use permitgate::replication::PollOutcome;
+use serde_json::json;
+
+const BUCKET: &str = "permitgate";
+const AK: &str = "test-access-key";
+const SK: &str = "test-secret-key-0123456789";
+
+/// Starts s3s-fs on an ephemeral loopback port; returns its endpoint URL.
+async fn start_s3(root: &Path) -> String {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    std::fs::create_dir_all(root.join(BUCKET)).expect("bucket dir");
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        while let Ok((socket, _)) = listener.accept().await {
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Uploads a repo directory through the S3 API: objects first, then the manifest.
+async fn upload(store: &Arc<dyn ObjectStore>, repo: &Path) {
+    for entry in std::fs::read_dir(repo.join("objects"))
+        .expect("objects")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).expect("read object");
+        store
+            .put(&format!("repo/objects/{name}").into(), bytes.into())
+            .await
+            .expect("put object");
+    }
+    let manifest = std::fs::read(repo.join("manifest.json")).expect("manifest");
+    store
+        .put(&"repo/manifest.json".into(), manifest.into())
+        .await
+        .expect("put manifest");
+}
+
+#[tokio::test]
+async fn follows_an_s3_compatible_bucket() {
+    // The usual AWS variables carry the credentials; this test binary has one test, so
+    // setting them does not race with anything.
+    std::env::set_var("AWS_ACCESS_KEY_ID", AK);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", SK);
+    let s3_root = tempfile::tempdir().expect("tempdir");
+    let endpoint = start_s3(s3_root.path()).await;
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(AK)
+            .with_secret_access_key(SK)
+            .build()
+            .expect("client"),
+    );
+
+    let gw = TestGateway::start_with(Options {
+        replication: true,
+        replication_source: Some(format!("s3://{BUCKET}/repo")),
+        replication_extra: format!("s3_endpoint = \"{endpoint}\"\ns3_region = \"us-east-1\""),
+        ..Options::default()
+    })
+    .await;
+    upload(&store, &gw.demo.repo()).await;
+
+    let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Swapped(1))
+    );
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::NotModified)
+    );
+
+    let s = gw
+        .samples()
+        .iter()
+        .find(|s| s.name == "linked_pair")
+        .expect("sample")
+        .clone();
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let changes = gw.dir.path().join("changes.jsonl");
+    std::fs::write(
+        &changes,
+        json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    )
+    .expect("write");
+    publish_changes(
+        &changes,
+        &gw.demo.repo(),
+        &load_signing_key(&gw.demo.publisher_key()).expect("key"),
+        &HashKey::load(&gw.demo.hash_key()).expect("hash key"),
+        &PublishOptions {
+            version: None,
+            expires_in: time::Duration::hours(1),
+            now: time::OffsetDateTime::now_utc(),
+        },
+        DEFAULT_MAX_DELTAS,
+    )
+    .expect("publish");
+    upload(&store, &gw.demo.repo()).await;
+
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Applied(2))
+    );
+    let mut c = gw.client("bank").await;
+    let v = c.post_json(&s.path, &s.body).await.json();
+    assert_eq!(v["travel_permit"]["status"], "lost");
+    assert_eq!(v["snapshot"]["version"], 2);
+}
