@@ -8,13 +8,14 @@
 //! status, `{"op":"remove","number":"H12345678"}` withdraws one.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 
-use super::{write_manifest, write_object, PublishError, PublishOptions, PublishReport};
+use super::{
+    for_each_line, write_manifest, write_object, PublishError, PublishOptions, PublishReport,
+};
 use crate::day::Day;
 use crate::document::DocumentNo;
 use crate::keys::HashKey;
@@ -51,25 +52,9 @@ fn read_changes(
     hash_key: &HashKey,
     view: &View<'_>,
 ) -> Result<Vec<(DocKey, Option<Record>)>, PublishError> {
-    let file = std::fs::File::open(path).map_err(|source| PublishError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let mut changes: HashMap<DocKey, (usize, Option<Record>)> = HashMap::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|source| PublishError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |message: String| PublishError::Line {
-            line: line_no,
-            message,
-        };
-        let event: ChangeEvent = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+    for_each_line(path, |line_no, line, err| {
+        let event: ChangeEvent = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         let parse = |n: &str| {
             DocumentNo::parse(n).map_err(|e| err(format!("number breaks rule {}: {e}", e.rule())))
         };
@@ -117,7 +102,8 @@ fn read_changes(
                 "the same document is changed on line {first}; one change per document per publication"
             )));
         }
-    }
+        Ok(())
+    })?;
     if changes.is_empty() {
         return Err(PublishError::Empty);
     }

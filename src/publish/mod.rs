@@ -89,30 +89,39 @@ pub struct PublishReport {
     pub compacted: bool,
 }
 
-/// Parses an export into snapshot records.
-pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
-    let file = std::fs::File::open(path).map_err(|source| PublishError::Read {
+/// Calls `f` with the number and text of each non-blank line of a JSON Lines file, and a
+/// constructor of errors that name that line.
+pub(super) fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &str, &dyn Fn(String) -> PublishError) -> Result<(), PublishError>,
+) -> Result<(), PublishError> {
+    let read_err = |source| PublishError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let mut records = Vec::new();
-    // Person id → hash of the reference it came from: tells a repeated line from two
-    // references whose ids collide (never seen in practice; refused rather than linked).
-    let mut persons: HashMap<u64, [u8; 16]> = HashMap::new();
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|source| PublishError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let line = line.map_err(read_err)?;
         if line.trim().is_empty() {
             continue;
         }
         let err = |message: String| PublishError::Line {
-            line: line_no,
+            line: i + 1,
             message,
         };
-        let person: ExportPerson = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        f(i + 1, &line, &err)?;
+    }
+    Ok(())
+}
+
+/// Parses an export into snapshot records.
+pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
+    let mut records = Vec::new();
+    // Person id → hash of the reference it came from: tells a repeated line from two
+    // references whose ids collide (never seen in practice; refused rather than linked).
+    let mut persons: HashMap<u64, [u8; 16]> = HashMap::new();
+    for_each_line(path, |_, line, err| {
+        let person: ExportPerson = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         if person.documents.is_empty() {
             return Err(err("documents: at least one document is required".into()));
         }
@@ -158,7 +167,8 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
                 renewal: number.renewal().unwrap_or(NO_RENEWAL),
             });
         }
-    }
+        Ok(())
+    })?;
     if records.is_empty() {
         return Err(PublishError::Empty);
     }

@@ -15,8 +15,8 @@ use crate::clock::Clock;
 use crate::keys::HashKey;
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    check_content, check_hash, object_path, write_atomic, Delta, Repo, SignedManifest, Snapshot,
-    SnapshotError, MANIFEST_FILE, OBJECTS_DIR,
+    check_content, check_delta, check_hash, object_path, write_atomic, Delta, ManifestDelta, Repo,
+    SignedManifest, Snapshot, SnapshotError, MANIFEST_FILE, OBJECTS_DIR,
 };
 use crate::store::{StateInfo, Store};
 
@@ -47,6 +47,7 @@ impl From<SnapshotError> for Refusal {
             | SnapshotError::NotASnapshot(_)
             | SnapshotError::Corrupt(_) => "corrupt",
             SnapshotError::Manifest(_) => "manifest",
+            SnapshotError::Chain(_) => "chain",
             SnapshotError::Io { .. } => "storage",
         };
         Refusal::new(reason, e.to_string())
@@ -240,6 +241,15 @@ impl Follower {
         Ok(bytes)
     }
 
+    /// Fetches, verifies and stores the delta `entry` names, which must apply onto `version`.
+    async fn fetch_delta(&self, entry: &ManifestDelta, version: u64) -> Result<Delta, Refusal> {
+        let bytes = self.fetch_checked(&entry.hash).await?;
+        let delta = Delta::from_bytes(bytes.clone(), &self.trusted, Some(&self.hash_key))?;
+        check_delta(&delta, entry, version)?;
+        self.persist(&entry.hash, &bytes)?;
+        Ok(delta)
+    }
+
     fn persist(&self, hash: &str, bytes: &[u8]) -> Result<(), Refusal> {
         write_atomic(&object_path(&self.state_dir, hash), bytes)
             .map_err(|e| Refusal::new("storage", e.to_string()))
@@ -258,18 +268,7 @@ impl Follower {
         let mut version = state.view().info().version;
         for d in &new.manifest.deltas[held.manifest.deltas.len()..] {
             let started = Instant::now();
-            let bytes = self.fetch_checked(&d.hash).await?;
-            let delta = Delta::from_bytes(bytes.clone(), &self.trusted, Some(&self.hash_key))?;
-            if delta.from_version() != version
-                || d.from_version != version
-                || delta.version() != d.version
-            {
-                return Err(Refusal::new(
-                    "chain",
-                    format!("delta {} does not apply onto version {version}", d.hash),
-                ));
-            }
-            self.persist(&d.hash, &bytes)?;
+            let delta = self.fetch_delta(d, version).await?;
             let info = self.info(
                 delta.header().meta.version,
                 delta.header().meta.published_at,
@@ -297,18 +296,7 @@ impl Follower {
         let mut deltas = Vec::with_capacity(new.manifest.deltas.len());
         let mut version = named.version;
         for d in &new.manifest.deltas {
-            let dbytes = self.fetch_checked(&d.hash).await?;
-            let delta = Delta::from_bytes(dbytes.clone(), &self.trusted, Some(&self.hash_key))?;
-            if delta.from_version() != version
-                || d.from_version != version
-                || delta.version() != d.version
-            {
-                return Err(Refusal::new(
-                    "chain",
-                    format!("delta {} does not apply onto version {version}", d.hash),
-                ));
-            }
-            self.persist(&d.hash, &dbytes)?;
+            let delta = self.fetch_delta(d, version).await?;
             version = delta.version();
             deltas.push(delta);
         }

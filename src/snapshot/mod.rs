@@ -20,7 +20,7 @@ pub use format::{
 };
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use record::{DocKey, Record, Status, NO_RENEWAL};
-pub(crate) use repo::{check_content, check_hash};
+pub(crate) use repo::{check_content, check_delta, check_hash};
 pub use repo::{load_repo, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR};
 
 use std::path::PathBuf;
@@ -52,4 +52,6 @@ pub enum SnapshotError {
     HashKeyMismatch { snapshot: KeyId, configured: KeyId },
     #[error("manifest is invalid: {0}")]
     Manifest(String),
+    #[error("delta chain is broken: {0}")]
+    Chain(String),
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{Delta, SignedManifest, Snapshot, SnapshotError};
+use super::{Delta, ManifestDelta, SignedManifest, Snapshot, SnapshotError};
 use crate::keys::HashKey;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -73,16 +73,7 @@ pub fn load_repo(
         check_hash(&d.hash)?;
         let delta = Delta::load(&object_path(dir, &d.hash), trusted, hash_key)?;
         check_content(&d.hash, delta.content_hash())?;
-        if delta.from_version() != version
-            || d.from_version != version
-            || delta.version() != d.version
-            || delta.len() as u64 != d.entries
-        {
-            return Err(SnapshotError::Manifest(format!(
-                "delta {} does not chain onto version {version}",
-                d.hash
-            )));
-        }
+        check_delta(&delta, d, version)?;
         version = delta.version();
         deltas.push(delta);
     }
@@ -91,6 +82,25 @@ pub fn load_repo(
         snapshot,
         deltas,
     })
+}
+
+/// A verified delta is the one its manifest entry describes, and applies onto `version`.
+pub(crate) fn check_delta(
+    delta: &Delta,
+    entry: &ManifestDelta,
+    version: u64,
+) -> Result<(), SnapshotError> {
+    if delta.from_version() != version
+        || entry.from_version != version
+        || delta.version() != entry.version
+        || delta.len() as u64 != entry.entries
+    {
+        return Err(SnapshotError::Chain(format!(
+            "delta {} does not apply onto version {version}",
+            entry.hash
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` so that readers never see a partial file.
