@@ -7,29 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{metric_value, Options, TestGateway};
-use permitgate::keys::{load_signing_key, HashKey};
-use permitgate::publish::{publish_changes, PublishOptions, DEFAULT_MAX_DELTAS};
+use permitgate::keys::load_signing_key;
+use permitgate::publish::DEFAULT_MAX_DELTAS;
 use permitgate::replication::PollOutcome;
 use permitgate::snapshot::SignedManifest;
 use serde_json::json;
 
 fn publish_events(gw: &TestGateway, events: &str) -> u64 {
-    let path = gw.dir.path().join("changes.jsonl");
-    std::fs::write(&path, events).expect("write");
-    publish_changes(
-        &path,
-        &gw.demo.repo(),
-        &load_signing_key(&gw.demo.publisher_key()).expect("key"),
-        &HashKey::load(&gw.demo.hash_key()).expect("hash key"),
-        &PublishOptions {
-            version: None,
-            expires_in: time::Duration::hours(1),
-            now: time::OffsetDateTime::now_utc(),
-        },
-        DEFAULT_MAX_DELTAS,
-    )
-    .expect("publish changes")
-    .version
+    gw.publish_changes(events, DEFAULT_MAX_DELTAS).version
 }
 
 async fn follower_gateway(state_dir: Option<&Path>) -> TestGateway {
@@ -386,26 +371,11 @@ async fn twenty_swaps_under_load_fail_no_request_and_mix_no_versions() {
     let mut kinds = Vec::new();
     for i in 0..20 {
         let status = if i % 2 == 0 { "lost" } else { "valid" };
-        let path = gw.dir.path().join("changes.jsonl");
-        std::fs::write(
-            &path,
-            json!({"op": "status", "number": tp, "status": status}).to_string(),
-        )
-        .expect("write");
         // A chain of at most 3 deltas: every 4th publication is a full snapshot.
-        let report = publish_changes(
-            &path,
-            &gw.demo.repo(),
-            &load_signing_key(&gw.demo.publisher_key()).expect("key"),
-            &HashKey::load(&gw.demo.hash_key()).expect("hash key"),
-            &PublishOptions {
-                version: None,
-                expires_in: time::Duration::hours(1),
-                now: time::OffsetDateTime::now_utc(),
-            },
+        let report = gw.publish_changes(
+            &json!({"op": "status", "number": tp, "status": status}).to_string(),
             3,
-        )
-        .expect("publish");
+        );
         expected.insert(report.version, status);
         let outcome = follower.poll_and_record().await.expect("accepted");
         kinds.push(outcome);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::{Options, TestGateway};
 use object_store::{ObjectStore, ObjectStoreExt};
-use permitgate::keys::{load_signing_key, HashKey};
-use permitgate::publish::{publish_changes, PublishOptions, DEFAULT_MAX_DELTAS};
+
+use permitgate::publish::DEFAULT_MAX_DELTAS;
 use permitgate::replication::PollOutcome;
 use serde_json::json;
 
@@ -112,25 +112,10 @@ async fn follows_an_s3_compatible_bucket() {
         .expect("sample")
         .clone();
     let tp = s.body["travel_permit"].as_str().expect("tp");
-    let changes = gw.dir.path().join("changes.jsonl");
-    std::fs::write(
-        &changes,
-        json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
-    )
-    .expect("write");
-    publish_changes(
-        &changes,
-        &gw.demo.repo(),
-        &load_signing_key(&gw.demo.publisher_key()).expect("key"),
-        &HashKey::load(&gw.demo.hash_key()).expect("hash key"),
-        &PublishOptions {
-            version: None,
-            expires_in: time::Duration::hours(1),
-            now: time::OffsetDateTime::now_utc(),
-        },
+    gw.publish_changes(
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
         DEFAULT_MAX_DELTAS,
-    )
-    .expect("publish");
+    );
     upload(&store, &gw.demo.repo()).await;
 
     assert_eq!(

@@ -180,6 +180,30 @@ impl TestGateway {
         panic!("{series} never reached {want}:\n{text}");
     }
 
+    /// Publishes change events (JSON Lines) into the demo repo, the origin of followers;
+    /// the manifest expires in an hour.
+    pub fn publish_changes(
+        &self,
+        events: &str,
+        max_deltas: usize,
+    ) -> permitgate::publish::PublishReport {
+        let path = self.dir.path().join("changes.jsonl");
+        std::fs::write(&path, events).expect("write changes");
+        permitgate::publish::publish_changes(
+            &path,
+            &self.demo.repo(),
+            &permitgate::keys::load_signing_key(&self.demo.publisher_key()).expect("key"),
+            &permitgate::keys::HashKey::load(&self.demo.hash_key()).expect("hash key"),
+            &permitgate::publish::PublishOptions {
+                version: None,
+                expires_in: time::Duration::hours(1),
+                now: time::OffsetDateTime::now_utc(),
+            },
+            max_deltas,
+        )
+        .expect("publish changes")
+    }
+
     pub fn samples(&self) -> &[demo::Sample] {
         &self.demo.samples
     }
