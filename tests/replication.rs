@@ -612,3 +612,51 @@ async fn relay_endpoints_need_the_replicate_scope_and_speak_http_caching() {
         .await
         .problem(404, "not-found");
 }
+
+#[tokio::test]
+async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
+    let gw = follower_gateway(None).await;
+    let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
+    follower.poll_and_record().await.expect("first load");
+    let s = linked_sample(&gw);
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let rp = s.body["residence_permit"].as_str().expect("rp");
+    // Two publications between polls; the second delta's object is damaged in transit.
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let second = gw
+        .demo
+        .repo()
+        .join("objects")
+        .join(m["signed"]["deltas"][1]["hash"].as_str().expect("hash"));
+    let good = std::fs::read(&second).expect("object");
+    std::fs::write(&second, &good[..good.len() - 1]).expect("truncate");
+
+    let refused = follower
+        .poll_and_record()
+        .await
+        .expect_err("second delta broken");
+    assert_eq!(refused.reason, "hash_mismatch");
+    let mut c = gw.client("bank").await;
+    let v = c.post_json(&s.path, &s.body).await.json();
+    assert_eq!(v["snapshot"]["version"], 2, "the first delta was applied");
+    assert_eq!(v["travel_permit"]["status"], "lost");
+
+    std::fs::write(&second, &good).expect("repair");
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Applied(3))
+    );
+    let v = c.post_json(&s.path, &s.body).await.json();
+    assert_eq!(v["residence_permit"]["status"], "revoked");
+}

@@ -189,7 +189,11 @@ impl Follower {
         };
         let new = SignedManifest::verify(&bytes, &self.trusted)?;
         let outcome = match &self.held {
-            Some(held) if new.manifest == held.manifest => PollOutcome::NotModified,
+            Some(held) if new.manifest == held.manifest => {
+                // Same content under a new tag (first poll after a restart): nothing to do.
+                self.tag = Some(tag);
+                return Ok(PollOutcome::NotModified);
+            }
             Some(held) if new.manifest.version <= held.manifest.version => {
                 return Err(Refusal::new(
                     "rollback",
@@ -267,6 +271,10 @@ impl Follower {
             .ok_or_else(|| Refusal::new("manifest", "no state to apply deltas to"))?;
         let mut version = state.view().info().version;
         for d in &new.manifest.deltas[held.manifest.deltas.len()..] {
+            // Applied by an earlier poll that failed on a later delta of the same chain.
+            if d.version <= version {
+                continue;
+            }
             let started = Instant::now();
             let delta = self.fetch_delta(d, version).await?;
             let info = self.info(
