@@ -14,13 +14,14 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 
 use super::{
-    for_each_line, write_manifest, write_object, PublishError, PublishOptions, PublishReport,
+    for_each_line, meta, next_version, write_manifest, write_object, write_snapshot, PublishError,
+    PublishOptions, PublishReport,
 };
 use crate::day::Day;
 use crate::document::DocumentNo;
 use crate::keys::HashKey;
 use crate::snapshot::{
-    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, SnapshotMeta, Status, NO_RENEWAL,
+    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, Status, NO_RENEWAL,
 };
 use crate::store::{CacheConfig, CacheCounters, State, View};
 
@@ -220,29 +221,20 @@ fn commit(
     opts: &PublishOptions,
     max_deltas: usize,
 ) -> Result<PublishReport, PublishError> {
-    let view = state.view();
     let from_version = manifest.data_version();
-    let version = opts
-        .version
-        .unwrap_or(manifest.version.max(from_version) + 1);
-    if version <= manifest.version.max(from_version) {
-        return Err(PublishError::VersionNotIncreasing {
-            requested: version,
-            current: manifest.version.max(from_version),
-        });
-    }
-    let meta = SnapshotMeta {
-        version,
-        published_at: opts.now.unix_timestamp(),
-        hash_key_id: hash_key.id(),
-    };
+    let version = next_version(opts.version, manifest.version.max(from_version))?;
     manifest.version = version;
     manifest.published_at = opts.now;
     manifest.expires_at = opts.now + opts.expires_in;
 
     let report = if manifest.deltas.len() < max_deltas {
         let entries = changes.len() as u64;
-        let bytes = encode_delta(changes, from_version, meta, signing_key)?;
+        let bytes = encode_delta(
+            changes,
+            from_version,
+            meta(version, hash_key, opts),
+            signing_key,
+        )?;
         let hash = write_object(repo, &bytes)?;
         manifest.deltas.push(ManifestDelta {
             hash: hash.clone(),
@@ -262,30 +254,26 @@ fn commit(
     } else {
         // Compact: today's data plus these changes as one new snapshot.
         let changed: HashMap<DocKey, Option<Record>> = changes.into_iter().collect();
-        let mut records: Vec<Record> = view
+        let mut records: Vec<Record> = state
+            .view()
             .records()
             .into_iter()
             .filter(|r| !changed.contains_key(&r.key))
             .collect();
         records.extend(changed.values().flatten().copied());
-        let bytes = snapshot::encode(records, meta, signing_key)?;
-        let header = snapshot::SnapshotHeader::decode(&bytes, "new snapshot")?;
-        let hash = write_object(repo, &bytes)?;
-        manifest.snapshot = snapshot::ManifestSnapshot {
-            hash: hash.clone(),
-            size: bytes.len() as u64,
+        let (snapshot, persons) =
+            write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
+        let report = PublishReport {
             version,
-            documents: header.documents,
-        };
-        manifest.deltas.clear();
-        PublishReport {
-            version,
-            documents: header.documents,
-            persons: header.persons,
-            hash,
-            size: bytes.len() as u64,
+            documents: snapshot.documents,
+            persons,
+            hash: snapshot.hash.clone(),
+            size: snapshot.size,
             compacted: true,
-        }
+        };
+        manifest.snapshot = snapshot;
+        manifest.deltas.clear();
+        report
     };
     write_manifest(repo, &manifest, signing_key)?;
     Ok(report)

@@ -184,55 +184,79 @@ pub fn publish(
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
     let records = read_export(input, hash_key)?;
-    let current = current_version(repo, signing_key)?;
-    let version = opts.version.unwrap_or(current + 1);
-    if version <= current {
-        return Err(PublishError::VersionNotIncreasing {
-            requested: version,
-            current,
-        });
-    }
-    let bytes = snapshot::encode(
-        records,
-        SnapshotMeta {
-            version,
-            published_at: opts.now.unix_timestamp(),
-            hash_key_id: hash_key.id(),
-        },
-        signing_key,
-    )
-    .map_err(|e| match e {
-        SnapshotError::Corrupt(m) => PublishError::Line {
-            line: 0,
-            message: format!("{m}; every document number must appear once"),
-        },
-        e => e.into(),
-    })?;
-    let header = snapshot::SnapshotHeader::decode(&bytes, "new snapshot")?;
-    let hash = write_object(repo, &bytes)?;
+    let version = next_version(opts.version, current_version(repo, signing_key)?)?;
+    let (snapshot, persons) = write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
+    let report = PublishReport {
+        version,
+        documents: snapshot.documents,
+        persons,
+        hash: snapshot.hash.clone(),
+        size: snapshot.size,
+        compacted: false,
+    };
     let manifest = Manifest {
         kind: MANIFEST_TYPE.into(),
         format: 1,
         version,
         published_at: opts.now,
         expires_at: opts.now + opts.expires_in,
-        snapshot: ManifestSnapshot {
-            hash: hash.clone(),
+        snapshot,
+        deltas: Vec::new(),
+    };
+    write_manifest(repo, &manifest, signing_key)?;
+    Ok(report)
+}
+
+/// The version to publish: `requested`, or the one after `current`; never backwards.
+fn next_version(requested: Option<u64>, current: u64) -> Result<u64, PublishError> {
+    let version = requested.unwrap_or(current + 1);
+    if version <= current {
+        return Err(PublishError::VersionNotIncreasing {
+            requested: version,
+            current,
+        });
+    }
+    Ok(version)
+}
+
+fn meta(version: u64, hash_key: &HashKey, opts: &PublishOptions) -> SnapshotMeta {
+    SnapshotMeta {
+        version,
+        published_at: opts.now.unix_timestamp(),
+        hash_key_id: hash_key.id(),
+    }
+}
+
+/// Signs and stores a full snapshot of `records`; returns its manifest entry and the
+/// number of persons in it.
+fn write_snapshot(
+    repo: &Path,
+    records: Vec<Record>,
+    version: u64,
+    hash_key: &HashKey,
+    signing_key: &SigningKey,
+    opts: &PublishOptions,
+) -> Result<(ManifestSnapshot, u64), PublishError> {
+    let bytes = snapshot::encode(records, meta(version, hash_key, opts), signing_key).map_err(
+        |e| match e {
+            SnapshotError::Corrupt(m) => PublishError::Line {
+                line: 0,
+                message: format!("{m}; every document number must appear once"),
+            },
+            e => e.into(),
+        },
+    )?;
+    let header = snapshot::SnapshotHeader::decode(&bytes, "new snapshot")?;
+    let hash = write_object(repo, &bytes)?;
+    Ok((
+        ManifestSnapshot {
+            hash,
             size: bytes.len() as u64,
             version,
             documents: header.documents,
         },
-        deltas: Vec::new(),
-    };
-    write_manifest(repo, &manifest, signing_key)?;
-    Ok(PublishReport {
-        version,
-        documents: header.documents,
-        persons: header.persons,
-        hash,
-        size: bytes.len() as u64,
-        compacted: false,
-    })
+        header.persons,
+    ))
 }
 
 /// Writes a content-addressed object; returns its name (BLAKE3, hex).

@@ -277,11 +277,7 @@ impl Follower {
             }
             let started = Instant::now();
             let delta = self.fetch_delta(d, version).await?;
-            let info = self.info(
-                delta.header().meta.version,
-                delta.header().meta.published_at,
-                new,
-            );
+            let info = StateInfo::of(&delta.header().meta, new.manifest.expires_at);
             state
                 .apply(info, delta.entries())
                 .map_err(|e| Refusal::new("chain", e.to_string()))?;
@@ -334,17 +330,6 @@ impl Follower {
         .map_err(|e| Refusal::new("storage", e.to_string()))??;
         self.installed();
         Ok(PollOutcome::Swapped(version))
-    }
-
-    fn info(&self, version: u64, published_unix: i64, m: &SignedManifest) -> StateInfo {
-        let published_at = OffsetDateTime::from_unix_timestamp(published_unix)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        StateInfo {
-            version,
-            published_at,
-            expires_at: m.manifest.expires_at,
-            published_at_text: crate::day::rfc3339(published_at),
-        }
     }
 
     fn installed(&self) {

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use prometheus::IntCounter;
 use time::OffsetDateTime;
 
-use crate::snapshot::{DocKey, Record, Repo, Snapshot};
+use crate::snapshot::{DocKey, Record, Repo, Snapshot, SnapshotMeta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -56,6 +56,20 @@ pub struct StateInfo {
     pub published_at_text: String,
 }
 
+impl StateInfo {
+    /// What a snapshot or delta header says, with the expiry of the manifest naming it.
+    pub fn of(meta: &SnapshotMeta, expires_at: OffsetDateTime) -> StateInfo {
+        let published_at = OffsetDateTime::from_unix_timestamp(meta.published_at)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        StateInfo {
+            version: meta.version,
+            published_at,
+            expires_at,
+            published_at_text: crate::day::rfc3339(published_at),
+        }
+    }
+}
+
 pub struct State {
     /// What the newest applied change says; swapped after a delta's entries are in.
     info: ArcSwap<StateInfo>,
@@ -78,19 +92,8 @@ impl State {
         counters: CacheCounters,
     ) -> Result<State, StaleVersion> {
         let expires_at = repo.manifest.manifest.expires_at;
-        let info = |version: u64, published_unix: i64| {
-            let published_at = OffsetDateTime::from_unix_timestamp(published_unix)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            StateInfo {
-                version,
-                published_at,
-                expires_at,
-                published_at_text: crate::day::rfc3339(published_at),
-            }
-        };
-        let meta = repo.snapshot.header().meta;
         let state = State {
-            info: ArcSwap::from_pointee(info(meta.version, meta.published_at)),
+            info: ArcSwap::from_pointee(StateInfo::of(&repo.snapshot.header().meta, expires_at)),
             snapshot: repo.snapshot,
             overlay: DashMap::new(),
             overlay_len: AtomicUsize::new(0),
@@ -100,8 +103,7 @@ impl State {
             counters,
         };
         for d in &repo.deltas {
-            let m = d.header().meta;
-            state.apply(info(m.version, m.published_at), d.entries())?;
+            state.apply(StateInfo::of(&d.header().meta, expires_at), d.entries())?;
         }
         Ok(state)
     }
