@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::problem::{Problem, ProblemKind};
 use super::Body;
-use crate::snapshot::{MANIFEST_FILE, OBJECTS_DIR};
+use crate::snapshot::{manifest_tag, MANIFEST_FILE, OBJECTS_DIR};
 
 /// Longest a manifest request may be held.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -32,11 +32,6 @@ pub struct RelaySource {
     pub dir: PathBuf,
     /// Bumped whenever this gateway has written a new manifest.
     pub changes: watch::Receiver<u64>,
-}
-
-/// The tag of a manifest: quoted, as an HTTP entity tag.
-pub fn manifest_tag(bytes: &[u8]) -> String {
-    format!("\"{}\"", &blake3::hash(bytes).to_hex()[..32])
 }
 
 fn none(relay: Option<&RelaySource>) -> Result<&RelaySource, Problem> {

@@ -15,8 +15,8 @@ use crate::clock::Clock;
 use crate::keys::HashKey;
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    check_content, check_delta, check_hash, object_path, write_atomic, Delta, ManifestDelta, Repo,
-    SignedManifest, Snapshot, SnapshotError, MANIFEST_FILE, OBJECTS_DIR,
+    check_content, check_delta, check_hash, check_snapshot, object_path, write_atomic, Delta,
+    ManifestDelta, Repo, SignedManifest, Snapshot, SnapshotError, MANIFEST_FILE, OBJECTS_DIR,
 };
 use crate::store::{StateInfo, Store};
 
@@ -312,11 +312,7 @@ impl Follower {
         let manifest = new.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Refusal> {
             let snapshot = Snapshot::from_bytes(bytes, &trusted, Some(&hk))?;
-            if snapshot.header().meta.version != named.version
-                || snapshot.len() as u64 != named.documents
-            {
-                return Err(Refusal::new("manifest", "manifest and snapshot disagree"));
-            }
+            check_snapshot(&snapshot, &named)?;
             store
                 .install(Repo {
                     manifest,

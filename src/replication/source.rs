@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::snapshot::{MANIFEST_FILE, OBJECTS_DIR};
+use crate::snapshot::{manifest_tag, MANIFEST_FILE, OBJECTS_DIR};
 
 /// How long an HTTPS manifest request asks a relay to hold it (relays cap it at 30 s;
 /// static servers ignore it).
@@ -205,7 +205,7 @@ impl Source {
                         what: path.display().to_string(),
                         source,
                     })?;
-                let tag = blake3::hash(&bytes).to_hex()[..32].to_owned();
+                let tag = manifest_tag(&bytes);
                 if held == Some(tag.as_str()) {
                     return Ok(Fetched::NotModified);
                 }
@@ -215,8 +215,7 @@ impl Source {
                 match Self::s3_get(store, Self::s3_path(prefix, MANIFEST_FILE), held).await? {
                     None => Ok(Fetched::NotModified),
                     Some((bytes, tag)) => {
-                        let tag =
-                            tag.unwrap_or_else(|| blake3::hash(&bytes).to_hex()[..32].to_owned());
+                        let tag = tag.unwrap_or_else(|| manifest_tag(&bytes));
                         if held == Some(tag.as_str()) {
                             return Ok(Fetched::NotModified);
                         }
@@ -233,8 +232,7 @@ impl Source {
                 match status {
                     StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
                     StatusCode::OK => {
-                        let tag =
-                            tag.unwrap_or_else(|| blake3::hash(&body).to_hex()[..32].to_owned());
+                        let tag = tag.unwrap_or_else(|| manifest_tag(&body));
                         if held == Some(tag.as_str()) {
                             return Ok(Fetched::NotModified);
                         }

@@ -20,8 +20,10 @@ pub use format::{
 };
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use record::{DocKey, Record, Status, NO_RENEWAL};
-pub(crate) use repo::{check_content, check_delta, check_hash};
-pub use repo::{load_repo, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR};
+pub(crate) use repo::{check_content, check_delta, check_hash, check_snapshot};
+pub use repo::{
+    load_repo, manifest_tag, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR,
+};
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{Delta, ManifestDelta, SignedManifest, Snapshot, SnapshotError};
+use super::{Delta, ManifestDelta, ManifestSnapshot, SignedManifest, Snapshot, SnapshotError};
 use crate::keys::HashKey;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -62,11 +62,7 @@ pub fn load_repo(
     check_hash(&named.hash)?;
     let snapshot = Snapshot::load(&object_path(dir, &named.hash), trusted, hash_key)?;
     check_content(&named.hash, snapshot.content_hash())?;
-    if snapshot.header().meta.version != named.version || snapshot.len() as u64 != named.documents {
-        return Err(SnapshotError::Manifest(
-            "manifest and snapshot disagree on version or document count".into(),
-        ));
-    }
+    check_snapshot(&snapshot, named)?;
     let mut deltas = Vec::with_capacity(manifest.manifest.deltas.len());
     let mut version = named.version;
     for d in &manifest.manifest.deltas {
@@ -82,6 +78,25 @@ pub fn load_repo(
         snapshot,
         deltas,
     })
+}
+
+/// A verified snapshot is the one its manifest entry describes.
+pub(crate) fn check_snapshot(
+    snapshot: &Snapshot,
+    entry: &ManifestSnapshot,
+) -> Result<(), SnapshotError> {
+    if snapshot.header().meta.version != entry.version || snapshot.len() as u64 != entry.documents {
+        return Err(SnapshotError::Manifest(
+            "manifest and snapshot disagree on version or document count".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The entity tag of a manifest (quoted, as HTTP wants it): how relays and followers tell
+/// whether a manifest changed without comparing it whole.
+pub fn manifest_tag(bytes: &[u8]) -> String {
+    format!("\"{}\"", &blake3::hash(bytes).to_hex()[..32])
 }
 
 /// A verified delta is the one its manifest entry describes, and applies onto `version`.
