@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::keyring::Validity;
 use crate::partner::{valid_partner_id, Partner, Scope};
 use crate::store::CacheConfig;
 
@@ -39,6 +40,24 @@ pub struct Config {
     pub cache: CacheConfig,
     pub partners: Vec<Partner>,
     pub replication: Option<ReplicationConfig>,
+    /// Receipt signing keys (PKCS#8 PEM); empty when receipts are off.
+    pub receipt_keys: Vec<KeyFile>,
+    pub temp_permits: TempPermitConfig,
+}
+
+/// A key file and the window in which the key may sign.
+#[derive(Debug, Clone)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub validity: Validity,
+}
+
+#[derive(Debug, Clone)]
+pub struct TempPermitConfig {
+    /// The authority's temporary-permit issuing public keys (SPKI PEM).
+    pub issuer_keys: Vec<KeyFile>,
+    /// Gates' clocks may be this far off either way.
+    pub clock_skew: time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +116,35 @@ struct RawConfig {
     #[serde(default)]
     partners: Vec<RawPartner>,
     replication: Option<RawReplication>,
+    receipts: Option<RawReceipts>,
+    temp_permits: Option<RawTempPermits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceipts {
+    signing_keys: Vec<RawKeyFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTempPermits {
+    #[serde(default)]
+    issuer_keys: Vec<RawKeyFile>,
+    #[serde(default = "default_clock_skew")]
+    clock_skew_seconds: u64,
+}
+
+fn default_clock_skew() -> u64 {
+    crate::temp_permit::DEFAULT_CLOCK_SKEW.whole_seconds() as u64
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyFile {
+    path: PathBuf,
+    not_before: Option<String>,
+    not_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +345,72 @@ impl Config {
                 scopes: p.scopes.into_iter().collect(),
             });
         }
+        let key_files = |table: &str, raw: Vec<RawKeyFile>| {
+            raw.into_iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let time = |name: &str, v: Option<String>| {
+                        v.map(|t| {
+                            time::OffsetDateTime::parse(
+                                &t,
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .map_err(|_| {
+                                invalid(
+                                    &format!("{table}[{i}].{name}"),
+                                    "must be an RFC 3339 time such as 2027-01-01T00:00:00Z",
+                                )
+                            })
+                        })
+                        .transpose()
+                    };
+                    let validity = Validity {
+                        not_before: time("not_before", k.not_before)?,
+                        not_after: time("not_after", k.not_after)?,
+                    };
+                    if let (Some(nb), Some(na)) = (validity.not_before, validity.not_after) {
+                        if nb >= na {
+                            return Err(invalid(
+                                &format!("{table}[{i}].not_after"),
+                                "must be after not_before",
+                            ));
+                        }
+                    }
+                    Ok(KeyFile {
+                        path: resolve(k.path),
+                        validity,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let receipt_keys = match raw.receipts {
+            Some(r) if r.signing_keys.is_empty() => {
+                return Err(invalid(
+                    "receipts.signing_keys",
+                    "needs at least one key (or leave [receipts] out)",
+                ))
+            }
+            Some(r) => key_files("receipts.signing_keys", r.signing_keys)?,
+            None => Vec::new(),
+        };
+        let temp_permits = match raw.temp_permits {
+            Some(t) => {
+                if t.clock_skew_seconds > 86_400 {
+                    return Err(invalid(
+                        "temp_permits.clock_skew_seconds",
+                        "must be at most 86400 (one day)",
+                    ));
+                }
+                TempPermitConfig {
+                    issuer_keys: key_files("temp_permits.issuer_keys", t.issuer_keys)?,
+                    clock_skew: time::Duration::seconds(t.clock_skew_seconds as i64),
+                }
+            }
+            None => TempPermitConfig {
+                issuer_keys: Vec::new(),
+                clock_skew: crate::temp_permit::DEFAULT_CLOCK_SKEW,
+            },
+        };
         Ok(Config {
             server: ServerConfig {
                 listen: raw.server.listen,
@@ -326,6 +440,8 @@ impl Config {
             },
             partners,
             replication,
+            receipt_keys,
+            temp_permits,
         })
     }
 }
@@ -360,6 +476,12 @@ scopes = ["link_check"]
         assert_eq!(c.snapshot.hash_key, Path::new("/etc/permitgate/hash.key"));
         assert!(c.partners[0].scopes.contains(Scope::LinkCheck));
         assert!(!c.partners[0].scopes.contains(Scope::DocumentStatus));
+        assert!(
+            c.receipt_keys.is_empty(),
+            "receipts are off unless configured"
+        );
+        assert!(c.temp_permits.issuer_keys.is_empty());
+        assert_eq!(c.temp_permits.clock_skew, time::Duration::minutes(5));
     }
 
     #[test]
@@ -369,6 +491,10 @@ scopes = ["link_check"]
         assert_eq!(c.partners.len(), 4);
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.receipt_keys.len(), 2);
+        assert!(c.receipt_keys[0].validity.not_after.is_some());
+        assert_eq!(c.temp_permits.issuer_keys.len(), 1);
+        assert_eq!(c.temp_permits.clock_skew, time::Duration::minutes(5));
     }
 
     #[test]
@@ -385,6 +511,27 @@ scopes = ["link_check"]
         assert!(e.contains("partners[1].id") && e.contains("twice"), "{e}");
         let bad_id = MIN.replace("id = \"bank\"", "id = \"Bank Ltd\"");
         assert!(Config::parse(&bad_id, p).is_err());
+        let e = Config::parse(
+            &format!("{MIN}[receipts]\nsigning_keys = [{{ path = \"r.key\", not_before = \"yesterday\" }}]\n"),
+            p,
+        )
+        .expect_err("time")
+        .to_string();
+        assert!(
+            e.contains("receipts.signing_keys[0].not_before") && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{MIN}[receipts]\nsigning_keys = []\n"), p)
+            .expect_err("empty")
+            .to_string();
+        assert!(e.contains("receipts.signing_keys"), "{e}");
+        let e = Config::parse(
+            &format!("{MIN}[temp_permits]\nclock_skew_seconds = 100000\n"),
+            p,
+        )
+        .expect_err("skew")
+        .to_string();
+        assert!(e.contains("temp_permits.clock_skew_seconds"), "{e}");
         let small = MIN.replace("[tls]", "max_body_bytes = 10\n[tls]");
         let e = Config::parse(&small, p).expect_err("small").to_string();
         assert!(e.contains("server.max_body_bytes"), "{e}");

@@ -59,12 +59,14 @@ impl Region {
     }
 }
 
-/// Which of the two document kinds a number is.
+/// What a snapshot record is: one of the two document kinds a number can be, or a
+/// temporary electronic permit (keyed by its permit id, never asked for by number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DocumentKind {
     TravelPermit,
     ResidencePermit,
+    TemporaryPermit,
 }
 
 impl DocumentKind {
@@ -72,6 +74,7 @@ impl DocumentKind {
         match self {
             DocumentKind::TravelPermit => 1,
             DocumentKind::ResidencePermit => 2,
+            DocumentKind::TemporaryPermit => 3,
         }
     }
 
@@ -79,6 +82,7 @@ impl DocumentKind {
         match v {
             1 => Some(DocumentKind::TravelPermit),
             2 => Some(DocumentKind::ResidencePermit),
+            3 => Some(DocumentKind::TemporaryPermit),
             _ => None,
         }
     }

@@ -4,6 +4,8 @@
 //! Flow, one direction only: `tls` (who is this partner?) → `http` (routing, limits,
 //! problem documents) → `checks` (the domain answers) → `store` (snapshot index, overlay,
 //! cache). `snapshot`, `publish`, `metrics`, `config` and `demo` serve from the side.
+//! `temp_permit` and `receipt` are the two signed objects (both `sealed`, both checked
+//! against a `keyring`); `printable` puts them on paper.
 #![forbid(unsafe_code)]
 
 pub mod checks;
@@ -13,12 +15,17 @@ pub mod day;
 pub mod demo;
 pub mod document;
 pub mod http;
+pub mod keyring;
 pub mod keys;
 pub mod metrics;
 pub mod partner;
+pub mod printable;
 pub mod publish;
+pub mod receipt;
 pub mod replication;
+pub mod sealed;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod temp_permit;
 pub mod tls;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod cli_signed;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
@@ -17,6 +19,7 @@ use permitgate::keys::{self, HashKey};
 use permitgate::publish::{publish, publish_changes, publish_diff, PublishError, PublishOptions};
 use permitgate::server::Gateway;
 use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
+use permitgate::temp_permit::Reason;
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +98,96 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// 7-day temporary electronic permits: issue and revoke (authority), verify offline.
+    TempPermit {
+        #[command(subcommand)]
+        command: TempPermitCommand,
+    },
+    /// Signed verification receipts: verify offline, render the printable document.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TempPermitCommand {
+    /// Sign a temporary permit; print its token and emit its issuance event.
+    Issue {
+        /// The authority's temporary-permit issuing key (Ed25519, PKCS#8 PEM).
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// The holder's travel permit number.
+        #[arg(long)]
+        travel_permit: String,
+        /// The holder's name as printed on the travel permit.
+        #[arg(long)]
+        name: String,
+        /// lost, damaged or forgotten.
+        #[arg(long)]
+        reason: Reason,
+        /// Issue time, RFC 3339 (default: now). Valid for seven days from it.
+        #[arg(long, value_parser = parse_time)]
+        issued_at: Option<OffsetDateTime>,
+        /// Also write the token as a QR code image (PNG).
+        #[arg(long)]
+        qr: Option<PathBuf>,
+        /// Append the issuance event to this change file (for `publish --changes`);
+        /// without it the event is printed on standard error.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
+    /// Emit the revocation event of a temporary permit (for `publish --changes`).
+    Revoke {
+        /// The permit id (16 hex characters) printed when it was issued.
+        #[arg(long)]
+        id: String,
+        /// Append the event to this change file; without it it is printed.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
+    /// Verify a token offline against the published keys (revocations need the gateway).
+    Verify {
+        /// The keys file served at GET /v1/keys.
+        #[arg(long)]
+        keys: PathBuf,
+        token: String,
+        /// Verify as of this time, RFC 3339 (default: now).
+        #[arg(long, value_parser = parse_time)]
+        at: Option<OffsetDateTime>,
+        /// Tolerated clock difference in seconds.
+        #[arg(long, default_value_t = 300)]
+        skew_seconds: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt offline; with both numbers, also that it is about them.
+    Verify {
+        /// The keys file served at GET /v1/keys.
+        #[arg(long)]
+        keys: PathBuf,
+        receipt: String,
+        #[arg(long, requires = "residence_permit")]
+        travel_permit: Option<String>,
+        #[arg(long, requires = "travel_permit")]
+        residence_permit: Option<String>,
+    },
+    /// Render the printable verification document (PDF or PNG, by the file's extension).
+    Render {
+        receipt: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Verify against these published keys first, and say so on the page.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// With --residence-permit: check the receipt is about them and print them masked.
+        #[arg(long, requires = "residence_permit")]
+        travel_permit: Option<String>,
+        #[arg(long, requires = "travel_permit")]
+        residence_permit: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +213,17 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write an Ed25519 key pair PREFIX.key (PKCS#8 PEM) and PREFIX.pub (SPKI PEM), for
+    /// receipt signing or temporary-permit issuing (refuses to overwrite).
+    Ed25519 {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| "must be an RFC 3339 time such as 2026-11-25T08:00:00Z".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -292,6 +396,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::Ed25519 { out },
+        } => {
+            let paths = ["key", "pub"].map(|ext| out.with_extension(ext));
+            if let Some(p) = paths.iter().find(|p| p.exists()) {
+                bail!("{} exists; refusing to overwrite a key", p.display());
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            }
+            let sk = keys::generate_signing_key();
+            keys::save_signing_key(&sk, &paths[0])?;
+            keys::save_verifying_key(&sk.verifying_key(), &paths[1])?;
+            println!(
+                "wrote {} and {} (key id {})",
+                paths[0].display(),
+                paths[1].display(),
+                keys::verifying_key_id(&sk.verifying_key())
+            );
+            Ok(())
+        }
+        Command::TempPermit { command } => cli_signed::temp_permit(command),
+        Command::Receipt { command } => cli_signed::receipt(command),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Metrics {
     snapshot_version: IntGauge,
     snapshot_documents: IntGauge,
     snapshot_published: Gauge,
+    temp_permit_verifications: IntCounterVec,
+    receipts_signed: IntCounter,
     pub replication: ReplicationMetrics,
 }
 
@@ -121,6 +123,19 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let temp_permit_verifications = must(IntCounterVec::new(
+            Opts::new(
+                "permitgate_temp_permit_verifications_total",
+                "Temporary permits verified online, by status.",
+            ),
+            &["status"],
+        ));
+        let receipts_signed = must(IntCounter::new(
+            "permitgate_receipts_signed_total",
+            "Verification receipts signed.",
+        ));
+        must(registry.register(Box::new(temp_permit_verifications.clone())));
+        must(registry.register(Box::new(receipts_signed.clone())));
         for c in [&requests, &handshake_failures, &cache_lookups] {
             must(registry.register(Box::new(c.clone())));
         }
@@ -189,6 +204,8 @@ impl Metrics {
             snapshot_version,
             snapshot_documents,
             snapshot_published,
+            temp_permit_verifications,
+            receipts_signed,
             replication,
         }
     }
@@ -215,6 +232,18 @@ impl Metrics {
 
     pub fn route_duration(&self, route: &str) -> Histogram {
         self.duration.with_label_values(&[route])
+    }
+
+    /// One counter per temporary-permit status, in the order of `statuses`.
+    pub fn temp_permit_counters(&self, statuses: &[&str]) -> Vec<IntCounter> {
+        statuses
+            .iter()
+            .map(|s| self.temp_permit_verifications.with_label_values(&[s]))
+            .collect()
+    }
+
+    pub fn receipts_signed(&self) -> IntCounter {
+        self.receipts_signed.clone()
     }
 
     pub fn handshake_failure(&self, reason: &str) -> IntCounter {
@@ -274,6 +303,7 @@ mod tests {
             "permitgate_snapshot_documents 0",
             "permitgate_snapshot_published_timestamp_seconds 0",
             "permitgate_build_info{version=\"",
+            "permitgate_receipts_signed_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -25,8 +25,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{App, Limits};
-use crate::keys::{load_verifying_key, HashKey, KeyError};
+use crate::http::{App, Credentials, Limits};
+use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
+use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
 use crate::metrics::Metrics;
 use crate::partner::PartnerTable;
 use crate::replication::{held_manifest, Follower, Source};
@@ -47,6 +48,36 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Receipt signing keys and the published keyring: receipt keys, temporary-permit issuing
+/// keys and snapshot publishing keys.
+fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Credentials, KeyError> {
+    let receipt_keys = SigningKeys::new(
+        config
+            .receipt_keys
+            .iter()
+            .map(|k| Ok((load_signing_key(&k.path)?, k.validity)))
+            .collect::<Result<Vec<_>, KeyError>>()?,
+    );
+    let mut published: Vec<PublicKey> = receipt_keys.public(KeyUse::Receipt).collect();
+    for k in &config.temp_permits.issuer_keys {
+        published.push(PublicKey::new(
+            KeyUse::TempPermit,
+            load_verifying_key(&k.path)?,
+            k.validity,
+        ));
+    }
+    published.extend(
+        publisher_keys
+            .iter()
+            .map(|k| PublicKey::new(KeyUse::Snapshot, *k, Validity::default())),
+    );
+    Ok(Credentials {
+        receipt_keys,
+        keyring: Keyring::new(published),
+        temp_permit_skew: config.temp_permits.clock_skew,
+    })
 }
 
 /// Everything needed to serve, built from a [`Config`].
@@ -73,6 +104,7 @@ impl Gateway {
             .map(|p| load_verifying_key(p))
             .collect::<Result<Vec<_>, _>>()?;
         let hash_key = HashKey::load(&config.snapshot.hash_key)?;
+        let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
@@ -99,6 +131,7 @@ impl Gateway {
             &PartnerTable::new(config.partners.clone()),
             &metrics,
             relay,
+            credentials,
         ));
         Ok(Gateway {
             store,

@@ -27,6 +27,12 @@ fn every_subcommand_has_help() {
         vec!["snapshot", "verify", "--help"],
         vec!["dev-pki", "--help"],
         vec!["keys", "generate", "--help"],
+        vec!["keys", "ed25519", "--help"],
+        vec!["temp-permit", "issue", "--help"],
+        vec!["temp-permit", "revoke", "--help"],
+        vec!["temp-permit", "verify", "--help"],
+        vec!["receipt", "verify", "--help"],
+        vec!["receipt", "render", "--help"],
     ] {
         let out = permitgate(&sub);
         assert!(out.status.success(), "{sub:?}");
@@ -42,6 +48,16 @@ fn wrong_arguments_give_one_line_and_non_zero_exit() {
         vec!["demo", "--records", "many"],
         vec!["demo", "--listen", "not-an-address"],
         vec!["publish", "--input", "x"],
+        vec!["temp-permit", "verify", "--keys", "k.json"],
+        vec![
+            "receipt",
+            "verify",
+            "--keys",
+            "k.json",
+            "PGR1:",
+            "--travel-permit",
+            "H12345678",
+        ],
     ] {
         let out = permitgate(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -193,6 +193,14 @@ pub fn write_export(
             expect: json!({"result": "linked", "travel_permit": {"status": "valid"}, "residence_permit": {"status": "valid"}}),
         },
         Sample {
+            name: "linked_pair_with_receipt".into(),
+            description: "the same check with a signed receipt (scope receipt)".into(),
+            partner: "bank".into(),
+            path: "/v1/link-checks".into(),
+            body: json!({"travel_permit": tp0, "residence_permit": rp0, "receipt": true}),
+            expect: json!({"result": "linked", "travel_permit": {"status": "valid"}, "residence_permit": {"status": "valid"}}),
+        },
+        Sample {
             name: "valid_but_not_linked".into(),
             description: "two valid documents of two different people".into(),
             partner: "bank".into(),

@@ -1,9 +1,14 @@
 //! `permitgate demo`: everything a newcomer needs in one directory, made once and reused.
 //!
 //! Layout under the demo directory:
-//! `pki/` (see [`pki`]), `keys/publisher.key|.pub`, `keys/hash.key`, `export.jsonl`,
-//! `repo/` (signed snapshot), `samples.json`, and `gateway.toml`, a config that
-//! `permitgate serve --config` accepts as it is.
+//! `pki/` (see [`pki`]), `keys/publisher.key|.pub`, `keys/hash.key`,
+//! `keys/receipt.key|.pub` (receipt signing), `keys/temp-permit.key|.pub` (the authority's
+//! temporary-permit issuing key), `export.jsonl`, `repo/` (signed snapshot),
+//! `samples.json`, and `gateway.toml`, a config that `permitgate serve --config` accepts
+//! as it is.
+//!
+//! A valid temporary permit expires after seven days, so its sample is issued afresh
+//! every time the demo starts.
 
 pub mod data;
 pub mod pki;
@@ -14,10 +19,12 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::day::Day;
+use crate::document::TravelPermitNo;
 use crate::keys::{
     generate_signing_key, load_signing_key, save_signing_key, save_verifying_key, HashKey,
 };
 use crate::publish::{publish, PublishOptions};
+use crate::temp_permit::{self, Reason};
 
 pub use data::{Sample, MIN_RECORDS};
 pub use pki::{PkiLayout, DEMO_PARTNERS};
@@ -37,6 +44,10 @@ pub enum DemoError {
     },
     #[error("--records must be at least {MIN_RECORDS}")]
     TooFewRecords,
+    #[error(
+        "demo samples in {0} lack the lost travel permit; delete the directory to start afresh"
+    )]
+    Samples(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +84,15 @@ impl Demo {
     pub fn export(&self) -> PathBuf {
         self.dir.join("export.jsonl")
     }
+    pub fn receipt_key(&self) -> PathBuf {
+        self.dir.join("keys/receipt.key")
+    }
+    pub fn temp_permit_key(&self) -> PathBuf {
+        self.dir.join("keys/temp-permit.key")
+    }
+    pub fn temp_permit_pub(&self) -> PathBuf {
+        self.dir.join("keys/temp-permit.pub")
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
@@ -100,7 +120,9 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
     let complete = demo.pki.exists()
         && demo.repo().join(crate::snapshot::MANIFEST_FILE).exists()
         && samples_path.exists()
-        && demo.hash_key().exists();
+        && demo.hash_key().exists()
+        && demo.temp_permit_key().exists()
+        && demo.receipt_key().exists();
     if complete {
         let text = std::fs::read_to_string(&samples_path).map_err(io(&samples_path))?;
         demo.samples =
@@ -113,6 +135,14 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         save_verifying_key(&sk.verifying_key(), &demo.publisher_pub())?;
         let hk = HashKey::generate();
         hk.save(&demo.hash_key())?;
+        for (private, public) in [
+            (demo.receipt_key(), demo.dir.join("keys/receipt.pub")),
+            (demo.temp_permit_key(), demo.temp_permit_pub()),
+        ] {
+            let k = generate_signing_key();
+            save_signing_key(&k, &private)?;
+            save_verifying_key(&k.verifying_key(), &public)?;
+        }
         let now = OffsetDateTime::now_utc();
         let export = demo.export();
         demo.samples = data::write_export(&export, opts.records, Day::of(now), opts.seed)
@@ -130,13 +160,56 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
                 now,
             },
         )?;
-        let json = serde_json::to_vec_pretty(&demo.samples)
-            .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
-        std::fs::write(&samples_path, json).map_err(io(&samples_path))?;
         demo.created = true;
     }
+    // Issued afresh at every start: it is valid for seven days only.
+    let lost = lost_travel_permit(&demo)?;
+    let (token, permit) = temp_permit::issue(
+        &lost,
+        "CHAN Tai Man",
+        Reason::Lost,
+        OffsetDateTime::now_utc(),
+        &load_signing_key(&demo.temp_permit_key())?,
+    )
+    .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
+    demo.samples.retain(|s| s.name != "temp_permit_valid");
+    demo.samples.push(temp_permit_sample(
+        "temp_permit_valid",
+        "the holder of the lost travel permit shows a 7-day temporary permit",
+        &token,
+        serde_json::json!({"status": "valid", "permit_id": permit.permit_id.to_string(), "holder": {"travel_permit": lost.masked()}}),
+    ));
+    let json = serde_json::to_vec_pretty(&demo.samples)
+        .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
+    std::fs::write(&samples_path, json).map_err(io(&samples_path))?;
     std::fs::write(&demo.config, config_text(opts)).map_err(io(&demo.config))?;
     Ok(demo)
+}
+
+/// The travel permit reported lost, from its document-status sample.
+fn lost_travel_permit(demo: &Demo) -> Result<TravelPermitNo, DemoError> {
+    demo.samples
+        .iter()
+        .find(|s| s.name == "travel_permit_lost_status")
+        .and_then(|s| s.body["number"].as_str())
+        .and_then(|n| TravelPermitNo::parse(n).ok())
+        .ok_or_else(|| DemoError::Samples(demo.dir.clone()))
+}
+
+fn temp_permit_sample(
+    name: &str,
+    description: &str,
+    token: &str,
+    expect: serde_json::Value,
+) -> Sample {
+    Sample {
+        name: name.into(),
+        description: description.into(),
+        partner: "rail-gate".into(),
+        path: "/v1/temporary-permits/verify".into(),
+        body: serde_json::json!({ "token": token }),
+        expect,
+    }
 }
 
 fn config_text(opts: &DemoOptions) -> String {
@@ -155,6 +228,12 @@ client_ca = "pki/ca.crt"
 repo = "repo"
 publisher_keys = ["keys/publisher.pub"]
 hash_key = "keys/hash.key"
+
+[receipts]
+signing_keys = [{{ path = "keys/receipt.key" }}]
+
+[temp_permits]
+issuer_keys = [{{ path = "keys/temp-permit.pub" }}]
 "#,
         opts.listen, opts.metrics_listen
     );

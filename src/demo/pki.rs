@@ -31,7 +31,10 @@ pub enum PkiError {
 /// The demo partners: id and scopes. `no-scopes` is known but may do nothing; `relay` is
 /// another gateway following this one's repository.
 pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
-    ("bank", &[Scope::LinkCheck, Scope::DocumentStatus]),
+    (
+        "bank",
+        &[Scope::LinkCheck, Scope::DocumentStatus, Scope::Receipt],
+    ),
     ("rail-gate", &[Scope::DocumentStatus, Scope::TempPermit]),
     ("no-scopes", &[]),
     ("relay", &[Scope::Replicate]),

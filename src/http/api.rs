@@ -7,6 +7,7 @@ use crate::checks::{DocState, LinkAnswer, LinkResult, StatusAnswer};
 use crate::day::Day;
 use crate::document::{DocumentKind, Region};
 use crate::snapshot::Status;
+use crate::temp_permit::VerificationView;
 
 use super::problem::Problem;
 
@@ -15,6 +16,9 @@ use super::problem::Problem;
 pub struct LinkCheckRequest {
     pub travel_permit: String,
     pub residence_permit: String,
+    /// Ask for a signed receipt (scope `receipt`).
+    #[serde(default)]
+    pub receipt: bool,
 }
 
 /// Items stay raw so that one bad item gets its own error instead of failing the batch.
@@ -61,6 +65,8 @@ pub struct LinkItem {
     pub result: LinkResult,
     pub travel_permit: DocView,
     pub residence_permit: DocView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptOut>,
 }
 
 impl From<LinkAnswer> for LinkItem {
@@ -69,8 +75,32 @@ impl From<LinkAnswer> for LinkItem {
             result: a.result,
             travel_permit: a.travel_permit.into(),
             residence_permit: a.residence_permit.into(),
+            receipt: None,
         }
     }
+}
+
+/// A signed receipt as returned with a link check; `encoded` is the receipt itself
+/// (docs/receipts.md), the other two repeat what it says for convenience.
+#[derive(Debug, Serialize)]
+pub struct ReceiptOut {
+    pub id: String,
+    pub key_id: String,
+    pub encoded: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TempPermitRequest {
+    pub token: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TempPermitResponse<'a> {
+    #[serde(flatten)]
+    pub verification: VerificationView,
+    pub snapshot: SnapshotRef<'a>,
+    pub checked_at: &'a str,
 }
 
 #[derive(Debug, Serialize)]

@@ -19,14 +19,20 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use prometheus::Histogram;
 
-use crate::checks::{self, DocumentPair};
+use prometheus::IntCounter;
+use time::OffsetDateTime;
+
+use crate::checks::{self, DocumentPair, LinkAnswer};
 use crate::clock::Clock;
 use crate::day::{rfc3339, Day};
-use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
+use crate::document::{DocumentKind, DocumentNo, ResidencePermitNo, TravelPermitNo};
+use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
 use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
 use crate::partner::{Partner, PartnerTable, Scope};
+use crate::snapshot::Status;
 use crate::store::{Store, View};
+use crate::{receipt, temp_permit};
 
 use api::*;
 use problem::{Problem, ProblemKind};
@@ -38,6 +44,8 @@ pub enum Route {
     LinkCheck,
     LinkCheckBatch,
     DocumentStatus,
+    TempPermitVerify,
+    Keys,
     Healthz,
     Readyz,
     ReplicationManifest,
@@ -46,10 +54,12 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 8] = [
+    pub const ALL: [Route; 10] = [
         Route::LinkCheck,
         Route::LinkCheckBatch,
         Route::DocumentStatus,
+        Route::TempPermitVerify,
+        Route::Keys,
         Route::Healthz,
         Route::Readyz,
         Route::ReplicationManifest,
@@ -62,6 +72,8 @@ impl Route {
             "/v1/link-checks" => Route::LinkCheck,
             "/v1/link-checks:batch" => Route::LinkCheckBatch,
             "/v1/document-status" => Route::DocumentStatus,
+            "/v1/temporary-permits/verify" => Route::TempPermitVerify,
+            "/v1/keys" => Route::Keys,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/v1/replication/manifest" | "/v1/replication/manifest.json" => {
@@ -77,6 +89,8 @@ impl Route {
             Route::LinkCheck => "link_check",
             Route::LinkCheckBatch => "link_check_batch",
             Route::DocumentStatus => "document_status",
+            Route::TempPermitVerify => "temp_permit_verify",
+            Route::Keys => "keys",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::ReplicationManifest => "replication_manifest",
@@ -87,8 +101,12 @@ impl Route {
 
     fn method(self) -> Option<Method> {
         match self {
-            Route::LinkCheck | Route::LinkCheckBatch | Route::DocumentStatus => Some(Method::POST),
-            Route::Healthz
+            Route::LinkCheck
+            | Route::LinkCheckBatch
+            | Route::DocumentStatus
+            | Route::TempPermitVerify => Some(Method::POST),
+            Route::Keys
+            | Route::Healthz
             | Route::Readyz
             | Route::ReplicationManifest
             | Route::ReplicationObject => Some(Method::GET),
@@ -100,8 +118,9 @@ impl Route {
         match self {
             Route::LinkCheck | Route::LinkCheckBatch => Some(Scope::LinkCheck),
             Route::DocumentStatus => Some(Scope::DocumentStatus),
+            Route::TempPermitVerify => Some(Scope::TempPermit),
             Route::ReplicationManifest | Route::ReplicationObject => Some(Scope::Replicate),
-            Route::Healthz | Route::Readyz | Route::Unknown => None,
+            Route::Keys | Route::Healthz | Route::Readyz | Route::Unknown => None,
         }
     }
 }
@@ -120,6 +139,14 @@ pub struct Limits {
     /// Readiness fails once the held manifest has been expired this long; `None` keeps
     /// serving stale data as ready (answers still say `"stale": true`).
     pub unready_when_stale_for: Option<std::time::Duration>,
+}
+
+/// Keys for the signed objects: receipts this gateway signs, and the published keyring
+/// (receipt, temporary-permit and snapshot keys) it verifies tokens with and serves.
+pub struct Credentials {
+    pub receipt_keys: SigningKeys,
+    pub keyring: Keyring,
+    pub temp_permit_skew: time::Duration,
 }
 
 /// Who is on the other end of a connection, resolved once per connection.
@@ -147,9 +174,15 @@ pub struct App {
     unknown_counters: Arc<RequestCounters>,
     durations: Vec<Histogram>,
     relay: Option<relay::RelaySource>,
+    credentials: Credentials,
+    /// `GET /v1/keys`, encoded once.
+    keys_json: Bytes,
+    temp_permit_counters: Vec<IntCounter>,
+    receipts_signed: IntCounter,
 }
 
 impl App {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         hash_key: HashKey,
@@ -158,7 +191,12 @@ impl App {
         table: &PartnerTable,
         metrics: &Metrics,
         relay: Option<relay::RelaySource>,
+        credentials: Credentials,
     ) -> App {
+        let statuses: Vec<&str> = temp_permit::Status::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
         let outcomes = outcome_labels();
         let outcomes: Vec<&str> = outcomes.iter().map(String::as_str).collect();
@@ -186,6 +224,10 @@ impl App {
                 .map(|r| metrics.route_duration(r.label()))
                 .collect(),
             relay,
+            keys_json: Bytes::from(credentials.keyring.to_json()),
+            credentials,
+            temp_permit_counters: metrics.temp_permit_counters(&statuses),
+            receipts_signed: metrics.receipts_signed(),
         }
     }
 
@@ -287,6 +329,7 @@ impl App {
             Route::ReplicationObject => {
                 return relay::object(self.relay.as_ref(), req.uri().path()).await
             }
+            Route::Keys => return Ok(json_response(StatusCode::OK, self.keys_json.clone())),
             _ => {}
         }
         if !self.store.is_ready() {
@@ -308,7 +351,7 @@ impl App {
             Route::LinkCheck => {
                 let req: LinkCheckRequest =
                     serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
-                let item = self.link_item(&view, &req, "", today)?;
+                let item = self.link_item(&view, partner, &req, "", now)?;
                 serde_json::to_vec(&LinkCheckResponse {
                     item,
                     snapshot,
@@ -339,7 +382,7 @@ impl App {
                         let prefix = format!("checks[{i}].");
                         serde_json::from_str::<LinkCheckRequest>(raw.get())
                             .map_err(|e| Problem::from_json(&e, &prefix))
-                            .and_then(|r| self.link_item(&view, &r, &prefix, today))
+                            .and_then(|r| self.link_item(&view, partner, &r, &prefix, now))
                             .map_or_else(|error| BatchItem::Error { error }, BatchItem::Answer)
                     })
                     .collect();
@@ -357,7 +400,31 @@ impl App {
                 let answer = checks::document_status(&view, &self.hash_key, &number, today);
                 serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, &checked_at))
             }
-            Route::Healthz
+            Route::TempPermitVerify => {
+                let req: TempPermitRequest =
+                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let v = temp_permit::verify(
+                    &req.token,
+                    &self.credentials.keyring,
+                    now,
+                    self.credentials.temp_permit_skew,
+                    |id| {
+                        view.get(&id.doc_key(&self.hash_key)).is_some_and(|r| {
+                            r.kind == DocumentKind::TemporaryPermit && r.status == Status::Revoked
+                        })
+                    },
+                );
+                if let Some(c) = self.temp_permit_counters.get(v.status as usize) {
+                    c.inc();
+                }
+                serde_json::to_vec(&TempPermitResponse {
+                    verification: (&v).into(),
+                    snapshot,
+                    checked_at: &checked_at,
+                })
+            }
+            Route::Keys
+            | Route::Healthz
             | Route::Readyz
             | Route::ReplicationManifest
             | Route::ReplicationObject
@@ -370,9 +437,10 @@ impl App {
     fn link_item(
         &self,
         view: &View<'_>,
+        partner: &Partner,
         req: &LinkCheckRequest,
         prefix: &str,
-        today: Day,
+        now: OffsetDateTime,
     ) -> Result<LinkItem, Problem> {
         let field = |name: &str| format!("{prefix}{name}");
         let tp = TravelPermitNo::parse(&req.travel_permit)
@@ -381,7 +449,50 @@ impl App {
             .map_err(|e| Problem::invalid_number(field("residence_permit"), e))?;
         let pair = DocumentPair::new(tp, rp)
             .map_err(|e| Problem::invalid_number(field("residence_permit"), e))?;
-        Ok(checks::link_check(view, &self.hash_key, &pair, today).into())
+        let answer = checks::link_check(view, &self.hash_key, &pair, Day::of(now));
+        let mut item = LinkItem::from(answer);
+        if req.receipt {
+            let version = view.info().version;
+            item.receipt = Some(self.receipt(partner, &pair, &answer, version, now, &field)?);
+        }
+        Ok(item)
+    }
+
+    /// Signs the receipt of one link check; only when asked for (about 20 µs).
+    fn receipt(
+        &self,
+        partner: &Partner,
+        pair: &DocumentPair,
+        answer: &LinkAnswer,
+        snapshot_version: u64,
+        now: OffsetDateTime,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<ReceiptOut, Problem> {
+        if !partner.scopes.contains(Scope::Receipt) {
+            return Err(Problem::new(
+                ProblemKind::ScopeMissing,
+                format!("partner {} lacks scope receipt", partner.id),
+            )
+            .with_field(field("receipt")));
+        }
+        let keys = &self.credentials.receipt_keys;
+        let key = keys.current(now).ok_or_else(|| {
+            Problem::new(
+                ProblemKind::ReceiptsUnavailable,
+                if keys.is_empty() {
+                    "this gateway has no receipt signing key configured"
+                } else {
+                    "no configured receipt signing key is valid now"
+                },
+            )
+        })?;
+        let (encoded, r) = receipt::issue(&partner.id, pair, answer, snapshot_version, now, key);
+        self.receipts_signed.inc();
+        Ok(ReceiptOut {
+            id: r.id.to_string(),
+            key_id: r.key_id.to_string(),
+            encoded,
+        })
     }
 
     /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
@@ -461,8 +572,8 @@ where
     }
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

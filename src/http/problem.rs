@@ -23,11 +23,12 @@ pub enum ProblemKind {
     UnknownPartner,
     ScopeMissing,
     NotReady,
+    ReceiptsUnavailable,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 14] = [
+    pub const ALL: [ProblemKind; 15] = [
         ProblemKind::MalformedJson,
         ProblemKind::UnknownField,
         ProblemKind::MissingField,
@@ -41,6 +42,7 @@ impl ProblemKind {
         ProblemKind::UnknownPartner,
         ProblemKind::ScopeMissing,
         ProblemKind::NotReady,
+        ProblemKind::ReceiptsUnavailable,
         ProblemKind::Internal,
     ];
 
@@ -122,6 +124,11 @@ impl ProblemKind {
                 "Partner lacks the scope this endpoint needs"
             ),
             ProblemKind::NotReady => p!("not-ready", 503, "Gateway has no snapshot loaded yet"),
+            ProblemKind::ReceiptsUnavailable => p!(
+                "receipts-unavailable",
+                503,
+                "Gateway cannot sign receipts now"
+            ),
             ProblemKind::Internal => p!("internal", 500, "Internal error"),
         }
     }

@@ -6,19 +6,23 @@
 //! adds or replaces a document (linking it to the person),
 //! `{"op":"status","number":"H12345678","status":"lost"}` changes a published document's
 //! status, `{"op":"remove","number":"H12345678"}` withdraws one.
+//! `temp-permit issue` and `temp-permit revoke` write the two temporary-permit events:
+//! `{"op":"temp_permit_issue","permit_id":"…","travel_permit":"H12345678","expires_at":"…"}`
+//! and `{"op":"temp_permit_revoke","permit_id":"…"}`.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::{
     for_each_line, meta, next_version, write_manifest, write_object, write_snapshot, PublishError,
     PublishOptions, PublishReport,
 };
 use crate::day::Day;
-use crate::document::DocumentNo;
+use crate::document::{DocumentKind, DocumentNo, TravelPermitNo};
 use crate::keys::HashKey;
 use crate::snapshot::{
     self, encode_delta, load_repo, DocKey, ManifestDelta, Record, Status, NO_RENEWAL,
@@ -29,9 +33,10 @@ use crate::store::{CacheConfig, CacheCounters, State, View};
 /// snapshot instead, so a new follower never replays more than this many deltas.
 pub const DEFAULT_MAX_DELTAS: usize = 32;
 
-#[derive(Debug, Deserialize)]
+/// One line of a change file.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum ChangeEvent {
+pub enum ChangeEvent {
     Upsert {
         person: String,
         number: String,
@@ -44,6 +49,17 @@ enum ChangeEvent {
     },
     Remove {
         number: String,
+    },
+    /// A temporary permit was issued to the holder of a published travel permit.
+    TempPermitIssue {
+        permit_id: String,
+        travel_permit: String,
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
+    /// A temporary permit was withdrawn; gates verifying online answer `revoked`.
+    TempPermitRevoke {
+        permit_id: String,
     },
 }
 
@@ -97,6 +113,47 @@ fn read_changes(
                 published(&key)?;
                 (key, None)
             }
+            ChangeEvent::TempPermitIssue {
+                permit_id,
+                travel_permit,
+                expires_at,
+            } => {
+                let id = permit_id_of(&permit_id, &err)?;
+                let tp = TravelPermitNo::parse(&travel_permit)
+                    .map_err(|e| err(format!("travel_permit breaks rule {}: {e}", e.rule())))?;
+                let holder = view
+                    .get(&DocKey::of(hash_key, tp.canonical()))
+                    .ok_or_else(|| err("travel_permit is not in the published data".into()))?;
+                let key = id.doc_key(hash_key);
+                let rec = Record {
+                    key,
+                    person: holder.person,
+                    valid_until: Day::of(expires_at).0,
+                    status: Status::Valid,
+                    kind: DocumentKind::TemporaryPermit,
+                    region: tp.region(),
+                    renewal: NO_RENEWAL,
+                };
+                (key, Some(rec))
+            }
+            ChangeEvent::TempPermitRevoke { permit_id } => {
+                let key = permit_id_of(&permit_id, &err)?.doc_key(hash_key);
+                // Issued and revoked in one file: the revocation is the change.
+                let issued_here = changes.get(&key).and_then(|(_, r)| *r).filter(|r| {
+                    r.kind == DocumentKind::TemporaryPermit && r.status == Status::Valid
+                });
+                let mut rec = match issued_here {
+                    Some(r) => {
+                        changes.remove(&key);
+                        r
+                    }
+                    None => view.get(&key).ok_or_else(|| {
+                        err("permit_id is not a published temporary permit".into())
+                    })?,
+                };
+                rec.status = Status::Revoked;
+                (key, Some(rec))
+            }
         };
         if let Some((first, _)) = changes.insert(key, (line_no, change)) {
             return Err(err(format!(
@@ -109,6 +166,14 @@ fn read_changes(
         return Err(PublishError::Empty);
     }
     Ok(changes.into_iter().map(|(k, (_, c))| (k, c)).collect())
+}
+
+fn permit_id_of(
+    text: &str,
+    err: &dyn Fn(String) -> PublishError,
+) -> Result<crate::temp_permit::PermitId, PublishError> {
+    crate::temp_permit::PermitId::parse(text)
+        .ok_or_else(|| err("permit_id must be 16 hex characters".into()))
 }
 
 /// Publishes `events` onto the repo's current data as version + 1.
@@ -153,7 +218,13 @@ pub fn publish_diff(
             message: "every document number must appear once".into(),
         });
     }
-    let old = state.view().records();
+    // Temporary permits are not part of the authority's export: never diffed away.
+    let old: Vec<Record> = state
+        .view()
+        .records()
+        .into_iter()
+        .filter(|r| r.kind != DocumentKind::TemporaryPermit)
+        .collect();
     let mut changes = Vec::new();
     let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
     loop {
@@ -195,6 +266,32 @@ pub fn publish_diff(
     )
 }
 
+/// Temporary-permit records of the repo's current data, to carry into a full publication:
+/// the authority's export does not hold them, and dropping a revocation would make a
+/// withdrawn permit valid again. A repo built with another hashing key holds none that
+/// still apply.
+pub(super) fn temp_permits_in(
+    repo: &Path,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+) -> Result<Vec<Record>, PublishError> {
+    if !repo.join(snapshot::MANIFEST_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    let current = load_repo(repo, &[signing_key.verifying_key()], None)
+        .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
+    if current.snapshot.header().meta.hash_key_id != hash_key.id() {
+        return Ok(Vec::new());
+    }
+    let (_, state) = state_of(current)?;
+    Ok(state
+        .view()
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == DocumentKind::TemporaryPermit)
+        .collect())
+}
+
 fn load_current(
     repo: &Path,
     signing_key: &SigningKey,
@@ -202,6 +299,10 @@ fn load_current(
 ) -> Result<(crate::snapshot::Manifest, State), PublishError> {
     let current = load_repo(repo, &[signing_key.verifying_key()], Some(hash_key))
         .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
+    state_of(current)
+}
+
+fn state_of(current: snapshot::Repo) -> Result<(crate::snapshot::Manifest, State), PublishError> {
     let manifest = current.manifest.manifest.clone();
     let state = State::new(current, &CacheConfig::default(), CacheCounters::detached())
         .map_err(|e| PublishError::Snapshot(snapshot::SnapshotError::Manifest(e.to_string())))?;
@@ -504,5 +605,115 @@ mod tests {
         ));
         // Nothing was published by the failures.
         assert_eq!(f.state().view().info().version, 1);
+    }
+
+    fn issue_event(id: &str, number: &str) -> String {
+        serde_json::to_string(&ChangeEvent::TempPermitIssue {
+            permit_id: id.into(),
+            travel_permit: number.into(),
+            expires_at: time::macros::datetime!(2026-12-02 08:00 UTC),
+        })
+        .expect("json")
+    }
+
+    fn revoke_event(id: &str) -> String {
+        serde_json::to_string(&ChangeEvent::TempPermitRevoke {
+            permit_id: id.into(),
+        })
+        .expect("json")
+    }
+
+    #[test]
+    fn temporary_permits_are_issued_revoked_and_kept_by_full_publications() {
+        use crate::temp_permit::PermitId;
+        let f = Fixture::new();
+        let (a, b) = ("00000000000000aa", "00000000000000bb");
+        let temp = |state: &State, id: &str| {
+            state
+                .view()
+                .get(&PermitId::parse(id).expect("id").doc_key(&f.hk))
+        };
+        f.change(&issue_event(a, "H12345678"), DEFAULT_MAX_DELTAS)
+            .expect("issue");
+        let state = f.state();
+        let rec = temp(&state, a).expect("issued");
+        assert_eq!(
+            (rec.kind, rec.status),
+            (DocumentKind::TemporaryPermit, Status::Valid)
+        );
+        assert_eq!(Day(rec.valid_until).to_string(), "2026-12-02");
+        assert_eq!(
+            Some(rec.person),
+            f.get(&state, "H12345678").map(|r| r.person),
+            "linked to the holder"
+        );
+        assert_eq!(
+            f.get(&state, "H12345678").map(|r| r.status),
+            Some(Status::Valid),
+            "the travel permit itself is untouched"
+        );
+
+        // Revoked later, and one issued and revoked in the same file.
+        let both = [
+            revoke_event(a),
+            issue_event(b, "H12345678"),
+            revoke_event(b),
+        ]
+        .join("\n");
+        f.change(&both, DEFAULT_MAX_DELTAS).expect("revoke");
+        let state = f.state();
+        assert_eq!(temp(&state, a).map(|r| r.status), Some(Status::Revoked));
+        assert_eq!(temp(&state, b).map(|r| r.status), Some(Status::Revoked));
+
+        // The authority's next full export knows nothing of them; the revocations stay.
+        std::fs::write(f.dir.path().join("export.jsonl"), EXPORT).expect("write");
+        let diff = publish_diff(
+            &f.dir.path().join("export.jsonl"),
+            &f.repo(),
+            &f.sk,
+            &f.hk,
+            &opts(),
+            DEFAULT_MAX_DELTAS,
+        );
+        assert!(matches!(diff, Err(PublishError::NoChanges)), "{diff:?}");
+        crate::publish::publish(
+            &f.dir.path().join("export.jsonl"),
+            &f.repo(),
+            &f.sk,
+            &f.hk,
+            &opts(),
+        )
+        .expect("full");
+        let state = f.state();
+        assert!(state.view().info().version >= 4);
+        assert_eq!(temp(&state, a).map(|r| r.status), Some(Status::Revoked));
+        assert_eq!(temp(&state, b).map(|r| r.status), Some(Status::Revoked));
+    }
+
+    #[test]
+    fn bad_temporary_permit_events_are_refused() {
+        let f = Fixture::new();
+        for (lines, want) in [
+            (issue_event("xyz", "H12345678"), "permit_id must be 16 hex"),
+            (
+                issue_event("00000000000000aa", "H99999999"),
+                "not in the published data",
+            ),
+            (
+                issue_event("00000000000000aa", "H1234"),
+                "travel_permit breaks rule length",
+            ),
+            (
+                revoke_event("00000000000000cc"),
+                "not a published temporary permit",
+            ),
+        ] {
+            let e = f
+                .change(&lines, DEFAULT_MAX_DELTAS)
+                .expect_err(want)
+                .to_string();
+            assert!(e.contains(want) && e.contains("line 1"), "{e}");
+            assert!(!e.contains("H99999999"), "{e}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 mod changes;
 
-pub use changes::{publish_changes, publish_diff, DEFAULT_MAX_DELTAS};
+pub use changes::{publish_changes, publish_diff, ChangeEvent, DEFAULT_MAX_DELTAS};
 
 use crate::day::Day;
 
@@ -183,8 +183,9 @@ pub fn publish(
     hash_key: &HashKey,
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
-    let records = read_export(input, hash_key)?;
+    let mut records = read_export(input, hash_key)?;
     let version = next_version(opts.version, current_version(repo, signing_key)?)?;
+    records.extend(changes::temp_permits_in(repo, signing_key, hash_key)?);
     let (snapshot, persons) = write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
     let report = PublishReport {
         version,

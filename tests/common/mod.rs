@@ -49,6 +49,8 @@ pub struct Options {
     pub replication_source: Option<String>,
     pub poll_interval_ms: u64,
     pub clock: Option<Arc<permitgate::clock::ManualClock>>,
+    /// Text replacements applied to the generated config, in order (each must match).
+    pub edit_config: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             replication_source: None,
             poll_interval_ms: 100,
             clock: None,
+            edit_config: Vec::new(),
         }
     }
 }
@@ -109,6 +112,13 @@ impl TestGateway {
         }
         if opts.cache {
             text.push_str("\n[cache]\nenabled = true\nmax_entries = 1000\n");
+        }
+        for (from, to) in &opts.edit_config {
+            assert!(
+                text.contains(from.as_str()),
+                "config has no {from:?}:\n{text}"
+            );
+            text = text.replacen(from.as_str(), to, 1);
         }
         let config = Config::parse(&text, &demo.config).expect("config parses");
         let clock: Arc<dyn permitgate::clock::Clock> = match &opts.clock {
@@ -207,6 +217,38 @@ impl TestGateway {
     pub fn samples(&self) -> &[demo::Sample] {
         &self.demo.samples
     }
+
+    pub fn sample(&self, name: &str) -> &demo::Sample {
+        self.demo
+            .samples
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no sample {name}"))
+    }
+
+    /// `GET /v1/keys` as a partner, written to a file for the offline tools; also parsed.
+    pub async fn keys_file(&self) -> (PathBuf, permitgate::keyring::Keyring) {
+        let r = self.client("rail-gate").await.get("/v1/keys").await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let path = self.dir.path().join("keys.json");
+        std::fs::write(&path, &r.body).expect("write keys");
+        let ring = permitgate::keyring::Keyring::from_json(&r.body).expect("keys parse");
+        (path, ring)
+    }
+}
+
+/// The text of the one QR code in a PNG image.
+pub fn decode_qr_png(png_bytes: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    grids[0].decode().expect("QR decodes").1
 }
 
 /// Value of one sample line of `/metrics` text, by exact series name with labels.

@@ -1,0 +1,361 @@
+//! Signed verification receipts: the electronic form of the dual-document verification
+//! document, returned by a link check on request and verifiable offline.
+//!
+//! A receipt states who asked (partner id), the result and each document's status, the
+//! snapshot version and the time, signed with the gateway's receipt key. It binds the two
+//! document numbers without carrying them: `binding` is a hash of the receipt's random id
+//! and the two normalised numbers, so whoever holds the numbers can confirm the receipt
+//! is about them, and whoever holds only the receipt has to guess both numbers, afresh
+//! for every receipt (the id salts it). docs/receipts.md has the format, the test vector
+//! and what that guessing costs.
+
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::checks::{DocumentPair, LinkAnswer, LinkResult};
+use crate::day::rfc3339;
+use crate::keyring::{KeyLookup, KeyUse, Keyring};
+use crate::keys::KeyId;
+use crate::sealed::{self, push_short_str, Kind, OpenError};
+use crate::snapshot::Status;
+
+pub const KIND: Kind = Kind {
+    prefix: "PGR1:",
+    context: b"permitgate receipt v1\0",
+    version: 1,
+};
+
+const BINDING_CONTEXT: &str = "permitgate receipt binding v1";
+const NOT_FOUND: u8 = 0xFF;
+
+/// Random identifier of one receipt; also the salt of its binding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReceiptId(pub [u8; 16]);
+
+impl std::fmt::Display for ReceiptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for ReceiptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiptId({self})")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub key_id: KeyId,
+    pub id: ReceiptId,
+    pub partner: String,
+    pub result: LinkResult,
+    pub travel_permit: Option<Status>,
+    pub residence_permit: Option<Status>,
+    pub snapshot_version: u64,
+    pub checked_at: OffsetDateTime,
+    pub binding: [u8; 16],
+}
+
+impl Receipt {
+    /// Whether this receipt is about these two documents.
+    pub fn refers_to(&self, pair: &DocumentPair) -> bool {
+        binding(&self.id, pair) == self.binding
+    }
+}
+
+fn binding(id: &ReceiptId, pair: &DocumentPair) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key(BINDING_CONTEXT);
+    h.update(&id.0);
+    h.update(pair.travel().canonical().as_bytes());
+    h.update(b"\0");
+    h.update(pair.residence().canonical().as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+fn result_to_u8(r: LinkResult) -> u8 {
+    match r {
+        LinkResult::Linked => 1,
+        LinkResult::NotLinked => 2,
+        LinkResult::TravelPermitNotFound => 3,
+        LinkResult::ResidencePermitNotFound => 4,
+    }
+}
+
+fn result_from_u8(v: u8) -> Option<LinkResult> {
+    Some(match v {
+        1 => LinkResult::Linked,
+        2 => LinkResult::NotLinked,
+        3 => LinkResult::TravelPermitNotFound,
+        4 => LinkResult::ResidencePermitNotFound,
+        _ => return None,
+    })
+}
+
+fn status_to_u8(s: Option<Status>) -> u8 {
+    s.map_or(NOT_FOUND, Status::to_u8)
+}
+
+fn status_from_u8(v: u8) -> Option<Option<Status>> {
+    if v == NOT_FOUND {
+        Some(None)
+    } else {
+        Status::from_u8(v).map(Some)
+    }
+}
+
+/// Makes and signs the receipt of one link check.
+pub fn issue(
+    partner: &str,
+    pair: &DocumentPair,
+    answer: &LinkAnswer,
+    snapshot_version: u64,
+    checked_at: OffsetDateTime,
+    key: &SigningKey,
+) -> (String, Receipt) {
+    let id = ReceiptId(rand::random());
+    let receipt = Receipt {
+        key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+        id,
+        partner: partner.to_owned(),
+        result: answer.result,
+        travel_permit: answer.travel_permit.map(|s| s.status),
+        residence_permit: answer.residence_permit.map(|s| s.status),
+        snapshot_version,
+        checked_at: checked_at.replace_nanosecond(0).unwrap_or(checked_at),
+        binding: binding(&id, pair),
+    };
+    (encode(&receipt, key), receipt)
+}
+
+fn encode(r: &Receipt, key: &SigningKey) -> String {
+    let mut body = sealed::body_head(&KIND, key);
+    body.extend_from_slice(&r.id.0);
+    body.extend_from_slice(&r.checked_at.unix_timestamp().to_le_bytes());
+    body.extend_from_slice(&r.snapshot_version.to_le_bytes());
+    body.push(result_to_u8(r.result));
+    body.push(status_to_u8(r.travel_permit));
+    body.push(status_to_u8(r.residence_permit));
+    body.extend_from_slice(&r.binding);
+    push_short_str(&mut body, &r.partner);
+    sealed::seal(&KIND, body, key)
+}
+
+fn decode(opened: &sealed::Opened) -> Option<Receipt> {
+    let mut f = opened.fields();
+    let id = ReceiptId(f.bytes()?);
+    let checked_at = OffsetDateTime::from_unix_timestamp(f.u64()? as i64).ok()?;
+    let snapshot_version = f.u64()?;
+    let result = result_from_u8(f.u8()?)?;
+    let travel_permit = status_from_u8(f.u8()?)?;
+    let residence_permit = status_from_u8(f.u8()?)?;
+    let binding = f.bytes()?;
+    let partner = f.short_str()?.to_owned();
+    (f.is_done() && crate::partner::valid_partner_id(&partner)).then_some(Receipt {
+        key_id: opened.key_id(),
+        id,
+        partner,
+        result,
+        travel_permit,
+        residence_permit,
+        snapshot_version,
+        checked_at,
+        binding,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("receipt is malformed: it {0}")]
+    Shape(#[from] OpenError),
+    #[error("receipt is malformed: a field is out of range")]
+    Fields,
+    #[error("receipt is signed by key {0}, which is not a published receipt key")]
+    UnknownKey(KeyId),
+    #[error("receipt is signed by key {0}, which was not valid at the receipt's time")]
+    KeyNotValid(KeyId),
+    #[error("receipt signature does not verify")]
+    BadSignature,
+}
+
+/// Reads a receipt without checking its signature (rendering an unverified copy, or
+/// reporting what a refused one claims).
+pub fn read(text: &str) -> Result<Receipt, ReceiptError> {
+    let opened = sealed::open(&KIND, text)?;
+    decode(&opened).ok_or(ReceiptError::Fields)
+}
+
+/// Checks a receipt against the published keys.
+pub fn verify(text: &str, keys: &Keyring) -> Result<Receipt, ReceiptError> {
+    let opened = sealed::open(&KIND, text)?;
+    let receipt = decode(&opened).ok_or(ReceiptError::Fields)?;
+    let key = keys
+        .find(KeyUse::Receipt, receipt.key_id, receipt.checked_at)
+        .map_err(|e| match e {
+            KeyLookup::Unknown => ReceiptError::UnknownKey(receipt.key_id),
+            KeyLookup::OutsideValidity => ReceiptError::KeyNotValid(receipt.key_id),
+        })?;
+    if !opened.verify(key) {
+        return Err(ReceiptError::BadSignature);
+    }
+    Ok(receipt)
+}
+
+/// What the receipt says, as JSON (the `receipt verify` output).
+#[derive(Debug, Serialize)]
+pub struct ReceiptView {
+    pub receipt_id: String,
+    pub key_id: String,
+    pub partner: String,
+    pub result: LinkResult,
+    pub travel_permit: Option<Status>,
+    pub residence_permit: Option<Status>,
+    pub snapshot_version: u64,
+    pub checked_at: String,
+}
+
+impl From<&Receipt> for ReceiptView {
+    fn from(r: &Receipt) -> Self {
+        ReceiptView {
+            receipt_id: r.id.to_string(),
+            key_id: r.key_id.to_string(),
+            partner: r.partner.clone(),
+            result: r.result,
+            travel_permit: r.travel_permit,
+            residence_permit: r.residence_permit,
+            snapshot_version: r.snapshot_version,
+            checked_at: rfc3339(r.checked_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::DocState;
+    use crate::day::Day;
+    use crate::document::{ResidencePermitNo, TravelPermitNo};
+    use crate::keyring::{PublicKey, Validity};
+    use time::macros::datetime;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[0x21; 32])
+    }
+
+    fn pair(tp: &str, rp: &str) -> DocumentPair {
+        DocumentPair::new(
+            TravelPermitNo::parse(tp).expect("tp"),
+            ResidencePermitNo::parse(rp).expect("rp"),
+        )
+        .expect("pair")
+    }
+
+    fn ring() -> Keyring {
+        Keyring::new(vec![PublicKey::new(
+            KeyUse::Receipt,
+            key().verifying_key(),
+            Validity::default(),
+        )])
+    }
+
+    fn sample() -> (String, Receipt) {
+        let answer = LinkAnswer {
+            result: LinkResult::Linked,
+            travel_permit: Some(DocState {
+                status: Status::Valid,
+                valid_until: Day(20_000),
+            }),
+            residence_permit: None,
+        };
+        issue(
+            "bank",
+            &pair("H12345678", "810000199001011230"),
+            &answer,
+            42,
+            datetime!(2026-11-25 08:00:00.5 UTC),
+            &key(),
+        )
+    }
+
+    #[test]
+    fn verifies_and_binds_the_numbers() {
+        let (text, issued) = sample();
+        let r = verify(&text, &ring()).expect("verifies");
+        assert_eq!(r, issued);
+        assert_eq!(r.checked_at, datetime!(2026-11-25 08:00 UTC));
+        assert_eq!(
+            (r.residence_permit, r.travel_permit),
+            (None, Some(Status::Valid))
+        );
+        assert!(r.refers_to(&pair("H12345678", "810000199001011230")));
+        assert!(
+            r.refers_to(&pair(" ｈ1234567803", "810000199001011230")),
+            "normalised"
+        );
+        assert!(!r.refers_to(&pair("H12345679", "810000199001011230")));
+        assert!(!r.refers_to(&pair("H12345678", "810000199001011249")));
+        let (again, _) = sample();
+        assert_ne!(again, text, "each receipt has its own id and salt");
+        let raw = base45::decode(&text[KIND.prefix.len()..]).expect("base45");
+        for number in [&b"H12345678"[..], b"810000199001011230", b"12345678"] {
+            assert!(
+                !raw.windows(number.len()).any(|w| w == number),
+                "carries a number"
+            );
+        }
+    }
+
+    #[test]
+    fn every_altered_bit_is_refused() {
+        let (text, _) = sample();
+        let raw = base45::decode(&text[KIND.prefix.len()..]).expect("base45");
+        for i in 0..raw.len() * 8 {
+            let mut bad = raw.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            let forged = format!("{}{}", KIND.prefix, base45::encode(&bad));
+            assert!(verify(&forged, &ring()).is_err(), "bit {i}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_expired_keys() {
+        let (text, r) = sample();
+        let other = Keyring::new(vec![PublicKey::new(
+            KeyUse::Receipt,
+            SigningKey::from_bytes(&[1; 32]).verifying_key(),
+            Validity::default(),
+        )]);
+        assert_eq!(
+            verify(&text, &other),
+            Err(ReceiptError::UnknownKey(r.key_id))
+        );
+        let retired = Keyring::new(vec![PublicKey::new(
+            KeyUse::Receipt,
+            key().verifying_key(),
+            Validity {
+                not_before: None,
+                not_after: Some(datetime!(2026-01-01 0:00 UTC)),
+            },
+        )]);
+        assert_eq!(
+            verify(&text, &retired),
+            Err(ReceiptError::KeyNotValid(r.key_id))
+        );
+        let wrong_use = Keyring::new(vec![PublicKey::new(
+            KeyUse::TempPermit,
+            key().verifying_key(),
+            Validity::default(),
+        )]);
+        assert!(matches!(
+            verify(&text, &wrong_use),
+            Err(ReceiptError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            verify("PGR1:", &ring()),
+            Err(ReceiptError::Shape(_))
+        ));
+    }
+}

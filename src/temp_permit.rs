@@ -1,0 +1,470 @@
+//! 7-day temporary electronic permits: the token, issuing it, and verifying it.
+//!
+//! A resident who lost, damaged or forgot the travel permit gets a token signed by the
+//! authority's temporary-permit key, shown as a QR code. Gates verify it offline against
+//! the published keys (signature, time window) or online through the gateway, which also
+//! knows revocations: those arrive as records of the snapshot and its deltas, keyed by
+//! [`PermitId::doc_key`]. The format is specified in docs/temporary-permit.md.
+//!
+//! Invariants: `expires_at` is exactly `issued_at` + 7 days (anything else is malformed);
+//! nothing from a token whose signature did not verify is ever shown as its content.
+
+use std::fmt;
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::day::rfc3339;
+use crate::document::{Region, TravelPermitNo};
+use crate::keyring::{KeyUse, Keyring};
+use crate::keys::{HashKey, KeyId};
+use crate::sealed::{self, push_short_str, Kind};
+use crate::snapshot::DocKey;
+
+pub const KIND: Kind = Kind {
+    prefix: "PGT1:",
+    context: b"permitgate temporary permit v1\0",
+    version: 1,
+};
+
+/// How long a temporary permit is valid: exactly seven days from issue.
+pub const VALIDITY: Duration = Duration::days(7);
+/// Default tolerance for gate clocks that run early or late.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::minutes(5);
+/// Longest holder name, in bytes of UTF-8 (33 Chinese characters, 100 Latin letters).
+pub const MAX_NAME_BYTES: usize = 100;
+
+/// Random identifier of one temporary permit, printed as 16 hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PermitId(pub [u8; 8]);
+
+impl PermitId {
+    pub fn generate() -> PermitId {
+        PermitId(rand::random())
+    }
+
+    pub fn parse(s: &str) -> Option<PermitId> {
+        let mut id = [0u8; 8];
+        hex::decode_to_slice(s.trim(), &mut id).ok()?;
+        Some(PermitId(id))
+    }
+
+    /// The snapshot key of this permit's record (issuance or revocation). The text hashed
+    /// cannot be a document number, so the two kinds of key never collide.
+    pub fn doc_key(&self, hash_key: &HashKey) -> DocKey {
+        DocKey::of(hash_key, &format!("temporary-permit:{self}"))
+    }
+}
+
+impl fmt::Display for PermitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PermitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PermitId({self})")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Lost,
+    Damaged,
+    Forgotten,
+}
+
+impl Reason {
+    fn to_u8(self) -> u8 {
+        match self {
+            Reason::Lost => 1,
+            Reason::Damaged => 2,
+            Reason::Forgotten => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Reason> {
+        Some(match v {
+            1 => Reason::Lost,
+            2 => Reason::Damaged,
+            3 => Reason::Forgotten,
+            _ => return None,
+        })
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Reason, String> {
+        match s {
+            "lost" => Ok(Reason::Lost),
+            "damaged" => Ok(Reason::Damaged),
+            "forgotten" => Ok(Reason::Forgotten),
+            _ => Err("reason must be lost, damaged or forgotten".into()),
+        }
+    }
+}
+
+/// The content of a token whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempPermit {
+    pub key_id: KeyId,
+    pub permit_id: PermitId,
+    pub travel_permit: TravelPermitNo,
+    pub holder_name: String,
+    pub issued_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub reason: Reason,
+}
+
+impl TempPermit {
+    pub fn region(&self) -> Region {
+        self.travel_permit.region()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    #[error("name: must be 1 to {MAX_NAME_BYTES} bytes of UTF-8 without control characters")]
+    Name,
+    #[error("issued_at: out of range")]
+    Time,
+}
+
+/// Signs a new temporary permit; returns the token text and what it says.
+pub fn issue(
+    travel_permit: &TravelPermitNo,
+    name: &str,
+    reason: Reason,
+    issued_at: OffsetDateTime,
+    key: &SigningKey,
+) -> Result<(String, TempPermit), IssueError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(IssueError::Name);
+    }
+    let issued_at = issued_at
+        .replace_nanosecond(0)
+        .map_err(|_| IssueError::Time)?;
+    let expires_at = issued_at.checked_add(VALIDITY).ok_or(IssueError::Time)?;
+    let permit = TempPermit {
+        key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+        permit_id: PermitId::generate(),
+        travel_permit: travel_permit.clone(),
+        holder_name: name.to_owned(),
+        issued_at,
+        expires_at,
+        reason,
+    };
+    Ok((encode(&permit, key), permit))
+}
+
+fn encode(p: &TempPermit, key: &SigningKey) -> String {
+    let mut body = sealed::body_head(&KIND, key);
+    body.extend_from_slice(&p.permit_id.0);
+    body.push(p.region().to_u8());
+    body.push(p.reason.to_u8());
+    body.extend_from_slice(&p.issued_at.unix_timestamp().to_le_bytes());
+    body.extend_from_slice(&p.expires_at.unix_timestamp().to_le_bytes());
+    push_short_str(&mut body, p.travel_permit.canonical());
+    push_short_str(&mut body, &p.holder_name);
+    sealed::seal(&KIND, body, key)
+}
+
+/// Reads the fields of an opened token; `None` if any is out of shape.
+fn decode(opened: &sealed::Opened) -> Option<TempPermit> {
+    let mut f = opened.fields();
+    let permit_id = PermitId(f.bytes()?);
+    let region = Region::from_u8(f.u8()?)?;
+    let reason = Reason::from_u8(f.u8()?)?;
+    let issued_at = OffsetDateTime::from_unix_timestamp(f.u64()? as i64).ok()?;
+    let expires_at = OffsetDateTime::from_unix_timestamp(f.u64()? as i64).ok()?;
+    let number = f.short_str()?;
+    let holder_name = f.short_str()?.to_owned();
+    let travel_permit = TravelPermitNo::parse(number).ok()?;
+    let well_formed = f.is_done()
+        && expires_at - issued_at == VALIDITY
+        && travel_permit.canonical() == number
+        && travel_permit.region() == region
+        && !holder_name.is_empty()
+        && !holder_name.chars().any(char::is_control);
+    well_formed.then_some(TempPermit {
+        key_id: opened.key_id(),
+        permit_id,
+        travel_permit,
+        holder_name,
+        issued_at,
+        expires_at,
+        reason,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Valid,
+    Expired,
+    NotYetValid,
+    Revoked,
+    BadSignature,
+    UnknownKey,
+    Malformed,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Valid,
+        Status::Expired,
+        Status::NotYetValid,
+        Status::Revoked,
+        Status::BadSignature,
+        Status::UnknownKey,
+        Status::Malformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Valid => "valid",
+            Status::Expired => "expired",
+            Status::NotYetValid => "not_yet_valid",
+            Status::Revoked => "revoked",
+            Status::BadSignature => "bad_signature",
+            Status::UnknownKey => "unknown_key",
+            Status::Malformed => "malformed",
+        }
+    }
+}
+
+/// The outcome of verifying a token. `permit` is set only when the signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub status: Status,
+    pub permit: Option<TempPermit>,
+}
+
+/// Verifies `token` at `now`. Valid from `issued_at − skew` until just before
+/// `expires_at + skew`. `is_revoked` is asked only about genuine permits; offline
+/// verifiers, who cannot know revocations, pass `|_| false`.
+pub fn verify(
+    token: &str,
+    keys: &Keyring,
+    now: OffsetDateTime,
+    skew: Duration,
+    is_revoked: impl FnOnce(PermitId) -> bool,
+) -> Verification {
+    let fail = |status| Verification {
+        status,
+        permit: None,
+    };
+    let Ok(opened) = sealed::open(&KIND, token) else {
+        return fail(Status::Malformed);
+    };
+    let Some(permit) = decode(&opened) else {
+        return fail(Status::Malformed);
+    };
+    let Ok(key) = keys.find(KeyUse::TempPermit, permit.key_id, permit.issued_at) else {
+        return fail(Status::UnknownKey);
+    };
+    if !opened.verify(key) {
+        return fail(Status::BadSignature);
+    }
+    let status = if is_revoked(permit.permit_id) {
+        Status::Revoked
+    } else if now < permit.issued_at - skew {
+        Status::NotYetValid
+    } else if now >= permit.expires_at + skew {
+        Status::Expired
+    } else {
+        Status::Valid
+    };
+    Verification {
+        status,
+        permit: Some(permit),
+    }
+}
+
+/// The answer's JSON form, shared by `POST /v1/temporary-permits/verify` and the offline
+/// `temp-permit verify`. The travel permit number is masked.
+#[derive(Debug, Serialize)]
+pub struct VerificationView {
+    pub status: Status,
+    pub permit_id: Option<String>,
+    pub holder: Option<HolderView>,
+    pub reason: Option<Reason>,
+    pub valid_from: Option<String>,
+    pub valid_until: Option<String>,
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HolderView {
+    pub name: String,
+    pub travel_permit: String,
+    pub region: Region,
+}
+
+impl From<&Verification> for VerificationView {
+    fn from(v: &Verification) -> Self {
+        let p = v.permit.as_ref();
+        VerificationView {
+            status: v.status,
+            permit_id: p.map(|p| p.permit_id.to_string()),
+            holder: p.map(|p| HolderView {
+                name: p.holder_name.clone(),
+                travel_permit: p.travel_permit.masked(),
+                region: p.region(),
+            }),
+            reason: p.map(|p| p.reason),
+            valid_from: p.map(|p| rfc3339(p.issued_at)),
+            valid_until: p.map(|p| rfc3339(p.expires_at)),
+            key_id: p.map(|p| p.key_id.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::{PublicKey, Validity};
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-25 08:00 UTC);
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[0x42; 32])
+    }
+
+    fn ring(keys: &[&SigningKey]) -> Keyring {
+        Keyring::new(
+            keys.iter()
+                .map(|k| PublicKey::new(KeyUse::TempPermit, k.verifying_key(), Validity::default()))
+                .collect(),
+        )
+    }
+
+    fn token() -> (String, TempPermit) {
+        let tp = TravelPermitNo::parse("H12345678").expect("valid");
+        issue(&tp, "CHAN Tai Man 陳大文", Reason::Lost, T0, &key()).expect("issues")
+    }
+
+    fn status_at(token: &str, keys: &Keyring, now: OffsetDateTime) -> Status {
+        verify(token, keys, now, DEFAULT_CLOCK_SKEW, |_| false).status
+    }
+
+    #[test]
+    fn round_trip() {
+        let (text, issued) = token();
+        assert!(text.starts_with("PGT1:"));
+        let v = verify(&text, &ring(&[&key()]), T0, DEFAULT_CLOCK_SKEW, |_| false);
+        assert_eq!(v.status, Status::Valid);
+        assert_eq!(v.permit.as_ref(), Some(&issued));
+        assert_eq!(issued.expires_at, datetime!(2026-12-02 08:00 UTC));
+        assert_eq!(issued.region(), Region::HongKong);
+        let view = VerificationView::from(&v);
+        let holder = view.holder.expect("holder");
+        assert_eq!(holder.travel_permit, "H1234****");
+        assert_eq!(holder.name, "CHAN Tai Man 陳大文");
+    }
+
+    #[test]
+    fn window_is_seven_days_with_skew_on_both_ends() {
+        let (text, _) = token();
+        let keys = ring(&[&key()]);
+        let skew = DEFAULT_CLOCK_SKEW;
+        let end = T0 + VALIDITY;
+        let s = Duration::seconds(1);
+        assert_eq!(status_at(&text, &keys, T0 - skew - s), Status::NotYetValid);
+        assert_eq!(status_at(&text, &keys, T0 - skew), Status::Valid);
+        assert_eq!(
+            status_at(&text, &keys, end),
+            Status::Valid,
+            "skew covers the end"
+        );
+        assert_eq!(status_at(&text, &keys, end + skew - s), Status::Valid);
+        assert_eq!(status_at(&text, &keys, end + skew), Status::Expired);
+        let strict = verify(&text, &keys, end, Duration::ZERO, |_| false).status;
+        assert_eq!(strict, Status::Expired, "at exactly 7 days without skew");
+    }
+
+    #[test]
+    fn revoked_only_for_genuine_permits() {
+        let (text, issued) = token();
+        let mut asked = None;
+        let v = verify(&text, &ring(&[&key()]), T0, DEFAULT_CLOCK_SKEW, |id| {
+            asked = Some(id);
+            true
+        });
+        assert_eq!(v.status, Status::Revoked);
+        assert_eq!(asked, Some(issued.permit_id));
+        let v = verify(&text, &ring(&[]), T0, DEFAULT_CLOCK_SKEW, |_| true);
+        assert_eq!(v.status, Status::UnknownKey);
+        assert_eq!(v.permit, None, "unverified content is never shown");
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let (text, _) = token();
+        let keys = ring(&[&key()]);
+        let raw = base45::decode(&text[KIND.prefix.len()..]).expect("base45");
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..raw.len() * 8 {
+            let mut bad = raw.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            let forged = format!("{}{}", KIND.prefix, base45::encode(&bad));
+            let s = status_at(&forged, &keys, T0);
+            assert_ne!(s, Status::Valid, "bit {i}");
+            seen.insert(s);
+        }
+        for s in [Status::Malformed, Status::UnknownKey, Status::BadSignature] {
+            assert!(seen.contains(&s), "{s:?} never seen: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        let (text, _) = token();
+        let keys = ring(&[&key()]);
+        for bad in [
+            "",
+            "PGT1:",
+            &text[..text.len() - 6],
+            &text[..40],
+            &text.replacen("PGT1:", "PGR1:", 1),
+            &text.to_lowercase(),
+            &"PGT1:0".repeat(400),
+        ] {
+            assert_eq!(status_at(bad, &keys, T0), Status::Malformed, "{bad:.20}");
+        }
+    }
+
+    #[test]
+    fn a_token_from_another_key_is_unknown_and_rotation_keeps_old_tokens() {
+        let (text, _) = token();
+        let other = SigningKey::from_bytes(&[7; 32]);
+        assert_eq!(status_at(&text, &ring(&[&other]), T0), Status::UnknownKey);
+        assert_eq!(
+            status_at(&text, &ring(&[&other, &key()]), T0),
+            Status::Valid
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let tp = TravelPermitNo::parse("12345678").expect("taiwan");
+        for bad in ["", "   ", "a\nb", &"x".repeat(101)] {
+            assert_eq!(
+                issue(&tp, bad, Reason::Forgotten, T0, &key()).err(),
+                Some(IssueError::Name)
+            );
+        }
+        let (_, p) = issue(&tp, " Lin ", Reason::Forgotten, T0, &key()).expect("trimmed");
+        assert_eq!(
+            (p.holder_name.as_str(), p.region()),
+            ("Lin", Region::Taiwan)
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! Signed verification receipts, end to end: asked for on a link check over mTLS, checked
+//! offline against `GET /v1/keys` with and without the two numbers, refused when altered,
+//! printed as PDF and PNG whose QR code verifies, and signing keys rotated.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{decode_qr_png, Options, TestGateway};
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+use permitgate::checks::DocumentPair;
+use permitgate::clock::ManualClock;
+use permitgate::document::{ResidencePermitNo, TravelPermitNo};
+use permitgate::keyring::KeyUse;
+use permitgate::receipt::{self, ReceiptError};
+
+fn pair_of(body: &Value) -> DocumentPair {
+    DocumentPair::new(
+        TravelPermitNo::parse(body["travel_permit"].as_str().expect("tp")).expect("tp"),
+        ResidencePermitNo::parse(body["residence_permit"].as_str().expect("rp")).expect("rp"),
+    )
+    .expect("pair")
+}
+
+fn with_receipt(body: &Value) -> Value {
+    let mut b = body.clone();
+    b["receipt"] = json!(true);
+    b
+}
+
+/// A link check with a receipt; returns the answer.
+async fn checked(gw: &TestGateway, partner: &str, body: &Value) -> Value {
+    let r = gw
+        .client(partner)
+        .await
+        .post_json("/v1/link-checks", &with_receipt(body))
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+fn encoded(answer: &Value) -> String {
+    answer["receipt"]["encoded"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no receipt in {answer}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_receipt_states_the_answer_and_binds_the_numbers() {
+    let gw = TestGateway::start().await;
+    let (_, keys) = gw.keys_file().await;
+    for name in [
+        "linked_pair",
+        "travel_permit_lost",
+        "unknown_residence_permit",
+    ] {
+        let s = gw.sample(name);
+        let a = checked(&gw, "bank", &s.body).await;
+        let r = receipt::verify(&encoded(&a), &keys).expect("verifies offline");
+        assert_eq!(r.partner, "bank");
+        assert_eq!(json!(r.result), a["result"], "{name}");
+        assert_eq!(
+            json!(r.travel_permit),
+            a["travel_permit"]["status"],
+            "{name}"
+        );
+        assert_eq!(
+            json!(r.residence_permit),
+            a["residence_permit"]["status"],
+            "{name}"
+        );
+        assert_eq!(json!(r.snapshot_version), a["snapshot"]["version"]);
+        assert_eq!(
+            permitgate::day::rfc3339(r.checked_at),
+            a["checked_at"].as_str().expect("t")
+        );
+        assert_eq!(a["receipt"]["id"], r.id.to_string());
+        assert_eq!(a["receipt"]["key_id"], r.key_id.to_string());
+        assert!(r.refers_to(&pair_of(&s.body)), "{name}");
+        let other = gw.sample("valid_but_not_linked");
+        assert!(!r.refers_to(&pair_of(&other.body)), "{name}");
+        let text = encoded(&a);
+        for number in [&s.body["travel_permit"], &s.body["residence_permit"]] {
+            assert!(!text.contains(number.as_str().expect("n")));
+        }
+    }
+    // The receipt key is published for receipts only, next to the issuing and publishing keys.
+    let uses: Vec<KeyUse> = keys.keys().iter().map(|k| k.key_use).collect();
+    for u in [KeyUse::Receipt, KeyUse::TempPermit, KeyUse::Snapshot] {
+        assert!(uses.contains(&u), "{u:?} missing from {uses:?}");
+    }
+}
+
+#[tokio::test]
+async fn receipts_are_signed_only_when_asked_and_only_for_the_receipt_scope() {
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![(
+            "id = \"rail-gate\"\nscopes = [".into(),
+            "id = \"rail-gate\"\nscopes = [\"link_check\", ".into(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let s = gw.sample("linked_pair");
+    let plain = gw
+        .client("bank")
+        .await
+        .post_json(&s.path, &s.body)
+        .await
+        .json();
+    assert_eq!(plain["receipt"], Value::Null, "{plain}");
+
+    // rail-gate may check links but not get receipts.
+    let mut c = gw.client("rail-gate").await;
+    assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
+    let p = c
+        .post_json(&s.path, &with_receipt(&s.body))
+        .await
+        .problem(403, "scope-missing");
+    assert_eq!(p["field"], "receipt");
+
+    // In a batch, each item asks for itself.
+    let batch = json!({"checks": [with_receipt(&s.body), s.body, with_receipt(&gw.sample("travel_permit_lost").body)]});
+    let b = gw
+        .client("bank")
+        .await
+        .post_json("/v1/link-checks:batch", &batch)
+        .await
+        .json();
+    let (_, keys) = gw.keys_file().await;
+    assert!(receipt::verify(&encoded(&b["results"][0]), &keys).is_ok());
+    assert_eq!(b["results"][1]["receipt"], Value::Null);
+    assert!(receipt::verify(&encoded(&b["results"][2]), &keys).is_ok());
+    let denied = c.post_json("/v1/link-checks:batch", &batch).await.json();
+    assert_eq!(denied["results"][0]["error"]["field"], "checks[0].receipt");
+    assert_eq!(denied["results"][1]["result"], "linked");
+
+    gw.wait_metric("permitgate_receipts_signed_total", 2.0)
+        .await;
+}
+
+#[tokio::test]
+async fn without_a_receipt_key_receipts_are_unavailable() {
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![(
+            "[receipts]\nsigning_keys = [{ path = \"keys/receipt.key\" }]\n".into(),
+            String::new(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let s = gw.sample("linked_pair");
+    let mut c = gw.client("bank").await;
+    c.post_json(&s.path, &with_receipt(&s.body))
+        .await
+        .problem(503, "receipts-unavailable");
+    assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
+    let (_, keys) = gw.keys_file().await;
+    assert!(keys.keys().iter().all(|k| k.key_use != KeyUse::Receipt));
+}
+
+#[tokio::test]
+async fn a_rotated_key_signs_new_receipts_and_old_receipts_keep_verifying() {
+    let t0 = OffsetDateTime::now_utc();
+    let first = TestGateway::start_with(Options {
+        clock: Some(Arc::new(ManualClock::at_unix(t0.unix_timestamp()))),
+        ..Options::default()
+    })
+    .await;
+    let s = first.sample("linked_pair").clone();
+    let old = encoded(&checked(&first, "bank", &s.body).await);
+
+    // A day later: a new key from noon, the old one retired at noon.
+    let noon = permitgate::day::rfc3339(t0 + Duration::hours(12));
+    let new_key = first.dir.path().join("keys/receipt-2");
+    let out = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["keys", "ed25519", "--out", new_key.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = TestGateway::start_with(Options {
+        demo_dir: Some(first.dir.path().to_owned()),
+        clock: Some(Arc::new(ManualClock::at_unix(
+            (t0 + Duration::days(1)).unix_timestamp(),
+        ))),
+        edit_config: vec![(
+            "signing_keys = [{ path = \"keys/receipt.key\" }]".into(),
+            format!(
+                "signing_keys = [{{ path = \"keys/receipt.key\", not_after = \"{noon}\" }}, {{ path = \"keys/receipt-2.key\", not_before = \"{noon}\" }}]"
+            ),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let new = encoded(&checked(&second, "bank", &s.body).await);
+    let (_, keys) = second.keys_file().await;
+    let (old_r, new_r) = (
+        receipt::verify(&old, &keys).expect("old receipt still verifies"),
+        receipt::verify(&new, &keys).expect("new receipt verifies"),
+    );
+    assert_ne!(old_r.key_id, new_r.key_id, "the new key signs");
+    assert_eq!(
+        keys.keys()
+            .iter()
+            .filter(|k| k.key_use == KeyUse::Receipt)
+            .count(),
+        2
+    );
+
+    // A receipt the retired key signed after its not_after is refused, though genuine.
+    let late = TestGateway::start_with(Options {
+        demo_dir: Some(first.dir.path().to_owned()),
+        clock: Some(Arc::new(ManualClock::at_unix(
+            (t0 + Duration::days(1)).unix_timestamp(),
+        ))),
+        ..Options::default()
+    })
+    .await;
+    let stale = encoded(&checked(&late, "bank", &s.body).await);
+    assert_eq!(
+        receipt::verify(&stale, &keys).map(|r| r.id),
+        Err(ReceiptError::KeyNotValid(old_r.key_id))
+    );
+}
+
+fn permitgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run permitgate")
+}
+
+#[tokio::test]
+async fn offline_verification_and_the_printable_document() {
+    let gw = TestGateway::start().await;
+    let (keys, _) = gw.keys_file().await;
+    let keys = keys.to_str().expect("utf8").to_owned();
+    let s = gw.sample("linked_pair");
+    let text = encoded(&checked(&gw, "bank", &s.body).await);
+    let (tp, rp) = (
+        s.body["travel_permit"].as_str().expect("tp"),
+        s.body["residence_permit"].as_str().expect("rp"),
+    );
+    let other_rp = gw.sample("valid_but_not_linked").body["residence_permit"]
+        .as_str()
+        .expect("rp")
+        .to_owned();
+
+    let out = permitgate(&["receipt", "verify", "--keys", &keys, &text]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["result"].as_str(), v["numbers"].as_str()),
+        (Some("linked"), Some("not_checked"))
+    );
+
+    let out = permitgate(&[
+        "receipt",
+        "verify",
+        "--keys",
+        &keys,
+        &text,
+        "--travel-permit",
+        tp,
+        "--residence-permit",
+        rp,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["numbers"], "match");
+
+    let out = permitgate(&[
+        "receipt",
+        "verify",
+        "--keys",
+        &keys,
+        &text,
+        "--travel-permit",
+        tp,
+        "--residence-permit",
+        &other_rp,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not about these two documents"), "{err}");
+    assert!(!err.contains(tp) && !err.contains(&other_rp), "{err}");
+
+    // One changed character anywhere after the prefix: refused.
+    let alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
+    for at in [5, text.len() / 3, text.len() / 2, text.len() - 1] {
+        let c = text.as_bytes()[at] as char;
+        let swap = alphabet.chars().find(|x| *x != c).expect("other");
+        let mut altered = text.clone();
+        altered.replace_range(at..at + 1, &swap.to_string());
+        let out = permitgate(&["receipt", "verify", "--keys", &keys, &altered]);
+        assert_eq!(out.status.code(), Some(1), "altered at {at}");
+    }
+
+    // Printable forms: the PNG's QR code is the receipt; the PDF is a PDF with the text.
+    let png = gw.dir.path().join("receipt.png");
+    let pdf = gw.dir.path().join("receipt.pdf");
+    for out_path in [&png, &pdf] {
+        let out = permitgate(&[
+            "receipt",
+            "render",
+            &text,
+            "--out",
+            out_path.to_str().expect("utf8"),
+            "--keys",
+            &keys,
+            "--travel-permit",
+            tp,
+            "--residence-permit",
+            rp,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let scanned = decode_qr_png(&std::fs::read(&png).expect("png"));
+    assert_eq!(scanned, text);
+    let ring = permitgate::keyring::Keyring::load(std::path::Path::new(&keys)).expect("keys");
+    assert!(receipt::verify(&scanned, &ring).is_ok());
+    let pdf = std::fs::read(&pdf).expect("pdf");
+    assert!(pdf.starts_with(b"%PDF-"));
+    assert!(pdf.windows(5).any(|w| w == b"%%EOF"));
+    let pdf_text = String::from_utf8_lossy(&pdf);
+    assert!(pdf_text.contains("Dual-document verification receipt"));
+    assert!(pdf_text.contains(&TravelPermitNo::parse(tp).expect("tp").masked()));
+    assert!(!pdf_text.contains(tp), "the number appears masked only");
+
+    let out = permitgate(&["receipt", "render", &text, "--out", "receipt.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".pdf or .png"));
+    let out = permitgate(&[
+        "receipt",
+        "render",
+        &text,
+        "--out",
+        png.to_str().expect("utf8"),
+        "--travel-permit",
+        tp,
+        "--residence-permit",
+        &other_rp,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a receipt is not printed for other numbers"
+    );
+}

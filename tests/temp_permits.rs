@@ -1,0 +1,519 @@
+//! 7-day temporary electronic permits, end to end: issued by the authority's key, verified
+//! by gates over mTLS (every status), revoked through a published delta, verified offline
+//! with the published keys, and carried in a QR code.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{decode_qr_png, metric_value, Options, TestGateway};
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+use permitgate::clock::ManualClock;
+use permitgate::document::TravelPermitNo;
+use permitgate::keys::load_signing_key;
+use permitgate::publish::ChangeEvent;
+use permitgate::temp_permit::{self, Reason, VALIDITY};
+
+const VERIFY: &str = "/v1/temporary-permits/verify";
+
+/// Now, as the gateway's clock sees it, at whole seconds.
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).expect("now")
+}
+
+async fn gateway_at(
+    t: OffsetDateTime,
+    edit: Vec<(String, String)>,
+) -> (TestGateway, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::at_unix(t.unix_timestamp()));
+    let gw = TestGateway::start_with(Options {
+        clock: Some(clock.clone()),
+        edit_config: edit,
+        ..Options::default()
+    })
+    .await;
+    (gw, clock)
+}
+
+fn lost_travel_permit(gw: &TestGateway) -> TravelPermitNo {
+    let n = gw.sample("travel_permit_lost_status").body["number"]
+        .as_str()
+        .expect("number");
+    TravelPermitNo::parse(n).expect("valid")
+}
+
+fn issue_with(
+    key: &SigningKey,
+    tp: &TravelPermitNo,
+    at: OffsetDateTime,
+) -> (String, temp_permit::TempPermit) {
+    temp_permit::issue(tp, "CHAN Tai Man 陳大文", Reason::Lost, at, key).expect("issue")
+}
+
+async fn verify(gw: &TestGateway, token: &str) -> Value {
+    let r = gw
+        .client("rail-gate")
+        .await
+        .post_json(VERIFY, &json!({ "token": token }))
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+#[tokio::test]
+async fn gates_get_every_status_online() {
+    let now = t0();
+    let (gw, _) = gateway_at(now, Vec::new()).await;
+    let key = load_signing_key(&gw.demo.temp_permit_key()).expect("issuer key");
+    let tp = lost_travel_permit(&gw);
+
+    let (valid, permit) = issue_with(&key, &tp, now - Duration::days(1));
+    let v = verify(&gw, &valid).await;
+    assert_eq!(v["status"], "valid", "{v}");
+    assert_eq!(v["permit_id"], permit.permit_id.to_string());
+    assert_eq!(v["holder"]["name"], "CHAN Tai Man 陳大文");
+    assert_eq!(v["holder"]["travel_permit"], tp.masked());
+    assert_eq!(v["holder"]["region"], "hong_kong");
+    assert_eq!(v["reason"], "lost");
+    assert_eq!(
+        v["valid_from"],
+        permitgate::day::rfc3339(now - Duration::days(1))
+    );
+    assert_eq!(
+        v["valid_until"],
+        permitgate::day::rfc3339(now + Duration::days(6))
+    );
+    assert_eq!(v["snapshot"]["version"], 1);
+    assert!(
+        !String::from_utf8_lossy(&serde_json::to_vec(&v).expect("json")).contains(tp.canonical())
+    );
+
+    let (old, _) = issue_with(&key, &tp, now - Duration::days(8));
+    assert_eq!(verify(&gw, &old).await["status"], "expired");
+    let (early, _) = issue_with(&key, &tp, now + Duration::hours(1));
+    assert_eq!(verify(&gw, &early).await["status"], "not_yet_valid");
+
+    let stranger = SigningKey::from_bytes(&[3; 32]);
+    let (foreign, _) = issue_with(&stranger, &tp, now);
+    let v = verify(&gw, &foreign).await;
+    assert_eq!(v["status"], "unknown_key");
+    assert_eq!(v["holder"], Value::Null, "unverified content is not shown");
+
+    // A changed letter of the name: same shape, signature no longer matches.
+    let raw = base45::decode(&valid[5..]).expect("base45");
+    let mut forged = raw.clone();
+    let name_at = raw.len() - 64 - 3;
+    forged[name_at] ^= 0x01;
+    let forged = format!("PGT1:{}", base45::encode(&forged));
+    assert_eq!(verify(&gw, &forged).await["status"], "bad_signature");
+
+    for bad in [
+        &valid[..valid.len() - 3],
+        &valid[..20],
+        "PGT1:",
+        "hello",
+        "",
+    ] {
+        assert_eq!(verify(&gw, bad).await["status"], "malformed", "{bad:.12}");
+    }
+
+    let m = gw
+        .wait_metric(
+            "permitgate_temp_permit_verifications_total{status=\"malformed\"}",
+            5.0,
+        )
+        .await;
+    for (status, n) in [
+        ("valid", 1.0),
+        ("expired", 1.0),
+        ("not_yet_valid", 1.0),
+        ("unknown_key", 1.0),
+        ("bad_signature", 1.0),
+        ("revoked", 0.0),
+    ] {
+        let series = format!("permitgate_temp_permit_verifications_total{{status=\"{status}\"}}");
+        assert_eq!(metric_value(&m, &series), n, "{series}");
+    }
+}
+
+#[tokio::test]
+async fn the_window_is_exactly_seven_days_with_the_configured_skew() {
+    let issued = t0() - Duration::days(10);
+    let (gw, clock) = gateway_at(
+        issued,
+        vec![(
+            "[temp_permits]\n".into(),
+            "[temp_permits]\nclock_skew_seconds = 60\n".into(),
+        )],
+    )
+    .await;
+    let key = load_signing_key(&gw.demo.temp_permit_key()).expect("issuer key");
+    let (token, _) = issue_with(&key, &lost_travel_permit(&gw), issued);
+    let skew = Duration::seconds(60);
+    let end = issued + VALIDITY;
+    for (at, want) in [
+        (issued - skew - Duration::seconds(1), "not_yet_valid"),
+        (issued - skew, "valid"),
+        (end, "valid"),
+        (end + skew - Duration::seconds(1), "valid"),
+        (end + skew, "expired"),
+    ] {
+        clock.set_unix(at.unix_timestamp());
+        assert_eq!(verify(&gw, &token).await["status"], want, "at {at}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_travel_permit_stays_lost_while_its_temporary_permit_is_valid() {
+    let gw = TestGateway::start().await;
+    let s = gw.sample("temp_permit_valid");
+    assert_eq!(
+        verify(&gw, s.body["token"].as_str().expect("token")).await["status"],
+        "valid"
+    );
+    let status = gw.sample("travel_permit_lost_status");
+    let r = gw
+        .client("rail-gate")
+        .await
+        .post_json(&status.path, &status.body)
+        .await
+        .json();
+    assert_eq!(r["status"], "lost");
+}
+
+#[tokio::test]
+async fn a_revocation_published_as_a_delta_reaches_a_following_gateway() {
+    let mut gw = TestGateway::start_with(Options {
+        replication: true,
+        ..Options::default()
+    })
+    .await;
+    let gateway = gw.gateway.clone();
+    assert!(gw.running.start_replication(&gateway).expect("follower"));
+    for _ in 0..100 {
+        if gateway.store.is_ready() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        gateway.store.is_ready(),
+        "the follower never loaded the origin"
+    );
+    let key = load_signing_key(&gw.demo.temp_permit_key()).expect("issuer key");
+    let tp = lost_travel_permit(&gw);
+    let (token, permit) = issue_with(&key, &tp, OffsetDateTime::now_utc());
+    let (other, _) = issue_with(&key, &tp, OffsetDateTime::now_utc());
+    assert_eq!(verify(&gw, &token).await["status"], "valid");
+
+    let events: Vec<String> = [
+        ChangeEvent::TempPermitIssue {
+            permit_id: permit.permit_id.to_string(),
+            travel_permit: tp.canonical().into(),
+            expires_at: permit.expires_at,
+        },
+        ChangeEvent::TempPermitRevoke {
+            permit_id: permit.permit_id.to_string(),
+        },
+    ]
+    .iter()
+    .map(|e| serde_json::to_string(e).expect("json"))
+    .collect();
+    let report = gw.publish_changes(&events.join("\n"), 32);
+    assert!(!report.compacted, "delivered as a delta");
+
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let v = verify(&gw, &token).await;
+        status = v["status"].clone();
+        if status == "revoked" {
+            assert_eq!(v["snapshot"]["version"], report.version);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "revoked", "the delta never arrived");
+    assert_eq!(
+        verify(&gw, &other).await["status"],
+        "valid",
+        "only that permit"
+    );
+    let lost = gw.sample("travel_permit_lost_status");
+    let r = gw
+        .client("rail-gate")
+        .await
+        .post_json(&lost.path, &lost.body)
+        .await
+        .json();
+    assert_eq!(r["status"], "lost", "the travel permit itself is unchanged");
+}
+
+#[tokio::test]
+async fn partners_without_the_scope_and_bad_bodies_are_refused() {
+    let gw = TestGateway::start().await;
+    let token = gw.sample("temp_permit_valid").body["token"].clone();
+    for partner in ["bank", "no-scopes"] {
+        let r = gw
+            .client(partner)
+            .await
+            .post_json(VERIFY, &json!({ "token": token }))
+            .await;
+        r.problem(403, "scope-missing");
+    }
+    let mut c = gw.client("rail-gate").await;
+    let p = c
+        .post_json(VERIFY, &json!({ "token": token, "extra": 1 }))
+        .await
+        .problem(400, "unknown-field");
+    assert_eq!(p["field"], "extra");
+    let p = c
+        .post_json(VERIFY, &json!({}))
+        .await
+        .problem(400, "missing-field");
+    assert_eq!(p["field"], "token");
+    c.post_json(VERIFY, &json!({ "token": 5 }))
+        .await
+        .problem(400, "invalid-field");
+    c.get(VERIFY).await.problem(405, "method-not-allowed");
+}
+
+#[tokio::test]
+async fn a_rotated_issuing_key_keeps_earlier_permits_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let new_key = SigningKey::from_bytes(&[0x5A; 32]);
+    let new_pub = dir.path().join("temp-permit-2.pub");
+    permitgate::keys::save_verifying_key(&new_key.verifying_key(), &new_pub).expect("save");
+    let (gw, _) = gateway_at(
+        t0(),
+        vec![(
+            "issuer_keys = [{ path = \"keys/temp-permit.pub\" }]".into(),
+            format!(
+                "issuer_keys = [{{ path = \"keys/temp-permit.pub\" }}, {{ path = \"{}\" }}]",
+                new_pub.display()
+            ),
+        )],
+    )
+    .await;
+    let old_key = load_signing_key(&gw.demo.temp_permit_key()).expect("issuer key");
+    let tp = lost_travel_permit(&gw);
+    for key in [&old_key, &new_key] {
+        let (token, _) = issue_with(key, &tp, t0());
+        assert_eq!(verify(&gw, &token).await["status"], "valid");
+    }
+    let (_, ring) = gw.keys_file().await;
+    let uses: Vec<_> = ring.keys().iter().map(|k| k.key_use.as_str()).collect();
+    assert_eq!(
+        uses.iter().filter(|u| **u == "temp_permit").count(),
+        2,
+        "{uses:?}"
+    );
+}
+
+fn permitgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run permitgate")
+}
+
+#[tokio::test]
+async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the_qr_code() {
+    let gw = TestGateway::start().await;
+    let (keys, _) = gw.keys_file().await;
+    let key = gw.demo.temp_permit_key();
+    let qr = gw.dir.path().join("permit.png");
+    let events = gw.dir.path().join("events.jsonl");
+    let tp = lost_travel_permit(&gw);
+    let out = permitgate(&[
+        "temp-permit",
+        "issue",
+        "--signing-key",
+        key.to_str().expect("utf8"),
+        "--travel-permit",
+        tp.canonical(),
+        "--name",
+        "LEE Siu Ming",
+        "--reason",
+        "damaged",
+        "--qr",
+        qr.to_str().expect("utf8"),
+        "--events",
+        events.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("PGT1:"), "{token}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(tp.canonical()));
+
+    // The QR code carries exactly the token.
+    let scanned = decode_qr_png(&std::fs::read(&qr).expect("png"));
+    assert_eq!(scanned, token);
+
+    // Offline: valid now, expired in eight days, and a foreign keys file knows no key.
+    let verify_at = |at: Option<&str>| {
+        let mut args = vec![
+            "temp-permit",
+            "verify",
+            "--keys",
+            keys.to_str().expect("utf8"),
+        ];
+        if let Some(at) = at {
+            args.extend(["--at", at]);
+        }
+        args.push(&scanned);
+        permitgate(&args)
+    };
+    let out = verify_at(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("valid"), Some("damaged"))
+    );
+    let later = permitgate::day::rfc3339(OffsetDateTime::now_utc() + Duration::days(8));
+    let out = verify_at(Some(&later));
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["status"], "expired");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("temporary permit is expired"));
+
+    // The issuance event, then a revocation from the CLI, published with the CLI.
+    let id = v["permit_id"].as_str().expect("id").to_owned();
+    let out = permitgate(&[
+        "temp-permit",
+        "revoke",
+        "--id",
+        &id,
+        "--events",
+        events.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = permitgate(&[
+        "publish",
+        "--changes",
+        events.to_str().expect("utf8"),
+        "--out",
+        gw.demo.repo().to_str().expect("utf8"),
+        "--signing-key",
+        gw.demo.publisher_key().to_str().expect("utf8"),
+        "--hash-key",
+        gw.demo.hash_key().to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.gateway.load_snapshot().expect("reload");
+    assert_eq!(verify(&gw, &token).await["status"], "revoked");
+    // Offline verification cannot know it: still valid there, by design.
+    assert!(verify_at(None).status.success());
+}
+
+#[test]
+fn cli_mistakes_are_one_line_and_name_the_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("k.key");
+    permitgate::keys::save_signing_key(&SigningKey::from_bytes(&[1; 32]), &key).expect("key");
+    let key = key.to_str().expect("utf8");
+    for (args, code, want) in [
+        (
+            vec![
+                "temp-permit",
+                "issue",
+                "--signing-key",
+                key,
+                "--travel-permit",
+                "H1234",
+                "--name",
+                "A",
+                "--reason",
+                "lost",
+            ],
+            1,
+            "--travel-permit breaks rule length",
+        ),
+        (
+            vec![
+                "temp-permit",
+                "issue",
+                "--signing-key",
+                key,
+                "--travel-permit",
+                "H12345678",
+                "--name",
+                " ",
+                "--reason",
+                "lost",
+            ],
+            1,
+            "--name",
+        ),
+        (
+            vec![
+                "temp-permit",
+                "issue",
+                "--signing-key",
+                key,
+                "--travel-permit",
+                "H12345678",
+                "--name",
+                "A",
+                "--reason",
+                "stolen",
+            ],
+            2,
+            "lost, damaged or forgotten",
+        ),
+        (
+            vec![
+                "temp-permit",
+                "issue",
+                "--signing-key",
+                key,
+                "--travel-permit",
+                "H12345678",
+                "--name",
+                "A",
+                "--reason",
+                "lost",
+                "--issued-at",
+                "today",
+            ],
+            2,
+            "RFC 3339",
+        ),
+        (
+            vec!["temp-permit", "revoke", "--id", "zz"],
+            1,
+            "--id must be 16 hex",
+        ),
+    ] {
+        let out = permitgate(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("H1234 "), "{err}");
+    }
+}
