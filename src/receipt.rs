@@ -308,6 +308,45 @@ mod tests {
         }
     }
 
+    /// The vector of docs/receipts.md, checked there with Python's `base45`, `blake3` and
+    /// `cryptography` packages.
+    #[test]
+    fn test_vector() {
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = 32 + i as u8;
+        }
+        let key = SigningKey::from_bytes(&seed);
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let id = ReceiptId(id);
+        let pair = pair("H12345678", "810000199001011230");
+        let r = Receipt {
+            key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+            id,
+            partner: "bank".into(),
+            result: LinkResult::Linked,
+            travel_permit: Some(Status::Valid),
+            residence_permit: Some(Status::Expired),
+            snapshot_version: 42,
+            checked_at: datetime!(2026-11-25 08:00 UTC),
+            binding: binding(&id, &pair),
+        };
+        assert_eq!(hex::encode(r.binding), "6fb0f5ae7e2df85d2bbd34903b3e8ee7");
+        assert_eq!(encode(&r, &key), VECTOR);
+        let keys = Keyring::new(vec![PublicKey::new(
+            KeyUse::Receipt,
+            key.verifying_key(),
+            Validity::default(),
+        )]);
+        assert_eq!(verify(VECTOR, &keys), Ok(r.clone()));
+        assert!(r.refers_to(&pair));
+    }
+
+    const VECTOR: &str = "PGR1:/60OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500H5ET2V .F-HV$N51T61M7/2I.O0CEC0PD:PB%.D1T6I:H-DM.PCZC6*411TV0HG$*JAP4716A6PLKIL*BSUI-U4QTKM4E+$SV6DQV771GJ9RG17UDTHEUG R$CGU5P30";
+
     #[test]
     fn every_altered_bit_is_refused() {
         let (text, _) = sample();

@@ -452,6 +452,37 @@ mod tests {
         );
     }
 
+    /// The vector of docs/temporary-permit.md, checked there with Python's `base45` and
+    /// `cryptography` packages.
+    #[test]
+    fn test_vector() {
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let key = SigningKey::from_bytes(&seed);
+        let permit = TempPermit {
+            key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+            permit_id: PermitId(0x0123_4567_89ab_cdef_u64.to_be_bytes()),
+            travel_permit: TravelPermitNo::parse("H12345678").expect("valid"),
+            holder_name: "CHAN Tai Man".into(),
+            issued_at: T0,
+            expires_at: T0 + VALIDITY,
+            reason: Reason::Lost,
+        };
+        assert_eq!(encode(&permit, &key), VECTOR);
+        assert_eq!(permit.key_id.to_string(), "98ba85304ac639f0");
+        let hash_key = HashKey::from_bytes(seed);
+        assert_eq!(
+            hex::encode(permit.permit_id.doc_key(&hash_key).0),
+            "7568234c98526e45395305354ed2ef8d"
+        );
+        let v = verify(VECTOR, &ring(&[&key]), T0, DEFAULT_CLOCK_SKEW, |_| false);
+        assert_eq!((v.status, v.permit), (Status::Valid, Some(permit)));
+    }
+
+    const VECTOR: &str = "PGT1:3904QNW46U2PGFUTK404DGWLU9UO80Z$IWND000000SDQWND000900V59QF60R6J%6%37YM8NB8-347ECY34CECWV1GB4753VWK54E FLTG2*$JILK7*N+16WNTH.Q.UM06U:+LMRKE+UR+L:BS2/J2M496EH7KF38UVDH6FE.GA7NC*CT75GZD";
+
     #[test]
     fn names_are_checked() {
         let tp = TravelPermitNo::parse("12345678").expect("taiwan");

@@ -458,7 +458,8 @@ impl App {
         Ok(item)
     }
 
-    /// Signs the receipt of one link check; only when asked for (about 20 µs).
+    /// Signs the receipt of one link check; only when asked for (about 13 µs, one Ed25519
+    /// signature: docs/benchmarks.md).
     fn receipt(
         &self,
         partner: &Partner,
