@@ -1,16 +1,11 @@
 //! The command-line contract: names, help, one-line errors, publish → inspect → verify,
 //! and a gateway that refuses to serve a bad snapshot.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn permitgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_permitgate"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run permitgate")
-}
+use std::path::Path;
+
+use common::permitgate;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -226,11 +221,7 @@ fn serve_refuses_a_bad_snapshot() {
     let other = permitgate::keys::generate_signing_key();
     permitgate::keys::save_verifying_key(&other.verifying_key(), &demo.publisher_pub())
         .expect("swap key");
-    let out = Command::new(env!("CARGO_BIN_EXE_permitgate"))
-        .args(["serve", "--config", &demo.config.to_string_lossy()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run");
+    let out = permitgate(&["serve", "--config", &demo.config.to_string_lossy()]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(

@@ -237,6 +237,15 @@ impl TestGateway {
     }
 }
 
+/// Runs the `permitgate` binary (logging warnings only) and returns what it did.
+pub fn permitgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run permitgate")
+}
+
 /// The text of the one QR code in a PNG image.
 pub fn decode_qr_png(png_bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
