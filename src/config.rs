@@ -349,20 +349,14 @@ impl Config {
             raw.into_iter()
                 .enumerate()
                 .map(|(i, k)| {
-                    let time = |name: &str, v: Option<String>| {
-                        v.map(|t| {
-                            time::OffsetDateTime::parse(
-                                &t,
-                                &time::format_description::well_known::Rfc3339,
+                    let time = |name: &str, v: Option<String>| match v {
+                        None => Ok(None),
+                        Some(t) => crate::day::parse_rfc3339(&t).map(Some).ok_or_else(|| {
+                            invalid(
+                                &format!("{table}[{i}].{name}"),
+                                "must be an RFC 3339 time such as 2027-01-01T00:00:00Z",
                             )
-                            .map_err(|_| {
-                                invalid(
-                                    &format!("{table}[{i}].{name}"),
-                                    "must be an RFC 3339 time such as 2027-01-01T00:00:00Z",
-                                )
-                            })
-                        })
-                        .transpose()
+                        }),
                     };
                     let validity = Validity {
                         not_before: time("not_before", k.not_before)?,

@@ -222,8 +222,8 @@ enum KeysCommand {
 }
 
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| "must be an RFC 3339 time such as 2026-11-25T08:00:00Z".to_owned())
+    permitgate::day::parse_rfc3339(s)
+        .ok_or_else(|| "must be an RFC 3339 time such as 2026-11-25T08:00:00Z".to_owned())
 }
 
 fn main() -> ExitCode {

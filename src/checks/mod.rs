@@ -1,4 +1,5 @@
-//! The domain answers: link checks and document status checks over one store [`State`].
+//! The domain answers: link checks, document status checks, and whether a temporary
+//! permit was revoked, over one store [`View`].
 //!
 //! Everything here is synchronous and allocation-free apart from the answer itself. Inputs
 //! are already-parsed document numbers, so nothing here can see bad input.
@@ -12,6 +13,7 @@ use crate::document::{
 use crate::keys::HashKey;
 use crate::snapshot::{DocKey, Record, Status, NO_RENEWAL};
 use crate::store::View;
+use crate::temp_permit::PermitId;
 
 /// A travel permit and a residence permit of the same region: the only pairs a link check
 /// accepts.
@@ -141,4 +143,11 @@ pub fn document_status(
         region: number.region(),
         state: lookup(view, hash_key, number.canonical(), number.renewal(), today).map(|(_, s)| s),
     }
+}
+
+/// Whether the data holds a revocation of this temporary permit (issued and not revoked,
+/// or unknown, is not revoked: the signature vouches for the permit).
+pub fn temp_permit_revoked(view: &View<'_>, hash_key: &HashKey, id: PermitId) -> bool {
+    view.get(&id.doc_key(hash_key))
+        .is_some_and(|r| r.kind == DocumentKind::TemporaryPermit && r.status == Status::Revoked)
 }

@@ -17,20 +17,17 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use prometheus::Histogram;
-
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 use time::OffsetDateTime;
 
 use crate::checks::{self, DocumentPair, LinkAnswer};
 use crate::clock::Clock;
 use crate::day::{rfc3339, Day};
-use crate::document::{DocumentKind, DocumentNo, ResidencePermitNo, TravelPermitNo};
+use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
 use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
 use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
 use crate::partner::{Partner, PartnerTable, Scope};
-use crate::snapshot::Status;
 use crate::store::{Store, View};
 use crate::{receipt, temp_permit};
 
@@ -408,11 +405,7 @@ impl App {
                     &self.credentials.keyring,
                     now,
                     self.credentials.temp_permit_skew,
-                    |id| {
-                        view.get(&id.doc_key(&self.hash_key)).is_some_and(|r| {
-                            r.kind == DocumentKind::TemporaryPermit && r.status == Status::Revoked
-                        })
-                    },
+                    |id| checks::temp_permit_revoked(&view, &self.hash_key, id),
                 );
                 if let Some(c) = self.temp_permit_counters.get(v.status as usize) {
                     c.inc();
