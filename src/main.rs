@@ -399,7 +399,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Ed25519 { out },
         } => {
-            let paths = ["key", "pub"].map(|ext| out.with_extension(ext));
+            // Appended, not `with_extension`: `receipt.2027` must become `receipt.2027.key`.
+            let paths = [".key", ".pub"].map(|ext| {
+                let mut p = out.clone().into_os_string();
+                p.push(ext);
+                PathBuf::from(p)
+            });
             if let Some(p) = paths.iter().find(|p| p.exists()) {
                 bail!("{} exists; refusing to overwrite a key", p.display());
             }

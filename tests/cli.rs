@@ -229,3 +229,22 @@ fn serve_refuses_a_bad_snapshot() {
         "{err}"
     );
 }
+
+#[test]
+fn ed25519_key_pairs_are_written_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("keys/receipt.2027");
+    let prefix = prefix.to_str().expect("utf8");
+    let out = permitgate(&["keys", "ed25519", "--out", prefix]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = permitgate::keys::load_signing_key(&dir.path().join("keys/receipt.2027.key"))
+        .expect("private key");
+    let public = permitgate::keys::load_verifying_key(&dir.path().join("keys/receipt.2027.pub"))
+        .expect("public key");
+    assert_eq!(key.verifying_key(), public);
+    let id = permitgate::keys::verifying_key_id(&public).to_string();
+    assert!(text(&out.stdout).contains(&id), "prints the key id");
+    let again = permitgate(&["keys", "ed25519", "--out", prefix]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("refusing to overwrite"));
+}
