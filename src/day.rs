@@ -23,15 +23,41 @@ impl Day {
     }
 }
 
+impl Day {
+    /// `YYYY-MM-DD`, by integer arithmetic (H. Hinnant's days-to-civil algorithm): it is in
+    /// every answer, so it skips the formatting machinery. Past 9999 it says 9999-12-31.
+    pub fn ymd(self) -> [u8; 10] {
+        let z = i64::from(self.0) + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let (y, m, d) = if y > 9999 { (9999, 12, 31) } else { (y, m, d) };
+        let digit = |v: i64| b'0' + (v % 10) as u8;
+        [
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(m / 10),
+            digit(m),
+            b'-',
+            digit(d / 10),
+            digit(d),
+        ]
+    }
+}
+
 impl std::fmt::Display for Day {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let julian = i32::try_from(self.0)
-            .ok()
-            .and_then(|d| d.checked_add(UNIX_EPOCH_JULIAN_DAY));
-        match julian.and_then(|j| Date::from_julian_day(j).ok()) {
-            Some(d) => write!(f, "{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day()),
-            None => f.write_str("9999-12-31"),
-        }
+        let ymd = self.ymd();
+        // Only ASCII digits and dashes: always UTF-8.
+        f.write_str(std::str::from_utf8(&ymd).unwrap_or("9999-12-31"))
     }
 }
 
@@ -52,7 +78,8 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
 
 impl serde::Serialize for Day {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let ymd = self.ymd();
+        s.serialize_str(std::str::from_utf8(&ymd).unwrap_or("9999-12-31"))
     }
 }
 
@@ -70,5 +97,28 @@ mod tests {
         assert_eq!(Day::parse("2030-1-1"), None);
         let t = OffsetDateTime::from_unix_timestamp(86_400 * 3 + 5).expect("ts");
         assert_eq!(Day::of(t), Day(3));
+    }
+
+    /// The arithmetic agrees with the `time` crate on every day from 1970 to 9999, and
+    /// clamps after.
+    #[test]
+    fn ymd_matches_the_calendar() {
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let last = Date::from_calendar_date(9999, time::Month::December, 31).expect("date");
+        let last = (last.to_julian_day() - UNIX_EPOCH_JULIAN_DAY) as u32;
+        for day in 0..=last {
+            let d = Date::from_julian_day(day as i32 + UNIX_EPOCH_JULIAN_DAY).expect("date");
+            assert_eq!(
+                Day(day).to_string(),
+                d.format(&fmt).expect("fmt"),
+                "day {day}"
+            );
+        }
+        assert_eq!(Day(last + 1).to_string(), "9999-12-31");
+        assert_eq!(Day(u32::MAX).to_string(), "9999-12-31");
+        assert_eq!(
+            serde_json::to_string(&Day(11_017)).expect("json"),
+            "\"2000-03-01\""
+        );
     }
 }

@@ -1,7 +1,196 @@
-//! `permitgate-load`: the load generator. A placeholder until the load-testing issue fills
-//! it in; it exists so the workspace layout is in place and CI builds it.
+//! `permitgate-load`: the command line. `anyhow` only here.
 
-fn main() {
-    eprintln!("permitgate-load: not implemented yet (see the load generator issue)");
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use permitgate_load::{run_load, Keys, Kind, Mode, Plan, Protocol, Spec, Target};
+
+#[derive(Parser, serde::Serialize)]
+#[command(
+    name = "permitgate-load",
+    version,
+    about = "Load generator for permitgate over mTLS: closed or open loop, HTTP/1.1 or HTTP/2"
+)]
+struct Args {
+    /// Address of the gateway (or of the baseline server).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    target: SocketAddr,
+    /// Name the server certificate carries.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// A `permitgate demo` directory: supplies --ca, --cert, --key, --export and
+    /// --temp-permit-key unless they are given.
+    #[arg(long)]
+    demo: Option<PathBuf>,
+    /// With --demo: the partner whose certificate to use.
+    #[arg(long, default_value = "bank")]
+    partner: String,
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "h1")]
+    protocol: Protocol,
+    /// Connections (HTTP/2: connections, each carrying --h2-streams concurrent streams).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    #[arg(long, default_value_t = 16)]
+    h2_streams: usize,
+    /// Open loop at this many requests per second in total; closed loop without it.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Stop after this many measured requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// A request not answered in this time counts as a timeout.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[arg(long, value_enum, default_value = "link")]
+    workload: Kind,
+    /// The export to draw residents from (the demo's export.jsonl).
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Zipf exponent for skewed keys; uniform without it.
+    #[arg(long)]
+    zipf: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    miss_share: f64,
+    #[arg(long, default_value_t = 0.0)]
+    invalid_share: f64,
+    /// Share of link checks asking for a signed receipt.
+    #[arg(long, default_value_t = 0.0)]
+    receipt_share: f64,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Temporary-permit issuing key, to make tokens.
+    #[arg(long)]
+    temp_permit_key: Option<PathBuf>,
+    /// Distinct prepared requests.
+    #[arg(long, default_value_t = 65_536)]
+    pool: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a latency percentile plot (PNG) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// TrueType font for the plot's labels.
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    font: PathBuf,
+    /// Exit with status 1 when any request failed or got an unexpected status.
+    #[arg(long)]
+    fail_on_errors: bool,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let msg = e.render().to_string();
+            let first: Vec<&str> = msg
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", first.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs and reports; `Ok(false)` when --fail-on-errors and there were errors.
+fn run(args: Args) -> anyhow::Result<bool> {
+    let from_demo = |given: &Option<PathBuf>, rel: String| -> anyhow::Result<PathBuf> {
+        match (given, &args.demo) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(d)) => Ok(d.join(rel)),
+            (None, None) => anyhow::bail!("give --demo DIR, or --ca, --cert, --key and --export"),
+        }
+    };
+    let target = Target {
+        addr: args.target,
+        server_name: args.server_name.clone(),
+        ca: from_demo(&args.ca, "pki/ca.crt".into())?,
+        cert: from_demo(&args.cert, format!("pki/partners/{}.crt", args.partner))?,
+        key: from_demo(&args.key, format!("pki/partners/{}.key", args.partner))?,
+    };
+    let temp_permit_key = match (&args.temp_permit_key, &args.demo) {
+        (Some(k), _) => Some(k.clone()),
+        // Mix only includes temporary permits when a key is given explicitly: no demo
+        // partner holds all three scopes.
+        (None, Some(d)) if args.workload == Kind::TempPermit => {
+            Some(d.join("keys/temp-permit.key"))
+        }
+        _ => None,
+    };
+    let spec = Spec {
+        kind: args.workload,
+        export: from_demo(&args.export, "export.jsonl".into())?,
+        keys: args.zipf.map_or(Keys::Uniform, Keys::Zipf),
+        miss_share: args.miss_share,
+        invalid_share: args.invalid_share,
+        receipt_share: args.receipt_share,
+        batch_size: args.batch_size,
+        temp_permit_key,
+        pool: args.pool,
+        seed: args.seed,
+    };
+    let secs = |s: f64, name: &str| {
+        Duration::try_from_secs_f64(s)
+            .with_context(|| format!("--{name} must be a number of seconds"))
+    };
+    let plan = Plan {
+        protocol: args.protocol,
+        mode: args.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
+        connections: args.connections,
+        h2_streams: args.h2_streams,
+        duration: secs(args.duration, "duration")?,
+        warmup: secs(args.warmup, "warmup")?,
+        max_requests: args.requests,
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    let settings = serde_json::to_value(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(run_load(target, &spec, plan, settings))?;
+    print!("{}", report.summary());
+    if let Some(p) = &args.json {
+        report.write_json(p)?;
+    }
+    if let Some(p) = &args.plot {
+        report.plot(p, &args.font)?;
+    }
+    Ok(!(args.fail_on_errors && report.errors > 0))
 }

@@ -38,6 +38,31 @@ impl DocumentPair {
     pub fn residence(&self) -> &ResidencePermitNo {
         &self.residence
     }
+
+    /// The pair with its two snapshot keys, hashed once for prefetching and checking.
+    pub fn hashed(&self, hash_key: &HashKey) -> HashedPair {
+        HashedPair {
+            travel: DocKey::of(hash_key, self.travel.canonical()),
+            travel_renewal: self.travel.renewal(),
+            residence: DocKey::of(hash_key, self.residence.canonical()),
+        }
+    }
+}
+
+/// What a link check looks up: the two keys, and the card the travel permit names.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedPair {
+    travel: DocKey,
+    travel_renewal: Option<u8>,
+    residence: DocKey,
+}
+
+/// Starts loading the records link checks of `pairs` read, without waiting for them. A
+/// batch prefetches every item before checking any, so the items' cache misses overlap
+/// instead of following one another.
+pub fn prefetch(view: &View<'_>, pairs: &[HashedPair]) {
+    let keys: Vec<DocKey> = pairs.iter().flat_map(|p| [p.travel, p.residence]).collect();
+    view.prefetch(&keys);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,12 +98,11 @@ pub struct StatusAnswer {
 /// Finds the record and what it means for the card that was asked about.
 fn lookup(
     view: &View<'_>,
-    hash_key: &HashKey,
-    canonical: &str,
+    key: &DocKey,
     renewal: Option<u8>,
     today: Day,
 ) -> Option<(Record, DocState)> {
-    let rec = view.get(&DocKey::of(hash_key, canonical))?;
+    let rec = view.get(key)?;
     let mut status = rec.status;
     // The base number names the permit, the renewal count the card: an older card of a
     // renewed permit is replaced, a newer one than we know of does not exist.
@@ -104,21 +128,11 @@ fn lookup(
     ))
 }
 
-/// Does this travel permit belong with this residence permit, as of `today`? When neither document is known the travel permit is reported missing.
-pub fn link_check(
-    view: &View<'_>,
-    hash_key: &HashKey,
-    pair: &DocumentPair,
-    today: Day,
-) -> LinkAnswer {
-    let tp = lookup(
-        view,
-        hash_key,
-        pair.travel.canonical(),
-        pair.travel.renewal(),
-        today,
-    );
-    let rp = lookup(view, hash_key, pair.residence.canonical(), None, today);
+/// Does this travel permit belong with this residence permit, as of `today`? When
+/// neither document is known the travel permit is reported missing.
+pub fn link_check(view: &View<'_>, p: &HashedPair, today: Day) -> LinkAnswer {
+    let tp = lookup(view, &p.travel, p.travel_renewal, today);
+    let rp = lookup(view, &p.residence, None, today);
     let result = match (&tp, &rp) {
         (None, _) => LinkResult::TravelPermitNotFound,
         (Some(_), None) => LinkResult::ResidencePermitNotFound,
@@ -141,7 +155,13 @@ pub fn document_status(
     StatusAnswer {
         kind: number.kind(),
         region: number.region(),
-        state: lookup(view, hash_key, number.canonical(), number.renewal(), today).map(|(_, s)| s),
+        state: lookup(
+            view,
+            &DocKey::of(hash_key, number.canonical()),
+            number.renewal(),
+            today,
+        )
+        .map(|(_, s)| s),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Request and response bodies of the partner API, as the wire sees them.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -11,11 +13,14 @@ use crate::temp_permit::VerificationView;
 
 use super::problem::Problem;
 
+/// Numbers borrow from the body when they carry no JSON escapes: no allocation per item.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LinkCheckRequest {
-    pub travel_permit: String,
-    pub residence_permit: String,
+pub struct LinkCheckRequest<'a> {
+    #[serde(borrow)]
+    pub travel_permit: Cow<'a, str>,
+    #[serde(borrow)]
+    pub residence_permit: Cow<'a, str>,
     /// Ask for a signed receipt (scope `receipt`).
     #[serde(default)]
     pub receipt: bool,

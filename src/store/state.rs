@@ -233,6 +233,16 @@ impl View<'_> {
         &self.info
     }
 
+    /// Starts loading what [`View::get`] of these keys will read from the snapshot index.
+    /// Only the plain index path is worth it: the overlay and the cache are hash tables of
+    /// their own.
+    pub fn prefetch(&self, keys: &[DocKey]) {
+        let st = self.state;
+        if st.cache.is_none() && st.overlay_len.load(Ordering::Relaxed) == 0 {
+            st.snapshot.prefetch(keys);
+        }
+    }
+
     #[inline]
     pub fn get(&self, key: &DocKey) -> Option<Record> {
         let st = self.state;

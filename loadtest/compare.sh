@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# permitgate against its practical ceiling, nginx with mTLS returning a static JSON body of
+# the same size as a link-check answer, driven in turn (A B A B ...) with the same load by
+# permitgate-load; then the targets that have no nginx counterpart (open loop, HTTP/2,
+# batches, receipts). Prints medians and ratios, and CPU seconds per request of each
+# server from /proc (the load generator shares the machine).
+#
+#   loadtest/compare.sh                      # ROUNDS=3 DURATION=10 CONNS=16 by default
+#   ROUNDS=5 DURATION=20 loadtest/compare.sh
+#
+# Installs nginx from Debian's packages when it is missing. Uses ports 18443 (permitgate),
+# 19464 (its metrics) and 18444 (nginx) on 127.0.0.1. Results: target/compare/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+HANDSHAKE_CONNS=${HANDSHAKE_CONNS:-8}
+H2_CONNS=${H2_CONNS:-2}
+H2_STREAMS=${H2_STREAMS:-32}
+DIR=${DIR:-var/bench}
+OUT=${OUT:-target/compare}
+PG_ADDR=127.0.0.1:18443
+NGINX_ADDR=127.0.0.1:18444
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+if ! command -v nginx >/dev/null; then
+    echo "== installing nginx"
+    apt-get update -qq && apt-get install -y -qq nginx >/dev/null
+fi
+
+echo "== building (release)"
+cargo build --release -q -p permitgate -p permitgate-load
+PG=target/release/permitgate
+LOAD=target/release/permitgate-load
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== starting permitgate (demo data in $DIR)"
+"$PG" demo --dir "$DIR" --listen "$PG_ADDR" --metrics-listen 127.0.0.1:19464 >"$OUT/permitgate.log" 2>&1 &
+PG_PID=$!
+PIDS+=("$PG_PID")
+for _ in $(seq 1 300); do
+    curl -sf http://127.0.0.1:19464/readyz >/dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -sf http://127.0.0.1:19464/readyz >/dev/null || { echo "permitgate did not become ready"; cat "$OUT/permitgate.log"; exit 1; }
+DIR=$(cd "$DIR" && pwd)
+
+# The static body: a real link-check answer, so both servers send the same bytes.
+BODY=$(python3 - "$DIR" <<'EOF'
+import json, sys
+s = [s for s in json.load(open(sys.argv[1] + "/samples.json")) if s["name"] == "linked_pair"][0]
+print(json.dumps(s["body"]))
+EOF
+)
+ANSWER=$(curl -sf --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/partners/bank.crt" --key "$DIR/pki/partners/bank.key" \
+    -H 'content-type: application/json' -d "$BODY" "https://localhost:${PG_ADDR##*:}/v1/link-checks")
+echo "   answer body: ${#ANSWER} bytes"
+
+echo "== starting nginx ($(nginx -v 2>&1 | sed 's/.*\///'))"
+cat >"$OUT/nginx.conf" <<EOF
+worker_processes ${NGINX_WORKERS:-$(nproc)};
+daemon off;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    server {
+        listen $NGINX_ADDR ssl http2;
+        ssl_certificate $DIR/pki/server.crt;
+        ssl_certificate_key $DIR/pki/server.key;
+        ssl_client_certificate $DIR/pki/ca.crt;
+        ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        location / {
+            default_type application/json;
+            return 200 '$ANSWER';
+        }
+    }
+}
+EOF
+nginx -c "$OUT/nginx.conf" -p "$OUT" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+sleep 1
+kill -0 "$NGINX_PID" || { echo "nginx did not start"; cat "$OUT/nginx-error.log"; exit 1; }
+
+# CPU seconds (user + system) of a process and its children processes, from /proc.
+cpu_ticks() {
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+
+# run NAME SERVER_PID ADDR [permitgate-load args...]: one measured run, JSON in $OUT.
+run() {
+    local name=$1 pid=$2 addr=$3
+    shift 3
+    local before after
+    before=$(cpu_ticks "$pid")
+    "$LOAD" --demo "$DIR" --target "$addr" --duration "$DURATION" --warmup 1 \
+        --json "$OUT/$name.json" --fail-on-errors "$@" >"$OUT/$name.txt"
+    after=$(cpu_ticks "$pid")
+    python3 - "$OUT/$name.json" "$before" "$after" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+path, before, after, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+r = json.load(open(path))
+# CPU over the whole run (warm-up included) per measured request: an upper bound for both.
+r["server_cpu_seconds"] = (after - before) / hz
+r["server_cpu_us_per_request"] = 1e6 * r["server_cpu_seconds"] / max(r["requests"], 1)
+json.dump(r, open(path, "w"), indent=1)
+EOF
+    printf '   %-28s %9.0f req/s  p99 %7.3f ms  cpu %6.1f us/req\n' "$name" \
+        "$(python3 -c "import json;print(json.load(open('$OUT/$name.json'))['requests_per_second'])")" \
+        "$(python3 -c "import json;print(json.load(open('$OUT/$name.json'))['latency']['p99_ms'])")" \
+        "$(python3 -c "import json;print(json.load(open('$OUT/$name.json'))['server_cpu_us_per_request'])")"
+}
+
+echo "== A/B: keep-alive HTTP/1.1 link checks, $CONNS connections, closed loop"
+for r in $(seq 1 "$ROUNDS"); do
+    run "nginx-h1-$r" "$NGINX_PID" "$NGINX_ADDR" --connections "$CONNS"
+    run "permitgate-h1-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS"
+done
+
+echo "== A/B: a new connection and full mTLS handshake per request, $HANDSHAKE_CONNS at a time"
+for r in $(seq 1 "$ROUNDS"); do
+    run "nginx-handshake-$r" "$NGINX_PID" "$NGINX_ADDR" --protocol h1-new --connections "$HANDSHAKE_CONNS"
+    run "permitgate-handshake-$r" "$PG_PID" "$PG_ADDR" --protocol h1-new --connections "$HANDSHAKE_CONNS"
+done
+
+echo "== A/B: HTTP/2, $H2_CONNS connections x $H2_STREAMS streams"
+for r in $(seq 1 "$ROUNDS"); do
+    run "nginx-h2-$r" "$NGINX_PID" "$NGINX_ADDR" --protocol h2 --connections "$H2_CONNS" --h2-streams "$H2_STREAMS"
+    run "permitgate-h2-$r" "$PG_PID" "$PG_ADDR" --protocol h2 --connections "$H2_CONNS" --h2-streams "$H2_STREAMS"
+done
+
+HALF=$(python3 - "$OUT" "$ROUNDS" <<'EOF'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+print(int(statistics.median(json.load(open(f"{out}/permitgate-h1-{r}.json"))["requests_per_second"] for r in range(1, rounds + 1)) / 2))
+EOF
+)
+echo "== permitgate alone: open loop at half the measured maximum ($HALF req/s), batches, receipts"
+for r in $(seq 1 "$ROUNDS"); do
+    run "permitgate-open-half-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --rate "$HALF"
+    run "permitgate-batch100-$r" "$PG_PID" "$PG_ADDR" --workload batch --batch-size 100 --connections 4
+    run "permitgate-receipts-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --receipt-share 1
+done
+
+python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/summary.md"
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def runs(name):
+    return [json.load(open(f"{out}/{name}-{r}.json")) for r in range(1, rounds + 1)]
+def med(name, f):
+    return statistics.median(f(x) for x in runs(name))
+rps = lambda r: r["requests_per_second"]
+cpu = lambda r: r["server_cpu_us_per_request"]
+items = lambda r: r["items_per_second"]
+print(f"medians of {rounds} rounds each\n")
+print("| case | nginx | permitgate | ratio | target |")
+print("|---|---|---|---|---|")
+for label, case, f, unit, target, higher in [
+    ("keep-alive HTTP/1.1, req/s", "h1", rps, "", ">= 1.0x", True),
+    ("keep-alive HTTP/1.1, server CPU us/req", "h1", cpu, "", "<= 1.0x", False),
+    ("new connection + full handshake, req/s", "handshake", rps, "", ">= 1.0x", True),
+    ("HTTP/2, req/s", "h2", rps, "", "(reference)", True),
+]:
+    n, p = med(f"nginx-{case}", f), med(f"permitgate-{case}", f)
+    print(f"| {label} | {n:.1f} | {p:.1f} | {p / n:.2f}x | {target} |")
+h1, h2 = med("permitgate-h1", rps), med("permitgate-h2", rps)
+single, batch = med("permitgate-h1", items), med("permitgate-batch100", items)
+rec = med("permitgate-receipts", rps)
+p99 = med("permitgate-open-half", lambda r: r["latency"]["p99_ms"])
+p999 = med("permitgate-open-half", lambda r: r["latency"]["p999_ms"])
+print()
+print("| permitgate target | measured | target |")
+print("|---|---|---|")
+print(f"| open loop at half the max: p99 | {p99:.3f} ms | <= 1 ms |")
+print(f"| open loop at half the max: p99.9 | {p999:.3f} ms | <= 5 ms |")
+print(f"| HTTP/2 vs HTTP/1.1 throughput | {h2 / h1:.2f}x ({h2:.0f} vs {h1:.0f} req/s) | >= 1.0x |")
+print(f"| batch of 100: checks/s vs single checks/s | {batch / single:.1f}x ({batch:.0f} vs {single:.0f}) | >= 20x |")
+print(f"| receipts on every link check: req/s | {rec:.0f} ({rec / h1:.2f}x of without) | signing-bound |")
+EOF

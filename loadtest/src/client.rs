@@ -1,0 +1,192 @@
+//! Connections to the gateway: mTLS with the partner's certificate, then HTTP/1.1 or
+//! HTTP/2 as asked. One [`Conn`] per worker; for the per-request-connection protocols the
+//! worker makes a new one (full handshake, or TLS resumption) for every request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::workload::Prepared;
+use crate::LoadError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1, one keep-alive connection per worker.
+    H1,
+    /// HTTP/2, --h2-streams workers multiplexed on each connection.
+    H2,
+    /// HTTP/1.1 with a new connection and a full TLS handshake per request.
+    H1New,
+    /// HTTP/1.1 with a new connection per request, resuming the TLS session.
+    H1Resume,
+}
+
+impl Protocol {
+    pub fn connection_per_request(self) -> bool {
+        matches!(self, Protocol::H1New | Protocol::H1Resume)
+    }
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Name the server certificate must carry.
+    pub server_name: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Why one request failed; the label of the `errors` map in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Connect,
+    Tls,
+    Http,
+    Timeout,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Tls => "tls_handshake",
+            Failure::Http => "http",
+            Failure::Timeout => "timeout",
+        }
+    }
+}
+
+pub struct Connector {
+    target: Target,
+    tls: TlsConnector,
+    name: ServerName<'static>,
+    protocol: Protocol,
+}
+
+impl Connector {
+    pub fn new(target: Target, protocol: Protocol) -> Result<Connector, LoadError> {
+        let tls_err = |e: permitgate::tls::TlsError| LoadError::Tls(e.to_string());
+        let mut roots = RootCertStore::empty();
+        for c in permitgate::tls::load_certs(&target.ca).map_err(tls_err)? {
+            roots
+                .add(c)
+                .map_err(|e| LoadError::Tls(format!("CA certificate: {e}")))?;
+        }
+        let mut cfg = ClientConfig::builder_with_provider(permitgate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| LoadError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                permitgate::tls::load_certs(&target.cert).map_err(tls_err)?,
+                permitgate::tls::load_key(&target.key).map_err(tls_err)?,
+            )
+            .map_err(|e| LoadError::Tls(format!("client certificate: {e}")))?;
+        cfg.alpn_protocols = vec![match protocol {
+            Protocol::H2 => b"h2".to_vec(),
+            _ => b"http/1.1".to_vec(),
+        }];
+        if protocol == Protocol::H1New {
+            cfg.resumption = Resumption::disabled();
+        }
+        let name = ServerName::try_from(target.server_name.clone())
+            .map_err(|e| LoadError::Tls(format!("server name: {e}")))?;
+        Ok(Connector {
+            target,
+            tls: TlsConnector::from(Arc::new(cfg)),
+            name,
+            protocol,
+        })
+    }
+
+    pub async fn connect(&self) -> Result<Conn, Failure> {
+        let tcp = TcpStream::connect(self.target.addr)
+            .await
+            .map_err(|_| Failure::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(self.name.clone(), tcp)
+            .await
+            .map_err(|_| Failure::Tls)?;
+        let io = TokioIo::new(tls);
+        if self.protocol == Protocol::H2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|_| Failure::Http)?;
+            tokio::spawn(conn);
+            Ok(Conn::H2(send))
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|_| Failure::Http)?;
+            tokio::spawn(conn);
+            Ok(Conn::H1(send))
+        }
+    }
+}
+
+/// An open connection.
+pub enum Conn {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Conn {
+    /// Another sender on the same connection: HTTP/2 multiplexes, HTTP/1.1 does not.
+    pub fn share(&self) -> Option<Conn> {
+        match self {
+            Conn::H2(s) => Some(Conn::H2(s.clone())),
+            Conn::H1(_) => None,
+        }
+    }
+
+    /// Sends one request and reads the whole answer; returns its status.
+    pub async fn send(&mut self, p: &Prepared, timeout: Duration) -> Result<u16, Failure> {
+        let exchange = async {
+            let resp = match self {
+                Conn::H1(s) => {
+                    s.ready().await.map_err(|_| Failure::Http)?;
+                    let req = Request::post(p.path)
+                        .header(HOST, "localhost")
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(Full::new(p.body.clone()))
+                        .map_err(|_| Failure::Http)?;
+                    s.send_request(req).await
+                }
+                Conn::H2(s) => {
+                    s.ready().await.map_err(|_| Failure::Http)?;
+                    let req = Request::post(format!("https://localhost{}", p.path))
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(Full::new(p.body.clone()))
+                        .map_err(|_| Failure::Http)?;
+                    s.send_request(req).await
+                }
+            }
+            .map_err(|_| Failure::Http)?;
+            let status = resp.status().as_u16();
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|_| Failure::Http)?;
+            Ok(status)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Failure::Timeout)?
+    }
+}

@@ -1,0 +1,133 @@
+//! The result of a run: a human summary, a JSON document, and a latency percentile plot.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::run::Tally;
+use crate::LoadError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The command's settings, as given.
+    pub settings: serde_json::Value,
+    pub seconds: f64,
+    pub requests: u64,
+    pub requests_per_second: f64,
+    /// Checks answered as expected (batch items count one each).
+    pub items: u64,
+    pub items_per_second: f64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub statuses: BTreeMap<u16, u64>,
+    pub latency: Latency,
+    /// Percentile → latency (ms), for plotting and comparing.
+    pub percentiles: Vec<(f64, f64)>,
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+impl Report {
+    pub fn new(settings: serde_json::Value, t: &Tally) -> Report {
+        let secs = t.elapsed.as_secs_f64().max(1e-9);
+        let h = &t.latency;
+        let q = |q: f64| ms(h.value_at_quantile(q));
+        Report {
+            settings,
+            seconds: secs,
+            requests: t.requests,
+            requests_per_second: t.requests as f64 / secs,
+            items: t.items,
+            items_per_second: t.items as f64 / secs,
+            errors: t.error_count(),
+            errors_by_kind: t.errors.clone(),
+            statuses: t.statuses.clone(),
+            latency: Latency {
+                p50_ms: q(0.5),
+                p90_ms: q(0.9),
+                p99_ms: q(0.99),
+                p999_ms: q(0.999),
+                max_ms: ms(h.max()),
+                mean_ms: h.mean() / 1000.0,
+            },
+            percentiles: percentiles(h),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let l = &self.latency;
+        let mut s = format!(
+            "{} requests in {:.1} s: {:.0} req/s, {:.0} checks/s\n\
+             latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n\
+             statuses: {}\n",
+            self.requests,
+            self.seconds,
+            self.requests_per_second,
+            self.items_per_second,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            self.statuses
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if self.errors == 0 {
+            s.push_str("errors: none\n");
+        } else {
+            s.push_str(&format!(
+                "errors: {} ({})\n",
+                self.errors,
+                self.errors_by_kind
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        s
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<(), LoadError> {
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        std::fs::write(path, bytes).map_err(|source| LoadError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The latency percentile plot (HdrHistogram style: x in "nines"), PNG.
+    pub fn plot(&self, path: &Path, font: &Path) -> Result<(), LoadError> {
+        crate::plot::percentiles(&self.percentiles, path, font)
+    }
+}
+
+/// Latency at percentiles from 0 to 99.99 and the maximum, spaced evenly in "nines".
+fn percentiles(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = (0..=40)
+        .map(|i| {
+            let nines = f64::from(i) / 10.0;
+            let q = 1.0 - 10f64.powf(-nines);
+            (q * 100.0, ms(h.value_at_quantile(q)))
+        })
+        .collect();
+    out.push((100.0, ms(h.max())));
+    out
+}

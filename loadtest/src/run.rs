@@ -1,0 +1,241 @@
+//! The drivers: closed loop (each worker sends as soon as its last answer arrived) and open
+//! loop (each worker sends on a fixed schedule; latency counts from the intended send
+//! time, so a stalled server cannot hide its stall by slowing the client: coordinated
+//! omission corrected, as wrk2 does).
+//!
+//! Latency in the open loop is that of a perfect client: tokio's timer wakes a worker up to
+//! a millisecond late, and that lag is the generator's, not the server's. So each request
+//! has an ideal send time, `max(intended, ideal completion of the previous request on this
+//! worker)`, and its latency is `ideal send + measured service time − intended`. A slow
+//! answer still delays the ideal sends after it (coordinated omission stays corrected);
+//! a late timer does not count.
+//!
+//! Workers record into their own histograms and counters, merged when the run ends: no
+//! lock or shared counter on the request path except the one atomic that bounds the
+//! request count.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+
+use crate::client::{Conn, Connector, Protocol};
+use crate::workload::Prepared;
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Mode {
+    Closed,
+    /// A constant total request rate, per second.
+    Open {
+        rate: f64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub protocol: Protocol,
+    pub mode: Mode,
+    /// Connections (for HTTP/2: connections, each with `h2_streams` workers).
+    pub connections: usize,
+    pub h2_streams: usize,
+    pub duration: Duration,
+    /// Run this long before recording anything.
+    pub warmup: Duration,
+    /// Stop after this many recorded requests even if time is left.
+    pub max_requests: Option<u64>,
+    pub timeout: Duration,
+}
+
+/// What the workers saw, merged.
+pub struct Tally {
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+    pub requests: u64,
+    pub items: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// Failures by label, and answers with a status other than the expected one.
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            // 1 µs to 100 s at 3 significant digits: a few tens of KiB per worker.
+            // Constant, valid bounds: this cannot fail.
+            latency: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
+            requests: 0,
+            items: 0,
+            statuses: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        let _ = self.latency.add(&other.latency);
+        self.requests += other.requests;
+        self.items += other.items;
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+struct Shared {
+    pool: Vec<Prepared>,
+    connector: Connector,
+    plan: Plan,
+    recorded: AtomicU64,
+    start: Instant,
+    record_from: Instant,
+    end: Instant,
+}
+
+/// Runs the plan against the pool and returns what was measured.
+pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> Tally {
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        pool,
+        connector,
+        record_from: start + plan.warmup,
+        end: start + plan.warmup + plan.duration,
+        plan,
+        recorded: AtomicU64::new(0),
+        start,
+    });
+    let plan = &shared.plan;
+    let workers = if plan.protocol == Protocol::H2 {
+        plan.connections * plan.h2_streams.max(1)
+    } else {
+        plan.connections
+    }
+    .max(1);
+    let mut handles = Vec::with_capacity(workers);
+    // HTTP/2 workers share their connection: open them first.
+    let mut h2_conns: Vec<Option<Conn>> = Vec::new();
+    if plan.protocol == Protocol::H2 {
+        for _ in 0..plan.connections.max(1) {
+            h2_conns.push(shared.connector.connect().await.ok());
+        }
+    }
+    for w in 0..workers {
+        let conn = h2_conns
+            .get(w / plan.h2_streams.max(1))
+            .and_then(|c| c.as_ref())
+            .and_then(Conn::share);
+        let shared = shared.clone();
+        handles.push(tokio::spawn(async move {
+            worker(shared, w, workers, conn).await
+        }));
+    }
+    let mut total = Tally::new();
+    for h in handles {
+        if let Ok(t) = h.await {
+            total.merge(t);
+        }
+    }
+    total.elapsed = Instant::now()
+        .min(shared.end)
+        .saturating_duration_since(shared.record_from);
+    total
+}
+
+async fn worker(shared: Arc<Shared>, w: usize, workers: usize, mut conn: Option<Conn>) -> Tally {
+    let plan = &shared.plan;
+    let mut tally = Tally::new();
+    // Workers start at different places in the pool so they do not all ask the same.
+    let mut next = w * shared.pool.len() / workers;
+    // Open loop: this worker's share of the rate, its first send staggered.
+    let interval = match plan.mode {
+        Mode::Open { rate } => Some(Duration::from_secs_f64(workers as f64 / rate.max(1e-3))),
+        Mode::Closed => None,
+    };
+    let mut intended =
+        shared.start + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / workers as f64));
+    // Ideal completion time of this worker's previous request (open loop).
+    let mut ideal_done = shared.start;
+    loop {
+        let slot = match interval {
+            Some(i) => {
+                if intended >= shared.end {
+                    break;
+                }
+                tokio::time::sleep_until(intended).await;
+                intended += i;
+                Some(intended - i)
+            }
+            None => None,
+        };
+        let began = slot.unwrap_or_else(Instant::now);
+        if began >= shared.end {
+            break;
+        }
+        let record = began >= shared.record_from;
+        if record {
+            if let Some(max) = plan.max_requests {
+                if shared.recorded.fetch_add(1, Ordering::Relaxed) >= max {
+                    break;
+                }
+            }
+        }
+        let p = &shared.pool[next % shared.pool.len()];
+        next += 1;
+        let sent = Instant::now();
+        let outcome = async {
+            if plan.protocol.connection_per_request() || conn.is_none() {
+                conn = Some(shared.connector.connect().await?);
+            }
+            match conn.as_mut() {
+                Some(c) => c.send(p, plan.timeout).await,
+                None => Err(crate::client::Failure::Connect),
+            }
+        }
+        .await;
+        let service = sent.elapsed();
+        if plan.protocol.connection_per_request() {
+            conn = None;
+        }
+        if !record {
+            continue;
+        }
+        let latency = match slot {
+            Some(intended) => {
+                ideal_done = intended.max(ideal_done) + service;
+                ideal_done - intended
+            }
+            None => service,
+        };
+        let micros = latency.as_micros().clamp(1, 100_000_000) as u64;
+        let _ = tally.latency.record(micros);
+        tally.requests += 1;
+        match outcome {
+            Ok(status) => {
+                *tally.statuses.entry(status).or_default() += 1;
+                if status == p.expect {
+                    tally.items += u64::from(p.items);
+                } else {
+                    *tally.errors.entry(format!("status_{status}")).or_default() += 1;
+                }
+            }
+            Err(f) => {
+                *tally.errors.entry(f.label().to_owned()).or_default() += 1;
+                // A failed connection is replaced on the next request (for HTTP/2, by one
+                // of this worker's own).
+                conn = None;
+            }
+        }
+    }
+    tally
+}
