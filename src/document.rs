@@ -119,10 +119,46 @@ impl NumberError {
     }
 }
 
+/// A normalised number, held inline: numbers are short, and a check should not allocate
+/// for them. At most [`MAX_INPUT_CHARS`] ASCII bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Normalised {
+    buf: [u8; MAX_INPUT_CHARS],
+    len: u8,
+}
+
+impl Normalised {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into `buf`.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    fn truncated(mut self, len: usize) -> Normalised {
+        self.len = self.len.min(len as u8);
+        self
+    }
+}
+
+// Masked, as every number type here: these end up in error chains and logs.
+impl fmt::Debug for Normalised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Normalised({})", mask(self))
+    }
+}
+
+impl std::ops::Deref for Normalised {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// Trim, upper-case, and fold full-width ASCII (U+FF01..U+FF5E) and the ideographic space to
 /// ASCII. Any other non-ASCII character is a `Characters` error.
-pub fn normalise(input: &str) -> Result<String, NumberError> {
-    let mut out = String::with_capacity(input.len().min(MAX_INPUT_CHARS));
+pub fn normalise(input: &str) -> Result<Normalised, NumberError> {
+    let mut buf = [0u8; MAX_INPUT_CHARS];
+    let mut len = 0;
     for (i, c) in input.chars().enumerate() {
         if i >= MAX_INPUT_CHARS {
             return Err(NumberError::Length);
@@ -136,20 +172,30 @@ pub fn normalise(input: &str) -> Result<String, NumberError> {
             c if c.is_ascii() => c,
             _ => return Err(NumberError::Characters),
         };
-        out.push(c.to_ascii_uppercase());
+        // Every character is ASCII here, and there are at most MAX_INPUT_CHARS of them.
+        buf[i] = c.to_ascii_uppercase() as u8;
+        len = i + 1;
     }
-    let trimmed = out.trim();
-    if trimmed.len() != out.len() {
-        out = trimmed.to_owned();
-    }
-    Ok(out)
+    let start = buf[..len]
+        .iter()
+        .position(|b| !char::from(*b).is_whitespace())
+        .unwrap_or(len);
+    let end = buf[..len]
+        .iter()
+        .rposition(|b| !char::from(*b).is_whitespace())
+        .map_or(start, |e| e + 1);
+    buf.copy_within(start..end, 0);
+    Ok(Normalised {
+        buf,
+        len: (end - start) as u8,
+    })
 }
 
 /// Mainland travel permit: `H`/`M` + 8 digits, or 8 digits (Taiwan); either may carry a
 /// 2-digit renewal count. The base number identifies the permit; the renewal count the card.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TravelPermitNo {
-    base: String,
+    base: Normalised,
     region: Region,
     renewal: Option<u8>,
 }
@@ -187,8 +233,7 @@ impl TravelPermitNo {
             _ => return Err(NumberError::Length),
         };
         let base_len = n.len() - if renewal.is_some() { 2 } else { 0 };
-        let mut base = n;
-        base.truncate(base_len);
+        let base = n.truncated(base_len);
         Ok(TravelPermitNo {
             base,
             region,
@@ -218,7 +263,7 @@ impl TravelPermitNo {
 /// Residence Permit for Hong Kong, Macao and Taiwan Residents: 18 characters, GB 11643 form.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ResidencePermitNo {
-    number: String,
+    number: Normalised,
     region: Region,
 }
 
@@ -464,7 +509,10 @@ mod tests {
             TravelPermitNo::parse(fw).map(|t| t.canonical().to_owned()),
             Ok("H12345678".to_owned())
         );
-        assert_eq!(normalise("\u{3000}ｍ１\u{3000}"), Ok("M1".to_owned()));
+        let text = |s: &str| normalise(s).map(|n| n.as_str().to_owned());
+        assert_eq!(text("\u{3000}ｍ１\u{3000}"), Ok("M1".to_owned()));
+        assert_eq!(text(" \t\u{0B}h1 "), Ok("H1".to_owned()));
+        assert_eq!(text("   "), Ok(String::new()));
         assert_eq!(
             normalise("H１２３４５６７８é"),
             Err(NumberError::Characters)

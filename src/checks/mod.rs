@@ -61,8 +61,7 @@ pub struct HashedPair {
 /// batch prefetches every item before checking any, so the items' cache misses overlap
 /// instead of following one another.
 pub fn prefetch(view: &View<'_>, pairs: &[HashedPair]) {
-    let keys: Vec<DocKey> = pairs.iter().flat_map(|p| [p.travel, p.residence]).collect();
-    view.prefetch(&keys);
+    view.prefetch(pairs.iter().flat_map(|p| [&p.travel, &p.residence]));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::checks::{self, DocumentPair, HashedPair, LinkAnswer};
 use crate::clock::Clock;
-use crate::day::{rfc3339, Day};
+use crate::day::{Day, Rfc3339};
 use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
 use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
@@ -337,7 +337,8 @@ impl App {
         let guard = self.store.current();
         let view = guard.as_ref().ok_or_else(not_ready)?.view();
         let now = self.clock.now();
-        let checked_at = rfc3339(now);
+        let stamp = Rfc3339::of(now);
+        let checked_at = stamp.as_str();
         let today = Day::of(now);
         let snapshot = SnapshotRef {
             version: view.info().version,
@@ -355,7 +356,7 @@ impl App {
                 serde_json::to_vec(&LinkCheckResponse {
                     item,
                     snapshot,
-                    checked_at: &checked_at,
+                    checked_at,
                 })
             }
             Route::LinkCheckBatch => {
@@ -408,7 +409,7 @@ impl App {
                     &BatchResponse {
                         results,
                         snapshot,
-                        checked_at: &checked_at,
+                        checked_at,
                     },
                 )
                 .map(|()| out)
@@ -419,7 +420,7 @@ impl App {
                 let number = DocumentNo::parse(&req.number)
                     .map_err(|e| Problem::invalid_number("number", e))?;
                 let answer = checks::document_status(&view, &self.hash_key, &number, today);
-                serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, &checked_at))
+                serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, checked_at))
             }
             Route::TempPermitVerify => {
                 let req: TempPermitRequest =
@@ -437,7 +438,7 @@ impl App {
                 serde_json::to_vec(&TempPermitResponse {
                     verification: (&v).into(),
                     snapshot,
-                    checked_at: &checked_at,
+                    checked_at,
                 })
             }
             Route::Keys

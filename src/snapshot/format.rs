@@ -361,9 +361,9 @@ impl Snapshot {
     /// that later [`Snapshot::get`]s find them in cache. Each pass's loads do not depend
     /// on one another, so the CPU has many misses in flight at once instead of one after
     /// the other.
-    pub fn prefetch(&self, keys: &[DocKey]) {
+    pub fn prefetch<'k>(&self, keys: impl Iterator<Item = &'k DocKey> + Clone) {
         let mut seen = 0u32;
-        for k in keys {
+        for k in keys.clone() {
             if let Some(lo) = self.dir.get(self.bucket(k)) {
                 seen ^= *lo;
             }

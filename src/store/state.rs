@@ -236,7 +236,7 @@ impl View<'_> {
     /// Starts loading what [`View::get`] of these keys will read from the snapshot index.
     /// Only the plain index path is worth it: the overlay and the cache are hash tables of
     /// their own.
-    pub fn prefetch(&self, keys: &[DocKey]) {
+    pub fn prefetch<'k>(&self, keys: impl Iterator<Item = &'k DocKey> + Clone) {
         let st = self.state;
         if st.cache.is_none() && st.overlay_len.load(Ordering::Relaxed) == 0 {
             st.snapshot.prefetch(keys);
