@@ -1,4 +1,5 @@
 //! Number validation + keyed hashing per item, next to the floor: the keyed hash alone.
+//! And the per-answer timestamp and dates, next to formatting them with the `time` crate.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
@@ -37,6 +38,23 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("timestamp");
+    let now = time::OffsetDateTime::now_utc();
+    g.bench_function("checked_at/day::rfc3339", |b| {
+        b.iter(|| permitgate::day::rfc3339(black_box(now)))
+    });
+    // A date in an answer: `time`'s calendar and the formatting machinery, against
+    // `Day::ymd`'s arithmetic.
+    let day = permitgate::day::Day(20_600);
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    g.bench_function("baseline/time_crate_date", |b| {
+        b.iter(|| {
+            time::Date::from_julian_day(black_box(day).0 as i32 + 2_440_588).map(|d| d.format(&fmt))
+        })
+    });
+    g.bench_function("valid_until/Day::ymd", |b| b.iter(|| black_box(day).ymd()));
     g.finish();
 }
 

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::checks::{self, DocumentPair, HashedPair, LinkAnswer};
 use crate::clock::Clock;
-use crate::day::{Day, Rfc3339};
+use crate::day::{rfc3339, Day};
 use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
 use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
@@ -337,7 +337,7 @@ impl App {
         let guard = self.store.current();
         let view = guard.as_ref().ok_or_else(not_ready)?.view();
         let now = self.clock.now();
-        let stamp = Rfc3339::of(now);
+        let stamp = rfc3339(now);
         let checked_at = stamp.as_str();
         let today = Day::of(now);
         let snapshot = SnapshotRef {
