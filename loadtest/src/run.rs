@@ -211,9 +211,9 @@ async fn worker(shared: Arc<Shared>, w: usize, workers: usize, mut conn: Option<
             continue;
         }
         let latency = match slot {
-            Some(intended) => {
-                ideal_done = intended.max(ideal_done) + service;
-                ideal_done - intended
+            Some(due) => {
+                ideal_done = due.max(ideal_done) + service;
+                ideal_done - due
             }
             None => service,
         };
