@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod day;

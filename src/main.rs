@@ -227,24 +227,9 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match permitgate::cli::parse_args() {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // clap's message spans lines (what is missing, then usage); keep the part before
-            // the usage, on one line.
-            let msg = e.render().to_string();
-            let what: Vec<&str> = msg
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("{} (see --help)", what.join(" "));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,0 +1,48 @@
+//! The load generator's command line: help, one-line mistakes, exit codes.
+
+use std::process::Command;
+
+fn load(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_permitgate-load"))
+        .args(args)
+        .output()
+        .expect("run permitgate-load")
+}
+
+#[test]
+fn help_and_mistakes() {
+    let out = load(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--protocol",
+        "--rate",
+        "--workload",
+        "--zipf",
+        "--json",
+        "--plot",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    for (args, code, want) in [
+        (vec!["--connections", "many"], 2, "--connections"),
+        (vec!["--protocol", "h3"], 2, "h3"),
+        (vec!["--duration", "5"], 1, "give --demo DIR"),
+        (
+            vec!["--demo", "/nonexistent", "--duration=-1"],
+            1,
+            "--duration",
+        ),
+        (
+            vec!["--demo", "/nonexistent", "--miss-share", "2"],
+            1,
+            "miss share",
+        ),
+    ] {
+        let out = load(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
