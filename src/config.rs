@@ -85,6 +85,16 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_batch_items: usize,
     pub handshake_timeout: Duration,
+    /// Open partner connections; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Requests being answered at once; more get 503 overloaded at once.
+    pub max_concurrent_requests: usize,
+    /// A request head not complete by then closes the connection (slow clients); the
+    /// wait for the next request on an idle keep-alive connection counts too.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +187,32 @@ struct RawServer {
     max_batch_items: usize,
     #[serde(default = "default_handshake_timeout")]
     handshake_timeout_ms: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_concurrent_requests")]
+    max_concurrent_requests: usize,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout_ms: u64,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+    #[serde(default = "default_h2_streams")]
+    h2_max_concurrent_streams: u32,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_concurrent_requests() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> u64 {
+    30_000
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_h2_streams() -> u32 {
+    128
 }
 
 fn default_max_body() -> usize {
@@ -272,6 +308,28 @@ impl Config {
         }
         if raw.server.handshake_timeout_ms == 0 {
             return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
+        }
+        if raw.server.header_read_timeout_ms == 0 {
+            return Err(invalid("server.header_read_timeout_ms", "must be above 0"));
+        }
+        if raw.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if raw.server.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "server.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        // hyper's HTTP/1.1 read buffer cannot be smaller.
+        if raw.server.max_header_bytes < 8192 {
+            return Err(invalid("server.max_header_bytes", "must be at least 8192"));
+        }
+        if raw.server.h2_max_concurrent_streams == 0 {
+            return Err(invalid(
+                "server.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
         }
         if raw.snapshot.repo.is_none() && raw.replication.is_none() {
             return Err(invalid(
@@ -412,6 +470,11 @@ impl Config {
                 max_body_bytes: raw.server.max_body_bytes,
                 max_batch_items: raw.server.max_batch_items,
                 handshake_timeout: Duration::from_millis(raw.server.handshake_timeout_ms),
+                max_connections: raw.server.max_connections,
+                max_concurrent_requests: raw.server.max_concurrent_requests,
+                header_read_timeout: Duration::from_millis(raw.server.header_read_timeout_ms),
+                max_header_bytes: raw.server.max_header_bytes,
+                h2_max_concurrent_streams: raw.server.h2_max_concurrent_streams,
             },
             tls: TlsConfig {
                 cert: resolve(raw.tls.cert),
@@ -465,6 +528,12 @@ scopes = ["link_check"]
         let c = Config::parse(MIN, Path::new("/srv/pg/gateway.toml")).expect("valid");
         assert_eq!(c.server.max_body_bytes, 65536);
         assert_eq!(c.server.max_batch_items, 1000);
+        assert_eq!(
+            (c.server.max_connections, c.server.max_concurrent_requests),
+            (10_000, 1024)
+        );
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.max_header_bytes, 16 * 1024);
         assert!(!c.cache.enabled);
         assert_eq!(c.tls.cert, Path::new("/srv/pg/pki/server.crt"));
         assert_eq!(c.snapshot.hash_key, Path::new("/etc/permitgate/hash.key"));

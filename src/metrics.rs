@@ -6,8 +6,8 @@
 //! requests, so label cardinality is bounded by the config.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::store::{CacheCounters, StateInfo};
@@ -26,6 +26,9 @@ pub struct Metrics {
     snapshot_published: Gauge,
     temp_permit_verifications: IntCounterVec,
     receipts_signed: IntCounter,
+    connections_open: IntGauge,
+    connections_rejected: IntCounter,
+    certificate_expiry: GaugeVec,
     pub replication: ReplicationMetrics,
 }
 
@@ -136,6 +139,24 @@ impl Metrics {
         ));
         must(registry.register(Box::new(temp_permit_verifications.clone())));
         must(registry.register(Box::new(receipts_signed.clone())));
+        let connections_open = must(IntGauge::new(
+            "permitgate_connections_open",
+            "Partner connections open now.",
+        ));
+        let connections_rejected = must(IntCounter::new(
+            "permitgate_connections_rejected_total",
+            "Partner connections closed on arrival because max_connections were open.",
+        ));
+        let certificate_expiry = must(GaugeVec::new(
+            Opts::new(
+                "permitgate_certificate_expiry_timestamp_seconds",
+                "notAfter of the certificates in use (server: the leaf; client_ca: the partner CA).",
+            ),
+            &["certificate"],
+        ));
+        must(registry.register(Box::new(connections_open.clone())));
+        must(registry.register(Box::new(connections_rejected.clone())));
+        must(registry.register(Box::new(certificate_expiry.clone())));
         for c in [&requests, &handshake_failures, &cache_lookups] {
             must(registry.register(Box::new(c.clone())));
         }
@@ -206,6 +227,9 @@ impl Metrics {
             snapshot_published,
             temp_permit_verifications,
             receipts_signed,
+            connections_open,
+            connections_rejected,
+            certificate_expiry,
             replication,
         }
     }
@@ -244,6 +268,21 @@ impl Metrics {
 
     pub fn receipts_signed(&self) -> IntCounter {
         self.receipts_signed.clone()
+    }
+
+    pub fn connections_open(&self) -> IntGauge {
+        self.connections_open.clone()
+    }
+
+    pub fn connections_rejected(&self) -> IntCounter {
+        self.connections_rejected.clone()
+    }
+
+    /// Records when a certificate in use expires (`certificate`: `server`, `client_ca`).
+    pub fn certificate_expires(&self, certificate: &str, not_after_unix: i64) {
+        self.certificate_expiry
+            .with_label_values(&[certificate])
+            .set(not_after_unix as f64);
     }
 
     pub fn handshake_failure(&self, reason: &str) -> IntCounter {

@@ -17,7 +17,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use prometheus::IntCounter;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -106,6 +107,8 @@ impl Gateway {
         let hash_key = HashKey::load(&config.snapshot.hash_key)?;
         let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
+        metrics.certificate_expires("server", tls::not_after(&config.tls.cert)?);
+        metrics.certificate_expires("client_ca", tls::not_after(&config.tls.client_ca)?);
         let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
@@ -127,6 +130,7 @@ impl Gateway {
                     .replication
                     .as_ref()
                     .and_then(|r| r.unready_when_stale_for),
+                max_concurrent_requests: config.server.max_concurrent_requests,
             },
             &PartnerTable::new(config.partners.clone()),
             &metrics,
@@ -335,9 +339,29 @@ impl HandshakeCounters {
     }
 }
 
+/// HTTP settings of every partner connection: slow heads time out, heads and HTTP/2
+/// streams are bounded, and rapid resets (CVE-2023-44487) are capped by hyper's default.
+fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(server.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
 async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let failures = Arc::new(HandshakeCounters::new(&gw.metrics));
     let timeout = gw.config.server.handshake_timeout;
+    let builder = Arc::new(http_builder(&gw.config.server));
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        gw.config.server.max_connections,
+    ));
+    let rejected = gw.metrics.connections_rejected();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -351,21 +375,36 @@ async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::R
             },
             _ = stop.changed() => return,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            // At the limit: close at once rather than hold a socket nobody will serve.
+            rejected.inc();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
+        let conn = serve_connection(
             gw.app.clone(),
             gw.acceptor.clone(),
+            builder.clone(),
             stream,
             peer,
             timeout,
             failures.clone(),
-        ));
+        );
+        let gauge = gw.metrics.connections_open();
+        tokio::spawn(async move {
+            gauge.inc();
+            conn.await;
+            gauge.dec();
+            drop(permit);
+        });
     }
 }
 
 async fn serve_connection(
     app: Arc<App>,
     acceptor: TlsAcceptor,
+    builder: Arc<Builder<TokioExecutor>>,
     stream: TcpStream,
     peer: SocketAddr,
     timeout: Duration,
@@ -397,7 +436,6 @@ async fn serve_connection(
         let caller = caller.clone();
         async move { Ok::<_, Infallible>(app.handle(&caller, req).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

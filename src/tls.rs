@@ -28,6 +28,24 @@ pub enum TlsError {
     Config(String),
 }
 
+/// notAfter (Unix seconds) of the first certificate in a PEM file: the leaf of a chain, or
+/// the CA itself.
+pub fn not_after(path: &Path) -> Result<i64, TlsError> {
+    let certs = load_certs(path)?;
+    let first = certs.first().ok_or_else(|| TlsError::Pem {
+        what: "a certificate",
+        path: path.display().to_string(),
+        message: "no certificate in the file".into(),
+    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| TlsError::Pem {
+            what: "a certificate",
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

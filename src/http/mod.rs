@@ -136,6 +136,8 @@ pub struct Limits {
     /// Readiness fails once the held manifest has been expired this long; `None` keeps
     /// serving stale data as ready (answers still say `"stale": true`).
     pub unready_when_stale_for: Option<std::time::Duration>,
+    /// Requests answered at once; more are shed with 503 overloaded.
+    pub max_concurrent_requests: usize,
 }
 
 /// Keys for the signed objects: receipts this gateway signs, and the published keyring
@@ -171,6 +173,8 @@ pub struct App {
     unknown_counters: Arc<RequestCounters>,
     durations: Vec<Histogram>,
     relay: Option<relay::RelaySource>,
+    /// Admission: one permit per request being answered.
+    in_flight: tokio::sync::Semaphore,
     credentials: Credentials,
     /// `GET /v1/keys`, encoded once.
     keys_json: Bytes,
@@ -221,6 +225,7 @@ impl App {
                 .map(|r| metrics.route_duration(r.label()))
                 .collect(),
             relay,
+            in_flight: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
             keys_json: Bytes::from(credentials.keyring.to_json()),
             credentials,
             temp_permit_counters: metrics.temp_permit_counters(&statuses),
@@ -256,7 +261,24 @@ impl App {
     {
         let start = Instant::now();
         let route = Route::of(req.uri().path());
-        let (response, outcome) = match self.dispatch(caller, route, req).await {
+        // Probes are never shed: an overloaded gateway is alive and, if it has data, ready.
+        let admitted = match route {
+            Route::Healthz | Route::Readyz => Ok(None),
+            _ => self.in_flight.try_acquire().map(Some).map_err(|_| {
+                Problem::new(
+                    ProblemKind::Overloaded,
+                    format!(
+                        "{} requests are being answered; try again shortly",
+                        self.limits.max_concurrent_requests
+                    ),
+                )
+            }),
+        };
+        let answer = match admitted {
+            Ok(_permit) => self.dispatch(caller, route, req).await,
+            Err(p) => Err(p),
+        };
+        let (response, outcome) = match answer {
             Ok(r) => (r, 0),
             Err(p) => {
                 let idx = p.kind.index() + 1;
@@ -645,6 +667,9 @@ pub fn problem_response(p: &Problem, route: Route) -> Response<Body> {
         }
         ProblemKind::NotReady => {
             h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        ProblemKind::Overloaded => {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         _ => {}
     }

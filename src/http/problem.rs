@@ -24,11 +24,12 @@ pub enum ProblemKind {
     ScopeMissing,
     NotReady,
     ReceiptsUnavailable,
+    Overloaded,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 15] = [
+    pub const ALL: [ProblemKind; 16] = [
         ProblemKind::MalformedJson,
         ProblemKind::UnknownField,
         ProblemKind::MissingField,
@@ -43,6 +44,7 @@ impl ProblemKind {
         ProblemKind::ScopeMissing,
         ProblemKind::NotReady,
         ProblemKind::ReceiptsUnavailable,
+        ProblemKind::Overloaded,
         ProblemKind::Internal,
     ];
 
@@ -128,6 +130,11 @@ impl ProblemKind {
                 "receipts-unavailable",
                 503,
                 "Gateway cannot sign receipts now"
+            ),
+            ProblemKind::Overloaded => p!(
+                "overloaded",
+                503,
+                "Gateway is answering as many requests as it may"
             ),
             ProblemKind::Internal => p!("internal", 500, "Internal error"),
         }

@@ -226,6 +226,19 @@ impl TestGateway {
             .unwrap_or_else(|| panic!("no sample {name}"))
     }
 
+    /// A bare mTLS stream as `partner` (ALPN http/1.1), for writing requests byte by byte.
+    pub async fn raw_tls(
+        &self,
+        partner: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let (c, k) = self.cert_paths(partner);
+        let mut cfg = (*client_config(&self.demo.pki.ca_cert(), Some((&c, &k)))).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(self.addr()).await?;
+        let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+        TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await
+    }
+
     /// `GET /v1/keys` as a partner, written to a file for the offline tools; also parsed.
     pub async fn keys_file(&self) -> (PathBuf, permitgate::keyring::Keyring) {
         let r = self.client("rail-gate").await.get("/v1/keys").await;

@@ -1,0 +1,193 @@
+//! Limits and overload over real mTLS sockets: requests beyond the concurrency limit are
+//! shed at once, slow request heads and oversized heads are cut off, connections beyond
+//! the limit are closed and counted, certificate expiry is exported.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{metric_value, Options, TestGateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn gateway(server_extra: &'static str) -> TestGateway {
+    TestGateway::start_with(Options {
+        server_extra,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Reads until the server closes the connection (or 5 s pass, which fails the test).
+async fn read_until_closed(s: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
+    let gw = gateway("max_concurrent_requests = 1").await;
+    let s = gw.sample("linked_pair").clone();
+    let body = s.body.to_string();
+    // A request whose body is still arriving holds the only permit.
+    let mut slow = gw.raw_tls("bank").await.expect("connect");
+    let head = format!(
+        "POST /v1/link-checks HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    slow.write_all(&body.as_bytes()[..body.len() - 1])
+        .await
+        .expect("body");
+    slow.flush().await.expect("flush");
+
+    let mut c = gw.client("bank").await;
+    let mut shed = None;
+    for _ in 0..100 {
+        let r = c.post_json(&s.path, &s.body).await;
+        if r.status == 503 {
+            shed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = shed.expect("the second request was never shed");
+    let p = shed.problem(503, "overloaded");
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains('1')));
+    // Probes are not shed.
+    assert_eq!(c.get("/healthz").await.status, 200);
+    assert_eq!(c.get("/readyz").await.status, 200);
+
+    // The slow request completes, and its permit is free again.
+    slow.write_all(&body.as_bytes()[body.len() - 1..])
+        .await
+        .expect("last byte");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
+    let m = gw
+        .wait_metric(
+            "permitgate_requests_total{outcome=\"overloaded\",partner=\"bank\",route=\"link_check\"}",
+            1.0,
+        )
+        .await;
+    assert!(m.contains("permitgate_requests_total"));
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off() {
+    let gw = gateway("header_read_timeout_ms = 300").await;
+    let mut s = gw.raw_tls("bank").await.expect("connect");
+    s.write_all(b"POST /v1/link-checks HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .expect("partial head");
+    s.flush().await.expect("flush");
+    let answer = read_until_closed(&mut s).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // A client that sends its head at once is served as before.
+    let mut c = gw.client("bank").await;
+    assert_eq!(c.get("/healthz").await.status, 200);
+    // An idle keep-alive connection is a slow head too, once the timeout passes.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        c.try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
+            .await
+            .is_err(),
+        "an idle connection outlived header_read_timeout"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    let gw = gateway("max_header_bytes = 8192").await;
+    let mut s = gw.raw_tls("bank").await.expect("connect");
+    let big = "a".repeat(20_000);
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-padding: {big}\r\n\r\n");
+    // The server may close before reading it all; a failed write is part of the refusal.
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.flush().await;
+    let answer = read_until_closed(&mut s).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    let mut c = gw.client("bank").await;
+    assert_eq!(
+        c.get("/healthz").await.status,
+        200,
+        "normal heads still pass"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_counted() {
+    let gw = gateway("max_connections = 2").await;
+    let mut a = gw.client("bank").await;
+    let mut b = gw.client("bank").await;
+    assert_eq!(a.get("/healthz").await.status, 200);
+    assert_eq!(b.get("/healthz").await.status, 200);
+    let (cert, key) = gw.cert_paths("bank");
+    let third =
+        common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key))).await;
+    let refused = match third {
+        Err(_) => true,
+        Ok(mut c) => c
+            .try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a third connection was served");
+    gw.wait_metric("permitgate_connections_rejected_total", 1.0)
+        .await;
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "permitgate_connections_open"), 2.0);
+
+    // A freed slot is usable again.
+    drop(a);
+    let mut served = false;
+    for _ in 0..100 {
+        if let Ok(mut c) =
+            common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key))).await
+        {
+            if c.try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the freed connection slot was never reused");
+    assert_eq!(b.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn certificate_expiry_is_exported() {
+    let gw = TestGateway::start().await;
+    let m = gw.metrics().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    for cert in ["server", "client_ca"] {
+        let v = metric_value(
+            &m,
+            &format!("permitgate_certificate_expiry_timestamp_seconds{{certificate=\"{cert}\"}}"),
+        );
+        assert!(v > now + 86_400.0, "{cert}: {v}");
+        let expected = permitgate::tls::not_after(&match cert {
+            "server" => gw.demo.pki.server_cert(),
+            _ => gw.demo.pki.ca_cert(),
+        })
+        .expect("not after") as f64;
+        assert_eq!(v, expected, "{cert}");
+    }
+}
