@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::permitgate;
+use common::{assert_success, permitgate};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -85,7 +85,7 @@ fn publish_inspect_verify_and_tamper() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
     let out = permitgate(&["keys", "generate", "--out", &d("keys")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_success(&out);
     let again = permitgate(&["keys", "generate", "--out", &d("keys")]);
     assert!(!again.status.success(), "must not overwrite keys");
 
@@ -101,7 +101,7 @@ fn publish_inspect_verify_and_tamper() {
         "--hash-key",
         &d("keys/hash.key"),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_success(&out);
     assert!(text(&out.stdout).contains("published version 1 (3 documents, 2 persons)"));
 
     std::fs::write(
@@ -120,7 +120,7 @@ fn publish_inspect_verify_and_tamper() {
         "--hash-key",
         &d("keys/hash.key"),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_success(&out);
     assert!(
         text(&out.stdout).contains("published version 2 (1 changes) as delta"),
         "{}",
@@ -146,7 +146,7 @@ fn publish_inspect_verify_and_tamper() {
     );
 
     let out = permitgate(&["snapshot", "inspect", &d("repo")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_success(&out);
     let shown = text(&out.stdout);
     assert!(shown.contains("documents:        3"), "{shown}");
     assert!(
@@ -167,7 +167,7 @@ fn publish_inspect_verify_and_tamper() {
         "--hash-key",
         &d("keys/hash.key"),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_success(&out);
     assert!(text(&out.stdout).starts_with("OK"));
 
     // Flip one byte of the snapshot object: verify fails with a clear message.
@@ -236,7 +236,7 @@ fn ed25519_key_pairs_are_written_once() {
     let prefix = dir.path().join("keys/receipt.2027");
     let prefix = prefix.to_str().expect("utf8");
     let out = permitgate(&["keys", "ed25519", "--out", prefix]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_success(&out);
     let key = permitgate::keys::load_signing_key(&dir.path().join("keys/receipt.2027.key"))
         .expect("private key");
     let public = permitgate::keys::load_verifying_key(&dir.path().join("keys/receipt.2027.pub"))

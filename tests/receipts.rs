@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{decode_qr_png, permitgate, Options, TestGateway};
+use common::{assert_success, decode_qr_png, permitgate, Options, TestGateway};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
@@ -177,11 +177,7 @@ async fn a_rotated_key_signs_new_receipts_and_old_receipts_keep_verifying() {
     let noon = permitgate::day::rfc3339(t0 + Duration::hours(12));
     let new_key = first.dir.path().join("keys/receipt-2");
     let out = permitgate(&["keys", "ed25519", "--out", new_key.to_str().expect("utf8")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let second = TestGateway::start_with(Options {
         demo_dir: Some(first.dir.path().to_owned()),
         clock: Some(Arc::new(ManualClock::at_unix(
@@ -302,11 +298,7 @@ async fn offline_verification_and_the_printable_document() {
             "--residence-permit",
             rp,
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
     }
     let scanned = decode_qr_png(&std::fs::read(&png).expect("png"));
     assert_eq!(scanned, text);

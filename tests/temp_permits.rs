@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{decode_qr_png, metric_value, permitgate, Options, TestGateway};
+use common::{assert_success, decode_qr_png, metric_value, permitgate, Options, TestGateway};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
@@ -337,11 +337,7 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
         "--events",
         events.to_str().expect("utf8"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let token = String::from_utf8(out.stdout)
         .expect("utf8")
         .trim()
@@ -368,11 +364,7 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
         permitgate(&args)
     };
     let out = verify_at(None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         (v["status"].as_str(), v["reason"].as_str()),
@@ -395,11 +387,7 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
         "--events",
         events.to_str().expect("utf8"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let out = permitgate(&[
         "publish",
         "--changes",
@@ -411,11 +399,7 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
         "--hash-key",
         gw.demo.hash_key().to_str().expect("utf8"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     gw.gateway.load_snapshot().expect("reload");
     assert_eq!(verify(&gw, &token).await["status"], "revoked");
     // Offline verification cannot know it: still valid there, by design.

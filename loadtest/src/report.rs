@@ -37,6 +37,15 @@ pub struct Report {
     pub percentiles: Vec<(f64, f64)>,
 }
 
+/// `a: 1, b: 2`
+fn listed<K: std::fmt::Display>(counts: &BTreeMap<K, u64>) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
@@ -83,11 +92,7 @@ impl Report {
             l.p99_ms,
             l.p999_ms,
             l.max_ms,
-            self.statuses
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(&self.statuses)
         );
         if self.errors == 0 {
             s.push_str("errors: none\n");
@@ -95,11 +100,7 @@ impl Report {
             s.push_str(&format!(
                 "errors: {} ({})\n",
                 self.errors,
-                self.errors_by_kind
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                listed(&self.errors_by_kind)
             ));
         }
         s

@@ -259,6 +259,16 @@ pub fn permitgate(args: &[&str]) -> std::process::Output {
         .expect("run permitgate")
 }
 
+/// Asserts that a command succeeded, showing its standard error when it did not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The text of the one QR code in a PNG image.
 pub fn decode_qr_png(png_bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
