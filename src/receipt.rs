@@ -184,14 +184,18 @@ pub enum ReceiptError {
 /// Reads a receipt without checking its signature (rendering an unverified copy, or
 /// reporting what a refused one claims).
 pub fn read(text: &str) -> Result<Receipt, ReceiptError> {
+    opened(text).map(|(_, r)| r)
+}
+
+fn opened(text: &str) -> Result<(sealed::Opened, Receipt), ReceiptError> {
     let opened = sealed::open(&KIND, text)?;
-    decode(&opened).ok_or(ReceiptError::Fields)
+    let receipt = decode(&opened).ok_or(ReceiptError::Fields)?;
+    Ok((opened, receipt))
 }
 
 /// Checks a receipt against the published keys.
 pub fn verify(text: &str, keys: &Keyring) -> Result<Receipt, ReceiptError> {
-    let opened = sealed::open(&KIND, text)?;
-    let receipt = decode(&opened).ok_or(ReceiptError::Fields)?;
+    let (opened, receipt) = opened(text)?;
     let key = keys
         .find(KeyUse::Receipt, receipt.key_id, receipt.checked_at)
         .map_err(|e| match e {

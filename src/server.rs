@@ -362,6 +362,7 @@ async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::R
         gw.config.server.max_connections,
     ));
     let rejected = gw.metrics.connections_rejected();
+    let open_gauge = gw.metrics.connections_open();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -391,7 +392,7 @@ async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::R
             timeout,
             failures.clone(),
         );
-        let gauge = gw.metrics.connections_open();
+        let gauge = open_gauge.clone();
         tokio::spawn(async move {
             gauge.inc();
             conn.await;

@@ -135,6 +135,11 @@ pub enum IssueError {
     Time,
 }
 
+/// The holder-name rule, for issuing and for reading tokens alike.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
 /// Signs a new temporary permit; returns the token text and what it says.
 pub fn issue(
     travel_permit: &TravelPermitNo,
@@ -144,7 +149,7 @@ pub fn issue(
     key: &SigningKey,
 ) -> Result<(String, TempPermit), IssueError> {
     let name = name.trim();
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+    if !valid_name(name) {
         return Err(IssueError::Name);
     }
     let issued_at = issued_at
@@ -190,8 +195,7 @@ fn decode(opened: &sealed::Opened) -> Option<TempPermit> {
         && expires_at - issued_at == VALIDITY
         && travel_permit.canonical() == number
         && travel_permit.region() == region
-        && !holder_name.is_empty()
-        && !holder_name.chars().any(char::is_control);
+        && valid_name(&holder_name);
     well_formed.then_some(TempPermit {
         key_id: opened.key_id(),
         permit_id,
@@ -492,6 +496,11 @@ mod tests {
                 Some(IssueError::Name)
             );
         }
+        // A token whose signed name breaks the rule is malformed, as the format says.
+        let (_, mut long) = issue(&tp, "Lin", Reason::Forgotten, T0, &key()).expect("issue");
+        long.holder_name = "L".repeat(MAX_NAME_BYTES + 1);
+        let text = encode(&long, &key());
+        assert_eq!(status_at(&text, &ring(&[&key()]), T0), Status::Malformed);
         let (_, p) = issue(&tp, " Lin ", Reason::Forgotten, T0, &key()).expect("trimmed");
         assert_eq!(
             (p.holder_name.as_str(), p.region()),

@@ -60,8 +60,8 @@ pub struct HashedPair {
 /// Starts loading the records link checks of `pairs` read, without waiting for them. A
 /// batch prefetches every item before checking any, so the items' cache misses overlap
 /// instead of following one another.
-pub fn prefetch(view: &View<'_>, pairs: &[HashedPair]) {
-    view.prefetch(pairs.iter().flat_map(|p| [&p.travel, &p.residence]));
+pub fn prefetch<'a>(view: &View<'_>, pairs: impl Iterator<Item = &'a HashedPair> + Clone) {
+    view.prefetch(pairs.flat_map(|p| [&p.travel, &p.residence]));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

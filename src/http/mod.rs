@@ -373,7 +373,7 @@ impl App {
                     serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
                 let input = link_input(&req, None)?;
                 let hashed = input.pair.hashed(&self.hash_key);
-                checks::prefetch(&view, std::slice::from_ref(&hashed));
+                checks::prefetch(&view, std::iter::once(&hashed));
                 let item = self.link_answer(&view, partner, &input, &hashed, now, None)?;
                 serde_json::to_vec(&LinkCheckResponse {
                     item,
@@ -411,8 +411,7 @@ impl App {
                         Ok((input, hashed))
                     })
                     .collect();
-                let hashed: Vec<HashedPair> = inputs.iter().flatten().map(|(_, h)| *h).collect();
-                checks::prefetch(&view, &hashed);
+                checks::prefetch(&view, inputs.iter().flatten().map(|(_, h)| h));
                 let results: Vec<BatchItem> = inputs
                     .into_iter()
                     .enumerate()
