@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::keyring::Validity;
 use crate::partner::{valid_partner_id, Partner, Scope};
+use crate::rate_limit::RateLimit;
 use crate::store::CacheConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +270,14 @@ struct RawPartner {
     id: String,
     #[serde(default)]
     scopes: Vec<Scope>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: f64,
+    burst: Option<u32>,
 }
 
 impl Config {
@@ -398,9 +407,32 @@ impl Config {
             if !seen.insert(p.id.clone()) {
                 return Err(invalid(&format!("partners[{i}].id"), "appears twice"));
             }
+            let rate_limit = match p.rate_limit {
+                None => None,
+                Some(r) => {
+                    if !(r.per_second > 0.0 && r.per_second <= 1e9) {
+                        return Err(invalid(
+                            &format!("partners[{i}].rate_limit.per_second"),
+                            "must be above 0 and at most 1e9",
+                        ));
+                    }
+                    let burst = r.burst.unwrap_or(r.per_second.ceil() as u32);
+                    if burst == 0 {
+                        return Err(invalid(
+                            &format!("partners[{i}].rate_limit.burst"),
+                            "must be at least 1",
+                        ));
+                    }
+                    Some(RateLimit {
+                        per_second: r.per_second,
+                        burst,
+                    })
+                }
+            };
             partners.push(Partner {
                 id: p.id,
                 scopes: p.scopes.into_iter().collect(),
+                rate_limit,
             });
         }
         let key_files = |table: &str, raw: Vec<RawKeyFile>| {
@@ -552,6 +584,14 @@ scopes = ["link_check"]
         let text = include_str!("../config/gateway.toml");
         let c = Config::parse(text, Path::new("config/gateway.toml")).expect("reference config");
         assert_eq!(c.partners.len(), 4);
+        assert_eq!(
+            c.partners[0].rate_limit,
+            Some(RateLimit {
+                per_second: 5000.0,
+                burst: 10_000
+            })
+        );
+        assert_eq!(c.partners[1].rate_limit, None);
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.receipt_keys.len(), 2);
@@ -595,6 +635,20 @@ scopes = ["link_check"]
         .expect_err("skew")
         .to_string();
         assert!(e.contains("temp_permits.clock_skew_seconds"), "{e}");
+        let e = Config::parse(
+            &format!("{MIN}rate_limit = {{ per_second = 0 }}\n"),
+            p,
+        )
+        .expect_err("rate")
+        .to_string();
+        assert!(e.contains("partners[0].rate_limit.per_second"), "{e}");
+        let e = Config::parse(
+            &format!("{MIN}rate_limit = {{ per_second = 5, burst = 0 }}\n"),
+            p,
+        )
+        .expect_err("burst")
+        .to_string();
+        assert!(e.contains("partners[0].rate_limit.burst"), "{e}");
         let small = MIN.replace("[tls]", "max_body_bytes = 10\n[tls]");
         let e = Config::parse(&small, p).expect_err("small").to_string();
         assert!(e.contains("server.max_body_bytes"), "{e}");

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod partner;
 pub mod printable;
 pub mod publish;
+pub mod rate_limit;
 pub mod receipt;
 pub mod replication;
 pub mod sealed;

@@ -1,10 +1,9 @@
 //! Partners: who may call, and what for. Identity comes from the client certificate (see
 //! `tls`); this module only knows ids and scopes.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use serde::Deserialize;
+
+use crate::rate_limit::RateLimit;
 
 /// What a partner may do. Routes name the scope they need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -48,10 +47,12 @@ impl FromIterator<Scope> for Scopes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Partner {
     pub id: String,
     pub scopes: Scopes,
+    /// Requests per second and burst; `None` is unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Partner ids are label values and path segments: keep them to a safe alphabet.
@@ -61,28 +62,4 @@ pub fn valid_partner_id(id: &str) -> bool {
         && id.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
         })
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct PartnerTable {
-    by_id: HashMap<String, Arc<Partner>>,
-}
-
-impl PartnerTable {
-    pub fn new(partners: impl IntoIterator<Item = Partner>) -> PartnerTable {
-        PartnerTable {
-            by_id: partners
-                .into_iter()
-                .map(|p| (p.id.clone(), Arc::new(p)))
-                .collect(),
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Arc<Partner>> {
-        self.by_id.get(id)
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.by_id.keys().map(String::as_str)
-    }
 }

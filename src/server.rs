@@ -26,11 +26,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{App, Credentials, Limits};
+use crate::http::{App, Caller, Credentials, Limits};
 use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
 use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
 use crate::metrics::Metrics;
-use crate::partner::PartnerTable;
 use crate::replication::{held_manifest, Follower, Source};
 use crate::snapshot::{load_repo, SnapshotError};
 use crate::store::{StateInfo, Store};
@@ -132,7 +131,7 @@ impl Gateway {
                     .and_then(|r| r.unready_when_stale_for),
                 max_concurrent_requests: config.server.max_concurrent_requests,
             },
-            &PartnerTable::new(config.partners.clone()),
+            &config.partners,
             &metrics,
             relay,
             credentials,
@@ -431,7 +430,7 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(tls::partner_id);
-    let caller = app.identify(claimed.as_deref());
+    let caller = Arc::new(Caller::claiming(claimed.as_deref()));
     let svc = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let caller = caller.clone();

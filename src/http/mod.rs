@@ -6,13 +6,14 @@
 //! the server) and never touches sockets itself.
 
 pub mod api;
+pub mod directory;
 pub mod problem;
 pub mod relay;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
@@ -27,11 +28,12 @@ use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
 use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
 use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
-use crate::partner::{Partner, PartnerTable, Scope};
+use crate::partner::{Partner, Scope};
 use crate::store::{Store, View};
 use crate::{receipt, temp_permit};
 
 use api::*;
+use directory::{Directory, Entry};
 use problem::{Problem, ProblemKind};
 
 pub type Body = Full<Bytes>;
@@ -122,6 +124,16 @@ impl Route {
     }
 }
 
+/// Resolves one partner's `permitgate_requests_total` handles, every route × outcome.
+fn request_counters(metrics: &Metrics) -> impl Fn(&str) -> RequestCounters + '_ {
+    let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
+    let outcomes = outcome_labels();
+    move |id| {
+        let outcomes: Vec<&str> = outcomes.iter().map(String::as_str).collect();
+        metrics.request_counters(id, &routes, &outcomes)
+    }
+}
+
 /// Labels of the `outcome` metric dimension: `ok`, then one per problem kind.
 fn outcome_labels() -> Vec<String> {
     std::iter::once("ok".to_owned())
@@ -148,19 +160,18 @@ pub struct Credentials {
     pub temp_permit_skew: time::Duration,
 }
 
-/// Who is on the other end of a connection, resolved once per connection.
+/// Who is on the other end of a connection: the partner id its certificate claimed, read
+/// once per connection and looked up in the current [`Directory`] per request.
+#[derive(Debug, Clone, Default)]
 pub struct Caller {
-    pub partner: Option<Arc<Partner>>,
-    /// The id the certificate claimed, kept for error details when it is not configured.
-    claimed: Option<String>,
-    counters: Arc<RequestCounters>,
+    claimed: Option<Arc<str>>,
 }
 
 impl Caller {
-    pub fn label(&self) -> &str {
-        self.partner
-            .as_ref()
-            .map_or(UNKNOWN_PARTNER, |p| p.id.as_str())
+    pub fn claiming(id: Option<&str>) -> Caller {
+        Caller {
+            claimed: id.map(Arc::from),
+        }
     }
 }
 
@@ -169,7 +180,7 @@ pub struct App {
     hash_key: HashKey,
     clock: Arc<dyn Clock>,
     limits: Limits,
-    partners: HashMap<String, (Arc<Partner>, Arc<RequestCounters>)>,
+    partners: ArcSwap<Directory>,
     unknown_counters: Arc<RequestCounters>,
     durations: Vec<Histogram>,
     relay: Option<relay::RelaySource>,
@@ -189,7 +200,7 @@ impl App {
         hash_key: HashKey,
         clock: Arc<dyn Clock>,
         limits: Limits,
-        table: &PartnerTable,
+        partners: &[Partner],
         metrics: &Metrics,
         relay: Option<relay::RelaySource>,
         credentials: Credentials,
@@ -198,28 +209,17 @@ impl App {
             .iter()
             .map(|s| s.as_str())
             .collect();
-        let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
-        let outcomes = outcome_labels();
-        let outcomes: Vec<&str> = outcomes.iter().map(String::as_str).collect();
-        let partners = table
-            .ids()
-            .filter_map(|id| table.get(id))
-            .map(|p| {
-                let c = metrics.request_counters(&p.id, &routes, &outcomes);
-                (p.id.clone(), (p.clone(), Arc::new(c)))
-            })
-            .collect();
         App {
             store,
             hash_key,
             clock,
             limits,
-            partners,
-            unknown_counters: Arc::new(metrics.request_counters(
-                UNKNOWN_PARTNER,
-                &routes,
-                &outcomes,
+            partners: ArcSwap::from_pointee(Directory::build(
+                partners,
+                request_counters(metrics),
+                None,
             )),
+            unknown_counters: Arc::new(request_counters(metrics)(UNKNOWN_PARTNER)),
             durations: Route::ALL
                 .iter()
                 .map(|r| metrics.route_duration(r.label()))
@@ -237,21 +237,15 @@ impl App {
         &self.store
     }
 
-    /// Maps the identity a client certificate claims to a configured partner.
-    pub fn identify(&self, claimed: Option<&str>) -> Arc<Caller> {
-        let found = claimed.and_then(|id| self.partners.get(id));
-        Arc::new(match found {
-            Some((p, c)) => Caller {
-                partner: Some(p.clone()),
-                claimed: claimed.map(str::to_owned),
-                counters: c.clone(),
-            },
-            None => Caller {
-                partner: None,
-                claimed: claimed.map(str::to_owned),
-                counters: self.unknown_counters.clone(),
-            },
-        })
+    /// Replaces the partner table (a reload); requests already admitted finish under the
+    /// table they started with.
+    pub fn set_partners(&self, partners: &[Partner], metrics: &Metrics) {
+        let old = self.partners.load();
+        self.partners.store(Arc::new(Directory::build(
+            partners,
+            request_counters(metrics),
+            Some(&old),
+        )));
     }
 
     pub async fn handle<B>(&self, caller: &Caller, req: Request<B>) -> Response<Body>
@@ -261,21 +255,27 @@ impl App {
     {
         let start = Instant::now();
         let route = Route::of(req.uri().path());
+        let directory = self.partners.load();
+        let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         // Probes are never shed: an overloaded gateway is alive and, if it has data, ready.
+        // A partner over its rate is refused before it can take an admission permit, so
+        // its flood cannot crowd out other partners' requests.
         let admitted = match route {
             Route::Healthz | Route::Readyz => Ok(None),
-            _ => self.in_flight.try_acquire().map(Some).map_err(|_| {
-                Problem::new(
-                    ProblemKind::Overloaded,
-                    format!(
-                        "{} requests are being answered; try again shortly",
-                        self.limits.max_concurrent_requests
-                    ),
-                )
+            _ => self.within_rate(entry).and_then(|()| {
+                self.in_flight.try_acquire().map(Some).map_err(|_| {
+                    Problem::new(
+                        ProblemKind::Overloaded,
+                        format!(
+                            "{} requests are being answered; try again shortly",
+                            self.limits.max_concurrent_requests
+                        ),
+                    )
+                })
             }),
         };
         let answer = match admitted {
-            Ok(_permit) => self.dispatch(caller, route, req).await,
+            Ok(_permit) => self.dispatch(caller, entry, route, req).await,
             Err(p) => Err(p),
         };
         let (response, outcome) = match answer {
@@ -285,7 +285,8 @@ impl App {
                 (problem_response(&p, route), idx)
             }
         };
-        if let Some(c) = caller.counters.get(route as usize, outcome) {
+        let counters = entry.map_or(&self.unknown_counters, |e| &e.counters);
+        if let Some(c) = counters.get(route as usize, outcome) {
             c.inc();
         }
         if let Some(h) = self.durations.get(route as usize) {
@@ -294,9 +295,33 @@ impl App {
         response
     }
 
+    /// Takes a token from the partner's bucket, if it has a limit.
+    fn within_rate(&self, entry: Option<&Arc<Entry>>) -> Result<(), Problem> {
+        let Some((bucket, id)) = entry.and_then(|e| Some((e.bucket.as_ref()?, &e.partner.id)))
+        else {
+            return Ok(());
+        };
+        let now = self.clock.now().unix_timestamp_nanos();
+        let now = u64::try_from(now).unwrap_or(0);
+        bucket.take(now).map_err(|wait| {
+            let limit = bucket.limit();
+            let mut p = Problem::new(
+                ProblemKind::RateLimited,
+                format!(
+                    "partner {id} may send {} requests per second (burst {})",
+                    limit.per_second, limit.burst
+                ),
+            );
+            // Whole seconds, rounded up: Retry-After has no fractions.
+            p.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+            p
+        })
+    }
+
     async fn dispatch<B>(
         &self,
         caller: &Caller,
+        entry: Option<&Arc<Entry>>,
         route: Route,
         req: Request<B>,
     ) -> Result<Response<Body>, Problem>
@@ -326,7 +351,7 @@ impl App {
             Route::Readyz => return self.readyz(),
             _ => {}
         }
-        let Some(partner) = &caller.partner else {
+        let Some(partner) = entry.map(|e| &e.partner) else {
             return Err(Problem::new(
                 ProblemKind::UnknownPartner,
                 match &caller.claimed {
@@ -664,13 +689,10 @@ pub fn problem_response(p: &Problem, route: Route) -> Response<Body> {
                 .map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
             h.insert(ALLOW, HeaderValue::from_static(allow));
         }
-        ProblemKind::NotReady => {
-            h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        }
-        ProblemKind::Overloaded => {
-            h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
         _ => {}
+    }
+    if let Some(secs) = p.retry_after {
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     r
 }

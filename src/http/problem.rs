@@ -25,11 +25,12 @@ pub enum ProblemKind {
     NotReady,
     ReceiptsUnavailable,
     Overloaded,
+    RateLimited,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 16] = [
+    pub const ALL: [ProblemKind; 17] = [
         ProblemKind::MalformedJson,
         ProblemKind::UnknownField,
         ProblemKind::MissingField,
@@ -45,6 +46,7 @@ impl ProblemKind {
         ProblemKind::NotReady,
         ProblemKind::ReceiptsUnavailable,
         ProblemKind::Overloaded,
+        ProblemKind::RateLimited,
         ProblemKind::Internal,
     ];
 
@@ -136,6 +138,11 @@ impl ProblemKind {
                 503,
                 "Gateway is answering as many requests as it may"
             ),
+            ProblemKind::RateLimited => p!(
+                "rate-limited",
+                429,
+                "Partner is over its configured request rate"
+            ),
             ProblemKind::Internal => p!("internal", 500, "Internal error"),
         }
     }
@@ -155,6 +162,9 @@ pub struct Problem {
     pub rule: Option<&'static str>,
     #[serde(skip)]
     pub kind: ProblemKind,
+    /// Seconds for the Retry-After header, where waiting helps.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -167,6 +177,11 @@ impl Problem {
             field: None,
             rule: None,
             kind,
+            retry_after: match kind {
+                ProblemKind::NotReady => Some(5),
+                ProblemKind::Overloaded | ProblemKind::RateLimited => Some(1),
+                _ => None,
+            },
         }
     }
 

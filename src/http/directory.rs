@@ -1,0 +1,60 @@
+//! The partner table as the request path sees it: each configured partner with its
+//! pre-resolved metric handles and its rate-limit bucket.
+//!
+//! A reload builds a new [`Directory`] and swaps it in whole; connections keep only the
+//! identity their certificate claimed and look it up per request, so a partner removed or
+//! re-scoped by a reload is treated accordingly on its next request. Buckets of partners
+//! whose limit did not change carry over: a reload refills nobody.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::metrics::RequestCounters;
+use crate::partner::Partner;
+use crate::rate_limit::TokenBucket;
+
+pub struct Entry {
+    pub partner: Partner,
+    pub counters: Arc<RequestCounters>,
+    pub bucket: Option<Arc<TokenBucket>>,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    by_id: HashMap<String, Arc<Entry>>,
+}
+
+impl Directory {
+    /// `counters` resolves one partner's request counters (registered on first use).
+    pub fn build(
+        partners: &[Partner],
+        counters: impl Fn(&str) -> RequestCounters,
+        previous: Option<&Directory>,
+    ) -> Directory {
+        let by_id = partners
+            .iter()
+            .map(|p| {
+                let old = previous.and_then(|d| d.get(&p.id));
+                let bucket = p.rate_limit.map(|limit| {
+                    old.and_then(|e| e.bucket.clone())
+                        .filter(|b| b.limit() == limit)
+                        .unwrap_or_else(|| Arc::new(TokenBucket::new(limit)))
+                });
+                let counters = old
+                    .map(|e| e.counters.clone())
+                    .unwrap_or_else(|| Arc::new(counters(&p.id)));
+                let entry = Entry {
+                    partner: p.clone(),
+                    counters,
+                    bucket,
+                };
+                (p.id.clone(), Arc::new(entry))
+            })
+            .collect();
+        Directory { by_id }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.by_id.get(id)
+    }
+}
