@@ -682,14 +682,11 @@ pub fn problem_response(p: &Problem, route: Route) -> Response<Body> {
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    match p.kind {
-        ProblemKind::MethodNotAllowed => {
-            let allow = route
-                .method()
-                .map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
-            h.insert(ALLOW, HeaderValue::from_static(allow));
-        }
-        _ => {}
+    if p.kind == ProblemKind::MethodNotAllowed {
+        let allow = route
+            .method()
+            .map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
+        h.insert(ALLOW, HeaderValue::from_static(allow));
     }
     if let Some(secs) = p.retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
