@@ -35,6 +35,8 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file this was read from: reloads read it again.
+    pub path: PathBuf,
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub snapshot: SnapshotConfig,
@@ -96,6 +98,11 @@ pub struct ServerConfig {
     /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list).
     pub max_header_bytes: usize,
     pub h2_max_concurrent_streams: u32,
+    /// How often the config, certificate, key, CA and CRL files are checked for changes;
+    /// `None`: only SIGHUP reloads.
+    pub reload_poll_interval: Option<Duration>,
+    /// On SIGTERM, how long open connections get to finish their requests.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +110,18 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Revocation lists of the partner CA (PEM).
+    pub crls: Vec<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Every file a reload reads.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        [&self.cert, &self.key, &self.client_ca]
+            .into_iter()
+            .chain(&self.crls)
+            .map(PathBuf::as_path)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +217,18 @@ struct RawServer {
     max_header_bytes: usize,
     #[serde(default = "default_h2_streams")]
     h2_max_concurrent_streams: u32,
+    #[serde(default = "default_reload_poll")]
+    reload_poll_interval_ms: u64,
+    #[serde(default = "default_drain_timeout")]
+    drain_timeout_ms: u64,
+}
+
+fn default_drain_timeout() -> u64 {
+    20_000
+}
+
+fn default_reload_poll() -> u64 {
+    2000
 }
 
 fn default_max_connections() -> usize {
@@ -232,6 +263,8 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
     client_ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -495,7 +528,14 @@ impl Config {
                 clock_skew: crate::temp_permit::DEFAULT_CLOCK_SKEW,
             },
         };
+        if (1..100).contains(&raw.server.reload_poll_interval_ms) {
+            return Err(invalid(
+                "server.reload_poll_interval_ms",
+                "must be 0 (SIGHUP only) or at least 100",
+            ));
+        }
         Ok(Config {
+            path: path.to_owned(),
             server: ServerConfig {
                 listen: raw.server.listen,
                 metrics_listen: raw.server.metrics_listen,
@@ -507,11 +547,15 @@ impl Config {
                 header_read_timeout: Duration::from_millis(raw.server.header_read_timeout_ms),
                 max_header_bytes: raw.server.max_header_bytes,
                 h2_max_concurrent_streams: raw.server.h2_max_concurrent_streams,
+                reload_poll_interval: (raw.server.reload_poll_interval_ms > 0)
+                    .then(|| Duration::from_millis(raw.server.reload_poll_interval_ms)),
+                drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
             },
             tls: TlsConfig {
                 cert: resolve(raw.tls.cert),
                 key: resolve(raw.tls.key),
                 client_ca: resolve(raw.tls.client_ca),
+                crls: raw.tls.crls.into_iter().map(resolve).collect(),
             },
             snapshot: SnapshotConfig {
                 repo: raw.snapshot.repo.map(resolve),
@@ -566,6 +610,9 @@ scopes = ["link_check"]
         );
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
         assert_eq!(c.server.max_header_bytes, 16 * 1024);
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(20));
+        assert_eq!(c.server.reload_poll_interval, Some(Duration::from_secs(2)));
+        assert!(c.tls.crls.is_empty());
         assert!(!c.cache.enabled);
         assert_eq!(c.tls.cert, Path::new("/srv/pg/pki/server.crt"));
         assert_eq!(c.snapshot.hash_key, Path::new("/etc/permitgate/hash.key"));
@@ -635,12 +682,9 @@ scopes = ["link_check"]
         .expect_err("skew")
         .to_string();
         assert!(e.contains("temp_permits.clock_skew_seconds"), "{e}");
-        let e = Config::parse(
-            &format!("{MIN}rate_limit = {{ per_second = 0 }}\n"),
-            p,
-        )
-        .expect_err("rate")
-        .to_string();
+        let e = Config::parse(&format!("{MIN}rate_limit = {{ per_second = 0 }}\n"), p)
+            .expect_err("rate")
+            .to_string();
         assert!(e.contains("partners[0].rate_limit.per_second"), "{e}");
         let e = Config::parse(
             &format!("{MIN}rate_limit = {{ per_second = 5, burst = 0 }}\n"),

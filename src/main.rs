@@ -435,32 +435,43 @@ fn serve(config: Config) -> anyhow::Result<()> {
             }
             _ = shutdown_signal() => return Ok(()),
         }
+        let reloader = gw.clone();
+        let hangups = tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("no SIGHUP handler; reload by changing the files");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let gw = reloader.clone();
+                // Refusals are logged and counted inside; the old state stays in use.
+                let _ = tokio::task::spawn_blocking(move || gw.reload()).await;
+            }
+        });
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.stop();
+        hangups.abort();
+        tracing::info!("draining: no new connections; open ones finish their requests");
+        let left = running.drain().await;
+        if left > 0 {
+            tracing::warn!(connections = left, "drain time is up; closing the rest");
+        }
+        tracing::info!("stopped");
         Ok(())
     })
 }
 
 async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub struct Metrics {
     connections_open: IntGauge,
     connections_rejected: IntCounter,
     certificate_expiry: GaugeVec,
+    reloads: IntCounterVec,
     pub replication: ReplicationMetrics,
 }
 
@@ -154,6 +155,17 @@ impl Metrics {
             ),
             &["certificate"],
         ));
+        let reloads = must(IntCounterVec::new(
+            Opts::new(
+                "permitgate_reloads_total",
+                "Reloads of certificates, CRLs and the partner table (SIGHUP or a changed file), by result; a failed one keeps what was in use.",
+            ),
+            &["result"],
+        ));
+        for r in ["ok", "failed"] {
+            reloads.with_label_values(&[r]);
+        }
+        must(registry.register(Box::new(reloads.clone())));
         must(registry.register(Box::new(connections_open.clone())));
         must(registry.register(Box::new(connections_rejected.clone())));
         must(registry.register(Box::new(certificate_expiry.clone())));
@@ -230,6 +242,7 @@ impl Metrics {
             connections_open,
             connections_rejected,
             certificate_expiry,
+            reloads,
             replication,
         }
     }
@@ -283,6 +296,12 @@ impl Metrics {
         self.certificate_expiry
             .with_label_values(&[certificate])
             .set(not_after_unix as f64);
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
     }
 
     pub fn handshake_failure(&self, reason: &str) -> IntCounter {

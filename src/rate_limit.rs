@@ -78,7 +78,11 @@ mod tests {
             assert_eq!(b.take(t), Ok(()), "request {i} of the burst");
         }
         let wait = b.take(t).expect_err("the sixth is over the burst");
-        assert_eq!(wait, Duration::from_millis(100), "one token refills in 1/10 s");
+        assert_eq!(
+            wait,
+            Duration::from_millis(100),
+            "one token refills in 1/10 s"
+        );
     }
 
     #[test]
@@ -87,7 +91,10 @@ mod tests {
         let t = 50 * SEC;
         assert!(b.take(t).is_ok() && b.take(t).is_ok());
         assert!(b.take(t).is_err());
-        assert!(b.take(t + SEC / 2).is_ok(), "half a second refills one token");
+        assert!(
+            b.take(t + SEC / 2).is_ok(),
+            "half a second refills one token"
+        );
         assert!(b.take(t + SEC / 2).is_err());
         // A long pause fills the bucket to the burst, not more.
         let later = t + 3600 * SEC;

@@ -6,11 +6,14 @@
 //! handshake (bounded by a timeout), partner identity from the leaf certificate, then
 //! hyper serves HTTP/1.1 or HTTP/2 as ALPN chose.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use http::{Request, Response, StatusCode};
@@ -25,7 +28,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::http::{App, Caller, Credentials, Limits};
 use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
 use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
@@ -43,6 +46,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("replication: {0}")]
     Replication(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -88,7 +93,11 @@ pub struct Gateway {
     manifest_changed: Arc<watch::Sender<u64>>,
     clock: Arc<dyn Clock>,
     app: Arc<App>,
-    acceptor: TlsAcceptor,
+    /// Swapped by reloads; each handshake uses the one current when it starts.
+    tls: ArcSwap<rustls::ServerConfig>,
+    /// The TLS files in use, and the fingerprint of everything a reload reads as last
+    /// seen (so a broken file is tried once per change, not once per poll).
+    reload_state: Mutex<ReloadState>,
     config: Config,
     publisher_keys: Vec<VerifyingKey>,
     hash_key: HashKey,
@@ -96,7 +105,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
-        let tls = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+        let (tls, revoked) = partner_tls(&config.tls)?;
         let publisher_keys = config
             .snapshot
             .publisher_keys
@@ -106,8 +115,7 @@ impl Gateway {
         let hash_key = HashKey::load(&config.snapshot.hash_key)?;
         let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
-        metrics.certificate_expires("server", tls::not_after(&config.tls.cert)?);
-        metrics.certificate_expires("client_ca", tls::not_after(&config.tls.client_ca)?);
+        export_expiry(&metrics, &config.tls)?;
         let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
@@ -132,6 +140,7 @@ impl Gateway {
                 max_concurrent_requests: config.server.max_concurrent_requests,
             },
             &config.partners,
+            revoked,
             &metrics,
             relay,
             credentials,
@@ -142,11 +151,56 @@ impl Gateway {
             manifest_changed: Arc::new(manifest_tx),
             clock,
             app,
-            acceptor: TlsAcceptor::from(tls),
+            tls: ArcSwap::new(tls),
+            reload_state: Mutex::new(ReloadState {
+                fingerprint: fingerprint(&config.path, &config.tls),
+                tls: config.tls.clone(),
+            }),
             config,
             publisher_keys,
             hash_key,
         })
+    }
+
+    /// Reads the config file again and puts its certificates, CA, CRLs and partner table
+    /// in use. Handshakes already done and requests already admitted are not disturbed.
+    /// On any error nothing changes: the error is logged and counted, and returned.
+    pub fn reload(&self) -> Result<(), StartError> {
+        let result = self.try_reload();
+        self.metrics.reloaded(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("reloaded certificates, CRLs and partners"),
+            Err(e) => tracing::error!(error = %e, "reload refused; keeping what is in use"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), StartError> {
+        let config = Config::load(&self.config.path)?;
+        let (tls, revoked) = partner_tls(&config.tls)?;
+        export_expiry(&self.metrics, &config.tls)?;
+        self.tls.store(tls);
+        self.app
+            .set_partners(&config.partners, revoked, &self.metrics);
+        let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
+        state.fingerprint = fingerprint(&config.path, &config.tls);
+        state.tls = config.tls;
+        Ok(())
+    }
+
+    /// Reloads if any file a reload reads changed since it was last looked at.
+    fn reload_if_changed(&self) {
+        let now = {
+            let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = fingerprint(&self.config.path, &state.tls);
+            if now == state.fingerprint {
+                return;
+            }
+            state.fingerprint = now;
+            now
+        };
+        tracing::info!(fingerprint = %&now.to_hex()[..16], "configuration files changed");
+        let _ = self.reload();
     }
 
     /// Verifies the local repo and makes it current. Blocking: run it off the async
@@ -267,11 +321,22 @@ impl Gateway {
         let addr = local(&listener)?;
         let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let open = Arc::new(tokio::sync::Semaphore::new(
+            self.config.server.max_connections,
+        ));
         let mut tasks = vec![tokio::spawn(accept_loop(
             self.clone(),
             listener,
+            open.clone(),
             stop_rx.clone(),
         ))];
+        if let Some(every) = self.config.server.reload_poll_interval {
+            tasks.push(tokio::spawn(watch_files(
+                self.clone(),
+                every,
+                stop_rx.clone(),
+            )));
+        }
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(metrics_loop(self.clone(), l, stop_rx)));
         }
@@ -280,6 +345,9 @@ impl Gateway {
             metrics_addr,
             stop: stop_tx,
             tasks,
+            open,
+            max_connections: self.config.server.max_connections,
+            drain_timeout: self.config.server.drain_timeout,
         })
     }
 }
@@ -288,8 +356,13 @@ impl Gateway {
 pub struct Running {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// Set once: stop accepting, and tell open connections to finish and close.
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One permit per open partner connection.
+    open: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+    drain_timeout: Duration,
 }
 
 impl Running {
@@ -304,9 +377,22 @@ impl Running {
         Ok(true)
     }
 
-    /// Stops accepting; connections already open finish their current requests.
+    /// Stops accepting and asks every open connection to close once its requests in
+    /// flight are answered (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// [`stop`](Self::stop), then waits up to `server.drain_timeout_ms` for the
+    /// connections to close. Returns how many were still open when it gave up (0: all
+    /// drained).
+    pub async fn drain(&self) -> usize {
+        self.stop();
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.drain_timeout, self.open.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => self.max_connections - self.open.available_permits(),
+        }
     }
 }
 
@@ -316,6 +402,60 @@ impl Drop for Running {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+struct ReloadState {
+    fingerprint: blake3::Hash,
+    tls: TlsConfig,
+}
+
+/// Hash of the config file and every TLS file it names; unreadable files hash as absent,
+/// so a file being replaced shows up as a change (and a failed reload) once, not an error
+/// per poll.
+fn fingerprint(config: &Path, tls: &TlsConfig) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    for path in std::iter::once(config).chain(tls.files()) {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Err(_) => {
+                h.update(&u64::MAX.to_le_bytes());
+            }
+        }
+    }
+    h.finalize()
+}
+
+/// The partner-facing TLS config and the serials its CRLs revoke.
+fn partner_tls(t: &TlsConfig) -> Result<(Arc<rustls::ServerConfig>, HashSet<Vec<u8>>), TlsError> {
+    let crls = tls::load_crls(&t.crls)?;
+    let revoked = tls::revoked_serials(&crls)?;
+    Ok((
+        tls::server_config(&t.cert, &t.key, &t.client_ca, crls)?,
+        revoked,
+    ))
+}
+
+fn export_expiry(metrics: &Metrics, t: &TlsConfig) -> Result<(), TlsError> {
+    metrics.certificate_expires("server", tls::not_after(&t.cert)?);
+    metrics.certificate_expires("client_ca", tls::not_after(&t.client_ca)?);
+    Ok(())
+}
+
+async fn watch_files(gw: Arc<Gateway>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let gw = gw.clone();
+        // File reads and certificate parsing stay off the async workers.
+        let _ = tokio::task::spawn_blocking(move || gw.reload_if_changed()).await;
     }
 }
 
@@ -353,13 +493,18 @@ fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> 
     b
 }
 
-async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let failures = Arc::new(HandshakeCounters::new(&gw.metrics));
-    let timeout = gw.config.server.handshake_timeout;
-    let builder = Arc::new(http_builder(&gw.config.server));
-    let open = Arc::new(tokio::sync::Semaphore::new(
-        gw.config.server.max_connections,
-    ));
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    open: Arc<tokio::sync::Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::new(ConnectionSettings {
+        app: gw.app.clone(),
+        builder: http_builder(&gw.config.server),
+        handshake_timeout: gw.config.server.handshake_timeout,
+        failures: HandshakeCounters::new(&gw.metrics),
+    });
     let rejected = gw.metrics.connections_rejected();
     let open_gauge = gw.metrics.connections_open();
     loop {
@@ -383,13 +528,11 @@ async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::R
         };
         let _ = stream.set_nodelay(true);
         let conn = serve_connection(
-            gw.app.clone(),
-            gw.acceptor.clone(),
-            builder.clone(),
+            shared.clone(),
+            TlsAcceptor::from(gw.tls.load_full()),
             stream,
             peer,
-            timeout,
-            failures.clone(),
+            stop.clone(),
         );
         let gauge = open_gauge.clone();
         tokio::spawn(async move {
@@ -401,43 +544,67 @@ async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::R
     }
 }
 
-async fn serve_connection(
+/// What every connection of one listener shares.
+struct ConnectionSettings {
     app: Arc<App>,
+    builder: Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    failures: HandshakeCounters,
+}
+
+async fn serve_connection(
+    settings: Arc<ConnectionSettings>,
     acceptor: TlsAcceptor,
-    builder: Arc<Builder<TokioExecutor>>,
     stream: TcpStream,
     peer: SocketAddr,
-    timeout: Duration,
-    failures: Arc<HandshakeCounters>,
+    mut drain: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    let handshake = acceptor.accept(stream);
+    let tls = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let reason = HandshakeFailure::classify(&e);
-            failures.inc(reason);
+            settings.failures.inc(reason);
             tracing::debug!(%peer, reason = reason.label(), error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            failures.inc(HandshakeFailure::Timeout);
+            settings.failures.inc(HandshakeFailure::Timeout);
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
         }
     };
-    let claimed = tls
+    let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(tls::partner_id);
-    let caller = Arc::new(Caller::claiming(claimed.as_deref()));
+        .and_then(tls::leaf);
+    let caller = Arc::new(Caller::new(leaf));
+    let app = settings.app.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let caller = caller.clone();
         async move { Ok::<_, Infallible>(app.handle(&caller, req).await) }
     });
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+    let conn = settings.builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain_requested(&mut drain) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves once a drain is asked for; never, if the gateway is gone without asking.
+async fn drain_requested(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

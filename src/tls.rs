@@ -5,14 +5,15 @@
 //! leaf: a SAN URI `spiffe://partners/<id>` if there is one, else the subject CN. This
 //! module knows nothing of HTTP or of which ids are configured.
 
+use std::collections::HashSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 pub const SPIFFE_PARTNER_PREFIX: &str = "spiffe://partners/";
 
@@ -74,11 +75,55 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Server config: TLS 1.3 and 1.2, client certificate required, ALPN h2 and http/1.1.
+/// Certificate revocation lists (PEM, one or more per file) of the partner CA.
+pub fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let pem_err = |message: String| TlsError::Pem {
+            what: "CRLs",
+            path: path.display().to_string(),
+            message,
+        };
+        let before = out.len();
+        for crl in
+            CertificateRevocationListDer::pem_file_iter(path).map_err(|e| pem_err(e.to_string()))?
+        {
+            out.push(crl.map_err(|e| pem_err(e.to_string()))?);
+        }
+        if out.len() == before {
+            return Err(pem_err("no X509 CRL block".into()));
+        }
+    }
+    Ok(out)
+}
+
+/// Serial numbers listed in `crls`: connections that were open before a CRL update are
+/// checked against it per request, since their handshake is already done.
+pub fn revoked_serials(
+    crls: &[CertificateRevocationListDer<'_>],
+) -> Result<HashSet<Vec<u8>>, TlsError> {
+    let mut out = HashSet::new();
+    for crl in crls {
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| TlsError::Config(format!("CRL: {e}")))?;
+        out.extend(
+            parsed
+                .iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec()),
+        );
+    }
+    Ok(out)
+}
+
+/// Server config: TLS 1.3 and 1.2, client certificate required (chaining to `client_ca`,
+/// marked for clientAuth, not on `crls`), ALPN h2 and http/1.1.
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
@@ -87,7 +132,12 @@ pub fn server_config(
             .add(ca)
             .map_err(|e| TlsError::Config(format!("partner CA {}: {e}", client_ca.display())))?;
     }
+    // Only leaves are checked: the partner CA is the trust anchor, and a CRL covers what it
+    // issued. A leaf whose issuer has no CRL here is refused only if CRLs are configured
+    // at all (webpki's default: unknown status is an error).
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
         .build()
         .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
@@ -124,9 +174,23 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
-/// The partner id a (verified) leaf certificate claims, if any.
-pub fn partner_id(cert: &CertificateDer<'_>) -> Option<String> {
+/// What a (verified) leaf certificate says of its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub partner_id: Option<String>,
+    pub serial: Vec<u8>,
+}
+
+pub fn leaf(cert: &CertificateDer<'_>) -> Option<Leaf> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(Leaf {
+        partner_id: partner_id(&cert),
+        serial: cert.raw_serial().to_vec(),
+    })
+}
+
+/// The partner id a leaf claims: SAN URI under [`SPIFFE_PARTNER_PREFIX`], else subject CN.
+fn partner_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::URI(uri) = name {

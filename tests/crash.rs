@@ -1,46 +1,16 @@
 //! kill -9 at any point of a download, apply or swap leaves a state directory that a
 //! restarted gateway loads and serves.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::process::{free_port, ready, start};
 
 use permitgate::demo::{self, DemoOptions};
 use permitgate::keys::{load_signing_key, load_verifying_key, HashKey};
 use permitgate::publish::{publish_changes, PublishOptions};
 use permitgate::snapshot::{load_repo, MANIFEST_FILE};
-
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-fn start(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_permitgate"))
-        .args(["serve", "--config", &config.to_string_lossy()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start permitgate")
-}
-
-fn ready(metrics: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&metrics, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /readyz HTTP/1.0\r\nhost: m\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
-}
 
 #[test]
 fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {

@@ -7,32 +7,17 @@ use common::{Client, TestGateway};
 use permitgate::demo::pki::issue_client;
 use serde_json::json;
 
-/// Connects and tries one request; refused handshakes surface as an error on either step
-/// (TLS 1.3 reports a rejected client certificate after the client thinks it is done).
-async fn attempt(
-    gw: &TestGateway,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
-) -> Result<u16, String> {
-    let mut c = Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), identity)
-        .await
-        .map_err(|e| e.to_string())?;
-    c.try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
-        .await
-        .map(|r| r.status.as_u16())
-        .map_err(|e| e.to_string())
-}
-
 #[tokio::test]
 async fn partner_certificate_is_accepted() {
     let gw = TestGateway::start().await;
     let (c, k) = gw.cert_paths("bank");
-    assert_eq!(attempt(&gw, Some((&c, &k))).await, Ok(200));
+    assert_eq!(gw.attempt(Some((&c, &k))).await, Ok(200));
 }
 
 #[tokio::test]
 async fn no_client_certificate_is_refused() {
     let gw = TestGateway::start().await;
-    assert!(attempt(&gw, None).await.is_err());
+    assert!(gw.attempt(None).await.is_err());
     gw.wait_metric(
         "permitgate_tls_handshake_failures_total{reason=\"no_certificate\"}",
         1.0,
@@ -44,7 +29,7 @@ async fn no_client_certificate_is_refused() {
 async fn rogue_ca_certificate_is_refused() {
     let gw = TestGateway::start().await;
     let (c, k) = (gw.demo.pki.rogue_cert(), gw.demo.pki.rogue_key());
-    assert!(attempt(&gw, Some((&c, &k))).await.is_err());
+    assert!(gw.attempt(Some((&c, &k))).await.is_err());
     gw.wait_metric(
         "permitgate_tls_handshake_failures_total{reason=\"unknown_ca\"}",
         1.0,
@@ -57,7 +42,7 @@ async fn certificate_without_client_auth_usage_is_refused() {
     let gw = TestGateway::start().await;
     let (c, k) = (gw.dir.path().join("srv.crt"), gw.dir.path().join("srv.key"));
     issue_client(&gw.demo.pki, Some("bank"), false, &c, &k).expect("issue");
-    assert!(attempt(&gw, Some((&c, &k))).await.is_err());
+    assert!(gw.attempt(Some((&c, &k))).await.is_err());
     gw.wait_metric(
         "permitgate_tls_handshake_failures_total{reason=\"bad_usage\"}",
         1.0,

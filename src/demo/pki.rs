@@ -6,9 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
+use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
 use crate::keys::write_secret;
@@ -26,6 +28,8 @@ pub enum PkiError {
     },
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The demo partners: id and scopes. `no-scopes` is known but may do nothing; `relay` is
@@ -117,6 +121,38 @@ fn write_key(path: &Path, key: &KeyPair) -> Result<(), PkiError> {
     Ok(())
 }
 
+fn write_server(
+    ca: &Issuer<'_, KeyPair>,
+    not_after: OffsetDateTime,
+    cert_out: &Path,
+    key_out: &Path,
+) -> Result<(), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])?;
+    p.distinguished_name
+        .push(DnType::CommonName, "permitgate demo server");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = OffsetDateTime::now_utc() - Duration::days(1);
+    p.not_after = not_after;
+    write_key(key_out, &key)?;
+    write(cert_out, &p.signed_by(&key, ca)?.pem())
+}
+
+/// Issues a new server certificate from the demo CA (certificate rotation in tests).
+pub fn issue_server(
+    layout: &PkiLayout,
+    not_after: OffsetDateTime,
+    cert_out: &Path,
+    key_out: &Path,
+) -> Result<(), PkiError> {
+    write_server(&demo_ca(layout)?, not_after, cert_out, key_out)
+}
+
 /// Creates the whole development PKI under `dir`, replacing what is there.
 pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
     let layout = PkiLayout {
@@ -131,23 +167,12 @@ pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
     write_key(&dir.join("ca.key"), &ca_key)?;
     let ca = Issuer::new(params, ca_key);
 
-    let server_key = KeyPair::generate()?;
-    let mut sp = CertificateParams::new(vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ])?;
-    sp.distinguished_name
-        .push(DnType::CommonName, "permitgate demo server");
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    sp.not_before = now - Duration::days(1);
-    sp.not_after = now + Duration::days(365);
-    write(
+    write_server(
+        &ca,
+        now + Duration::days(365),
         &layout.server_cert(),
-        &sp.signed_by(&server_key, &ca)?.pem(),
+        &layout.server_key(),
     )?;
-    write_key(&layout.server_key(), &server_key)?;
 
     for (id, _) in DEMO_PARTNERS {
         let key = KeyPair::generate()?;
@@ -166,6 +191,55 @@ pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
     Ok(layout)
 }
 
+fn read(p: PathBuf) -> Result<String, PkiError> {
+    std::fs::read_to_string(&p).map_err(|source| PkiError::Write { path: p, source })
+}
+
+/// The CA made by [`generate`], from its key. Re-signing with the same subject and key
+/// yields an issuer webpki accepts: chains are matched by name and verified by key.
+fn demo_ca(layout: &PkiLayout) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let ca_key = KeyPair::from_pem(&read(layout.dir.join("ca.key"))?)?;
+    Ok(Issuer::new(
+        ca_params("permitgate demo partner CA", OffsetDateTime::now_utc()),
+        ca_key,
+    ))
+}
+
+/// Writes a CRL of the demo CA revoking the given certificates (PEM files), valid for a
+/// week. `crl_number` must grow with each new list.
+pub fn revoke(
+    layout: &PkiLayout,
+    certs: &[&Path],
+    crl_number: u64,
+    out: &Path,
+) -> Result<(), PkiError> {
+    let now = OffsetDateTime::now_utc();
+    let mut revoked_certs = Vec::new();
+    for path in certs {
+        let pem = read(path.to_path_buf())?;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| PkiError::Invalid(format!("{}: {e}", path.display())))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| PkiError::Invalid(format!("{}: {e}", path.display())))?;
+        revoked_certs.push(RevokedCertParams {
+            serial_number: SerialNumber::from_slice(cert.raw_serial()),
+            revocation_time: now - Duration::minutes(1),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+    }
+    let crl = CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        next_update: now + Duration::days(7),
+        crl_number: SerialNumber::from(crl_number),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&demo_ca(layout)?)?;
+    write(out, &crl.pem()?)
+}
+
 /// Issues one more client certificate from a CA generated by [`generate`] (tests use it for
 /// certificates the demo does not ship: other ids, no identity, wrong key usage).
 pub fn issue_client(
@@ -175,14 +249,8 @@ pub fn issue_client(
     out_cert: &Path,
     out_key: &Path,
 ) -> Result<(), PkiError> {
-    let read = |p: PathBuf| {
-        std::fs::read_to_string(&p).map_err(|source| PkiError::Write { path: p, source })
-    };
-    let ca_key = KeyPair::from_pem(&read(layout.dir.join("ca.key"))?)?;
+    let ca = demo_ca(layout)?;
     let now = OffsetDateTime::now_utc();
-    // Re-signing with the same subject and key yields an issuer webpki accepts: chains are
-    // matched by name and verified by key.
-    let ca = Issuer::new(ca_params("permitgate demo partner CA", now), ca_key);
     let mut params = match id {
         Some(id) => client_params(id, now)?,
         None => {

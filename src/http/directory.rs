@@ -4,9 +4,10 @@
 //! A reload builds a new [`Directory`] and swaps it in whole; connections keep only the
 //! identity their certificate claimed and look it up per request, so a partner removed or
 //! re-scoped by a reload is treated accordingly on its next request. Buckets of partners
-//! whose limit did not change carry over: a reload refills nobody.
+//! whose limit did not change carry over: a reload refills nobody. The serials on the
+//! current CRLs travel with it, for connections whose handshake predates them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::metrics::RequestCounters;
@@ -22,12 +23,14 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Directory {
     by_id: HashMap<String, Arc<Entry>>,
+    revoked: HashSet<Vec<u8>>,
 }
 
 impl Directory {
     /// `counters` resolves one partner's request counters (registered on first use).
     pub fn build(
         partners: &[Partner],
+        revoked: HashSet<Vec<u8>>,
         counters: impl Fn(&str) -> RequestCounters,
         previous: Option<&Directory>,
     ) -> Directory {
@@ -51,7 +54,11 @@ impl Directory {
                 (p.id.clone(), Arc::new(entry))
             })
             .collect();
-        Directory { by_id }
+        Directory { by_id, revoked }
+    }
+
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        !self.revoked.is_empty() && self.revoked.contains(serial)
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Entry>> {

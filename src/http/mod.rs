@@ -10,6 +10,7 @@ pub mod directory;
 pub mod problem;
 pub mod relay;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -165,12 +166,17 @@ pub struct Credentials {
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     claimed: Option<Arc<str>>,
+    serial: Vec<u8>,
 }
 
 impl Caller {
-    pub fn claiming(id: Option<&str>) -> Caller {
-        Caller {
-            claimed: id.map(Arc::from),
+    pub fn new(leaf: Option<crate::tls::Leaf>) -> Caller {
+        match leaf {
+            Some(l) => Caller {
+                claimed: l.partner_id.map(Arc::from),
+                serial: l.serial,
+            },
+            None => Caller::default(),
         }
     }
 }
@@ -201,6 +207,7 @@ impl App {
         clock: Arc<dyn Clock>,
         limits: Limits,
         partners: &[Partner],
+        revoked: HashSet<Vec<u8>>,
         metrics: &Metrics,
         relay: Option<relay::RelaySource>,
         credentials: Credentials,
@@ -216,6 +223,7 @@ impl App {
             limits,
             partners: ArcSwap::from_pointee(Directory::build(
                 partners,
+                revoked,
                 request_counters(metrics),
                 None,
             )),
@@ -239,10 +247,11 @@ impl App {
 
     /// Replaces the partner table (a reload); requests already admitted finish under the
     /// table they started with.
-    pub fn set_partners(&self, partners: &[Partner], metrics: &Metrics) {
+    pub fn set_partners(&self, partners: &[Partner], revoked: HashSet<Vec<u8>>, metrics: &Metrics) {
         let old = self.partners.load();
         self.partners.store(Arc::new(Directory::build(
             partners,
+            revoked,
             request_counters(metrics),
             Some(&old),
         )));
@@ -257,6 +266,7 @@ impl App {
         let route = Route::of(req.uri().path());
         let directory = self.partners.load();
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
+        let revoked = directory.is_revoked(&caller.serial);
         // Probes are never shed: an overloaded gateway is alive and, if it has data, ready.
         // A partner over its rate is refused before it can take an admission permit, so
         // its flood cannot crowd out other partners' requests.
@@ -275,7 +285,7 @@ impl App {
             }),
         };
         let answer = match admitted {
-            Ok(_permit) => self.dispatch(caller, entry, route, req).await,
+            Ok(_permit) => self.dispatch(caller, entry, revoked, route, req).await,
             Err(p) => Err(p),
         };
         let (response, outcome) = match answer {
@@ -322,6 +332,7 @@ impl App {
         &self,
         caller: &Caller,
         entry: Option<&Arc<Entry>>,
+        revoked: bool,
         route: Route,
         req: Request<B>,
     ) -> Result<Response<Body>, Problem>
@@ -350,6 +361,12 @@ impl App {
             }
             Route::Readyz => return self.readyz(),
             _ => {}
+        }
+        if revoked {
+            return Err(Problem::new(
+                ProblemKind::CertificateRevoked,
+                "a revocation list loaded since this connection opened lists its certificate",
+            ));
         }
         let Some(partner) = entry.map(|e| &e.partner) else {
             return Err(Problem::new(

@@ -21,6 +21,7 @@ pub enum ProblemKind {
     NotFound,
     MethodNotAllowed,
     UnknownPartner,
+    CertificateRevoked,
     ScopeMissing,
     NotReady,
     ReceiptsUnavailable,
@@ -30,7 +31,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 17] = [
+    pub const ALL: [ProblemKind; 18] = [
         ProblemKind::MalformedJson,
         ProblemKind::UnknownField,
         ProblemKind::MissingField,
@@ -42,6 +43,7 @@ impl ProblemKind {
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::UnknownPartner,
+        ProblemKind::CertificateRevoked,
         ProblemKind::ScopeMissing,
         ProblemKind::NotReady,
         ProblemKind::ReceiptsUnavailable,
@@ -121,6 +123,11 @@ impl ProblemKind {
                 "unknown-partner",
                 403,
                 "Client certificate is not a configured partner"
+            ),
+            ProblemKind::CertificateRevoked => p!(
+                "certificate-revoked",
+                403,
+                "Client certificate has been revoked since this connection opened"
             ),
             ProblemKind::ScopeMissing => p!(
                 "scope-missing",

@@ -2,6 +2,8 @@
 //! data, and mTLS clients for named partners. Everything real: sockets, TLS, certificates.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use permitgate::tls::{crypto_provider, load_certs, load_key};
 
 pub struct TestGateway {
     pub demo: Demo,
+    /// The config file this gateway reads (and re-reads on reload).
+    pub config_path: PathBuf,
     pub gateway: Arc<Gateway>,
     pub running: Running,
     pub dir: tempfile::TempDir,
@@ -120,7 +124,12 @@ impl TestGateway {
             );
             text = text.replacen(from.as_str(), to, 1);
         }
-        let config = Config::parse(&text, &demo.config).expect("config parses");
+        // Written out, so that a reload reads what this gateway started with.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config_path = demo.config.with_file_name(format!("gateway-test-{n}.toml"));
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = Config::parse(&text, &config_path).expect("config parses");
         let clock: Arc<dyn permitgate::clock::Clock> = match &opts.clock {
             Some(c) => c.clone(),
             None => Arc::new(SystemClock),
@@ -132,6 +141,7 @@ impl TestGateway {
         let running = gateway.bind().await.expect("bind");
         TestGateway {
             demo,
+            config_path,
             gateway,
             running,
             dir,
@@ -224,6 +234,30 @@ impl TestGateway {
             .iter()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no sample {name}"))
+    }
+
+    /// Connects with `identity` and tries one request; refused handshakes surface as an
+    /// error on either step (TLS 1.3 reports a rejected client certificate after the
+    /// client thinks it is done).
+    pub async fn attempt(&self, identity: Option<(&Path, &Path)>) -> Result<u16, String> {
+        let mut c = Client::connect(self.addr(), &self.demo.pki.ca_cert(), identity)
+            .await
+            .map_err(|e| e.to_string())?;
+        c.try_request(Method::GET, "/healthz", None, Bytes::new())
+            .await
+            .map(|r| r.status.as_u16())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The certificate a new handshake (as `bank`) is shown.
+    pub async fn server_certificate(&self) -> rustls::pki_types::CertificateDer<'static> {
+        let tls = self.raw_tls("bank").await.expect("connect");
+        let certs = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .expect("server certificate");
+        certs[0].clone().into_owned()
     }
 
     /// A bare mTLS stream as `partner` (ALPN http/1.1), for writing requests byte by byte.

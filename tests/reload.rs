@@ -1,0 +1,171 @@
+//! Reloads over real mTLS: CRLs, server certificates and the partner table change while
+//! connections stay open; a broken file is refused and counted, and the old one kept.
+
+mod common;
+
+use std::path::Path;
+
+use common::{metric_value, Options, TestGateway};
+use permitgate::demo::pki;
+
+async fn gateway(server_extra: &'static str) -> TestGateway {
+    TestGateway::start_with(Options {
+        server_extra,
+        ..Options::default()
+    })
+    .await
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read config");
+    assert!(text.contains(from), "config has no {from:?}");
+    // Write a sibling and rename it over: the watcher never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text.replacen(from, to, 1)).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+#[tokio::test]
+async fn a_crl_picked_up_from_disk_refuses_the_revoked_partner_old_and_new_connections() {
+    let gw = gateway("reload_poll_interval_ms = 100").await;
+    let link = gw.sample("linked_pair").clone();
+    let mut open_before = gw.client("bank").await;
+    assert_eq!(
+        open_before.post_json(&link.path, &link.body).await.status,
+        200
+    );
+
+    let crl = gw.demo.pki.dir.join("partners.crl");
+    let (bank_cert, bank_key) = gw.cert_paths("bank");
+    pki::revoke(&gw.demo.pki, &[&bank_cert], 1, &crl).expect("crl");
+    edit(
+        &gw.config_path,
+        "client_ca = \"pki/ca.crt\"\n",
+        "client_ca = \"pki/ca.crt\"\ncrls = [\"pki/partners.crl\"]\n",
+    );
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+
+    // New handshakes with the revoked certificate fail, and say why.
+    assert!(gw.attempt(Some((&bank_cert, &bank_key))).await.is_err());
+    gw.wait_metric(
+        "permitgate_tls_handshake_failures_total{reason=\"revoked\"}",
+        1.0,
+    )
+    .await;
+    // The connection opened before the CRL is refused per request, not left in.
+    let r = open_before.post_json(&link.path, &link.body).await;
+    r.problem(403, "certificate-revoked");
+    // Everyone else is served as before.
+    let (c, k) = gw.cert_paths("rail-gate");
+    assert_eq!(gw.attempt(Some((&c, &k))).await, Ok(200));
+}
+
+#[tokio::test]
+async fn a_broken_file_is_refused_counted_and_the_old_one_kept() {
+    let gw = gateway("reload_poll_interval_ms = 100").await;
+    let (bank_cert, bank_key) = gw.cert_paths("bank");
+    let cert = gw.demo.pki.server_cert();
+    let good = std::fs::read(&cert).expect("read cert");
+    std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n").expect("break");
+    gw.wait_metric("permitgate_reloads_total{result=\"failed\"}", 1.0)
+        .await;
+    // Still serving with the certificate loaded before.
+    assert_eq!(gw.attempt(Some((&bank_cert, &bank_key))).await, Ok(200));
+    // A broken partner table is refused the same way.
+    std::fs::write(&cert, &good).expect("restore");
+    edit(&gw.config_path, "id = \"bank\"", "id = \"Bank Ltd\"");
+    gw.wait_metric("permitgate_reloads_total{result=\"failed\"}", 2.0)
+        .await;
+    let link = gw.sample("linked_pair").clone();
+    assert_eq!(
+        gw.client("bank")
+            .await
+            .post_json(&link.path, &link.body)
+            .await
+            .status,
+        200
+    );
+    // Once the files are right again, the reload goes through.
+    edit(&gw.config_path, "id = \"Bank Ltd\"", "id = \"bank\"");
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_reloads_total{result=\"failed\"}"),
+        2.0,
+        "each broken change counts once, not once per poll"
+    );
+}
+
+#[tokio::test]
+async fn a_new_server_certificate_is_used_for_new_handshakes_without_dropping_connections() {
+    let gw = gateway("reload_poll_interval_ms = 0").await;
+    let link = gw.sample("linked_pair").clone();
+    let mut open_before = gw.client("bank").await;
+    assert_eq!(
+        open_before.post_json(&link.path, &link.body).await.status,
+        200
+    );
+    let before = metric_value(
+        &gw.metrics().await,
+        "permitgate_certificate_expiry_timestamp_seconds{certificate=\"server\"}",
+    );
+
+    let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let dir = gw.demo.pki.dir.clone();
+    pki::issue_server(
+        &gw.demo.pki,
+        not_after,
+        &dir.join("new.crt"),
+        &dir.join("new.key"),
+    )
+    .expect("issue");
+    std::fs::rename(dir.join("new.key"), gw.demo.pki.server_key()).expect("key");
+    std::fs::rename(dir.join("new.crt"), gw.demo.pki.server_cert()).expect("cert");
+    gw.gateway.reload().expect("reload");
+
+    let after = metric_value(
+        &gw.metrics().await,
+        "permitgate_certificate_expiry_timestamp_seconds{certificate=\"server\"}",
+    );
+    assert_eq!(after, not_after.unix_timestamp() as f64);
+    assert_ne!(before, after);
+    // The old connection still answers; new ones handshake with the new certificate.
+    assert_eq!(
+        open_before.post_json(&link.path, &link.body).await.status,
+        200
+    );
+    let presented = gw.server_certificate().await;
+    let on_disk = permitgate::tls::load_certs(&gw.demo.pki.server_cert()).expect("load");
+    assert_eq!(presented, on_disk[0]);
+}
+
+#[tokio::test]
+async fn a_partner_table_change_applies_to_open_connections_on_their_next_request() {
+    let gw = gateway("reload_poll_interval_ms = 0").await;
+    let tp = gw.sample("temp_permit_valid").clone();
+    let mut gate = gw.client("rail-gate").await;
+    assert_eq!(gate.post_json(&tp.path, &tp.body).await.status, 200);
+
+    edit(
+        &gw.config_path,
+        "id = \"rail-gate\"\nscopes = [\"document_status\", \"temp_permit\"]",
+        "id = \"rail-gate\"\nscopes = [\"document_status\"]",
+    );
+    gw.gateway.reload().expect("reload");
+    gate.post_json(&tp.path, &tp.body)
+        .await
+        .problem(403, "scope-missing");
+
+    // Removing a partner altogether: its open connection is now an unknown partner.
+    edit(
+        &gw.config_path,
+        "id = \"rail-gate\"",
+        "id = \"rail-gate-old\"",
+    );
+    gw.gateway.reload().expect("reload");
+    gate.post_json(&tp.path, &tp.body)
+        .await
+        .problem(403, "unknown-partner");
+}

@@ -1,0 +1,259 @@
+//! The binary under signals: SIGTERM drains (in-flight requests finish, the process exits
+//! 0, a client failing over to a second instance loses nothing) and SIGHUP reloads.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::{free_port, ops_get, signal, start, wait_exit, wait_ready};
+use common::{client_config, metric_value, Client};
+use http::Method;
+use permitgate::demo::{self, Demo, DemoOptions};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const POST: Method = Method::POST;
+use tokio_rustls::TlsConnector;
+
+struct Instance {
+    config: PathBuf,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+}
+
+/// Demo data in `dir`, and one config per instance (own ports, same data).
+fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) {
+    let ports: Vec<(SocketAddr, SocketAddr)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let demo = demo::prepare(
+        dir,
+        &DemoOptions {
+            records: 300,
+            listen: ports[0].0,
+            metrics_listen: ports[0].1,
+            seed: 11,
+        },
+    )
+    .expect("demo");
+    let text = std::fs::read_to_string(&demo.config).expect("config");
+    let text = text.replacen("[tls]", &format!("{server_extra}\n[tls]"), 1);
+    let out = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &(listen, metrics))| {
+            let config = demo.config.with_file_name(format!("instance-{i}.toml"));
+            let t = text
+                .replacen(&ports[0].0.to_string(), &listen.to_string(), 1)
+                .replacen(&ports[0].1.to_string(), &metrics.to_string(), 1);
+            std::fs::write(&config, t).expect("write config");
+            Instance {
+                config,
+                listen,
+                metrics,
+            }
+        })
+        .collect();
+    (demo, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_client_failing_over_loses_no_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, inst) = instances(
+        dir.path(),
+        2,
+        "drain_timeout_ms = 10000\nreload_poll_interval_ms = 0",
+    );
+    let mut a = start(&inst[0].config);
+    let mut b = start(&inst[1].config);
+    for i in &inst {
+        assert!(
+            wait_ready(i.metrics, Duration::from_secs(30)),
+            "instance never ready"
+        );
+    }
+    let sample = demo
+        .samples
+        .iter()
+        .find(|s| s.name == "linked_pair")
+        .expect("sample");
+    let (path, body) = (sample.path.clone(), sample.body.to_string());
+    let ca = demo.pki.ca_cert();
+    let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
+
+    // A request in flight when SIGTERM arrives: head sent, body not finished.
+    let cfg = {
+        let mut c = (*client_config(&ca, Some((&cert, &key)))).clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    };
+    let tcp = tokio::net::TcpStream::connect(inst[0].listen)
+        .await
+        .expect("connect");
+    let mut slow = TlsConnector::from(cfg)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    slow.write_all(&body.as_bytes()[..body.len() - 1])
+        .await
+        .expect("body");
+    slow.flush().await.expect("flush");
+
+    // Clients on keep-alive connections to A; a request that fails there is sent to B,
+    // and from then on that client uses B.
+    let (ok_a, ok_b, failed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let (ok_a, ok_b, failed) = (ok_a.clone(), ok_b.clone(), failed.clone());
+        let (ca, cert, key, path, body) = (
+            ca.clone(),
+            cert.clone(),
+            key.clone(),
+            path.clone(),
+            body.clone(),
+        );
+        let (addr_a, addr_b) = (inst[0].listen, inst[1].listen);
+        workers.push(tokio::spawn(async move {
+            let mut on_a = Client::connect(addr_a, &ca, Some((&cert, &key))).await.ok();
+            let mut on_b: Option<Client> = None;
+            for _ in 0..5000 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                if let Some(c) = on_a.as_mut() {
+                    match c
+                        .try_request(POST, &path, Some("application/json"), body.clone())
+                        .await
+                    {
+                        Ok(r) if r.status == 200 => {
+                            ok_a.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        _ => on_a = None,
+                    }
+                }
+                if on_b.is_none() {
+                    on_b = Client::connect(addr_b, &ca, Some((&cert, &key))).await.ok();
+                }
+                let answered = match on_b.as_mut() {
+                    Some(c) => {
+                        c.try_request(POST, &path, Some("application/json"), body.clone())
+                            .await
+                    }
+                    None => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                match answered {
+                    Ok(r) if r.status == 200 => ok_b.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&a, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        a.try_wait().expect("wait").is_none(),
+        "A exited with a request in flight"
+    );
+
+    // The in-flight request completes on A after SIGTERM.
+    slow.write_all(&body.as_bytes()[body.len() - 1..])
+        .await
+        .expect("last byte");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let status = wait_exit(&mut a, Duration::from_secs(10)).expect("A exits after draining");
+    assert!(status.success(), "A exited with {status}");
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let _ = b.kill();
+    let _ = b.wait();
+    let (ok_a, ok_b, failed) = (
+        ok_a.load(Ordering::Relaxed),
+        ok_b.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        failed, 0,
+        "requests lost: {failed} (A served {ok_a}, B {ok_b})"
+    );
+    assert!(ok_a > 0 && ok_b > 0, "A served {ok_a}, B {ok_b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_partner_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
+    let mut gw = start(&inst[0].config);
+    assert!(
+        wait_ready(inst[0].metrics, Duration::from_secs(30)),
+        "never ready"
+    );
+    let sample = demo
+        .samples
+        .iter()
+        .find(|s| s.name == "linked_pair")
+        .expect("sample");
+    let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
+    let mut bank = Client::connect(inst[0].listen, &demo.pki.ca_cert(), Some((&cert, &key)))
+        .await
+        .expect("connect");
+    assert_eq!(bank.post_json(&sample.path, &sample.body).await.status, 200);
+
+    let text = std::fs::read_to_string(&inst[0].config).expect("read");
+    let edited = text.replacen(
+        "scopes = [\"link_check\", \"document_status\", \"receipt\"]",
+        "scopes = [\"document_status\"]",
+        1,
+    );
+    assert_ne!(
+        text, edited,
+        "the bank's scopes were not found in the config"
+    );
+    std::fs::write(&inst[0].config, edited).expect("write");
+    signal(&gw, "HUP");
+
+    let mut refused = false;
+    for _ in 0..100 {
+        let r = bank.post_json(&sample.path, &sample.body).await;
+        if r.status == 403 {
+            r.problem(403, "scope-missing");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = ops_get(inst[0].metrics, "/metrics").unwrap_or_default();
+    signal(&gw, "TERM");
+    let status = wait_exit(&mut gw, Duration::from_secs(10));
+    assert!(refused, "SIGHUP did not apply the new partner table");
+    assert_eq!(
+        metric_value(&metrics, "permitgate_reloads_total{result=\"ok\"}"),
+        1.0
+    );
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
