@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::{AuditConfig, WhenFull};
 use crate::keyring::Validity;
 use crate::partner::{valid_partner_id, Partner, Scope};
 use crate::rate_limit::RateLimit;
@@ -46,6 +47,8 @@ pub struct Config {
     /// Receipt signing keys (PKCS#8 PEM); empty when receipts are off.
     pub receipt_keys: Vec<KeyFile>,
     pub temp_permits: TempPermitConfig,
+    /// `None`: no audit trail (the gateway warns at start).
+    pub audit: Option<AuditConfig>,
 }
 
 /// A key file and the window in which the key may sign.
@@ -148,6 +151,34 @@ struct RawConfig {
     replication: Option<RawReplication>,
     receipts: Option<RawReceipts>,
     temp_permits: Option<RawTempPermits>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    dir: PathBuf,
+    #[serde(default = "default_audit_file_bytes")]
+    max_file_bytes: u64,
+    #[serde(default = "default_audit_fsync")]
+    fsync_interval_ms: u64,
+    #[serde(default = "default_audit_queue")]
+    queue_capacity: usize,
+    #[serde(default = "default_when_full")]
+    when_full: WhenFull,
+}
+
+fn default_audit_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_audit_fsync() -> u64 {
+    200
+}
+fn default_audit_queue() -> usize {
+    65_536
+}
+fn default_when_full() -> WhenFull {
+    WhenFull::Shed
 }
 
 #[derive(Deserialize)]
@@ -528,6 +559,30 @@ impl Config {
                 clock_skew: crate::temp_permit::DEFAULT_CLOCK_SKEW,
             },
         };
+        let audit = match raw.audit {
+            None => None,
+            Some(a) => {
+                if a.max_file_bytes < 4096 {
+                    return Err(invalid("audit.max_file_bytes", "must be at least 4096"));
+                }
+                if a.fsync_interval_ms > 60_000 {
+                    return Err(invalid(
+                        "audit.fsync_interval_ms",
+                        "must be at most 60000 (a crash loses up to this much)",
+                    ));
+                }
+                if a.queue_capacity == 0 {
+                    return Err(invalid("audit.queue_capacity", "must be at least 1"));
+                }
+                Some(AuditConfig {
+                    dir: resolve(a.dir),
+                    max_file_bytes: a.max_file_bytes,
+                    fsync_interval: Duration::from_millis(a.fsync_interval_ms),
+                    queue_capacity: a.queue_capacity,
+                    when_full: a.when_full,
+                })
+            }
+        };
         if (1..100).contains(&raw.server.reload_poll_interval_ms) {
             return Err(invalid(
                 "server.reload_poll_interval_ms",
@@ -575,6 +630,7 @@ impl Config {
             replication,
             receipt_keys,
             temp_permits,
+            audit,
         })
     }
 }
@@ -613,6 +669,24 @@ scopes = ["link_check"]
         assert_eq!(c.server.drain_timeout, Duration::from_secs(20));
         assert_eq!(c.server.reload_poll_interval, Some(Duration::from_secs(2)));
         assert!(c.tls.crls.is_empty());
+        assert!(c.audit.is_none());
+        let a = Config::parse(
+            &format!("{MIN}[audit]\ndir = \"audit\"\n"),
+            Path::new("/srv/g.toml"),
+        )
+        .expect("audit")
+        .audit
+        .expect("on");
+        assert_eq!(a.dir, Path::new("/srv/audit"));
+        assert_eq!(
+            (
+                a.max_file_bytes,
+                a.fsync_interval,
+                a.queue_capacity,
+                a.when_full
+            ),
+            (64 << 20, Duration::from_millis(200), 65_536, WhenFull::Shed)
+        );
         assert!(!c.cache.enabled);
         assert_eq!(c.tls.cert, Path::new("/srv/pg/pki/server.crt"));
         assert_eq!(c.snapshot.hash_key, Path::new("/etc/permitgate/hash.key"));
@@ -645,6 +719,10 @@ scopes = ["link_check"]
         assert!(c.receipt_keys[0].validity.not_after.is_some());
         assert_eq!(c.temp_permits.issuer_keys.len(), 1);
         assert_eq!(c.temp_permits.clock_skew, time::Duration::minutes(5));
+        assert_eq!(
+            c.audit.map(|a| a.when_full),
+            Some(crate::audit::WhenFull::Shed)
+        );
     }
 
     #[test]
@@ -693,6 +771,20 @@ scopes = ["link_check"]
         .expect_err("burst")
         .to_string();
         assert!(e.contains("partners[0].rate_limit.burst"), "{e}");
+        let e = Config::parse(
+            &format!("{MIN}[audit]\ndir = \"a\"\nwhen_full = \"block\"\n"),
+            p,
+        )
+        .expect_err("when_full")
+        .to_string();
+        assert!(e.contains("block"), "{e}");
+        let e = Config::parse(
+            &format!("{MIN}[audit]\ndir = \"a\"\nqueue_capacity = 0\n"),
+            p,
+        )
+        .expect_err("queue")
+        .to_string();
+        assert!(e.contains("audit.queue_capacity"), "{e}");
         let small = MIN.replace("[tls]", "max_body_bytes = 10\n[tls]");
         let e = Config::parse(&small, p).expect_err("small").to_string();
         assert!(e.contains("server.max_body_bytes"), "{e}");

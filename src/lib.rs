@@ -8,6 +8,7 @@
 //! against a `keyring`); `printable` puts them on paper.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod clock;

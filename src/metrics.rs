@@ -10,6 +10,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::audit::AuditMetrics;
 use crate::store::{CacheCounters, StateInfo};
 
 /// Label value for requests whose partner is not (or not yet) known.
@@ -30,6 +31,7 @@ pub struct Metrics {
     connections_rejected: IntCounter,
     certificate_expiry: GaugeVec,
     reloads: IntCounterVec,
+    pub audit: AuditMetrics,
     pub replication: ReplicationMetrics,
 }
 
@@ -166,6 +168,28 @@ impl Metrics {
             reloads.with_label_values(&[r]);
         }
         must(registry.register(Box::new(reloads.clone())));
+        let audit = AuditMetrics {
+            written: must(IntCounter::new(
+                "permitgate_audit_records_total",
+                "Audit records written to the log (before fsync).",
+            )),
+            dropped: must(IntCounter::new(
+                "permitgate_audit_records_dropped_total",
+                "Audit records not written: queue full under when_full = \"drop\", or shutting down.",
+            )),
+            write_errors: must(IntCounter::new(
+                "permitgate_audit_write_errors_total",
+                "Failed audit writes or fsyncs (writes are retried; requests are shed meanwhile).",
+            )),
+            queue_depth: must(IntGauge::new(
+                "permitgate_audit_queue_depth",
+                "Audit records reserved or queued and not yet written.",
+            )),
+        };
+        must(registry.register(Box::new(audit.written.clone())));
+        must(registry.register(Box::new(audit.dropped.clone())));
+        must(registry.register(Box::new(audit.write_errors.clone())));
+        must(registry.register(Box::new(audit.queue_depth.clone())));
         must(registry.register(Box::new(connections_open.clone())));
         must(registry.register(Box::new(connections_rejected.clone())));
         must(registry.register(Box::new(certificate_expiry.clone())));
@@ -243,6 +267,7 @@ impl Metrics {
             connections_rejected,
             certificate_expiry,
             reloads,
+            audit,
             replication,
         }
     }

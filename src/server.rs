@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{Config, TlsConfig};
 use crate::http::{App, Caller, Credentials, Limits};
@@ -48,6 +49,8 @@ pub enum StartError {
     Replication(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -116,6 +119,13 @@ impl Gateway {
         let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
         export_expiry(&metrics, &config.tls)?;
+        let audit = match &config.audit {
+            Some(a) => Some(AuditLog::open(a.clone(), metrics.audit.clone())?),
+            None => {
+                tracing::warn!("no [audit] configured: checks leave no audit trail");
+                None
+            }
+        };
         let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
@@ -144,6 +154,7 @@ impl Gateway {
             &metrics,
             relay,
             credentials,
+            audit,
         ));
         Ok(Gateway {
             store,
@@ -160,6 +171,12 @@ impl Gateway {
             publisher_keys,
             hash_key,
         })
+    }
+
+    /// Writes and fsyncs the audit records of everything answered; call it after
+    /// [`Running::drain`].
+    pub fn close_audit(&self) {
+        self.app.close_audit();
     }
 
     /// Reads the config file again and puts its certificates, CA, CRLs and partner table

@@ -57,6 +57,13 @@ pub struct HashedPair {
     residence: DocKey,
 }
 
+impl HashedPair {
+    /// The two snapshot keys (keyed hashes), travel permit first: what audit records hold.
+    pub fn keys(&self) -> [[u8; 16]; 2] {
+        [self.travel.0, self.residence.0]
+    }
+}
+
 /// Starts loading the records link checks of `pairs` read, without waiting for them. A
 /// batch prefetches every item before checking any, so the items' cache misses overlap
 /// instead of following one another.
@@ -145,22 +152,17 @@ pub fn link_check(view: &View<'_>, p: &HashedPair, today: Day) -> LinkAnswer {
     }
 }
 
+/// `key` is the number's snapshot key (`DocKey::of(hash_key, number.canonical())`).
 pub fn document_status(
     view: &View<'_>,
-    hash_key: &HashKey,
+    key: &DocKey,
     number: &DocumentNo,
     today: Day,
 ) -> StatusAnswer {
     StatusAnswer {
         kind: number.kind(),
         region: number.region(),
-        state: lookup(
-            view,
-            &DocKey::of(hash_key, number.canonical()),
-            number.renewal(),
-            today,
-        )
-        .map(|(_, s)| s),
+        state: lookup(view, key, number.renewal(), today).map(|(_, s)| s),
     }
 }
 

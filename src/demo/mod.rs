@@ -234,6 +234,9 @@ signing_keys = [{{ path = "keys/receipt.key" }}]
 
 [temp_permits]
 issuer_keys = [{{ path = "keys/temp-permit.pub" }}]
+
+[audit]
+dir = "audit"
 "#,
         opts.listen, opts.metrics_listen
     );

@@ -9,6 +9,7 @@ pub mod api;
 pub mod directory;
 pub mod problem;
 pub mod relay;
+pub mod request_id;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use prometheus::{Histogram, IntCounter};
@@ -30,6 +31,7 @@ use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
 use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
 use crate::partner::{Partner, Scope};
+use crate::snapshot::DocKey;
 use crate::store::{Store, View};
 use crate::{receipt, temp_permit};
 
@@ -197,6 +199,8 @@ pub struct App {
     keys_json: Bytes,
     temp_permit_counters: Vec<IntCounter>,
     receipts_signed: IntCounter,
+    audit: Option<crate::audit::AuditLog>,
+    request_ids: request_id::Generator,
 }
 
 impl App {
@@ -211,6 +215,7 @@ impl App {
         metrics: &Metrics,
         relay: Option<relay::RelaySource>,
         credentials: Credentials,
+        audit: Option<crate::audit::AuditLog>,
     ) -> App {
         let statuses: Vec<&str> = temp_permit::Status::ALL
             .iter()
@@ -238,6 +243,15 @@ impl App {
             credentials,
             temp_permit_counters: metrics.temp_permit_counters(&statuses),
             receipts_signed: metrics.receipts_signed(),
+            audit,
+            request_ids: request_id::Generator::default(),
+        }
+    }
+
+    /// Writes and fsyncs the audit records of everything answered, and stops the writer.
+    pub fn close_audit(&self) {
+        if let Some(log) = &self.audit {
+            log.close();
         }
     }
 
@@ -264,45 +278,94 @@ impl App {
     {
         let start = Instant::now();
         let route = Route::of(req.uri().path());
+        let request_id = match req.headers().get(request_id::HEADER) {
+            Some(v) if request_id::acceptable(v) => v.clone(),
+            _ => self.request_ids.next(),
+        };
         let directory = self.partners.load();
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         let revoked = directory.is_revoked(&caller.serial);
-        // Probes are never shed: an overloaded gateway is alive and, if it has data, ready.
-        // A partner over its rate is refused before it can take an admission permit, so
-        // its flood cannot crowd out other partners' requests.
-        let admitted = match route {
-            Route::Healthz | Route::Readyz => Ok(None),
-            _ => self.within_rate(entry).and_then(|()| {
-                self.in_flight.try_acquire().map(Some).map_err(|_| {
-                    Problem::new(
-                        ProblemKind::Overloaded,
-                        format!(
-                            "{} requests are being answered; try again shortly",
-                            self.limits.max_concurrent_requests
-                        ),
-                    )
-                })
-            }),
-        };
-        let answer = match admitted {
-            Ok(_permit) => self.dispatch(caller, entry, revoked, route, req).await,
-            Err(p) => Err(p),
-        };
-        let (response, outcome) = match answer {
-            Ok(r) => (r, 0),
-            Err(p) => {
-                let idx = p.kind.index() + 1;
-                (problem_response(&p, route), idx)
+        let mut documents = Vec::new();
+        // Probes are never shed (an overloaded gateway is alive and, if it has data,
+        // ready) and never audited.
+        let (answer, slot) = match route {
+            Route::Healthz | Route::Readyz => {
+                let a = self
+                    .dispatch(caller, entry, revoked, route, req, &mut documents)
+                    .await;
+                (a, None)
             }
+            _ => match self.admit(entry) {
+                Ok((_permit, slot)) => {
+                    let a = self
+                        .dispatch(caller, entry, revoked, route, req, &mut documents)
+                        .await;
+                    (a, slot)
+                }
+                Err(p) => (Err(p), None),
+            },
+        };
+        let (mut response, outcome) = match answer {
+            Ok(r) => (r, None),
+            Err(p) => (problem_response(&p, route), Some(p.kind)),
         };
         let counters = entry.map_or(&self.unknown_counters, |e| &e.counters);
-        if let Some(c) = counters.get(route as usize, outcome) {
+        let outcome_index = outcome.map_or(0, |k| k.index() + 1);
+        if let Some(c) = counters.get(route as usize, outcome_index) {
             c.inc();
         }
+        if let Some(slot) = slot {
+            slot.record(crate::audit::Entry {
+                time_ns: self.clock.now().unix_timestamp_nanos(),
+                request_id: request_id.to_str().unwrap_or_default().to_owned(),
+                partner: caller.claimed.as_deref().unwrap_or("-").to_owned(),
+                route: route.label(),
+                outcome: outcome.map_or("ok", ProblemKind::slug),
+                documents,
+            });
+        }
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(request_id::HEADER), request_id);
         if let Some(h) = self.durations.get(route as usize) {
             h.observe(start.elapsed().as_secs_f64());
         }
         response
+    }
+
+    /// Admission of a partner request, in order: the partner's rate (refused before it can
+    /// take a concurrency permit, so one partner's flood cannot crowd out the others), a
+    /// concurrency permit, and a place in the audit queue (no answer without a record).
+    fn admit(
+        &self,
+        entry: Option<&Arc<Entry>>,
+    ) -> Result<
+        (
+            tokio::sync::SemaphorePermit<'_>,
+            Option<crate::audit::Slot<'_>>,
+        ),
+        Problem,
+    > {
+        self.within_rate(entry)?;
+        let permit = self.in_flight.try_acquire().map_err(|_| {
+            Problem::new(
+                ProblemKind::Overloaded,
+                format!(
+                    "{} requests are being answered; try again shortly",
+                    self.limits.max_concurrent_requests
+                ),
+            )
+        })?;
+        let slot = match &self.audit {
+            None => None,
+            Some(log) => Some(log.reserve().map_err(|_| {
+                Problem::new(
+                    ProblemKind::Overloaded,
+                    "the audit log is behind; try again shortly",
+                )
+            })?),
+        };
+        Ok((permit, slot))
     }
 
     /// Takes a token from the partner's bucket, if it has a limit.
@@ -335,6 +398,7 @@ impl App {
         revoked: bool,
         route: Route,
         req: Request<B>,
+        documents: &mut Vec<[u8; 16]>,
     ) -> Result<Response<Body>, Problem>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -415,6 +479,7 @@ impl App {
                     serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
                 let input = link_input(&req, None)?;
                 let hashed = input.pair.hashed(&self.hash_key);
+                documents.extend(hashed.keys());
                 checks::prefetch(&view, std::iter::once(&hashed));
                 let item = self.link_answer(&view, partner, &input, &hashed, now, None)?;
                 serde_json::to_vec(&LinkCheckResponse {
@@ -453,6 +518,7 @@ impl App {
                         Ok((input, hashed))
                     })
                     .collect();
+                documents.extend(inputs.iter().flatten().flat_map(|(_, h)| h.keys()));
                 checks::prefetch(&view, inputs.iter().flatten().map(|(_, h)| h));
                 let results: Vec<BatchItem> = inputs
                     .into_iter()
@@ -482,7 +548,9 @@ impl App {
                     serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
                 let number = DocumentNo::parse(&req.number)
                     .map_err(|e| Problem::invalid_number("number", e))?;
-                let answer = checks::document_status(&view, &self.hash_key, &number, today);
+                let key = DocKey::of(&self.hash_key, number.canonical());
+                documents.push(key.0);
+                let answer = checks::document_status(&view, &key, &number, today);
                 serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, checked_at))
             }
             Route::TempPermitVerify => {
@@ -495,6 +563,10 @@ impl App {
                     self.credentials.temp_permit_skew,
                     |id| checks::temp_permit_revoked(&view, &self.hash_key, id),
                 );
+                if let Some(p) = &v.permit {
+                    documents.push(p.permit_id.doc_key(&self.hash_key).0);
+                    documents.push(DocKey::of(&self.hash_key, p.travel_permit.canonical()).0);
+                }
                 if let Some(c) = self.temp_permit_counters.get(v.status as usize) {
                     c.inc();
                 }

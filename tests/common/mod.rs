@@ -27,6 +27,8 @@ use permitgate::tls::{crypto_provider, load_certs, load_key};
 
 pub struct TestGateway {
     pub demo: Demo,
+    /// Where this gateway writes its audit trail.
+    pub audit_dir: PathBuf,
     /// The config file this gateway reads (and re-reads on reload).
     pub config_path: PathBuf,
     pub gateway: Arc<Gateway>,
@@ -128,6 +130,15 @@ impl TestGateway {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let config_path = demo.config.with_file_name(format!("gateway-test-{n}.toml"));
+        // Each gateway its own audit trail, even when demo data is shared.
+        let text = text.replacen(
+            "dir = \"audit\"",
+            &format!(
+                "dir = \"{}\"",
+                dir.path().join(format!("audit-{n}")).display()
+            ),
+            1,
+        );
         std::fs::write(&config_path, &text).expect("write config");
         let config = Config::parse(&text, &config_path).expect("config parses");
         let clock: Arc<dyn permitgate::clock::Clock> = match &opts.clock {
@@ -141,6 +152,7 @@ impl TestGateway {
         let running = gateway.bind().await.expect("bind");
         TestGateway {
             demo,
+            audit_dir: dir.path().join(format!("audit-{n}")),
             config_path,
             gateway,
             running,

@@ -1,0 +1,567 @@
+//! The audit trail: one hash-chained record per answered partner request, appended to
+//! size-rotated files by a writer thread, off the request path.
+//!
+//! The request path reserves a slot before it does any work ([`AuditLog::reserve`]): when
+//! the writer is `queue_capacity` records behind (a slow or failing disk), the request is
+//! shed with 503 rather than answered without a record, unless `when_full = "drop"` says
+//! availability matters more. The writer takes records in batches, writes each batch with
+//! one `write(2)`, and calls `fsync` at most every `fsync_interval_ms` (0: every batch), so
+//! a machine crash loses at most that interval; a killed process loses only what was still
+//! queued. Files are `audit-<first seq>-<unix ms>.log`, so their names sort in chain
+//! order; the chain runs on across files and restarts.
+
+pub mod record;
+pub mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+
+pub use record::Entry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse requests (503 overloaded) until the writer catches up: no check unrecorded.
+    Shed,
+    /// Answer anyway and count the record as dropped.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    pub max_file_bytes: u64,
+    pub fsync_interval: Duration,
+    pub queue_capacity: usize,
+    pub when_full: WhenFull,
+}
+
+#[derive(Clone)]
+pub struct AuditMetrics {
+    pub written: IntCounter,
+    pub dropped: IntCounter,
+    pub write_errors: IntCounter,
+    pub queue_depth: IntGauge,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "audit log {path} is in use by another process (each gateway needs its own directory)"
+    )]
+    InUse { path: PathBuf },
+    #[error("audit log {path}: the last record does not verify ({reason}); run `permitgate audit verify` and move the damaged file aside")]
+    Damaged { path: PathBuf, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+enum Msg {
+    Record(Entry),
+    /// Write and fsync everything before this, then answer.
+    Sync(mpsc::SyncSender<()>),
+    /// As `Sync`, then stop.
+    Close(mpsc::SyncSender<()>),
+}
+
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    /// Records reserved or queued and not yet written.
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
+    when_full: WhenFull,
+    dropped: IntCounter,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The queue is full and the policy is to shed.
+#[derive(Debug)]
+pub struct Full;
+
+/// A reserved place in the queue; [`Slot::record`] fills it. Dropped unfilled (the
+/// request was abandoned), it frees the place.
+pub struct Slot<'a> {
+    log: &'a AuditLog,
+    held: bool,
+}
+
+impl Slot<'_> {
+    pub fn record(mut self, entry: Entry) {
+        if !std::mem::take(&mut self.held) {
+            self.log.dropped.inc();
+            return;
+        }
+        if self.log.tx.send(Msg::Record(entry)).is_err() {
+            // The writer is gone (shutting down): nothing will write it.
+            self.log.pending.fetch_sub(1, Ordering::Relaxed);
+            self.log.dropped.inc();
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.log.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `config.dir`, continuing its chain, and starts the
+    /// writer thread.
+    pub fn open(config: AuditConfig, metrics: AuditMetrics) -> Result<AuditLog, AuditError> {
+        std::fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
+        // Two writers would fork the chain: the lock is held as long as the writer runs.
+        let lock_path = config.dir.join(".lock");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => AuditError::InUse {
+                path: config.dir.clone(),
+            },
+            std::fs::TryLockError::Error(source) => AuditError::Io {
+                path: lock_path.clone(),
+                source,
+            },
+        })?;
+        let tail = Tail::find(&config.dir)?;
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            config: config.clone(),
+            file: None,
+            size: 0,
+            seq: tail.next_seq,
+            prev: tail.prev,
+            append_to: tail.append_to,
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+            dirty: false,
+            last_sync: Instant::now(),
+            _lock: lock,
+        };
+        let handle = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(&config.dir))?;
+        Ok(AuditLog {
+            tx,
+            pending,
+            capacity: config.queue_capacity,
+            when_full: config.when_full,
+            dropped: metrics.dropped,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn reserve(&self) -> Result<Slot<'_>, Full> {
+        if self.pending.fetch_add(1, Ordering::Relaxed) < self.capacity {
+            return Ok(Slot {
+                log: self,
+                held: true,
+            });
+        }
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        match self.when_full {
+            WhenFull::Shed => Err(Full),
+            WhenFull::Drop => Ok(Slot {
+                log: self,
+                held: false,
+            }),
+        }
+    }
+
+    /// Blocks until everything recorded so far is written and fsynced.
+    pub fn sync(&self) {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Sync(done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+    }
+
+    /// Writes and fsyncs what is queued, then stops the writer (shutdown, after the
+    /// drain). Records after this are counted as dropped.
+    pub fn close(&self) {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Close(done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Where the chain left off.
+struct Tail {
+    next_seq: u64,
+    prev: [u8; 32],
+    /// The newest file, if it ends cleanly after a record (or is empty): append to it.
+    append_to: Option<PathBuf>,
+}
+
+impl Tail {
+    fn find(dir: &Path) -> Result<Tail, AuditError> {
+        let files = verify::log_files(dir).map_err(io_err(dir))?;
+        for (i, path) in files.iter().enumerate().rev() {
+            let mut bytes = Vec::new();
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err(path))?;
+            let clean_end = bytes.is_empty() || bytes.ends_with(b"\n");
+            let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+                Some(end) => &bytes[..end],
+                None if i > 0 => continue,
+                None => break,
+            };
+            let last = complete.rsplit(|&b| b == b'\n').next().unwrap_or_default();
+            let d = record::decode(last).map_err(|e| AuditError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let newest = i + 1 == files.len();
+            return Ok(Tail {
+                next_seq: d.seq + 1,
+                prev: d.hash,
+                append_to: (newest && clean_end).then(|| path.clone()),
+            });
+        }
+        Ok(Tail {
+            next_seq: 1,
+            prev: record::GENESIS,
+            append_to: None,
+        })
+    }
+}
+
+struct Writer {
+    config: AuditConfig,
+    file: Option<(File, PathBuf)>,
+    size: u64,
+    seq: u64,
+    prev: [u8; 32],
+    append_to: Option<PathBuf>,
+    pending: Arc<AtomicUsize>,
+    metrics: AuditMetrics,
+    dirty: bool,
+    last_sync: Instant,
+    _lock: File,
+}
+
+const MAX_BATCH: usize = 4096;
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            let wait = if self.dirty {
+                self.config
+                    .fsync_interval
+                    .saturating_sub(self.last_sync.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut waiters = Vec::new();
+            let mut closing = false;
+            let mut batch = 0usize;
+            for msg in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                .take(MAX_BATCH)
+            {
+                match msg {
+                    Msg::Record(entry) => {
+                        if self.size + buf.len() as u64 >= self.config.max_file_bytes {
+                            self.write_out(&mut buf, &mut batch);
+                            self.rotate();
+                        }
+                        self.prev = record::encode(&entry, self.seq, &self.prev, &mut buf);
+                        self.seq += 1;
+                        batch += 1;
+                    }
+                    Msg::Sync(done) => waiters.push(done),
+                    Msg::Close(done) => {
+                        waiters.push(done);
+                        closing = true;
+                    }
+                }
+            }
+            self.write_out(&mut buf, &mut batch);
+            let due = self.last_sync.elapsed() >= self.config.fsync_interval;
+            if self.dirty && (due || !waiters.is_empty()) {
+                self.fsync();
+            }
+            for w in waiters {
+                let _ = w.send(());
+            }
+            if closing {
+                return;
+            }
+        }
+        self.write_out(&mut buf, &mut 0);
+        self.fsync();
+    }
+
+    /// Writes `buf` to the current file, retrying (after cutting off any partial write)
+    /// until it succeeds: records are never skipped. Meanwhile the queue fills and the
+    /// request path sheds.
+    fn write_out(&mut self, buf: &mut Vec<u8>, batch: &mut usize) {
+        if buf.is_empty() {
+            return;
+        }
+        loop {
+            match self.try_write(buf) {
+                Ok(()) => break,
+                Err(e) => {
+                    self.metrics.write_errors.inc();
+                    tracing::error!(error = %e, "audit write failed; retrying");
+                    if let Some((f, _)) = &self.file {
+                        let _ = f.set_len(self.size);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        self.size += buf.len() as u64;
+        buf.clear();
+        self.metrics.written.inc_by(*batch as u64);
+        self.pending.fetch_sub(*batch, Ordering::Relaxed);
+        self.metrics
+            .queue_depth
+            .set(self.pending.load(Ordering::Relaxed) as i64);
+        *batch = 0;
+        self.dirty = true;
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let path = match self.append_to.take() {
+                Some(p) => p,
+                None => self.config.dir.join(format!(
+                    "audit-{:020}-{}.log",
+                    self.seq - records_in(buf),
+                    time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+                )),
+            };
+            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+            self.size = f.seek(SeekFrom::End(0))?;
+            self.file = Some((f, path));
+        }
+        let Some((f, _)) = self.file.as_mut() else {
+            return Err(std::io::Error::other("no audit file"));
+        };
+        f.write_all(buf)
+    }
+
+    fn rotate(&mut self) {
+        self.fsync();
+        self.file = None;
+        self.size = 0;
+    }
+
+    fn fsync(&mut self) {
+        if let Some((f, path)) = &self.file {
+            if let Err(e) = f.sync_data() {
+                self.metrics.write_errors.inc();
+                tracing::error!(error = %e, file = %path.display(), "audit fsync failed");
+            }
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+    }
+}
+
+/// Records in `buf` (one per line): a new file is named after its first record's seq.
+fn records_in(buf: &[u8]) -> u64 {
+    buf.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verify::{log_files, verify_dir, VerifyError};
+    use super::*;
+
+    fn metrics() -> AuditMetrics {
+        let c = |n: &str| IntCounter::new(n, "test").expect("counter");
+        AuditMetrics {
+            written: c("w"),
+            dropped: c("d"),
+            write_errors: c("e"),
+            queue_depth: IntGauge::new("q", "test").expect("gauge"),
+        }
+    }
+
+    fn config(dir: &Path, max_file_bytes: u64, queue_capacity: usize) -> AuditConfig {
+        AuditConfig {
+            dir: dir.to_owned(),
+            max_file_bytes,
+            fsync_interval: Duration::from_millis(50),
+            queue_capacity,
+            when_full: WhenFull::Shed,
+        }
+    }
+
+    fn entry(i: u8) -> Entry {
+        Entry {
+            time_ns: 1_795_000_000_000_000_000 + i128::from(i),
+            request_id: format!("r{i}"),
+            partner: "bank".into(),
+            route: "link_check",
+            outcome: "ok",
+            documents: vec![[i; 16]],
+        }
+    }
+
+    fn write(log: &AuditLog, range: std::ops::Range<u8>) {
+        for i in range {
+            log.reserve().expect("room").record(entry(i));
+        }
+        log.sync();
+    }
+
+    #[test]
+    fn records_chain_across_rotated_files_and_restarts() {
+        let dir = tempfile::tempdir().expect("dir");
+        let m = metrics();
+        let log = AuditLog::open(config(dir.path(), 4096, 100), m.clone()).expect("open");
+        write(&log, 0..40);
+        log.close();
+        let files = log_files(dir.path()).expect("files").len();
+        assert!(
+            files >= 3,
+            "40 records of ~330 bytes in 4 KiB files: {files} files"
+        );
+        assert_eq!(m.written.get(), 40);
+
+        let log = AuditLog::open(config(dir.path(), 4096, 100), metrics()).expect("reopen");
+        write(&log, 40..45);
+        log.close();
+        let r = verify_dir(dir.path()).expect("intact");
+        assert_eq!(
+            (r.records, r.first_seq, r.last_seq),
+            (45, Some(1), Some(45))
+        );
+        assert!(r.truncated.is_empty());
+    }
+
+    fn newest(dir: &Path) -> PathBuf {
+        log_files(dir).expect("files").pop().expect("a file")
+    }
+
+    #[test]
+    fn alteration_and_removal_are_detected() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("open");
+        write(&log, 0..5);
+        log.close();
+        let path = newest(dir.path());
+        let good = std::fs::read_to_string(&path).expect("read");
+
+        let altered = good.replacen("\"outcome\":\"ok\"", "\"outcome\":\"no\"", 1);
+        std::fs::write(&path, &altered).expect("write");
+        let e = verify_dir(dir.path()).expect_err("altered");
+        assert!(matches!(&e, VerifyError::Broken { line: 1, .. }), "{e}");
+
+        let lines: Vec<&str> = good.split_inclusive('\n').collect();
+        let removed: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, l)| *l)
+            .collect();
+        std::fs::write(&path, &removed).expect("write");
+        let e = verify_dir(dir.path()).expect_err("removed").to_string();
+        assert!(e.contains("line 3") && e.contains("removed"), "{e}");
+
+        let swapped: String = [lines[0], lines[2], lines[1], lines[3], lines[4]].concat();
+        std::fs::write(&path, &swapped).expect("write");
+        assert!(verify_dir(dir.path()).is_err(), "reordered records passed");
+    }
+
+    #[test]
+    fn a_crash_cut_tail_is_reported_and_the_chain_resumes_after_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("open");
+        write(&log, 0..5);
+        log.close();
+        let path = newest(dir.path());
+        let bytes = std::fs::read(&path).expect("read");
+        let last_line = bytes[..bytes.len() - 1]
+            .rsplit(|&b| b == b'\n')
+            .next()
+            .map_or(0, |l| l.len() + 1);
+        std::fs::write(&path, &bytes[..bytes.len() - 40]).expect("cut");
+        let r = verify_dir(dir.path()).expect("a cut tail is not fatal");
+        assert_eq!(r.records, 4);
+        assert_eq!(r.truncated.len(), 1);
+
+        // The restarted gateway starts a new file after the partial record.
+        let log = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("reopen");
+        write(&log, 5..8);
+        log.close();
+        assert_eq!(log_files(dir.path()).expect("files").len(), 2);
+        let r = verify_dir(dir.path()).expect("resumed");
+        assert_eq!((r.records, r.last_seq), (7, Some(7)));
+        assert_eq!(r.truncated, vec![(path, last_line - 40)]);
+    }
+
+    #[test]
+    fn a_directory_has_one_writer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = AuditLog::open(config(dir.path(), 4096, 10), metrics()).expect("open");
+        let second = AuditLog::open(config(dir.path(), 4096, 10), metrics());
+        assert!(matches!(second, Err(AuditError::InUse { .. })));
+        first.close();
+        AuditLog::open(config(dir.path(), 4096, 10), metrics()).expect("free after close");
+    }
+
+    #[test]
+    fn a_full_queue_sheds_or_drops_as_configured() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = AuditLog::open(config(dir.path(), 1 << 20, 2), metrics()).expect("open");
+        let a = log.reserve().expect("first");
+        let b = log.reserve().expect("second");
+        assert!(log.reserve().is_err(), "a third is shed");
+        drop(a); // an abandoned request frees its place
+        let c = log.reserve().expect("room again");
+        b.record(entry(1));
+        c.record(entry(2));
+        log.close();
+
+        let m = metrics();
+        let mut cfg = config(dir.path(), 1 << 20, 1);
+        cfg.when_full = WhenFull::Drop;
+        let log = AuditLog::open(cfg, m.clone()).expect("open");
+        let held = log.reserve().expect("first");
+        log.reserve()
+            .expect("drop mode answers anyway")
+            .record(entry(3));
+        held.record(entry(4));
+        log.close();
+        assert_eq!((m.written.get(), m.dropped.get()), (1, 1));
+        assert_eq!(verify_dir(dir.path()).expect("intact").records, 3);
+    }
+}

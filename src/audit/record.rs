@@ -1,0 +1,169 @@
+//! One audit record as a line of the log, and the hash chain through the lines.
+//!
+//! A line is `{"seq":…,"time":…,"request_id":…,"partner":…,"route":…,"outcome":…,
+//! "documents":[…],"prev":"<64 hex>","hash":"<64 hex>"}`. `hash` is BLAKE3 (derive-key
+//! mode, [`CONTEXT`]) of the line's bytes up to, not including, `,"hash":`; `prev` is the
+//! previous record's `hash` (64 zeros for the first record ever). Hashing the bytes as
+//! written, rather than a re-serialisation, leaves no canonical-form question open.
+
+use serde::{Deserialize, Serialize};
+
+pub const CONTEXT: &str = "permitgate 2026 audit record v1";
+pub const GENESIS: [u8; 32] = [0; 32];
+/// `,"hash":"` + 64 hex digits + `"}`.
+const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+
+/// What the request path knows of one answered request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Unix nanoseconds, from the gateway's clock.
+    pub time_ns: i128,
+    pub request_id: String,
+    pub partner: String,
+    pub route: &'static str,
+    pub outcome: &'static str,
+    /// Keyed hashes (the snapshot's document keys) of the numbers asked about.
+    pub documents: Vec<[u8; 16]>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct Body<'a> {
+    pub seq: u64,
+    pub time: String,
+    pub request_id: &'a str,
+    pub partner: &'a str,
+    pub route: &'a str,
+    pub outcome: &'a str,
+    pub documents: Vec<String>,
+    pub prev: String,
+}
+
+fn hash_of(prefix: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(CONTEXT);
+    h.update(prefix);
+    *h.finalize().as_bytes()
+}
+
+/// Appends the line for `entry` (with its newline) to `out`; returns its hash.
+pub fn encode(entry: &Entry, seq: u64, prev: &[u8; 32], out: &mut Vec<u8>) -> [u8; 32] {
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(entry.time_ns)
+        .map(crate::day::rfc3339)
+        .unwrap_or_default();
+    let body = Body {
+        seq,
+        time,
+        request_id: &entry.request_id,
+        partner: &entry.partner,
+        route: entry.route,
+        outcome: entry.outcome,
+        documents: entry.documents.iter().map(hex::encode).collect(),
+        prev: hex::encode(prev),
+    };
+    let start = out.len();
+    // Serialising plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &body);
+    out.pop(); // the closing brace: the hash goes inside the object
+    let hash = hash_of(&out[start..]);
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hex::encode(hash).as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    hash
+}
+
+/// A line read back: its sequence number, `prev`, and whether `hash` matches its bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub seq: u64,
+    pub prev: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LineError {
+    #[error("not a record line")]
+    Shape,
+    #[error("hash does not match the record (altered)")]
+    Hash,
+}
+
+/// Checks one line (without its newline) against its own hash.
+pub fn decode(line: &[u8]) -> Result<Decoded, LineError> {
+    if line.len() <= HASH_SUFFIX_LEN || !line.starts_with(b"{") {
+        return Err(LineError::Shape);
+    }
+    let (prefix, suffix) = line.split_at(line.len() - HASH_SUFFIX_LEN);
+    let hex_hash = suffix
+        .strip_prefix(b",\"hash\":\"")
+        .and_then(|s| s.strip_suffix(b"\"}"))
+        .ok_or(LineError::Shape)?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hex_hash, &mut hash).map_err(|_| LineError::Shape)?;
+    if hash_of(prefix) != hash {
+        return Err(LineError::Hash);
+    }
+    let mut object = prefix.to_vec();
+    object.push(b'}');
+    let body: Body<'_> = serde_json::from_slice(&object).map_err(|_| LineError::Shape)?;
+    let mut prev = [0u8; 32];
+    hex::decode_to_slice(body.prev.as_bytes(), &mut prev).map_err(|_| LineError::Shape)?;
+    Ok(Decoded {
+        seq: body.seq,
+        prev,
+        hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            time_ns: 1_795_000_000_123_000_000,
+            request_id: "req-1".into(),
+            partner: "bank".into(),
+            route: "link_check",
+            outcome: "ok",
+            documents: vec![[0xab; 16], [0x01; 16]],
+        }
+    }
+
+    #[test]
+    fn a_line_decodes_to_what_was_encoded() {
+        let mut out = Vec::new();
+        let hash = encode(&entry(), 7, &[9; 32], &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line = &out[..out.len() - 1];
+        let text = std::str::from_utf8(line).expect("utf8");
+        assert!(
+            text.contains("\"documents\":[\"abababababababababababababababab\""),
+            "{text}"
+        );
+        let second = time::OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("time");
+        let time = format!("\"time\":\"{}\"", crate::day::rfc3339(second));
+        assert!(text.contains(&time), "{text}");
+        let d = decode(line).expect("decodes");
+        assert_eq!(
+            d,
+            Decoded {
+                seq: 7,
+                prev: [9; 32],
+                hash
+            }
+        );
+        serde_json::from_slice::<serde_json::Value>(line).expect("a line is JSON");
+    }
+
+    #[test]
+    fn any_altered_byte_is_caught() {
+        let mut out = Vec::new();
+        encode(&entry(), 1, &GENESIS, &mut out);
+        let line = &out[..out.len() - 1];
+        for i in 0..line.len() {
+            let mut bad = line.to_vec();
+            bad[i] ^= 0x01;
+            assert!(decode(&bad).is_err(), "flip at byte {i} passed");
+        }
+        assert_eq!(decode(&line[..line.len() - 3]), Err(LineError::Shape));
+    }
+}

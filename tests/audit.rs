@@ -1,0 +1,210 @@
+//! The audit trail over real mTLS: one record per answered partner request, carrying the
+//! request id (the partner's or a generated one, echoed), partner, route, outcome and
+//! keyed hashes of the numbers, never the numbers; `permitgate audit verify` accepts the
+//! log and catches an altered record; a full audit queue sheds instead of answering
+//! unrecorded.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{assert_success, permitgate, Options, TestGateway};
+use http::{Method, Request};
+use http_body_util::Full;
+use permitgate::document::TravelPermitNo;
+use permitgate::keys::HashKey;
+use permitgate::snapshot::DocKey;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn records(dir: &std::path::Path) -> Vec<Value> {
+    let files = permitgate::audit::verify::log_files(dir).expect("files");
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a record is JSON"))
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+fn post(path: &str, body: &Value, request_id: Option<&str>) -> Request<Full<Bytes>> {
+    let mut r = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(id) = request_id {
+        r = r.header("x-request-id", id);
+    }
+    r.body(Full::new(Bytes::from(body.to_string())))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn every_answer_is_recorded_with_its_request_id_and_hashed_numbers() {
+    let gw = TestGateway::start().await;
+    let link = gw.sample("linked_pair").clone();
+    let status = gw.sample("travel_permit_lost_status").clone();
+    let mut bank = gw.client("bank").await;
+
+    let r = bank
+        .try_request_with(post(&link.path, &link.body, Some("ticket-42")))
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-request-id"], "ticket-42");
+    let r = bank
+        .try_request_with(post(&status.path, &status.body, None))
+        .await
+        .expect("answer");
+    let generated = r.headers["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(generated.starts_with("pg-"), "{generated}");
+    // An id that is not a sane token is replaced, not refused.
+    let r = bank
+        .try_request_with(post(&link.path, &link.body, Some("has space")))
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.headers["x-request-id"], "has space");
+    let bad = serde_json::json!({"travel_permit": "H12", "residence_permit": "810000199408230013"});
+    let r = bank
+        .try_request_with(post(&link.path, &bad, Some("bad-1")))
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 422);
+    // Probes are not partner checks: no record.
+    assert_eq!(bank.get("/healthz").await.status, 200);
+
+    gw.gateway.close_audit();
+    let all = records(&gw.audit_dir);
+    assert_eq!(all.len(), 4, "{all:#?}");
+    let by_id = |id: &str| {
+        all.iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("no record {id}: {all:#?}"))
+    };
+    let hk = HashKey::load(&gw.demo.hash_key()).expect("hash key");
+    let hashed = |n: &str| {
+        let tp = TravelPermitNo::parse(n).expect("sample number");
+        hex::encode(DocKey::of(&hk, tp.canonical()).0)
+    };
+    let r = by_id("ticket-42");
+    assert_eq!(r["partner"], "bank");
+    assert_eq!(r["route"], "link_check");
+    assert_eq!(r["outcome"], "ok");
+    let tp = link.body["travel_permit"].as_str().expect("tp");
+    assert_eq!(r["documents"][0], hashed(tp));
+    assert_eq!(r["documents"].as_array().map(Vec::len), Some(2));
+    assert_eq!(by_id(&generated)["route"], "document_status");
+    assert_eq!(by_id("bad-1")["outcome"], "invalid-document-number");
+    assert_eq!(by_id("bad-1")["documents"], serde_json::json!([]));
+
+    let text: String = permitgate::audit::verify::log_files(&gw.audit_dir)
+        .expect("files")
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("read"))
+        .collect();
+    for number in [tp, link.body["residence_permit"].as_str().expect("rp")] {
+        assert!(!text.contains(number), "a plain number is in the audit log");
+    }
+
+    let dir = gw.audit_dir.to_string_lossy().into_owned();
+    let out = permitgate(&["audit", "verify", &dir]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK: 4 records (seq 1..4)"), "{stdout}");
+
+    // One altered outcome, and the chain says where.
+    let file = permitgate::audit::verify::log_files(&gw.audit_dir)
+        .expect("files")
+        .pop()
+        .expect("a file");
+    let altered = text.replacen(
+        "\"outcome\":\"invalid-document-number\"",
+        "\"outcome\":\"ok\"",
+        1,
+    );
+    std::fs::write(&file, altered).expect("alter");
+    let out = permitgate(&["audit", "verify", &dir]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 4") && stderr.contains("altered"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_audit_queue_sheds_rather_than_answer_unrecorded() {
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![("[audit]\n".into(), "[audit]\nqueue_capacity = 1\n".into())],
+        ..Options::default()
+    })
+    .await;
+    let link = gw.sample("linked_pair").clone();
+    let body = link.body.to_string();
+    // A request whose body is still arriving holds the only audit place.
+    let mut slow = gw.raw_tls("bank").await.expect("connect");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        link.path,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    slow.write_all(&body.as_bytes()[..body.len() - 1])
+        .await
+        .expect("body");
+    slow.flush().await.expect("flush");
+
+    let mut c = gw.client("bank").await;
+    let mut shed = None;
+    for _ in 0..100 {
+        let r = c.post_json(&link.path, &link.body).await;
+        if r.status == 503 {
+            shed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = shed.expect("never shed while the audit queue was full");
+    let p = shed.problem(503, "overloaded");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("audit")),
+        "{p}"
+    );
+
+    slow.write_all(&body.as_bytes()[body.len() - 1..])
+        .await
+        .expect("last byte");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut answered = false;
+    for _ in 0..100 {
+        if c.post_json(&link.path, &link.body).await.status == 200 {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "the queue never drained");
+    gw.gateway.close_audit();
+    let all = records(&gw.audit_dir);
+    assert_eq!(
+        all.len(),
+        2,
+        "only answered requests are recorded: {all:#?}"
+    );
+    assert!(all.iter().all(|r| r["outcome"] == "ok"));
+}
