@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -496,7 +497,9 @@ impl HandshakeCounters {
 }
 
 /// HTTP settings of every partner connection: slow heads time out, heads and HTTP/2
-/// streams are bounded, and rapid resets (CVE-2023-44487) are capped by hyper's default.
+/// streams are bounded. Rapid reset (CVE-2023-44487): more than 20 streams reset before
+/// they were accepted ends the connection (GOAWAY); a stream reset after acceptance drops
+/// its handler (no answer, no audit record).
 fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
@@ -506,6 +509,7 @@ fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> 
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(server.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(20)
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
     b
 }
@@ -516,10 +520,13 @@ async fn accept_loop(
     open: Arc<tokio::sync::Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let builder = http_builder(&gw.config.server);
     let shared = Arc::new(ConnectionSettings {
         app: gw.app.clone(),
-        builder: http_builder(&gw.config.server),
+        h1: builder.clone().http1_only(),
+        h2: builder.http2_only(),
         handshake_timeout: gw.config.server.handshake_timeout,
+        idle_timeout: gw.config.server.header_read_timeout,
         failures: HandshakeCounters::new(&gw.metrics),
     });
     let rejected = gw.metrics.connections_rejected();
@@ -564,8 +571,12 @@ async fn accept_loop(
 /// What every connection of one listener shares.
 struct ConnectionSettings {
     app: Arc<App>,
-    builder: Builder<TokioExecutor>,
+    /// One builder per protocol: ALPN has decided it, and sniffing the first bytes for a
+    /// preface would wait for them without the request-head deadline.
+    h1: Builder<TokioExecutor>,
+    h2: Builder<TokioExecutor>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
     failures: HandshakeCounters,
 }
 
@@ -599,22 +610,94 @@ async fn serve_connection(
         .and_then(tls::leaf);
     let caller = Arc::new(Caller::new(leaf));
     let app = settings.app.clone();
+    let activity = Arc::new(Activity::new());
+    let seen = activity.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let caller = caller.clone();
-        async move { Ok::<_, Infallible>(app.handle(&caller, req).await) }
+        let seen = seen.clone();
+        async move {
+            // A guard: a stream reset mid-request drops this future, and must count too.
+            let _busy = Busy::new(&seen);
+            Ok::<_, Infallible>(app.handle(&caller, req).await)
+        }
     });
-    let conn = settings.builder.serve_connection(TokioIo::new(tls), svc);
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let builder = if h2 { &settings.h2 } else { &settings.h1 };
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = drain_requested(&mut drain) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // HTTP/1.1 enforces the request-head deadline itself (idle keep-alive included);
+    // HTTP/2 has none, so an HTTP/2 connection with no stream open for that long (or that
+    // never sent its preface) is told to go away here.
+    let idle = settings.idle_timeout;
+    let result = loop {
+        let check = idle.saturating_sub(activity.idle_for());
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = drain_requested(&mut drain) => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = tokio::time::sleep(check), if h2 => {
+                if activity.idle_for() >= idle {
+                    conn.as_mut().graceful_shutdown();
+                    // A peer that ignores GOAWAY is dropped after one more period.
+                    break tokio::time::timeout(idle, conn.as_mut()).await.unwrap_or(Ok(()));
+                }
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+struct Busy<'a>(&'a Activity);
+
+impl<'a> Busy<'a> {
+    fn new(a: &'a Activity) -> Busy<'a> {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .last_busy_ms
+            .store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    start: std::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `start` when the connection was last busy.
+    last_busy_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_busy_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the connection has had no request in flight (zero while it has).
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.last_busy_ms.load(Ordering::Relaxed);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
     }
 }
 

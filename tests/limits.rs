@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric_value, Options, TestGateway};
+use common::{metric_value, read_until_closed, Options, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn gateway(server_extra: &'static str) -> TestGateway {
@@ -15,14 +15,6 @@ async fn gateway(server_extra: &'static str) -> TestGateway {
         ..Options::default()
     })
     .await
-}
-
-/// Reads until the server closes the connection (or 5 s pass, which fails the test).
-async fn read_until_closed(s: &mut (impl AsyncReadExt + Unpin)) -> String {
-    let mut out = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    assert!(r.is_ok(), "the server kept the connection open");
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]

@@ -297,6 +297,14 @@ impl TestGateway {
 }
 
 /// Runs the `permitgate` binary (logging warnings only) and returns what it did.
+/// Reads until the server closes the connection (or 5 s pass, which fails the test).
+pub async fn read_until_closed(s: &mut (impl tokio::io::AsyncReadExt + Unpin)) -> String {
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub fn permitgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
         .args(args)
