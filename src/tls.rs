@@ -147,6 +147,9 @@ pub fn server_config(
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .map_err(|e| TlsError::Config(format!("server certificate {}: {e}", cert.display())))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's order (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; all AEAD with
+    // forward secrecy) wins over a client's: testssl.sh flagged client order (docs/security.md).
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 

@@ -19,6 +19,20 @@ pub struct Latency {
     pub mean_ms: f64,
 }
 
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        let q = |q: f64| ms(h.value_at_quantile(q));
+        Latency {
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The command's settings, as given.
@@ -33,6 +47,8 @@ pub struct Report {
     pub errors_by_kind: BTreeMap<String, u64>,
     pub statuses: BTreeMap<u16, u64>,
     pub latency: Latency,
+    /// Latency of the answers with the expected status only.
+    pub latency_expected: Latency,
     /// Percentile → latency (ms), for plotting and comparing.
     pub percentiles: Vec<(f64, f64)>,
 }
@@ -54,7 +70,6 @@ impl Report {
     pub fn new(settings: serde_json::Value, t: &Tally) -> Report {
         let secs = t.elapsed.as_secs_f64().max(1e-9);
         let h = &t.latency;
-        let q = |q: f64| ms(h.value_at_quantile(q));
         Report {
             settings,
             seconds: secs,
@@ -65,14 +80,8 @@ impl Report {
             errors: t.error_count(),
             errors_by_kind: t.errors.clone(),
             statuses: t.statuses.clone(),
-            latency: Latency {
-                p50_ms: q(0.5),
-                p90_ms: q(0.9),
-                p99_ms: q(0.99),
-                p999_ms: q(0.999),
-                max_ms: ms(h.max()),
-                mean_ms: h.mean() / 1000.0,
-            },
+            latency: Latency::of(h),
+            latency_expected: Latency::of(&t.latency_expected),
             percentiles: percentiles(h),
         }
     }
@@ -94,6 +103,13 @@ impl Report {
             l.max_ms,
             listed(&self.statuses)
         );
+        if self.errors > 0 {
+            let e = &self.latency_expected;
+            s.push_str(&format!(
+                "expected answers only, ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
+                e.p50_ms, e.p90_ms, e.p99_ms, e.p999_ms, e.max_ms
+            ));
+        }
         if self.errors == 0 {
             s.push_str("errors: none\n");
         } else {

@@ -54,6 +54,9 @@ pub struct Plan {
 pub struct Tally {
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// Latency of the answers with the expected status only (what admitted requests saw
+    /// while others were shed or refused).
+    pub latency_expected: Histogram<u64>,
     pub requests: u64,
     pub items: u64,
     pub statuses: BTreeMap<u16, u64>,
@@ -68,6 +71,8 @@ impl Tally {
             // 1 µs to 100 s at 3 significant digits: a few tens of KiB per worker.
             // Constant, valid bounds: this cannot fail.
             latency: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
+            latency_expected: Histogram::new_with_bounds(1, 100_000_000, 3)
+                .expect("histogram bounds"),
             requests: 0,
             items: 0,
             statuses: BTreeMap::new(),
@@ -78,6 +83,7 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         let _ = self.latency.add(&other.latency);
+        let _ = self.latency_expected.add(&other.latency_expected);
         self.requests += other.requests;
         self.items += other.items;
         for (k, v) in other.statuses {
@@ -225,6 +231,7 @@ async fn worker(shared: Arc<Shared>, w: usize, workers: usize, mut conn: Option<
                 *tally.statuses.entry(status).or_default() += 1;
                 if status == p.expect {
                     tally.items += u64::from(p.items);
+                    let _ = tally.latency_expected.record(micros);
                 } else {
                     *tally.errors.entry(format!("status_{status}")).or_default() += 1;
                 }

@@ -38,7 +38,8 @@ pub struct Body<'a> {
     pub prev: String,
 }
 
-fn hash_of(prefix: &[u8]) -> [u8; 32] {
+/// The hash of a line whose bytes before `,"hash":` are `prefix`.
+pub fn hash_of(prefix: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key(CONTEXT);
     h.update(prefix);
     *h.finalize().as_bytes()

@@ -92,7 +92,7 @@ impl SignedManifest {
     pub fn sign(manifest: &Manifest, key: &SigningKey) -> Result<Vec<u8>, SnapshotError> {
         let signed = serde_json::to_string_pretty(manifest)
             .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
-        let sig = key.sign(&message(signed.as_bytes()));
+        let sig = key.sign(&signed_message(signed.as_bytes()));
         let raw =
             RawValue::from_string(signed).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
         let env = Envelope {
@@ -125,7 +125,7 @@ impl SignedManifest {
             hex::decode_to_slice(&entry.sig, &mut sig)
                 .map_err(|_| SnapshotError::BadSignature { what: "manifest" })?;
             key.verify(
-                &message(env.signed.get().as_bytes()),
+                &signed_message(env.signed.get().as_bytes()),
                 &Signature::from_bytes(&sig),
             )
             .map_err(|_| SnapshotError::BadSignature { what: "manifest" })?;
@@ -159,7 +159,8 @@ impl SignedManifest {
     }
 }
 
-fn message(signed: &[u8]) -> Vec<u8> {
+/// What a manifest signature signs: a context string, then the `signed` document.
+pub fn signed_message(signed: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(SIGNATURE_CONTEXT.len() + signed.len());
     m.extend_from_slice(SIGNATURE_CONTEXT);
     m.extend_from_slice(signed);

@@ -7,7 +7,7 @@
 
 mod delta;
 mod format;
-mod manifest;
+pub mod manifest;
 mod record;
 mod repo;
 #[doc(hidden)]
