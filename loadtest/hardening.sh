@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Overload and noisy-partner measurements (the hardening issue), with permitgate-load.
+#
+#   loadtest/hardening.sh            # ROUNDS=3 DURATION=10 by default
+#
+# Overload: the gateway pinned to CPU 0 (worker_threads follow the affinity), the load
+# generator to CPU 1, batches of 100 checks (server-heavy, cheap to send). First the
+# sustainable rate R (closed loop), then open loop at R/2 (baseline) and at 3R with
+# max_concurrent_requests = 32: p99 of the admitted requests and the share shed.
+#
+# Noisy partner: rail-gate sends document-status checks at a fixed open-loop rate while
+# bank floods link checks in a closed loop; three cases: rail-gate alone, bank flooding
+# without a limit, bank flooding with rate_limit = 2000/s. Reported: rail-gate's p50/p99
+# and errors, bank's share of 429.
+#
+# Ports 18643 (gateway) and 19665 (metrics) on 127.0.0.1. Results: target/hardening/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+DIR=${DIR:-var/bench-hardening}
+OUT=${OUT:-target/hardening}
+ADDR=127.0.0.1:18643
+METRICS=127.0.0.1:19665
+VICTIM_RATE=${VICTIM_RATE:-2000}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+cargo build --release -q -p permitgate -p permitgate-load
+PG=target/release/permitgate
+LOAD=target/release/permitgate-load
+
+PID=
+stop() { if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+trap stop EXIT
+
+# Demo data once (the demo command serves; stop it as soon as it is ready).
+if [ ! -f "$DIR/gateway.toml" ]; then
+    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" >"$OUT/demo.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 300); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+    stop
+fi
+DIR=$(cd "$DIR" && pwd)
+
+# serve NAME CPUS SERVER_EXTRA BANK_EXTRA: a config from the demo's, then the gateway.
+serve() {
+    local name=$1 cpus=$2 server_extra=$3 bank_extra=$4
+    python3 - "$DIR/gateway.toml" "$DIR/$name.toml" "$server_extra" "$bank_extra" <<'PY'
+import sys
+src, dst, server_extra, bank_extra = sys.argv[1:]
+t = open(src).read()
+t = t.replace("[tls]", server_extra.replace("\\n", "\n") + "\n[tls]", 1)
+t = t.replace('id = "bank"\n', 'id = "bank"\n' + bank_extra + "\n", 1)
+open(dst, "w").write(t)
+PY
+    rm -rf "$DIR/audit"
+    taskset -c "$cpus" "$PG" serve --config "$DIR/$name.toml" >"$OUT/$name.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 300); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+    curl -sf "http://$METRICS/readyz" >/dev/null || { echo "gateway did not start"; cat "$OUT/$name.log"; exit 1; }
+}
+
+load() { # CPUS JSON ARGS...
+    local cpus=$1 json=$2; shift 2
+    taskset -c "$cpus" "$LOAD" --demo "$DIR" --target "$ADDR" --warmup 1 --duration "$DURATION" --json "$json" "$@" >/dev/null
+}
+
+field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "== overload (gateway on CPU 0, generator on CPU 1, batches of 100)"
+: >"$OUT/overload.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    serve overload 0 'max_concurrent_requests = 32' ''
+    load 1 "$OUT/closed-$round.json" --workload batch --batch-size 100 --connections 16
+    R=$(field "$OUT/closed-$round.json" 'round(r["requests_per_second"])')
+    load 1 "$OUT/half-$round.json" --workload batch --batch-size 100 --connections 64 --rate $((R / 2))
+    load 1 "$OUT/triple-$round.json" --workload batch --batch-size 100 --connections 256 --rate $((R * 3))
+    stop
+    echo "$round $R \
+$(field "$OUT/half-$round.json" 'r["latency"]["p99_ms"]') \
+$(field "$OUT/triple-$round.json" 'r["requests_per_second"]') \
+$(field "$OUT/triple-$round.json" 'r["latency_expected"]["p99_ms"]') \
+$(field "$OUT/triple-$round.json" 'r["statuses"].get("503", 0) / max(r["requests"], 1)') \
+$(field "$OUT/triple-$round.json" 'r["statuses"].get("200", 0) / r["seconds"]')" | tee -a "$OUT/overload.txt"
+done
+echo "(round, sustainable R batches/s, p99 ms at R/2, offered-and-sent req/s at 3R, p99 ms of admitted at 3R, share shed, admitted/s at 3R)"
+for c in 2 3 4 5 6 7; do printf '%s ' "$(awk -v c=$c '{print $c}' "$OUT/overload.txt" | median)"; done; echo "  <- medians"
+
+echo "== noisy partner (gateway on both CPUs; rail-gate at $VICTIM_RATE status checks/s)"
+: >"$OUT/noisy.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    for case in alone flood limited; do
+        bank_extra=''
+        [ "$case" = limited ] && bank_extra='rate_limit = { per_second = 2000, burst = 2000 }'
+        serve "noisy-$case" 0,1 '' "$bank_extra"
+        if [ "$case" != alone ]; then
+            load 0,1 "$OUT/bank-$case-$round.json" --partner bank --workload link --connections 16 --duration $((DURATION + 2)) &
+            FLOOD=$!
+            sleep 0.5
+        fi
+        load 0,1 "$OUT/gate-$case-$round.json" --partner rail-gate --workload status --connections 16 --rate "$VICTIM_RATE"
+        [ "$case" != alone ] && wait "$FLOOD"
+        stop
+        echo "$round $case \
+$(field "$OUT/gate-$case-$round.json" 'r["latency"]["p50_ms"]') \
+$(field "$OUT/gate-$case-$round.json" 'r["latency"]["p99_ms"]') \
+$(field "$OUT/gate-$case-$round.json" 'r["errors"]') \
+$( [ "$case" = alone ] && echo "- -" || echo "$(field "$OUT/bank-$case-$round.json" 'round(r["requests_per_second"])') $(field "$OUT/bank-$case-$round.json" 'r["statuses"].get("429", 0) / max(r["requests"], 1)')")" | tee -a "$OUT/noisy.txt"
+    done
+done
+echo "(round, case, rail-gate p50 ms, p99 ms, errors, bank req/s, bank share 429)"
+for case in alone flood limited; do
+    printf '%s: p50 %s p99 %s\n' "$case" \
+        "$(awk -v k=$case '$2==k {print $3}' "$OUT/noisy.txt" | median)" \
+        "$(awk -v k=$case '$2==k {print $4}' "$OUT/noisy.txt" | median)"
+done
