@@ -20,6 +20,7 @@ pub mod http;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
+pub mod overload;
 pub mod partner;
 pub mod printable;
 pub mod publish;

@@ -31,6 +31,7 @@ pub struct Metrics {
     connections_rejected: IntCounter,
     certificate_expiry: GaugeVec,
     reloads: IntCounterVec,
+    scheduling_lag: Gauge,
     pub audit: AuditMetrics,
     pub replication: ReplicationMetrics,
 }
@@ -168,6 +169,11 @@ impl Metrics {
             reloads.with_label_values(&[r]);
         }
         must(registry.register(Box::new(reloads.clone())));
+        let scheduling_lag = must(Gauge::new(
+            "permitgate_scheduling_lag_seconds",
+            "How late a 5 ms timer last woke: the queue delay on the async workers; over server.max_scheduling_lag_ms, requests are shed.",
+        ));
+        must(registry.register(Box::new(scheduling_lag.clone())));
         let audit = AuditMetrics {
             written: must(IntCounter::new(
                 "permitgate_audit_records_total",
@@ -245,6 +251,25 @@ impl Metrics {
                 ]),
             )),
         };
+        // Every series from the start (at 0), so that rate() and alerts see them before
+        // the first poll or failure. The values are the follower's (README, Metrics).
+        for r in ["not_modified", "applied", "swapped", "refused"] {
+            replication.polls.with_label_values(&[r]);
+        }
+        for r in [
+            "fetch",
+            "bad_signature",
+            "unknown_key",
+            "hash_mismatch",
+            "rollback",
+            "chain",
+            "corrupt",
+            "manifest",
+            "hash_key",
+            "storage",
+        ] {
+            replication.failures.with_label_values(&[r]);
+        }
         must(registry.register(Box::new(replication.polls.clone())));
         must(registry.register(Box::new(replication.failures.clone())));
         must(registry.register(Box::new(replication.last_success.clone())));
@@ -267,6 +292,7 @@ impl Metrics {
             connections_rejected,
             certificate_expiry,
             reloads,
+            scheduling_lag,
             audit,
             replication,
         }
@@ -321,6 +347,10 @@ impl Metrics {
         self.certificate_expiry
             .with_label_values(&[certificate])
             .set(not_after_unix as f64);
+    }
+
+    pub fn scheduling_lag(&self) -> Gauge {
+        self.scheduling_lag.clone()
     }
 
     pub fn reloaded(&self, ok: bool) {

@@ -35,6 +35,7 @@ use crate::http::{App, Caller, Credentials, Limits};
 use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
 use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
 use crate::metrics::Metrics;
+use crate::overload::LagMonitor;
 use crate::replication::{held_manifest, Follower, Source};
 use crate::snapshot::{load_repo, SnapshotError};
 use crate::store::{StateInfo, Store};
@@ -97,6 +98,7 @@ pub struct Gateway {
     manifest_changed: Arc<watch::Sender<u64>>,
     clock: Arc<dyn Clock>,
     app: Arc<App>,
+    lag: Option<Arc<LagMonitor>>,
     /// Swapped by reloads; each handshake uses the one current when it starts.
     tls: ArcSwap<rustls::ServerConfig>,
     /// The TLS files in use, and the fingerprint of everything a reload reads as last
@@ -120,6 +122,10 @@ impl Gateway {
         let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
         export_expiry(&metrics, &config.tls)?;
+        let lag = config
+            .server
+            .max_scheduling_lag
+            .map(|limit| Arc::new(LagMonitor::new(limit)));
         let audit = match &config.audit {
             Some(a) => Some(AuditLog::open(a.clone(), metrics.audit.clone())?),
             None => {
@@ -156,6 +162,7 @@ impl Gateway {
             relay,
             credentials,
             audit,
+            lag.clone(),
         ));
         Ok(Gateway {
             store,
@@ -163,6 +170,7 @@ impl Gateway {
             manifest_changed: Arc::new(manifest_tx),
             clock,
             app,
+            lag,
             tls: ArcSwap::new(tls),
             reload_state: Mutex::new(ReloadState {
                 fingerprint: fingerprint(&config.path, &config.tls),
@@ -348,6 +356,11 @@ impl Gateway {
             open.clone(),
             stop_rx.clone(),
         ))];
+        if let Some(monitor) = self.lag.clone() {
+            let gauge = self.metrics.scheduling_lag();
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move { monitor.run(gauge, stop).await }));
+        }
         if let Some(every) = self.config.server.reload_poll_interval {
             tasks.push(tokio::spawn(watch_files(
                 self.clone(),

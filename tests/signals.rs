@@ -39,7 +39,12 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
     )
     .expect("demo");
     let text = std::fs::read_to_string(&demo.config).expect("config");
-    let text = text.replacen("[tls]", &format!("{server_extra}\n[tls]"), 1);
+    // No lag shedding: the machine is shared with other tests (see common::TestGateway).
+    let text = text.replacen(
+        "[tls]",
+        &format!("max_scheduling_lag_ms = 0\n{server_extra}\n[tls]"),
+        1,
+    );
     let out = ports
         .iter()
         .enumerate()

@@ -49,6 +49,8 @@ pub struct Report {
     pub latency: Latency,
     /// Latency of the answers with the expected status only.
     pub latency_expected: Latency,
+    /// The same answers, counted from when each was sent rather than when it was due.
+    pub latency_expected_sent: Latency,
     /// Percentile → latency (ms), for plotting and comparing.
     pub percentiles: Vec<(f64, f64)>,
 }
@@ -82,6 +84,7 @@ impl Report {
             statuses: t.statuses.clone(),
             latency: Latency::of(h),
             latency_expected: Latency::of(&t.latency_expected),
+            latency_expected_sent: Latency::of(&t.latency_expected_sent),
             percentiles: percentiles(h),
         }
     }

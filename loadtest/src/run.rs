@@ -57,6 +57,9 @@ pub struct Tally {
     /// Latency of the answers with the expected status only (what admitted requests saw
     /// while others were shed or refused).
     pub latency_expected: Histogram<u64>,
+    /// Of those, from the moment the request was actually sent (open loop: without the
+    /// time it waited behind this worker's earlier requests): what the server added.
+    pub latency_expected_sent: Histogram<u64>,
     pub requests: u64,
     pub items: u64,
     pub statuses: BTreeMap<u16, u64>,
@@ -73,6 +76,8 @@ impl Tally {
             latency: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
             latency_expected: Histogram::new_with_bounds(1, 100_000_000, 3)
                 .expect("histogram bounds"),
+            latency_expected_sent: Histogram::new_with_bounds(1, 100_000_000, 3)
+                .expect("histogram bounds"),
             requests: 0,
             items: 0,
             statuses: BTreeMap::new(),
@@ -84,6 +89,7 @@ impl Tally {
     fn merge(&mut self, other: Tally) {
         let _ = self.latency.add(&other.latency);
         let _ = self.latency_expected.add(&other.latency_expected);
+        let _ = self.latency_expected_sent.add(&other.latency_expected_sent);
         self.requests += other.requests;
         self.items += other.items;
         for (k, v) in other.statuses {
@@ -232,6 +238,8 @@ async fn worker(shared: Arc<Shared>, w: usize, workers: usize, mut conn: Option<
                 if status == p.expect {
                     tally.items += u64::from(p.items);
                     let _ = tally.latency_expected.record(micros);
+                    let sent_micros = service.as_micros().clamp(1, 100_000_000) as u64;
+                    let _ = tally.latency_expected_sent.record(sent_micros);
                 } else {
                     *tally.errors.entry(format!("status_{status}")).or_default() += 1;
                 }

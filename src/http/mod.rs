@@ -201,6 +201,8 @@ pub struct App {
     receipts_signed: IntCounter,
     audit: Option<crate::audit::AuditLog>,
     request_ids: request_id::Generator,
+    /// Sheds while the async workers run behind (CPU-bound overload).
+    lag: Option<Arc<crate::overload::LagMonitor>>,
 }
 
 impl App {
@@ -216,6 +218,7 @@ impl App {
         relay: Option<relay::RelaySource>,
         credentials: Credentials,
         audit: Option<crate::audit::AuditLog>,
+        lag: Option<Arc<crate::overload::LagMonitor>>,
     ) -> App {
         let statuses: Vec<&str> = temp_permit::Status::ALL
             .iter()
@@ -245,6 +248,7 @@ impl App {
             receipts_signed: metrics.receipts_signed(),
             audit,
             request_ids: request_id::Generator::default(),
+            lag,
         }
     }
 
@@ -309,6 +313,28 @@ impl App {
             Ok(r) => (r, None),
             Err(p) => (problem_response(&p, route), Some(p.kind)),
         };
+        if let Some(kind) = outcome {
+            // Ids and labels only: request bodies (numbers) never reach the logs.
+            let id = request_id.to_str().unwrap_or_default();
+            let partner = caller.claimed.as_deref().unwrap_or("-");
+            if kind == ProblemKind::Internal {
+                tracing::warn!(
+                    request_id = id,
+                    partner,
+                    route = route.label(),
+                    outcome = kind.slug(),
+                    "request failed"
+                );
+            } else {
+                tracing::debug!(
+                    request_id = id,
+                    partner,
+                    route = route.label(),
+                    outcome = kind.slug(),
+                    "request refused"
+                );
+            }
+        }
         let counters = entry.map_or(&self.unknown_counters, |e| &e.counters);
         let outcome_index = outcome.map_or(0, |k| k.index() + 1);
         if let Some(c) = counters.get(route as usize, outcome_index) {
@@ -334,8 +360,9 @@ impl App {
     }
 
     /// Admission of a partner request, in order: the partner's rate (refused before it can
-    /// take a concurrency permit, so one partner's flood cannot crowd out the others), a
-    /// concurrency permit, and a place in the audit queue (no answer without a record).
+    /// take a concurrency permit, so one partner's flood cannot crowd out the others), the
+    /// workers' scheduling lag, a concurrency permit, and a place in the audit queue (no
+    /// answer without a record).
     fn admit(
         &self,
         entry: Option<&Arc<Entry>>,
@@ -347,6 +374,16 @@ impl App {
         Problem,
     > {
         self.within_rate(entry)?;
+        if let Some(lag) = self.lag.as_ref().and_then(|m| m.overloaded()) {
+            return Err(Problem::new(
+                ProblemKind::Overloaded,
+                format!(
+                    "requests wait {} ms for a worker (limit {} ms); try again shortly",
+                    lag.as_millis(),
+                    self.lag.as_ref().map_or(0, |m| m.limit().as_millis())
+                ),
+            ));
+        }
         let permit = self.in_flight.try_acquire().map_err(|_| {
             Problem::new(
                 ProblemKind::Overloaded,

@@ -1,0 +1,130 @@
+//! Overload detection by scheduling lag: a task asks to wake every [`TICK`] and notes how
+//! late it woke. When the async workers are saturated, every ready task (each connection
+//! with a request to read) waits its turn, and so does this one: its lateness is the queue
+//! delay a newly read request faces. When two wakes in a row are later than the configured
+//! limit (one late wake is a hiccup: a preempted thread, a slow syscall), new partner
+//! requests are shed with 503 until the lag is back under it.
+//!
+//! Why not only the concurrency limit: a CPU-bound request holds its permit only while it
+//! runs, so on a saturated machine few permits are ever taken while requests queue in
+//! socket buffers and run queues, where no counter sees them. The lag does.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus::Gauge;
+use tokio::sync::watch;
+
+pub const TICK: Duration = Duration::from_millis(5);
+
+pub struct LagMonitor {
+    limit: Duration,
+    /// The smaller of the last two lags: over the limit only when both were.
+    lag_us: AtomicU64,
+}
+
+impl LagMonitor {
+    pub fn new(limit: Duration) -> LagMonitor {
+        LagMonitor {
+            limit,
+            lag_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The current lag, when it is over the limit.
+    pub fn overloaded(&self) -> Option<Duration> {
+        let lag = Duration::from_micros(self.lag_us.load(Ordering::Relaxed));
+        (lag > self.limit).then_some(lag)
+    }
+
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Measures until `stop` is set (or its sender is gone).
+    pub async fn run(&self, gauge: Gauge, mut stop: watch::Receiver<bool>) {
+        let mut previous = Duration::ZERO;
+        loop {
+            let asked = Instant::now();
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => return,
+            }
+            // Timers fire when the worker polls its drivers, where sockets that became
+            // readable are woken too, so the timer alone comes back ahead of the requests
+            // that just arrived. Yielding once puts this task behind them: the time until
+            // it runs again is the work queued in front of a new request.
+            let woke = Instant::now();
+            tokio::task::yield_now().await;
+            let lag = woke
+                .saturating_duration_since(asked)
+                .saturating_sub(TICK)
+                .max(woke.elapsed());
+            let sustained = lag.min(previous);
+            previous = lag;
+            self.lag_us.store(
+                u64::try_from(sustained.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            gauge.set(lag.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocked_worker_shows_as_lag_and_clears_after() {
+        let monitor = Arc::new(LagMonitor::new(Duration::from_millis(20)));
+        let (_stop_tx, stop) = watch::channel(false);
+        let gauge = Gauge::new("lag", "test").expect("gauge");
+        let m = monitor.clone();
+        let g = gauge.clone();
+        tokio::spawn(async move { m.run(g, stop).await });
+        tokio::time::sleep(TICK * 4).await;
+        assert_eq!(monitor.overloaded(), None, "an idle runtime has no lag");
+
+        // One long stall is a hiccup, not overload.
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) });
+        for _ in 0..10 {
+            tokio::time::sleep(TICK).await;
+            assert_eq!(
+                monitor.overloaded(),
+                None,
+                "a single late wake shed requests"
+            );
+        }
+        // Stalls back to back, the way a queue of CPU-bound requests keeps the worker.
+        tokio::spawn(async {
+            for _ in 0..4 {
+                std::thread::sleep(Duration::from_millis(40));
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut seen = None;
+        for _ in 0..20 {
+            tokio::time::sleep(TICK).await;
+            if let Some(lag) = monitor.overloaded() {
+                seen = Some(lag);
+                break;
+            }
+        }
+        let lag = seen.expect("the lag was never seen");
+        assert!(lag > Duration::from_millis(20), "{lag:?}");
+        assert!(gauge.get() > 0.02);
+
+        let mut cleared = false;
+        for _ in 0..40 {
+            tokio::time::sleep(TICK).await;
+            if monitor.overloaded().is_none() {
+                cleared = true;
+                break;
+            }
+        }
+        assert!(cleared, "the lag never cleared");
+    }
+}

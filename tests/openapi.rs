@@ -1,0 +1,312 @@
+//! docs/openapi.yaml against the real thing: every route and problem type the gateway has
+//! is in the spec, and real answers over mTLS (successes and problems, every route) match
+//! the spec's schema for their path, method, status and content type.
+
+mod common;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use common::{Options, Response, TestGateway};
+use http::{Method, Request};
+use http_body_util::Full;
+use permitgate::http::problem::ProblemKind;
+use permitgate::http::Route;
+use serde_json::{json, Value};
+
+fn spec() -> Value {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
+            .expect("docs/openapi.yaml");
+    serde_yaml::from_str(&text).expect("the spec is YAML")
+}
+
+/// Follows a `$ref` inside the spec.
+fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => spec
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("dangling $ref {r}")),
+        None => v,
+    }
+}
+
+/// Checks one answer against the spec's schema for `template` + `method`.
+fn conforms(spec: &Value, template: &str, method: &str, r: &Response) {
+    let op = &spec["paths"][template][method];
+    assert!(op.is_object(), "no {method} {template} in the spec");
+    let responses = &op["responses"];
+    let status = r.status.as_str();
+    let declared = if responses.get(status).is_some() {
+        &responses[status]
+    } else {
+        &responses["default"]
+    };
+    let declared = resolve(spec, declared);
+    assert!(
+        declared.is_object(),
+        "{method} {template}: status {status} is not in the spec"
+    );
+    let ctype = r.content_type();
+    let schema = &declared["content"][ctype]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {template} {status}: content type {ctype} is not in the spec"
+    );
+    // The schema with the spec's components beside it, so that its $refs resolve.
+    let mut root = schema.clone();
+    root["components"] = spec["components"].clone();
+    let validator = jsonschema::draft202012::new(&root).expect("a valid schema");
+    let body: Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {template} {status} does not match the spec:\n{}\n{body:#}",
+        errors.join("\n")
+    );
+    assert!(
+        r.headers.contains_key("x-request-id")
+            || template.starts_with("/v1/keys")
+            || template.ends_with("z"),
+        "{method} {template}: no x-request-id"
+    );
+}
+
+#[test]
+fn every_route_and_problem_type_is_in_the_spec() {
+    let spec = spec();
+    let paths: Vec<&String> = spec["paths"].as_object().expect("paths").keys().collect();
+    for route in Route::ALL {
+        if route == Route::Unknown {
+            continue;
+        }
+        let concrete = |p: &str| p.replace("{hash}", &"0".repeat(64));
+        assert!(
+            paths.iter().any(|p| Route::of(&concrete(p)) == route),
+            "route {} is not in docs/openapi.yaml",
+            route.label()
+        );
+    }
+    for p in &paths {
+        let concrete = p.replace("{hash}", &"0".repeat(64));
+        assert_ne!(
+            Route::of(&concrete),
+            Route::Unknown,
+            "{p} is in the spec but not served"
+        );
+    }
+    let types: Vec<&str> = spec["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+        .as_array()
+        .expect("problem types")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for kind in ProblemKind::ALL {
+        assert!(
+            types.contains(&kind.type_uri()),
+            "{} is not in the spec",
+            kind.type_uri()
+        );
+    }
+    assert_eq!(
+        types.len(),
+        ProblemKind::ALL.len(),
+        "the spec lists types that do not exist"
+    );
+}
+
+fn raw(method: Method, path: &str, ctype: Option<&str>, body: &str) -> Request<Full<Bytes>> {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(c) = ctype {
+        r = r.header("content-type", c);
+    }
+    r.body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn real_answers_match_the_spec() {
+    let spec = spec();
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![(
+            "id = \"rail-gate\"\n".into(),
+            "id = \"rail-gate\"\nrate_limit = { per_second = 1, burst = 1 }\n".into(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let mut bank = gw.client("bank").await;
+    let mut gate = gw.client("rail-gate").await;
+    let mut nobody = gw.client("no-scopes").await;
+    let json = Some("application/json");
+
+    // Every demo sample (all routes, all answers), as the partner it is meant for.
+    for s in gw.samples().to_vec() {
+        // rail-gate (1 request/s) takes the temporary permit; bank the rest.
+        let r = if s.path == "/v1/temporary-permits/verify" {
+            gate.post_json(&s.path, &s.body).await
+        } else {
+            bank.post_json(&s.path, &s.body).await
+        };
+        assert_eq!(
+            r.status,
+            200,
+            "{}: {}",
+            s.name,
+            String::from_utf8_lossy(&r.body)
+        );
+        conforms(&spec, &s.path, "post", &r);
+    }
+    let link = gw.sample("linked_pair").clone();
+    let with_receipt = json!({"travel_permit": link.body["travel_permit"], "residence_permit": link.body["residence_permit"], "receipt": true});
+    let r = bank.post_json("/v1/link-checks", &with_receipt).await;
+    assert!(r.json()["receipt"]["encoded"].is_string());
+    conforms(&spec, "/v1/link-checks", "post", &r);
+    let batch = json!({"checks": [link.body, {"travel_permit": "H1", "residence_permit": "x"}, {"oops": 1}]});
+    let r = bank.post_json("/v1/link-checks:batch", &batch).await;
+    assert_eq!(r.status, 200);
+    conforms(&spec, "/v1/link-checks:batch", "post", &r);
+    let missing = json!({"number": "H00000000"});
+    let r = bank.post_json("/v1/document-status", &missing).await;
+    conforms(&spec, "/v1/document-status", "post", &r);
+    for token in ["PGT1:NOTATOKEN", "garbage"] {
+        let r = gw
+            .client("bank")
+            .await
+            .post_json("/v1/temporary-permits/verify", &json!({ "token": token }))
+            .await;
+        // bank lacks temp_permit: a problem, also in the spec.
+        r.problem(403, "scope-missing");
+        conforms(&spec, "/v1/temporary-permits/verify", "post", &r);
+    }
+    for (path, partner) in [
+        ("/v1/keys", "bank"),
+        ("/healthz", "no-scopes"),
+        ("/readyz", "no-scopes"),
+        ("/v1/replication/manifest", "relay"),
+    ] {
+        let r = gw.client(partner).await.get(path).await;
+        let template = path;
+        assert_eq!(r.status, 200, "{path}");
+        conforms(&spec, template, "get", &r);
+    }
+
+    // Problems, each from a real request.
+    let problems: Vec<(Request<Full<Bytes>>, &str, &str, u16)> = vec![
+        (
+            raw(Method::POST, "/v1/link-checks", json, "{"),
+            "/v1/link-checks",
+            "post",
+            400,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/link-checks",
+                json,
+                r#"{"travel_permit":"H1","residence_permit":"1","x":1}"#,
+            ),
+            "/v1/link-checks",
+            "post",
+            400,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/link-checks",
+                json,
+                r#"{"travel_permit":"H1"}"#,
+            ),
+            "/v1/link-checks",
+            "post",
+            400,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/link-checks",
+                json,
+                r#"{"travel_permit":5,"residence_permit":"1"}"#,
+            ),
+            "/v1/link-checks",
+            "post",
+            400,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/link-checks",
+                json,
+                r#"{"travel_permit":"H1","residence_permit":"1"}"#,
+            ),
+            "/v1/link-checks",
+            "post",
+            422,
+        ),
+        (
+            raw(Method::POST, "/v1/link-checks", Some("text/plain"), "{}"),
+            "/v1/link-checks",
+            "post",
+            415,
+        ),
+        (
+            raw(Method::GET, "/v1/link-checks", None, ""),
+            "/v1/link-checks",
+            "post",
+            405,
+        ),
+        (
+            raw(Method::POST, "/v1/link-checks", json, &"x".repeat(70_000)),
+            "/v1/link-checks",
+            "post",
+            413,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/link-checks:batch",
+                json,
+                &json!({"checks": vec![json!({}); 1001]}).to_string(),
+            ),
+            "/v1/link-checks:batch",
+            "post",
+            422,
+        ),
+    ];
+    for (req, template, method, status) in problems {
+        // A fresh connection each: some refusals (413) close theirs.
+        let r = gw
+            .client("bank")
+            .await
+            .try_request_with(req)
+            .await
+            .expect("answer");
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        conforms(&spec, template, method, &r);
+    }
+    let r = nobody.post_json("/v1/link-checks", &link.body).await;
+    r.problem(403, "scope-missing");
+    conforms(&spec, "/v1/link-checks", "post", &r);
+    let status = gw.sample("travel_permit_lost_status").clone();
+    let mut limited = None;
+    for _ in 0..5 {
+        let r = gate.post_json(&status.path, &status.body).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("rail-gate was never rate limited");
+    conforms(&spec, "/v1/document-status", "post", &r);
+}
