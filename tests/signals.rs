@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, ops_get, signal, start, wait_exit, wait_ready};
+use common::process::{free_port, ops_get, signal, start, start_logging, wait_exit, wait_ready};
 use common::{client_config, metric_value, Client};
 use http::Method;
 use permitgate::demo::{self, Demo, DemoOptions};
@@ -268,4 +268,69 @@ async fn sighup_reloads_the_partner_table() {
     assert!(refused, "SIGHUP did not apply the new partner table");
     assert_eq!(reloads, 1.0);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_and_never_a_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, inst) = instances(dir.path(), 1, "");
+    let log = dir.path().join("gateway.log");
+    let mut gw = start_logging(
+        &inst[0].config,
+        &[
+            ("PERMITGATE_LOG_FORMAT", "json"),
+            ("RUST_LOG", "permitgate=debug"),
+        ],
+        &log,
+    );
+    assert!(
+        wait_ready(inst[0].metrics, Duration::from_secs(30)),
+        "never ready"
+    );
+    let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
+    let mut bank = Client::connect(inst[0].listen, &demo.pki.ca_cert(), Some((&cert, &key)))
+        .await
+        .expect("connect");
+    let sample = demo
+        .samples
+        .iter()
+        .find(|s| s.name == "linked_pair")
+        .expect("sample");
+    let travel = sample.body["travel_permit"]
+        .as_str()
+        .expect("number")
+        .to_owned();
+    // A valid travel permit with a broken residence permit: refused, and logged.
+    let body =
+        serde_json::json!({"travel_permit": travel, "residence_permit": "810000199913321234"});
+    let req = http::Request::builder()
+        .method(POST)
+        .uri(&sample.path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("x-request-id", "log-test-1")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("request");
+    let r = bank.try_request_with(req).await.expect("answer");
+    assert_eq!(r.status, 422);
+    signal(&gw, "TERM");
+    assert!(wait_exit(&mut gw, Duration::from_secs(10)).is_some_and(|s| s.success()));
+
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+    let refused = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-test-1")
+        .unwrap_or_else(|| panic!("no log line for the request:\n{text}"));
+    assert_eq!(refused["outcome"], "invalid-document-number");
+    assert_eq!(refused["partner"], "bank");
+    assert_eq!(refused["level"], "DEBUG");
+    assert!(!text.contains(&travel), "a document number is in the logs");
+    assert!(!text.contains("810000199913321234"));
 }

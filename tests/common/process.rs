@@ -22,6 +22,18 @@ pub fn start(config: &Path) -> Child {
         .expect("start permitgate")
 }
 
+/// Like [`start`], with the log settings given and standard error written to `log`.
+pub fn start_logging(config: &Path, env: &[(&str, &str)], log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["serve", "--config", &config.to_string_lossy()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("start permitgate")
+}
+
 /// One plain-HTTP GET on the metrics listener; the whole answer, or `None`.
 pub fn ops_get(metrics: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&metrics, Duration::from_millis(200)).ok()?;
