@@ -75,6 +75,16 @@ async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
     still_serves(&gw).await;
 }
 
+/// A POST head for an HTTP/2 stream whose body never comes.
+fn h2_post(path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request")
+}
+
 /// An mTLS stream as `bank` that negotiated HTTP/2.
 async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
     let (cert, key) = gw.cert_paths("bank");
@@ -200,12 +210,7 @@ async fn http2_rapid_reset_is_cut_short_and_others_are_served() {
                 refused = true;
                 break 'flood;
             };
-            let req = http::Request::builder()
-                .method("POST")
-                .uri(format!("https://localhost{}", link.path))
-                .header("content-type", "application/json")
-                .body(())
-                .expect("request");
+            let req = h2_post(&link.path);
             match ready.send_request(req, false) {
                 Ok((_, stream)) => streams.push(stream),
                 Err(_) => {
@@ -245,12 +250,7 @@ async fn http2_streams_reset_one_by_one_start_no_work() {
         else {
             break;
         };
-        let req = http::Request::builder()
-            .method("POST")
-            .uri(format!("https://localhost{}", link.path))
-            .header("content-type", "application/json")
-            .body(())
-            .expect("request");
+        let req = h2_post(&link.path);
         let Ok((_, mut stream)) = ready.send_request(req, false) else {
             break;
         };

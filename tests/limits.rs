@@ -6,8 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric_value, read_until_closed, Options, TestGateway};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{
+    finish_request, metric_value, read_until_closed, start_request, until_status, Options,
+    TestGateway,
+};
+use tokio::io::AsyncWriteExt;
 
 async fn gateway(server_extra: &'static str) -> TestGateway {
     TestGateway::start_with(Options {
@@ -24,27 +27,12 @@ async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
     let body = s.body.to_string();
     // A request whose body is still arriving holds the only permit.
     let mut slow = gw.raw_tls("bank").await.expect("connect");
-    let head = format!(
-        "POST /v1/link-checks HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.expect("head");
-    slow.write_all(&body.as_bytes()[..body.len() - 1])
-        .await
-        .expect("body");
-    slow.flush().await.expect("flush");
+    start_request(&mut slow, &s.path, &body).await;
 
     let mut c = gw.client("bank").await;
-    let mut shed = None;
-    for _ in 0..100 {
-        let r = c.post_json(&s.path, &s.body).await;
-        if r.status == 503 {
-            shed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let shed = shed.expect("the second request was never shed");
+    let shed = until_status(&mut c, &s.path, &s.body, 503)
+        .await
+        .expect("the second request was never shed");
     let p = shed.problem(503, "overloaded");
     assert_eq!(shed.headers["retry-after"], "1");
     assert!(p["detail"].as_str().is_some_and(|d| d.contains('1')));
@@ -53,15 +41,8 @@ async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
     assert_eq!(c.get("/readyz").await.status, 200);
 
     // The slow request completes, and its permit is free again.
-    slow.write_all(&body.as_bytes()[body.len() - 1..])
-        .await
-        .expect("last byte");
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let answer = finish_request(&mut slow, &body).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
     let m = gw
         .wait_metric(

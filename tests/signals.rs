@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::process::{free_port, ops_get, signal, start, start_logging, wait_exit, wait_ready};
-use common::{client_config, metric_value, Client};
+use common::{client_config, finish_request, metric_value, start_request, Client};
 use http::Method;
 use permitgate::demo::{self, Demo, DemoOptions};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const POST: Method = Method::POST;
 use tokio_rustls::TlsConnector;
@@ -103,15 +102,7 @@ async fn sigterm_drains_and_a_client_failing_over_loses_no_request() {
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("handshake");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.expect("head");
-    slow.write_all(&body.as_bytes()[..body.len() - 1])
-        .await
-        .expect("body");
-    slow.flush().await.expect("flush");
+    start_request(&mut slow, &path, &body).await;
 
     // Clients on keep-alive connections to A; a request that fails there is sent to B,
     // and from then on that client uses B.
@@ -180,15 +171,7 @@ async fn sigterm_drains_and_a_client_failing_over_loses_no_request() {
     );
 
     // The in-flight request completes on A after SIGTERM.
-    slow.write_all(&body.as_bytes()[body.len() - 1..])
-        .await
-        .expect("last byte");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = finish_request(&mut slow, &body).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let status = wait_exit(&mut a, Duration::from_secs(10)).expect("A exits after draining");

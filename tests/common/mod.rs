@@ -304,6 +304,57 @@ impl TestGateway {
 }
 
 /// Runs the `permitgate` binary (logging warnings only) and returns what it did.
+/// Leaves a request hanging: its head and all of `body` but the last byte, so that the
+/// gateway has admitted it and waits. [`finish_request`] sends the rest.
+pub async fn start_request(
+    s: &mut (impl tokio::io::AsyncWriteExt + Unpin),
+    path: &str,
+    body: &str,
+) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&body.as_bytes()[..body.len() - 1])
+        .await
+        .expect("body");
+    s.flush().await.expect("flush");
+}
+
+/// Sends the last byte of a [`start_request`] and returns the start of the answer.
+pub async fn finish_request(
+    s: &mut (impl tokio::io::AsyncWriteExt + tokio::io::AsyncReadExt + Unpin),
+    body: &str,
+) -> String {
+    s.write_all(&body.as_bytes()[body.len() - 1..])
+        .await
+        .expect("last byte");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Sends `body` until the answer has `status` (at most 100 tries, 20 ms apart).
+pub async fn until_status(
+    c: &mut Client,
+    path: &str,
+    body: &Value,
+    status: u16,
+) -> Option<Response> {
+    for _ in 0..100 {
+        let r = c.post_json(path, body).await;
+        if r.status == status {
+            return Some(r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// Reads until the server closes the connection (or 5 s pass, which fails the test).
 pub async fn read_until_closed(s: &mut (impl tokio::io::AsyncReadExt + Unpin)) -> String {
     let mut out = Vec::new();
