@@ -18,8 +18,10 @@ const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 pub struct Entry {
     /// Unix nanoseconds, from the gateway's clock.
     pub time_ns: i128,
-    pub request_id: String,
-    pub partner: String,
+    /// Shared with the response header: no copy per request.
+    pub request_id: http::HeaderValue,
+    /// The identity the client certificate claimed (`None`: it claimed none).
+    pub partner: Option<std::sync::Arc<str>>,
     pub route: &'static str,
     pub outcome: &'static str,
     /// Keyed hashes (the snapshot's document keys) of the numbers asked about.
@@ -47,28 +49,52 @@ pub fn hash_of(prefix: &[u8]) -> [u8; 32] {
 
 /// Appends the line for `entry` (with its newline) to `out`; returns its hash.
 pub fn encode(entry: &Entry, seq: u64, prev: &[u8; 32], out: &mut Vec<u8>) -> [u8; 32] {
+    // Written field by field into `out` (the writer thread's batch buffer): no allocation
+    // per record. Field order and spelling are [`Body`]'s, which reads it back.
     let time = time::OffsetDateTime::from_unix_timestamp_nanos(entry.time_ns)
-        .map(crate::day::rfc3339)
-        .unwrap_or_default();
-    let body = Body {
-        seq,
-        time,
-        request_id: &entry.request_id,
-        partner: &entry.partner,
-        route: entry.route,
-        outcome: entry.outcome,
-        documents: entry.documents.iter().map(hex::encode).collect(),
-        prev: hex::encode(prev),
-    };
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let start = out.len();
-    // Serialising plain strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &body);
-    out.pop(); // the closing brace: the hash goes inside the object
+    let text = |out: &mut Vec<u8>, s: &str| {
+        // Escaped as JSON; writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    out.extend_from_slice(b"{\"seq\":");
+    // Writing into a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(out, format_args!("{seq}"));
+    out.extend_from_slice(b",\"time\":\"");
+    crate::day::write_rfc3339(out, time);
+    out.extend_from_slice(b"\",\"request_id\":");
+    text(out, entry.request_id.to_str().unwrap_or_default());
+    out.extend_from_slice(b",\"partner\":");
+    text(out, entry.partner.as_deref().unwrap_or("-"));
+    out.extend_from_slice(b",\"route\":");
+    text(out, entry.route);
+    out.extend_from_slice(b",\"outcome\":");
+    text(out, entry.outcome);
+    out.extend_from_slice(b",\"documents\":[");
+    for (i, d) in entry.documents.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_hex(out, d);
+    }
+    out.extend_from_slice(b"],\"prev\":");
+    push_hex(out, prev);
     let hash = hash_of(&out[start..]);
-    out.extend_from_slice(b",\"hash\":\"");
-    out.extend_from_slice(hex::encode(hash).as_bytes());
-    out.extend_from_slice(b"\"}\n");
+    out.extend_from_slice(b",\"hash\":");
+    push_hex(out, &hash);
+    out.extend_from_slice(b"}\n");
     hash
+}
+
+/// `"<hex>"`.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let at = out.len();
+    out.resize(at + 2 * bytes.len(), 0);
+    // The slice is exactly twice the input: this cannot fail.
+    let _ = hex::encode_to_slice(bytes, &mut out[at..]);
+    out.push(b'"');
 }
 
 /// A line read back: its sequence number, `prev`, and whether `hash` matches its bytes.
@@ -121,8 +147,8 @@ mod tests {
     fn entry() -> Entry {
         Entry {
             time_ns: 1_795_000_000_123_000_000,
-            request_id: "req-1".into(),
-            partner: "bank".into(),
+            request_id: http::HeaderValue::from_static("req-1"),
+            partner: Some("bank".into()),
             route: "link_check",
             outcome: "ok",
             documents: vec![[0xab; 16], [0x01; 16]],

@@ -343,8 +343,8 @@ impl App {
         if let Some(slot) = slot {
             slot.record(crate::audit::Entry {
                 time_ns: self.clock.now().unix_timestamp_nanos(),
-                request_id: request_id.to_str().unwrap_or_default().to_owned(),
-                partner: caller.claimed.as_deref().unwrap_or("-").to_owned(),
+                request_id: request_id.clone(),
+                partner: caller.claimed.clone(),
                 route: route.label(),
                 outcome: outcome.map_or("ok", ProblemKind::slug),
                 documents,
