@@ -6,7 +6,7 @@
 //! previous record's `hash` (64 zeros for the first record ever). Hashing the bytes as
 //! written, rather than a re-serialisation, leaves no canonical-form question open.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub const CONTEXT: &str = "permitgate 2026 audit record v1";
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -28,14 +28,17 @@ pub struct Entry {
     pub documents: Vec<[u8; 16]>,
 }
 
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
-pub struct Body<'a> {
+/// A line as read back (written by [`encode`] in this field order).
+#[derive(Deserialize, Debug, PartialEq, Eq)]
+pub struct Body {
     pub seq: u64,
     pub time: String,
-    pub request_id: &'a str,
-    pub partner: &'a str,
-    pub route: &'a str,
-    pub outcome: &'a str,
+    // Owned: a partner id from a certificate may need JSON escapes, which a borrowed
+    // string cannot hold.
+    pub request_id: String,
+    pub partner: String,
+    pub route: String,
+    pub outcome: String,
     pub documents: Vec<String>,
     pub prev: String,
 }
@@ -130,7 +133,7 @@ pub fn decode(line: &[u8]) -> Result<Decoded, LineError> {
     }
     let mut object = prefix.to_vec();
     object.push(b'}');
-    let body: Body<'_> = serde_json::from_slice(&object).map_err(|_| LineError::Shape)?;
+    let body: Body = serde_json::from_slice(&object).map_err(|_| LineError::Shape)?;
     let mut prev = [0u8; 32];
     hex::decode_to_slice(body.prev.as_bytes(), &mut prev).map_err(|_| LineError::Shape)?;
     Ok(Decoded {
@@ -179,6 +182,16 @@ mod tests {
             }
         );
         serde_json::from_slice::<serde_json::Value>(line).expect("a line is JSON");
+    }
+
+    #[test]
+    fn a_partner_id_that_needs_escaping_reads_back() {
+        let mut e = entry();
+        e.partner = Some("CN \"quoted\" \\ back".into());
+        let mut out = Vec::new();
+        let hash = encode(&e, 3, &GENESIS, &mut out);
+        let d = decode(&out[..out.len() - 1]).expect("decodes");
+        assert_eq!((d.seq, d.hash), (3, hash));
     }
 
     #[test]
