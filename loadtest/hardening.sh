@@ -9,7 +9,7 @@
 # sustainable rate R (closed loop), then open loop at R/2 (baseline) and at 3R with the
 # default limits: p99 of the admitted requests and the share shed. Latency counts from
 # each request's ideal send time (coordinated omission corrected). SERVER_EXTRA adds
-# [server] settings (e.g. 'max_scheduling_lag_ms = 0' to see the gateway without lag
+# [server] settings (e.g. 'max_queue_delay_ms = 0' to see the gateway without lag
 # shedding).
 #
 # Noisy partner: rail-gate sends document-status checks at a fixed open-loop rate while

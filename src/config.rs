@@ -107,7 +107,7 @@ pub struct ServerConfig {
     /// On SIGTERM, how long open connections get to finish their requests.
     pub drain_timeout: Duration,
     /// Shed new requests while the async workers run this far behind; `None`: never.
-    pub max_scheduling_lag: Option<Duration>,
+    pub max_queue_delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,7 +255,7 @@ struct RawServer {
     #[serde(default = "default_drain_timeout")]
     drain_timeout_ms: u64,
     #[serde(default = "default_max_lag")]
-    max_scheduling_lag_ms: u64,
+    max_queue_delay_ms: u64,
 }
 
 fn default_max_lag() -> u64 {
@@ -613,8 +613,8 @@ impl Config {
                 reload_poll_interval: (raw.server.reload_poll_interval_ms > 0)
                     .then(|| Duration::from_millis(raw.server.reload_poll_interval_ms)),
                 drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
-                max_scheduling_lag: (raw.server.max_scheduling_lag_ms > 0)
-                    .then(|| Duration::from_millis(raw.server.max_scheduling_lag_ms)),
+                max_queue_delay: (raw.server.max_queue_delay_ms > 0)
+                    .then(|| Duration::from_millis(raw.server.max_queue_delay_ms)),
             },
             tls: TlsConfig {
                 cert: resolve(raw.tls.cert),
@@ -677,7 +677,7 @@ scopes = ["link_check"]
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
         assert_eq!(c.server.max_header_bytes, 16 * 1024);
         assert_eq!(c.server.drain_timeout, Duration::from_secs(20));
-        assert_eq!(c.server.max_scheduling_lag, Some(Duration::from_millis(50)));
+        assert_eq!(c.server.max_queue_delay, Some(Duration::from_millis(50)));
         assert_eq!(c.server.reload_poll_interval, Some(Duration::from_secs(2)));
         assert!(c.tls.crls.is_empty());
         assert!(c.audit.is_none());

@@ -171,7 +171,7 @@ impl Metrics {
         must(registry.register(Box::new(reloads.clone())));
         let scheduling_lag = must(Gauge::new(
             "permitgate_scheduling_lag_seconds",
-            "How late a 5 ms timer last woke: the queue delay on the async workers; over server.max_scheduling_lag_ms, requests are shed.",
+            "How late a 5 ms timer last woke: the queue delay on the async workers; over server.max_queue_delay_ms, requests are shed.",
         ));
         must(registry.register(Box::new(scheduling_lag.clone())));
         let audit = AuditMetrics {

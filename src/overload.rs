@@ -7,7 +7,9 @@
 //!
 //! Why not only the concurrency limit: a CPU-bound request holds its permit only while it
 //! runs, so on a saturated machine few permits are ever taken while requests queue in
-//! socket buffers and run queues, where no counter sees them. The lag does.
+//! socket buffers and run queues, where no counter sees them. The lag sees the run queue;
+//! [`socket_wait`] sees the socket buffer: how long ago the kernel received the data of a
+//! request that is only now being read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -71,9 +73,63 @@ impl LagMonitor {
     }
 }
 
+/// How long ago the kernel last received data on this TCP socket (`tcpi_last_data_recv`,
+/// millisecond resolution). Called when a request head has just been read, it is how long
+/// the request waited in the socket buffer. `None` where TCP_INFO is not available.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn socket_wait(fd: std::os::fd::RawFd) -> Option<Duration> {
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable tcp_info of `len` bytes; the kernel writes at most
+    // `len` bytes and reports how many. `fd` is the connection's socket, open for as long
+    // as the connection is served (the caller holds the stream).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised, then (partly) filled by the kernel: every bit pattern is a
+    // valid tcp_info (plain integers).
+    let info = unsafe { info.assume_init() };
+    Some(Duration::from_millis(u64::from(info.tcpi_last_data_recv)))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn socket_wait(_fd: i32) -> Option<Duration> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
     use std::sync::Arc;
+
+    #[test]
+    fn socket_wait_is_the_age_of_unread_data() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(b"request").expect("write");
+        std::thread::sleep(Duration::from_millis(120));
+        let waited = socket_wait(server.as_raw_fd()).expect("TCP_INFO on Linux");
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        let mut buf = [0u8; 7];
+        server.read_exact(&mut buf).expect("read");
+        client.write_all(b"fresh").expect("write");
+        std::thread::sleep(Duration::from_millis(5));
+        let fresh = socket_wait(server.as_raw_fd()).expect("TCP_INFO");
+        assert!(fresh < Duration::from_millis(60), "{fresh:?}");
+    }
 
     use super::*;
 

@@ -124,7 +124,7 @@ impl Gateway {
         export_expiry(&metrics, &config.tls)?;
         let lag = config
             .server
-            .max_scheduling_lag
+            .max_queue_delay
             .map(|limit| Arc::new(LagMonitor::new(limit)));
         let audit = match &config.audit {
             Some(a) => Some(AuditLog::open(a.clone(), metrics.audit.clone())?),
@@ -155,6 +155,7 @@ impl Gateway {
                     .as_ref()
                     .and_then(|r| r.unready_when_stale_for),
                 max_concurrent_requests: config.server.max_concurrent_requests,
+                max_queue_delay: config.server.max_queue_delay,
             },
             &config.partners,
             revoked,
@@ -600,6 +601,8 @@ async fn serve_connection(
     peer: SocketAddr,
     mut drain: watch::Receiver<bool>,
 ) {
+    // Kept for TCP_INFO: the stream is owned by the connection served below.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let handshake = acceptor.accept(stream);
     let tls = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
@@ -625,17 +628,24 @@ async fn serve_connection(
     let app = settings.app.clone();
     let activity = Arc::new(Activity::new());
     let seen = activity.clone();
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let svc = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let caller = caller.clone();
         let seen = seen.clone();
+        // HTTP/1.1: how long this request sat in the socket before it was read. (An
+        // HTTP/2 socket carries many streams; the scheduling lag covers those.)
+        let queued = if h2 {
+            None
+        } else {
+            crate::overload::socket_wait(fd)
+        };
         async move {
             // A guard: a stream reset mid-request drops this future, and must count too.
             let _busy = Busy::new(&seen);
-            Ok::<_, Infallible>(app.handle(&caller, req).await)
+            Ok::<_, Infallible>(app.handle(&caller, req, queued).await)
         }
     });
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let builder = if h2 { &settings.h2 } else { &settings.h1 };
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);

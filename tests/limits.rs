@@ -10,7 +10,7 @@ use common::{
     finish_request, metric_value, read_until_closed, start_request, until_status, Options,
     TestGateway,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn gateway(server_extra: &'static str) -> TestGateway {
     TestGateway::start_with(Options {
@@ -163,4 +163,36 @@ async fn certificate_expiry_is_exported() {
         .expect("not after") as f64;
         assert_eq!(v, expected, "{cert}");
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_that_waited_too_long_to_be_read_is_shed() {
+    let gw = gateway("max_queue_delay_ms = 50").await;
+    let s = gw.sample("linked_pair").clone();
+    let body = s.body.to_string();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        s.path,
+        body.len()
+    );
+    let mut late = gw.raw_tls("bank").await.expect("connect");
+    late.write_all(request.as_bytes()).await.expect("request");
+    late.flush().await.expect("flush");
+    // The gateway shares this test's only thread: blocking it keeps the request unread
+    // in the socket, as a saturated gateway would.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("urn:permitgate:problem:overloaded") && answer.contains("waited"),
+        "{answer}"
+    );
+    // Read at once, the same request is answered.
+    let mut c = gw.client("bank").await;
+    assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
 }

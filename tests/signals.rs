@@ -41,7 +41,7 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
     // No lag shedding: the machine is shared with other tests (see common::TestGateway).
     let text = text.replacen(
         "[tls]",
-        &format!("max_scheduling_lag_ms = 0\n{server_extra}\n[tls]"),
+        &format!("max_queue_delay_ms = 0\n{server_extra}\n[tls]"),
         1,
     );
     let out = ports

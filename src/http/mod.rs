@@ -153,6 +153,8 @@ pub struct Limits {
     pub unready_when_stale_for: Option<std::time::Duration>,
     /// Requests answered at once; more are shed with 503 overloaded.
     pub max_concurrent_requests: usize,
+    /// A request that waited longer than this before it could be read is shed.
+    pub max_queue_delay: Option<std::time::Duration>,
 }
 
 /// Keys for the signed objects: receipts this gateway signs, and the published keyring
@@ -275,7 +277,13 @@ impl App {
         )));
     }
 
-    pub async fn handle<B>(&self, caller: &Caller, req: Request<B>) -> Response<Body>
+    /// `queued`: how long the request waited before it was read, where known.
+    pub async fn handle<B>(
+        &self,
+        caller: &Caller,
+        req: Request<B>,
+        queued: Option<std::time::Duration>,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -299,7 +307,7 @@ impl App {
                     .await;
                 (a, None)
             }
-            _ => match self.admit(entry) {
+            _ => match self.admit(entry, queued) {
                 Ok((_permit, slot)) => {
                     let a = self
                         .dispatch(caller, entry, revoked, route, req, &mut documents)
@@ -360,12 +368,13 @@ impl App {
     }
 
     /// Admission of a partner request, in order: the partner's rate (refused before it can
-    /// take a concurrency permit, so one partner's flood cannot crowd out the others), the
-    /// workers' scheduling lag, a concurrency permit, and a place in the audit queue (no
-    /// answer without a record).
+    /// take a concurrency permit, so one partner's flood cannot crowd out the others), how
+    /// long it waited in its socket and the workers' scheduling lag (src/overload.rs), a
+    /// concurrency permit, and a place in the audit queue (no answer without a record).
     fn admit(
         &self,
         entry: Option<&Arc<Entry>>,
+        queued: Option<std::time::Duration>,
     ) -> Result<
         (
             tokio::sync::SemaphorePermit<'_>,
@@ -374,6 +383,18 @@ impl App {
         Problem,
     > {
         self.within_rate(entry)?;
+        if let (Some(waited), Some(limit)) = (queued, self.limits.max_queue_delay) {
+            if waited > limit {
+                return Err(Problem::new(
+                    ProblemKind::Overloaded,
+                    format!(
+                        "the request waited {} ms before it could be read (limit {} ms); try again shortly",
+                        waited.as_millis(),
+                        limit.as_millis()
+                    ),
+                ));
+            }
+        }
         if let Some(lag) = self.lag.as_ref().and_then(|m| m.overloaded()) {
             return Err(Problem::new(
                 ProblemKind::Overloaded,

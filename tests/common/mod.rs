@@ -99,10 +99,10 @@ impl TestGateway {
         let text = std::fs::read_to_string(&demo.config).expect("config");
         // Lag shedding reacts to the machine as a whole: on a CI machine running many
         // tests at once it would shed requests tests expect answered. Off unless asked.
-        let lag = if opts.server_extra.contains("max_scheduling_lag_ms") {
+        let lag = if opts.server_extra.contains("max_queue_delay_ms") {
             ""
         } else {
-            "max_scheduling_lag_ms = 0\n"
+            "max_queue_delay_ms = 0\n"
         };
         let mut text = text.replacen("[tls]", &format!("{lag}{}\n[tls]", opts.server_extra), 1);
         if opts.replication {
