@@ -38,7 +38,7 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
     )
     .expect("demo");
     let text = std::fs::read_to_string(&demo.config).expect("config");
-    // No lag shedding: the machine is shared with other tests (see common::TestGateway).
+    // No queue-delay shedding: the machine is shared with other tests (common::TestGateway).
     let text = text.replacen(
         "[tls]",
         &format!("max_queue_delay_ms = 0\n{server_extra}\n[tls]"),

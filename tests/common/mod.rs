@@ -97,8 +97,8 @@ impl TestGateway {
         )
         .expect("demo data");
         let text = std::fs::read_to_string(&demo.config).expect("config");
-        // Lag shedding reacts to the machine as a whole: on a CI machine running many
-        // tests at once it would shed requests tests expect answered. Off unless asked.
+        // Queue-delay shedding reacts to the machine as a whole: on a CI machine running
+        // many tests at once it would shed requests tests expect answered. Off unless asked.
         let lag = if opts.server_extra.contains("max_queue_delay_ms") {
             ""
         } else {
