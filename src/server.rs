@@ -541,6 +541,7 @@ async fn accept_loop(
         h2: builder.http2_only(),
         handshake_timeout: gw.config.server.handshake_timeout,
         idle_timeout: gw.config.server.header_read_timeout,
+        queue_delay_checked: gw.config.server.max_queue_delay.is_some(),
         failures: HandshakeCounters::new(&gw.metrics),
     });
     let rejected = gw.metrics.connections_rejected();
@@ -591,6 +592,8 @@ struct ConnectionSettings {
     h2: Builder<TokioExecutor>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    /// `server.max_queue_delay_ms` is on: measure each HTTP/1.1 request's socket wait.
+    queue_delay_checked: bool,
     failures: HandshakeCounters,
 }
 
@@ -629,13 +632,15 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let seen = activity.clone();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    // One getsockopt per request, only when something will look at the answer.
+    let check_wait = settings.queue_delay_checked;
     let svc = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let caller = caller.clone();
         let seen = seen.clone();
         // HTTP/1.1: how long this request sat in the socket before it was read. (An
         // HTTP/2 socket carries many streams; the scheduling lag covers those.)
-        let queued = if h2 {
+        let queued = if h2 || !check_wait {
             None
         } else {
             crate::overload::socket_wait(fd)
