@@ -6,17 +6,16 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use common::{assert_success, permitgate, Options, TestGateway};
+use common::{
+    assert_success, finish_request, permitgate, start_request, until_status, Options, TestGateway,
+};
 use http::{Method, Request};
 use http_body_util::Full;
 use permitgate::document::TravelPermitNo;
 use permitgate::keys::HashKey;
 use permitgate::snapshot::DocKey;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn records(dir: &std::path::Path) -> Vec<Value> {
     let files = permitgate::audit::verify::log_files(dir).expect("files");
@@ -153,52 +152,22 @@ async fn a_full_audit_queue_sheds_rather_than_answer_unrecorded() {
     let body = link.body.to_string();
     // A request whose body is still arriving holds the only audit place.
     let mut slow = gw.raw_tls("bank").await.expect("connect");
-    let head = format!(
-        "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        link.path,
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.expect("head");
-    slow.write_all(&body.as_bytes()[..body.len() - 1])
-        .await
-        .expect("body");
-    slow.flush().await.expect("flush");
+    start_request(&mut slow, &link.path, &body).await;
 
     let mut c = gw.client("bank").await;
-    let mut shed = None;
-    for _ in 0..100 {
-        let r = c.post_json(&link.path, &link.body).await;
-        if r.status == 503 {
-            shed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let shed = shed.expect("never shed while the audit queue was full");
+    let shed = until_status(&mut c, &link.path, &link.body, 503)
+        .await
+        .expect("never shed while the audit queue was full");
     let p = shed.problem(503, "overloaded");
     assert!(
         p["detail"].as_str().is_some_and(|d| d.contains("audit")),
         "{p}"
     );
 
-    slow.write_all(&body.as_bytes()[body.len() - 1..])
-        .await
-        .expect("last byte");
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let mut answered = false;
-    for _ in 0..100 {
-        if c.post_json(&link.path, &link.body).await.status == 200 {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(answered, "the queue never drained");
+    let answer = finish_request(&mut slow, &body).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answered = until_status(&mut c, &link.path, &link.body, 200).await;
+    assert!(answered.is_some(), "the queue never drained");
     gw.gateway.close_audit();
     let all = records(&gw.audit_dir);
     assert_eq!(

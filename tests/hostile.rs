@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{read_until_closed, Options, TestGateway};
+use common::{read_answer, read_until_closed, Options, TestGateway};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -176,12 +176,7 @@ async fn a_chunked_body_over_the_limit_is_refused() {
         }
     }
     let _ = s.write_all(b"0\r\n\r\n").await;
-    let mut buf = vec![0u8; 8192];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let answer = read_answer(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
         answer.contains("urn:permitgate:problem:body-too-large"),

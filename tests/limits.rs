@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    finish_request, metric_value, read_until_closed, start_request, until_status, Options,
-    TestGateway,
+    finish_request, metric_value, read_answer, read_until_closed, start_request, until_status,
+    Options, TestGateway,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 async fn gateway(server_extra: &'static str) -> TestGateway {
     TestGateway::start_with(Options {
@@ -181,12 +181,7 @@ async fn a_request_that_waited_too_long_to_be_read_is_shed() {
     // The gateway shares this test's only thread: blocking it keeps the request unread
     // in the socket, as a saturated gateway would.
     std::thread::sleep(Duration::from_millis(200));
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let answer = read_answer(&mut late).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(
         answer.contains("urn:permitgate:problem:overloaded") && answer.contains("waited"),

@@ -27,11 +27,7 @@ async fn follower_gateway(state_dir: Option<&Path>) -> TestGateway {
 }
 
 fn linked_sample(gw: &TestGateway) -> permitgate::demo::Sample {
-    gw.samples()
-        .iter()
-        .find(|s| s.name == "linked_pair")
-        .expect("sample")
-        .clone()
+    gw.sample("linked_pair").clone()
 }
 
 #[tokio::test]

@@ -105,12 +105,7 @@ async fn follows_an_s3_compatible_bucket() {
         Ok(PollOutcome::NotModified)
     );
 
-    let s = gw
-        .samples()
-        .iter()
-        .find(|s| s.name == "linked_pair")
-        .expect("sample")
-        .clone();
+    let s = gw.sample("linked_pair").clone();
     let tp = s.body["travel_permit"].as_str().expect("tp");
     gw.publish_changes(
         &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),

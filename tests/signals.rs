@@ -80,11 +80,7 @@ async fn sigterm_drains_and_a_client_failing_over_loses_no_request() {
             "instance never ready"
         );
     }
-    let sample = demo
-        .samples
-        .iter()
-        .find(|s| s.name == "linked_pair")
-        .expect("sample");
+    let sample = common::sample(&demo, "linked_pair");
     let (path, body) = (sample.path.clone(), sample.body.to_string());
     let ca = demo.pki.ca_cert();
     let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
@@ -202,11 +198,7 @@ async fn sighup_reloads_the_partner_table() {
         wait_ready(inst[0].metrics, Duration::from_secs(30)),
         "never ready"
     );
-    let sample = demo
-        .samples
-        .iter()
-        .find(|s| s.name == "linked_pair")
-        .expect("sample");
+    let sample = common::sample(&demo, "linked_pair");
     let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
     let mut bank = Client::connect(inst[0].listen, &demo.pki.ca_cert(), Some((&cert, &key)))
         .await
@@ -274,11 +266,7 @@ async fn json_logs_carry_the_request_id_and_never_a_number() {
     let mut bank = Client::connect(inst[0].listen, &demo.pki.ca_cert(), Some((&cert, &key)))
         .await
         .expect("connect");
-    let sample = demo
-        .samples
-        .iter()
-        .find(|s| s.name == "linked_pair")
-        .expect("sample");
+    let sample = common::sample(&demo, "linked_pair");
     let travel = sample.body["travel_permit"]
         .as_str()
         .expect("number")

@@ -248,11 +248,7 @@ impl TestGateway {
     }
 
     pub fn sample(&self, name: &str) -> &demo::Sample {
-        self.demo
-            .samples
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no sample {name}"))
+        sample(&self.demo, name)
     }
 
     /// Connects with `identity` and tries one request; refused handshakes surface as an
@@ -304,6 +300,14 @@ impl TestGateway {
 }
 
 /// Runs the `permitgate` binary (logging warnings only) and returns what it did.
+/// The demo sample called `name`.
+pub fn sample<'a>(demo: &'a Demo, name: &str) -> &'a demo::Sample {
+    demo.samples
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
 /// Leaves a request hanging: its head and all of `body` but the last byte, so that the
 /// gateway has admitted it and waits. [`finish_request`] sends the rest.
 pub async fn start_request(
@@ -330,7 +334,12 @@ pub async fn finish_request(
     s.write_all(&body.as_bytes()[body.len() - 1..])
         .await
         .expect("last byte");
-    let mut buf = vec![0u8; 4096];
+    read_answer(s).await
+}
+
+/// The first bytes the server sends (at most 8 KiB), within 5 s.
+pub async fn read_answer(s: &mut (impl tokio::io::AsyncReadExt + Unpin)) -> String {
+    let mut buf = vec![0u8; 8192];
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
         .await
         .expect("answer in time")
