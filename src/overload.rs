@@ -19,28 +19,16 @@ use tokio::sync::watch;
 
 pub const TICK: Duration = Duration::from_millis(5);
 
+#[derive(Default)]
 pub struct LagMonitor {
-    limit: Duration,
-    /// The smaller of the last two lags: over the limit only when both were.
+    /// The smaller of the last two lags: over a limit only when both were.
     lag_us: AtomicU64,
 }
 
 impl LagMonitor {
-    pub fn new(limit: Duration) -> LagMonitor {
-        LagMonitor {
-            limit,
-            lag_us: AtomicU64::new(0),
-        }
-    }
-
-    /// The current lag, when it is over the limit.
-    pub fn overloaded(&self) -> Option<Duration> {
-        let lag = Duration::from_micros(self.lag_us.load(Ordering::Relaxed));
-        (lag > self.limit).then_some(lag)
-    }
-
-    pub fn limit(&self) -> Duration {
-        self.limit
+    /// How far behind the workers run, sustained over two wakes.
+    pub fn lag(&self) -> Duration {
+        Duration::from_micros(self.lag_us.load(Ordering::Relaxed))
     }
 
     /// Measures until `stop` is set (or its sender is gone).
@@ -135,21 +123,23 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_blocked_worker_shows_as_lag_and_clears_after() {
-        let monitor = Arc::new(LagMonitor::new(Duration::from_millis(20)));
+        let monitor = Arc::new(LagMonitor::default());
+        let limit = Duration::from_millis(20);
+        let overloaded = |m: &LagMonitor| (m.lag() > limit).then(|| m.lag());
         let (_stop_tx, stop) = watch::channel(false);
         let gauge = Gauge::new("lag", "test").expect("gauge");
         let m = monitor.clone();
         let g = gauge.clone();
         tokio::spawn(async move { m.run(g, stop).await });
         tokio::time::sleep(TICK * 4).await;
-        assert_eq!(monitor.overloaded(), None, "an idle runtime has no lag");
+        assert_eq!(overloaded(&monitor), None, "an idle runtime has no lag");
 
         // One long stall is a hiccup, not overload.
         tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) });
         for _ in 0..10 {
             tokio::time::sleep(TICK).await;
             assert_eq!(
-                monitor.overloaded(),
+                overloaded(&monitor),
                 None,
                 "a single late wake shed requests"
             );
@@ -164,7 +154,7 @@ mod tests {
         let mut seen = None;
         for _ in 0..20 {
             tokio::time::sleep(TICK).await;
-            if let Some(lag) = monitor.overloaded() {
+            if let Some(lag) = overloaded(&monitor) {
                 seen = Some(lag);
                 break;
             }
@@ -176,7 +166,7 @@ mod tests {
         let mut cleared = false;
         for _ in 0..40 {
             tokio::time::sleep(TICK).await;
-            if monitor.overloaded().is_none() {
+            if overloaded(&monitor).is_none() {
                 cleared = true;
                 break;
             }

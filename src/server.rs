@@ -122,10 +122,12 @@ impl Gateway {
         let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
         export_expiry(&metrics, &config.tls)?;
+        // Measured only where something compares it with max_queue_delay_ms.
         let lag = config
             .server
             .max_queue_delay
-            .map(|limit| Arc::new(LagMonitor::new(limit)));
+            .is_some()
+            .then(|| Arc::new(LagMonitor::default()));
         let audit = match &config.audit {
             Some(a) => Some(AuditLog::open(a.clone(), metrics.audit.clone())?),
             None => {

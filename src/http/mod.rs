@@ -383,27 +383,20 @@ impl App {
         Problem,
     > {
         self.within_rate(entry)?;
-        if let (Some(waited), Some(limit)) = (queued, self.limits.max_queue_delay) {
+        // How long this request (its socket) or any request (the run queue) has waited.
+        let lag = self.lag.as_ref().map(|m| m.lag());
+        let waited = queued.into_iter().chain(lag).max();
+        if let (Some(waited), Some(limit)) = (waited, self.limits.max_queue_delay) {
             if waited > limit {
                 return Err(Problem::new(
                     ProblemKind::Overloaded,
                     format!(
-                        "the request waited {} ms before it could be read (limit {} ms); try again shortly",
+                        "the request waited {} ms before it could be served (limit {} ms); try again shortly",
                         waited.as_millis(),
                         limit.as_millis()
                     ),
                 ));
             }
-        }
-        if let Some(lag) = self.lag.as_ref().and_then(|m| m.overloaded()) {
-            return Err(Problem::new(
-                ProblemKind::Overloaded,
-                format!(
-                    "requests wait {} ms for a worker (limit {} ms); try again shortly",
-                    lag.as_millis(),
-                    self.lag.as_ref().map_or(0, |m| m.limit().as_millis())
-                ),
-            ));
         }
         let permit = self.in_flight.try_acquire().map_err(|_| {
             Problem::new(
