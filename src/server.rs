@@ -111,6 +111,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
+        // Before the files are read, as in `try_reload`.
+        let seen = fingerprint(&config.path, &config.tls);
         let (tls, revoked) = partner_tls(&config.tls)?;
         let publisher_keys = config
             .snapshot
@@ -176,7 +178,7 @@ impl Gateway {
             lag,
             tls: ArcSwap::new(tls),
             reload_state: Mutex::new(ReloadState {
-                fingerprint: fingerprint(&config.path, &config.tls),
+                fingerprint: seen,
                 tls: config.tls.clone(),
             }),
             config,
@@ -206,13 +208,17 @@ impl Gateway {
 
     fn try_reload(&self) -> Result<(), StartError> {
         let config = Config::load(&self.config.path)?;
+        // Taken before the files are read: a file replaced while they load then differs
+        // from what is recorded, and the next poll loads it (taken after, it would be
+        // recorded as loaded without being so).
+        let seen = fingerprint(&config.path, &config.tls);
         let (tls, revoked) = partner_tls(&config.tls)?;
         export_expiry(&self.metrics, &config.tls)?;
         self.tls.store(tls);
         self.app
             .set_partners(&config.partners, revoked, &self.metrics);
         let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
-        state.fingerprint = fingerprint(&config.path, &config.tls);
+        state.fingerprint = seen;
         state.tls = config.tls;
         Ok(())
     }
