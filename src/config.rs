@@ -108,6 +108,14 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Shed new requests while the async workers run this far behind; `None`: never.
     pub max_queue_delay: Option<Duration>,
+    /// A request body not complete this long after its head was read gets 408.
+    pub body_read_timeout: Duration,
+    /// Requests of one partner in progress at once (reading a body included): its share
+    /// of `max_concurrent_requests`.
+    pub max_requests_per_partner: usize,
+    /// Replication long-polls and object downloads in progress at once, apart from the
+    /// partner requests' slots.
+    pub max_relay_waiters: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -133,11 +141,16 @@ impl TlsConfig {
 pub struct SnapshotConfig {
     /// Local repo to serve from when there is no `[replication]`.
     pub repo: Option<PathBuf>,
+    /// How often that repo's manifest is read for new publications; `None`: never (the
+    /// repo is served as loaded at start).
+    pub watch_interval: Option<Duration>,
     pub publisher_keys: Vec<PathBuf>,
     pub hash_key: PathBuf,
 }
 
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Fits the largest batch (1,000 items of the longest numbers, each with `"receipt":
+/// true`, about 86 KB) with room for whitespace and full-width input.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
 
 #[derive(Deserialize)]
@@ -256,6 +269,22 @@ struct RawServer {
     drain_timeout_ms: u64,
     #[serde(default = "default_max_lag")]
     max_queue_delay_ms: u64,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout_ms: u64,
+    #[serde(default = "default_max_requests_per_partner")]
+    max_requests_per_partner: usize,
+    #[serde(default = "default_max_relay_waiters")]
+    max_relay_waiters: usize,
+}
+
+fn default_body_read_timeout() -> u64 {
+    10_000
+}
+fn default_max_requests_per_partner() -> usize {
+    128
+}
+fn default_max_relay_waiters() -> usize {
+    4096
 }
 
 fn default_max_lag() -> u64 {
@@ -310,6 +339,8 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawSnapshot {
     repo: Option<PathBuf>,
+    #[serde(default = "default_watch_interval")]
+    watch_interval_ms: u64,
     publisher_keys: Vec<PathBuf>,
     hash_key: PathBuf,
 }
@@ -330,6 +361,10 @@ impl Default for RawCache {
             max_entries: default_cache_entries(),
         }
     }
+}
+
+fn default_watch_interval() -> u64 {
+    50
 }
 
 fn default_cache_entries() -> u64 {
@@ -401,6 +436,20 @@ impl Config {
                 "server.max_concurrent_requests",
                 "must be at least 1",
             ));
+        }
+        if raw.server.body_read_timeout_ms == 0 {
+            return Err(invalid("server.body_read_timeout_ms", "must be above 0"));
+        }
+        if raw.server.max_requests_per_partner == 0
+            || raw.server.max_requests_per_partner > raw.server.max_concurrent_requests
+        {
+            return Err(invalid(
+                "server.max_requests_per_partner",
+                "must be at least 1 and at most server.max_concurrent_requests",
+            ));
+        }
+        if raw.server.max_relay_waiters == 0 {
+            return Err(invalid("server.max_relay_waiters", "must be at least 1"));
         }
         // hyper's HTTP/1.1 read buffer cannot be smaller.
         if raw.server.max_header_bytes < 8192 {
@@ -591,6 +640,12 @@ impl Config {
                 })
             }
         };
+        if (1..10).contains(&raw.snapshot.watch_interval_ms) {
+            return Err(invalid(
+                "snapshot.watch_interval_ms",
+                "must be 0 (do not watch) or at least 10",
+            ));
+        }
         if (1..100).contains(&raw.server.reload_poll_interval_ms) {
             return Err(invalid(
                 "server.reload_poll_interval_ms",
@@ -615,6 +670,9 @@ impl Config {
                 drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
                 max_queue_delay: (raw.server.max_queue_delay_ms > 0)
                     .then(|| Duration::from_millis(raw.server.max_queue_delay_ms)),
+                body_read_timeout: Duration::from_millis(raw.server.body_read_timeout_ms),
+                max_requests_per_partner: raw.server.max_requests_per_partner,
+                max_relay_waiters: raw.server.max_relay_waiters,
             },
             tls: TlsConfig {
                 cert: resolve(raw.tls.cert),
@@ -624,6 +682,8 @@ impl Config {
             },
             snapshot: SnapshotConfig {
                 repo: raw.snapshot.repo.map(resolve),
+                watch_interval: (raw.snapshot.watch_interval_ms > 0)
+                    .then(|| Duration::from_millis(raw.snapshot.watch_interval_ms)),
                 publisher_keys: raw
                     .snapshot
                     .publisher_keys
@@ -668,7 +728,10 @@ scopes = ["link_check"]
     #[test]
     fn defaults_and_relative_paths() {
         let c = Config::parse(MIN, Path::new("/srv/pg/gateway.toml")).expect("valid");
-        assert_eq!(c.server.max_body_bytes, 65536);
+        assert_eq!(c.server.max_body_bytes, 262_144);
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_requests_per_partner, 128);
+        assert_eq!(c.server.max_relay_waiters, 4096);
         assert_eq!(c.server.max_batch_items, 1000);
         assert_eq!(
             (c.server.max_connections, c.server.max_concurrent_requests),

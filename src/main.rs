@@ -453,7 +453,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let gw = Arc::new(Gateway::from_config(config, Arc::new(SystemClock))?);
         let mut running = gw.bind().await?;
-        tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, "listening; loading snapshot");
+        match running.metrics_addr {
+            Some(m) => tracing::info!(addr = %running.addr, metrics = %m, "listening; loading snapshot"),
+            None => tracing::info!(addr = %running.addr, "listening; loading snapshot"),
+        }
         let loader = gw.clone();
         let load = tokio::task::spawn_blocking(move || loader.load_snapshot());
         tokio::select! {
@@ -463,10 +466,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
                     None => tracing::info!("no local state yet; not ready until the replication source answers"),
                 }
                 if running.start_replication(&gw)? {
-                    tracing::info!("following the replication source");
+                    tracing::info!("following the repository for new publications");
                 }
             }
-            _ = shutdown_signal() => return Ok(()),
+            _ = shutdown_signal() => {
+                // Requests answered while loading (not-ready) have audit records too.
+                tracing::info!("stopping before the snapshot loaded");
+                running.drain().await;
+                close_audit(&gw).await?;
+                return Ok(());
+            }
         }
         let reloader = gw.clone();
         let hangups = tokio::spawn(async move {
@@ -488,13 +497,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if left > 0 {
             tracing::warn!(connections = left, "drain time is up; closing the rest");
         }
-        let closer = gw.clone();
-        tokio::task::spawn_blocking(move || closer.close_audit())
-            .await
-            .context("closing the audit log")?;
+        close_audit(&gw).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Writes and fsyncs the audit records of everything answered (off the async workers).
+async fn close_audit(gw: &Arc<Gateway>) -> anyhow::Result<()> {
+    let closer = gw.clone();
+    tokio::task::spawn_blocking(move || closer.close_audit())
+        .await
+        .context("closing the audit log")
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,7 @@ pub struct Metrics {
     certificate_expiry: GaugeVec,
     reloads: IntCounterVec,
     scheduling_lag: Gauge,
+    refused: IntCounterVec,
     pub audit: AuditMetrics,
     pub replication: ReplicationMetrics,
 }
@@ -58,15 +59,37 @@ impl ReplicationMetrics {
     }
 }
 
-/// `permitgate_requests_total` handles for one partner, indexed `[route][outcome]`.
+/// The label values of `permitgate_requests_total`'s route and outcome dimensions, in
+/// the order their indices refer to.
+pub struct RequestLabels {
+    pub routes: Vec<&'static str>,
+    pub outcomes: Vec<String>,
+}
+
+/// `permitgate_requests_total` handles for one partner, indexed `[route][outcome]`. A
+/// series is created on its first use (labels formatted once, then one atomic load per
+/// request), so a partner has only the series it has used.
 pub struct RequestCounters {
-    counters: Vec<Vec<IntCounter>>,
+    family: IntCounterVec,
+    partner: String,
+    labels: std::sync::Arc<RequestLabels>,
+    counters: Vec<std::sync::OnceLock<IntCounter>>,
 }
 
 impl RequestCounters {
     #[inline]
     pub fn get(&self, route: usize, outcome: usize) -> Option<&IntCounter> {
-        self.counters.get(route)?.get(outcome)
+        let width = self.labels.outcomes.len();
+        if outcome >= width {
+            return None;
+        }
+        let cell = self.counters.get(route * width + outcome)?;
+        Some(cell.get_or_init(|| {
+            let route = self.labels.routes.get(route).copied().unwrap_or_default();
+            let outcome = self.labels.outcomes[outcome].as_str();
+            self.family
+                .with_label_values(&[self.partner.as_str(), route, outcome])
+        }))
     }
 }
 
@@ -96,6 +119,13 @@ impl Metrics {
                 0.1, 0.25, 1.0,
             ]),
             &["route"],
+        ));
+        let refused = must(IntCounterVec::new(
+            Opts::new(
+                "permitgate_refused_total",
+                "Partner requests refused before any work was done for them, by reason (rate_limited, partner_share, concurrency, queue_delay, audit_backlog, relay_waiters, body_timeout).",
+            ),
+            &["reason"],
         ));
         let handshake_failures = must(IntCounterVec::new(
             Opts::new(
@@ -199,7 +229,7 @@ impl Metrics {
         must(registry.register(Box::new(connections_open.clone())));
         must(registry.register(Box::new(connections_rejected.clone())));
         must(registry.register(Box::new(certificate_expiry.clone())));
-        for c in [&requests, &handshake_failures, &cache_lookups] {
+        for c in [&requests, &handshake_failures, &cache_lookups, &refused] {
             must(registry.register(Box::new(c.clone())));
         }
         must(registry.register(Box::new(duration.clone())));
@@ -293,28 +323,24 @@ impl Metrics {
             certificate_expiry,
             reloads,
             scheduling_lag,
+            refused,
             audit,
             replication,
         }
     }
 
-    /// Resolves every `(route, outcome)` counter for one partner up front.
+    /// One partner's `(route, outcome)` counters, each created on first use.
     pub fn request_counters(
         &self,
         partner: &str,
-        routes: &[&str],
-        outcomes: &[&str],
+        labels: std::sync::Arc<RequestLabels>,
     ) -> RequestCounters {
+        let cells = labels.routes.len() * labels.outcomes.len();
         RequestCounters {
-            counters: routes
-                .iter()
-                .map(|r| {
-                    outcomes
-                        .iter()
-                        .map(|o| self.requests.with_label_values(&[partner, r, o]))
-                        .collect()
-                })
-                .collect(),
+            family: self.requests.clone(),
+            partner: partner.to_owned(),
+            labels,
+            counters: (0..cells).map(|_| std::sync::OnceLock::new()).collect(),
         }
     }
 
@@ -327,6 +353,15 @@ impl Metrics {
         statuses
             .iter()
             .map(|s| self.temp_permit_verifications.with_label_values(&[s]))
+            .collect()
+    }
+
+    /// One `permitgate_refused_total` counter per reason, in the order given (all
+    /// created at 0).
+    pub fn refusals(&self, reasons: &[&str]) -> Vec<IntCounter> {
+        reasons
+            .iter()
+            .map(|r| self.refused.with_label_values(&[r]))
             .collect()
     }
 
@@ -379,6 +414,15 @@ impl Metrics {
             .set(info.published_at.unix_timestamp() as f64);
     }
 
+    /// Age and staleness of the data served, as of `now` (set at every scrape, so the age
+    /// moves whether or not anything is followed).
+    pub fn served_as_of(&self, now: time::OffsetDateTime, info: &StateInfo) {
+        let m = &self.replication;
+        m.snapshot_age
+            .set((now - info.published_at).as_seconds_f64().max(0.0));
+        m.stale.set(i64::from(now > info.expires_at));
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -402,8 +446,16 @@ mod tests {
     #[test]
     fn families_are_exported_with_conventional_names() {
         let m = Metrics::new();
-        let c = m.request_counters("bank", &["link_check"], &["ok"]);
+        let labels = std::sync::Arc::new(RequestLabels {
+            routes: vec!["link_check", "keys"],
+            outcomes: vec!["ok".to_owned(), "not_found".to_owned()],
+        });
+        let c = m.request_counters("bank", labels);
         c.get(0, 0).expect("handle").inc();
+        assert!(
+            c.get(0, 2).is_none() && c.get(2, 0).is_none(),
+            "out of range"
+        );
         m.route_duration("link_check").observe(0.001);
         m.handshake_failure("unknown_ca").inc();
         let text = String::from_utf8(m.encode()).expect("utf8");
@@ -420,5 +472,8 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        // Series are created on first use only: none for outcomes never seen.
+        assert!(!text.contains("not_found"), "{text}");
+        assert!(!text.contains("route=\"keys\""), "{text}");
     }
 }

@@ -352,6 +352,21 @@ mod tests {
     const VECTOR: &str = "PGR1:/60OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500H5ET2V .F-HV$N51T61M7/2I.O0CEC0PD:PB%.D1T6I:H-DM.PCZC6*411TV0HG$*JAP4716A6PLKIL*BSUI-U4QTKM4E+$SV6DQV771GJ9RG17UDTHEUG R$CGU5P30";
 
     #[test]
+    fn non_canonical_spellings_are_refused() {
+        let (text, _) = sample();
+        let tails = crate::sealed::non_canonical_tails(&text, KIND.prefix);
+        // A final pair has seven other spellings; a final triple has some only when its
+        // value leaves room below 45^3.
+        if (text.len() - KIND.prefix.len()) % 3 == 2 {
+            assert_eq!(tails.len(), 7);
+        }
+        for t in tails {
+            assert!(verify(&t, &ring()).is_err(), "{t}");
+        }
+        assert!(verify(&text, &ring()).is_ok());
+    }
+
+    #[test]
     fn every_altered_bit_is_refused() {
         let (text, _) = sample();
         let raw = base45::decode(&text[KIND.prefix.len()..]).expect("base45");

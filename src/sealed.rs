@@ -106,6 +106,12 @@ pub fn open(kind: &Kind, text: &str) -> Result<Opened, OpenError> {
         .strip_prefix(kind.prefix)
         .ok_or(OpenError::Prefix(kind.prefix))?;
     let bytes = base45::decode(encoded).map_err(|_| OpenError::Encoding)?;
+    // One string per object: the crate reduces a final pair worth more than 255 modulo
+    // 256 (and may take other overlong groups), so the decoding must encode back to
+    // exactly what was given.
+    if base45::encode(&bytes) != encoded {
+        return Err(OpenError::Encoding);
+    }
     if bytes.len() < BODY_HEAD_LEN + SIGNATURE_LEN {
         return Err(OpenError::Truncated);
     }
@@ -169,9 +175,62 @@ pub fn push_short_str(body: &mut Vec<u8>, s: &str) {
     body.extend_from_slice(&s.as_bytes()[..end]);
 }
 
+/// Every other spelling of `text`'s last base45 group that a lenient decoder reads as
+/// the same bytes: a final pair worth 256..2024 (reduced mod 256), or a final triple
+/// worth 65536..91124. Test support for the strict decoding of tokens and receipts.
+#[cfg(test)]
+pub(crate) fn non_canonical_tails(text: &str, prefix: &str) -> Vec<String> {
+    const ALPHABET: &[u8; 45] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
+    let encoded = &text[prefix.len()..];
+    let bytes = base45::decode(encoded).expect("canonical input");
+    let (head, group, step, max) = if bytes.len() % 2 == 1 {
+        (&encoded[..encoded.len() - 2], 2, 256u32, 45 * 45)
+    } else {
+        (&encoded[..encoded.len() - 3], 3, 65_536, 45 * 45 * 45)
+    };
+    let last = u32::from(bytes[bytes.len() - 1])
+        + if group == 3 {
+            256 * u32::from(bytes[bytes.len() - 2])
+        } else {
+            0
+        };
+    (1..)
+        .map(|k| last + k * step)
+        .take_while(|v| *v < max)
+        .map(|mut v| {
+            let mut s = format!("{prefix}{head}");
+            for _ in 0..group {
+                s.push(char::from(ALPHABET[(v % 45) as usize]));
+                v /= 45;
+            }
+            s
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_canonical_spelling_opens() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        // Odd and even body lengths: a final pair, then a final triple.
+        for extra in [0usize, 1] {
+            let mut body = body_head(&KIND, &key);
+            body.extend(std::iter::repeat_n(0xff, extra));
+            let text = seal(&KIND, body, &key);
+            let tails = non_canonical_tails(&text, KIND.prefix);
+            if (text.len() - KIND.prefix.len()) % 3 == 2 {
+                assert_eq!(tails.len(), 7, "{text}");
+            }
+            for t in tails {
+                assert_ne!(t, text);
+                assert_eq!(open(&KIND, &t).err(), Some(OpenError::Encoding), "{t}");
+            }
+            assert!(open(&KIND, &text).is_ok());
+        }
+    }
 
     const KIND: Kind = Kind {
         prefix: "TST1:",

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,13 +31,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{Config, TlsConfig};
+use crate::http::admission::AdmissionLimits;
 use crate::http::{App, Caller, Credentials, Limits};
 use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
 use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
 use crate::metrics::Metrics;
 use crate::overload::LagMonitor;
-use crate::replication::{held_manifest, Follower, Source};
-use crate::snapshot::{load_repo, SnapshotError};
+use crate::replication::{Follower, Source};
+use crate::snapshot::{load_repo, SignedManifest, SnapshotError};
 use crate::store::{StateInfo, Store};
 use crate::tls::{self, HandshakeFailure, TlsError};
 
@@ -107,6 +108,9 @@ pub struct Gateway {
     config: Config,
     publisher_keys: Vec<VerifyingKey>,
     hash_key: HashKey,
+    /// The manifest of what [`Gateway::load_snapshot`] put in service: where a follower
+    /// starts from.
+    served: Mutex<Option<SignedManifest>>,
 }
 
 impl Gateway {
@@ -158,8 +162,13 @@ impl Gateway {
                     .replication
                     .as_ref()
                     .and_then(|r| r.unready_when_stale_for),
-                max_concurrent_requests: config.server.max_concurrent_requests,
-                max_queue_delay: config.server.max_queue_delay,
+                body_read_timeout: config.server.body_read_timeout,
+                admission: AdmissionLimits {
+                    max_concurrent_requests: config.server.max_concurrent_requests,
+                    max_requests_per_partner: config.server.max_requests_per_partner,
+                    max_relay_waiters: config.server.max_relay_waiters,
+                    max_queue_delay: config.server.max_queue_delay,
+                },
             },
             &config.partners,
             revoked,
@@ -184,6 +193,7 @@ impl Gateway {
             config,
             publisher_keys,
             hash_key,
+            served: Mutex::new(None),
         })
     }
 
@@ -269,46 +279,57 @@ impl Gateway {
         self.install(repo).map(Some)
     }
 
-    /// A follower for `[replication]` (and its poll interval), starting from what the
-    /// store serves now; `None` without replication.
+    /// A follower (and its poll interval), starting from what the store serves now: of
+    /// `[replication]`'s source, or of the snapshot repo this gateway serves, watched
+    /// for publications (`snapshot.watch_interval_ms`). `None` when neither applies.
     pub fn follower(&self) -> Result<Option<(Follower, Duration)>, StartError> {
-        let Some(r) = &self.config.replication else {
-            return Ok(None);
-        };
-        let tls = match &r.ca {
-            Some(ca) => Some(tls::client_config(
-                ca,
-                r.client_cert.as_deref().zip(r.client_key.as_deref()),
-            )?),
-            None => None,
-        };
-        let s3 = crate::replication::S3Settings {
-            endpoint: r.s3_endpoint.clone(),
-            region: r.s3_region.clone(),
-        };
-        let source = Source::parse(&r.source, tls, &s3)
-            .map_err(|e| StartError::Replication(e.to_string()))?;
+        let (source, state_dir, interval) =
+            match (&self.config.replication, &self.config.snapshot.repo) {
+                (Some(r), _) => {
+                    let tls = match &r.ca {
+                        Some(ca) => Some(tls::client_config(
+                            ca,
+                            r.client_cert.as_deref().zip(r.client_key.as_deref()),
+                        )?),
+                        None => None,
+                    };
+                    let s3 = crate::replication::S3Settings {
+                        endpoint: r.s3_endpoint.clone(),
+                        region: r.s3_region.clone(),
+                    };
+                    let source = Source::parse(&r.source, tls, &s3)
+                        .map_err(|e| StartError::Replication(e.to_string()))?;
+                    (source, Some(r.state_dir.clone()), r.poll_interval)
+                }
+                (None, Some(repo)) => match self.config.snapshot.watch_interval {
+                    Some(every) => (Source::File(repo.clone()), None, every),
+                    None => return Ok(None),
+                },
+                (None, None) => return Ok(None),
+            };
         let held = self
-            .store
-            .is_ready()
-            .then(|| held_manifest(&r.state_dir, &self.publisher_keys))
-            .flatten();
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|_| self.store.is_ready());
         let follower = Follower::new(
             self.store.clone(),
             self.metrics.clone(),
             self.publisher_keys.clone(),
             self.hash_key.clone(),
             source,
-            r.state_dir.clone(),
+            state_dir,
             self.clock.clone(),
             held,
         )
         .notify(self.manifest_changed.clone());
-        Ok(Some((follower, r.poll_interval)))
+        Ok(Some((follower, interval)))
     }
 
     fn install(&self, repo: crate::snapshot::Repo) -> Result<StateInfo, SnapshotError> {
         let documents = repo.snapshot.len();
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = Some(repo.manifest.clone());
         self.store
             .install(repo)
             .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
@@ -676,6 +697,11 @@ async fn serve_connection(
             }
             _ = tokio::time::sleep(check), if h2 => {
                 if activity.idle_for() >= idle {
+                    if !activity.ever_busy() {
+                        // No stream ever (no preface, perhaps): there is no HTTP/2
+                        // session to say GOAWAY in; close now rather than wait again.
+                        break Ok(());
+                    }
                     conn.as_mut().graceful_shutdown();
                     // A peer that ignores GOAWAY is dropped after one more period.
                     break tokio::time::timeout(idle, conn.as_mut()).await.unwrap_or(Ok(()));
@@ -693,6 +719,7 @@ struct Busy<'a>(&'a Activity);
 impl<'a> Busy<'a> {
     fn new(a: &'a Activity) -> Busy<'a> {
         a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.ever.store(true, Ordering::Relaxed);
         Busy(a)
     }
 }
@@ -710,6 +737,8 @@ impl Drop for Busy<'_> {
 struct Activity {
     start: std::time::Instant,
     in_flight: AtomicUsize,
+    /// Whether any request has been seen.
+    ever: AtomicBool,
     /// Milliseconds since `start` when the connection was last busy.
     last_busy_ms: AtomicU64,
 }
@@ -719,12 +748,17 @@ impl Activity {
         Activity {
             start: std::time::Instant::now(),
             in_flight: AtomicUsize::new(0),
+            ever: AtomicBool::new(false),
             last_busy_ms: AtomicU64::new(0),
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn ever_busy(&self) -> bool {
+        self.ever.load(Ordering::Relaxed)
     }
 
     /// How long the connection has had no request in flight (zero while it has).
@@ -772,11 +806,16 @@ async fn metrics_loop(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::
 
 fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            gw.metrics.encode(),
-        ),
+        "/metrics" => {
+            if let Some(state) = gw.store.current().as_ref() {
+                gw.metrics.served_as_of(gw.clock.now(), state.view().info());
+            }
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                gw.metrics.encode(),
+            )
+        }
         "/healthz" => (StatusCode::OK, "text/plain", b"alive\n".to_vec()),
         "/readyz" if gw.app.readiness().is_ok() => {
             (StatusCode::OK, "text/plain", b"ready\n".to_vec())

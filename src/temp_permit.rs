@@ -410,6 +410,22 @@ mod tests {
     }
 
     #[test]
+    fn non_canonical_spellings_are_refused() {
+        let (text, _) = token();
+        let keys = ring(&[&key()]);
+        let tails = crate::sealed::non_canonical_tails(&text, KIND.prefix);
+        // A final pair has seven other spellings; a final triple has some only when its
+        // value leaves room below 45^3.
+        if (text.len() - KIND.prefix.len()) % 3 == 2 {
+            assert_eq!(tails.len(), 7);
+        }
+        for t in tails {
+            assert_eq!(status_at(&t, &keys, T0), Status::Malformed, "{t}");
+        }
+        assert_eq!(status_at(&text, &keys, T0), Status::Valid);
+    }
+
+    #[test]
     fn every_flipped_bit_is_refused() {
         let (text, _) = token();
         let keys = ring(&[&key()]);

@@ -1,7 +1,10 @@
 //! TLS: the server's rustls configuration and who a client certificate says it is.
 //!
 //! Clients must present a certificate chaining to the partner CA, valid now and marked
-//! for client authentication (webpki checks all three). The partner id is read from the
+//! for client authentication. webpki checks the first two, and the usage only when the
+//! certificate states one (RFC 5280 reads "no extendedKeyUsage" as "any use"); a partner
+//! certificate without the extension is refused here ([`RequireClientAuth`]). A server
+//! certificate is put in use only if its key matches and its chain verifies. The partner id is read from the
 //! leaf: a SAN URI `spiffe://partners/<id>` if there is one, else the subject CN. This
 //! module knows nothing of HTTP or of which ids are configured.
 
@@ -135,22 +138,127 @@ pub fn server_config(
     // Only leaves are checked: the partner CA is the trust anchor, and a CRL covers what it
     // issued. A leaf whose issuer has no CRL here is refused only if CRLs are configured
     // at all (webpki's default: unknown status is an error).
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
         .only_check_end_entity_revocation()
         .build()
         .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+    let verifier = Arc::new(RequireClientAuth(webpki));
+    let chain = load_certs(cert)?;
+    check_chain(&chain, &load_certs(client_ca)?)
+        .map_err(|e| TlsError::Config(format!("server certificate {}: {e}", cert.display())))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        // Refuses a key that does not match the certificate's public key.
+        .with_single_cert(chain, load_key(key)?)
         .map_err(|e| TlsError::Config(format!("server certificate {}: {e}", cert.display())))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // The server's order (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; all AEAD with
     // forward secrecy) wins over a client's: testssl.sh flagged client order (docs/security.md).
     cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
+}
+
+/// Checks each certificate of a server chain against the next one's key, and the last
+/// against its issuer where that is at hand (in the chain itself, or in `also`, the
+/// partner CA bundle, which often issued the server certificate too). A certificate
+/// altered after signing parses but fails here.
+fn check_chain(chain: &[CertificateDer<'_>], also: &[CertificateDer<'_>]) -> Result<(), String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    fn parse<'a>(c: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
+        X509Certificate::from_der(c.as_ref())
+            .map(|(_, x)| x)
+            .map_err(|e| format!("does not parse: {e}"))
+    }
+    let certs = chain.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+    let known = also
+        .iter()
+        .filter_map(|c| parse(c).ok())
+        .collect::<Vec<_>>();
+    let Some(top) = certs.last() else {
+        return Err("no certificate in the file".into());
+    };
+    for (i, pair) in certs.windows(2).enumerate() {
+        pair[0]
+            .verify_signature(Some(pair[1].public_key()))
+            .map_err(|e| format!("certificate {i} is not signed by the next one: {e}"))?;
+    }
+    let issuer = certs
+        .iter()
+        .chain(&known)
+        .find(|c| c.subject().as_raw() == top.issuer().as_raw());
+    if let Some(issuer) = issuer {
+        top.verify_signature(Some(issuer.public_key()))
+            .map_err(|e| format!("signature does not verify against its issuer: {e}"))?;
+    }
+    Ok(())
+}
+
+/// webpki's client verifier, and a leaf that states clientAuth among its extended key
+/// usages: a certificate without the extension would otherwise pass as "any use".
+#[derive(Debug)]
+struct RequireClientAuth(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for RequireClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        let client_auth = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .ok()
+            .and_then(|(_, c)| {
+                c.extended_key_usage()
+                    .ok()
+                    .flatten()
+                    .map(|e| e.value.client_auth)
+            });
+        if client_auth == Some(true) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Client config for outgoing mTLS (replication sources): trust `ca`, present `identity`.

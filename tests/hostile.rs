@@ -69,9 +69,17 @@ async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
         "{answer}"
     );
-    // Silent after choosing HTTP/2: no connection preface, and no request either.
+    // Silent after choosing HTTP/2: no connection preface, and no request either. Closed
+    // at the deadline, not a second deadline later (there is no session to GOAWAY).
+    let gw = gateway("header_read_timeout_ms = 1500").await;
     let mut t = h2_tls(&gw).await;
+    let started = std::time::Instant::now();
     read_until_closed(&mut t).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(2900),
+        "closed after {took:?}"
+    );
     still_serves(&gw).await;
 }
 

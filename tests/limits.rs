@@ -21,36 +21,77 @@ async fn gateway(server_extra: &'static str) -> TestGateway {
 }
 
 #[tokio::test]
-async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
-    let gw = gateway("max_concurrent_requests = 1").await;
-    let s = gw.sample("linked_pair").clone();
-    let body = s.body.to_string();
-    // A request whose body is still arriving holds the only permit.
+async fn a_partner_never_holds_more_than_its_share_of_the_slots() {
+    let gw = gateway("max_concurrent_requests = 2\nmax_requests_per_partner = 1").await;
+    let link = gw.sample("linked_pair").clone();
+    let status = gw.sample("travel_permit_lost_status").clone();
+    let body = link.body.to_string();
+    // A bank request whose body is still arriving holds bank's only share.
     let mut slow = gw.raw_tls("bank").await.expect("connect");
-    start_request(&mut slow, &s.path, &body).await;
+    start_request(&mut slow, &link.path, &body).await;
 
-    let mut c = gw.client("bank").await;
-    let shed = until_status(&mut c, &s.path, &s.body, 503)
+    let mut bank = gw.client("bank").await;
+    let shed = until_status(&mut bank, &link.path, &link.body, 503)
         .await
-        .expect("the second request was never shed");
+        .expect("bank's second request was never shed");
     let p = shed.problem(503, "overloaded");
     assert_eq!(shed.headers["retry-after"], "1");
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains('1')));
-    // Probes are not shed.
-    assert_eq!(c.get("/healthz").await.status, 200);
-    assert_eq!(c.get("/readyz").await.status, 200);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("its share")),
+        "{p}"
+    );
+    // Another partner is served meanwhile, and so are probes and the keys.
+    let mut rail = gw.client("rail-gate").await;
+    assert_eq!(rail.post_json(&status.path, &status.body).await.status, 200);
+    assert_eq!(bank.get("/healthz").await.status, 200);
+    assert_eq!(bank.get("/v1/keys").await.status, 200);
 
-    // The slow request completes, and its permit is free again.
+    // With rail-gate's share held too, the shared slots are all taken.
+    let rail_body = status.body.to_string();
+    let mut rail_slow = gw.raw_tls("rail-gate").await.expect("connect");
+    start_request(&mut rail_slow, &status.path, &rail_body).await;
+    let mut rail2 = gw.client("rail-gate").await;
+    let p = rail2.post_json(&status.path, &status.body).await;
+    p.problem(503, "overloaded");
+
+    // The slow requests complete, and their slots are free again.
     let answer = finish_request(&mut slow, &body).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert_eq!(c.post_json(&s.path, &s.body).await.status, 200);
+    let answer = finish_request(&mut rail_slow, &rail_body).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(bank.post_json(&link.path, &link.body).await.status, 200);
     let m = gw
-        .wait_metric(
-            "permitgate_requests_total{outcome=\"overloaded\",partner=\"bank\",route=\"link_check\"}",
-            1.0,
-        )
+        .wait_metric("permitgate_refused_total{reason=\"partner_share\"}", 2.0)
         .await;
-    assert!(m.contains("permitgate_requests_total"));
+    assert!(m.contains("permitgate_requests_total{outcome=\"overloaded\",partner=\"bank\""));
+}
+
+#[tokio::test]
+async fn requests_beyond_the_shared_slots_are_shed_at_once() {
+    let gw = gateway("max_concurrent_requests = 1\nmax_requests_per_partner = 1").await;
+    let link = gw.sample("linked_pair").clone();
+    let status = gw.sample("travel_permit_lost_status").clone();
+    let body = link.body.to_string();
+    let mut slow = gw.raw_tls("bank").await.expect("connect");
+    start_request(&mut slow, &link.path, &body).await;
+    let mut rail = gw.client("rail-gate").await;
+    let shed = until_status(&mut rail, &status.path, &status.body, 503)
+        .await
+        .expect("never shed while the only slot was held");
+    let p = shed.problem(503, "overloaded");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 requests are in progress")),
+        "{p}"
+    );
+    let answer = finish_request(&mut slow, &body).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(rail.post_json(&status.path, &status.body).await.status, 200);
+    gw.wait_metric("permitgate_refused_total{reason=\"concurrency\"}", 1.0)
+        .await;
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{Client, TestGateway};
-use permitgate::demo::pki::issue_client;
+use permitgate::demo::pki::{issue_client, Usage};
+use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 
 #[tokio::test]
@@ -41,7 +42,27 @@ async fn rogue_ca_certificate_is_refused() {
 async fn certificate_without_client_auth_usage_is_refused() {
     let gw = TestGateway::start().await;
     let (c, k) = (gw.dir.path().join("srv.crt"), gw.dir.path().join("srv.key"));
-    issue_client(&gw.demo.pki, Some("bank"), false, &c, &k).expect("issue");
+    issue_client(&gw.demo.pki, Some("bank"), Usage::ServerAuthOnly, &c, &k).expect("issue");
+    assert!(gw.attempt(Some((&c, &k))).await.is_err());
+    gw.wait_metric(
+        "permitgate_tls_handshake_failures_total{reason=\"bad_usage\"}",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn certificate_without_extended_key_usage_is_refused() {
+    let gw = TestGateway::start().await;
+    let (c, k) = (gw.dir.path().join("any.crt"), gw.dir.path().join("any.key"));
+    issue_client(&gw.demo.pki, Some("bank"), Usage::Unstated, &c, &k).expect("issue");
+    let pem = std::fs::read_to_string(&c).expect("cert");
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).expect("parse");
+    assert!(
+        x.extended_key_usage().expect("ext").is_none(),
+        "no EKU extension"
+    );
     assert!(gw.attempt(Some((&c, &k))).await.is_err());
     gw.wait_metric(
         "permitgate_tls_handshake_failures_total{reason=\"bad_usage\"}",
@@ -54,7 +75,7 @@ async fn certificate_without_client_auth_usage_is_refused() {
 async fn trusted_certificate_of_an_unconfigured_partner_gets_403() {
     let gw = TestGateway::start().await;
     let (c, k) = (gw.dir.path().join("x.crt"), gw.dir.path().join("x.key"));
-    issue_client(&gw.demo.pki, Some("stranger"), true, &c, &k).expect("issue");
+    issue_client(&gw.demo.pki, Some("stranger"), Usage::ClientAuth, &c, &k).expect("issue");
     let mut client = Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&c, &k)))
         .await
         .expect("handshake succeeds: the CA is trusted");
@@ -80,7 +101,7 @@ async fn trusted_certificate_of_an_unconfigured_partner_gets_403() {
         gw.dir.path().join("anon.crt"),
         gw.dir.path().join("anon.key"),
     );
-    issue_client(&gw.demo.pki, None, true, &c, &k).expect("issue");
+    issue_client(&gw.demo.pki, None, Usage::ClientAuth, &c, &k).expect("issue");
     let mut anon = Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&c, &k)))
         .await
         .expect("handshake");

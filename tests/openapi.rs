@@ -220,7 +220,7 @@ async fn real_answers_match_the_spec() {
         ),
         (link_checks(Some("text/plain"), "{}"), 415),
         (raw(Method::GET, "/v1/link-checks", None, ""), 405),
-        (link_checks(json, &"x".repeat(70_000)), 413),
+        (link_checks(json, &"x".repeat(300_000)), 413),
         (
             raw(Method::POST, "/v1/link-checks:batch", json, &too_many),
             422,

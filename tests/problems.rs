@@ -158,8 +158,8 @@ async fn transport_level_errors() {
         Some(Some("GET"))
     );
 
-    // 64 KiB default: one byte over is refused, and the connection stays usable.
-    let big = format!("{{\"checks\": [\"{}\"]}}", "a".repeat(64 * 1024));
+    // 256 KiB default: over it is refused, and the connection stays usable.
+    let big = format!("{{\"checks\": [\"{}\"]}}", "a".repeat(256 * 1024));
     c.post_raw("/v1/link-checks:batch", Some("application/json"), big)
         .await
         .problem(413, "body-too-large");

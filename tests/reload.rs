@@ -99,6 +99,45 @@ async fn a_broken_file_is_refused_counted_and_the_old_one_kept() {
 }
 
 #[tokio::test]
+async fn a_server_certificate_that_parses_but_does_not_verify_is_refused() {
+    let gw = gateway("reload_poll_interval_ms = 0").await;
+    let cert = gw.demo.pki.server_cert();
+    let good = std::fs::read_to_string(&cert).expect("read cert");
+    let served = gw.server_certificate().await;
+    // One base64 character of the signature changed (the second-to-last line of the
+    // PEM body holds its tail): the certificate still parses.
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    let at = lines.len() - 3;
+    let mut chars: Vec<char> = lines[at].chars().collect();
+    chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
+    lines[at] = chars.into_iter().collect();
+    std::fs::write(&cert, lines.join("\n") + "\n").expect("alter");
+    let altered = permitgate::tls::load_certs(&cert).expect("still PEM");
+    assert!(
+        x509_parser::parse_x509_certificate(altered[0].as_ref()).is_ok(),
+        "parses"
+    );
+    assert!(
+        gw.gateway.reload().is_err(),
+        "a certificate that does not verify"
+    );
+    // A certificate with some other key than the configured one.
+    std::fs::write(&cert, &good).expect("restore");
+    let key = gw.demo.pki.server_key();
+    let good_key = std::fs::read(&key).expect("key");
+    std::fs::copy(gw.demo.pki.partner_key("bank"), &key).expect("other key");
+    assert!(gw.gateway.reload().is_err(), "a key that does not match");
+    gw.wait_metric("permitgate_reloads_total{result=\"failed\"}", 2.0)
+        .await;
+    // New clients still get the certificate in use before, and succeed.
+    assert_eq!(gw.server_certificate().await, served);
+    let (c, k) = gw.cert_paths("bank");
+    assert_eq!(gw.attempt(Some((&c, &k))).await, Ok(200));
+    std::fs::write(&key, good_key).expect("restore key");
+    assert!(gw.gateway.reload().is_ok());
+}
+
+#[tokio::test]
 async fn a_new_server_certificate_is_used_for_new_handshakes_without_dropping_connections() {
     let gw = gateway("reload_poll_interval_ms = 0").await;
     let link = gw.sample("linked_pair").clone();

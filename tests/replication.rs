@@ -477,11 +477,14 @@ async fn an_expired_manifest_marks_answers_stale_and_can_fail_readiness() {
 async fn a_change_propagates_through_a_relay_chain() {
     let keep = tempfile::tempdir().expect("tempdir");
     let demo_dir = keep.path().join("demo");
-    let origin = TestGateway::start_with(Options {
+    let mut origin = TestGateway::start_with(Options {
         demo_dir: Some(demo_dir.clone()),
         ..Options::default()
     })
     .await;
+    // The origin watches the repo it serves, so publications reach its relay clients.
+    let origin_gw = origin.gateway.clone();
+    assert!(origin.running.start_replication(&origin_gw).expect("watch"));
     let hop = |from: &TestGateway, state: &str| Options {
         replication: true,
         demo_dir: Some(demo_dir.clone()),

@@ -1,15 +1,17 @@
 //! The partner table as the request path sees it: each configured partner with its
-//! pre-resolved metric handles and its rate-limit bucket.
+//! pre-resolved metric handles, its rate-limit bucket and its count of slots in use.
 //!
 //! A reload builds a new [`Directory`] and swaps it in whole; connections keep only the
 //! identity their certificate claimed and look it up per request, so a partner removed or
 //! re-scoped by a reload is treated accordingly on its next request. Buckets of partners
-//! whose limit did not change carry over: a reload refills nobody. The serials on the
+//! whose limit did not change carry over (a reload refills nobody), and so do slot
+//! counts (a reload frees no share held by requests in progress). The serials on the
 //! current CRLs travel with it, for connections whose handshake predates them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::admission::PartnerSlots;
 use crate::metrics::RequestCounters;
 use crate::partner::Partner;
 use crate::rate_limit::TokenBucket;
@@ -18,6 +20,7 @@ pub struct Entry {
     pub partner: Partner,
     pub counters: Arc<RequestCounters>,
     pub bucket: Option<Arc<TokenBucket>>,
+    pub slots: Arc<PartnerSlots>,
 }
 
 #[derive(Default)]
@@ -46,10 +49,12 @@ impl Directory {
                 let counters = old
                     .map(|e| e.counters.clone())
                     .unwrap_or_else(|| Arc::new(counters(&p.id)));
+                let slots = old.map(|e| e.slots.clone()).unwrap_or_default();
                 let entry = Entry {
                     partner: p.clone(),
                     counters,
                     bucket,
+                    slots,
                 };
                 (p.id.clone(), Arc::new(entry))
             })

@@ -5,7 +5,9 @@
 //! serialise. It knows the partner from the connection (resolved once per TLS session by
 //! the server) and never touches sockets itself.
 
+pub mod admission;
 pub mod api;
+pub mod body;
 pub mod directory;
 pub mod problem;
 pub mod relay;
@@ -17,9 +19,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{Either, Full};
 use prometheus::{Histogram, IntCounter};
 use time::OffsetDateTime;
 
@@ -29,17 +31,19 @@ use crate::day::{rfc3339, Day};
 use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
 use crate::keyring::{Keyring, SigningKeys};
 use crate::keys::HashKey;
-use crate::metrics::{Metrics, RequestCounters, UNKNOWN_PARTNER};
+use crate::metrics::{Metrics, RequestCounters, RequestLabels, UNKNOWN_PARTNER};
 use crate::partner::{Partner, Scope};
 use crate::snapshot::DocKey;
 use crate::store::{Store, View};
 use crate::{receipt, temp_permit};
 
+use admission::{Admission, AdmissionLimits, Refusal, Slot};
 use api::*;
 use directory::{Directory, Entry};
 use problem::{Problem, ProblemKind};
 
-pub type Body = Full<Bytes>;
+/// Answers: JSON held in memory, or a replication object streamed from disk.
+pub type Body = Either<Full<Bytes>, relay::ObjectBody>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -127,21 +131,15 @@ impl Route {
     }
 }
 
-/// Resolves one partner's `permitgate_requests_total` handles, every route × outcome.
-fn request_counters(metrics: &Metrics) -> impl Fn(&str) -> RequestCounters + '_ {
-    let routes: Vec<&str> = Route::ALL.iter().map(|r| r.label()).collect();
-    let outcomes = outcome_labels();
-    move |id| {
-        let outcomes: Vec<&str> = outcomes.iter().map(String::as_str).collect();
-        metrics.request_counters(id, &routes, &outcomes)
-    }
-}
-
-/// Labels of the `outcome` metric dimension: `ok`, then one per problem kind.
-fn outcome_labels() -> Vec<String> {
-    std::iter::once("ok".to_owned())
-        .chain(ProblemKind::ALL.iter().map(|k| k.label()))
-        .collect()
+/// The label values of `permitgate_requests_total`: every route, and `ok` then one per
+/// problem kind (indexed by `ProblemKind::index() + 1`).
+fn request_labels() -> Arc<RequestLabels> {
+    Arc::new(RequestLabels {
+        routes: Route::ALL.iter().map(|r| r.label()).collect(),
+        outcomes: std::iter::once("ok".to_owned())
+            .chain(ProblemKind::ALL.iter().map(|k| k.label()))
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,10 +149,9 @@ pub struct Limits {
     /// Readiness fails once the held manifest has been expired this long; `None` keeps
     /// serving stale data as ready (answers still say `"stale": true`).
     pub unready_when_stale_for: Option<std::time::Duration>,
-    /// Requests answered at once; more are shed with 503 overloaded.
-    pub max_concurrent_requests: usize,
-    /// A request that waited longer than this before it could be read is shed.
-    pub max_queue_delay: Option<std::time::Duration>,
+    /// A body not complete this long after the head was read gets 408 body-timeout.
+    pub body_read_timeout: std::time::Duration,
+    pub admission: AdmissionLimits,
 }
 
 /// Keys for the signed objects: receipts this gateway signs, and the published keyring
@@ -191,11 +188,11 @@ pub struct App {
     clock: Arc<dyn Clock>,
     limits: Limits,
     partners: ArcSwap<Directory>,
+    labels: Arc<RequestLabels>,
     unknown_counters: Arc<RequestCounters>,
     durations: Vec<Histogram>,
     relay: Option<relay::RelaySource>,
-    /// Admission: one permit per request being answered.
-    in_flight: tokio::sync::Semaphore,
+    admission: Admission,
     credentials: Credentials,
     /// `GET /v1/keys`, encoded once.
     keys_json: Bytes,
@@ -205,6 +202,14 @@ pub struct App {
     request_ids: request_id::Generator,
     /// Sheds while the async workers run behind (CPU-bound overload).
     lag: Option<Arc<crate::overload::LagMonitor>>,
+}
+
+/// What a request may go on to once it has been let in.
+enum Admitted<'a> {
+    /// A partner check: its partner and its slot; the body is read next.
+    Check(&'a Partner, Slot<'a>),
+    Keys,
+    Relay(tokio::sync::OwnedSemaphorePermit),
 }
 
 impl App {
@@ -226,6 +231,7 @@ impl App {
             .iter()
             .map(|s| s.as_str())
             .collect();
+        let labels = request_labels();
         App {
             store,
             hash_key,
@@ -234,16 +240,17 @@ impl App {
             partners: ArcSwap::from_pointee(Directory::build(
                 partners,
                 revoked,
-                request_counters(metrics),
+                |id| metrics.request_counters(id, labels.clone()),
                 None,
             )),
-            unknown_counters: Arc::new(request_counters(metrics)(UNKNOWN_PARTNER)),
+            unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER, labels.clone())),
+            labels,
             durations: Route::ALL
                 .iter()
                 .map(|r| metrics.route_duration(r.label()))
                 .collect(),
             relay,
-            in_flight: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
+            admission: Admission::new(limits.admission, metrics),
             keys_json: Bytes::from(credentials.keyring.to_json()),
             credentials,
             temp_permit_counters: metrics.temp_permit_counters(&statuses),
@@ -272,7 +279,7 @@ impl App {
         self.partners.store(Arc::new(Directory::build(
             partners,
             revoked,
-            request_counters(metrics),
+            |id| metrics.request_counters(id, self.labels.clone()),
             Some(&old),
         )));
     }
@@ -289,7 +296,9 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let start = Instant::now();
+        let body_deadline = tokio::time::Instant::now() + self.limits.body_read_timeout;
         let route = Route::of(req.uri().path());
+        let version = req.version();
         let request_id = match req.headers().get(request_id::HEADER) {
             Some(v) if request_id::acceptable(v) => v.clone(),
             _ => self.request_ids.next(),
@@ -298,24 +307,47 @@ impl App {
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         let revoked = directory.is_revoked(&caller.serial);
         let mut documents = Vec::new();
-        // Probes are never shed (an overloaded gateway is alive and, if it has data,
-        // ready) and never audited.
-        let (answer, slot) = match route {
-            Route::Healthz | Route::Readyz => {
-                let a = self
-                    .dispatch(caller, entry, revoked, route, req, &mut documents)
-                    .await;
-                (a, None)
+        let answer = match (host_header_ok(&req), route) {
+            (Err(p), _) => {
+                body::discard(req, body_deadline).await;
+                Err(p)
             }
-            _ => match self.admit(entry, queued) {
-                Ok((_permit, slot)) => {
-                    let a = self
-                        .dispatch(caller, entry, revoked, route, req, &mut documents)
-                        .await;
-                    (a, slot)
-                }
-                Err(p) => (Err(p), None),
+            // Probes are never shed (an overloaded gateway is alive and, if it has data,
+            // ready) and never audited.
+            (Ok(()), Route::Healthz | Route::Readyz) => self.probe(route, &req),
+            (Ok(()), _) => {
+                self.serve(
+                    caller,
+                    entry,
+                    revoked,
+                    route,
+                    req,
+                    queued,
+                    body_deadline,
+                    &mut documents,
+                )
+                .await
+            }
+        };
+        // Load shedding leaves no record (it is counted); every other answer has one,
+        // placed now that there is something to audit.
+        let audited = !matches!(route, Route::Healthz | Route::Readyz)
+            && !matches!(
+                &answer,
+                Err(p) if matches!(p.kind, ProblemKind::Overloaded | ProblemKind::RateLimited)
+            );
+        let (slot, answer) = match (&self.audit, audited) {
+            (Some(log), true) => match log.reserve() {
+                Ok(slot) => (Some(slot), answer),
+                Err(_) => (
+                    None,
+                    Err(self.admission.refuse(
+                        Refusal::AuditBacklog,
+                        "the audit log is behind; try again shortly".to_owned(),
+                    )),
+                ),
             },
+            _ => (None, answer),
         };
         let (mut response, outcome) = match answer {
             Ok(r) => (r, None),
@@ -342,6 +374,13 @@ impl App {
                     "request refused"
                 );
             }
+            // The body was not read to its end: the connection cannot carry another
+            // request (HTTP/2 resets just the stream).
+            if kind == ProblemKind::BodyTimeout && version == http::Version::HTTP_11 {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         let counters = entry.map_or(&self.unknown_counters, |e| &e.counters);
         let outcome_index = outcome.map_or(0, |k| k.index() + 1);
@@ -367,94 +406,86 @@ impl App {
         response
     }
 
-    /// Admission of a partner request, in order: the partner's rate (refused before it can
-    /// take a concurrency permit, so one partner's flood cannot crowd out the others), how
-    /// long it waited in its socket and the workers' scheduling lag (src/overload.rs), a
-    /// concurrency permit, and a place in the audit queue (no answer without a record).
-    fn admit(
-        &self,
-        entry: Option<&Arc<Entry>>,
-        queued: Option<std::time::Duration>,
-    ) -> Result<
-        (
-            tokio::sync::SemaphorePermit<'_>,
-            Option<crate::audit::Slot<'_>>,
-        ),
-        Problem,
-    > {
-        self.within_rate(entry)?;
-        // How long this request (its socket) or any request (the run queue) has waited.
-        let lag = self.lag.as_ref().map(|m| m.lag());
-        let waited = queued.into_iter().chain(lag).max();
-        if let (Some(waited), Some(limit)) = (waited, self.limits.max_queue_delay) {
-            if waited > limit {
-                return Err(Problem::new(
-                    ProblemKind::Overloaded,
-                    format!(
-                        "the request waited {} ms before it could be served (limit {} ms); try again shortly",
-                        waited.as_millis(),
-                        limit.as_millis()
-                    ),
-                ));
-            }
+    fn probe<B>(&self, route: Route, req: &Request<B>) -> Result<Response<Body>, Problem> {
+        if req.method() != Method::GET {
+            return Err(method_not_allowed(Method::GET));
         }
-        let permit = self.in_flight.try_acquire().map_err(|_| {
-            Problem::new(
-                ProblemKind::Overloaded,
-                format!(
-                    "{} requests are being answered; try again shortly",
-                    self.limits.max_concurrent_requests
-                ),
-            )
-        })?;
-        let slot = match &self.audit {
-            None => None,
-            Some(log) => Some(log.reserve().map_err(|_| {
-                Problem::new(
-                    ProblemKind::Overloaded,
-                    "the audit log is behind; try again shortly",
-                )
-            })?),
-        };
-        Ok((permit, slot))
+        if route == Route::Readyz {
+            return self.readyz();
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            br#"{"status":"alive"}"#.to_vec(),
+        ))
     }
 
-    /// Takes a token from the partner's bucket, if it has a limit.
-    fn within_rate(&self, entry: Option<&Arc<Entry>>) -> Result<(), Problem> {
-        let Some((bucket, id)) = entry.and_then(|e| Some((e.bucket.as_ref()?, &e.partner.id)))
-        else {
-            return Ok(());
-        };
-        let now = self.clock.now().unix_timestamp_nanos();
-        let now = u64::try_from(now).unwrap_or(0);
-        bucket.take(now).map_err(|wait| {
-            let limit = bucket.limit();
-            let mut p = Problem::new(
-                ProblemKind::RateLimited,
-                format!(
-                    "partner {id} may send {} requests per second (burst {})",
-                    limit.per_second, limit.burst
-                ),
-            );
-            // Whole seconds, rounded up: Retry-After has no fractions.
-            p.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
-            p
-        })
-    }
-
-    async fn dispatch<B>(
+    /// A partner request: let in (or refused, its body discarded so the refusal reaches
+    /// the client intact), then its body read within the deadline, then answered.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve<B>(
         &self,
         caller: &Caller,
         entry: Option<&Arc<Entry>>,
         revoked: bool,
         route: Route,
         req: Request<B>,
+        queued: Option<std::time::Duration>,
+        body_deadline: tokio::time::Instant,
         documents: &mut Vec<[u8; 16]>,
     ) -> Result<Response<Body>, Problem>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let admitted = match self.admit(caller, entry, revoked, route, &req, queued) {
+            Ok(a) => a,
+            Err(p) => {
+                body::discard(req, body_deadline).await;
+                return Err(p);
+            }
+        };
+        match admitted {
+            Admitted::Keys => Ok(json_response(StatusCode::OK, self.keys_json.clone())),
+            Admitted::Relay(place) => match route {
+                Route::ReplicationManifest => {
+                    relay::manifest(self.relay.as_ref(), &req, place).await
+                }
+                _ => relay::object(self.relay.as_ref(), req.uri().path(), place).await,
+            },
+            Admitted::Check(partner, slot) => {
+                let body = body::read(req, self.limits.max_body_bytes, body_deadline)
+                    .await
+                    .map_err(|e| match e {
+                        body::BodyError::TimedOut => self.admission.refuse(
+                            Refusal::BodyTimeout,
+                            format!(
+                                "the request body was not complete within {} ms",
+                                self.limits.body_read_timeout.as_millis()
+                            ),
+                        ),
+                        e => e.problem(),
+                    })?;
+                let answer = self.check(route, partner, &body, documents);
+                drop(slot);
+                answer
+            }
+        }
+    }
+
+    /// Everything decided from the head alone, in order: route and method, certificate,
+    /// partner, scope, then (cheapest refusals first) content type, the partner's rate,
+    /// how long it waited in its socket or the run queue (src/overload.rs), readiness,
+    /// and a slot within the partner's share (src/http/admission.rs). Replication
+    /// requests take a place on the relay budget instead of a slot.
+    fn admit<'a, B>(
+        &'a self,
+        caller: &Caller,
+        entry: Option<&'a Arc<Entry>>,
+        revoked: bool,
+        route: Route,
+        req: &Request<B>,
+        queued: Option<std::time::Duration>,
+    ) -> Result<Admitted<'a>, Problem> {
         let Some(method) = route.method() else {
             return Err(Problem::new(
                 ProblemKind::NotFound,
@@ -462,20 +493,7 @@ impl App {
             ));
         };
         if req.method() != method {
-            return Err(Problem::new(
-                ProblemKind::MethodNotAllowed,
-                format!("this endpoint accepts {method} only"),
-            ));
-        }
-        match route {
-            Route::Healthz => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    br#"{"status":"alive"}"#.to_vec(),
-                ))
-            }
-            Route::Readyz => return self.readyz(),
-            _ => {}
+            return Err(method_not_allowed(method));
         }
         if revoked {
             return Err(Problem::new(
@@ -483,7 +501,7 @@ impl App {
                 "a revocation list loaded since this connection opened lists its certificate",
             ));
         }
-        let Some(partner) = entry.map(|e| &e.partner) else {
+        let Some(entry) = entry else {
             return Err(Problem::new(
                 ProblemKind::UnknownPartner,
                 match &caller.claimed {
@@ -492,6 +510,7 @@ impl App {
                 },
             ));
         };
+        let partner = &entry.partner;
         if let Some(scope) = route.scope() {
             if !partner.scopes.contains(scope) {
                 return Err(Problem::new(
@@ -500,19 +519,58 @@ impl App {
                 ));
             }
         }
+        if method == Method::POST {
+            check_content_type(req)?;
+        }
+        self.within_rate(entry)?;
         match route {
-            Route::ReplicationManifest => return relay::manifest(self.relay.as_ref(), &req).await,
-            Route::ReplicationObject => {
-                return relay::object(self.relay.as_ref(), req.uri().path()).await
+            Route::ReplicationManifest | Route::ReplicationObject => {
+                return self.admission.relay_place().map(Admitted::Relay)
             }
-            Route::Keys => return Ok(json_response(StatusCode::OK, self.keys_json.clone())),
+            Route::Keys => return Ok(Admitted::Keys),
             _ => {}
         }
+        // How long this request (its socket) or any request (the run queue) has waited.
+        let lag = self.lag.as_ref().map(|m| m.lag());
+        self.admission
+            .check_queue_delay(queued.into_iter().chain(lag).max())?;
         if !self.store.is_ready() {
             return Err(not_ready());
         }
-        check_content_type(&req)?;
-        let body = read_body(req, self.limits.max_body_bytes).await?;
+        let slot = self.admission.slot(&entry.slots, &partner.id)?;
+        Ok(Admitted::Check(partner, slot))
+    }
+
+    /// Takes a token from the partner's bucket, if it has a limit.
+    fn within_rate(&self, entry: &Entry) -> Result<(), Problem> {
+        let Some(bucket) = entry.bucket.as_ref() else {
+            return Ok(());
+        };
+        let now = self.clock.now().unix_timestamp_nanos();
+        let now = u64::try_from(now).unwrap_or(0);
+        bucket.take(now).map_err(|wait| {
+            let limit = bucket.limit();
+            let mut p = self.admission.refuse(
+                Refusal::RateLimited,
+                format!(
+                    "partner {} may send {} requests per second (burst {})",
+                    entry.partner.id, limit.per_second, limit.burst
+                ),
+            );
+            // Whole seconds, rounded up: Retry-After has no fractions.
+            p.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+            p
+        })
+    }
+
+    /// Answers a partner check whose body has been read.
+    fn check(
+        &self,
+        route: Route,
+        partner: &Partner,
+        body: &[u8],
+        documents: &mut Vec<[u8; 16]>,
+    ) -> Result<Response<Body>, Problem> {
         let guard = self.store.current();
         let view = guard.as_ref().ok_or_else(not_ready)?.view();
         let now = self.clock.now();
@@ -526,8 +584,7 @@ impl App {
         };
         let out = match route {
             Route::LinkCheck => {
-                let req: LinkCheckRequest =
-                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let req: LinkCheckRequest = body::object(body, "")?;
                 let input = link_input(&req, None)?;
                 let hashed = input.pair.hashed(&self.hash_key);
                 documents.extend(hashed.keys());
@@ -540,8 +597,7 @@ impl App {
                 })
             }
             Route::LinkCheckBatch => {
-                let req: BatchRequest<'_> =
-                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let req: BatchRequest<'_> = body::object(body, "")?;
                 if req.checks.len() > self.limits.max_batch_items {
                     let mut p = Problem::new(
                         ProblemKind::BatchTooLarge,
@@ -562,9 +618,11 @@ impl App {
                     .iter()
                     .enumerate()
                     .map(|(i, raw)| {
-                        let input = serde_json::from_str::<LinkCheckRequest>(raw.get())
-                            .map_err(|e| Problem::from_json(&e, &item_prefix(Some(i))))
-                            .and_then(|r| link_input(&r, Some(i)))?;
+                        let input = body::object::<LinkCheckRequest>(
+                            raw.get().as_bytes(),
+                            &item_prefix(Some(i)),
+                        )
+                        .and_then(|r| link_input(&r, Some(i)))?;
                         let hashed = input.pair.hashed(&self.hash_key);
                         Ok((input, hashed))
                     })
@@ -595,8 +653,7 @@ impl App {
                 .map(|()| out)
             }
             Route::DocumentStatus => {
-                let req: DocumentStatusRequest =
-                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let req: DocumentStatusRequest = body::object(body, "")?;
                 let number = DocumentNo::parse(&req.number)
                     .map_err(|e| Problem::invalid_number("number", e))?;
                 let key = DocKey::of(&self.hash_key, number.canonical());
@@ -605,8 +662,7 @@ impl App {
                 serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, checked_at))
             }
             Route::TempPermitVerify => {
-                let req: TempPermitRequest =
-                    serde_json::from_slice(&body).map_err(|e| Problem::from_json(&e, ""))?;
+                let req: TempPermitRequest = body::object(body, "")?;
                 let v = temp_permit::verify(
                     &req.token,
                     &self.credentials.keyring,
@@ -772,37 +828,34 @@ fn check_content_type<B>(req: &Request<B>) -> Result<(), Problem> {
     }
 }
 
-async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, Problem>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let too_large = || {
-        Problem::new(
-            ProblemKind::BodyTooLarge,
-            format!("the body limit is {limit} bytes"),
-        )
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header (HTTP/1.0 at most
+/// one; HTTP/2 carries `:authority` instead).
+fn host_header_ok<B>(req: &Request<B>) -> Result<(), Problem> {
+    let hosts = req.headers().get_all(HOST).iter().count();
+    let ok = match req.version() {
+        http::Version::HTTP_11 => hosts == 1,
+        http::Version::HTTP_10 | http::Version::HTTP_09 => hosts <= 1,
+        _ => true,
     };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Problem::new(
-            ProblemKind::MalformedJson,
-            format!("the body could not be read: {e}"),
-        )),
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::InvalidHost,
+            format!("the request has {hosts} Host headers; HTTP/1.1 needs exactly one"),
+        ))
     }
 }
 
+fn method_not_allowed(method: Method) -> Problem {
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        format!("this endpoint accepts {method} only"),
+    )
+}
+
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Either::Left(Full::new(body.into())));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -17,6 +17,8 @@ pub enum ProblemKind {
     InvalidDocumentNumber,
     BatchTooLarge,
     BodyTooLarge,
+    BodyTimeout,
+    InvalidHost,
     UnsupportedMediaType,
     NotFound,
     MethodNotAllowed,
@@ -31,7 +33,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 18] = [
+    pub const ALL: [ProblemKind; 20] = [
         ProblemKind::MalformedJson,
         ProblemKind::UnknownField,
         ProblemKind::MissingField,
@@ -39,6 +41,8 @@ impl ProblemKind {
         ProblemKind::InvalidDocumentNumber,
         ProblemKind::BatchTooLarge,
         ProblemKind::BodyTooLarge,
+        ProblemKind::BodyTimeout,
+        ProblemKind::InvalidHost,
         ProblemKind::UnsupportedMediaType,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
@@ -108,6 +112,14 @@ impl ProblemKind {
             ),
             ProblemKind::BatchTooLarge => p!("batch-too-large", 422, "Batch has too many checks"),
             ProblemKind::BodyTooLarge => p!("body-too-large", 413, "Request body is too large"),
+            ProblemKind::BodyTimeout => {
+                p!("body-timeout", 408, "Request body did not arrive in time")
+            }
+            ProblemKind::InvalidHost => p!(
+                "invalid-host",
+                400,
+                "An HTTP/1.1 request needs exactly one Host header"
+            ),
             ProblemKind::UnsupportedMediaType => p!(
                 "unsupported-media-type",
                 415,
@@ -207,47 +219,60 @@ impl Problem {
     }
 
     /// Classifies a serde_json error: syntax, unknown field, missing field or wrong type.
-    /// serde's own messages are the stable source for the field name.
+    /// serde's own messages are the stable source for the field name. Nothing the client
+    /// sent is repeated, whatever its JSON type: serde quotes offending values (a number
+    /// sent as a JSON integer comes back in backticks), so values are cut out, and an
+    /// unknown field is named only when it looks like a field name (a-z and `_`; never a
+    /// document number used as a key).
     pub fn from_json(e: &serde_json::Error, prefix: &str) -> Problem {
         use serde_json::error::Category;
         let msg = e.to_string();
-        let backticked = |m: &str| m.split('`').nth(1).map(|f| format!("{prefix}{f}"));
+        let backticked = |m: &str| m.split('`').nth(1).map(str::to_owned);
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => {
-                Problem::new(ProblemKind::MalformedJson, msg)
+                Problem::new(ProblemKind::MalformedJson, redact_values(&msg))
             }
             Category::Data if msg.starts_with("unknown field") => {
-                let p = Problem::new(ProblemKind::UnknownField, msg.clone());
-                match backticked(&msg) {
-                    Some(f) => p.with_field(f),
-                    None => p,
+                match backticked(&msg).filter(|f| looks_like_field_name(f)) {
+                    Some(f) => Problem::new(ProblemKind::UnknownField, msg.clone())
+                        .with_field(format!("{prefix}{f}")),
+                    None => Problem::new(
+                        ProblemKind::UnknownField,
+                        "the request has a field this endpoint does not accept",
+                    ),
                 }
             }
             Category::Data if msg.starts_with("missing field") => {
                 let p = Problem::new(ProblemKind::MissingField, msg.clone());
                 match backticked(&msg) {
-                    Some(f) => p.with_field(f),
+                    Some(f) => p.with_field(format!("{prefix}{f}")),
                     None => p,
                 }
             }
-            Category::Data => Problem::new(ProblemKind::InvalidField, redact_strings(&msg)),
+            Category::Data => Problem::new(ProblemKind::InvalidField, redact_values(&msg)),
         }
     }
 }
 
-/// serde quotes offending string values (`invalid type: string "H1234…"`); those may be
-/// document numbers, which never go into a problem detail.
-fn redact_strings(msg: &str) -> String {
+fn looks_like_field_name(f: &str) -> bool {
+    (1..=40).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// Cuts out what serde quotes of the input: `"strings"` and `` `other values` ``.
+fn redact_values(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
-    let mut quoted = false;
+    let mut open: Option<char> = None;
     for c in msg.chars() {
-        if c == '"' {
-            if !quoted {
-                out.push_str("\"…\"");
+        match open {
+            Some(q) if c == q => open = None,
+            Some(_) => {}
+            None if c == '"' || c == '`' => {
+                out.push(c);
+                out.push('…');
+                out.push(c);
+                open = Some(c);
             }
-            quoted = !quoted;
-        } else if !quoted {
-            out.push(c);
+            None => out.push(c),
         }
     }
     out
@@ -289,5 +314,41 @@ mod tests {
         );
         assert_eq!(wrong.kind, ProblemKind::InvalidField);
         assert!(!wrong.detail.contains("H12345678"), "{}", wrong.detail);
+    }
+
+    #[test]
+    fn submitted_values_are_never_repeated_whatever_their_type() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct R {
+            number: String,
+            #[serde(default)]
+            receipt: bool,
+        }
+        for body in [
+            r#"{"number":810000199001011237}"#,
+            r#"{"number":81000019900101.1237}"#,
+            r#"{"number":-810000199001011237}"#,
+            r#"{"number":["810000199001011237"]}"#,
+            r#"{"number":{"a":"810000199001011237"}}"#,
+            r#"{"number":"x","receipt":"810000199001011237"}"#,
+            r#"{"number":"x","receipt":810000199001011237}"#,
+            r#"{"number":"x","810000199001011237":1}"#,
+            r#"{"810000199001011237":"x"}"#,
+            r#"{"number":"x"} 810000199001011237"#,
+        ] {
+            let e = serde_json::from_str::<R>(body).expect_err(body);
+            let p = Problem::from_json(&e, "checks[0].");
+            let json = serde_json::to_string(&p).expect("json");
+            for needle in ["810000", "1237"] {
+                assert!(!json.contains(needle), "{body} -> {json}");
+            }
+        }
+        let p = Problem::from_json(
+            &serde_json::from_str::<R>(r#"{"number":"x","travel_permt":1}"#).expect_err("x"),
+            "",
+        );
+        assert_eq!(p.field.as_deref(), Some("travel_permt"));
     }
 }

@@ -5,16 +5,22 @@
 //!
 //! `GET .../manifest` honours `If-None-Match` and, with `?wait_ms=N` (at most 30 000), holds
 //! a request whose tag is current until the manifest changes: a follower learns of a new
-//! version as soon as this gateway has it.
+//! version as soon as this gateway has it. Long-polls and downloads wait on the relay
+//! budget (`max_relay_waiters`), not on partner slots; objects are streamed from disk a
+//! piece at a time, so a download of a large base costs one piece of memory.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use tokio::sync::watch;
+use http_body_util::{Either, Full};
+use hyper::body::Frame;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::problem::{Problem, ProblemKind};
 use super::Body;
@@ -22,15 +28,16 @@ use crate::snapshot::{manifest_tag, MANIFEST_FILE, OBJECTS_DIR};
 
 /// Longest a manifest request may be held.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
-/// Also re-read the manifest this often while holding, for repos changed by other
-/// processes (an origin gateway serving the publisher's directory).
-const RECHECK: Duration = Duration::from_millis(250);
+/// Objects are sent in pieces of this size: a download holds one piece in memory,
+/// whatever the object's size.
+const PIECE: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct RelaySource {
     /// The repository this gateway holds (its replication state or its snapshot repo).
     pub dir: PathBuf,
-    /// Bumped whenever this gateway has written a new manifest.
+    /// Bumped whenever a new manifest is in place (written by this gateway's follower, or
+    /// seen in the snapshot repo it serves).
     pub changes: watch::Receiver<u64>,
 }
 
@@ -52,9 +59,11 @@ fn wait_ms(query: Option<&str>) -> Duration {
         .map_or(Duration::ZERO, |ms| Duration::from_millis(ms).min(MAX_WAIT))
 }
 
+/// `place`: this request's place on the relay budget, held while it waits.
 pub async fn manifest<B>(
     relay: Option<&RelaySource>,
     req: &Request<B>,
+    place: OwnedSemaphorePermit,
 ) -> Result<Response<Body>, Problem> {
     let relay = none(relay)?;
     let held = req
@@ -64,32 +73,37 @@ pub async fn manifest<B>(
         .map(str::to_owned);
     let deadline = tokio::time::Instant::now() + wait_ms(req.uri().query());
     let mut changes = relay.changes.clone();
-    loop {
+    let answer = loop {
         changes.borrow_and_update();
         let bytes = tokio::fs::read(relay.dir.join(MANIFEST_FILE))
             .await
             .map_err(|_| Problem::new(ProblemKind::NotReady, "no manifest held yet"))?;
         let tag = manifest_tag(&bytes);
         if held.as_deref() != Some(tag.as_str()) {
-            return Ok(respond(StatusCode::OK, "application/json", &tag, bytes));
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(respond(
-                StatusCode::NOT_MODIFIED,
-                "application/json",
-                &tag,
-                Vec::new(),
-            ));
+            break respond(StatusCode::OK, "application/json", &tag, bytes);
         }
         tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
+            r = changes.changed() => {
+                if r.is_err() {
+                    // Nothing will announce a change any more (shutting down).
+                    break respond(StatusCode::NOT_MODIFIED, "application/json", &tag, Vec::new());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                break respond(StatusCode::NOT_MODIFIED, "application/json", &tag, Vec::new());
+            }
         }
-    }
+    };
+    drop(place);
+    Ok(answer)
 }
 
-pub async fn object(relay: Option<&RelaySource>, path: &str) -> Result<Response<Body>, Problem> {
+/// Streams one object from disk; `place` is held until the last piece is sent.
+pub async fn object(
+    relay: Option<&RelaySource>,
+    path: &str,
+    place: OwnedSemaphorePermit,
+) -> Result<Response<Body>, Problem> {
     let relay = none(relay)?;
     let hash = path.rsplit('/').next().unwrap_or_default();
     if hash.len() != 64
@@ -102,19 +116,82 @@ pub async fn object(relay: Option<&RelaySource>, path: &str) -> Result<Response<
             "objects are named by 64 lowercase hex characters",
         ));
     }
-    let bytes = tokio::fs::read(relay.dir.join(OBJECTS_DIR).join(hash))
+    let missing = || Problem::new(ProblemKind::NotFound, "no such object here");
+    let file = tokio::fs::File::open(relay.dir.join(OBJECTS_DIR).join(hash))
         .await
-        .map_err(|_| Problem::new(ProblemKind::NotFound, "no such object here"))?;
-    Ok(respond(
-        StatusCode::OK,
-        "application/octet-stream",
-        &format!("\"{hash}\""),
-        bytes,
-    ))
+        .map_err(|_| missing())?;
+    let len = file.metadata().await.map_err(|_| missing())?.len();
+    let mut r = Response::new(Either::Right(ObjectBody {
+        file,
+        left: len,
+        buf: BytesMut::new(),
+        _place: place,
+    }));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+        r.headers_mut().insert(ETAG, v);
+    }
+    Ok(r)
+}
+
+/// An object file sent piece by piece. Objects are immutable (named by their hash), so
+/// the length taken when it was opened holds; a file cut short ends the stream with an
+/// error rather than a short answer under a full Content-Length.
+pub struct ObjectBody {
+    file: tokio::fs::File,
+    left: u64,
+    buf: BytesMut,
+    _place: OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for ObjectBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.left).map_or(PIECE, |l| l.min(PIECE));
+        this.buf.resize(want, 0);
+        let mut rb = ReadBuf::new(&mut this.buf[..want]);
+        match Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "object file shorter than when it was opened",
+                    ))));
+                }
+                this.left -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
 }
 
 fn respond(status: StatusCode, ctype: &'static str, tag: &str, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));

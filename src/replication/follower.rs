@@ -69,7 +69,9 @@ pub struct Follower {
     trusted: Vec<VerifyingKey>,
     hash_key: HashKey,
     source: Source,
-    state_dir: PathBuf,
+    /// Where the last good state is kept; `None` when following the local repository
+    /// this gateway serves (it is its own state, written by the publisher).
+    state_dir: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     held: Option<SignedManifest>,
     tag: Option<String>,
@@ -86,7 +88,7 @@ impl Follower {
         trusted: Vec<VerifyingKey>,
         hash_key: HashKey,
         source: Source,
-        state_dir: PathBuf,
+        state_dir: Option<PathBuf>,
         clock: Arc<dyn Clock>,
         held: Option<SignedManifest>,
     ) -> Follower {
@@ -168,11 +170,7 @@ impl Follower {
         let m = &self.metrics.replication;
         let guard = self.store.current();
         if let Some(state) = guard.as_ref() {
-            let view = state.view();
-            let info = view.info();
-            m.snapshot_age
-                .set((now - info.published_at).as_seconds_f64().max(0.0));
-            m.stale.set(i64::from(now > info.expires_at));
+            self.metrics.served_as_of(now, state.view().info());
             m.overlay_entries.set(state.overlay_len() as i64);
         }
     }
@@ -209,10 +207,21 @@ impl Follower {
             _ => self.load_base(&new).await?,
         };
         // Objects are on disk; the manifest goes last, so a crash leaves the old state.
-        write_atomic(&self.state_dir.join(MANIFEST_FILE), &bytes)
-            .map_err(|e| Refusal::new("storage", e.to_string()))?;
-        if matches!(outcome, PollOutcome::Swapped(_)) {
-            self.collect_garbage(&new);
+        if let Some(dir) = &self.state_dir {
+            let (dir, swapped, keep) = (
+                dir.clone(),
+                matches!(outcome, PollOutcome::Swapped(_)),
+                new.clone(),
+            );
+            blocking(move || {
+                write_atomic(&dir.join(MANIFEST_FILE), &bytes)
+                    .map_err(|e| Refusal::new("storage", e.to_string()))?;
+                if swapped {
+                    collect_garbage(&dir, &keep);
+                }
+                Ok(())
+            })
+            .await?;
         }
         if let Some(tx) = &self.notify {
             tx.send_modify(|n| *n += 1);
@@ -234,6 +243,8 @@ impl Follower {
                 .all(|(a, b)| a.hash == b.hash)
     }
 
+    /// Fetches an object, checks its hash and keeps it in the state directory, all but
+    /// the fetch off the async workers (a base is hundreds of MB).
     async fn fetch_checked(&self, hash: &str) -> Result<Vec<u8>, Refusal> {
         check_hash(hash)?;
         let bytes = self
@@ -241,22 +252,24 @@ impl Follower {
             .object(hash)
             .await
             .map_err(|e| Refusal::new("fetch", e.to_string()))?;
-        check_content(hash, blake3::hash(&bytes))?;
-        Ok(bytes)
+        let (hash, dir) = (hash.to_owned(), self.state_dir.clone());
+        blocking(move || {
+            check_content(&hash, blake3::hash(&bytes))?;
+            if let Some(dir) = dir {
+                write_atomic(&object_path(&dir, &hash), &bytes)
+                    .map_err(|e| Refusal::new("storage", e.to_string()))?;
+            }
+            Ok(bytes)
+        })
+        .await
     }
 
     /// Fetches, verifies and stores the delta `entry` names, which must apply onto `version`.
     async fn fetch_delta(&self, entry: &ManifestDelta, version: u64) -> Result<Delta, Refusal> {
         let bytes = self.fetch_checked(&entry.hash).await?;
-        let delta = Delta::from_bytes(bytes.clone(), &self.trusted, Some(&self.hash_key))?;
+        let delta = Delta::from_bytes(bytes, &self.trusted, Some(&self.hash_key))?;
         check_delta(&delta, entry, version)?;
-        self.persist(&entry.hash, &bytes)?;
         Ok(delta)
-    }
-
-    fn persist(&self, hash: &str, bytes: &[u8]) -> Result<(), Refusal> {
-        write_atomic(&object_path(&self.state_dir, hash), bytes)
-            .map_err(|e| Refusal::new("storage", e.to_string()))
     }
 
     /// Fetches and verifies the deltas after `held`'s, then applies each atomically.
@@ -296,7 +309,6 @@ impl Follower {
     async fn load_base(&self, new: &SignedManifest) -> Result<PollOutcome, Refusal> {
         let named = new.manifest.snapshot.clone();
         let bytes = self.fetch_checked(&named.hash).await?;
-        self.persist(&named.hash, &bytes)?;
         let mut deltas = Vec::with_capacity(new.manifest.deltas.len());
         let mut version = named.version;
         for d in &new.manifest.deltas {
@@ -336,29 +348,31 @@ impl Follower {
                 .snapshot_installed(view.info(), state.snapshot().len());
         }
     }
+}
 
-    /// Removes objects the new manifest no longer names (best effort).
-    fn collect_garbage(&self, keep: &SignedManifest) {
-        let m = &keep.manifest;
-        let named: Vec<&str> = std::iter::once(m.snapshot.hash.as_str())
-            .chain(m.deltas.iter().map(|d| d.hash.as_str()))
-            .collect();
-        let dir = self.state_dir.join(OBJECTS_DIR);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if !named.iter().any(|n| *n == name) {
-                let _ = std::fs::remove_file(e.path());
-            }
+/// Removes objects of a state directory that `keep` no longer names (best effort).
+fn collect_garbage(dir: &Path, keep: &SignedManifest) {
+    let m = &keep.manifest;
+    let named: Vec<&str> = std::iter::once(m.snapshot.hash.as_str())
+        .chain(m.deltas.iter().map(|d| d.hash.as_str()))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir.join(OBJECTS_DIR)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !named.iter().any(|n| *n == name) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
 
-/// The manifest held in a state directory, if it has one that verifies.
-pub fn held_manifest(state_dir: &Path, trusted: &[VerifyingKey]) -> Option<SignedManifest> {
-    let bytes = std::fs::read(state_dir.join(MANIFEST_FILE)).ok()?;
-    SignedManifest::verify(&bytes, trusted).ok()
+/// Runs file writes, fsyncs and hashing of large objects off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Refusal::new("storage", e.to_string()))?
 }

@@ -11,5 +11,5 @@
 mod follower;
 mod source;
 
-pub use follower::{held_manifest, Follower, PollOutcome, Refusal};
+pub use follower::{Follower, PollOutcome, Refusal};
 pub use source::{Fetched, S3Settings, Source, SourceError};

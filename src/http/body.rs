@@ -1,0 +1,173 @@
+//! Request bodies: read whole, bounded in size and in time, and parsed as a JSON object.
+//!
+//! A body must be complete `body_read_timeout_ms` after its head was read (408
+//! `body-timeout`), however slowly it dribbles in. Answers given before the body was read
+//! (a refusal) first discard a bounded amount of it: an HTTP/2 stream answered with its
+//! body unread ends in RST_STREAM, which common clients (curl 7.88) report as an error
+//! instead of showing the answer.
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::Request;
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::problem::{Problem, ProblemKind};
+
+/// Most bytes of a refused request's body discarded before the answer.
+const DISCARD_LIMIT: usize = 64 * 1024;
+
+/// Why a body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge { limit: usize },
+    TimedOut,
+    Broken(String),
+}
+
+impl BodyError {
+    /// The problem for every reason but a timeout (admission counts that one).
+    pub fn problem(self) -> Problem {
+        match self {
+            BodyError::TooLarge { limit } => Problem::new(
+                ProblemKind::BodyTooLarge,
+                format!("the body limit is {limit} bytes"),
+            ),
+            BodyError::TimedOut => Problem::new(
+                ProblemKind::BodyTimeout,
+                "the request body did not arrive in time",
+            ),
+            BodyError::Broken(e) => Problem::new(
+                ProblemKind::MalformedJson,
+                format!("the body could not be read: {e}"),
+            ),
+        }
+    }
+}
+
+/// Reads the whole body: at most `limit` bytes (a larger declared length is refused
+/// before anything is read), complete by `deadline`.
+pub async fn read<B>(req: Request<B>, limit: usize, deadline: Instant) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let collect = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout_at(deadline, collect).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyError::TooLarge { limit })
+        }
+        Ok(Err(e)) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
+/// Reads and drops what a refused request sent, at most 64 KiB and until `deadline`.
+pub async fn discard<B>(req: Request<B>, deadline: Instant)
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = read(req, DISCARD_LIMIT, deadline).await;
+}
+
+/// Parses a JSON object into `T`. Only an object: serde's derive would also take an
+/// array of the fields' values. Errors never quote the input (`prefix` is prepended to
+/// field names, e.g. `checks[3].`).
+pub fn object<'de, T: Deserialize<'de>>(bytes: &'de [u8], prefix: &str) -> Result<T, Problem> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => {
+            let mut p = Problem::new(
+                ProblemKind::InvalidField,
+                format!("{} must be a JSON object", whole(prefix)),
+            );
+            if !prefix.is_empty() {
+                p.field = Some(prefix.trim_end_matches('.').to_owned());
+            }
+            return Err(p);
+        }
+        None => {
+            return Err(Problem::new(
+                ProblemKind::MalformedJson,
+                format!("{} is empty", whole(prefix)),
+            ))
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| Problem::from_json(&e, prefix))
+}
+
+fn whole(prefix: &str) -> &str {
+    if prefix.is_empty() {
+        "the request body"
+    } else {
+        prefix.trim_end_matches('.')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::api::{DocumentStatusRequest, LinkCheckRequest};
+
+    #[test]
+    fn only_objects_are_parsed() {
+        let arr = object::<DocumentStatusRequest>(br#"["H89266337"]"#, "").expect_err("array");
+        assert_eq!(arr.kind, ProblemKind::InvalidField);
+        assert!(!arr.detail.contains("H89266337"), "{}", arr.detail);
+        let item = object::<LinkCheckRequest>(br#"  ["H1", "810000"]"#, "checks[2].")
+            .expect_err("array item");
+        assert_eq!(item.field.as_deref(), Some("checks[2]"));
+        assert_eq!(
+            object::<DocumentStatusRequest>(b" ", "")
+                .expect_err("empty")
+                .kind,
+            ProblemKind::MalformedJson
+        );
+        let ok: DocumentStatusRequest = object(br#" {"number":"H89266337"}"#, "").expect("object");
+        assert_eq!(ok.number, "H89266337");
+    }
+
+    #[tokio::test]
+    async fn a_body_must_arrive_by_its_deadline() {
+        let (mut tx, body) =
+            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+        let req = Request::new(body);
+        let deadline = Instant::now() + std::time::Duration::from_millis(50);
+        let sender = tokio::spawn(async move {
+            let _ = tx.send_data(Bytes::from_static(b"{")).await;
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            drop(tx);
+        });
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            read(req, 1024, deadline).await,
+            Err(BodyError::TimedOut)
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(4));
+        sender.abort();
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_unread() {
+        let req = Request::builder()
+            .header(CONTENT_LENGTH, "60000")
+            .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+            .expect("request");
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        assert!(matches!(
+            read(req, 1024, far).await,
+            Err(BodyError::TooLarge { limit: 1024 })
+        ));
+    }
+}
