@@ -450,7 +450,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let gw = Arc::new(Gateway::from_config(config, Arc::new(SystemClock))?);
         let mut running = gw.bind().await?;
         match running.metrics_addr {
@@ -500,7 +500,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         close_audit(&gw).await?;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // A snapshot load still reading a large file has nothing left to do once the audit
+    // log is closed: do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Writes and fsyncs the audit records of everything answered (off the async workers).

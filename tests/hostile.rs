@@ -7,11 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{read_answer, read_until_closed, Options, TestGateway};
-use rustls::pki_types::ServerName;
+use common::{h2_post, read_answer, read_until_closed, Options, TestGateway};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 async fn gateway(server_extra: &'static str) -> TestGateway {
     TestGateway::start_with(Options {
@@ -72,7 +70,7 @@ async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
     // Silent after choosing HTTP/2: no connection preface, and no request either. Closed
     // at the deadline, not a second deadline later (there is no session to GOAWAY).
     let gw = gateway("header_read_timeout_ms = 1500").await;
-    let mut t = h2_tls(&gw).await;
+    let mut t = gw.h2_tls("bank").await;
     let started = std::time::Instant::now();
     read_until_closed(&mut t).await;
     let took = started.elapsed();
@@ -81,30 +79,6 @@ async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
         "closed after {took:?}"
     );
     still_serves(&gw).await;
-}
-
-/// A POST head for an HTTP/2 stream whose body never comes.
-fn h2_post(path: &str) -> http::Request<()> {
-    http::Request::builder()
-        .method("POST")
-        .uri(format!("https://localhost{path}"))
-        .header("content-type", "application/json")
-        .body(())
-        .expect("request")
-}
-
-/// An mTLS stream as `bank` that negotiated HTTP/2.
-async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let (cert, key) = gw.cert_paths("bank");
-    let mut cfg = (*common::client_config(&gw.demo.pki.ca_cert(), Some((&cert, &key)))).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(gw.addr()).await.expect("connect");
-    let tls = TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
 }
 
 #[tokio::test]
@@ -196,7 +170,7 @@ async fn a_chunked_body_over_the_limit_is_refused() {
 #[tokio::test]
 async fn http2_rapid_reset_is_cut_short_and_others_are_served() {
     let gw = gateway("").await;
-    let tls = h2_tls(&gw).await;
+    let tls = gw.h2_tls("bank").await;
     let (mut h2, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
     let conn = tokio::spawn(conn);
     let link = gw.sample("linked_pair").clone();
@@ -242,7 +216,7 @@ async fn http2_rapid_reset_is_cut_short_and_others_are_served() {
 #[tokio::test]
 async fn http2_streams_reset_one_by_one_start_no_work() {
     let gw = gateway("").await;
-    let (mut h2, conn) = h2::client::handshake(h2_tls(&gw).await)
+    let (mut h2, conn) = h2::client::handshake(gw.h2_tls("bank").await)
         .await
         .expect("h2 handshake");
     tokio::spawn(conn);

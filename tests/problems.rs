@@ -38,6 +38,121 @@ async fn json_shape_errors() {
 }
 
 #[tokio::test]
+async fn nothing_submitted_is_echoed_whatever_its_json_type() {
+    let gw = TestGateway::start().await;
+    let mut bank = gw.client("bank").await;
+    let mut rail = gw.client("rail-gate").await;
+    let n = "810000199001011237";
+    let bodies = [
+        (
+            LINK,
+            format!(r#"{{"travel_permit":"H12345678","residence_permit":{n}}}"#),
+        ),
+        (
+            LINK,
+            format!(r#"{{"travel_permit":{n},"residence_permit":"x"}}"#),
+        ),
+        (
+            LINK,
+            format!(r#"{{"travel_permit":"H1","residence_permit":[{n}]}}"#),
+        ),
+        (LINK, format!(r#"{{"travel_permit":"H1","{n}":1}}"#)),
+        (
+            LINK,
+            format!(r#"{{"travel_permit":"H1","residence_permit":"x","receipt":{n}}}"#),
+        ),
+        (
+            "/v1/link-checks:batch",
+            format!(r#"{{"checks":[{{"travel_permit":{n},"residence_permit":"x"}},{n},[{n}]]}}"#),
+        ),
+        ("/v1/link-checks:batch", format!(r#"{{"checks":{n}}}"#)),
+    ];
+    for (path, body) in bodies {
+        let r = bank
+            .post_raw(path, Some("application/json"), body.clone())
+            .await;
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(r.status == 400 || r.status == 200, "{body}: {text}");
+        assert!(
+            !text.contains("810000") && !text.contains("1237"),
+            "{body}: {text}"
+        );
+    }
+    let r = rail
+        .post_raw(
+            "/v1/document-status",
+            Some("application/json"),
+            format!(r#"{{"number":{n}}}"#),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 400, "{text}");
+    assert!(!text.contains("810000") && !text.contains("1237"), "{text}");
+}
+
+#[tokio::test]
+async fn only_json_objects_are_requests() {
+    let gw = TestGateway::start().await;
+    let mut bank = gw.client("bank").await;
+    let mut rail = gw.client("rail-gate").await;
+    let status = gw.sample("travel_permit_lost_status").clone();
+    let number = status.body["number"].as_str().expect("number").to_owned();
+    // serde's derive would take an array of the fields' values for the object.
+    let p = rail
+        .post_raw(
+            "/v1/document-status",
+            Some("application/json"),
+            format!(r#"["{number}"]"#),
+        )
+        .await
+        .problem(400, "invalid-field");
+    assert!(!p.to_string().contains(&number), "{p}");
+    let link = gw.sample("linked_pair").clone();
+    let (tp, rp) = (&link.body["travel_permit"], &link.body["residence_permit"]);
+    bank.post_raw(LINK, Some("application/json"), format!("[{tp},{rp}]"))
+        .await
+        .problem(400, "invalid-field");
+    let r = bank
+        .post_raw(
+            "/v1/link-checks:batch",
+            Some("application/json"),
+            format!(r#"{{"checks":[[{tp},{rp}],{}]}}"#, link.body),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["results"][0]["error"]["field"], "checks[0]");
+    assert_eq!(v["results"][1]["result"], "linked", "{v}");
+    bank.post_raw(
+        "/v1/link-checks:batch",
+        Some("application/json"),
+        format!("[[[{tp},{rp}]]]"),
+    )
+    .await
+    .problem(400, "invalid-field");
+}
+
+#[tokio::test]
+async fn the_largest_batch_fits_the_default_body_limit() {
+    let gw = TestGateway::start().await;
+    // The longest numbers there are (a travel permit with its renewal count), each item
+    // with its optional field: the default max_batch_items in the default body limit.
+    let item = json!({"travel_permit": "H1234567801", "residence_permit": "810000199001011237", "receipt": false});
+    let batch = json!({ "checks": vec![item; 1000] });
+    assert!(
+        batch.to_string().len() > 64 * 1024,
+        "longer than the old limit"
+    );
+    let r = gw
+        .client("bank")
+        .await
+        .post_json("/v1/link-checks:batch", &batch)
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"].as_array().map(Vec::len), Some(1000));
+}
+
+#[tokio::test]
 async fn each_number_rule_is_named() {
     let gw = TestGateway::start().await;
     let mut c = gw.client("bank").await;

@@ -86,6 +86,74 @@ async fn a_status_change_published_at_the_origin_reaches_answers() {
 }
 
 #[tokio::test]
+async fn a_gateway_serving_its_repo_applies_what_is_published_into_it() {
+    let mut gw = TestGateway::start().await;
+    let gateway = gw.gateway.clone();
+    assert!(gw.running.start_replication(&gateway).expect("watch"));
+    let s = linked_sample(&gw);
+    let mut bank = gw.client("bank").await;
+    assert_eq!(
+        bank.post_json(&s.path, &s.body).await.json()["travel_permit"]["status"],
+        "valid"
+    );
+    // A follower of this gateway waits for the next manifest.
+    let mut relay = gw.client("relay").await;
+    let first = relay.get("/v1/replication/manifest").await;
+    let tag = first.headers["etag"].to_str().expect("etag").to_owned();
+    let waiting = tokio::spawn(async move {
+        let req = http::Request::get("/v1/replication/manifest?wait_ms=30000")
+            .header("if-none-match", tag)
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let started = std::time::Instant::now();
+        let r = relay.try_request_with(req).await.expect("answer");
+        (r.status, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let version = publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    let mut seen = None;
+    for _ in 0..250 {
+        let v = bank.post_json(&s.path, &s.body).await.json();
+        if v["travel_permit"]["status"] == "lost" {
+            seen = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = seen.expect("the gateway never applied the publication to its own repo");
+    assert_eq!(v["snapshot"]["version"], version);
+    gw.wait_metric("permitgate_snapshot_version", version as f64)
+        .await;
+    // The waiting follower heard of it at once, not at the end of its long-poll.
+    let (status, waited) = waiting.await.expect("long-poll");
+    assert_eq!(status, 200);
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+}
+
+#[tokio::test]
+async fn snapshot_age_is_the_age_of_the_data_served_at_scrape_time() {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let clock = std::sync::Arc::new(permitgate::clock::ManualClock::at_unix(now));
+    let gw = TestGateway::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let age = |m: &str| metric_value(m, "permitgate_snapshot_age_seconds");
+    let first = age(&gw.metrics().await);
+    clock.set_unix(now + 100);
+    let later = age(&gw.metrics().await);
+    assert!((later - first - 100.0).abs() < 1.0, "{first} then {later}");
+    assert!(first >= 0.0);
+}
+
+#[tokio::test]
 async fn the_background_follower_applies_changes_within_seconds() {
     let gw = follower_gateway(None).await;
     let mut running_follower = gw.gateway.follower().expect("config").expect("on").0;

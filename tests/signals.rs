@@ -305,3 +305,55 @@ async fn json_logs_carry_the_request_id_and_never_a_number() {
     assert!(!text.contains(&travel), "a document number is in the logs");
     assert!(!text.contains("810000199913321234"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_snapshot_loads_keeps_the_audit_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
+    // A manifest that cannot be read yet: the load blocks on it as a large one would.
+    let manifest = demo.repo().join("manifest.json");
+    std::fs::remove_file(&manifest).expect("remove manifest");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&manifest)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let mut gw = start(&inst[0].config);
+    let alive = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        ops_get(inst[0].metrics, "/healthz").is_some()
+    });
+    assert!(alive, "never listening");
+    let bank = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
+    let mut c = Client::connect(
+        inst[0].listen,
+        &demo.pki.ca_cert(),
+        Some((&bank.0, &bank.1)),
+    )
+    .await
+    .expect("connect");
+    let s = common::sample(&demo, "linked_pair");
+    for _ in 0..3 {
+        c.post_json(&s.path, &s.body)
+            .await
+            .problem(503, "not-ready");
+    }
+    signal(&gw, "TERM");
+    let status = wait_exit(&mut gw, Duration::from_secs(15));
+    let _ = gw.kill();
+    let status = status.expect("exits while loading");
+    assert!(status.success(), "{status}");
+    let audit = dir.path().join("audit-0");
+    let out = common::permitgate(&["audit", "verify", &audit.to_string_lossy()]);
+    common::assert_success(&out);
+    let logged: String = permitgate::audit::verify::log_files(&audit)
+        .expect("files")
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("read"))
+        .collect();
+    assert_eq!(
+        logged.matches("\"outcome\":\"not-ready\"").count(),
+        3,
+        "{logged}"
+    );
+}

@@ -280,9 +280,24 @@ impl TestGateway {
         &self,
         partner: &str,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.tls_with_alpn(partner, b"http/1.1").await
+    }
+
+    /// A bare mTLS stream as `partner` that negotiated HTTP/2 (for the h2 crate).
+    pub async fn h2_tls(&self, partner: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tls = self.tls_with_alpn(partner, b"h2").await.expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        tls
+    }
+
+    async fn tls_with_alpn(
+        &self,
+        partner: &str,
+        alpn: &[u8],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let (c, k) = self.cert_paths(partner);
         let mut cfg = (*client_config(&self.demo.pki.ca_cert(), Some((&c, &k)))).clone();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         let tcp = TcpStream::connect(self.addr()).await?;
         let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
         TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await
@@ -324,6 +339,16 @@ pub async fn start_request(
         .await
         .expect("body");
     s.flush().await.expect("flush");
+}
+
+/// A POST head for an HTTP/2 stream (`h2` crate); its body follows separately, or never.
+pub fn h2_post(path: &str) -> Request<()> {
+    Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request")
 }
 
 /// Sends the last byte of a [`start_request`] and returns the start of the answer.

@@ -1,0 +1,219 @@
+//! No partner can take another's answers away. While `bank` (a partner with a valid
+//! scope) holds request bodies open over HTTP/1.1 or HTTP/2, or dribbles one, or `relay`
+//! holds replication long-polls, `rail-gate` is answered every time; the attacker gets
+//! its own share and no more. Real mTLS over real sockets; slots are made scarce so that
+//! a gateway without these bounds refuses the victim within a few dozen requests.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{h2_post, metric_value, read_until_closed, Options, TestGateway};
+use tokio::io::AsyncWriteExt;
+
+const SCARCE: &str = "max_concurrent_requests = 64\nmax_requests_per_partner = 16";
+
+async fn gateway(server_extra: &'static str) -> TestGateway {
+    TestGateway::start_with(Options {
+        server_extra,
+        ..Options::default()
+    })
+    .await
+}
+
+/// `rail-gate` asks `n` times, on a connection opened now; every answer must be 200.
+async fn victim_is_served(gw: &TestGateway, n: usize) {
+    let s = gw.sample("travel_permit_lost_status").clone();
+    let mut c = gw.client("rail-gate").await;
+    for i in 0..n {
+        let r = c.post_json(&s.path, &s.body).await;
+        assert_eq!(
+            r.status,
+            200,
+            "victim refused at request {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}
+
+/// A request head declaring a 60 000-byte body, and the first few bytes of it.
+fn unfinished_head(path: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n{{\"travel_"
+    )
+}
+
+#[tokio::test]
+async fn slow_http1_bodies_hold_only_their_partners_share() {
+    let gw = gateway(SCARCE).await;
+    let link = gw.sample("linked_pair").clone();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut s = gw.raw_tls("bank").await.expect("connect");
+        s.write_all(unfinished_head(&link.path).as_bytes())
+            .await
+            .expect("head");
+        s.flush().await.expect("flush");
+        held.push(s);
+    }
+    // The gateway has read all hundred heads: sixteen hold bank's share, the other
+    // eighty-four were refused.
+    gw.wait_metric("permitgate_refused_total{reason=\"partner_share\"}", 84.0)
+        .await;
+    victim_is_served(&gw, 50).await;
+    // The attacker itself is held to its share.
+    let r = gw
+        .client("bank")
+        .await
+        .post_json(&link.path, &link.body)
+        .await;
+    r.problem(503, "overloaded");
+    gw.wait_metric("permitgate_refused_total{reason=\"partner_share\"}", 85.0)
+        .await;
+    drop(held);
+}
+
+#[tokio::test]
+async fn slow_http2_streams_hold_only_their_partners_share() {
+    let gw = gateway(SCARCE).await;
+    let link = gw.sample("linked_pair").clone();
+    let mut keep = Vec::new();
+    for _ in 0..2 {
+        let (mut h2, conn) = h2::client::handshake(gw.h2_tls("bank").await)
+            .await
+            .expect("h2 handshake");
+        keep.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..64 {
+            h2 = h2.ready().await.expect("stream capacity");
+            let (answer, mut body) = h2.send_request(h2_post(&link.path), false).expect("open");
+            body.send_data(Bytes::from_static(b"{\"travel_"), false)
+                .expect("a few bytes");
+            keep.push(tokio::spawn(async move {
+                let _body = body;
+                let _ = answer.await;
+                std::future::pending::<()>().await;
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim_is_served(&gw, 50).await;
+    let m = gw.metrics().await;
+    assert!(
+        metric_value(&m, "permitgate_refused_total{reason=\"concurrency\"}") == 0.0,
+        "the attacker reached the shared limit: {m}"
+    );
+    for t in keep {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_body_dribbled_byte_by_byte_is_cut_at_the_deadline() {
+    let gw = gateway("body_read_timeout_ms = 1000").await;
+    let link = gw.sample("linked_pair").clone();
+    let body = link.body.to_string();
+    // HTTP/1.1: 408 body-timeout, and the connection is closed.
+    let mut s = gw.raw_tls("bank").await.expect("connect");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        link.path,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let dribble = tokio::spawn(async move {
+        for b in body.bytes() {
+            if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let answer = read_until_closed(&mut rd).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body-timeout"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    dribble.abort();
+
+    // HTTP/2: the stream gets 408.
+    let (h2, conn) = h2::client::handshake(gw.h2_tls("bank").await)
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut h2 = h2.ready().await.expect("ready");
+    let (answer, mut send) = h2.send_request(h2_post(&link.path), false).expect("open");
+    let dribble = tokio::spawn(async move {
+        for _ in 0..40 {
+            if send.send_data(Bytes::from_static(b" "), false).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let r = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered in time")
+        .expect("response");
+    assert_eq!(r.status(), 408);
+    dribble.abort();
+    conn.abort();
+    gw.wait_metric("permitgate_refused_total{reason=\"body_timeout\"}", 2.0)
+        .await;
+}
+
+#[tokio::test]
+async fn held_long_polls_wait_on_their_own_budget() {
+    let gw = gateway(
+        "max_concurrent_requests = 8\nmax_requests_per_partner = 8\nmax_relay_waiters = 40",
+    )
+    .await;
+    let mut relay = gw.client("relay").await;
+    let first = relay.get("/v1/replication/manifest").await;
+    assert_eq!(first.status, 200);
+    let tag = first.headers["etag"].to_str().expect("etag").to_owned();
+
+    let (h2, conn) = h2::client::handshake(gw.h2_tls("relay").await)
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let long_poll = || {
+        http::Request::get("https://localhost/v1/replication/manifest?wait_ms=30000")
+            .header("if-none-match", tag.as_str())
+            .body(())
+            .expect("request")
+    };
+    let mut h2 = h2;
+    let mut waiting = Vec::new();
+    for _ in 0..40 {
+        h2 = h2.ready().await.expect("ready");
+        let (answer, _) = h2.send_request(long_poll(), true).expect("open");
+        waiting.push(answer);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Forty followers wait; partners are answered, more than eight of them in a row.
+    victim_is_served(&gw, 30).await;
+    // The forty-first waiter is over the relay budget.
+    h2 = h2.ready().await.expect("ready");
+    let (answer, _) = h2.send_request(long_poll(), true).expect("open");
+    let r = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered at once")
+        .expect("response");
+    assert_eq!(r.status(), 503);
+    gw.wait_metric("permitgate_refused_total{reason=\"relay_waiters\"}", 1.0)
+        .await;
+    drop(waiting);
+    conn.abort();
+}
