@@ -138,12 +138,23 @@ pub fn receipt(command: ReceiptCommand) -> anyhow::Result<()> {
             residence_permit,
         } => {
             let keyring = Keyring::load(&keys)?;
-            let r = receipt::verify(&receipt, &keyring)?;
+            // Like `temp-permit verify`: a verdict in `status` whatever it is.
+            let r = match receipt::verify(&receipt, &keyring) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "status": e.status() }))?
+                    );
+                    return Err(e.into());
+                }
+            };
             let numbers = match travel_permit.as_deref().zip(residence_permit.as_deref()) {
                 Some((tp, rp)) => Some(r.refers_to(&pair(tp, rp)?)),
                 None => None,
             };
             let mut out = serde_json::to_value(ReceiptView::from(&r))?;
+            out["status"] = "genuine".into();
             out["numbers"] = match numbers {
                 Some(true) => "match",
                 Some(false) => "mismatch",

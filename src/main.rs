@@ -94,8 +94,8 @@ enum Command {
         /// Version to publish; defaults to the current version + 1.
         #[arg(long)]
         version: Option<u64>,
-        /// Hours until the manifest expires and gateways flag themselves stale.
-        #[arg(long, default_value_t = 24)]
+        /// Hours until the manifest expires and gateways flag themselves stale (at least 1).
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
         expires_in_hours: u32,
     },
     /// Look into or verify a snapshot file or repository.
@@ -592,13 +592,15 @@ fn audit_verify(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn inspect(path: &Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let file = if path.is_dir() {
         let mpath = path.join(MANIFEST_FILE);
         let bytes = std::fs::read(&mpath).with_context(|| mpath.display().to_string())?;
         let v: serde_json::Value =
             serde_json::from_slice(&bytes).context("manifest is not JSON")?;
-        println!("manifest (signature not checked):");
-        println!("{}", serde_json::to_string_pretty(&v["signed"])?);
+        writeln!(out, "manifest (signature not checked):")?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&v["signed"])?)?;
         let hash = v["signed"]["snapshot"]["hash"]
             .as_str()
             .context("manifest names no snapshot hash")?;
@@ -608,21 +610,36 @@ fn inspect(path: &Path) -> anyhow::Result<()> {
     };
     let bytes = std::fs::read(&file).with_context(|| file.display().to_string())?;
     let h: SnapshotHeader = SnapshotHeader::decode(&bytes, &file.display().to_string())?;
-    println!("snapshot file:    {}", file.display());
-    println!("content hash:     {}", blake3::hash(&bytes).to_hex());
-    println!("size:             {} bytes", bytes.len());
-    println!("version:          {}", h.meta.version);
-    println!(
+    writeln!(out, "snapshot file:    {}", file.display())?;
+    writeln!(out, "content hash:     {}", blake3::hash(&bytes).to_hex())?;
+    writeln!(out, "size:             {} bytes", bytes.len())?;
+    writeln!(out, "version:          {}", h.meta.version)?;
+    writeln!(
+        out,
         "published at:     {}",
         OffsetDateTime::from_unix_timestamp(h.meta.published_at)
             .map(permitgate::day::rfc3339)
             .unwrap_or_else(|_| h.meta.published_at.to_string())
-    );
-    println!("documents:        {}", h.documents);
-    println!("persons:          {}", h.persons);
-    println!("signing key id:   {}", h.signing_key_id);
-    println!("hashing key id:   {}", h.meta.hash_key_id);
-    Ok(())
+    )?;
+    writeln!(out, "documents:        {}", h.documents)?;
+    writeln!(out, "persons:          {}", h.persons)?;
+    writeln!(out, "signing key id:   {}", h.signing_key_id)?;
+    writeln!(out, "hashing key id:   {}", h.meta.hash_key_id)?;
+    emit(&out)
+}
+
+/// Writes to standard output; a reader that stopped reading (`| head -1`) is not an
+/// error (println! would panic on the broken pipe).
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
+    }
 }
 
 fn verify(path: &Path, public_key: &Path, hash_key: Option<&Path>) -> anyhow::Result<()> {

@@ -181,6 +181,18 @@ pub enum ReceiptError {
     BadSignature,
 }
 
+impl ReceiptError {
+    /// The verdict as `receipt verify` prints it in its `status` field.
+    pub fn status(&self) -> &'static str {
+        match self {
+            ReceiptError::Shape(_) | ReceiptError::Fields => "malformed",
+            ReceiptError::UnknownKey(_) => "unknown_key",
+            ReceiptError::KeyNotValid(_) => "key_not_valid",
+            ReceiptError::BadSignature => "bad_signature",
+        }
+    }
+}
+
 /// Reads a receipt without checking its signature (rendering an unverified copy, or
 /// reporting what a refused one claims).
 pub fn read(text: &str) -> Result<Receipt, ReceiptError> {

@@ -43,6 +43,19 @@ fn wrong_arguments_give_one_line_and_non_zero_exit() {
         vec!["demo", "--records", "many"],
         vec!["demo", "--listen", "not-an-address"],
         vec!["publish", "--input", "x"],
+        vec![
+            "publish",
+            "--input",
+            "x",
+            "--out",
+            "r",
+            "--signing-key",
+            "k",
+            "--hash-key",
+            "h",
+            "--expires-in-hours",
+            "0",
+        ],
         vec!["temp-permit", "verify", "--keys", "k.json"],
         vec![
             "receipt",
@@ -156,6 +169,21 @@ fn publish_inspect_verify_and_tamper() {
     assert!(
         !shown.contains("H12345678"),
         "inspect must not reveal numbers"
+    );
+    // `| head -1`: the reader goes away after one line; no panic, success.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["snapshot", "inspect", &d("repo")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
     );
 
     let out = permitgate(&[

@@ -255,8 +255,12 @@ async fn offline_verification_and_the_printable_document() {
     let (code, v, err) = verify(&text, None);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
-        (v["result"].as_str(), v["numbers"].as_str()),
-        (Some("linked"), Some("not_checked"))
+        (
+            v["status"].as_str(),
+            v["result"].as_str(),
+            v["numbers"].as_str()
+        ),
+        (Some("genuine"), Some("linked"), Some("not_checked"))
     );
     let (code, v, err) = verify(&text, Some((tp, rp)));
     assert_eq!(
@@ -276,9 +280,14 @@ async fn offline_verification_and_the_printable_document() {
         let swap = alphabet.chars().find(|x| *x != c).expect("other");
         let mut altered = text.clone();
         altered.replace_range(at..at + 1, &swap.to_string());
-        let (code, _, err) = verify(&altered, None);
+        let (code, v, err) = verify(&altered, None);
         assert_eq!(code, Some(1), "altered at {at}");
         assert!(err.starts_with("error: receipt"), "{err}");
+        let status = v["status"].as_str().unwrap_or_default();
+        assert!(
+            ["malformed", "unknown_key", "bad_signature"].contains(&status),
+            "altered at {at}: {v}"
+        );
     }
 
     // Printable forms: the PNG's QR code is the receipt; the PDF is a PDF with the text.

@@ -113,17 +113,20 @@ impl Connector {
         })
     }
 
-    pub async fn connect(&self) -> Result<Conn, Failure> {
+    /// A TCP connection and its TLS handshake, ALPN as the protocol says.
+    pub async fn tls(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
         let tcp = TcpStream::connect(self.target.addr)
             .await
             .map_err(|_| Failure::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .tls
+        self.tls
             .connect(self.name.clone(), tcp)
             .await
-            .map_err(|_| Failure::Tls)?;
-        let io = TokioIo::new(tls);
+            .map_err(|_| Failure::Tls)
+    }
+
+    pub async fn connect(&self) -> Result<Conn, Failure> {
+        let io = TokioIo::new(self.tls().await?);
         if self.protocol == Protocol::H2 {
             let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await

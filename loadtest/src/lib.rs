@@ -3,10 +3,12 @@
 //!
 //! [`workload`] prepares the requests, [`client`] holds the connections, [`run`] drives
 //! them in a closed or open loop, [`report`] turns what was measured into a summary, JSON
-//! and a plot. The binary in `main.rs` is the command line around [`run_load`].
+//! and a plot. [`hostile`] plays a hostile partner instead, for isolation measurements.
+//! The binary in `main.rs` is the command line around [`run_load`] and [`run_attack`].
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod hostile;
 pub mod plot;
 pub mod report;
 pub mod run;
@@ -15,6 +17,7 @@ pub mod workload;
 use std::path::PathBuf;
 
 pub use client::{Protocol, Target};
+pub use hostile::{Attack, AttackPlan, AttackReport};
 pub use report::Report;
 pub use run::{Mode, Plan};
 pub use workload::{Keys, Kind, Spec};
@@ -72,4 +75,15 @@ pub async fn run_load(
     let connector = client::Connector::new(target, plan.protocol)?;
     let tally = run::execute(pool, connector, plan).await;
     Ok(Report::new(settings, &tally))
+}
+
+/// Plays the hostile partner of `plan` against the target for its duration.
+pub async fn run_attack(target: Target, plan: AttackPlan) -> Result<AttackReport, LoadError> {
+    if plan.connections == 0 || plan.h2_streams == 0 {
+        return Err(LoadError::Spec(
+            "connections and h2 streams must be at least 1".into(),
+        ));
+    }
+    let connector = client::Connector::new(target, plan.attack.protocol())?;
+    Ok(hostile::attack(connector, plan).await)
 }

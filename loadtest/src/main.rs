@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use permitgate_load::{run_load, Keys, Kind, Mode, Plan, Protocol, Spec, Target};
+use permitgate_load::{
+    run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, Protocol, Spec, Target,
+};
 
 #[derive(Parser, serde::Serialize)]
 #[command(
@@ -98,6 +100,13 @@ struct Args {
     /// Exit with status 1 when any request failed or got an unexpected status.
     #[arg(long)]
     fail_on_errors: bool,
+    /// Play a hostile partner instead of measuring (src/hostile.rs): hold --connections
+    /// (HTTP/2: × --h2-streams) for --duration seconds and report what the gateway did.
+    #[arg(long, value_enum)]
+    hostile: Option<Attack>,
+    /// With --hostile: where the attack requests go.
+    #[arg(long, default_value = "/v1/link-checks")]
+    hostile_path: String,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +140,30 @@ fn run(args: Args) -> anyhow::Result<bool> {
         cert: from_demo(&args.cert, format!("pki/partners/{}.crt", args.partner))?,
         key: from_demo(&args.key, format!("pki/partners/{}.key", args.partner))?,
     };
+    let secs = |s: f64, name: &str| {
+        Duration::try_from_secs_f64(s)
+            .with_context(|| format!("--{name} must be a number of seconds"))
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if let Some(attack) = args.hostile {
+        let plan = AttackPlan {
+            attack,
+            connections: args.connections,
+            h2_streams: args.h2_streams,
+            duration: secs(args.duration, "duration")?,
+            path: args.hostile_path.clone(),
+        };
+        let report = rt.block_on(run_attack(target, plan))?;
+        print!("{}", report.summary());
+        if let Some(p) = &args.json {
+            std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| p.display().to_string())?;
+        }
+        return Ok(true);
+    }
     let temp_permit_key = match (&args.temp_permit_key, &args.demo) {
         (Some(k), _) => Some(k.clone()),
         // Mix only includes temporary permits when a key is given explicitly: no demo
@@ -152,10 +185,6 @@ fn run(args: Args) -> anyhow::Result<bool> {
         pool: args.pool,
         seed: args.seed,
     };
-    let secs = |s: f64, name: &str| {
-        Duration::try_from_secs_f64(s)
-            .with_context(|| format!("--{name} must be a number of seconds"))
-    };
     let plan = Plan {
         protocol: args.protocol,
         mode: args.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
@@ -167,10 +196,6 @@ fn run(args: Args) -> anyhow::Result<bool> {
         timeout: Duration::from_millis(args.timeout_ms),
     };
     let settings = serde_json::to_value(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let report = rt.block_on(run_load(target, &spec, plan, settings))?;
     print!("{}", report.summary());
     if let Some(p) = &args.json {

@@ -10,7 +10,10 @@ use permitgate::clock::SystemClock;
 use permitgate::config::Config;
 use permitgate::demo::{self, DemoOptions};
 use permitgate::server::{Gateway, Running};
-use permitgate_load::{run_load, Keys, Kind, Mode, Plan, Protocol, Report, Spec, Target};
+use permitgate_load::{
+    run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, Protocol, Report, Spec,
+    Target,
+};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -20,6 +23,11 @@ struct Fixture {
 }
 
 async fn gateway() -> Fixture {
+    gateway_with("").await
+}
+
+/// A gateway whose `[server]` table also has `extra`.
+async fn gateway_with(extra: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let d = demo::prepare(
@@ -32,9 +40,12 @@ async fn gateway() -> Fixture {
         },
     )
     .expect("demo");
+    let text = std::fs::read_to_string(&d.config)
+        .expect("config")
+        .replacen("[tls]", &format!("{extra}\n[tls]"), 1);
     let gateway = Arc::new(
         Gateway::from_config(
-            Config::load(&d.config).expect("config"),
+            Config::parse(&text, &d.config).expect("config"),
             Arc::new(SystemClock),
         )
         .expect("gateway"),
@@ -82,16 +93,20 @@ impl Fixture {
             timeout: Duration::from_secs(5),
         };
         tweak(&mut spec, &mut plan);
-        let target = Target {
+        run_load(self.target(partner), &spec, plan, serde_json::Value::Null)
+            .await
+            .expect("load run")
+    }
+
+    fn target(&self, partner: &str) -> Target {
+        let d = self.dir.path();
+        Target {
             addr: self.addr,
             server_name: "localhost".into(),
             ca: d.join("pki/ca.crt"),
             cert: d.join(format!("pki/partners/{partner}.crt")),
             key: d.join(format!("pki/partners/{partner}.key")),
-        };
-        run_load(target, &spec, plan, serde_json::Value::Null)
-            .await
-            .expect("load run")
+        }
     }
 }
 
@@ -193,4 +208,30 @@ async fn a_partner_without_the_scope_is_counted_as_errors() {
         .await;
     assert_eq!(r.errors, 20, "{:?}", r.errors_by_kind);
     assert!(r.errors_by_kind.contains_key("status_403"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modes_report_what_the_gateway_did_to_them() {
+    let f = gateway_with("body_read_timeout_ms = 400\nmax_requests_per_partner = 4").await;
+    let plan = |attack, connections, h2_streams| AttackPlan {
+        attack,
+        connections,
+        h2_streams,
+        duration: Duration::from_millis(1500),
+        path: "/v1/link-checks".into(),
+    };
+    // Unfinished bodies: cut at the deadline (408), or refused beyond the share (503).
+    for (attack, conns, streams) in [(Attack::SlowBodyH1, 8, 1), (Attack::SlowBodyH2, 1, 8)] {
+        let r = run_attack(f.target("bank"), plan(attack, conns, streams))
+            .await
+            .expect("attack");
+        assert!(r.requests > 8, "{attack:?}: {}", r.summary());
+        assert!(r.statuses.contains_key(&408), "{attack:?}: {}", r.summary());
+        assert!(r.statuses.contains_key(&503), "{attack:?}: {}", r.summary());
+    }
+    // Long-polls on a tag that does not change: still waiting when the attack ends.
+    let r = run_attack(f.target("relay"), plan(Attack::LongPoll, 1, 4))
+        .await
+        .expect("attack");
+    assert_eq!(r.waiting_at_end, 4, "{}", r.summary());
 }

@@ -70,7 +70,7 @@ fn read_changes(
     view: &View<'_>,
 ) -> Result<Vec<(DocKey, Option<Record>)>, PublishError> {
     let mut changes: HashMap<DocKey, (usize, Option<Record>)> = HashMap::new();
-    for_each_line(path, |line_no, line, err| {
+    for_each_line("changes", path, |line_no, line, err| {
         let event: ChangeEvent = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         let parse = |n: &str| {
             DocumentNo::parse(n).map_err(|e| err(format!("number breaks rule {}: {e}", e.rule())))
@@ -213,10 +213,7 @@ pub fn publish_diff(
     let mut new = super::read_export(input, hash_key)?;
     new.sort_unstable_by_key(|r| r.key);
     if new.windows(2).any(|w| w[0].key == w[1].key) {
-        return Err(PublishError::Line {
-            line: 0,
-            message: "every document number must appear once".into(),
-        });
+        return Err(PublishError::DuplicateNumber);
     }
     // Temporary permits are not part of the authority's export: never diffed away.
     let old: Vec<Record> = state
@@ -598,7 +595,8 @@ mod tests {
                 .change(lines, DEFAULT_MAX_DELTAS)
                 .expect_err(want)
                 .to_string();
-            assert!(e.contains(want) && e.contains("line"), "{e}");
+            assert!(e.contains(want) && e.contains("changes line"), "{e}");
+            assert!(!e.contains("export"), "{e}");
             assert!(!e.contains("H99999999") && !e.contains("M12345678"), "{e}");
         }
         assert!(matches!(

@@ -37,8 +37,15 @@ pub enum PublishError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("export line {line}: {message}")]
-    Line { line: usize, message: String },
+    #[error("{file} line {line}: {message}")]
+    Line {
+        /// Which input: `export` or `changes`.
+        file: &'static str,
+        line: usize,
+        message: String,
+    },
+    #[error("the export names a document number more than once; every number must appear once")]
+    DuplicateNumber,
     #[error("export has no documents")]
     Empty,
     #[error("nothing changed since the published version; nothing was published")]
@@ -92,6 +99,7 @@ pub struct PublishReport {
 /// Calls `f` with the number and text of each non-blank line of a JSON Lines file, and a
 /// constructor of errors that name that line.
 pub(super) fn for_each_line(
+    what: &'static str,
     path: &Path,
     mut f: impl FnMut(usize, &str, &dyn Fn(String) -> PublishError) -> Result<(), PublishError>,
 ) -> Result<(), PublishError> {
@@ -99,13 +107,14 @@ pub(super) fn for_each_line(
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    let opened = std::fs::File::open(path).map_err(read_err)?;
+    for (i, line) in std::io::BufReader::new(opened).lines().enumerate() {
         let line = line.map_err(read_err)?;
         if line.trim().is_empty() {
             continue;
         }
         let err = |message: String| PublishError::Line {
+            file: what,
             line: i + 1,
             message,
         };
@@ -120,7 +129,7 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
     // Person id → hash of the reference it came from: tells a repeated line from two
     // references whose ids collide (never seen in practice; refused rather than linked).
     let mut persons: HashMap<u64, [u8; 16]> = HashMap::new();
-    for_each_line(path, |_, line, err| {
+    for_each_line("export", path, |_, line, err| {
         let person: ExportPerson = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         if person.documents.is_empty() {
             return Err(err("documents: at least one document is required".into()));
@@ -240,10 +249,7 @@ fn write_snapshot(
 ) -> Result<(ManifestSnapshot, u64), PublishError> {
     let bytes = snapshot::encode(records, meta(version, hash_key, opts), signing_key).map_err(
         |e| match e {
-            SnapshotError::Corrupt(m) => PublishError::Line {
-                line: 0,
-                message: format!("{m}; every document number must appear once"),
-            },
+            SnapshotError::Corrupt(_) => PublishError::DuplicateNumber,
             e => e.into(),
         },
     )?;
@@ -268,14 +274,40 @@ fn write_object(repo: &Path, bytes: &[u8]) -> Result<String, PublishError> {
     Ok(hash)
 }
 
-/// Signs and writes the manifest, after the objects it names.
+/// Signs and writes the manifest, after the objects it names; then applies the retention
+/// rule: objects named by neither this manifest nor the one it replaces are removed. The
+/// previous publication stays whole, for followers that read its manifest a moment ago;
+/// older bases and deltas go (docs/replication.md).
 fn write_manifest(repo: &Path, manifest: &Manifest, key: &SigningKey) -> Result<(), PublishError> {
-    let signed = SignedManifest::sign(manifest, key)?;
     let mpath = repo.join(MANIFEST_FILE);
+    let previous = std::fs::read(&mpath)
+        .ok()
+        .and_then(|b| SignedManifest::verify(&b, &[key.verifying_key()]).ok())
+        .map(|m| m.manifest);
+    let signed = SignedManifest::sign(manifest, key)?;
     write_atomic(&mpath, &signed).map_err(|source| PublishError::Write {
         path: mpath,
         source,
-    })
+    })?;
+    let keep: std::collections::HashSet<&str> = std::iter::once(manifest)
+        .chain(previous.as_ref())
+        .flat_map(|m| {
+            std::iter::once(m.snapshot.hash.as_str())
+                .chain(m.deltas.iter().map(|d| d.hash.as_str()))
+        })
+        .collect();
+    // Best effort: an object left behind costs disk, not correctness.
+    if let Ok(entries) = std::fs::read_dir(repo.join(snapshot::OBJECTS_DIR)) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // Objects are named by 64 hex characters; anything else is not ours to judge.
+            if name.len() == 64 && !name.contains('.') && !keep.contains(name.as_ref()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn current_version(repo: &Path, signing_key: &SigningKey) -> Result<u64, PublishError> {
@@ -354,6 +386,32 @@ mod tests {
             .expect("present");
         assert_eq!(lost.status, Status::Lost);
         assert_ne!(lost.person, tp.person);
+    }
+
+    #[test]
+    fn full_publications_keep_the_current_and_the_previous_base_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("export.jsonl");
+        std::fs::write(&input, EXPORT).expect("write");
+        let (sk, hk) = (generate_signing_key(), HashKey::generate());
+        let repo = dir.path().join("repo");
+        let hashes: Vec<String> = (0..3)
+            .map(|_| {
+                publish(&input, &repo, &sk, &hk, &opts())
+                    .expect("publish")
+                    .hash
+            })
+            .collect();
+        let mut left: Vec<String> = std::fs::read_dir(repo.join(snapshot::OBJECTS_DIR))
+            .expect("objects")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![hashes[1].clone(), hashes[2].clone()];
+        want.sort();
+        assert_eq!(left, want, "version 1's base is gone, 2 and 3 stay");
+        let loaded = load_repo(&repo, &[sk.verifying_key()], Some(&hk)).expect("load");
+        assert_eq!(loaded.manifest.manifest.version, 3);
     }
 
     #[test]

@@ -157,7 +157,11 @@ impl Follower {
                 m.failure(r.reason);
                 // Once per cause: a dead origin polled every second must not flood logs.
                 if self.last_refusal != Some(r.reason) {
-                    tracing::warn!(reason = r.reason, detail = %r.detail, "replication refused; serving the last good state");
+                    if self.store.is_ready() {
+                        tracing::warn!(reason = r.reason, detail = %r.detail, "replication refused; serving the last good state");
+                    } else {
+                        tracing::warn!(reason = r.reason, detail = %r.detail, "replication refused; nothing to serve yet (not ready)");
+                    }
                     self.last_refusal = Some(r.reason);
                 }
             }
