@@ -17,7 +17,17 @@
 # without a limit, bank flooding with rate_limit = 2000/s. Reported: rail-gate's p50/p99
 # and errors, bank's share of 429.
 #
-# PARTS="overload" or PARTS="noisy" runs one part only.
+# Isolation (the isolation issue): rail-gate sends document-status checks at VICTIM_RATE
+# (open loop) while another partner attacks with `permitgate-load --hostile`: 1000
+# HTTP/1.1 connections holding unfinished 60 000-byte bodies (slow-body-h1), 9 HTTP/2
+# connections x 128 such streams (slow-body-h2), 1000 connections dribbling a byte a
+# second (dribble), and 8 x 128 held replication long-polls by relay (long-poll). The
+# gateway as shipped (audit on), pinned to CPU 0; both generators on CPU 1. The attack
+# starts 3 s before the victim's run and outlasts it. Reported: rail-gate's refusals
+# (non-200) and p50/p99/p99.9, and what the attacker got. PG=path/to/permitgate measures
+# another build (e.g. an older commit) with the same generator.
+#
+# PARTS="overload", "noisy" or "isolation" runs one part only.
 # Ports 18643 (gateway) and 19665 (metrics) on 127.0.0.1. Results: target/hardening/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,10 +40,12 @@ ADDR=127.0.0.1:18643
 METRICS=127.0.0.1:19665
 VICTIM_RATE=${VICTIM_RATE:-2000}
 mkdir -p "$OUT"
+# 1000 attacking connections, on both sides of loopback.
+ulimit -n 65536
 OUT=$(cd "$OUT" && pwd)
 
 cargo build --release -q -p permitgate -p permitgate-load
-PG=target/release/permitgate
+PG=${PG:-target/release/permitgate}
 LOAD=target/release/permitgate-load
 
 PID=
@@ -77,7 +89,7 @@ field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eva
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-PARTS=${PARTS:-overload noisy}
+PARTS=${PARTS:-overload noisy isolation}
 
 if [[ " $PARTS " == *" overload "* ]]; then
 echo "== overload (gateway on CPU 0, generator on CPU 1, batches of 100; server extra: ${SERVER_EXTRA:-none})"
@@ -133,5 +145,47 @@ for case in alone flood limited; do
     printf '%s: p50 %s p99 %s\n' "$case" \
         "$(awk -v k=$case '$2==k {print $3}' "$OUT/noisy.txt" | median)" \
         "$(awk -v k=$case '$2==k {print $4}' "$OUT/noisy.txt" | median)"
+done
+fi
+
+if [[ " $PARTS " == *" isolation "* ]]; then
+echo "== isolation (gateway on CPU 0 with its audit trail; rail-gate at $VICTIM_RATE status checks/s and the attacker on CPU 1)"
+: >"$OUT/isolation.txt"
+attack_args() {
+    case $1 in
+        slow-body-h1) echo "--partner bank --hostile slow-body-h1 --connections 1000" ;;
+        slow-body-h2) echo "--partner bank --hostile slow-body-h2 --connections 9 --h2-streams 128" ;;
+        dribble) echo "--partner bank --hostile dribble --connections 1000" ;;
+        long-poll) echo "--partner relay --hostile long-poll --connections 8 --h2-streams 128" ;;
+    esac
+}
+for round in $(seq 1 "$ROUNDS"); do
+    for case in alone slow-body-h1 slow-body-h2 dribble long-poll; do
+        serve "isolation-$case" 0 '' ''
+        if [ "$case" != alone ]; then
+            # shellcheck disable=SC2046
+            taskset -c 1 "$LOAD" --demo "$DIR" --target "$ADDR" --duration $((DURATION + 5)) \
+                --json "$OUT/attack-$case-$round.json" $(attack_args "$case") >"$OUT/attack-$case-$round.txt" 2>&1 &
+            ATTACK=$!
+            sleep 3
+        fi
+        load 1 "$OUT/victim-$case-$round.json" --partner rail-gate --workload status --connections 16 --rate "$VICTIM_RATE"
+        [ "$case" != alone ] && wait "$ATTACK"
+        stop
+        echo "$round $case \
+$(field "$OUT/victim-$case-$round.json" 'r["requests"] - r["statuses"].get("200", 0)') \
+$(field "$OUT/victim-$case-$round.json" 'r["latency"]["p50_ms"]') \
+$(field "$OUT/victim-$case-$round.json" 'r["latency"]["p99_ms"]') \
+$(field "$OUT/victim-$case-$round.json" 'r["latency"]["p999_ms"]') \
+$( [ "$case" = alone ] && echo "-" || field "$OUT/attack-$case-$round.json" '" ".join(f"{k}:{v}" for k, v in r["statuses"].items()) or "none"')" | tee -a "$OUT/isolation.txt"
+    done
+done
+echo "(round, case, rail-gate refusals, p50 ms, p99 ms, p99.9 ms, attacker's answers by status)"
+for case in alone slow-body-h1 slow-body-h2 dribble long-poll; do
+    printf '%s: refusals %s p50 %s p99 %s p99.9 %s\n' "$case" \
+        "$(awk -v k=$case '$2==k {print $3}' "$OUT/isolation.txt" | median)" \
+        "$(awk -v k=$case '$2==k {print $4}' "$OUT/isolation.txt" | median)" \
+        "$(awk -v k=$case '$2==k {print $5}' "$OUT/isolation.txt" | median)" \
+        "$(awk -v k=$case '$2==k {print $6}' "$OUT/isolation.txt" | median)"
 done
 fi
