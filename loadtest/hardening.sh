@@ -18,9 +18,9 @@
 # and errors, bank's share of 429.
 #
 # Isolation (the isolation issue): rail-gate sends document-status checks at VICTIM_RATE
-# (open loop) while another partner attacks with `permitgate-load --hostile`: 1000
+# (open loop) while another partner attacks with `permitgate-load --hostile`: 1100
 # HTTP/1.1 connections holding unfinished 60 000-byte bodies (slow-body-h1), 9 HTTP/2
-# connections x 128 such streams (slow-body-h2), 1000 connections dribbling a byte a
+# connections x 128 such streams (slow-body-h2), 1100 connections dribbling a byte a
 # second (dribble), and 8 x 128 held replication long-polls by relay (long-poll). The
 # gateway as shipped (audit on), pinned to CPU 0; both generators on CPU 1. The attack
 # starts 3 s before the victim's run and outlasts it. Reported: rail-gate's refusals
@@ -40,8 +40,8 @@ ADDR=127.0.0.1:18643
 METRICS=127.0.0.1:19665
 VICTIM_RATE=${VICTIM_RATE:-2000}
 mkdir -p "$OUT"
-# 1000 attacking connections, on both sides of loopback.
-ulimit -n 65536
+# 1100 attacking connections, on both sides of loopback.
+ulimit -n "$(ulimit -Hn)"
 OUT=$(cd "$OUT" && pwd)
 
 cargo build --release -q -p permitgate -p permitgate-load
@@ -153,9 +153,9 @@ echo "== isolation (gateway on CPU 0 with its audit trail; rail-gate at $VICTIM_
 : >"$OUT/isolation.txt"
 attack_args() {
     case $1 in
-        slow-body-h1) echo "--partner bank --hostile slow-body-h1 --connections 1000" ;;
+        slow-body-h1) echo "--partner bank --hostile slow-body-h1 --connections 1100" ;;
         slow-body-h2) echo "--partner bank --hostile slow-body-h2 --connections 9 --h2-streams 128" ;;
-        dribble) echo "--partner bank --hostile dribble --connections 1000" ;;
+        dribble) echo "--partner bank --hostile dribble --connections 1100" ;;
         long-poll) echo "--partner relay --hostile long-poll --connections 8 --h2-streams 128" ;;
     esac
 }

@@ -26,7 +26,8 @@ async fn gateway() -> Fixture {
     gateway_with("").await
 }
 
-/// A gateway whose `[server]` table also has `extra`.
+/// A gateway whose `[server]` table also has `extra`. No queue-delay shedding: it reacts
+/// to the machine as a whole, and tests run side by side (as in tests/common).
 async fn gateway_with(extra: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -42,7 +43,7 @@ async fn gateway_with(extra: &str) -> Fixture {
     .expect("demo");
     let text = std::fs::read_to_string(&d.config)
         .expect("config")
-        .replacen("[tls]", &format!("{extra}\n[tls]"), 1);
+        .replacen("[tls]", &format!("max_queue_delay_ms = 0\n{extra}\n[tls]"), 1);
     let gateway = Arc::new(
         Gateway::from_config(
             Config::parse(&text, &d.config).expect("config"),

@@ -1,9 +1,11 @@
 //! HTTP: routing, scopes, body limits, JSON in and out, problem documents.
 //!
-//! [`App::handle`] is the whole request path for one partner request: route → method →
-//! partner and scope → readiness → content type → body (bounded) → parse → check →
-//! serialise. It knows the partner from the connection (resolved once per TLS session by
-//! the server) and never touches sockets itself.
+//! [`App::handle`] is the whole request path for one partner request: Host rule → route →
+//! method → certificate, partner and scope → content type → rate → (replication: a place
+//! on the relay budget) → queue delay → readiness → a slot within the partner's share
+//! (src/http/admission.rs) → body, bounded in size and time (src/http/body.rs) → parse →
+//! check → serialise → audit record. It knows the partner from the connection (resolved
+//! once per TLS session by the server) and never touches sockets itself.
 
 pub mod admission;
 pub mod api;
