@@ -43,7 +43,11 @@ async fn gateway_with(extra: &str) -> Fixture {
     .expect("demo");
     let text = std::fs::read_to_string(&d.config)
         .expect("config")
-        .replacen("[tls]", &format!("max_queue_delay_ms = 0\n{extra}\n[tls]"), 1);
+        .replacen(
+            "[tls]",
+            &format!("max_queue_delay_ms = 0\n{extra}\n[tls]"),
+            1,
+        );
     let gateway = Arc::new(
         Gateway::from_config(
             Config::parse(&text, &d.config).expect("config"),
