@@ -357,3 +357,35 @@ async fn sigterm_while_the_snapshot_loads_keeps_the_audit_records() {
         "{logged}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_says_what_is_served_when_the_source_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
+    // A follower whose source is not there and that holds nothing yet.
+    let mut text = std::fs::read_to_string(&inst[0].config).expect("config");
+    text.push_str(&format!(
+        "\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
+        dir.path().join("nowhere").display(),
+        dir.path().join("state").display()
+    ));
+    std::fs::write(&inst[0].config, text).expect("config");
+    let log = dir.path().join("gateway.log");
+    let mut gw = start_logging(&inst[0].config, &[("RUST_LOG", "info")], &log);
+    let alive = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("replication refused"))
+    });
+    signal(&gw, "TERM");
+    let status = wait_exit(&mut gw, Duration::from_secs(15));
+    let _ = gw.kill();
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(alive, "{logged}");
+    assert!(status.is_some_and(|s| s.success()), "{logged}");
+    assert!(logged.contains("nothing to serve yet"), "{logged}");
+    assert!(!logged.contains("serving the last good state"), "{logged}");
+    // The start line names the metrics address, not a Rust Option.
+    let metrics = inst[0].metrics.to_string();
+    assert!(logged.contains(&format!("metrics={metrics}")), "{logged}");
+    assert!(!logged.contains("Some("), "{logged}");
+}
