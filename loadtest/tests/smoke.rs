@@ -27,7 +27,7 @@ async fn gateway() -> Fixture {
 }
 
 /// A gateway whose `[server]` table also has `extra`. No queue-delay shedding: it reacts
-/// to the machine as a whole, and tests run side by side (as in tests/common).
+/// to the machine as a whole, and tests run side by side (as in tests/it/common).
 async fn gateway_with(extra: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");

@@ -1,8 +1,6 @@
 //! Link checks and document status checks answer what the published data says.
 
-mod common;
-
-use common::{assert_subset, TestGateway};
+use crate::common::{assert_subset, TestGateway};
 use serde_json::{json, Value};
 
 use permitgate::keys::{load_signing_key, HashKey};
@@ -261,7 +259,8 @@ async fn http2_is_negotiated_and_answers_concurrent_streams() {
     use http_body_util::BodyExt;
     let gw = TestGateway::start().await;
     let (cert, key) = gw.cert_paths("bank");
-    let mut cfg = (*common::client_config(&gw.demo.pki.ca_cert(), Some((&cert, &key)))).clone();
+    let mut cfg =
+        (*crate::common::client_config(&gw.demo.pki.ca_cert(), Some((&cert, &key)))).clone();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(gw.addr())
         .await

@@ -1,11 +1,9 @@
 //! kill -9 at any point of a download, apply or swap leaves a state directory that a
 //! restarted gateway loads and serves.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, ready, start};
+use crate::common::process::{free_port, ready, start};
 
 use permitgate::demo::{self, DemoOptions};
 use permitgate::keys::{load_signing_key, load_verifying_key, HashKey};

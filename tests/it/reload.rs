@@ -1,11 +1,9 @@
 //! Reloads over real mTLS: CRLs, server certificates and the partner table change while
 //! connections stay open; a broken file is refused and counted, and the old one kept.
 
-mod common;
-
 use std::path::Path;
 
-use common::{metric_value, Options, TestGateway};
+use crate::common::{metric_value, Options, TestGateway};
 use permitgate::demo::pki;
 
 async fn gateway(server_extra: &'static str) -> TestGateway {

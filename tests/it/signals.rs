@@ -1,16 +1,16 @@
 //! The binary under signals: SIGTERM drains (in-flight requests finish, the process exits
 //! 0, a client failing over to a second instance loses nothing) and SIGHUP reloads.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, ops_get, signal, start, start_logging, wait_exit, wait_ready};
-use common::{client_config, finish_request, metric_value, start_request, Client};
+use crate::common::process::{
+    free_port, ops_get, signal, start, start_logging, wait_exit, wait_ready,
+};
+use crate::common::{client_config, finish_request, metric_value, start_request, Client};
 use http::Method;
 use permitgate::demo::{self, Demo, DemoOptions};
 use rustls::pki_types::ServerName;
@@ -38,7 +38,7 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
     )
     .expect("demo");
     let text = std::fs::read_to_string(&demo.config).expect("config");
-    // No queue-delay shedding: the machine is shared with other tests (common::TestGateway).
+    // No queue-delay shedding: the machine is shared with other tests (crate::common::TestGateway).
     let text = text.replacen(
         "[tls]",
         &format!("max_queue_delay_ms = 0\n{server_extra}\n[tls]"),
@@ -80,7 +80,7 @@ async fn sigterm_drains_and_a_client_failing_over_loses_no_request() {
             "instance never ready"
         );
     }
-    let sample = common::sample(&demo, "linked_pair");
+    let sample = crate::common::sample(&demo, "linked_pair");
     let (path, body) = (sample.path.clone(), sample.body.to_string());
     let ca = demo.pki.ca_cert();
     let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
@@ -198,7 +198,7 @@ async fn sighup_reloads_the_partner_table() {
         wait_ready(inst[0].metrics, Duration::from_secs(30)),
         "never ready"
     );
-    let sample = common::sample(&demo, "linked_pair");
+    let sample = crate::common::sample(&demo, "linked_pair");
     let (cert, key) = (demo.pki.partner_cert("bank"), demo.pki.partner_key("bank"));
     let mut bank = Client::connect(inst[0].listen, &demo.pki.ca_cert(), Some((&cert, &key)))
         .await
@@ -266,7 +266,7 @@ async fn json_logs_carry_the_request_id_and_never_a_number() {
     let mut bank = Client::connect(inst[0].listen, &demo.pki.ca_cert(), Some((&cert, &key)))
         .await
         .expect("connect");
-    let sample = common::sample(&demo, "linked_pair");
+    let sample = crate::common::sample(&demo, "linked_pair");
     let travel = sample.body["travel_permit"]
         .as_str()
         .expect("number")
@@ -332,7 +332,7 @@ async fn sigterm_while_the_snapshot_loads_keeps_the_audit_records() {
     )
     .await
     .expect("connect");
-    let s = common::sample(&demo, "linked_pair");
+    let s = crate::common::sample(&demo, "linked_pair");
     for _ in 0..3 {
         c.post_json(&s.path, &s.body)
             .await
@@ -344,8 +344,8 @@ async fn sigterm_while_the_snapshot_loads_keeps_the_audit_records() {
     let status = status.expect("exits while loading");
     assert!(status.success(), "{status}");
     let audit = dir.path().join("audit-0");
-    let out = common::permitgate(&["audit", "verify", &audit.to_string_lossy()]);
-    common::assert_success(&out);
+    let out = crate::common::permitgate(&["audit", "verify", &audit.to_string_lossy()]);
+    crate::common::assert_success(&out);
     let logged: String = permitgate::audit::verify::log_files(&audit)
         .expect("files")
         .iter()

@@ -2,11 +2,9 @@
 //! offline against `GET /v1/keys` with and without the two numbers, refused when altered,
 //! printed as PDF and PNG whose QR code verifies, and signing keys rotated.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{assert_success, decode_qr_png, permitgate, Options, TestGateway};
+use crate::common::{assert_success, decode_qr_png, permitgate, Options, TestGateway};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 

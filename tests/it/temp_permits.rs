@@ -2,11 +2,11 @@
 //! by gates over mTLS (every status), revoked through a published delta, verified offline
 //! with the published keys, and carried in a QR code.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{assert_success, decode_qr_png, metric_value, permitgate, Options, TestGateway};
+use crate::common::{
+    assert_success, decode_qr_png, metric_value, permitgate, Options, TestGateway,
+};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};

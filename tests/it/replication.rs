@@ -1,12 +1,10 @@
 //! Following a repository: deltas reach answers, every refusal keeps the last good state,
 //! and a restarted gateway serves its persisted state before reaching the source.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{metric_value, Options, TestGateway};
+use crate::common::{metric_value, Options, TestGateway};
 use permitgate::keys::load_signing_key;
 use permitgate::publish::DEFAULT_MAX_DELTAS;
 use permitgate::replication::PollOutcome;

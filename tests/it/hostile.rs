@@ -3,11 +3,9 @@
 //! reset. Each time the gateway answers correctly or closes, never panics, and goes on
 //! serving everyone else.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{h2_post, read_answer, read_until_closed, Options, TestGateway};
+use crate::common::{h2_post, read_answer, read_until_closed, Options, TestGateway};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -168,49 +166,70 @@ async fn a_chunked_body_over_the_limit_is_refused() {
     still_serves(&gw).await;
 }
 
+/// One HTTP/2 frame: length, type, flags, stream id, payload (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
 #[tokio::test]
 async fn http2_rapid_reset_is_cut_short_and_others_are_served() {
     let gw = gateway("").await;
-    let tls = gw.h2_tls("bank").await;
-    let (mut h2, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let mut tls = gw.h2_tls("bank").await;
     let link = gw.sample("linked_pair").clone();
-    // Open streams and reset them at once, a batch at a time, over and over
-    // (CVE-2023-44487): HEADERS and RST_STREAM arrive together, before the server has
-    // accepted the streams.
-    let mut sent = 0;
-    let mut refused = false;
-    'flood: for _ in 0..200 {
-        let mut streams = Vec::new();
-        for _ in 0..100 {
-            let ready = tokio::time::timeout(Duration::from_secs(2), h2.clone().ready()).await;
-            let Ok(Ok(mut ready)) = ready else {
-                refused = true;
-                break 'flood;
-            };
-            let req = h2_post(&link.path);
-            match ready.send_request(req, false) {
-                Ok((_, stream)) => streams.push(stream),
-                Err(_) => {
-                    refused = true;
-                    break 'flood;
-                }
-            }
-            h2 = ready;
-        }
-        for mut s in streams {
-            s.send_reset(h2::Reason::CANCEL);
-            sent += 1;
-        }
-        tokio::task::yield_now().await;
+    // CVE-2023-44487: each stream's HEADERS and its RST_STREAM in the same write, so
+    // they arrive together, before the server can accept the stream. Written as raw
+    // frames: a client library may flush the HEADERS before the reset.
+    // Request head in HPACK, literals without indexing: :method POST (static 3),
+    // :scheme https (static 7), :path (name 4), :authority (name 1).
+    let mut block = vec![
+        0x83,
+        0x87,
+        0x04,
+        u8::try_from(link.path.len()).expect("short"),
+    ];
+    block.extend_from_slice(link.path.as_bytes());
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    burst.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS, none changed
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        burst.extend(h2_frame(0x1, 0x4, stream, &block)); // HEADERS, END_HEADERS
+        burst.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
     }
-    assert!(
-        refused,
-        "the server accepted {sent} rapid resets without closing"
-    );
-    // The abusive connection is gone; the server is not.
-    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-    assert!(ended.is_ok(), "the abusive connection stayed open");
+    // The server may stop reading before all of it is written.
+    let _ = tls.write_all(&burst).await;
+    let _ = tls.flush().await;
+    // It answers with GOAWAY (type 0x7) and closes the connection.
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 16384];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the abusive connection stayed open");
+    let mut at = 0;
+    let mut goaway = false;
+    while at + 9 <= seen.len() {
+        let len = usize::from(seen[at]) << 16
+            | usize::from(seen[at + 1]) << 8
+            | usize::from(seen[at + 2]);
+        goaway |= seen[at + 3] == 0x7;
+        at += 9 + len;
+    }
+    assert!(goaway, "no GOAWAY among {} bytes", seen.len());
+    // The server is not gone.
     still_serves(&gw).await;
 }
 

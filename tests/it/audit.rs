@@ -4,10 +4,8 @@
 //! log and catches an altered record; a full audit queue sheds instead of answering
 //! unrecorded.
 
-mod common;
-
+use crate::common::{assert_success, permitgate, Options, TestGateway};
 use bytes::Bytes;
-use common::{assert_success, permitgate, Options, TestGateway};
 use http::{Method, Request};
 use http_body_util::Full;
 use permitgate::document::TravelPermitNo;

@@ -1,11 +1,9 @@
 //! The command-line contract: names, help, one-line errors, publish → inspect → verify,
 //! and a gateway that refuses to serve a bad snapshot.
 
-mod common;
-
 use std::path::Path;
 
-use common::{assert_success, permitgate};
+use crate::common::{assert_success, permitgate};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -1,9 +1,7 @@
 //! Every failure is an application/problem+json document with a stable type, and bad
 //! input names the field and the rule without echoing the number.
 
-mod common;
-
-use common::{Options, TestGateway};
+use crate::common::{Options, TestGateway};
 use http::Method;
 use serde_json::json;
 

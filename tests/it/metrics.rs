@@ -1,8 +1,6 @@
 //! The metrics listener exports what SREs need, and the numbers move with traffic.
 
-mod common;
-
-use common::{metric_value, Options, TestGateway};
+use crate::common::{metric_value, Options, TestGateway};
 use serde_json::json;
 
 #[tokio::test]

@@ -2,11 +2,9 @@
 //! ALPN) gets every refusal intact, every time, and HTTP/1.1 requests must carry exactly
 //! one Host header (RFC 9112 §3.2).
 
-mod common;
-
 use std::process::Command;
 
-use common::{read_answer, Options, TestGateway};
+use crate::common::{read_answer, Options, TestGateway};
 use permitgate::demo::pki::{issue_client, Usage};
 use tokio::io::AsyncWriteExt;
 

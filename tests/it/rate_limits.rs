@@ -2,11 +2,9 @@
 //! Retry-After while other partners are answered as usual; the bucket refills with the
 //! (injected) clock.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Options, TestGateway};
+use crate::common::{Options, TestGateway};
 use permitgate::clock::ManualClock;
 
 const T0: i64 = 1_795_000_000;

@@ -6,8 +6,6 @@
 //! Without them the two tests that need them say so and pass, unless
 //! PERMITGATE_REQUIRE_PROMETHEUS=1 (set by CI), where their absence fails.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::free_port;
-use common::TestGateway;
+use crate::common::process::free_port;
+use crate::common::TestGateway;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

@@ -2,12 +2,10 @@
 //! is in the spec, and real answers over mTLS (successes and problems, every route) match
 //! the spec's schema for their path, method, status and content type.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::{Options, Response, TestGateway};
 use bytes::Bytes;
-use common::{Options, Response, TestGateway};
 use http::{Method, Request};
 use http_body_util::Full;
 use permitgate::http::problem::ProblemKind;

@@ -1,9 +1,7 @@
 //! Only clients with a certificate from the partner CA, for client authentication, get in;
 //! a valid certificate that names no configured partner gets a 403.
 
-mod common;
-
-use common::{Client, TestGateway};
+use crate::common::{Client, TestGateway};
 use permitgate::demo::pki::{issue_client, Usage};
 use rustls::pki_types::pem::PemObject;
 use serde_json::json;

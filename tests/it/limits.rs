@@ -2,11 +2,9 @@
 //! shed at once, slow request heads and oversized heads are cut off, connections beyond
 //! the limit are closed and counted, certificate expiry is exported.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     finish_request, metric_value, read_answer, read_until_closed, start_request, until_status,
     Options, TestGateway,
 };
@@ -151,7 +149,8 @@ async fn connections_beyond_the_limit_are_closed_and_counted() {
     assert_eq!(b.get("/healthz").await.status, 200);
     let (cert, key) = gw.cert_paths("bank");
     let third =
-        common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key))).await;
+        crate::common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key)))
+            .await;
     let refused = match third {
         Err(_) => true,
         Ok(mut c) => c
@@ -170,7 +169,8 @@ async fn connections_beyond_the_limit_are_closed_and_counted() {
     let mut served = false;
     for _ in 0..100 {
         if let Ok(mut c) =
-            common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key))).await
+            crate::common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key)))
+                .await
         {
             if c.try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
                 .await

@@ -4,12 +4,10 @@
 //! its own share and no more. Real mTLS over real sockets; slots are made scarce so that
 //! a gateway without these bounds refuses the victim within a few dozen requests.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{h2_post, metric_value, read_until_closed, Options, TestGateway};
 use bytes::Bytes;
-use common::{h2_post, metric_value, read_until_closed, Options, TestGateway};
 use tokio::io::AsyncWriteExt;
 
 const SCARCE: &str = "max_concurrent_requests = 64\nmax_requests_per_partner = 16";

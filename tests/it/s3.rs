@@ -1,12 +1,10 @@
 //! An S3-compatible source: a real S3 server (s3s-fs, in process, on loopback), a repo
 //! uploaded through the S3 API, followed, a delta published and applied.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Options, TestGateway};
+use crate::common::{Options, TestGateway};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use permitgate::publish::DEFAULT_MAX_DELTAS;

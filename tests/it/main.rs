@@ -1,0 +1,27 @@
+//! The integration tests, one binary: each module covers one capability, and the
+//! harness in `common` starts real gateways (sockets, TLS, certificates). One link instead
+//! of one per file keeps CI's build short on a small machine.
+
+mod common;
+
+mod audit;
+mod cli;
+mod crash;
+mod deploy;
+mod hostile;
+mod isolation;
+mod limits;
+mod link_checks;
+mod metrics;
+mod mtls;
+mod openapi;
+mod ops;
+mod problems;
+mod rate_limits;
+mod receipts;
+mod reload;
+mod replication;
+mod s3;
+mod signals;
+mod stock_clients;
+mod temp_permits;
