@@ -1,0 +1,181 @@
+//! One partner connection: handshake (on the handshake thread), partner identity from
+//! the leaf certificate, then hyper serves HTTP/1.1 or HTTP/2 as ALPN chose, with idle
+//! and drain handling.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::http::Caller;
+use crate::tls::{self, HandshakeFailure};
+
+use super::listener::ConnectionSettings;
+
+pub(super) async fn serve_connection(
+    settings: Arc<ConnectionSettings>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut drain: watch::Receiver<bool>,
+) {
+    // Kept for TCP_INFO: the stream is owned by the connection served below.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let deadline = settings.handshake_timeout;
+    let handshake = settings
+        .handshakes
+        .spawn(async move { tokio::time::timeout(deadline, acceptor.accept(stream)).await });
+    let Ok(done) = handshake.await else {
+        // The handshake thread is gone: the gateway is stopping.
+        return;
+    };
+    let tls = match done {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = HandshakeFailure::classify(&e);
+            settings.failures.inc(reason);
+            tracing::debug!(%peer, reason = reason.label(), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            settings.failures.inc(HandshakeFailure::Timeout);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(tls::leaf);
+    let caller = Arc::new(Caller::new(leaf));
+    let app = settings.app.clone();
+    let activity = Arc::new(Activity::new());
+    let seen = activity.clone();
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    // One getsockopt per request, only when something will look at the answer.
+    let check_wait = settings.queue_delay_checked;
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let app = app.clone();
+        let caller = caller.clone();
+        let seen = seen.clone();
+        // HTTP/1.1: how long this request sat in the socket before it was read. (An
+        // HTTP/2 socket carries many streams; the scheduling lag covers those.)
+        let queued = if h2 || !check_wait {
+            None
+        } else {
+            crate::overload::socket_wait(fd)
+        };
+        async move {
+            // A guard: a stream reset mid-request drops this future, and must count too.
+            let _busy = Busy::new(&seen);
+            Ok::<_, Infallible>(app.handle(&caller, req, queued).await)
+        }
+    });
+    let builder = if h2 { &settings.h2 } else { &settings.h1 };
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    // HTTP/1.1 enforces the request-head deadline itself (idle keep-alive included);
+    // HTTP/2 has none, so an HTTP/2 connection with no stream open for that long (or that
+    // never sent its preface) is told to go away here.
+    let idle = settings.idle_timeout;
+    let result = loop {
+        let check = idle.saturating_sub(activity.idle_for());
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = drain_requested(&mut drain) => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = tokio::time::sleep(check), if h2 => {
+                if activity.idle_for() >= idle {
+                    if !activity.ever_busy() {
+                        // No stream ever (no preface, perhaps): there is no HTTP/2
+                        // session to say GOAWAY in; close now rather than wait again.
+                        break Ok(());
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    // A peer that ignores GOAWAY is dropped after one more period.
+                    break tokio::time::timeout(idle, conn.as_mut()).await.unwrap_or(Ok(()));
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+struct Busy<'a>(&'a Activity);
+
+impl<'a> Busy<'a> {
+    fn new(a: &'a Activity) -> Busy<'a> {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.ever.store(true, Ordering::Relaxed);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .last_busy_ms
+            .store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    start: std::time::Instant,
+    in_flight: AtomicUsize,
+    /// Whether any request has been seen.
+    ever: AtomicBool,
+    /// Milliseconds since `start` when the connection was last busy.
+    last_busy_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            ever: AtomicBool::new(false),
+            last_busy_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn ever_busy(&self) -> bool {
+        self.ever.load(Ordering::Relaxed)
+    }
+
+    /// How long the connection has had no request in flight (zero while it has).
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.last_busy_ms.load(Ordering::Relaxed);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+}
+
+/// Resolves once a drain is asked for; never, if the gateway is gone without asking.
+async fn drain_requested(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,183 @@
+//! The partner listener: accepting within `max_connections`, TLS handshakes on a thread
+//! of their own, and the HTTP settings every connection shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use prometheus::IntCounter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::http::App;
+use crate::metrics::Metrics;
+use crate::tls::HandshakeFailure;
+
+use super::connection::serve_connection;
+use super::Gateway;
+
+pub(super) struct HandshakeCounters(Vec<IntCounter>);
+
+impl HandshakeCounters {
+    fn new(m: &Metrics) -> Self {
+        HandshakeCounters(
+            HandshakeFailure::ALL
+                .iter()
+                .map(|f| m.handshake_failure(f.label()))
+                .collect(),
+        )
+    }
+
+    pub(super) fn inc(&self, f: HandshakeFailure) {
+        if let Some(c) = self.0.get(f as usize) {
+            c.inc();
+        }
+    }
+}
+
+/// HTTP settings of every partner connection: slow heads time out, heads and HTTP/2
+/// streams are bounded. Rapid reset (CVE-2023-44487): more than 20 streams reset before
+/// they were accepted ends the connection (GOAWAY); a stream reset after acceptance drops
+/// its handler (no answer, no audit record).
+fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(server.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(20)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+/// A thread with a runtime of its own for TLS handshakes. A handshake is CPU work
+/// (signatures) that any connecting client can ask for; on the request workers, a
+/// thousand clients reconnecting at once put a thousand handshakes in the run queue ahead
+/// of the requests of open connections (measured: another partner's p99 from 0.2 ms to
+/// 120 ms, and queue-delay shedding). Here they queue among themselves, and the OS shares
+/// the cores between this thread and the request workers. Connections are accepted and
+/// served on the request workers (their sockets belong to that runtime's I/O driver);
+/// only the handshake is polled here.
+pub(super) struct HandshakeThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl HandshakeThread {
+    pub(super) fn start() -> std::io::Result<HandshakeThread> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("permitgate-tls".into())
+            .spawn(move || {
+                // Below the request workers (SCHED_IDLE): handshakes use the CPU the
+                // requests of open connections leave. Best effort; where the OS refuses,
+                // the thread stays at normal priority.
+                if let Err(e) = thread_priority::unix::set_thread_priority_and_policy(
+                    thread_priority::unix::thread_native_id(),
+                    thread_priority::ThreadPriority::Min,
+                    thread_priority::unix::ThreadSchedulePolicy::Normal(
+                        thread_priority::unix::NormalThreadSchedulePolicy::Idle,
+                    ),
+                ) {
+                    tracing::debug!(error = ?e, "TLS handshake thread keeps its priority");
+                }
+                rt.block_on(async {
+                    let _ = stopped.await;
+                })
+            })?;
+        Ok(HandshakeThread {
+            handle,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for HandshakeThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub(super) async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    open: Arc<tokio::sync::Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    handshakes: HandshakeThread,
+) {
+    let builder = http_builder(&gw.config.server);
+    let shared = Arc::new(ConnectionSettings {
+        app: gw.app.clone(),
+        h1: builder.clone().http1_only(),
+        h2: builder.http2_only(),
+        handshake_timeout: gw.config.server.handshake_timeout,
+        handshakes: handshakes.handle.clone(),
+        idle_timeout: gw.config.server.header_read_timeout,
+        queue_delay_checked: gw.config.server.max_queue_delay.is_some(),
+        failures: HandshakeCounters::new(&gw.metrics),
+    });
+    let rejected = gw.metrics.connections_rejected();
+    let open_gauge = gw.metrics.connections_open();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            // At the limit: close at once rather than hold a socket nobody will serve.
+            rejected.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = serve_connection(
+            shared.clone(),
+            TlsAcceptor::from(gw.tls.load_full()),
+            stream,
+            peer,
+            stop.clone(),
+        );
+        let gauge = open_gauge.clone();
+        tokio::spawn(async move {
+            gauge.inc();
+            conn.await;
+            gauge.dec();
+            drop(permit);
+        });
+    }
+}
+
+/// What every connection of one listener shares.
+pub(super) struct ConnectionSettings {
+    pub(super) app: Arc<App>,
+    /// One builder per protocol: ALPN has decided it, and sniffing the first bytes for a
+    /// preface would wait for them without the request-head deadline.
+    pub(super) h1: Builder<TokioExecutor>,
+    pub(super) h2: Builder<TokioExecutor>,
+    pub(super) handshake_timeout: Duration,
+    /// Where TLS handshakes run: a thread of their own (see [`HandshakeThread`]).
+    pub(super) handshakes: tokio::runtime::Handle,
+    pub(super) idle_timeout: Duration,
+    /// `server.max_queue_delay_ms` is on: measure each HTTP/1.1 request's socket wait.
+    pub(super) queue_delay_checked: bool,
+    pub(super) failures: HandshakeCounters,
+}

@@ -1,0 +1,330 @@
+//! Wiring: the gateway assembled from its config, and the tasks that serve it.
+//!
+//! [`Gateway::from_config`] (here) loads everything except the snapshot, so sockets can be
+//! bound (and `/healthz` answered) while a large snapshot loads; `snapshot` verifies and
+//! installs it and wires the follower; `listener` accepts partner connections and runs
+//! their TLS handshakes on a thread of their own; `connection` serves one connection
+//! (partner identity from the leaf certificate, then HTTP/1.1 or HTTP/2 as ALPN chose);
+//! `reload` puts changed certificates, CRLs and partners in use; `ops` is the plain
+//! metrics and probe listener.
+
+mod connection;
+mod listener;
+mod ops;
+mod reload;
+mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ed25519_dalek::VerifyingKey;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::admission::AdmissionLimits;
+use crate::http::{App, Credentials, Limits};
+use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
+use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
+use crate::metrics::Metrics;
+use crate::overload::LagMonitor;
+use crate::snapshot::SignedManifest;
+use crate::store::Store;
+use crate::tls::TlsError;
+
+use listener::{accept_loop, HandshakeThread};
+use ops::metrics_loop;
+use reload::{export_expiry, fingerprint, partner_tls, watch_files, ReloadState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("replication: {0}")]
+    Replication(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot start the TLS handshake thread: {0}")]
+    HandshakeThread(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Receipt signing keys and the published keyring: receipt keys, temporary-permit issuing
+/// keys and snapshot publishing keys.
+fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Credentials, KeyError> {
+    let receipt_keys = SigningKeys::new(
+        config
+            .receipt_keys
+            .iter()
+            .map(|k| Ok((load_signing_key(&k.path)?, k.validity)))
+            .collect::<Result<Vec<_>, KeyError>>()?,
+    );
+    let mut published: Vec<PublicKey> = receipt_keys.public(KeyUse::Receipt).collect();
+    for k in &config.temp_permits.issuer_keys {
+        published.push(PublicKey::new(
+            KeyUse::TempPermit,
+            load_verifying_key(&k.path)?,
+            k.validity,
+        ));
+    }
+    published.extend(
+        publisher_keys
+            .iter()
+            .map(|k| PublicKey::new(KeyUse::Snapshot, *k, Validity::default())),
+    );
+    Ok(Credentials {
+        receipt_keys,
+        keyring: Keyring::new(published),
+        temp_permit_skew: config.temp_permits.clock_skew,
+    })
+}
+
+/// Everything needed to serve, built from a [`Config`].
+pub struct Gateway {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    /// Told whenever the held manifest changes (relay long-polls wait on it).
+    manifest_changed: Arc<watch::Sender<u64>>,
+    clock: Arc<dyn Clock>,
+    app: Arc<App>,
+    lag: Option<Arc<LagMonitor>>,
+    /// Swapped by reloads; each handshake uses the one current when it starts.
+    tls: ArcSwap<rustls::ServerConfig>,
+    /// The TLS files in use, and the fingerprint of everything a reload reads as last
+    /// seen (so a broken file is tried once per change, not once per poll).
+    reload_state: Mutex<ReloadState>,
+    config: Config,
+    publisher_keys: Vec<VerifyingKey>,
+    hash_key: HashKey,
+    /// The manifest of what [`Gateway::load_snapshot`] put in service: where a follower
+    /// starts from.
+    served: Mutex<Option<SignedManifest>>,
+}
+
+impl Gateway {
+    pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
+        // Before the files are read, as in `try_reload`.
+        let seen = fingerprint(&config.path, &config.tls);
+        let (tls, revoked) = partner_tls(&config.tls)?;
+        let publisher_keys = config
+            .snapshot
+            .publisher_keys
+            .iter()
+            .map(|p| load_verifying_key(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hash_key = HashKey::load(&config.snapshot.hash_key)?;
+        let credentials = credentials(&config, &publisher_keys)?;
+        let metrics = Arc::new(Metrics::new());
+        export_expiry(&metrics, &config.tls)?;
+        // Measured only where something compares it with max_queue_delay_ms.
+        let lag = config
+            .server
+            .max_queue_delay
+            .is_some()
+            .then(|| Arc::new(LagMonitor::default()));
+        let audit = match &config.audit {
+            Some(a) => Some(AuditLog::open(a.clone(), metrics.audit.clone())?),
+            None => {
+                tracing::warn!("no [audit] configured: checks leave no audit trail");
+                None
+            }
+        };
+        let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
+        let (manifest_tx, manifest_rx) = watch::channel(0u64);
+        let relay_dir = match (&config.replication, &config.snapshot.repo) {
+            (Some(r), _) => Some(r.state_dir.clone()),
+            (None, repo) => repo.clone(),
+        };
+        let relay = relay_dir.map(|dir| crate::http::relay::RelaySource {
+            dir,
+            changes: manifest_rx,
+        });
+        let app = Arc::new(App::new(
+            store.clone(),
+            hash_key.clone(),
+            clock.clone(),
+            Limits {
+                max_body_bytes: config.server.max_body_bytes,
+                max_batch_items: config.server.max_batch_items,
+                unready_when_stale_for: config
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.unready_when_stale_for),
+                body_read_timeout: config.server.body_read_timeout,
+                admission: AdmissionLimits {
+                    max_concurrent_requests: config.server.max_concurrent_requests,
+                    max_requests_per_partner: config.server.max_requests_per_partner,
+                    max_relay_waiters: config.server.max_relay_waiters,
+                    max_queue_delay: config.server.max_queue_delay,
+                },
+            },
+            &config.partners,
+            revoked,
+            &metrics,
+            relay,
+            credentials,
+            audit,
+            lag.clone(),
+        ));
+        Ok(Gateway {
+            store,
+            metrics,
+            manifest_changed: Arc::new(manifest_tx),
+            clock,
+            app,
+            lag,
+            tls: ArcSwap::new(tls),
+            reload_state: Mutex::new(ReloadState {
+                fingerprint: seen,
+                tls: config.tls.clone(),
+            }),
+            config,
+            publisher_keys,
+            hash_key,
+            served: Mutex::new(None),
+        })
+    }
+
+    /// Writes and fsyncs the audit records of everything answered; call it after
+    /// [`Running::drain`].
+    pub fn close_audit(&self) {
+        self.app.close_audit();
+    }
+
+    /// Binds the configured addresses and starts serving.
+    pub async fn bind(self: &Arc<Self>) -> Result<Running, StartError> {
+        let listen = self.config.server.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let metrics_listener = match self.config.server.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        self.serve(listener, metrics_listener)
+    }
+
+    /// Serves on already-bound listeners.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+    ) -> Result<Running, StartError> {
+        let local = |l: &TcpListener| {
+            l.local_addr().map_err(|source| StartError::Bind {
+                addr: self.config.server.listen,
+                source,
+            })
+        };
+        let addr = local(&listener)?;
+        let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let open = Arc::new(tokio::sync::Semaphore::new(
+            self.config.server.max_connections,
+        ));
+        let handshakes = HandshakeThread::start().map_err(StartError::HandshakeThread)?;
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            self.clone(),
+            listener,
+            open.clone(),
+            stop_rx.clone(),
+            handshakes,
+        ))];
+        if let Some(monitor) = self.lag.clone() {
+            let gauge = self.metrics.scheduling_lag();
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move { monitor.run(gauge, stop).await }));
+        }
+        if let Some(every) = self.config.server.reload_poll_interval {
+            tasks.push(tokio::spawn(watch_files(
+                self.clone(),
+                every,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = metrics_listener {
+            tasks.push(tokio::spawn(metrics_loop(self.clone(), l, stop_rx)));
+        }
+        Ok(Running {
+            addr,
+            metrics_addr,
+            stop: stop_tx,
+            tasks,
+            open,
+            max_connections: self.config.server.max_connections,
+            drain_timeout: self.config.server.drain_timeout,
+        })
+    }
+}
+
+/// A serving gateway. Dropping it stops the listeners.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    /// Set once: stop accepting, and tell open connections to finish and close.
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One permit per open partner connection.
+    open: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    /// Starts following `[replication]`'s source, if configured. Call it after the
+    /// initial [`Gateway::load_snapshot`], so the follower starts from what is served.
+    pub fn start_replication(&mut self, gw: &Arc<Gateway>) -> Result<bool, StartError> {
+        let Some((follower, interval)) = gw.follower()? else {
+            return Ok(false);
+        };
+        self.tasks
+            .push(tokio::spawn(follower.run(interval, self.stop.subscribe())));
+        Ok(true)
+    }
+
+    /// Stops accepting and asks every open connection to close once its requests in
+    /// flight are answered (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// [`stop`](Self::stop), then waits up to `server.drain_timeout_ms` for the
+    /// connections to close. Returns how many were still open when it gave up (0: all
+    /// drained).
+    pub async fn drain(&self) -> usize {
+        self.stop();
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.drain_timeout, self.open.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => self.max_connections - self.open.available_permits(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

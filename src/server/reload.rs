@@ -1,0 +1,123 @@
+//! Reload: the config file and the TLS files it names, on SIGHUP or when their content
+//! changes; a file that does not load is refused, counted once per change, and the old
+//! state kept.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, TlsConfig};
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError};
+
+use super::{Gateway, StartError};
+
+impl Gateway {
+    /// Reads the config file again and puts its certificates, CA, CRLs and partner table
+    /// in use. Handshakes already done and requests already admitted are not disturbed.
+    /// On any error nothing changes: the error is logged and counted, and returned.
+    pub fn reload(&self) -> Result<(), StartError> {
+        let result = self.try_reload();
+        self.metrics.reloaded(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("reloaded certificates, CRLs and partners"),
+            Err(e) => tracing::error!(error = %e, "reload refused; keeping what is in use"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), StartError> {
+        let config = Config::load(&self.config.path)?;
+        // Taken before the files are read: a file replaced while they load then differs
+        // from what is recorded, and the next poll loads it (taken after, it would be
+        // recorded as loaded without being so).
+        let seen = fingerprint(&config.path, &config.tls);
+        let (tls, revoked) = partner_tls(&config.tls)?;
+        export_expiry(&self.metrics, &config.tls)?;
+        self.tls.store(tls);
+        self.app
+            .set_partners(&config.partners, revoked, &self.metrics);
+        let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
+        state.fingerprint = seen;
+        state.tls = config.tls;
+        Ok(())
+    }
+
+    /// Reloads if any file a reload reads changed since it was last looked at.
+    fn reload_if_changed(&self) {
+        let now = {
+            let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = fingerprint(&self.config.path, &state.tls);
+            if now == state.fingerprint {
+                return;
+            }
+            state.fingerprint = now;
+            now
+        };
+        tracing::info!(fingerprint = %&now.to_hex()[..16], "configuration files changed");
+        let _ = self.reload();
+    }
+}
+
+pub(super) struct ReloadState {
+    pub(super) fingerprint: blake3::Hash,
+    pub(super) tls: TlsConfig,
+}
+
+/// Hash of the config file and every TLS file it names; unreadable files hash as absent,
+/// so a file being replaced shows up as a change (and a failed reload) once, not an error
+/// per poll.
+pub(super) fn fingerprint(config: &Path, tls: &TlsConfig) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    for path in std::iter::once(config).chain(tls.files()) {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Err(_) => {
+                h.update(&u64::MAX.to_le_bytes());
+            }
+        }
+    }
+    h.finalize()
+}
+
+/// The partner-facing TLS config and the serials its CRLs revoke.
+pub(super) fn partner_tls(
+    t: &TlsConfig,
+) -> Result<(Arc<rustls::ServerConfig>, HashSet<Vec<u8>>), TlsError> {
+    let crls = tls::load_crls(&t.crls)?;
+    let revoked = tls::revoked_serials(&crls)?;
+    Ok((
+        tls::server_config(&t.cert, &t.key, &t.client_ca, crls)?,
+        revoked,
+    ))
+}
+
+pub(super) fn export_expiry(metrics: &Metrics, t: &TlsConfig) -> Result<(), TlsError> {
+    metrics.certificate_expires("server", tls::not_after(&t.cert)?);
+    metrics.certificate_expires("client_ca", tls::not_after(&t.client_ca)?);
+    Ok(())
+}
+
+pub(super) async fn watch_files(
+    gw: Arc<Gateway>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let gw = gw.clone();
+        // File reads and certificate parsing stay off the async workers.
+        let _ = tokio::task::spawn_blocking(move || gw.reload_if_changed()).await;
+    }
+}
