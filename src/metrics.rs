@@ -57,6 +57,14 @@ impl ReplicationMetrics {
     pub fn failure(&self, reason: &str) {
         self.failures.with_label_values(&[reason]).inc();
     }
+
+    /// Creates the failure series of `reasons` at 0 (the follower's reasons, named by the
+    /// follower), so that rate() and alerts see them before the first failure.
+    pub fn init_failures<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+        for r in reasons {
+            self.failures.with_label_values(&[r]);
+        }
+    }
 }
 
 /// The label values of `permitgate_requests_total`'s route and outcome dimensions, in
@@ -285,20 +293,6 @@ impl Metrics {
         // the first poll or failure. The values are the follower's (README, Metrics).
         for r in ["not_modified", "applied", "swapped", "refused"] {
             replication.polls.with_label_values(&[r]);
-        }
-        for r in [
-            "fetch",
-            "bad_signature",
-            "unknown_key",
-            "hash_mismatch",
-            "rollback",
-            "chain",
-            "corrupt",
-            "manifest",
-            "hash_key",
-            "storage",
-        ] {
-            replication.failures.with_label_values(&[r]);
         }
         must(registry.register(Box::new(replication.polls.clone())));
         must(registry.register(Box::new(replication.failures.clone())));

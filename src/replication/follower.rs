@@ -20,15 +20,62 @@ use crate::snapshot::{
 };
 use crate::store::{StateInfo, Store};
 
-/// Why a poll was refused: a metric label and a detail for the log.
+/// Why a poll was refused; its label is the `reason` of
+/// `permitgate_replication_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The source did not answer, or an object is missing.
+    Fetch,
+    BadSignature,
+    UnknownKey,
+    HashMismatch,
+    Rollback,
+    Chain,
+    Corrupt,
+    Manifest,
+    HashKey,
+    Storage,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 10] = [
+        RefusalReason::Fetch,
+        RefusalReason::BadSignature,
+        RefusalReason::UnknownKey,
+        RefusalReason::HashMismatch,
+        RefusalReason::Rollback,
+        RefusalReason::Chain,
+        RefusalReason::Corrupt,
+        RefusalReason::Manifest,
+        RefusalReason::HashKey,
+        RefusalReason::Storage,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Fetch => "fetch",
+            RefusalReason::BadSignature => "bad_signature",
+            RefusalReason::UnknownKey => "unknown_key",
+            RefusalReason::HashMismatch => "hash_mismatch",
+            RefusalReason::Rollback => "rollback",
+            RefusalReason::Chain => "chain",
+            RefusalReason::Corrupt => "corrupt",
+            RefusalReason::Manifest => "manifest",
+            RefusalReason::HashKey => "hash_key",
+            RefusalReason::Storage => "storage",
+        }
+    }
+}
+
+/// Why a poll was refused, and a detail for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: RefusalReason,
     pub detail: String,
 }
 
 impl Refusal {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Refusal {
+    fn new(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
         Refusal {
             reason,
             detail: detail.into(),
@@ -39,16 +86,16 @@ impl Refusal {
 impl From<SnapshotError> for Refusal {
     fn from(e: SnapshotError) -> Refusal {
         let reason = match &e {
-            SnapshotError::BadSignature { .. } => "bad_signature",
-            SnapshotError::UnknownKey { .. } => "unknown_key",
-            SnapshotError::HashMismatch { .. } => "hash_mismatch",
-            SnapshotError::HashKeyMismatch { .. } => "hash_key",
+            SnapshotError::BadSignature { .. } => RefusalReason::BadSignature,
+            SnapshotError::UnknownKey { .. } => RefusalReason::UnknownKey,
+            SnapshotError::HashMismatch { .. } => RefusalReason::HashMismatch,
+            SnapshotError::HashKeyMismatch { .. } => RefusalReason::HashKey,
             SnapshotError::Size { .. }
             | SnapshotError::NotASnapshot(_)
-            | SnapshotError::Corrupt(_) => "corrupt",
-            SnapshotError::Manifest(_) => "manifest",
-            SnapshotError::Chain(_) => "chain",
-            SnapshotError::Io { .. } => "storage",
+            | SnapshotError::Corrupt(_) => RefusalReason::Corrupt,
+            SnapshotError::Manifest(_) => RefusalReason::Manifest,
+            SnapshotError::Chain(_) => RefusalReason::Chain,
+            SnapshotError::Io { .. } => RefusalReason::Storage,
         };
         Refusal::new(reason, e.to_string())
     }
@@ -75,7 +122,7 @@ pub struct Follower {
     clock: Arc<dyn Clock>,
     held: Option<SignedManifest>,
     tag: Option<String>,
-    last_refusal: Option<&'static str>,
+    last_refusal: Option<RefusalReason>,
     notify: Option<Arc<watch::Sender<u64>>>,
 }
 
@@ -149,18 +196,18 @@ impl Follower {
                 });
                 m.last_success.set(now.unix_timestamp() as f64);
                 if let Some(prev) = self.last_refusal.take() {
-                    tracing::info!(previous = prev, "replication recovered");
+                    tracing::info!(previous = prev.label(), "replication recovered");
                 }
             }
             Err(r) => {
                 m.poll("refused");
-                m.failure(r.reason);
+                m.failure(r.reason.label());
                 // Once per cause: a dead origin polled every second must not flood logs.
                 if self.last_refusal != Some(r.reason) {
                     if self.store.is_ready() {
-                        tracing::warn!(reason = r.reason, detail = %r.detail, "replication refused; serving the last good state");
+                        tracing::warn!(reason = r.reason.label(), detail = %r.detail, "replication refused; serving the last good state");
                     } else {
-                        tracing::warn!(reason = r.reason, detail = %r.detail, "replication refused; nothing to serve yet (not ready)");
+                        tracing::warn!(reason = r.reason.label(), detail = %r.detail, "replication refused; nothing to serve yet (not ready)");
                     }
                     self.last_refusal = Some(r.reason);
                 }
@@ -184,7 +231,7 @@ impl Follower {
             .source
             .manifest(self.tag.as_deref())
             .await
-            .map_err(|e| Refusal::new("fetch", e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalReason::Fetch, e.to_string()))?;
         let (bytes, tag) = match fetched {
             Fetched::NotModified => return Ok(PollOutcome::NotModified),
             Fetched::Manifest { bytes, tag } => (bytes, tag),
@@ -198,7 +245,7 @@ impl Follower {
             }
             Some(held) if new.manifest.version <= held.manifest.version => {
                 return Err(Refusal::new(
-                    "rollback",
+                    RefusalReason::Rollback,
                     format!(
                         "offered manifest version {} is not above the held {}",
                         new.manifest.version, held.manifest.version
@@ -219,7 +266,7 @@ impl Follower {
             );
             blocking(move || {
                 write_atomic(&dir.join(MANIFEST_FILE), &bytes)
-                    .map_err(|e| Refusal::new("storage", e.to_string()))?;
+                    .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))?;
                 if swapped {
                     collect_garbage(&dir, &keep);
                 }
@@ -255,13 +302,13 @@ impl Follower {
             .source
             .object(hash)
             .await
-            .map_err(|e| Refusal::new("fetch", e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalReason::Fetch, e.to_string()))?;
         let (hash, dir) = (hash.to_owned(), self.state_dir.clone());
         blocking(move || {
             check_content(&hash, blake3::hash(&bytes))?;
             if let Some(dir) = dir {
                 write_atomic(&object_path(&dir, &hash), &bytes)
-                    .map_err(|e| Refusal::new("storage", e.to_string()))?;
+                    .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))?;
             }
             Ok(bytes)
         })
@@ -285,7 +332,7 @@ impl Follower {
         let guard = self.store.current();
         let state = guard
             .as_ref()
-            .ok_or_else(|| Refusal::new("manifest", "no state to apply deltas to"))?;
+            .ok_or_else(|| Refusal::new(RefusalReason::Manifest, "no state to apply deltas to"))?;
         let mut version = state.view().info().version;
         for d in &new.manifest.deltas[held.manifest.deltas.len()..] {
             // Applied by an earlier poll that failed on a later delta of the same chain.
@@ -297,7 +344,7 @@ impl Follower {
             let info = StateInfo::of(&delta.header().meta, new.manifest.expires_at);
             state
                 .apply(info, delta.entries())
-                .map_err(|e| Refusal::new("chain", e.to_string()))?;
+                .map_err(|e| Refusal::new(RefusalReason::Chain, e.to_string()))?;
             version = delta.version();
             self.metrics
                 .replication
@@ -335,11 +382,11 @@ impl Follower {
                     snapshot,
                     deltas,
                 })
-                .map_err(|e| Refusal::new("chain", e.to_string()))?;
+                .map_err(|e| Refusal::new(RefusalReason::Chain, e.to_string()))?;
             Ok(())
         })
         .await
-        .map_err(|e| Refusal::new("storage", e.to_string()))??;
+        .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))??;
         self.installed();
         Ok(PollOutcome::Swapped(version))
     }
@@ -378,5 +425,5 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Refusal> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Refusal::new("storage", e.to_string()))?
+        .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))?
 }

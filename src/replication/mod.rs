@@ -11,5 +11,5 @@
 mod follower;
 mod source;
 
-pub use follower::{Follower, PollOutcome, Refusal};
+pub use follower::{Follower, PollOutcome, Refusal, RefusalReason};
 pub use source::{Fetched, S3Settings, Source, SourceError};

@@ -127,6 +127,11 @@ impl Gateway {
         let hash_key = HashKey::load(&config.snapshot.hash_key)?;
         let credentials = credentials(&config, &publisher_keys)?;
         let metrics = Arc::new(Metrics::new());
+        metrics.replication.init_failures(
+            crate::replication::RefusalReason::ALL
+                .iter()
+                .map(|r| r.label()),
+        );
         export_expiry(&metrics, &config.tls)?;
         // Measured only where something compares it with max_queue_delay_ms.
         let lag = config

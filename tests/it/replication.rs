@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::{metric_value, Options, TestGateway};
 use permitgate::keys::load_signing_key;
 use permitgate::publish::DEFAULT_MAX_DELTAS;
-use permitgate::replication::PollOutcome;
+use permitgate::replication::{PollOutcome, RefusalReason};
 use permitgate::snapshot::SignedManifest;
 use serde_json::json;
 
@@ -300,14 +300,14 @@ async fn refusals_keep_the_last_good_state() {
     .expect("write");
     refused.push(follower.poll_and_record().await.expect_err("chain").reason);
 
-    const REASONS: [&str; 7] = [
-        "rollback",
-        "bad_signature",
-        "manifest",
-        "hash_mismatch",
-        "fetch",
-        "unknown_key",
-        "chain",
+    const REASONS: [RefusalReason; 7] = [
+        RefusalReason::Rollback,
+        RefusalReason::BadSignature,
+        RefusalReason::Manifest,
+        RefusalReason::HashMismatch,
+        RefusalReason::Fetch,
+        RefusalReason::UnknownKey,
+        RefusalReason::Chain,
     ];
     assert_eq!(refused, REASONS);
     let mut c = gw.client("bank").await;
@@ -318,13 +318,22 @@ async fn refusals_keep_the_last_good_state() {
     );
     assert_eq!(v["snapshot"]["version"], 2);
     let m = gw.metrics().await;
-    for reason in REASONS {
+    for reason in REASONS.map(RefusalReason::label) {
         assert_eq!(
             metric_value(
                 &m,
                 &format!("permitgate_replication_failures_total{{reason=\"{reason}\"}}")
             ),
             1.0,
+            "{reason}"
+        );
+    }
+    // Every reason exists at 0 from the start.
+    for reason in RefusalReason::ALL.map(RefusalReason::label) {
+        assert!(
+            m.contains(&format!(
+                "permitgate_replication_failures_total{{reason=\"{reason}\"}}"
+            )),
             "{reason}"
         );
     }
@@ -381,7 +390,7 @@ async fn a_restarted_gateway_serves_its_persisted_state_at_once() {
     let (mut follower, _) = second.gateway.follower().expect("config").expect("on");
     assert_eq!(
         follower.poll_and_record().await.map_err(|r| r.reason),
-        Err("fetch")
+        Err(RefusalReason::Fetch)
     );
     assert_eq!(
         c.post_json("/v1/document-status", &json!({"number": tp}))
@@ -711,7 +720,7 @@ async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
         .poll_and_record()
         .await
         .expect_err("second delta broken");
-    assert_eq!(refused.reason, "hash_mismatch");
+    assert_eq!(refused.reason, RefusalReason::HashMismatch);
     let mut c = gw.client("bank").await;
     let v = c.post_json(&s.path, &s.body).await.json();
     assert_eq!(v["snapshot"]["version"], 2, "the first delta was applied");
