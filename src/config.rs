@@ -68,7 +68,7 @@ pub struct TempPermitConfig {
 
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
-    /// `file:///path` (more kinds of source come with the relay and S3 work).
+    /// `file:///path`, `https://host[:port]/path` or `s3://bucket/prefix`.
     pub source: String,
     /// The last good state (a repo layout), served at start before the source answers.
     pub state_dir: PathBuf,

@@ -120,7 +120,7 @@ impl NumberError {
 }
 
 /// A normalised number, held inline: numbers are short, and a check should not allocate
-/// for them. At most [`MAX_INPUT_CHARS`] ASCII bytes.
+/// for them. At most `MAX_INPUT_CHARS` ASCII bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Normalised {
     buf: [u8; MAX_INPUT_CHARS],

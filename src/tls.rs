@@ -3,7 +3,7 @@
 //! Clients must present a certificate chaining to the partner CA, valid now and marked
 //! for client authentication. webpki checks the first two, and the usage only when the
 //! certificate states one (RFC 5280 reads "no extendedKeyUsage" as "any use"); a partner
-//! certificate without the extension is refused here ([`RequireClientAuth`]). A server
+//! certificate without the extension is refused here (`RequireClientAuth`). A server
 //! certificate is put in use only if its key matches and its chain verifies. The partner id is read from the
 //! leaf: a SAN URI `spiffe://partners/<id>` if there is one, else the subject CN. This
 //! module knows nothing of HTTP or of which ids are configured.

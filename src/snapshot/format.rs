@@ -493,7 +493,9 @@ impl Ingest {
             &signed_message(header.kind, &body_digest),
             &Signature::from_bytes(&sig_bytes),
         )
-        .map_err(|_| SnapshotError::BadSignature { what: "snapshot" })?;
+        .map_err(|_| SnapshotError::BadSignature {
+            what: header.kind.name(),
+        })?;
         if let Some(hk) = hash_key {
             if hk.id() != header.meta.hash_key_id {
                 return Err(SnapshotError::HashKeyMismatch {
@@ -574,8 +576,8 @@ impl IndexBuilder {
                 u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]),
                 u64::from_be_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]),
             );
-            let valid = (r[28] <= 5 && r[29].wrapping_sub(1) < 3 && r[30].wrapping_sub(1) < 3)
-                || (self.removals && r[16..] == [0; RECORD_LEN - 16]);
+            let valid =
+                Record::fields_valid(r) || (self.removals && r[16..] == [0; RECORD_LEN - 16]);
             if !valid {
                 return Err(SnapshotError::Corrupt(format!(
                     "record {i} has invalid fields"

@@ -116,8 +116,17 @@ impl Record {
         out[31] = self.renewal;
     }
 
+    /// Whether the enum bytes of an encoded record (status, kind, region) are valid: the
+    /// check a snapshot's records pass at load, next to the codec it guards.
+    #[inline]
+    pub fn fields_valid(b: &[u8; Record::LEN]) -> bool {
+        Status::from_u8(b[28]).is_some()
+            && DocumentKind::from_u8(b[29]).is_some()
+            && Region::from_u8(b[30]).is_some()
+    }
+
     /// Decodes a record whose enum bytes were validated at load time; `None` if they are not
-    /// valid (only reachable for bytes that skipped [`Record::check`]).
+    /// valid (only reachable for bytes that skipped [`Record::fields_valid`]).
     #[inline]
     pub fn decode(b: &[u8]) -> Option<Record> {
         let mut key = [0u8; 16];

@@ -314,7 +314,6 @@ impl TestGateway {
     }
 }
 
-/// Runs the `permitgate` binary (logging warnings only) and returns what it did.
 /// The demo sample called `name`.
 pub fn sample<'a>(demo: &'a Demo, name: &str) -> &'a demo::Sample {
     demo.samples
@@ -397,6 +396,7 @@ pub async fn read_until_closed(s: &mut (impl tokio::io::AsyncReadExt + Unpin)) -
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Runs the `permitgate` binary (logging warnings only) and returns what it did.
 pub fn permitgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
         .args(args)
