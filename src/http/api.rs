@@ -40,7 +40,7 @@ pub struct DocumentStatusRequest {
     pub number: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct SnapshotRef<'a> {
     pub version: u64,
     pub published_at: &'a str,

@@ -565,7 +565,8 @@ impl App {
         })
     }
 
-    /// Answers a partner check whose body has been read.
+    /// Answers a partner check whose body has been read: the context every route
+    /// answers from, then the route's own function.
     fn check(
         &self,
         route: Route,
@@ -577,123 +578,149 @@ impl App {
         let view = guard.as_ref().ok_or_else(not_ready)?.view();
         let now = self.clock.now();
         let stamp = rfc3339(now);
-        let checked_at = stamp.as_str();
-        let today = Day::of(now);
-        let snapshot = SnapshotRef {
-            version: view.info().version,
-            published_at: &view.info().published_at_text,
-            stale: now > view.info().expires_at,
+        let mut cx = Context {
+            partner,
+            now,
+            checked_at: stamp.as_str(),
+            snapshot: SnapshotRef {
+                version: view.info().version,
+                published_at: &view.info().published_at_text,
+                stale: now > view.info().expires_at,
+            },
+            view: &view,
+            documents,
         };
         let out = match route {
-            Route::LinkCheck => {
-                let req: LinkCheckRequest = body::object(body, "")?;
-                let input = link_input(&req, None)?;
-                let hashed = input.pair.hashed(&self.hash_key);
-                documents.extend(hashed.keys());
-                checks::prefetch(&view, std::iter::once(&hashed));
-                let item = self.link_answer(&view, partner, &input, &hashed, now, None)?;
-                serde_json::to_vec(&LinkCheckResponse {
-                    item,
-                    snapshot,
-                    checked_at,
-                })
-            }
-            Route::LinkCheckBatch => {
-                let req: BatchRequest<'_> = body::object(body, "")?;
-                if req.checks.len() > self.limits.max_batch_items {
-                    let mut p = Problem::new(
-                        ProblemKind::BatchTooLarge,
-                        format!(
-                            "{} checks; at most {} per batch",
-                            req.checks.len(),
-                            self.limits.max_batch_items
-                        ),
-                    )
-                    .with_field("checks");
-                    p.rule = Some("max_items");
-                    return Err(p);
-                }
-                // Parse and hash every item and start all their index reads before
-                // checking any: the items' cache misses overlap.
-                let inputs: Vec<Result<(LinkInput, HashedPair), Problem>> = req
-                    .checks
-                    .iter()
-                    .enumerate()
-                    .map(|(i, raw)| {
-                        let input = body::object::<LinkCheckRequest>(
-                            raw.get().as_bytes(),
-                            &item_prefix(Some(i)),
-                        )
-                        .and_then(|r| link_input(&r, Some(i)))?;
-                        let hashed = input.pair.hashed(&self.hash_key);
-                        Ok((input, hashed))
-                    })
-                    .collect();
-                documents.extend(inputs.iter().flatten().flat_map(|(_, h)| h.keys()));
-                checks::prefetch(&view, inputs.iter().flatten().map(|(_, h)| h));
-                let results: Vec<BatchItem> = inputs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, parsed)| {
-                        parsed
-                            .and_then(|(input, hashed)| {
-                                self.link_answer(&view, partner, &input, &hashed, now, Some(i))
-                            })
-                            .map_or_else(|error| BatchItem::Error { error }, BatchItem::Answer)
-                    })
-                    .collect();
-                // About 130 bytes an answer: one allocation instead of a doubling series.
-                let mut out = Vec::with_capacity(160 * results.len() + 160);
-                serde_json::to_writer(
-                    &mut out,
-                    &BatchResponse {
-                        results,
-                        snapshot,
-                        checked_at,
-                    },
-                )
-                .map(|()| out)
-            }
-            Route::DocumentStatus => {
-                let req: DocumentStatusRequest = body::object(body, "")?;
-                let number = DocumentNo::parse(&req.number)
-                    .map_err(|e| Problem::invalid_number("number", e))?;
-                let key = DocKey::of(&self.hash_key, number.canonical());
-                documents.push(key.0);
-                let answer = checks::document_status(&view, &key, &number, today);
-                serde_json::to_vec(&DocumentStatusResponse::new(answer, snapshot, checked_at))
-            }
-            Route::TempPermitVerify => {
-                let req: TempPermitRequest = body::object(body, "")?;
-                let v = temp_permit::verify(
-                    &req.token,
-                    &self.credentials.keyring,
-                    now,
-                    self.credentials.temp_permit_skew,
-                    |id| checks::temp_permit_revoked(&view, &self.hash_key, id),
-                );
-                if let Some(p) = &v.permit {
-                    documents.push(p.permit_id.doc_key(&self.hash_key).0);
-                    documents.push(DocKey::of(&self.hash_key, p.travel_permit.canonical()).0);
-                }
-                if let Some(c) = self.temp_permit_counters.get(v.status as usize) {
-                    c.inc();
-                }
-                serde_json::to_vec(&TempPermitResponse {
-                    verification: (&v).into(),
-                    snapshot,
-                    checked_at,
-                })
-            }
+            Route::LinkCheck => self.link_check(&mut cx, body),
+            Route::LinkCheckBatch => self.link_check_batch(&mut cx, body),
+            Route::DocumentStatus => self.document_status(&mut cx, body),
+            Route::TempPermitVerify => self.temp_permit_verify(&mut cx, body),
             Route::Keys
             | Route::Healthz
             | Route::Readyz
             | Route::ReplicationManifest
             | Route::ReplicationObject
             | Route::Unknown => return Err(Problem::new(ProblemKind::NotFound, "no handler")),
-        };
-        out.map(|bytes| json_response(StatusCode::OK, bytes))
-            .map_err(|e| Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}")))
+        }?;
+        Ok(json_response(StatusCode::OK, out))
+    }
+
+    /// `POST /v1/link-checks`
+    fn link_check(&self, cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
+        let req: LinkCheckRequest = body::object(body, "")?;
+        let input = link_input(&req, None)?;
+        let hashed = input.pair.hashed(&self.hash_key);
+        cx.documents.extend(hashed.keys());
+        checks::prefetch(cx.view, std::iter::once(&hashed));
+        let item = self.link_answer(cx.view, cx.partner, &input, &hashed, cx.now, None)?;
+        encode(&LinkCheckResponse {
+            item,
+            snapshot: cx.snapshot,
+            checked_at: cx.checked_at,
+        })
+    }
+
+    /// `POST /v1/link-checks:batch`
+    fn link_check_batch(&self, cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
+        let req: BatchRequest<'_> = body::object(body, "")?;
+        if req.checks.len() > self.limits.max_batch_items {
+            let mut p = Problem::new(
+                ProblemKind::BatchTooLarge,
+                format!(
+                    "{} checks; at most {} per batch",
+                    req.checks.len(),
+                    self.limits.max_batch_items
+                ),
+            )
+            .with_field("checks");
+            p.rule = Some("max_items");
+            return Err(p);
+        }
+        // Parse and hash every item and start all their index reads before checking
+        // any: the items' cache misses overlap.
+        let inputs: Vec<Result<(LinkInput, HashedPair), Problem>> = req
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let input =
+                    body::object::<LinkCheckRequest>(raw.get().as_bytes(), &item_prefix(Some(i)))
+                        .and_then(|r| link_input(&r, Some(i)))?;
+                let hashed = input.pair.hashed(&self.hash_key);
+                Ok((input, hashed))
+            })
+            .collect();
+        cx.documents
+            .extend(inputs.iter().flatten().flat_map(|(_, h)| h.keys()));
+        checks::prefetch(cx.view, inputs.iter().flatten().map(|(_, h)| h));
+        let results: Vec<BatchItem> = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, parsed)| {
+                parsed
+                    .and_then(|(input, hashed)| {
+                        self.link_answer(cx.view, cx.partner, &input, &hashed, cx.now, Some(i))
+                    })
+                    .map_or_else(|error| BatchItem::Error { error }, BatchItem::Answer)
+            })
+            .collect();
+        // About 130 bytes an answer: one allocation instead of a doubling series.
+        let mut out = Vec::with_capacity(160 * results.len() + 160);
+        serde_json::to_writer(
+            &mut out,
+            &BatchResponse {
+                results,
+                snapshot: cx.snapshot,
+                checked_at: cx.checked_at,
+            },
+        )
+        .map_err(encoding_failed)?;
+        Ok(out)
+    }
+
+    /// `POST /v1/document-status`
+    fn document_status(&self, cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
+        let req: DocumentStatusRequest = body::object(body, "")?;
+        let number =
+            DocumentNo::parse(&req.number).map_err(|e| Problem::invalid_number("number", e))?;
+        let key = DocKey::of(&self.hash_key, number.canonical());
+        cx.documents.push(key.0);
+        let answer = checks::document_status(cx.view, &key, &number, Day::of(cx.now));
+        encode(&DocumentStatusResponse::new(
+            answer,
+            cx.snapshot,
+            cx.checked_at,
+        ))
+    }
+
+    /// `POST /v1/temporary-permits/verify`
+    fn temp_permit_verify(
+        &self,
+        cx: &mut Context<'_, '_>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Problem> {
+        let req: TempPermitRequest = body::object(body, "")?;
+        let view = cx.view;
+        let v = temp_permit::verify(
+            &req.token,
+            &self.credentials.keyring,
+            cx.now,
+            self.credentials.temp_permit_skew,
+            |id| checks::temp_permit_revoked(view, &self.hash_key, id),
+        );
+        if let Some(p) = &v.permit {
+            cx.documents.push(p.permit_id.doc_key(&self.hash_key).0);
+            cx.documents
+                .push(DocKey::of(&self.hash_key, p.travel_permit.canonical()).0);
+        }
+        if let Some(c) = self.temp_permit_counters.get(v.status as usize) {
+            c.inc();
+        }
+        encode(&TempPermitResponse {
+            verification: (&v).into(),
+            snapshot: cx.snapshot,
+            checked_at: cx.checked_at,
+        })
     }
 
     /// Answers one parsed link check (item `item` of a batch, or the single one).
@@ -780,6 +807,26 @@ impl App {
         );
         Ok(json_response(StatusCode::OK, body.into_bytes()))
     }
+}
+
+/// What every check route answers from: the partner, the data served and its
+/// reference, the time, and where the keyed hashes of the numbers go for the audit
+/// record.
+struct Context<'a, 'v> {
+    partner: &'a Partner,
+    view: &'a View<'v>,
+    now: OffsetDateTime,
+    checked_at: &'a str,
+    snapshot: SnapshotRef<'a>,
+    documents: &'a mut Vec<[u8; 16]>,
+}
+
+fn encode(answer: &impl serde::Serialize) -> Result<Vec<u8>, Problem> {
+    serde_json::to_vec(answer).map_err(encoding_failed)
+}
+
+fn encoding_failed(e: serde_json::Error) -> Problem {
+    Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}"))
 }
 
 /// A link check's numbers, parsed, and whether it asked for a receipt.

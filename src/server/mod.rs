@@ -202,6 +202,11 @@ impl Gateway {
         })
     }
 
+    /// The request path, for tests that call [`App::handle`] without sockets.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
     /// Writes and fsyncs the audit records of everything answered; call it after
     /// [`Running::drain`].
     pub fn close_audit(&self) {
