@@ -8,6 +8,7 @@ mod audit;
 mod cli;
 mod crash;
 mod deploy;
+mod handler;
 mod hostile;
 mod isolation;
 mod limits;
