@@ -78,17 +78,24 @@ impl HandshakeThread {
         std::thread::Builder::new()
             .name("permitgate-tls".into())
             .spawn(move || {
-                // Below the request workers (SCHED_IDLE): handshakes use the CPU the
-                // requests of open connections leave. Best effort; where the OS refuses,
-                // the thread stays at normal priority.
-                if let Err(e) = thread_priority::unix::set_thread_priority_and_policy(
-                    thread_priority::unix::thread_native_id(),
-                    thread_priority::ThreadPriority::Min,
-                    thread_priority::unix::ThreadSchedulePolicy::Normal(
-                        thread_priority::unix::NormalThreadSchedulePolicy::Idle,
-                    ),
-                ) {
-                    tracing::debug!(error = ?e, "TLS handshake thread keeps its priority");
+                // Below the request workers (nice 10, a tenth of their weight when both
+                // want a core): handshakes use mostly the CPU the requests of open
+                // connections leave, and are never starved outright (SCHED_IDLE was
+                // measured slightly better for the victim, but let a busy machine stall
+                // handshakes past their deadline). Where the OS refuses, the thread
+                // keeps normal priority.
+                let nice_10 = thread_priority::ThreadPriorityValue::try_from(22u8)
+                    .map(thread_priority::ThreadPriority::Crossplatform);
+                if let Ok(priority) = nice_10 {
+                    if let Err(e) = thread_priority::unix::set_thread_priority_and_policy(
+                        thread_priority::unix::thread_native_id(),
+                        priority,
+                        thread_priority::unix::ThreadSchedulePolicy::Normal(
+                            thread_priority::unix::NormalThreadSchedulePolicy::Other,
+                        ),
+                    ) {
+                        tracing::debug!(error = ?e, "TLS handshake thread keeps its priority");
+                    }
                 }
                 rt.block_on(async {
                     let _ = stopped.await;
