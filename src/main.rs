@@ -48,6 +48,16 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the config, certificates, CA, CRLs and keys as `serve` would (the server
+    /// chain verified, keys matched), without binding sockets or reading the snapshot.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Create demo PKI, keys, data and a signed snapshot under DIR (once), then serve it.
     Demo {
@@ -65,6 +75,11 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Check a configuration file and every file it names, without serving.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Build and sign a snapshot from an export (or a delta from change events) and make
     /// it current in REPO_DIR.
@@ -326,6 +341,23 @@ fn run(command: Command) -> anyhow::Result<()> {
             serve(Config::load(&demo.config)?)
         }
         Command::Serve { config } => serve(Config::load(&config)?),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let c = Config::load(&config)?;
+            let checked = permitgate::server::check_config(&c)?;
+            let expires = OffsetDateTime::from_unix_timestamp(checked.server_certificate_expires)
+                .map(permitgate::day::rfc3339)
+                .unwrap_or_else(|_| checked.server_certificate_expires.to_string());
+            println!(
+                "OK: {}: {} partners, {} publisher keys, {} receipt keys; server certificate valid until {expires}",
+                config.display(),
+                checked.partners,
+                checked.publisher_keys,
+                checked.receipt_keys
+            );
+            Ok(())
+        }
         Command::Publish {
             input,
             changes,

@@ -91,6 +91,59 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
     })
 }
 
+/// The files a config names, loaded and checked: what `serve` needs before it binds,
+/// and all that `permitgate config check` does.
+struct Loaded {
+    tls: Arc<rustls::ServerConfig>,
+    revoked: std::collections::HashSet<Vec<u8>>,
+    publisher_keys: Vec<VerifyingKey>,
+    hash_key: HashKey,
+    credentials: Credentials,
+}
+
+impl Loaded {
+    fn from(config: &Config) -> Result<Loaded, StartError> {
+        let (tls, revoked) = partner_tls(&config.tls)?;
+        let publisher_keys = config
+            .snapshot
+            .publisher_keys
+            .iter()
+            .map(|p| load_verifying_key(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hash_key = HashKey::load(&config.snapshot.hash_key)?;
+        let credentials = credentials(config, &publisher_keys)?;
+        Ok(Loaded {
+            tls,
+            revoked,
+            publisher_keys,
+            hash_key,
+            credentials,
+        })
+    }
+}
+
+/// What `permitgate config check` reports of a config that loads.
+#[derive(Debug)]
+pub struct Checked {
+    pub partners: usize,
+    pub publisher_keys: usize,
+    pub receipt_keys: usize,
+    /// notAfter of the server certificate (Unix seconds).
+    pub server_certificate_expires: i64,
+}
+
+/// Loads every file `config` names (certificates, CA, CRLs, keys) and checks them as
+/// `serve` would, without binding a socket, opening the audit log or reading the snapshot.
+pub fn check_config(config: &Config) -> Result<Checked, StartError> {
+    let loaded = Loaded::from(config)?;
+    Ok(Checked {
+        partners: config.partners.len(),
+        publisher_keys: loaded.publisher_keys.len(),
+        receipt_keys: config.receipt_keys.len(),
+        server_certificate_expires: crate::tls::not_after(&config.tls.cert)?,
+    })
+}
+
 /// Everything needed to serve, built from a [`Config`].
 pub struct Gateway {
     pub store: Arc<Store>,
@@ -117,15 +170,13 @@ impl Gateway {
     pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
         // Before the files are read, as in `try_reload`.
         let seen = fingerprint(&config.path, &config.tls);
-        let (tls, revoked) = partner_tls(&config.tls)?;
-        let publisher_keys = config
-            .snapshot
-            .publisher_keys
-            .iter()
-            .map(|p| load_verifying_key(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let hash_key = HashKey::load(&config.snapshot.hash_key)?;
-        let credentials = credentials(&config, &publisher_keys)?;
+        let Loaded {
+            tls,
+            revoked,
+            publisher_keys,
+            hash_key,
+            credentials,
+        } = Loaded::from(&config)?;
         let metrics = Arc::new(Metrics::new());
         metrics.replication.init_failures(
             crate::replication::RefusalReason::ALL

@@ -15,6 +15,7 @@ fn every_subcommand_has_help() {
         vec!["--help"],
         vec!["demo", "--help"],
         vec!["serve", "--help"],
+        vec!["config", "check", "--help"],
         vec!["publish", "--help"],
         vec!["snapshot", "inspect", "--help"],
         vec!["snapshot", "verify", "--help"],
@@ -273,4 +274,46 @@ fn ed25519_key_pairs_are_written_once() {
     let again = permitgate(&["keys", "ed25519", "--out", prefix]);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn config_check_loads_every_file_without_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = permitgate::demo::prepare(
+        dir.path(),
+        &permitgate::demo::DemoOptions {
+            records: 50,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            seed: 5,
+        },
+    )
+    .expect("demo");
+    let config = demo.config.to_string_lossy().into_owned();
+    let out = permitgate(&["config", "check", "--config", &config]);
+    assert_success(&out);
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("OK: ") && said.contains("4 partners"),
+        "{said}"
+    );
+    assert!(
+        !dir.path().join("audit").exists(),
+        "a check opens no audit log"
+    );
+    // A server certificate with one character of its signature changed parses but does
+    // not verify: refused, one line, exit 1.
+    let cert = demo.pki.server_cert();
+    let pem = std::fs::read_to_string(&cert).expect("cert");
+    let mut lines: Vec<String> = pem.lines().map(str::to_owned).collect();
+    let at = lines.len() - 3;
+    let mut chars: Vec<char> = lines[at].chars().collect();
+    chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
+    lines[at] = chars.into_iter().collect();
+    std::fs::write(&cert, lines.join("\n") + "\n").expect("alter");
+    let out = permitgate(&["config", "check", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("server certificate"), "{err}");
 }
