@@ -271,8 +271,8 @@ struct RawServer {
     max_queue_delay_ms: u64,
     #[serde(default = "default_body_read_timeout")]
     body_read_timeout_ms: u64,
-    #[serde(default = "default_max_requests_per_partner")]
-    max_requests_per_partner: usize,
+    /// Default: 128, or max_concurrent_requests if that is smaller.
+    max_requests_per_partner: Option<usize>,
     #[serde(default = "default_max_relay_waiters")]
     max_relay_waiters: usize,
 }
@@ -280,9 +280,7 @@ struct RawServer {
 fn default_body_read_timeout() -> u64 {
     10_000
 }
-fn default_max_requests_per_partner() -> usize {
-    128
-}
+const DEFAULT_MAX_REQUESTS_PER_PARTNER: usize = 128;
 fn default_max_relay_waiters() -> usize {
     4096
 }
@@ -440,8 +438,12 @@ impl Config {
         if raw.server.body_read_timeout_ms == 0 {
             return Err(invalid("server.body_read_timeout_ms", "must be above 0"));
         }
-        if raw.server.max_requests_per_partner == 0
-            || raw.server.max_requests_per_partner > raw.server.max_concurrent_requests
+        let max_requests_per_partner = raw
+            .server
+            .max_requests_per_partner
+            .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PARTNER.min(raw.server.max_concurrent_requests));
+        if max_requests_per_partner == 0
+            || max_requests_per_partner > raw.server.max_concurrent_requests
         {
             return Err(invalid(
                 "server.max_requests_per_partner",
@@ -671,7 +673,7 @@ impl Config {
                 max_queue_delay: (raw.server.max_queue_delay_ms > 0)
                     .then(|| Duration::from_millis(raw.server.max_queue_delay_ms)),
                 body_read_timeout: Duration::from_millis(raw.server.body_read_timeout_ms),
-                max_requests_per_partner: raw.server.max_requests_per_partner,
+                max_requests_per_partner,
                 max_relay_waiters: raw.server.max_relay_waiters,
             },
             tls: TlsConfig {
@@ -731,6 +733,20 @@ scopes = ["link_check"]
         assert_eq!(c.server.max_body_bytes, 262_144);
         assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
         assert_eq!(c.server.max_requests_per_partner, 128);
+        // A smaller total caps the default share, rather than refusing the config.
+        let small = MIN.replacen("[tls]", "max_concurrent_requests = 16\n[tls]", 1);
+        let capped = Config::parse(&small, Path::new("/srv/pg/gateway.toml")).expect("valid");
+        assert_eq!(capped.server.max_requests_per_partner, 16);
+        let over = MIN.replacen(
+            "[tls]",
+            "max_concurrent_requests = 16\nmax_requests_per_partner = 17\n[tls]",
+            1,
+        );
+        let e = Config::parse(&over, Path::new("/srv/pg/gateway.toml")).expect_err("over");
+        assert!(
+            e.to_string().contains("server.max_requests_per_partner"),
+            "{e}"
+        );
         assert_eq!(c.server.max_relay_waiters, 4096);
         assert_eq!(c.server.max_batch_items, 1000);
         assert_eq!(
