@@ -129,8 +129,9 @@ pub fn server_config(
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
+    let partner_cas = load_certs(client_ca)?;
     let mut roots = RootCertStore::empty();
-    for ca in load_certs(client_ca)? {
+    for ca in partner_cas.iter().cloned() {
         roots
             .add(ca)
             .map_err(|e| TlsError::Config(format!("partner CA {}: {e}", client_ca.display())))?;
@@ -145,7 +146,7 @@ pub fn server_config(
         .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
     let verifier = Arc::new(RequireClientAuth(webpki));
     let chain = load_certs(cert)?;
-    check_chain(&chain, &load_certs(client_ca)?)
+    check_chain(&chain, &partner_cas)
         .map_err(|e| TlsError::Config(format!("server certificate {}: {e}", cert.display())))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -289,24 +289,7 @@ fn write_manifest(repo: &Path, manifest: &Manifest, key: &SigningKey) -> Result<
         path: mpath,
         source,
     })?;
-    let keep: std::collections::HashSet<&str> = std::iter::once(manifest)
-        .chain(previous.as_ref())
-        .flat_map(|m| {
-            std::iter::once(m.snapshot.hash.as_str())
-                .chain(m.deltas.iter().map(|d| d.hash.as_str()))
-        })
-        .collect();
-    // Best effort: an object left behind costs disk, not correctness.
-    if let Ok(entries) = std::fs::read_dir(repo.join(snapshot::OBJECTS_DIR)) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            // Objects are named by 64 hex characters; anything else is not ours to judge.
-            if name.len() == 64 && !name.contains('.') && !keep.contains(name.as_ref()) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    snapshot::remove_unnamed_objects(repo, std::iter::once(manifest).chain(previous.as_ref()));
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! overlay or load a new base off the request path, persist the last good state, and keep
 //! serving what we have whenever anything is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,9 @@ use crate::clock::Clock;
 use crate::keys::HashKey;
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    check_content, check_delta, check_hash, check_snapshot, object_path, write_atomic, Delta,
-    ManifestDelta, Repo, SignedManifest, Snapshot, SnapshotError, MANIFEST_FILE, OBJECTS_DIR,
+    check_content, check_delta, check_hash, check_snapshot, object_path, remove_unnamed_objects,
+    write_atomic, Delta, ManifestDelta, Repo, SignedManifest, Snapshot, SnapshotError,
+    MANIFEST_FILE,
 };
 use crate::store::{StateInfo, Store};
 
@@ -268,7 +269,7 @@ impl Follower {
                 write_atomic(&dir.join(MANIFEST_FILE), &bytes)
                     .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))?;
                 if swapped {
-                    collect_garbage(&dir, &keep);
+                    remove_unnamed_objects(&dir, [&keep.manifest]);
                 }
                 Ok(())
             })
@@ -397,24 +398,6 @@ impl Follower {
             let view = state.view();
             self.metrics
                 .snapshot_installed(view.info(), state.snapshot().len());
-        }
-    }
-}
-
-/// Removes objects of a state directory that `keep` no longer names (best effort).
-fn collect_garbage(dir: &Path, keep: &SignedManifest) {
-    let m = &keep.manifest;
-    let named: Vec<&str> = std::iter::once(m.snapshot.hash.as_str())
-        .chain(m.deltas.iter().map(|d| d.hash.as_str()))
-        .collect();
-    let Ok(entries) = std::fs::read_dir(dir.join(OBJECTS_DIR)) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !named.iter().any(|n| *n == name) {
-            let _ = std::fs::remove_file(e.path());
         }
     }
 }

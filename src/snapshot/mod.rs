@@ -22,7 +22,8 @@ pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MA
 pub use record::{DocKey, Record, Status, NO_RENEWAL};
 pub(crate) use repo::{check_content, check_delta, check_hash, check_snapshot};
 pub use repo::{
-    load_repo, manifest_tag, object_path, write_atomic, Repo, MANIFEST_FILE, OBJECTS_DIR,
+    load_repo, manifest_tag, object_path, remove_unnamed_objects, write_atomic, Repo,
+    MANIFEST_FILE, OBJECTS_DIR,
 };
 
 use std::path::PathBuf;

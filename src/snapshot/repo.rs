@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{Delta, ManifestDelta, ManifestSnapshot, SignedManifest, Snapshot, SnapshotError};
+use super::{
+    Delta, Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, Snapshot, SnapshotError,
+};
 use crate::keys::HashKey;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -119,6 +121,30 @@ pub(crate) fn check_delta(
 }
 
 /// Writes `bytes` to `path` so that readers never see a partial file.
+/// Removes the objects of `repo` that none of `keep` names (best effort: an object left
+/// behind costs disk, not correctness). Only object-shaped names (64 characters, no dot)
+/// are touched: a temporary file of an interrupted write is replaced by the next write
+/// of that object, and anything else in `objects/` is not ours to judge.
+pub fn remove_unnamed_objects<'a>(repo: &Path, keep: impl IntoIterator<Item = &'a Manifest>) {
+    let named: std::collections::HashSet<&str> = keep
+        .into_iter()
+        .flat_map(|m| {
+            std::iter::once(m.snapshot.hash.as_str())
+                .chain(m.deltas.iter().map(|d| d.hash.as_str()))
+        })
+        .collect();
+    let Ok(entries) = std::fs::read_dir(repo.join(OBJECTS_DIR)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 64 && !name.contains('.') && !named.contains(name.as_ref()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
