@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 use crate::audit::AuditMetrics;
-use crate::store::{CacheCounters, StateInfo};
+use crate::store::{CacheCounters, State, StateInfo};
 
 /// Label value for requests whose partner is not (or not yet) known.
 pub const UNKNOWN_PARTNER: &str = "unknown";
@@ -399,13 +399,20 @@ impl Metrics {
         }
     }
 
-    pub fn snapshot_installed(&self, info: &StateInfo, documents: usize) {
+    /// What the store serves now: version, documents, publication time and overlay size
+    /// (age and staleness are set at every scrape: [`Metrics::served_as_of`]).
+    pub fn snapshot_installed(&self, state: &State) {
+        let view = state.view();
+        let info = view.info();
         self.snapshot_version
             .set(i64::try_from(info.version).unwrap_or(i64::MAX));
         self.snapshot_documents
-            .set(i64::try_from(documents).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.snapshot().len()).unwrap_or(i64::MAX));
         self.snapshot_published
             .set(info.published_at.unix_timestamp() as f64);
+        self.replication
+            .overlay_entries
+            .set(i64::try_from(state.overlay_len()).unwrap_or(i64::MAX));
     }
 
     /// Age and staleness of the data served, as of `now` (set at every scrape, so the age

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::source::{Fetched, Source};
@@ -214,17 +213,7 @@ impl Follower {
                 }
             }
         }
-        self.update_gauges(now);
         result
-    }
-
-    fn update_gauges(&self, now: OffsetDateTime) {
-        let m = &self.metrics.replication;
-        let guard = self.store.current();
-        if let Some(state) = guard.as_ref() {
-            self.metrics.served_as_of(now, state.view().info());
-            m.overlay_entries.set(state.overlay_len() as i64);
-        }
     }
 
     async fn poll(&mut self) -> Result<PollOutcome, Refusal> {
@@ -395,9 +384,7 @@ impl Follower {
     fn installed(&self) {
         let guard = self.store.current();
         if let Some(state) = guard.as_ref() {
-            let view = state.view();
-            self.metrics
-                .snapshot_installed(view.info(), state.snapshot().len());
+            self.metrics.snapshot_installed(state);
         }
     }
 }

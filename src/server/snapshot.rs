@@ -91,17 +91,15 @@ impl Gateway {
     }
 
     fn install(&self, repo: crate::snapshot::Repo) -> Result<StateInfo, SnapshotError> {
-        let documents = repo.snapshot.len();
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) = Some(repo.manifest.clone());
         self.store
             .install(repo)
             .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
         let guard = self.store.current();
-        let info = guard
+        let state = guard
             .as_ref()
-            .map(|s| (*s.view().info()).clone())
             .ok_or_else(|| SnapshotError::Manifest("store is empty after install".into()))?;
-        self.metrics.snapshot_installed(&info, documents);
-        Ok(info)
+        self.metrics.snapshot_installed(state);
+        Ok((*state.view().info()).clone())
     }
 }
