@@ -343,21 +343,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => serve(Config::load(&config)?),
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => {
-            let c = Config::load(&config)?;
-            let checked = permitgate::server::check_config(&c)?;
-            let expires = OffsetDateTime::from_unix_timestamp(checked.server_certificate_expires)
-                .map(permitgate::day::rfc3339)
-                .unwrap_or_else(|_| checked.server_certificate_expires.to_string());
-            println!(
-                "OK: {}: {} partners, {} publisher keys, {} receipt keys; server certificate valid until {expires}",
-                config.display(),
-                checked.partners,
-                checked.publisher_keys,
-                checked.receipt_keys
-            );
-            Ok(())
-        }
+        } => config_check(&config),
         Command::Publish {
             input,
             changes,
@@ -623,6 +609,26 @@ fn audit_verify(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn config_check(path: &Path) -> anyhow::Result<()> {
+    let checked = permitgate::server::check_config(&Config::load(path)?)?;
+    println!(
+        "OK: {}: {} partners, {} publisher keys, {} receipt keys; server certificate valid until {}",
+        path.display(),
+        checked.partners,
+        checked.publisher_keys,
+        checked.receipt_keys,
+        unix_time_text(checked.server_certificate_expires)
+    );
+    Ok(())
+}
+
+/// RFC 3339 for Unix seconds, or the number itself where it is out of range.
+fn unix_time_text(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(permitgate::day::rfc3339)
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 fn inspect(path: &Path) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -649,9 +655,7 @@ fn inspect(path: &Path) -> anyhow::Result<()> {
     writeln!(
         out,
         "published at:     {}",
-        OffsetDateTime::from_unix_timestamp(h.meta.published_at)
-            .map(permitgate::day::rfc3339)
-            .unwrap_or_else(|_| h.meta.published_at.to_string())
+        unix_time_text(h.meta.published_at)
     )?;
     writeln!(out, "documents:        {}", h.documents)?;
     writeln!(out, "persons:          {}", h.persons)?;

@@ -303,14 +303,7 @@ fn config_check_loads_every_file_without_serving() {
     );
     // A server certificate with one character of its signature changed parses but does
     // not verify: refused, one line, exit 1.
-    let cert = demo.pki.server_cert();
-    let pem = std::fs::read_to_string(&cert).expect("cert");
-    let mut lines: Vec<String> = pem.lines().map(str::to_owned).collect();
-    let at = lines.len() - 3;
-    let mut chars: Vec<char> = lines[at].chars().collect();
-    chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
-    lines[at] = chars.into_iter().collect();
-    std::fs::write(&cert, lines.join("\n") + "\n").expect("alter");
+    crate::common::alter_certificate_signature(&demo.pki.server_cert());
     let out = permitgate(&["config", "check", "--config", &config]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

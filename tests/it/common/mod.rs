@@ -314,6 +314,19 @@ impl TestGateway {
     }
 }
 
+/// Changes one base64 character of the certificate's signature in a PEM file (the
+/// second-to-last line of the body holds its tail): the certificate still parses but no
+/// longer verifies.
+pub fn alter_certificate_signature(path: &Path) {
+    let pem = std::fs::read_to_string(path).expect("read certificate");
+    let mut lines: Vec<String> = pem.lines().map(str::to_owned).collect();
+    let at = lines.len() - 3;
+    let mut chars: Vec<char> = lines[at].chars().collect();
+    chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
+    lines[at] = chars.into_iter().collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("alter certificate");
+}
+
 /// The demo sample called `name`.
 pub fn sample<'a>(demo: &'a Demo, name: &str) -> &'a demo::Sample {
     demo.samples
