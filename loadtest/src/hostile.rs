@@ -142,14 +142,8 @@ async fn h1_loop(
     dribble: Option<Duration>,
 ) {
     while Instant::now() < end {
-        let mut tls = match tokio::time::timeout_at(end, connector.tls()).await {
-            Err(_) => return,
-            Ok(Err(f)) => {
-                note(report, |r| *r.failures.entry(f.label()).or_default() += 1);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Ok(Ok(t)) => t,
+        let Some(mut tls) = connect(connector, report, end).await else {
+            continue;
         };
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n{{\"travel_"
@@ -180,6 +174,24 @@ async fn h1_loop(
             Some(Some(s)) => *r.statuses.entry(s).or_default() += 1,
             _ => *r.failures.entry("closed").or_default() += 1,
         });
+    }
+}
+
+/// A new connection, or `None` (counted, after a pause) when it cannot be had; also
+/// `None` once `end` has passed, which ends the callers' loops.
+async fn connect(
+    connector: &Connector,
+    report: &Shared,
+    end: Instant,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout_at(end, connector.tls()).await {
+        Err(_) => None,
+        Ok(Err(f)) => {
+            note(report, |r| *r.failures.entry(f.label()).or_default() += 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+        Ok(Ok(t)) => Some(t),
     }
 }
 
@@ -217,15 +229,10 @@ async fn h2_loop(
     end: Instant,
 ) {
     while Instant::now() < end {
-        let io = match tokio::time::timeout_at(end, connector.tls()).await {
-            Err(_) => return,
-            Ok(Err(f)) => {
-                note(report, |r| *r.failures.entry(f.label()).or_default() += 1);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Ok(Ok(t)) => TokioIo::new(t),
+        let Some(tls) = connect(connector, report, end).await else {
+            continue;
         };
+        let io = TokioIo::new(tls);
         let Ok((send, conn)) = hyper::client::conn::http2::handshake::<
             _,
             _,

@@ -100,11 +100,16 @@ impl Admission {
         }
     }
 
-    /// Counts a refusal and builds its problem.
-    pub fn refuse(&self, why: Refusal, detail: String) -> Problem {
+    /// Counts a refusal in `permitgate_refused_total`.
+    pub fn count(&self, why: Refusal) {
         if let Some(c) = self.refused.get(why as usize) {
             c.inc();
         }
+    }
+
+    /// Counts a refusal and builds its problem.
+    pub fn refuse(&self, why: Refusal, detail: String) -> Problem {
+        self.count(why);
         let kind = match why {
             Refusal::RateLimited => ProblemKind::RateLimited,
             Refusal::BodyTimeout => ProblemKind::BodyTimeout,

@@ -27,8 +27,8 @@ pub enum BodyError {
 }
 
 impl BodyError {
-    /// The problem for every reason but a timeout (admission counts that one).
-    pub fn problem(self) -> Problem {
+    /// The problem to answer; `timeout` is the body deadline the request had.
+    pub fn problem(self, timeout: std::time::Duration) -> Problem {
         match self {
             BodyError::TooLarge { limit } => Problem::new(
                 ProblemKind::BodyTooLarge,
@@ -36,7 +36,10 @@ impl BodyError {
             ),
             BodyError::TimedOut => Problem::new(
                 ProblemKind::BodyTimeout,
-                "the request body did not arrive in time",
+                format!(
+                    "the request body was not complete within {} ms",
+                    timeout.as_millis()
+                ),
             ),
             BodyError::Broken(e) => Problem::new(
                 ProblemKind::MalformedJson,

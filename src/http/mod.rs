@@ -457,15 +457,11 @@ impl App {
             Admitted::Check(partner, slot) => {
                 let body = body::read(req, self.limits.max_body_bytes, body_deadline)
                     .await
-                    .map_err(|e| match e {
-                        body::BodyError::TimedOut => self.admission.refuse(
-                            Refusal::BodyTimeout,
-                            format!(
-                                "the request body was not complete within {} ms",
-                                self.limits.body_read_timeout.as_millis()
-                            ),
-                        ),
-                        e => e.problem(),
+                    .map_err(|e| {
+                        if matches!(e, body::BodyError::TimedOut) {
+                            self.admission.count(Refusal::BodyTimeout);
+                        }
+                        e.problem(self.limits.body_read_timeout)
                     })?;
                 let answer = self.check(route, partner, &body, documents);
                 drop(slot);

@@ -82,16 +82,18 @@ pub async fn manifest<B>(
         if held.as_deref() != Some(tag.as_str()) {
             break respond(StatusCode::OK, "application/json", &tag, bytes);
         }
-        tokio::select! {
-            r = changes.changed() => {
-                if r.is_err() {
-                    // Nothing will announce a change any more (shutting down).
-                    break respond(StatusCode::NOT_MODIFIED, "application/json", &tag, Vec::new());
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                break respond(StatusCode::NOT_MODIFIED, "application/json", &tag, Vec::new());
-            }
+        // An error: nothing will announce a change any more (shutting down).
+        let changed = tokio::select! {
+            r = changes.changed() => r.is_ok(),
+            _ = tokio::time::sleep_until(deadline) => false,
+        };
+        if !changed {
+            break respond(
+                StatusCode::NOT_MODIFIED,
+                "application/json",
+                &tag,
+                Vec::new(),
+            );
         }
     };
     drop(place);
