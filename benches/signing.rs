@@ -11,7 +11,7 @@ use permitgate::checks::{DocState, DocumentPair, LinkAnswer, LinkResult};
 use permitgate::day::Day;
 use permitgate::document::{ResidencePermitNo, TravelPermitNo};
 use permitgate::keyring::{KeyUse, Keyring, PublicKey, Validity};
-use permitgate::snapshot::Status;
+use permitgate::snapshot::RecordStatus;
 use permitgate::{receipt, temp_permit};
 
 fn bench(c: &mut Criterion) {
@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     )
     .expect("pair");
     let state = Some(DocState {
-        status: Status::Valid,
+        status: RecordStatus::Valid,
         valid_until: Day(22_000),
     });
     let answer = LinkAnswer {

@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
 
 use permitgate::document::{ResidencePermitNo, TravelPermitNo};
-use permitgate::keys::HashKey;
+use permitgate::key_files::HashKey;
 use permitgate::snapshot::DocKey;
 
 fn bench(c: &mut Criterion) {

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 use permitgate::checks::DocumentPair;
 use permitgate::day::rfc3339;
 use permitgate::document::{NumberError, ResidencePermitNo, TravelPermitNo};
+use permitgate::key_files;
 use permitgate::keyring::Keyring;
-use permitgate::keys;
 use permitgate::printable::{self, Page};
 use permitgate::publish::ChangeEvent;
 use permitgate::receipt::{self, Receipt, ReceiptView};
-use permitgate::temp_permit::{self, PermitId, Status, VerificationView};
+use permitgate::temp_permit::{self, PermitId, TokenStatus, VerificationView};
 
 use crate::{ReceiptCommand, TempPermitCommand};
 
@@ -64,7 +64,7 @@ pub fn temp_permit(command: TempPermitCommand) -> anyhow::Result<()> {
             qr,
             events,
         } => {
-            let key = keys::load_signing_key(&signing_key)?;
+            let key = key_files::load_signing_key(&signing_key)?;
             let tp = number("travel-permit", &travel_permit, TravelPermitNo::parse)?;
             let issued_at = issued_at.unwrap_or_else(OffsetDateTime::now_utc);
             let (token, permit) = temp_permit::issue(&tp, &name, reason, issued_at, &key)
@@ -121,8 +121,8 @@ pub fn temp_permit(command: TempPermitCommand) -> anyhow::Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&VerificationView::from(&v))?
             );
-            if v.status != Status::Valid {
-                bail!("temporary permit is {}", v.status.as_str());
+            if v.status != TokenStatus::Valid {
+                bail!("temporary permit is {}", v.status.label());
             }
             Ok(())
         }
@@ -217,7 +217,8 @@ fn receipt_page(
     verified: bool,
 ) -> Page {
     let view = ReceiptView::from(r);
-    let status = |s: Option<permitgate::snapshot::Status>| s.map_or("not found".into(), label);
+    let status =
+        |s: Option<permitgate::snapshot::RecordStatus>| s.map_or("not found".into(), label);
     let result = label(view.result);
     let meaning = match r.result {
         permitgate::checks::LinkResult::Linked => "both documents belong to one person",

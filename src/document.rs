@@ -13,17 +13,28 @@ use serde::Serialize;
 const MAX_INPUT_CHARS: usize = 64;
 
 /// Region a document belongs to. Links are only possible within one region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::FromRepr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+#[repr(u8)]
 pub enum Region {
-    HongKong,
-    Macao,
-    Taiwan,
+    HongKong = 1,
+    Macao = 2,
+    Taiwan = 3,
 }
 
 impl Region {
-    pub const ALL: [Region; 3] = [Region::HongKong, Region::Macao, Region::Taiwan];
-
     /// Residence-permit address code for this region.
     pub fn address_code(self) -> &'static str {
         match self {
@@ -34,57 +45,38 @@ impl Region {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Region::HongKong => "hong_kong",
-            Region::Macao => "macao",
-            Region::Taiwan => "taiwan",
-        }
+        self.into()
     }
 
+    /// The byte in the snapshot format (docs/snapshot-format.md).
     pub fn to_u8(self) -> u8 {
-        match self {
-            Region::HongKong => 1,
-            Region::Macao => 2,
-            Region::Taiwan => 3,
-        }
+        self as u8
     }
 
     pub fn from_u8(v: u8) -> Option<Region> {
-        match v {
-            1 => Some(Region::HongKong),
-            2 => Some(Region::Macao),
-            3 => Some(Region::Taiwan),
-            _ => None,
-        }
+        Region::from_repr(v)
     }
 }
 
 /// What a snapshot record is: one of the two document kinds a number can be, or a
 /// temporary electronic permit (keyed by its permit id, never asked for by number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::FromRepr)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum DocumentKind {
-    TravelPermit,
-    ResidencePermit,
-    TemporaryPermit,
+    TravelPermit = 1,
+    ResidencePermit = 2,
+    TemporaryPermit = 3,
 }
 
 impl DocumentKind {
+    /// The byte in the snapshot format (docs/snapshot-format.md).
     pub fn to_u8(self) -> u8 {
-        match self {
-            DocumentKind::TravelPermit => 1,
-            DocumentKind::ResidencePermit => 2,
-            DocumentKind::TemporaryPermit => 3,
-        }
+        self as u8
     }
 
     pub fn from_u8(v: u8) -> Option<DocumentKind> {
-        match v {
-            1 => Some(DocumentKind::TravelPermit),
-            2 => Some(DocumentKind::ResidencePermit),
-            3 => Some(DocumentKind::TemporaryPermit),
-            _ => None,
-        }
+        DocumentKind::from_repr(v)
     }
 }
 

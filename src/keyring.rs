@@ -16,7 +16,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::keys::{verifying_key_id, KeyId};
+use crate::key_files::{verifying_key_id, KeyId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {

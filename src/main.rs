@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use permitgate::clock::SystemClock;
 use permitgate::config::Config;
 use permitgate::demo::{self, DemoOptions};
-use permitgate::keys::{self, HashKey};
+use permitgate::key_files::{self, HashKey};
 use permitgate::publish::{publish, publish_changes, publish_diff, PublishError, PublishOptions};
 use permitgate::server::Gateway;
 use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
@@ -356,7 +356,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             expires_in_hours,
         } => {
             let (sk, hk) = (
-                keys::load_signing_key(&signing_key)?,
+                key_files::load_signing_key(&signing_key)?,
                 HashKey::load(&hash_key)?,
             );
             let opts = PublishOptions {
@@ -418,14 +418,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 bail!("{} exists; refusing to overwrite a key", p.display());
             }
             std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-            let sk = keys::generate_signing_key();
-            keys::save_signing_key(&sk, &paths[0])?;
-            keys::save_verifying_key(&sk.verifying_key(), &paths[1])?;
+            let sk = key_files::generate_signing_key();
+            key_files::save_signing_key(&sk, &paths[0])?;
+            key_files::save_verifying_key(&sk.verifying_key(), &paths[1])?;
             HashKey::generate().save(&paths[2])?;
             println!(
                 "wrote {} (key id {})",
                 out.display(),
-                keys::verifying_key_id(&sk.verifying_key())
+                key_files::verifying_key_id(&sk.verifying_key())
             );
             Ok(())
         }
@@ -444,14 +444,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             }
-            let sk = keys::generate_signing_key();
-            keys::save_signing_key(&sk, &paths[0])?;
-            keys::save_verifying_key(&sk.verifying_key(), &paths[1])?;
+            let sk = key_files::generate_signing_key();
+            key_files::save_signing_key(&sk, &paths[0])?;
+            key_files::save_verifying_key(&sk.verifying_key(), &paths[1])?;
             println!(
                 "wrote {} and {} (key id {})",
                 paths[0].display(),
                 paths[1].display(),
-                keys::verifying_key_id(&sk.verifying_key())
+                key_files::verifying_key_id(&sk.verifying_key())
             );
             Ok(())
         }
@@ -679,7 +679,7 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 fn verify(path: &Path, public_key: &Path, hash_key: Option<&Path>) -> anyhow::Result<()> {
-    let trusted = [keys::load_verifying_key(public_key)?];
+    let trusted = [key_files::load_verifying_key(public_key)?];
     let hk = hash_key.map(HashKey::load).transpose()?;
     if path.is_dir() {
         let repo = snapshot::load_repo(path, &trusted, hk.as_ref())?;

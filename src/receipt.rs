@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 
 use crate::checks::{DocumentPair, LinkAnswer, LinkResult};
 use crate::day::rfc3339;
+use crate::key_files::KeyId;
 use crate::keyring::{KeyLookup, KeyUse, Keyring};
-use crate::keys::KeyId;
 use crate::sealed::{self, push_short_str, Kind, OpenError};
-use crate::snapshot::Status;
+use crate::snapshot::RecordStatus;
 
 pub const KIND: Kind = Kind {
     prefix: "PGR1:",
@@ -51,8 +51,8 @@ pub struct Receipt {
     pub id: ReceiptId,
     pub partner: String,
     pub result: LinkResult,
-    pub travel_permit: Option<Status>,
-    pub residence_permit: Option<Status>,
+    pub travel_permit: Option<RecordStatus>,
+    pub residence_permit: Option<RecordStatus>,
     pub snapshot_version: u64,
     pub checked_at: OffsetDateTime,
     pub binding: [u8; 16],
@@ -95,15 +95,15 @@ fn result_from_u8(v: u8) -> Option<LinkResult> {
     })
 }
 
-fn status_to_u8(s: Option<Status>) -> u8 {
-    s.map_or(NOT_FOUND, Status::to_u8)
+fn status_to_u8(s: Option<RecordStatus>) -> u8 {
+    s.map_or(NOT_FOUND, RecordStatus::to_u8)
 }
 
-fn status_from_u8(v: u8) -> Option<Option<Status>> {
+fn status_from_u8(v: u8) -> Option<Option<RecordStatus>> {
     if v == NOT_FOUND {
         Some(None)
     } else {
-        Status::from_u8(v).map(Some)
+        RecordStatus::from_u8(v).map(Some)
     }
 }
 
@@ -118,7 +118,7 @@ pub fn issue(
 ) -> (String, Receipt) {
     let id = ReceiptId(rand::random());
     let receipt = Receipt {
-        key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+        key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
         id,
         partner: partner.to_owned(),
         result: answer.result,
@@ -227,8 +227,8 @@ pub struct ReceiptView {
     pub key_id: String,
     pub partner: String,
     pub result: LinkResult,
-    pub travel_permit: Option<Status>,
-    pub residence_permit: Option<Status>,
+    pub travel_permit: Option<RecordStatus>,
+    pub residence_permit: Option<RecordStatus>,
     pub snapshot_version: u64,
     pub checked_at: String,
 }
@@ -281,7 +281,7 @@ mod tests {
         let answer = LinkAnswer {
             result: LinkResult::Linked,
             travel_permit: Some(DocState {
-                status: Status::Valid,
+                status: RecordStatus::Valid,
                 valid_until: Day(20_000),
             }),
             residence_permit: None,
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(r.checked_at, datetime!(2026-11-25 08:00 UTC));
         assert_eq!(
             (r.residence_permit, r.travel_permit),
-            (None, Some(Status::Valid))
+            (None, Some(RecordStatus::Valid))
         );
         assert!(r.refers_to(&pair("H12345678", "810000199001011230")));
         assert!(
@@ -340,12 +340,12 @@ mod tests {
         let id = ReceiptId(id);
         let pair = pair("H12345678", "810000199001011230");
         let r = Receipt {
-            key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+            key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
             id,
             partner: "bank".into(),
             result: LinkResult::Linked,
-            travel_permit: Some(Status::Valid),
-            residence_permit: Some(Status::Expired),
+            travel_permit: Some(RecordStatus::Valid),
+            residence_permit: Some(RecordStatus::Expired),
             snapshot_version: 42,
             checked_at: datetime!(2026-11-25 08:00 UTC),
             binding: binding(&id, &pair),

@@ -11,7 +11,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
-use crate::keys::{verifying_key_id, KeyId};
+use crate::key_files::{verifying_key_id, KeyId};
 
 pub const SIGNATURE_LEN: usize = 64;
 /// Version byte and key id lead every body.

@@ -17,8 +17,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::day::rfc3339;
 use crate::document::{Region, TravelPermitNo};
+use crate::key_files::{HashKey, KeyId};
 use crate::keyring::{KeyUse, Keyring};
-use crate::keys::{HashKey, KeyId};
 use crate::sealed::{self, push_short_str, Kind};
 use crate::snapshot::DocKey;
 
@@ -157,7 +157,7 @@ pub fn issue(
         .map_err(|_| IssueError::Time)?;
     let expires_at = issued_at.checked_add(VALIDITY).ok_or(IssueError::Time)?;
     let permit = TempPermit {
-        key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+        key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
         permit_id: PermitId::generate(),
         travel_permit: travel_permit.clone(),
         holder_name: name.to_owned(),
@@ -207,9 +207,12 @@ fn decode(opened: &sealed::Opened) -> Option<TempPermit> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::VariantArray, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+#[strum(serialize_all = "snake_case")]
+pub enum TokenStatus {
     Valid,
     Expired,
     NotYetValid,
@@ -219,34 +222,17 @@ pub enum Status {
     Malformed,
 }
 
-impl Status {
-    pub const ALL: [Status; 7] = [
-        Status::Valid,
-        Status::Expired,
-        Status::NotYetValid,
-        Status::Revoked,
-        Status::BadSignature,
-        Status::UnknownKey,
-        Status::Malformed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Valid => "valid",
-            Status::Expired => "expired",
-            Status::NotYetValid => "not_yet_valid",
-            Status::Revoked => "revoked",
-            Status::BadSignature => "bad_signature",
-            Status::UnknownKey => "unknown_key",
-            Status::Malformed => "malformed",
-        }
+impl TokenStatus {
+    /// Metric label and the answer's `status`.
+    pub fn label(self) -> &'static str {
+        self.into()
     }
 }
 
 /// The outcome of verifying a token. `permit` is set only when the signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
-    pub status: Status,
+    pub status: TokenStatus,
     pub permit: Option<TempPermit>,
 }
 
@@ -265,25 +251,25 @@ pub fn verify(
         permit: None,
     };
     let Ok(opened) = sealed::open(&KIND, token) else {
-        return fail(Status::Malformed);
+        return fail(TokenStatus::Malformed);
     };
     let Some(permit) = decode(&opened) else {
-        return fail(Status::Malformed);
+        return fail(TokenStatus::Malformed);
     };
     let Ok(key) = keys.find(KeyUse::TempPermit, permit.key_id, permit.issued_at) else {
-        return fail(Status::UnknownKey);
+        return fail(TokenStatus::UnknownKey);
     };
     if !opened.verify(key) {
-        return fail(Status::BadSignature);
+        return fail(TokenStatus::BadSignature);
     }
     let status = if is_revoked(permit.permit_id) {
-        Status::Revoked
+        TokenStatus::Revoked
     } else if now < permit.issued_at - skew {
-        Status::NotYetValid
+        TokenStatus::NotYetValid
     } else if now >= permit.expires_at + skew {
-        Status::Expired
+        TokenStatus::Expired
     } else {
-        Status::Valid
+        TokenStatus::Valid
     };
     Verification {
         status,
@@ -295,7 +281,7 @@ pub fn verify(
 /// `temp-permit verify`. The travel permit number is masked.
 #[derive(Debug, Serialize)]
 pub struct VerificationView {
-    pub status: Status,
+    pub status: TokenStatus,
     pub permit_id: Option<String>,
     pub holder: Option<HolderView>,
     pub reason: Option<Reason>,
@@ -355,7 +341,7 @@ mod tests {
         issue(&tp, "CHAN Tai Man 陳大文", Reason::Lost, T0, &key()).expect("issues")
     }
 
-    fn status_at(token: &str, keys: &Keyring, now: OffsetDateTime) -> Status {
+    fn status_at(token: &str, keys: &Keyring, now: OffsetDateTime) -> TokenStatus {
         verify(token, keys, now, DEFAULT_CLOCK_SKEW, |_| false).status
     }
 
@@ -364,7 +350,7 @@ mod tests {
         let (text, issued) = token();
         assert!(text.starts_with("PGT1:"));
         let v = verify(&text, &ring(&[&key()]), T0, DEFAULT_CLOCK_SKEW, |_| false);
-        assert_eq!(v.status, Status::Valid);
+        assert_eq!(v.status, TokenStatus::Valid);
         assert_eq!(v.permit.as_ref(), Some(&issued));
         assert_eq!(issued.expires_at, datetime!(2026-12-02 08:00 UTC));
         assert_eq!(issued.region(), Region::HongKong);
@@ -381,17 +367,24 @@ mod tests {
         let skew = DEFAULT_CLOCK_SKEW;
         let end = T0 + VALIDITY;
         let s = Duration::seconds(1);
-        assert_eq!(status_at(&text, &keys, T0 - skew - s), Status::NotYetValid);
-        assert_eq!(status_at(&text, &keys, T0 - skew), Status::Valid);
+        assert_eq!(
+            status_at(&text, &keys, T0 - skew - s),
+            TokenStatus::NotYetValid
+        );
+        assert_eq!(status_at(&text, &keys, T0 - skew), TokenStatus::Valid);
         assert_eq!(
             status_at(&text, &keys, end),
-            Status::Valid,
+            TokenStatus::Valid,
             "skew covers the end"
         );
-        assert_eq!(status_at(&text, &keys, end + skew - s), Status::Valid);
-        assert_eq!(status_at(&text, &keys, end + skew), Status::Expired);
+        assert_eq!(status_at(&text, &keys, end + skew - s), TokenStatus::Valid);
+        assert_eq!(status_at(&text, &keys, end + skew), TokenStatus::Expired);
         let strict = verify(&text, &keys, end, Duration::ZERO, |_| false).status;
-        assert_eq!(strict, Status::Expired, "at exactly 7 days without skew");
+        assert_eq!(
+            strict,
+            TokenStatus::Expired,
+            "at exactly 7 days without skew"
+        );
     }
 
     #[test]
@@ -402,10 +395,10 @@ mod tests {
             asked = Some(id);
             true
         });
-        assert_eq!(v.status, Status::Revoked);
+        assert_eq!(v.status, TokenStatus::Revoked);
         assert_eq!(asked, Some(issued.permit_id));
         let v = verify(&text, &ring(&[]), T0, DEFAULT_CLOCK_SKEW, |_| true);
-        assert_eq!(v.status, Status::UnknownKey);
+        assert_eq!(v.status, TokenStatus::UnknownKey);
         assert_eq!(v.permit, None, "unverified content is never shown");
     }
 
@@ -420,9 +413,9 @@ mod tests {
             assert_eq!(tails.len(), 7);
         }
         for t in tails {
-            assert_eq!(status_at(&t, &keys, T0), Status::Malformed, "{t}");
+            assert_eq!(status_at(&t, &keys, T0), TokenStatus::Malformed, "{t}");
         }
-        assert_eq!(status_at(&text, &keys, T0), Status::Valid);
+        assert_eq!(status_at(&text, &keys, T0), TokenStatus::Valid);
     }
 
     #[test]
@@ -436,10 +429,14 @@ mod tests {
             bad[i / 8] ^= 1 << (i % 8);
             let forged = format!("{}{}", KIND.prefix, base45::encode(&bad));
             let s = status_at(&forged, &keys, T0);
-            assert_ne!(s, Status::Valid, "bit {i}");
+            assert_ne!(s, TokenStatus::Valid, "bit {i}");
             seen.insert(s);
         }
-        for s in [Status::Malformed, Status::UnknownKey, Status::BadSignature] {
+        for s in [
+            TokenStatus::Malformed,
+            TokenStatus::UnknownKey,
+            TokenStatus::BadSignature,
+        ] {
             assert!(seen.contains(&s), "{s:?} never seen: {seen:?}");
         }
     }
@@ -457,7 +454,11 @@ mod tests {
             &text.to_lowercase(),
             &"PGT1:0".repeat(400),
         ] {
-            assert_eq!(status_at(bad, &keys, T0), Status::Malformed, "{bad:.20}");
+            assert_eq!(
+                status_at(bad, &keys, T0),
+                TokenStatus::Malformed,
+                "{bad:.20}"
+            );
         }
     }
 
@@ -465,10 +466,13 @@ mod tests {
     fn a_token_from_another_key_is_unknown_and_rotation_keeps_old_tokens() {
         let (text, _) = token();
         let other = SigningKey::from_bytes(&[7; 32]);
-        assert_eq!(status_at(&text, &ring(&[&other]), T0), Status::UnknownKey);
+        assert_eq!(
+            status_at(&text, &ring(&[&other]), T0),
+            TokenStatus::UnknownKey
+        );
         assert_eq!(
             status_at(&text, &ring(&[&other, &key()]), T0),
-            Status::Valid
+            TokenStatus::Valid
         );
     }
 
@@ -482,7 +486,7 @@ mod tests {
         }
         let key = SigningKey::from_bytes(&seed);
         let permit = TempPermit {
-            key_id: crate::keys::verifying_key_id(&key.verifying_key()),
+            key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
             permit_id: PermitId(0x0123_4567_89ab_cdef_u64.to_be_bytes()),
             travel_permit: TravelPermitNo::parse("H12345678").expect("valid"),
             holder_name: "CHAN Tai Man".into(),
@@ -498,7 +502,7 @@ mod tests {
             "7568234c98526e45395305354ed2ef8d"
         );
         let v = verify(VECTOR, &ring(&[&key]), T0, DEFAULT_CLOCK_SKEW, |_| false);
-        assert_eq!((v.status, v.permit), (Status::Valid, Some(permit)));
+        assert_eq!((v.status, v.permit), (TokenStatus::Valid, Some(permit)));
     }
 
     const VECTOR: &str = "PGT1:3904QNW46U2PGFUTK404DGWLU9UO80Z$IWND000000SDQWND000900V59QF60R6J%6%37YM8NB8-347ECY34CECWV1GB4753VWK54E FLTG2*$JILK7*N+16WNTH.Q.UM06U:+LMRKE+UR+L:BS2/J2M496EH7KF38UVDH6FE.GA7NC*CT75GZD";
@@ -516,7 +520,10 @@ mod tests {
         let (_, mut long) = issue(&tp, "Lin", Reason::Forgotten, T0, &key()).expect("issue");
         long.holder_name = "L".repeat(MAX_NAME_BYTES + 1);
         let text = encode(&long, &key());
-        assert_eq!(status_at(&text, &ring(&[&key()]), T0), Status::Malformed);
+        assert_eq!(
+            status_at(&text, &ring(&[&key()]), T0),
+            TokenStatus::Malformed
+        );
         let (_, p) = issue(&tp, " Lin ", Reason::Forgotten, T0, &key()).expect("trimmed");
         assert_eq!(
             (p.holder_name.as_str(), p.region()),

@@ -322,7 +322,8 @@ fn partner_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<St
 }
 
 /// Why a handshake failed, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum HandshakeFailure {
     NoCertificate,
     UnknownCa,
@@ -336,30 +337,8 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 9] = [
-        HandshakeFailure::NoCertificate,
-        HandshakeFailure::UnknownCa,
-        HandshakeFailure::Expired,
-        HandshakeFailure::Revoked,
-        HandshakeFailure::BadUsage,
-        HandshakeFailure::BadCertificate,
-        HandshakeFailure::Protocol,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Io,
-    ];
-
     pub fn label(self) -> &'static str {
-        match self {
-            HandshakeFailure::NoCertificate => "no_certificate",
-            HandshakeFailure::UnknownCa => "unknown_ca",
-            HandshakeFailure::Expired => "expired",
-            HandshakeFailure::Revoked => "revoked",
-            HandshakeFailure::BadUsage => "bad_usage",
-            HandshakeFailure::BadCertificate => "bad_certificate",
-            HandshakeFailure::Protocol => "protocol",
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Io => "io",
-        }
+        self.into()
     }
 
     pub fn classify(e: &io::Error) -> HandshakeFailure {

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use permitgate::document::{DocumentKind, Region};
-use permitgate::keys::HashKey;
-use permitgate::snapshot::{testing, DocKey, Record, Repo, Status, NO_RENEWAL};
+use permitgate::key_files::HashKey;
+use permitgate::snapshot::{testing, DocKey, Record, RecordStatus, Repo, NO_RENEWAL};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -15,7 +15,7 @@ pub fn records(n: usize, seed: u64) -> Vec<Record> {
             key: DocKey(rng.random()),
             person: (i / 2) as u64,
             valid_until: 20_000 + (i % 3000) as u32,
-            status: Status::Valid,
+            status: RecordStatus::Valid,
             kind: if i % 2 == 0 {
                 DocumentKind::TravelPermit
             } else {

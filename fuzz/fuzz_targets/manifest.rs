@@ -4,7 +4,7 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::fuzz_target;
-use permitgate::keys::verifying_key_id;
+use permitgate::key_files::verifying_key_id;
 use permitgate::snapshot::manifest::{signed_message, SignedManifest};
 
 fuzz_target!(|data: &[u8]| {

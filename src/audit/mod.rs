@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 
-pub use record::Entry;
+pub use record::Answered;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,7 +75,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
 }
 
 enum Msg {
-    Record(Entry),
+    Record(Answered),
     /// Write and fsync everything before this, then answer.
     Sync(mpsc::SyncSender<()>),
     /// As `Sync`, then stop.
@@ -104,7 +104,7 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    pub fn record(mut self, entry: Entry) {
+    pub fn record(mut self, entry: Answered) {
         if !std::mem::take(&mut self.held) {
             self.log.dropped.inc();
             return;
@@ -430,8 +430,8 @@ mod tests {
         }
     }
 
-    fn entry(i: u8) -> Entry {
-        Entry {
+    fn entry(i: u8) -> Answered {
+        Answered {
             time_ns: 1_795_000_000_000_000_000 + i128::from(i),
             request_id: http::HeaderValue::from(u16::from(i)),
             partner: Some("bank".into()),

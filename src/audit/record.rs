@@ -15,7 +15,7 @@ const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 
 /// What the request path knows of one answered request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Answered {
     /// Unix nanoseconds, from the gateway's clock.
     pub time_ns: i128,
     /// Shared with the response header: no copy per request.
@@ -51,7 +51,7 @@ pub fn hash_of(prefix: &[u8]) -> [u8; 32] {
 }
 
 /// Appends the line for `entry` (with its newline) to `out`; returns its hash.
-pub fn encode(entry: &Entry, seq: u64, prev: &[u8; 32], out: &mut Vec<u8>) -> [u8; 32] {
+pub fn encode(entry: &Answered, seq: u64, prev: &[u8; 32], out: &mut Vec<u8>) -> [u8; 32] {
     // Written field by field into `out` (the writer thread's batch buffer): no allocation
     // per record. Field order and spelling are [`Body`]'s, which reads it back.
     let time = time::OffsetDateTime::from_unix_timestamp_nanos(entry.time_ns)
@@ -147,8 +147,8 @@ pub fn decode(line: &[u8]) -> Result<Decoded, LineError> {
 mod tests {
     use super::*;
 
-    fn entry() -> Entry {
-        Entry {
+    fn entry() -> Answered {
+        Answered {
             time_ns: 1_795_000_000_123_000_000,
             request_id: http::HeaderValue::from_static("req-1"),
             partner: Some("bank".into()),

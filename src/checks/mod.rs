@@ -10,8 +10,8 @@ use crate::day::Day;
 use crate::document::{
     DocumentKind, DocumentNo, NumberError, Region, ResidencePermitNo, TravelPermitNo,
 };
-use crate::keys::HashKey;
-use crate::snapshot::{DocKey, Record, Status, NO_RENEWAL};
+use crate::key_files::HashKey;
+use crate::snapshot::{DocKey, Record, RecordStatus, NO_RENEWAL};
 use crate::store::View;
 use crate::temp_permit::PermitId;
 
@@ -80,10 +80,10 @@ pub enum LinkResult {
     ResidencePermitNotFound,
 }
 
-/// Status of one document as of the check; `None` when it is not in the data.
+/// RecordStatus of one document as of the check; `None` when it is not in the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocState {
-    pub status: Status,
+    pub status: RecordStatus,
     pub valid_until: Day,
 }
 
@@ -118,12 +118,12 @@ fn lookup(
                 return None;
             }
             if asked < current {
-                status = Status::Replaced;
+                status = RecordStatus::Replaced;
             }
         }
     }
-    if status == Status::Valid && rec.valid_until < today.0 {
-        status = Status::Expired;
+    if status == RecordStatus::Valid && rec.valid_until < today.0 {
+        status = RecordStatus::Expired;
     }
     Some((
         rec,
@@ -169,6 +169,7 @@ pub fn document_status(
 /// Whether the data holds a revocation of this temporary permit (issued and not revoked,
 /// or unknown, is not revoked: the signature vouches for the permit).
 pub fn temp_permit_revoked(view: &View<'_>, hash_key: &HashKey, id: PermitId) -> bool {
-    view.get(&id.doc_key(hash_key))
-        .is_some_and(|r| r.kind == DocumentKind::TemporaryPermit && r.status == Status::Revoked)
+    view.get(&id.doc_key(hash_key)).is_some_and(|r| {
+        r.kind == DocumentKind::TemporaryPermit && r.status == RecordStatus::Revoked
+    })
 }

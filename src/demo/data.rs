@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::day::Day;
 use crate::document::{check_character, Region};
-use crate::snapshot::Status;
+use crate::snapshot::RecordStatus;
 
 /// Fewer and the fixed cases would not fit.
 pub const MIN_RECORDS: usize = 10;
@@ -25,7 +25,7 @@ pub const MIN_RECORDS: usize = 10;
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportDoc {
     pub number: String,
-    pub status: Status,
+    pub status: RecordStatus,
     pub valid_until: String,
 }
 
@@ -97,7 +97,7 @@ pub fn write_export(
     let future = |rng: &mut StdRng| Day(today.0 + rng.random_range(100..3650)).to_string();
     let past =
         |rng: &mut StdRng| Day(today.0.saturating_sub(rng.random_range(30..400))).to_string();
-    let doc = |number: String, status: Status, valid_until: String| ExportDoc {
+    let doc = |number: String, status: RecordStatus, valid_until: String| ExportDoc {
         number,
         status,
         valid_until,
@@ -123,21 +123,21 @@ pub fn write_export(
     let (tp3, rp3) = (nums.travel(hk), nums.residence(hk));
     let v = |rng: &mut StdRng| future(rng);
     let d0 = vec![
-        doc(tp0.clone(), Status::Valid, v(&mut nums.rng)),
-        doc(rp0.clone(), Status::Valid, v(&mut nums.rng)),
+        doc(tp0.clone(), RecordStatus::Valid, v(&mut nums.rng)),
+        doc(rp0.clone(), RecordStatus::Valid, v(&mut nums.rng)),
     ];
     let d1 = vec![
-        doc(tp1.clone(), Status::Valid, v(&mut nums.rng)),
-        doc(rp1.clone(), Status::Valid, v(&mut nums.rng)),
+        doc(tp1.clone(), RecordStatus::Valid, v(&mut nums.rng)),
+        doc(rp1.clone(), RecordStatus::Valid, v(&mut nums.rng)),
     ];
     let d2 = vec![
-        doc(tp2.clone(), Status::Lost, v(&mut nums.rng)),
-        doc(rp2.clone(), Status::Valid, v(&mut nums.rng)),
+        doc(tp2.clone(), RecordStatus::Lost, v(&mut nums.rng)),
+        doc(rp2.clone(), RecordStatus::Valid, v(&mut nums.rng)),
     ];
     // Recorded as valid, but its date has passed: the gateway derives "expired".
     let d3 = vec![
-        doc(tp3.clone(), Status::Valid, v(&mut nums.rng)),
-        doc(rp3.clone(), Status::Valid, past(&mut nums.rng)),
+        doc(tp3.clone(), RecordStatus::Valid, v(&mut nums.rng)),
+        doc(rp3.clone(), RecordStatus::Valid, past(&mut nums.rng)),
     ];
     for (i, d) in [d0, d1, d2, d3].into_iter().enumerate() {
         emit(i, d)?;
@@ -161,20 +161,20 @@ pub fn write_export(
                 n.push_str(&format!("{:02}", nums.rng.random_range(1..10)));
             }
             let (status, until) = match nums.rng.random_range(0..100) {
-                0..=2 => (Status::Lost, future(&mut nums.rng)),
-                3 => (Status::Damaged, future(&mut nums.rng)),
-                4 => (Status::Revoked, future(&mut nums.rng)),
-                5..=6 => (Status::Valid, past(&mut nums.rng)),
-                _ => (Status::Valid, future(&mut nums.rng)),
+                0..=2 => (RecordStatus::Lost, future(&mut nums.rng)),
+                3 => (RecordStatus::Damaged, future(&mut nums.rng)),
+                4 => (RecordStatus::Revoked, future(&mut nums.rng)),
+                5..=6 => (RecordStatus::Valid, past(&mut nums.rng)),
+                _ => (RecordStatus::Valid, future(&mut nums.rng)),
             };
             documents.push(doc(n, status, until));
         }
         if !(3..6).contains(&shape) {
             let n = nums.residence(region);
             let (status, until) = match nums.rng.random_range(0..100) {
-                0 => (Status::Revoked, future(&mut nums.rng)),
-                1..=3 => (Status::Valid, past(&mut nums.rng)),
-                _ => (Status::Valid, future(&mut nums.rng)),
+                0 => (RecordStatus::Revoked, future(&mut nums.rng)),
+                1..=3 => (RecordStatus::Valid, past(&mut nums.rng)),
+                _ => (RecordStatus::Valid, future(&mut nums.rng)),
             };
             documents.push(doc(n, status, until));
         }

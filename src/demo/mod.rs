@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::day::Day;
 use crate::document::TravelPermitNo;
-use crate::keys::{
+use crate::key_files::{
     generate_signing_key, load_signing_key, save_signing_key, save_verifying_key, HashKey,
 };
 use crate::publish::{publish, PublishOptions};
@@ -34,7 +34,7 @@ pub enum DemoError {
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
-    Key(#[from] crate::keys::KeyError),
+    Key(#[from] crate::key_files::KeyError),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("{path}: {source}")]

@@ -13,7 +13,7 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
-use crate::keys::write_secret;
+use crate::key_files::write_secret;
 use crate::partner::Scope;
 use crate::tls::SPIFFE_PARTNER_PREFIX;
 
@@ -27,7 +27,7 @@ pub enum PkiError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Key(#[from] crate::keys::KeyError),
+    Key(#[from] crate::key_files::KeyError),
     #[error("{0}")]
     Invalid(String),
 }

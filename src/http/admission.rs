@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use strum::VariantArray;
 
 use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
@@ -21,7 +22,8 @@ use super::problem::{Problem, ProblemKind};
 use crate::metrics::Metrics;
 
 /// Why a request was refused before any work was done for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Refusal {
     RateLimited,
     PartnerShare,
@@ -33,26 +35,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
-        Refusal::RateLimited,
-        Refusal::PartnerShare,
-        Refusal::Concurrency,
-        Refusal::QueueDelay,
-        Refusal::AuditBacklog,
-        Refusal::RelayWaiters,
-        Refusal::BodyTimeout,
-    ];
-
     pub fn label(self) -> &'static str {
-        match self {
-            Refusal::RateLimited => "rate_limited",
-            Refusal::PartnerShare => "partner_share",
-            Refusal::Concurrency => "concurrency",
-            Refusal::QueueDelay => "queue_delay",
-            Refusal::AuditBacklog => "audit_backlog",
-            Refusal::RelayWaiters => "relay_waiters",
-            Refusal::BodyTimeout => "body_timeout",
-        }
+        self.into()
     }
 }
 
@@ -91,7 +75,7 @@ impl Drop for Slot<'_> {
 
 impl Admission {
     pub fn new(limits: AdmissionLimits, metrics: &Metrics) -> Admission {
-        let labels: Vec<&str> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        let labels: Vec<&str> = Refusal::VARIANTS.iter().map(|r| r.label()).collect();
         Admission {
             limits,
             slots: Semaphore::new(limits.max_concurrent_requests),
@@ -178,6 +162,43 @@ impl Admission {
                 ),
             )
         })
+    }
+}
+
+/// Only JSON is accepted by the check routes (parameters may follow `;`).
+pub fn check_content_type<B>(req: &http::Request<B>) -> Result<(), Problem> {
+    let ok = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ))
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header (HTTP/1.0 at most
+/// one; HTTP/2 carries `:authority` instead).
+pub fn host_header_ok<B>(req: &http::Request<B>) -> Result<(), Problem> {
+    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    let ok = match req.version() {
+        http::Version::HTTP_11 => hosts == 1,
+        http::Version::HTTP_10 | http::Version::HTTP_09 => hosts <= 1,
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::InvalidHost,
+            format!("the request has {hosts} Host headers; HTTP/1.1 needs exactly one"),
+        ))
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::checks::{DocState, LinkAnswer, LinkResult, StatusAnswer};
 use crate::day::Day;
 use crate::document::{DocumentKind, Region};
-use crate::snapshot::Status;
+use crate::snapshot::RecordStatus;
 use crate::temp_permit::VerificationView;
 
 use super::problem::Problem;
@@ -52,7 +52,7 @@ pub struct SnapshotRef<'a> {
 /// A document's part of an answer; both fields are null when it was not found.
 #[derive(Debug, Serialize)]
 pub struct DocView {
-    pub status: Option<Status>,
+    pub status: Option<RecordStatus>,
     pub valid_until: Option<Day>,
 }
 
@@ -142,7 +142,7 @@ pub struct DocumentStatusResponse<'a> {
     pub result: Found,
     pub document_type: DocumentKind,
     pub region: Region,
-    pub status: Option<Status>,
+    pub status: Option<RecordStatus>,
     pub valid_until: Option<Day>,
     pub snapshot: SnapshotRef<'a>,
     pub checked_at: &'a str,

@@ -16,7 +16,7 @@ use crate::metrics::RequestCounters;
 use crate::partner::Partner;
 use crate::rate_limit::TokenBucket;
 
-pub struct Entry {
+pub struct PartnerEntry {
     pub partner: Partner,
     pub counters: Arc<RequestCounters>,
     pub bucket: Option<Arc<TokenBucket>>,
@@ -25,7 +25,7 @@ pub struct Entry {
 
 #[derive(Default)]
 pub struct Directory {
-    by_id: HashMap<String, Arc<Entry>>,
+    by_id: HashMap<String, Arc<PartnerEntry>>,
     revoked: HashSet<Vec<u8>>,
 }
 
@@ -50,7 +50,7 @@ impl Directory {
                     .map(|e| e.counters.clone())
                     .unwrap_or_else(|| Arc::new(counters(&p.id)));
                 let slots = old.map(|e| e.slots.clone()).unwrap_or_default();
-                let entry = Entry {
+                let entry = PartnerEntry {
                     partner: p.clone(),
                     counters,
                     bucket,
@@ -66,7 +66,7 @@ impl Directory {
         !self.revoked.is_empty() && self.revoked.contains(serial)
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+    pub fn get(&self, id: &str) -> Option<&Arc<PartnerEntry>> {
         self.by_id.get(id)
     }
 }

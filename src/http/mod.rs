@@ -11,9 +11,11 @@ pub mod admission;
 pub mod api;
 pub mod body;
 pub mod directory;
+pub mod handlers;
 pub mod problem;
 pub mod relay;
 pub mod request_id;
+pub mod route;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,125 +23,39 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
-use prometheus::{Histogram, IntCounter};
-use time::OffsetDateTime;
+use prometheus::Histogram;
+use strum::VariantArray;
 
-use crate::checks::{self, DocumentPair, HashedPair, LinkAnswer};
 use crate::clock::Clock;
-use crate::day::{rfc3339, Day};
-use crate::document::{DocumentNo, ResidencePermitNo, TravelPermitNo};
+use crate::day::rfc3339;
+use crate::key_files::HashKey;
 use crate::keyring::{Keyring, SigningKeys};
-use crate::keys::HashKey;
 use crate::metrics::{Metrics, RequestCounters, RequestLabels, UNKNOWN_PARTNER};
-use crate::partner::{Partner, Scope};
-use crate::snapshot::DocKey;
-use crate::store::{Store, View};
-use crate::{receipt, temp_permit};
+use crate::partner::Partner;
+use crate::store::Store;
+use crate::temp_permit::TokenStatus;
 
 use admission::{Admission, AdmissionLimits, Refusal, Slot};
-use api::*;
-use directory::{Directory, Entry};
+use api::SnapshotRef;
+use directory::{Directory, PartnerEntry};
+use handlers::{Context, Handler, Services};
 use problem::{Problem, ProblemKind};
+use route::Answer;
+pub use route::Route;
 
 /// Answers: JSON held in memory, or a replication object streamed from disk.
 pub type Body = Either<Full<Bytes>, relay::ObjectBody>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    LinkCheck,
-    LinkCheckBatch,
-    DocumentStatus,
-    TempPermitVerify,
-    Keys,
-    Healthz,
-    Readyz,
-    ReplicationManifest,
-    ReplicationObject,
-    Unknown,
-}
-
-impl Route {
-    pub const ALL: [Route; 10] = [
-        Route::LinkCheck,
-        Route::LinkCheckBatch,
-        Route::DocumentStatus,
-        Route::TempPermitVerify,
-        Route::Keys,
-        Route::Healthz,
-        Route::Readyz,
-        Route::ReplicationManifest,
-        Route::ReplicationObject,
-        Route::Unknown,
-    ];
-
-    pub fn of(path: &str) -> Route {
-        match path {
-            "/v1/link-checks" => Route::LinkCheck,
-            "/v1/link-checks:batch" => Route::LinkCheckBatch,
-            "/v1/document-status" => Route::DocumentStatus,
-            "/v1/temporary-permits/verify" => Route::TempPermitVerify,
-            "/v1/keys" => Route::Keys,
-            "/healthz" => Route::Healthz,
-            "/readyz" => Route::Readyz,
-            "/v1/replication/manifest" | "/v1/replication/manifest.json" => {
-                Route::ReplicationManifest
-            }
-            p if p.starts_with("/v1/replication/objects/") => Route::ReplicationObject,
-            _ => Route::Unknown,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::LinkCheck => "link_check",
-            Route::LinkCheckBatch => "link_check_batch",
-            Route::DocumentStatus => "document_status",
-            Route::TempPermitVerify => "temp_permit_verify",
-            Route::Keys => "keys",
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::ReplicationManifest => "replication_manifest",
-            Route::ReplicationObject => "replication_object",
-            Route::Unknown => "unknown",
-        }
-    }
-
-    fn method(self) -> Option<Method> {
-        match self {
-            Route::LinkCheck
-            | Route::LinkCheckBatch
-            | Route::DocumentStatus
-            | Route::TempPermitVerify => Some(Method::POST),
-            Route::Keys
-            | Route::Healthz
-            | Route::Readyz
-            | Route::ReplicationManifest
-            | Route::ReplicationObject => Some(Method::GET),
-            Route::Unknown => None,
-        }
-    }
-
-    fn scope(self) -> Option<Scope> {
-        match self {
-            Route::LinkCheck | Route::LinkCheckBatch => Some(Scope::LinkCheck),
-            Route::DocumentStatus => Some(Scope::DocumentStatus),
-            Route::TempPermitVerify => Some(Scope::TempPermit),
-            Route::ReplicationManifest | Route::ReplicationObject => Some(Scope::Replicate),
-            Route::Keys | Route::Healthz | Route::Readyz | Route::Unknown => None,
-        }
-    }
-}
 
 /// The label values of `permitgate_requests_total`: every route, and `ok` then one per
 /// problem kind (indexed by `ProblemKind::index() + 1`).
 fn request_labels() -> Arc<RequestLabels> {
     Arc::new(RequestLabels {
-        routes: Route::ALL.iter().map(|r| r.label()).collect(),
+        routes: Route::VARIANTS.iter().map(|r| r.label()).collect(),
         outcomes: std::iter::once("ok".to_owned())
-            .chain(ProblemKind::ALL.iter().map(|k| k.label()))
+            .chain(ProblemKind::VARIANTS.iter().map(|k| k.label()))
             .collect(),
     })
 }
@@ -186,7 +102,6 @@ impl Caller {
 
 pub struct App {
     store: Arc<Store>,
-    hash_key: HashKey,
     clock: Arc<dyn Clock>,
     limits: Limits,
     partners: ArcSwap<Directory>,
@@ -195,11 +110,9 @@ pub struct App {
     durations: Vec<Histogram>,
     relay: Option<relay::RelaySource>,
     admission: Admission,
-    credentials: Credentials,
+    services: Services,
     /// `GET /v1/keys`, encoded once.
     keys_json: Bytes,
-    temp_permit_counters: Vec<IntCounter>,
-    receipts_signed: IntCounter,
     audit: Option<crate::audit::AuditLog>,
     request_ids: request_id::Generator,
     /// Sheds while the async workers run behind (CPU-bound overload).
@@ -209,7 +122,7 @@ pub struct App {
 /// What a request may go on to once it has been let in.
 enum Admitted<'a> {
     /// A partner check: its partner and its slot; the body is read next.
-    Check(&'a Partner, Slot<'a>),
+    Check(&'a Partner, Slot<'a>, Handler),
     Keys,
     Relay(tokio::sync::OwnedSemaphorePermit),
 }
@@ -229,14 +142,10 @@ impl App {
         audit: Option<crate::audit::AuditLog>,
         lag: Option<Arc<crate::overload::LagMonitor>>,
     ) -> App {
-        let statuses: Vec<&str> = temp_permit::Status::ALL
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
+        let statuses: Vec<&str> = TokenStatus::VARIANTS.iter().map(|s| s.label()).collect();
         let labels = request_labels();
         App {
             store,
-            hash_key,
             clock,
             limits,
             partners: ArcSwap::from_pointee(Directory::build(
@@ -247,16 +156,22 @@ impl App {
             )),
             unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER, labels.clone())),
             labels,
-            durations: Route::ALL
+            durations: Route::VARIANTS
                 .iter()
                 .map(|r| metrics.route_duration(r.label()))
                 .collect(),
             relay,
             admission: Admission::new(limits.admission, metrics),
             keys_json: Bytes::from(credentials.keyring.to_json()),
-            credentials,
-            temp_permit_counters: metrics.temp_permit_counters(&statuses),
-            receipts_signed: metrics.receipts_signed(),
+            services: Services {
+                hash_key,
+                receipt_keys: credentials.receipt_keys,
+                keyring: credentials.keyring,
+                temp_permit_skew: credentials.temp_permit_skew,
+                max_batch_items: limits.max_batch_items,
+                temp_permit_counters: metrics.temp_permit_counters(&statuses),
+                receipts_signed: metrics.receipts_signed(),
+            },
             audit,
             request_ids: request_id::Generator::default(),
             lag,
@@ -286,7 +201,8 @@ impl App {
         )));
     }
 
-    /// `queued`: how long the request waited before it was read, where known.
+    /// The whole request path of one request. `queued`: how long it waited before it was
+    /// read, where known.
     pub async fn handle<B>(
         &self,
         caller: &Caller,
@@ -308,32 +224,25 @@ impl App {
         let directory = self.partners.load();
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         let revoked = directory.is_revoked(&caller.serial);
+        let probe = matches!(route.spec().answer, Answer::Probe);
         let mut documents = Vec::new();
-        let answer = match (host_header_ok(&req), route) {
-            (Err(p), _) => {
+        let answer = match admission::host_header_ok(&req) {
+            Err(p) => {
                 body::discard(req, body_deadline).await;
                 Err(p)
             }
             // Probes are never shed (an overloaded gateway is alive and, if it has data,
             // ready) and never audited.
-            (Ok(()), Route::Healthz | Route::Readyz) => self.probe(route, &req),
-            (Ok(()), _) => {
-                self.serve(
-                    caller,
-                    entry,
-                    revoked,
-                    route,
-                    req,
-                    queued,
-                    body_deadline,
-                    &mut documents,
-                )
-                .await
+            Ok(()) if probe => self.probe(route, &req),
+            Ok(()) => {
+                let admitted = self.admit(caller, entry, revoked, route, &req, queued);
+                self.answer(admitted, route, req, body_deadline, &mut documents)
+                    .await
             }
         };
         // Load shedding leaves no record (it is counted); every other answer has one,
         // placed now that there is something to audit.
-        let audited = !matches!(route, Route::Healthz | Route::Readyz)
+        let audited = !probe
             && !matches!(
                 &answer,
                 Err(p) if matches!(p.kind, ProblemKind::Overloaded | ProblemKind::RateLimited)
@@ -386,11 +295,11 @@ impl App {
         }
         let counters = entry.map_or(&self.unknown_counters, |e| &e.counters);
         let outcome_index = outcome.map_or(0, |k| k.index() + 1);
-        if let Some(c) = counters.get(route as usize, outcome_index) {
+        if let Some(c) = counters.get(route.index(), outcome_index) {
             c.inc();
         }
         if let Some(slot) = slot {
-            slot.record(crate::audit::Entry {
+            slot.record(crate::audit::Answered {
                 time_ns: self.clock.now().unix_timestamp_nanos(),
                 request_id: request_id.clone(),
                 partner: caller.claimed.clone(),
@@ -402,7 +311,7 @@ impl App {
         response
             .headers_mut()
             .insert(HeaderName::from_static(request_id::HEADER), request_id);
-        if let Some(h) = self.durations.get(route as usize) {
+        if let Some(h) = self.durations.get(route.index()) {
             h.observe(start.elapsed().as_secs_f64());
         }
         response
@@ -421,17 +330,14 @@ impl App {
         ))
     }
 
-    /// A partner request: let in (or refused, its body discarded so the refusal reaches
-    /// the client intact), then its body read within the deadline, then answered.
-    #[allow(clippy::too_many_arguments)]
-    async fn serve<B>(
+    /// A partner request after admission: refused (its body discarded, so that the
+    /// refusal reaches the client intact), or answered; a check's body is read within
+    /// the deadline and handed to the route's function.
+    async fn answer<B>(
         &self,
-        caller: &Caller,
-        entry: Option<&Arc<Entry>>,
-        revoked: bool,
+        admitted: Result<Admitted<'_>, Problem>,
         route: Route,
         req: Request<B>,
-        queued: Option<std::time::Duration>,
         body_deadline: tokio::time::Instant,
         documents: &mut Vec<[u8; 16]>,
     ) -> Result<Response<Body>, Problem>
@@ -439,22 +345,19 @@ impl App {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let admitted = match self.admit(caller, entry, revoked, route, &req, queued) {
-            Ok(a) => a,
+        match admitted {
             Err(p) => {
                 body::discard(req, body_deadline).await;
-                return Err(p);
+                Err(p)
             }
-        };
-        match admitted {
-            Admitted::Keys => Ok(json_response(StatusCode::OK, self.keys_json.clone())),
-            Admitted::Relay(place) => match route {
-                Route::ReplicationManifest => {
-                    relay::manifest(self.relay.as_ref(), &req, place).await
-                }
-                _ => relay::object(self.relay.as_ref(), req.uri().path(), place).await,
-            },
-            Admitted::Check(partner, slot) => {
+            Ok(Admitted::Keys) => Ok(json_response(StatusCode::OK, self.keys_json.clone())),
+            Ok(Admitted::Relay(place)) if route == Route::ReplicationManifest => {
+                relay::manifest(self.relay.as_ref(), &req, place).await
+            }
+            Ok(Admitted::Relay(place)) => {
+                relay::object(self.relay.as_ref(), req.uri().path(), place).await
+            }
+            Ok(Admitted::Check(partner, slot, handler)) => {
                 let body = body::read(req, self.limits.max_body_bytes, body_deadline)
                     .await
                     .map_err(|e| {
@@ -463,7 +366,7 @@ impl App {
                         }
                         e.problem(self.limits.body_read_timeout)
                     })?;
-                let answer = self.check(route, partner, &body, documents);
+                let answer = self.check(handler, partner, &body, documents);
                 drop(slot);
                 answer
             }
@@ -478,20 +381,21 @@ impl App {
     fn admit<'a, B>(
         &'a self,
         caller: &Caller,
-        entry: Option<&'a Arc<Entry>>,
+        entry: Option<&'a Arc<PartnerEntry>>,
         revoked: bool,
         route: Route,
         req: &Request<B>,
         queued: Option<std::time::Duration>,
     ) -> Result<Admitted<'a>, Problem> {
-        let Some(method) = route.method() else {
+        let spec = route.spec();
+        if matches!(spec.answer, Answer::None) {
             return Err(Problem::new(
                 ProblemKind::NotFound,
                 "see README.md for the API",
             ));
-        };
-        if req.method() != method {
-            return Err(method_not_allowed(method));
+        }
+        if req.method() != spec.method {
+            return Err(method_not_allowed(spec.method));
         }
         if revoked {
             return Err(Problem::new(
@@ -509,7 +413,7 @@ impl App {
             ));
         };
         let partner = &entry.partner;
-        if let Some(scope) = route.scope() {
+        if let Some(scope) = spec.scope {
             if !partner.scopes.contains(scope) {
                 return Err(Problem::new(
                     ProblemKind::ScopeMissing,
@@ -517,17 +421,18 @@ impl App {
                 ));
             }
         }
-        if method == Method::POST {
-            check_content_type(req)?;
+        if spec.method == Method::POST {
+            admission::check_content_type(req)?;
         }
         self.within_rate(entry)?;
-        match route {
-            Route::ReplicationManifest | Route::ReplicationObject => {
-                return self.admission.relay_place().map(Admitted::Relay)
+        let handler = match spec.answer {
+            Answer::Relay => return self.admission.relay_place().map(Admitted::Relay),
+            Answer::Keys => return Ok(Admitted::Keys),
+            Answer::Check(handler) => handler,
+            Answer::Probe | Answer::None => {
+                return Err(Problem::new(ProblemKind::NotFound, "no partner answer"))
             }
-            Route::Keys => return Ok(Admitted::Keys),
-            _ => {}
-        }
+        };
         // How long this request (its socket) or any request (the run queue) has waited.
         let lag = self.lag.as_ref().map(|m| m.lag());
         self.admission
@@ -536,11 +441,11 @@ impl App {
             return Err(not_ready());
         }
         let slot = self.admission.slot(&entry.slots, &partner.id)?;
-        Ok(Admitted::Check(partner, slot))
+        Ok(Admitted::Check(partner, slot, handler))
     }
 
     /// Takes a token from the partner's bucket, if it has a limit.
-    fn within_rate(&self, entry: &Entry) -> Result<(), Problem> {
+    fn within_rate(&self, entry: &PartnerEntry) -> Result<(), Problem> {
         let Some(bucket) = entry.bucket.as_ref() else {
             return Ok(());
         };
@@ -561,11 +466,11 @@ impl App {
         })
     }
 
-    /// Answers a partner check whose body has been read: the context every route
-    /// answers from, then the route's own function.
+    /// Answers a partner check whose body has been read: the context every route answers
+    /// from, then the route's own function.
     fn check(
         &self,
-        route: Route,
+        handler: Handler,
         partner: &Partner,
         body: &[u8],
         documents: &mut Vec<[u8; 16]>,
@@ -575,6 +480,7 @@ impl App {
         let now = self.clock.now();
         let stamp = rfc3339(now);
         let mut cx = Context {
+            services: &self.services,
             partner,
             now,
             checked_at: stamp.as_str(),
@@ -584,198 +490,9 @@ impl App {
                 stale: now > view.info().expires_at,
             },
             view: &view,
-            documents,
+            audit: documents,
         };
-        let out = match route {
-            Route::LinkCheck => self.link_check(&mut cx, body),
-            Route::LinkCheckBatch => self.link_check_batch(&mut cx, body),
-            Route::DocumentStatus => self.document_status(&mut cx, body),
-            Route::TempPermitVerify => self.temp_permit_verify(&mut cx, body),
-            Route::Keys
-            | Route::Healthz
-            | Route::Readyz
-            | Route::ReplicationManifest
-            | Route::ReplicationObject
-            | Route::Unknown => return Err(Problem::new(ProblemKind::NotFound, "no handler")),
-        }?;
-        Ok(json_response(StatusCode::OK, out))
-    }
-
-    /// `POST /v1/link-checks`
-    fn link_check(&self, cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
-        let req: LinkCheckRequest = body::object(body, "")?;
-        let input = link_input(&req, None)?;
-        let hashed = input.pair.hashed(&self.hash_key);
-        cx.documents.extend(hashed.keys());
-        checks::prefetch(cx.view, std::iter::once(&hashed));
-        let item = self.link_answer(cx.view, cx.partner, &input, &hashed, cx.now, None)?;
-        encode(&LinkCheckResponse {
-            item,
-            snapshot: cx.snapshot,
-            checked_at: cx.checked_at,
-        })
-    }
-
-    /// `POST /v1/link-checks:batch`
-    fn link_check_batch(&self, cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
-        let req: BatchRequest<'_> = body::object(body, "")?;
-        if req.checks.len() > self.limits.max_batch_items {
-            let mut p = Problem::new(
-                ProblemKind::BatchTooLarge,
-                format!(
-                    "{} checks; at most {} per batch",
-                    req.checks.len(),
-                    self.limits.max_batch_items
-                ),
-            )
-            .with_field("checks");
-            p.rule = Some("max_items");
-            return Err(p);
-        }
-        // Parse and hash every item and start all their index reads before checking
-        // any: the items' cache misses overlap.
-        let inputs: Vec<Result<(LinkInput, HashedPair), Problem>> = req
-            .checks
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let input =
-                    body::object::<LinkCheckRequest>(raw.get().as_bytes(), &item_prefix(Some(i)))
-                        .and_then(|r| link_input(&r, Some(i)))?;
-                let hashed = input.pair.hashed(&self.hash_key);
-                Ok((input, hashed))
-            })
-            .collect();
-        cx.documents
-            .extend(inputs.iter().flatten().flat_map(|(_, h)| h.keys()));
-        checks::prefetch(cx.view, inputs.iter().flatten().map(|(_, h)| h));
-        let results: Vec<BatchItem> = inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, parsed)| {
-                parsed
-                    .and_then(|(input, hashed)| {
-                        self.link_answer(cx.view, cx.partner, &input, &hashed, cx.now, Some(i))
-                    })
-                    .map_or_else(|error| BatchItem::Error { error }, BatchItem::Answer)
-            })
-            .collect();
-        // About 130 bytes an answer: one allocation instead of a doubling series.
-        let mut out = Vec::with_capacity(160 * results.len() + 160);
-        serde_json::to_writer(
-            &mut out,
-            &BatchResponse {
-                results,
-                snapshot: cx.snapshot,
-                checked_at: cx.checked_at,
-            },
-        )
-        .map_err(encoding_failed)?;
-        Ok(out)
-    }
-
-    /// `POST /v1/document-status`
-    fn document_status(&self, cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
-        let req: DocumentStatusRequest = body::object(body, "")?;
-        let number =
-            DocumentNo::parse(&req.number).map_err(|e| Problem::invalid_number("number", e))?;
-        let key = DocKey::of(&self.hash_key, number.canonical());
-        cx.documents.push(key.0);
-        let answer = checks::document_status(cx.view, &key, &number, Day::of(cx.now));
-        encode(&DocumentStatusResponse::new(
-            answer,
-            cx.snapshot,
-            cx.checked_at,
-        ))
-    }
-
-    /// `POST /v1/temporary-permits/verify`
-    fn temp_permit_verify(
-        &self,
-        cx: &mut Context<'_, '_>,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Problem> {
-        let req: TempPermitRequest = body::object(body, "")?;
-        let view = cx.view;
-        let v = temp_permit::verify(
-            &req.token,
-            &self.credentials.keyring,
-            cx.now,
-            self.credentials.temp_permit_skew,
-            |id| checks::temp_permit_revoked(view, &self.hash_key, id),
-        );
-        if let Some(p) = &v.permit {
-            cx.documents.push(p.permit_id.doc_key(&self.hash_key).0);
-            cx.documents
-                .push(DocKey::of(&self.hash_key, p.travel_permit.canonical()).0);
-        }
-        if let Some(c) = self.temp_permit_counters.get(v.status as usize) {
-            c.inc();
-        }
-        encode(&TempPermitResponse {
-            verification: (&v).into(),
-            snapshot: cx.snapshot,
-            checked_at: cx.checked_at,
-        })
-    }
-
-    /// Answers one parsed link check (item `item` of a batch, or the single one).
-    fn link_answer(
-        &self,
-        view: &View<'_>,
-        partner: &Partner,
-        input: &LinkInput,
-        hashed: &HashedPair,
-        now: OffsetDateTime,
-        item: Option<usize>,
-    ) -> Result<LinkItem, Problem> {
-        let answer = checks::link_check(view, hashed, Day::of(now));
-        let mut out = LinkItem::from(answer);
-        if input.receipt {
-            let version = view.info().version;
-            let field = |name: &str| field_name(item, name);
-            out.receipt =
-                Some(self.receipt(partner, &input.pair, &answer, version, now, &field)?);
-        }
-        Ok(out)
-    }
-
-    /// Signs the receipt of one link check; only when asked for (about 13 µs, one Ed25519
-    /// signature: docs/benchmarks.md).
-    fn receipt(
-        &self,
-        partner: &Partner,
-        pair: &DocumentPair,
-        answer: &LinkAnswer,
-        snapshot_version: u64,
-        now: OffsetDateTime,
-        field: &dyn Fn(&str) -> String,
-    ) -> Result<ReceiptOut, Problem> {
-        if !partner.scopes.contains(Scope::Receipt) {
-            return Err(Problem::new(
-                ProblemKind::ScopeMissing,
-                format!("partner {} lacks scope receipt", partner.id),
-            )
-            .with_field(field("receipt")));
-        }
-        let keys = &self.credentials.receipt_keys;
-        let key = keys.current(now).ok_or_else(|| {
-            Problem::new(
-                ProblemKind::ReceiptsUnavailable,
-                if keys.is_empty() {
-                    "this gateway has no receipt signing key configured"
-                } else {
-                    "no configured receipt signing key is valid now"
-                },
-            )
-        })?;
-        let (encoded, r) = receipt::issue(&partner.id, pair, answer, snapshot_version, now, key);
-        self.receipts_signed.inc();
-        Ok(ReceiptOut {
-            id: r.id.to_string(),
-            key_id: r.key_id.to_string(),
-            encoded,
-        })
+        Ok(json_response(StatusCode::OK, handler(&mut cx, body)?))
     }
 
     /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
@@ -805,91 +522,8 @@ impl App {
     }
 }
 
-/// What every check route answers from: the partner, the data served and its
-/// reference, the time, and where the keyed hashes of the numbers go for the audit
-/// record.
-struct Context<'a, 'v> {
-    partner: &'a Partner,
-    view: &'a View<'v>,
-    now: OffsetDateTime,
-    checked_at: &'a str,
-    snapshot: SnapshotRef<'a>,
-    documents: &'a mut Vec<[u8; 16]>,
-}
-
-fn encode(answer: &impl serde::Serialize) -> Result<Vec<u8>, Problem> {
-    serde_json::to_vec(answer).map_err(encoding_failed)
-}
-
-fn encoding_failed(e: serde_json::Error) -> Problem {
-    Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}"))
-}
-
-/// A link check's numbers, parsed, and whether it asked for a receipt.
-struct LinkInput {
-    pair: DocumentPair,
-    receipt: bool,
-}
-
-/// `checks[3].` for item 3 of a batch, nothing for a single check. Built only for errors.
-fn item_prefix(item: Option<usize>) -> String {
-    item.map_or_else(String::new, |i| format!("checks[{i}]."))
-}
-
-fn field_name(item: Option<usize>, name: &str) -> String {
-    item_prefix(item) + name
-}
-
-fn link_input(req: &LinkCheckRequest<'_>, item: Option<usize>) -> Result<LinkInput, Problem> {
-    let invalid = |name: &str, e| Problem::invalid_number(field_name(item, name), e);
-    let tp = TravelPermitNo::parse(&req.travel_permit).map_err(|e| invalid("travel_permit", e))?;
-    let rp = ResidencePermitNo::parse(&req.residence_permit)
-        .map_err(|e| invalid("residence_permit", e))?;
-    let pair = DocumentPair::new(tp, rp).map_err(|e| invalid("residence_permit", e))?;
-    Ok(LinkInput {
-        pair,
-        receipt: req.receipt,
-    })
-}
-
 fn not_ready() -> Problem {
     Problem::new(ProblemKind::NotReady, "the first snapshot is still loading")
-}
-
-fn check_content_type<B>(req: &Request<B>) -> Result<(), Problem> {
-    let ok = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            ProblemKind::UnsupportedMediaType,
-            "send Content-Type: application/json",
-        ))
-    }
-}
-
-/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header (HTTP/1.0 at most
-/// one; HTTP/2 carries `:authority` instead).
-fn host_header_ok<B>(req: &Request<B>) -> Result<(), Problem> {
-    let hosts = req.headers().get_all(HOST).iter().count();
-    let ok = match req.version() {
-        http::Version::HTTP_11 => hosts == 1,
-        http::Version::HTTP_10 | http::Version::HTTP_09 => hosts <= 1,
-        _ => true,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            ProblemKind::InvalidHost,
-            format!("the request has {hosts} Host headers; HTTP/1.1 needs exactly one"),
-        ))
-    }
 }
 
 fn method_not_allowed(method: Method) -> Problem {
@@ -921,9 +555,11 @@ pub fn problem_response(p: &Problem, route: Route) -> Response<Body> {
         HeaderValue::from_static("application/problem+json"),
     );
     if p.kind == ProblemKind::MethodNotAllowed {
-        let allow = route
-            .method()
-            .map_or("", |m| if m == Method::GET { "GET" } else { "POST" });
+        let allow = if route.spec().method == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        };
         h.insert(ALLOW, HeaderValue::from_static(allow));
     }
     if let Some(secs) = p.retry_after {

@@ -23,9 +23,9 @@ use super::{
 };
 use crate::day::Day;
 use crate::document::{DocumentKind, DocumentNo, TravelPermitNo};
-use crate::keys::HashKey;
+use crate::key_files::HashKey;
 use crate::snapshot::{
-    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, Status, NO_RENEWAL,
+    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, RecordStatus, NO_RENEWAL,
 };
 use crate::store::{CacheConfig, CacheCounters, State, View};
 
@@ -40,12 +40,12 @@ pub enum ChangeEvent {
     Upsert {
         person: String,
         number: String,
-        status: Status,
+        status: RecordStatus,
         valid_until: String,
     },
     Status {
         number: String,
-        status: Status,
+        status: RecordStatus,
     },
     Remove {
         number: String,
@@ -129,7 +129,7 @@ fn read_changes(
                     key,
                     person: holder.person,
                     valid_until: Day::of(expires_at).0,
-                    status: Status::Valid,
+                    status: RecordStatus::Valid,
                     kind: DocumentKind::TemporaryPermit,
                     region: tp.region(),
                     renewal: NO_RENEWAL,
@@ -140,7 +140,7 @@ fn read_changes(
                 let key = permit_id_of(&permit_id, &err)?.doc_key(hash_key);
                 // Issued and revoked in one file: the revocation is the change.
                 let issued_here = changes.get(&key).and_then(|(_, r)| *r).filter(|r| {
-                    r.kind == DocumentKind::TemporaryPermit && r.status == Status::Valid
+                    r.kind == DocumentKind::TemporaryPermit && r.status == RecordStatus::Valid
                 });
                 let mut rec = match issued_here {
                     Some(r) => {
@@ -151,7 +151,7 @@ fn read_changes(
                         err("permit_id is not a published temporary permit".into())
                     })?,
                 };
-                rec.status = Status::Revoked;
+                rec.status = RecordStatus::Revoked;
                 (key, Some(rec))
             }
         };
@@ -380,7 +380,7 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::generate_signing_key;
+    use crate::key_files::generate_signing_key;
     use crate::publish::publish;
     use time::{Duration, OffsetDateTime};
 
@@ -473,12 +473,12 @@ mod tests {
         assert_eq!(state.view().info().version, 3);
         assert_eq!(
             f.get(&state, "H12345678").map(|r| r.status),
-            Some(Status::Lost)
+            Some(RecordStatus::Lost)
         );
         assert!(f.get(&state, "810000199001011230").is_none(), "removed");
         let tw = f.get(&state, "01234567").expect("present");
         let new_rp = f.get(&state, "830000200002290023").expect("added");
-        assert_eq!(tw.status, Status::Revoked);
+        assert_eq!(tw.status, RecordStatus::Revoked);
         assert_eq!(tw.person, new_rp.person, "upsert links by person reference");
     }
 
@@ -503,12 +503,12 @@ mod tests {
         let state = f.state();
         assert_eq!(
             f.get(&state, "H12345678").map(|r| r.status),
-            Some(Status::Lost)
+            Some(RecordStatus::Lost)
         );
         assert!(f.get(&state, "810000199001011230").is_none());
         assert_eq!(
             f.get(&state, "01234567").map(|r| r.status),
-            Some(Status::Damaged)
+            Some(RecordStatus::Damaged)
         );
     }
 
@@ -538,7 +538,7 @@ mod tests {
         let state = f.state();
         assert_eq!(
             f.get(&state, "H12345678").map(|r| r.status),
-            Some(Status::Lost)
+            Some(RecordStatus::Lost)
         );
         assert!(f.get(&state, "810000199001011230").is_none());
         assert_eq!(
@@ -639,7 +639,7 @@ mod tests {
         let rec = temp(&state, a).expect("issued");
         assert_eq!(
             (rec.kind, rec.status),
-            (DocumentKind::TemporaryPermit, Status::Valid)
+            (DocumentKind::TemporaryPermit, RecordStatus::Valid)
         );
         assert_eq!(Day(rec.valid_until).to_string(), "2026-12-02");
         assert_eq!(
@@ -649,7 +649,7 @@ mod tests {
         );
         assert_eq!(
             f.get(&state, "H12345678").map(|r| r.status),
-            Some(Status::Valid),
+            Some(RecordStatus::Valid),
             "the travel permit itself is untouched"
         );
 
@@ -662,8 +662,14 @@ mod tests {
         .join("\n");
         f.change(&both, DEFAULT_MAX_DELTAS).expect("revoke");
         let state = f.state();
-        assert_eq!(temp(&state, a).map(|r| r.status), Some(Status::Revoked));
-        assert_eq!(temp(&state, b).map(|r| r.status), Some(Status::Revoked));
+        assert_eq!(
+            temp(&state, a).map(|r| r.status),
+            Some(RecordStatus::Revoked)
+        );
+        assert_eq!(
+            temp(&state, b).map(|r| r.status),
+            Some(RecordStatus::Revoked)
+        );
 
         // The authority's next full export knows nothing of them; the revocations stay.
         let diff = publish_diff(
@@ -678,8 +684,14 @@ mod tests {
         f.publish_full().expect("full");
         let state = f.state();
         assert_eq!(state.view().info().version, 4);
-        assert_eq!(temp(&state, a).map(|r| r.status), Some(Status::Revoked));
-        assert_eq!(temp(&state, b).map(|r| r.status), Some(Status::Revoked));
+        assert_eq!(
+            temp(&state, a).map(|r| r.status),
+            Some(RecordStatus::Revoked)
+        );
+        assert_eq!(
+            temp(&state, b).map(|r| r.status),
+            Some(RecordStatus::Revoked)
+        );
     }
 
     #[test]

@@ -19,10 +19,10 @@ pub use changes::{publish_changes, publish_diff, ChangeEvent, DEFAULT_MAX_DELTAS
 use crate::day::Day;
 
 use crate::document::DocumentNo;
-use crate::keys::HashKey;
+use crate::key_files::HashKey;
 use crate::snapshot::{
-    self, object_path, write_atomic, DocKey, Manifest, ManifestSnapshot, Record, SignedManifest,
-    SnapshotError, SnapshotMeta, Status, MANIFEST_FILE, MANIFEST_TYPE, NO_RENEWAL,
+    self, object_path, write_atomic, DocKey, Manifest, ManifestSnapshot, Record, RecordStatus,
+    SignedManifest, SnapshotError, SnapshotMeta, MANIFEST_FILE, MANIFEST_TYPE, NO_RENEWAL,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub struct ExportPerson {
 #[serde(deny_unknown_fields)]
 pub struct ExportDocument {
     pub number: String,
-    pub status: Status,
+    pub status: RecordStatus,
     /// `YYYY-MM-DD`, the last day the document is valid.
     pub valid_until: String,
 }
@@ -310,7 +310,7 @@ fn current_version(repo: &Path, signing_key: &SigningKey) -> Result<u64, Publish
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::generate_signing_key;
+    use crate::key_files::generate_signing_key;
     use crate::snapshot::load_repo;
 
     const EXPORT: &str = r#"{"person":"p1","documents":[{"number":"H12345678","status":"valid","valid_until":"2031-01-01"},{"number":"810000199001011230","status":"valid","valid_until":"2030-06-30"}]}
@@ -367,7 +367,7 @@ mod tests {
             .snapshot
             .get(&DocKey::of(&hk, "01234567"))
             .expect("present");
-        assert_eq!(lost.status, Status::Lost);
+        assert_eq!(lost.status, RecordStatus::Lost);
         assert_ne!(lost.person, tp.person);
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::source::{Fetched, Source};
 use crate::clock::Clock;
-use crate::keys::HashKey;
+use crate::key_files::HashKey;
 use crate::metrics::Metrics;
 use crate::snapshot::{
     check_content, check_delta, check_hash, check_snapshot, object_path, remove_unnamed_objects,
@@ -22,7 +22,8 @@ use crate::store::{StateInfo, Store};
 
 /// Why a poll was refused; its label is the `reason` of
 /// `permitgate_replication_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum RefusalReason {
     /// The source did not answer, or an object is missing.
     Fetch,
@@ -38,32 +39,8 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 10] = [
-        RefusalReason::Fetch,
-        RefusalReason::BadSignature,
-        RefusalReason::UnknownKey,
-        RefusalReason::HashMismatch,
-        RefusalReason::Rollback,
-        RefusalReason::Chain,
-        RefusalReason::Corrupt,
-        RefusalReason::Manifest,
-        RefusalReason::HashKey,
-        RefusalReason::Storage,
-    ];
-
     pub fn label(self) -> &'static str {
-        match self {
-            RefusalReason::Fetch => "fetch",
-            RefusalReason::BadSignature => "bad_signature",
-            RefusalReason::UnknownKey => "unknown_key",
-            RefusalReason::HashMismatch => "hash_mismatch",
-            RefusalReason::Rollback => "rollback",
-            RefusalReason::Chain => "chain",
-            RefusalReason::Corrupt => "corrupt",
-            RefusalReason::Manifest => "manifest",
-            RefusalReason::HashKey => "hash_key",
-            RefusalReason::Storage => "storage",
-        }
+        self.into()
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use strum::VariantArray;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -23,7 +24,7 @@ pub(super) struct HandshakeCounters(Vec<IntCounter>);
 impl HandshakeCounters {
     fn new(m: &Metrics) -> Self {
         HandshakeCounters(
-            HandshakeFailure::ALL
+            HandshakeFailure::VARIANTS
                 .iter()
                 .map(|f| m.handshake_failure(f.label()))
                 .collect(),

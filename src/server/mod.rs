@@ -17,6 +17,7 @@ mod snapshot;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use strum::VariantArray;
 
 use arc_swap::ArcSwap;
 use ed25519_dalek::VerifyingKey;
@@ -28,8 +29,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::admission::AdmissionLimits;
 use crate::http::{App, Credentials, Limits};
+use crate::key_files::{load_signing_key, load_verifying_key, HashKey, KeyError};
 use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
-use crate::keys::{load_signing_key, load_verifying_key, HashKey, KeyError};
 use crate::metrics::Metrics;
 use crate::overload::LagMonitor;
 use crate::snapshot::SignedManifest;
@@ -179,7 +180,7 @@ impl Gateway {
         } = Loaded::from(&config)?;
         let metrics = Arc::new(Metrics::new());
         metrics.replication.init_failures(
-            crate::replication::RefusalReason::ALL
+            crate::replication::RefusalReason::VARIANTS
                 .iter()
                 .map(|r| r.label()),
         );

@@ -8,7 +8,7 @@ use ed25519_dalek::VerifyingKey;
 
 use super::format::FileKind;
 use super::{DocKey, Record, Snapshot, SnapshotError, SnapshotHeader};
-use crate::keys::HashKey;
+use crate::key_files::HashKey;
 
 #[derive(Debug)]
 pub struct Delta {
@@ -69,15 +69,15 @@ impl Delta {
 mod tests {
     use super::*;
     use crate::document::{DocumentKind, Region};
-    use crate::keys::generate_signing_key;
-    use crate::snapshot::{encode, encode_delta, SnapshotMeta, Status, NO_RENEWAL};
+    use crate::key_files::generate_signing_key;
+    use crate::snapshot::{encode, encode_delta, RecordStatus, SnapshotMeta, NO_RENEWAL};
 
     fn rec(k: u8) -> Record {
         Record {
             key: DocKey([k; 16]),
             person: 9,
             valid_until: 20_000,
-            status: Status::Lost,
+            status: RecordStatus::Lost,
             kind: DocumentKind::ResidencePermit,
             region: Region::Taiwan,
             renewal: NO_RENEWAL,

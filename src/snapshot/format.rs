@@ -13,7 +13,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use super::record::{DocKey, Record};
 use super::SnapshotError;
-use crate::keys::{verifying_key_id, HashKey, KeyId};
+use crate::key_files::{verifying_key_id, HashKey, KeyId};
 
 pub const HEADER_LEN: usize = 96;
 pub const RECORD_LEN: usize = Record::LEN;
@@ -622,8 +622,8 @@ impl IndexBuilder {
 mod tests {
     use super::*;
     use crate::document::{DocumentKind, Region};
-    use crate::keys::generate_signing_key;
-    use crate::snapshot::Status;
+    use crate::key_files::generate_signing_key;
+    use crate::snapshot::RecordStatus;
 
     fn records(n: u32, hk: &HashKey) -> Vec<Record> {
         (0..n)
@@ -631,7 +631,7 @@ mod tests {
                 key: DocKey::of(hk, &format!("H{:08}", i)),
                 person: u64::from(i / 2),
                 valid_until: 20_000 + i,
-                status: Status::Valid,
+                status: RecordStatus::Valid,
                 kind: DocumentKind::TravelPermit,
                 region: Region::HongKong,
                 renewal: crate::snapshot::record::NO_RENEWAL,

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::SnapshotError;
-use crate::keys::{verifying_key_id, KeyId};
+use crate::key_files::{verifying_key_id, KeyId};
 
 const SIGNATURE_CONTEXT: &[u8] = b"permitgate manifest v1\0";
 pub const MANIFEST_TYPE: &str = "permitgate-manifest";
@@ -170,7 +170,7 @@ pub fn signed_message(signed: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::generate_signing_key;
+    use crate::key_files::generate_signing_key;
 
     fn manifest() -> Manifest {
         Manifest {

@@ -19,7 +19,7 @@ pub use format::{
     TRAILER_LEN,
 };
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
-pub use record::{DocKey, Record, Status, NO_RENEWAL};
+pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
 pub(crate) use repo::{check_content, check_delta, check_hash, check_snapshot};
 pub use repo::{
     load_repo, manifest_tag, object_path, remove_unnamed_objects, write_atomic, Repo,
@@ -28,7 +28,7 @@ pub use repo::{
 
 use std::path::PathBuf;
 
-use crate::keys::KeyId;
+use crate::key_files::KeyId;
 
 /// Why a snapshot or manifest was refused. Every variant is a reason to keep serving what
 /// we had (or to refuse to start), never to serve what we were given.

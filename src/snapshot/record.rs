@@ -8,7 +8,7 @@ use crate::document::{DocumentKind, Region};
 pub struct DocKey(pub [u8; 16]);
 
 impl DocKey {
-    pub fn of(hash_key: &crate::keys::HashKey, canonical: &str) -> DocKey {
+    pub fn of(hash_key: &crate::key_files::HashKey, canonical: &str) -> DocKey {
         let h = blake3::keyed_hash(hash_key.as_bytes(), canonical.as_bytes());
         let mut k = [0u8; 16];
         k.copy_from_slice(&h.as_bytes()[..16]);
@@ -17,7 +17,7 @@ impl DocKey {
 
     /// Person id of an authority person reference: keyed, so a snapshot does not reveal
     /// the authority's references, and stable across publications.
-    pub fn person_id(hash_key: &crate::keys::HashKey, person_ref: &str) -> u64 {
+    pub fn person_id(hash_key: &crate::key_files::HashKey, person_ref: &str) -> u64 {
         let mut h = blake3::Hasher::new_keyed(hash_key.as_bytes());
         h.update(b"person\0");
         h.update(person_ref.as_bytes());
@@ -47,41 +47,30 @@ impl std::fmt::Debug for DocKey {
     }
 }
 
-/// Status recorded by the authority. `Expired` may also be derived at check time from
+/// RecordStatus recorded by the authority. `Expired` may also be derived at check time from
 /// `valid_until`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, strum::FromRepr,
+)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
-    Valid,
-    Lost,
-    Damaged,
-    Revoked,
-    Replaced,
-    Expired,
+#[repr(u8)]
+pub enum RecordStatus {
+    Valid = 0,
+    Lost = 1,
+    Damaged = 2,
+    Revoked = 3,
+    Replaced = 4,
+    Expired = 5,
 }
 
-impl Status {
+impl RecordStatus {
+    /// The byte in the snapshot format (docs/snapshot-format.md).
     pub fn to_u8(self) -> u8 {
-        match self {
-            Status::Valid => 0,
-            Status::Lost => 1,
-            Status::Damaged => 2,
-            Status::Revoked => 3,
-            Status::Replaced => 4,
-            Status::Expired => 5,
-        }
+        self as u8
     }
 
-    pub fn from_u8(v: u8) -> Option<Status> {
-        Some(match v {
-            0 => Status::Valid,
-            1 => Status::Lost,
-            2 => Status::Damaged,
-            3 => Status::Revoked,
-            4 => Status::Replaced,
-            5 => Status::Expired,
-            _ => return None,
-        })
+    pub fn from_u8(v: u8) -> Option<RecordStatus> {
+        RecordStatus::from_repr(v)
     }
 }
 
@@ -96,7 +85,7 @@ pub struct Record {
     pub person: u64,
     /// Last valid day, as days since 1970-01-01.
     pub valid_until: u32,
-    pub status: Status,
+    pub status: RecordStatus,
     pub kind: DocumentKind,
     pub region: Region,
     /// Renewal count of the current card (travel permits), or [`NO_RENEWAL`].
@@ -120,7 +109,7 @@ impl Record {
     /// check a snapshot's records pass at load, next to the codec it guards.
     #[inline]
     pub fn fields_valid(b: &[u8; Record::LEN]) -> bool {
-        Status::from_u8(b[28]).is_some()
+        RecordStatus::from_u8(b[28]).is_some()
             && DocumentKind::from_u8(b[29]).is_some()
             && Region::from_u8(b[30]).is_some()
     }
@@ -135,7 +124,7 @@ impl Record {
             key: DocKey(key),
             person: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
             valid_until: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
-            status: Status::from_u8(*b.get(28)?)?,
+            status: RecordStatus::from_u8(*b.get(28)?)?,
             kind: DocumentKind::from_u8(*b.get(29)?)?,
             region: Region::from_u8(*b.get(30)?)?,
             renewal: *b.get(31)?,
@@ -154,7 +143,7 @@ mod tests {
         for (i, b) in k.iter_mut().enumerate() {
             *b = i as u8;
         }
-        let hk = crate::keys::HashKey::from_bytes(k);
+        let hk = crate::key_files::HashKey::from_bytes(k);
         for (number, want) in [
             ("H12345678", "95d86d2b749c8864784babb9423f8b0a"),
             ("810000199001011230", "773b6a70e86511467914956bc998fb95"),
@@ -171,7 +160,7 @@ mod tests {
             key: DocKey([7; 16]),
             person: 0xDEAD_BEEF_0BAD_F00D,
             valid_until: 20_000,
-            status: Status::Replaced,
+            status: RecordStatus::Replaced,
             kind: DocumentKind::TravelPermit,
             region: Region::Macao,
             renewal: 3,

@@ -11,7 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use super::{
     Delta, Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, Snapshot, SnapshotError,
 };
-use crate::keys::HashKey;
+use crate::key_files::HashKey;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const OBJECTS_DIR: &str = "objects";

@@ -7,7 +7,7 @@ use super::{
     encode, Manifest, ManifestSnapshot, Record, Repo, SignedManifest, Snapshot, SnapshotMeta,
     MANIFEST_TYPE,
 };
-use crate::keys::{generate_signing_key, HashKey};
+use crate::key_files::{generate_signing_key, HashKey};
 
 /// A snapshot image of `records` signed by a fresh key, that key, and a fresh hashing key.
 pub fn signed_image(

@@ -262,9 +262,9 @@ impl View<'_> {
 mod tests {
     use super::*;
     use crate::document::{DocumentKind, Region};
-    use crate::snapshot::{testing, Status, NO_RENEWAL};
+    use crate::snapshot::{testing, RecordStatus, NO_RENEWAL};
 
-    fn rec(k: u8, status: Status) -> Record {
+    fn rec(k: u8, status: RecordStatus) -> Record {
         Record {
             key: DocKey([k; 16]),
             person: u64::from(k),
@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn a_view_keeps_its_version_while_changes_land() {
         let state = State::new(
-            testing::repo(vec![rec(1, Status::Valid), rec(2, Status::Valid)], 5),
+            testing::repo(
+                vec![rec(1, RecordStatus::Valid), rec(2, RecordStatus::Valid)],
+                5,
+            ),
             &CacheConfig::default(),
             CacheCounters::detached(),
         )
@@ -299,9 +302,9 @@ mod tests {
             .apply(
                 info(6),
                 [
-                    (DocKey([1; 16]), Some(rec(1, Status::Lost))),
+                    (DocKey([1; 16]), Some(rec(1, RecordStatus::Lost))),
                     (DocKey([2; 16]), None),
-                    (DocKey([3; 16]), Some(rec(3, Status::Valid))),
+                    (DocKey([3; 16]), Some(rec(3, RecordStatus::Valid))),
                 ],
             )
             .expect("newer version");
@@ -310,14 +313,14 @@ mod tests {
         assert_eq!(before.info().version, 5);
         assert_eq!(
             before.get(&DocKey([1; 16])).map(|r| r.status),
-            Some(Status::Valid)
+            Some(RecordStatus::Valid)
         );
         assert!(before.get(&DocKey([2; 16])).is_some());
         assert!(before.get(&DocKey([3; 16])).is_none());
         assert_eq!(after.info().version, 6);
         assert_eq!(
             after.get(&DocKey([1; 16])).map(|r| r.status),
-            Some(Status::Lost)
+            Some(RecordStatus::Lost)
         );
         assert!(
             after.get(&DocKey([2; 16])).is_none(),
@@ -338,7 +341,7 @@ mod tests {
     #[test]
     fn cache_never_hides_a_change() {
         let state = State::new(
-            testing::repo(vec![rec(1, Status::Valid)], 1),
+            testing::repo(vec![rec(1, RecordStatus::Valid)], 1),
             &CacheConfig {
                 enabled: true,
                 max_entries: 10,
@@ -348,14 +351,17 @@ mod tests {
         .expect("state");
         assert_eq!(
             state.view().get(&DocKey([1; 16])).map(|r| r.status),
-            Some(Status::Valid)
+            Some(RecordStatus::Valid)
         );
         state
-            .apply(info(2), [(DocKey([1; 16]), Some(rec(1, Status::Revoked)))])
+            .apply(
+                info(2),
+                [(DocKey([1; 16]), Some(rec(1, RecordStatus::Revoked)))],
+            )
             .expect("apply");
         assert_eq!(
             state.view().get(&DocKey([1; 16])).map(|r| r.status),
-            Some(Status::Revoked)
+            Some(RecordStatus::Revoked)
         );
     }
 }

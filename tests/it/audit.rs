@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
 use permitgate::document::TravelPermitNo;
-use permitgate::keys::HashKey;
+use permitgate::key_files::HashKey;
 use permitgate::snapshot::DocKey;
 use serde_json::Value;
 

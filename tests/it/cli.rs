@@ -245,8 +245,8 @@ fn serve_refuses_a_bad_snapshot() {
     )
     .expect("demo");
     // Sign the snapshot with a key the gateway does not trust.
-    let other = permitgate::keys::generate_signing_key();
-    permitgate::keys::save_verifying_key(&other.verifying_key(), &demo.publisher_pub())
+    let other = permitgate::key_files::generate_signing_key();
+    permitgate::key_files::save_verifying_key(&other.verifying_key(), &demo.publisher_pub())
         .expect("swap key");
     let out = permitgate(&["serve", "--config", &demo.config.to_string_lossy()]);
     assert!(!out.status.success());
@@ -264,12 +264,13 @@ fn ed25519_key_pairs_are_written_once() {
     let prefix = prefix.to_str().expect("utf8");
     let out = permitgate(&["keys", "ed25519", "--out", prefix]);
     assert_success(&out);
-    let key = permitgate::keys::load_signing_key(&dir.path().join("keys/receipt.2027.key"))
+    let key = permitgate::key_files::load_signing_key(&dir.path().join("keys/receipt.2027.key"))
         .expect("private key");
-    let public = permitgate::keys::load_verifying_key(&dir.path().join("keys/receipt.2027.pub"))
-        .expect("public key");
+    let public =
+        permitgate::key_files::load_verifying_key(&dir.path().join("keys/receipt.2027.pub"))
+            .expect("public key");
     assert_eq!(key.verifying_key(), public);
-    let id = permitgate::keys::verifying_key_id(&public).to_string();
+    let id = permitgate::key_files::verifying_key_id(&public).to_string();
     assert!(text(&out.stdout).contains(&id), "prints the key id");
     let again = permitgate(&["keys", "ed25519", "--out", prefix]);
     assert_eq!(again.status.code(), Some(1));

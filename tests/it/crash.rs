@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::common::process::{free_port, ready, start};
 
 use permitgate::demo::{self, DemoOptions};
-use permitgate::keys::{load_signing_key, load_verifying_key, HashKey};
+use permitgate::key_files::{load_signing_key, load_verifying_key, HashKey};
 use permitgate::publish::{publish_changes, PublishOptions};
 use permitgate::snapshot::{load_repo, MANIFEST_FILE};
 

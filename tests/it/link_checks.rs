@@ -3,7 +3,7 @@
 use crate::common::{assert_subset, TestGateway};
 use serde_json::{json, Value};
 
-use permitgate::keys::{load_signing_key, HashKey};
+use permitgate::key_files::{load_signing_key, HashKey};
 use permitgate::publish::{publish, PublishOptions};
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 use std::time::Duration;
+use strum::VariantArray;
 
 use crate::common::{metric_value, Options, TestGateway};
-use permitgate::keys::load_signing_key;
+use permitgate::key_files::load_signing_key;
 use permitgate::publish::DEFAULT_MAX_DELTAS;
 use permitgate::replication::{PollOutcome, RefusalReason};
 use permitgate::snapshot::SignedManifest;
@@ -274,7 +275,7 @@ async fn refusals_keep_the_last_good_state() {
         serde_json::from_slice::<serde_json::Value>(&good_v3).expect("json")["signed"].clone(),
     )
     .expect("manifest");
-    let stranger = permitgate::keys::generate_signing_key();
+    let stranger = permitgate::key_files::generate_signing_key();
     std::fs::write(
         &manifest_path,
         SignedManifest::sign(&m3, &stranger).expect("sign"),
@@ -329,7 +330,7 @@ async fn refusals_keep_the_last_good_state() {
         );
     }
     // Every reason exists at 0 from the start.
-    for reason in RefusalReason::ALL.map(RefusalReason::label) {
+    for reason in RefusalReason::VARIANTS.iter().map(|r| r.label()) {
         assert!(
             m.contains(&format!(
                 "permitgate_replication_failures_total{{reason=\"{reason}\"}}"

@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 
 use permitgate::clock::ManualClock;
 use permitgate::document::TravelPermitNo;
-use permitgate::keys::load_signing_key;
+use permitgate::key_files::load_signing_key;
 use permitgate::publish::ChangeEvent;
 use permitgate::temp_permit::{self, Reason, VALIDITY};
 
@@ -286,7 +286,7 @@ async fn a_rotated_issuing_key_keeps_earlier_permits_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let new_key = SigningKey::from_bytes(&[0x5A; 32]);
     let new_pub = dir.path().join("temp-permit-2.pub");
-    permitgate::keys::save_verifying_key(&new_key.verifying_key(), &new_pub).expect("save");
+    permitgate::key_files::save_verifying_key(&new_key.verifying_key(), &new_pub).expect("save");
     let (gw, _) = gateway_at(
         t0(),
         vec![(
@@ -410,7 +410,7 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
 fn cli_mistakes_are_one_line_and_name_the_argument() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("k.key");
-    permitgate::keys::save_signing_key(&SigningKey::from_bytes(&[1; 32]), &key).expect("key");
+    permitgate::key_files::save_signing_key(&SigningKey::from_bytes(&[1; 32]), &key).expect("key");
     let key = key.to_str().expect("utf8");
     // A valid issue command with one argument replaced (or added).
     let issue = |arg: &'static str, value: &'static str| {

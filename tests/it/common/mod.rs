@@ -231,8 +231,8 @@ impl TestGateway {
         permitgate::publish::publish_changes(
             &path,
             &self.demo.repo(),
-            &permitgate::keys::load_signing_key(&self.demo.publisher_key()).expect("key"),
-            &permitgate::keys::HashKey::load(&self.demo.hash_key()).expect("hash key"),
+            &permitgate::key_files::load_signing_key(&self.demo.publisher_key()).expect("key"),
+            &permitgate::key_files::HashKey::load(&self.demo.hash_key()).expect("hash key"),
             &permitgate::publish::PublishOptions {
                 version: None,
                 expires_in: time::Duration::hours(1),
@@ -548,6 +548,9 @@ impl Client {
         &mut self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response, hyper::Error> {
+        // The connection task takes the previous exchange's end on its own thread; a
+        // request sent before it has is refused with "connection was not ready".
+        self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();

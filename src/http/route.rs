@@ -1,0 +1,166 @@
+//! The route table: for every route, its path, method, scope, metric label and how it is
+//! answered. One exhaustive `match` ([`Route::spec`]) holds it, so a new route cannot
+//! be added without all four, and `Route::VARIANTS` (the metric label order) cannot
+//! drift from the enum.
+
+use http::Method;
+
+use super::handlers::{self, Handler};
+use crate::partner::Scope;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr, strum::EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum Route {
+    LinkCheck,
+    LinkCheckBatch,
+    DocumentStatus,
+    TempPermitVerify,
+    Keys,
+    Healthz,
+    Readyz,
+    ReplicationManifest,
+    ReplicationObject,
+    Unknown,
+}
+
+/// How a route's request is let in and answered once its head has been read.
+#[derive(Clone, Copy)]
+pub enum Answer {
+    /// Liveness and readiness: never shed, never audited, no partner needed.
+    Probe,
+    /// The published keyring, encoded once.
+    Keys,
+    /// A replication long-poll or object download: waits on the relay budget.
+    Relay,
+    /// A partner check: a slot, then the body, then this function.
+    Check(Handler),
+    /// No such route: 404.
+    None,
+}
+
+pub enum Path {
+    Exact(&'static [&'static str]),
+    Prefix(&'static str),
+    Any,
+}
+
+pub struct Spec {
+    pub path: Path,
+    pub method: Method,
+    /// The scope a partner needs; `None` for routes open to every partner.
+    pub scope: Option<Scope>,
+    pub answer: Answer,
+}
+
+impl Route {
+    pub fn spec(self) -> Spec {
+        use Path::*;
+        let post = |path, scope, h| Spec {
+            path,
+            method: Method::POST,
+            scope: Some(scope),
+            answer: Answer::Check(h),
+        };
+        let get = |path, scope, answer| Spec {
+            path,
+            method: Method::GET,
+            scope,
+            answer,
+        };
+        match self {
+            Route::LinkCheck => post(
+                Exact(&["/v1/link-checks"]),
+                Scope::LinkCheck,
+                handlers::link_check,
+            ),
+            Route::LinkCheckBatch => post(
+                Exact(&["/v1/link-checks:batch"]),
+                Scope::LinkCheck,
+                handlers::link_check_batch,
+            ),
+            Route::DocumentStatus => post(
+                Exact(&["/v1/document-status"]),
+                Scope::DocumentStatus,
+                handlers::document_status,
+            ),
+            Route::TempPermitVerify => post(
+                Exact(&["/v1/temporary-permits/verify"]),
+                Scope::TempPermit,
+                handlers::temp_permit_verify,
+            ),
+            Route::Keys => get(Exact(&["/v1/keys"]), None, Answer::Keys),
+            Route::Healthz => get(Exact(&["/healthz"]), None, Answer::Probe),
+            Route::Readyz => get(Exact(&["/readyz"]), None, Answer::Probe),
+            Route::ReplicationManifest => get(
+                Exact(&["/v1/replication/manifest", "/v1/replication/manifest.json"]),
+                Some(Scope::Replicate),
+                Answer::Relay,
+            ),
+            Route::ReplicationObject => get(
+                Prefix("/v1/replication/objects/"),
+                Some(Scope::Replicate),
+                Answer::Relay,
+            ),
+            Route::Unknown => get(Any, None, Answer::None),
+        }
+    }
+
+    /// The route a path names (`Unknown` if none).
+    pub fn of(path: &str) -> Route {
+        use strum::VariantArray;
+        Route::VARIANTS
+            .iter()
+            .copied()
+            .find(|r| match r.spec().path {
+                Path::Exact(paths) => paths.contains(&path),
+                Path::Prefix(prefix) => path.starts_with(prefix),
+                Path::Any => true,
+            })
+            .unwrap_or(Route::Unknown)
+    }
+
+    /// Metric label and log field.
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    #[test]
+    fn every_path_finds_its_own_route() {
+        for &route in Route::VARIANTS {
+            match route.spec().path {
+                Path::Exact(paths) => {
+                    for p in paths {
+                        assert_eq!(Route::of(p), route, "{p}");
+                    }
+                }
+                Path::Prefix(prefix) => assert_eq!(Route::of(&format!("{prefix}x")), route),
+                Path::Any => assert_eq!(route, Route::Unknown),
+            }
+        }
+        assert_eq!(Route::of("/v1/link-checks/"), Route::Unknown);
+        assert_eq!(Route::of("/v1/replication/objects"), Route::Unknown);
+    }
+
+    #[test]
+    fn labels_are_distinct_and_indices_follow_the_variants() {
+        let labels: std::collections::HashSet<_> =
+            Route::VARIANTS.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Route::VARIANTS.len());
+        for (i, r) in Route::VARIANTS.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        assert_eq!(Route::LinkCheckBatch.label(), "link_check_batch");
+    }
+}
