@@ -26,6 +26,17 @@ pub struct LagMonitor {
 }
 
 impl LagMonitor {
+    /// The gauge [`LagMonitor::run`] sets.
+    pub fn register(registry: &prometheus::Registry) -> Gauge {
+        crate::metrics::register(
+            registry,
+            Gauge::new(
+                "permitgate_scheduling_lag_seconds",
+                "How late a 5 ms timer last woke: the queue delay on the async workers; over server.max_queue_delay_ms, requests are shed.",
+            ),
+        )
+    }
+
     /// How far behind the workers run, sustained over two wakes.
     pub fn lag(&self) -> Duration {
         Duration::from_micros(self.lag_us.load(Ordering::Relaxed))

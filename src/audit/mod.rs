@@ -52,6 +52,42 @@ pub struct AuditMetrics {
     pub queue_depth: IntGauge,
 }
 
+impl AuditMetrics {
+    pub fn register(registry: &prometheus::Registry) -> AuditMetrics {
+        use crate::metrics::register;
+        AuditMetrics {
+            written: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_audit_records_total",
+                    "Audit records written to the log (before fsync).",
+                ),
+            ),
+            dropped: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_audit_records_dropped_total",
+                    "Audit records not written: queue full under when_full = \"drop\", or shutting down.",
+                ),
+            ),
+            write_errors: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_audit_write_errors_total",
+                    "Failed audit writes or fsyncs (writes are retried; requests are shed meanwhile).",
+                ),
+            ),
+            queue_depth: register(
+                registry,
+                IntGauge::new(
+                    "permitgate_audit_queue_depth",
+                    "Audit records reserved or queued and not yet written.",
+                ),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: {source}")]

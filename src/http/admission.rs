@@ -13,13 +13,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use strum::VariantArray;
 
 use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use super::problem::{Problem, ProblemKind};
-use crate::metrics::Metrics;
 
 /// Why a request was refused before any work was done for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
@@ -74,13 +72,13 @@ impl Drop for Slot<'_> {
 }
 
 impl Admission {
-    pub fn new(limits: AdmissionLimits, metrics: &Metrics) -> Admission {
-        let labels: Vec<&str> = Refusal::VARIANTS.iter().map(|r| r.label()).collect();
+    /// `refused`: one counter per [`Refusal`], in its order.
+    pub fn new(limits: AdmissionLimits, refused: Vec<IntCounter>) -> Admission {
         Admission {
             limits,
             slots: Semaphore::new(limits.max_concurrent_requests),
             relay: Arc::new(Semaphore::new(limits.max_relay_waiters)),
-            refused: metrics.refusals(&labels),
+            refused,
         }
     }
 
@@ -205,6 +203,7 @@ pub fn host_header_ok<B>(req: &http::Request<B>) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     fn admission(all: usize, share: usize) -> (Admission, Metrics) {
         let metrics = Metrics::new();
@@ -215,7 +214,7 @@ mod tests {
                 max_relay_waiters: 2,
                 max_queue_delay: Some(Duration::from_millis(50)),
             },
-            &metrics,
+            metrics.http.refused.clone(),
         );
         (a, metrics)
     }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::admission::PartnerSlots;
-use crate::metrics::RequestCounters;
+use super::metrics::RequestCounters;
 use crate::partner::Partner;
 use crate::rate_limit::TokenBucket;
 

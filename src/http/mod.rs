@@ -12,6 +12,7 @@ pub mod api;
 pub mod body;
 pub mod directory;
 pub mod handlers;
+pub mod metrics;
 pub mod problem;
 pub mod relay;
 pub mod request_id;
@@ -26,39 +27,26 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
-use prometheus::Histogram;
-use strum::VariantArray;
 
 use crate::clock::Clock;
 use crate::day::rfc3339;
 use crate::key_files::HashKey;
 use crate::keyring::{Keyring, SigningKeys};
-use crate::metrics::{Metrics, RequestCounters, RequestLabels, UNKNOWN_PARTNER};
 use crate::partner::Partner;
 use crate::store::Store;
-use crate::temp_permit::TokenStatus;
 
 use admission::{Admission, AdmissionLimits, Refusal, Slot};
 use api::SnapshotRef;
 use directory::{Directory, PartnerEntry};
 use handlers::{Context, Handler, Services};
+pub use metrics::HttpMetrics;
+use metrics::{RequestCounters, UNKNOWN_PARTNER};
 use problem::{Problem, ProblemKind};
 use route::Answer;
 pub use route::Route;
 
 /// Answers: JSON held in memory, or a replication object streamed from disk.
 pub type Body = Either<Full<Bytes>, relay::ObjectBody>;
-
-/// The label values of `permitgate_requests_total`: every route, and `ok` then one per
-/// problem kind (indexed by `ProblemKind::index() + 1`).
-fn request_labels() -> Arc<RequestLabels> {
-    Arc::new(RequestLabels {
-        routes: Route::VARIANTS.iter().map(|r| r.label()).collect(),
-        outcomes: std::iter::once("ok".to_owned())
-            .chain(ProblemKind::VARIANTS.iter().map(|k| k.label()))
-            .collect(),
-    })
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -105,9 +93,8 @@ pub struct App {
     clock: Arc<dyn Clock>,
     limits: Limits,
     partners: ArcSwap<Directory>,
-    labels: Arc<RequestLabels>,
+    metrics: HttpMetrics,
     unknown_counters: Arc<RequestCounters>,
-    durations: Vec<Histogram>,
     relay: Option<relay::RelaySource>,
     admission: Admission,
     services: Services,
@@ -136,14 +123,12 @@ impl App {
         limits: Limits,
         partners: &[Partner],
         revoked: HashSet<Vec<u8>>,
-        metrics: &Metrics,
+        metrics: &HttpMetrics,
         relay: Option<relay::RelaySource>,
         credentials: Credentials,
         audit: Option<crate::audit::AuditLog>,
         lag: Option<Arc<crate::overload::LagMonitor>>,
     ) -> App {
-        let statuses: Vec<&str> = TokenStatus::VARIANTS.iter().map(|s| s.label()).collect();
-        let labels = request_labels();
         App {
             store,
             clock,
@@ -151,17 +136,12 @@ impl App {
             partners: ArcSwap::from_pointee(Directory::build(
                 partners,
                 revoked,
-                |id| metrics.request_counters(id, labels.clone()),
+                |id| metrics.request_counters(id),
                 None,
             )),
-            unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER, labels.clone())),
-            labels,
-            durations: Route::VARIANTS
-                .iter()
-                .map(|r| metrics.route_duration(r.label()))
-                .collect(),
+            unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER)),
             relay,
-            admission: Admission::new(limits.admission, metrics),
+            admission: Admission::new(limits.admission, metrics.refused.clone()),
             keys_json: Bytes::from(credentials.keyring.to_json()),
             services: Services {
                 hash_key,
@@ -169,9 +149,10 @@ impl App {
                 keyring: credentials.keyring,
                 temp_permit_skew: credentials.temp_permit_skew,
                 max_batch_items: limits.max_batch_items,
-                temp_permit_counters: metrics.temp_permit_counters(&statuses),
-                receipts_signed: metrics.receipts_signed(),
+                temp_permit_counters: metrics.temp_permit_verifications.clone(),
+                receipts_signed: metrics.receipts_signed.clone(),
             },
+            metrics: metrics.clone(),
             audit,
             request_ids: request_id::Generator::default(),
             lag,
@@ -191,12 +172,12 @@ impl App {
 
     /// Replaces the partner table (a reload); requests already admitted finish under the
     /// table they started with.
-    pub fn set_partners(&self, partners: &[Partner], revoked: HashSet<Vec<u8>>, metrics: &Metrics) {
+    pub fn set_partners(&self, partners: &[Partner], revoked: HashSet<Vec<u8>>) {
         let old = self.partners.load();
         self.partners.store(Arc::new(Directory::build(
             partners,
             revoked,
-            |id| metrics.request_counters(id, self.labels.clone()),
+            |id| self.metrics.request_counters(id),
             Some(&old),
         )));
     }
@@ -311,7 +292,7 @@ impl App {
         response
             .headers_mut()
             .insert(HeaderName::from_static(request_id::HEADER), request_id);
-        if let Some(h) = self.durations.get(route.index()) {
+        if let Some(h) = self.metrics.durations.get(route.index()) {
             h.observe(start.elapsed().as_secs_f64());
         }
         response

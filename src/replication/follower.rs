@@ -166,19 +166,19 @@ impl Follower {
         let now = self.clock.now();
         match &result {
             Ok(outcome) => {
-                m.poll(match outcome {
-                    PollOutcome::NotModified => "not_modified",
-                    PollOutcome::Applied(_) => "applied",
-                    PollOutcome::Swapped(_) => "swapped",
-                });
+                match outcome {
+                    PollOutcome::NotModified => &m.not_modified,
+                    PollOutcome::Applied(_) => &m.applied,
+                    PollOutcome::Swapped(_) => &m.swapped,
+                }
+                .inc();
                 m.last_success.set(now.unix_timestamp() as f64);
                 if let Some(prev) = self.last_refusal.take() {
                     tracing::info!(previous = prev.label(), "replication recovered");
                 }
             }
             Err(r) => {
-                m.poll("refused");
-                m.failure(r.reason.label());
+                m.failure(r.reason);
                 // Once per cause: a dead origin polled every second must not flood logs.
                 if self.last_refusal != Some(r.reason) {
                     if self.store.is_ready() {
@@ -361,7 +361,7 @@ impl Follower {
     fn installed(&self) {
         let guard = self.store.current();
         if let Some(state) = guard.as_ref() {
-            self.metrics.snapshot_installed(state);
+            self.metrics.served.installed(state);
         }
     }
 }

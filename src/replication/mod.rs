@@ -9,7 +9,9 @@
 //! answering from its last good state.
 
 mod follower;
+mod metrics;
 mod source;
 
 pub use follower::{Follower, PollOutcome, Refusal, RefusalReason};
+pub use metrics::ReplicationMetrics;
 pub use source::{Fetched, S3Settings, Source, SourceError};

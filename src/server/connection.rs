@@ -42,12 +42,12 @@ pub(super) async fn serve_connection(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let reason = HandshakeFailure::classify(&e);
-            settings.failures.inc(reason);
+            settings.metrics.handshake_failed(reason);
             tracing::debug!(%peer, reason = reason.label(), error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            settings.failures.inc(HandshakeFailure::Timeout);
+            settings.metrics.handshake_failed(HandshakeFailure::Timeout);
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
         }

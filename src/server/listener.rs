@@ -7,32 +7,63 @@ use strum::VariantArray;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::App;
-use crate::metrics::Metrics;
+use crate::metrics::register;
 use crate::tls::HandshakeFailure;
 
 use super::connection::serve_connection;
 use super::Gateway;
 
-pub(super) struct HandshakeCounters(Vec<IntCounter>);
+/// The partner listener's metrics: connections open and turned away, failed handshakes.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub connections_open: IntGauge,
+    pub connections_rejected: IntCounter,
+    /// Indexed by [`HandshakeFailure`], all created at 0.
+    pub handshake_failures: Vec<IntCounter>,
+}
 
-impl HandshakeCounters {
-    fn new(m: &Metrics) -> Self {
-        HandshakeCounters(
-            HandshakeFailure::VARIANTS
+impl ListenerMetrics {
+    pub fn register(registry: &Registry) -> ListenerMetrics {
+        let failures = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "permitgate_tls_handshake_failures_total",
+                    "TLS handshakes that failed, by reason.",
+                ),
+                &["reason"],
+            ),
+        );
+        ListenerMetrics {
+            connections_open: register(
+                registry,
+                IntGauge::new(
+                    "permitgate_connections_open",
+                    "Partner connections open now.",
+                ),
+            ),
+            connections_rejected: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_connections_rejected_total",
+                    "Partner connections closed on arrival because max_connections were open.",
+                ),
+            ),
+            handshake_failures: HandshakeFailure::VARIANTS
                 .iter()
-                .map(|f| m.handshake_failure(f.label()))
+                .map(|f| failures.with_label_values(&[f.label()]))
                 .collect(),
-        )
+        }
     }
 
-    pub(super) fn inc(&self, f: HandshakeFailure) {
-        if let Some(c) = self.0.get(f as usize) {
+    pub(super) fn handshake_failed(&self, f: HandshakeFailure) {
+        if let Some(c) = self.handshake_failures.get(f as usize) {
             c.inc();
         }
     }
@@ -133,10 +164,10 @@ pub(super) async fn accept_loop(
         handshakes: handshakes.handle.clone(),
         idle_timeout: gw.config.server.header_read_timeout,
         queue_delay_checked: gw.config.server.max_queue_delay.is_some(),
-        failures: HandshakeCounters::new(&gw.metrics),
+        metrics: gw.metrics.listener.clone(),
     });
-    let rejected = gw.metrics.connections_rejected();
-    let open_gauge = gw.metrics.connections_open();
+    let rejected = gw.metrics.listener.connections_rejected.clone();
+    let open_gauge = gw.metrics.listener.connections_open.clone();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -187,5 +218,5 @@ pub(super) struct ConnectionSettings {
     pub(super) idle_timeout: Duration,
     /// `server.max_queue_delay_ms` is on: measure each HTTP/1.1 request's socket wait.
     pub(super) queue_delay_checked: bool,
-    pub(super) failures: HandshakeCounters,
+    pub(super) metrics: ListenerMetrics,
 }

@@ -17,7 +17,6 @@ mod snapshot;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use strum::VariantArray;
 
 use arc_swap::ArcSwap;
 use ed25519_dalek::VerifyingKey;
@@ -37,9 +36,11 @@ use crate::snapshot::SignedManifest;
 use crate::store::Store;
 use crate::tls::TlsError;
 
+pub use listener::ListenerMetrics;
 use listener::{accept_loop, HandshakeThread};
 use ops::metrics_loop;
-use reload::{export_expiry, fingerprint, partner_tls, watch_files, ReloadState};
+pub use reload::ReloadMetrics;
+use reload::{fingerprint, partner_tls, watch_files, ReloadState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -179,12 +180,7 @@ impl Gateway {
             credentials,
         } = Loaded::from(&config)?;
         let metrics = Arc::new(Metrics::new());
-        metrics.replication.init_failures(
-            crate::replication::RefusalReason::VARIANTS
-                .iter()
-                .map(|r| r.label()),
-        );
-        export_expiry(&metrics, &config.tls)?;
+        metrics.reload.export_expiry(&config.tls)?;
         // Measured only where something compares it with max_queue_delay_ms.
         let lag = config
             .server
@@ -198,7 +194,7 @@ impl Gateway {
                 None
             }
         };
-        let store = Arc::new(Store::new(config.cache, metrics.cache_counters()));
+        let store = Arc::new(Store::new(config.cache, metrics.cache.clone()));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
             (Some(r), _) => Some(r.state_dir.clone()),
@@ -229,7 +225,7 @@ impl Gateway {
             },
             &config.partners,
             revoked,
-            &metrics,
+            &metrics.http,
             relay,
             credentials,
             audit,
@@ -312,7 +308,7 @@ impl Gateway {
             handshakes,
         ))];
         if let Some(monitor) = self.lag.clone() {
-            let gauge = self.metrics.scheduling_lag();
+            let gauge = self.metrics.scheduling_lag.clone();
             let stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move { monitor.run(gauge, stop).await }));
         }

@@ -50,7 +50,7 @@ fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match path {
         "/metrics" => {
             if let Some(state) = gw.store.current().as_ref() {
-                gw.metrics.served_as_of(gw.clock.now(), state.view().info());
+                gw.metrics.served.as_of(gw.clock.now(), state.view().info());
             }
             (
                 StatusCode::OK,

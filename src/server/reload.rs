@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::{Config, TlsConfig};
-use crate::metrics::Metrics;
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::metrics::register;
 use crate::tls::{self, TlsError};
 
 use super::{Gateway, StartError};
@@ -21,7 +23,7 @@ impl Gateway {
     /// On any error nothing changes: the error is logged and counted, and returned.
     pub fn reload(&self) -> Result<(), StartError> {
         let result = self.try_reload();
-        self.metrics.reloaded(result.is_ok());
+        self.metrics.reload.reloaded(result.is_ok());
         match &result {
             Ok(()) => tracing::info!("reloaded certificates, CRLs and partners"),
             Err(e) => tracing::error!(error = %e, "reload refused; keeping what is in use"),
@@ -36,10 +38,9 @@ impl Gateway {
         // recorded as loaded without being so).
         let seen = fingerprint(&config.path, &config.tls);
         let (tls, revoked) = partner_tls(&config.tls)?;
-        export_expiry(&self.metrics, &config.tls)?;
+        self.metrics.reload.export_expiry(&config.tls)?;
         self.tls.store(tls);
-        self.app
-            .set_partners(&config.partners, revoked, &self.metrics);
+        self.app.set_partners(&config.partners, revoked);
         let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
         state.fingerprint = seen;
         state.tls = config.tls;
@@ -98,10 +99,54 @@ pub(super) fn partner_tls(
     ))
 }
 
-pub(super) fn export_expiry(metrics: &Metrics, t: &TlsConfig) -> Result<(), TlsError> {
-    metrics.certificate_expires("server", tls::not_after(&t.cert)?);
-    metrics.certificate_expires("client_ca", tls::not_after(&t.client_ca)?);
-    Ok(())
+/// Reloads by result, and the expiry of the certificates in use.
+pub struct ReloadMetrics {
+    ok: IntCounter,
+    failed: IntCounter,
+    certificate_expiry: GaugeVec,
+}
+
+impl ReloadMetrics {
+    pub fn register(registry: &Registry) -> ReloadMetrics {
+        let reloads = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "permitgate_reloads_total",
+                    "Reloads of certificates, CRLs and the partner table (SIGHUP or a changed file), by result; a failed one keeps what was in use.",
+                ),
+                &["result"],
+            ),
+        );
+        ReloadMetrics {
+            ok: reloads.with_label_values(&["ok"]),
+            failed: reloads.with_label_values(&["failed"]),
+            certificate_expiry: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "permitgate_certificate_expiry_timestamp_seconds",
+                        "notAfter of the certificates in use (server: the leaf; client_ca: the partner CA).",
+                    ),
+                    &["certificate"],
+                ),
+            ),
+        }
+    }
+
+    fn reloaded(&self, ok: bool) {
+        if ok { &self.ok } else { &self.failed }.inc();
+    }
+
+    /// Records when the server certificate and the partner CA in use expire.
+    pub(super) fn export_expiry(&self, t: &TlsConfig) -> Result<(), TlsError> {
+        for (name, path) in [("server", &t.cert), ("client_ca", &t.client_ca)] {
+            self.certificate_expiry
+                .with_label_values(&[name])
+                .set(tls::not_after(path)? as f64);
+        }
+        Ok(())
+    }
 }
 
 pub(super) async fn watch_files(

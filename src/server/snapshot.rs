@@ -99,7 +99,7 @@ impl Gateway {
         let state = guard
             .as_ref()
             .ok_or_else(|| SnapshotError::Manifest("store is empty after install".into()))?;
-        self.metrics.snapshot_installed(state);
+        self.metrics.served.installed(state);
         Ok((*state.view().info()).clone())
     }
 }

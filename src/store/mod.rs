@@ -14,6 +14,9 @@
 
 mod state;
 
+mod metrics;
+
+pub use metrics::ServedMetrics;
 pub use state::{CacheConfig, CacheCounters, StaleVersion, State, StateInfo, View};
 
 use std::sync::Arc;

@@ -36,6 +36,23 @@ pub struct CacheCounters {
 }
 
 impl CacheCounters {
+    pub fn register(registry: &prometheus::Registry) -> CacheCounters {
+        let lookups = crate::metrics::register(
+            registry,
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "permitgate_cache_lookups_total",
+                    "Lookups through the record cache.",
+                ),
+                &["result"],
+            ),
+        );
+        CacheCounters {
+            hit: lookups.with_label_values(&["hit"]),
+            miss: lookups.with_label_values(&["miss"]),
+        }
+    }
+
     /// Counters that are not registered anywhere (benches, tools).
     pub fn detached() -> CacheCounters {
         let c = || IntCounter::new("detached", "not exported").unwrap_or_else(|_| unreachable!());
