@@ -25,9 +25,9 @@ use crate::day::Day;
 use crate::document::{DocumentKind, DocumentNo, TravelPermitNo};
 use crate::key_files::HashKey;
 use crate::snapshot::{
-    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, RecordStatus, NO_RENEWAL,
+    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, RecordStatus, RepoData,
+    NO_RENEWAL,
 };
-use crate::store::{CacheConfig, CacheCounters, State, View};
 
 /// Default longest delta chain; the publication that would exceed it writes a full
 /// snapshot instead, so a new follower never replays more than this many deltas.
@@ -63,11 +63,11 @@ pub enum ChangeEvent {
     },
 }
 
-/// Reads change events against the current data (`view`), keyed by document.
+/// Reads change events against the current data, keyed by document.
 fn read_changes(
     path: &Path,
     hash_key: &HashKey,
-    view: &View<'_>,
+    data: &RepoData,
 ) -> Result<Vec<(DocKey, Option<Record>)>, PublishError> {
     let mut changes: HashMap<DocKey, (usize, Option<Record>)> = HashMap::new();
     for_each_line("changes", path, |line_no, line, err| {
@@ -76,7 +76,7 @@ fn read_changes(
             DocumentNo::parse(n).map_err(|e| err(format!("number breaks rule {}: {e}", e.rule())))
         };
         let published = |key: &DocKey| {
-            view.get(key)
+            data.get(key)
                 .ok_or_else(|| err("number is not in the published data".into()))
         };
         let (key, change) = match event {
@@ -121,7 +121,7 @@ fn read_changes(
                 let id = permit_id_of(&permit_id, &err)?;
                 let tp = TravelPermitNo::parse(&travel_permit)
                     .map_err(|e| err(format!("travel_permit breaks rule {}: {e}", e.rule())))?;
-                let holder = view
+                let holder = data
                     .get(&DocKey::of(hash_key, tp.canonical()))
                     .ok_or_else(|| err("travel_permit is not in the published data".into()))?;
                 let key = id.doc_key(hash_key);
@@ -147,7 +147,7 @@ fn read_changes(
                         changes.remove(&key);
                         r
                     }
-                    None => view.get(&key).ok_or_else(|| {
+                    None => data.get(&key).ok_or_else(|| {
                         err("permit_id is not a published temporary permit".into())
                     })?,
                 };
@@ -185,12 +185,12 @@ pub fn publish_changes(
     opts: &PublishOptions,
     max_deltas: usize,
 ) -> Result<PublishReport, PublishError> {
-    let (manifest, state) = load_current(repo, signing_key, hash_key)?;
-    let changes = read_changes(events, hash_key, &state.view())?;
+    let (manifest, data) = load_current(repo, signing_key, hash_key)?;
+    let changes = read_changes(events, hash_key, &data)?;
     commit(
         repo,
         manifest,
-        &state,
+        &data,
         changes,
         signing_key,
         hash_key,
@@ -209,15 +209,14 @@ pub fn publish_diff(
     opts: &PublishOptions,
     max_deltas: usize,
 ) -> Result<PublishReport, PublishError> {
-    let (manifest, state) = load_current(repo, signing_key, hash_key)?;
+    let (manifest, data) = load_current(repo, signing_key, hash_key)?;
     let mut new = super::read_export(input, hash_key)?;
     new.sort_unstable_by_key(|r| r.key);
     if new.windows(2).any(|w| w[0].key == w[1].key) {
         return Err(PublishError::DuplicateNumber);
     }
     // Temporary permits are not part of the authority's export: never diffed away.
-    let old: Vec<Record> = state
-        .view()
+    let old: Vec<Record> = data
         .records()
         .into_iter()
         .filter(|r| r.kind != DocumentKind::TemporaryPermit)
@@ -254,7 +253,7 @@ pub fn publish_diff(
     commit(
         repo,
         manifest,
-        &state,
+        &data,
         changes,
         signing_key,
         hash_key,
@@ -280,9 +279,8 @@ pub(super) fn temp_permits_in(
     if current.snapshot.header().meta.hash_key_id != hash_key.id() {
         return Ok(Vec::new());
     }
-    let (_, state) = state_of(current)?;
-    Ok(state
-        .view()
+    Ok(current
+        .into_data()
         .records()
         .into_iter()
         .filter(|r| r.kind == DocumentKind::TemporaryPermit)
@@ -293,17 +291,10 @@ fn load_current(
     repo: &Path,
     signing_key: &SigningKey,
     hash_key: &HashKey,
-) -> Result<(crate::snapshot::Manifest, State), PublishError> {
+) -> Result<(crate::snapshot::Manifest, RepoData), PublishError> {
     let current = load_repo(repo, &[signing_key.verifying_key()], Some(hash_key))
         .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
-    state_of(current)
-}
-
-fn state_of(current: snapshot::Repo) -> Result<(crate::snapshot::Manifest, State), PublishError> {
-    let manifest = current.manifest.manifest.clone();
-    let state = State::new(current, &CacheConfig::default(), CacheCounters::detached())
-        .map_err(|e| PublishError::Snapshot(snapshot::SnapshotError::Manifest(e.to_string())))?;
-    Ok((manifest, state))
+    Ok((current.manifest.manifest.clone(), current.into_data()))
 }
 
 /// Writes `changes` onto the current data: a delta, or a compacted snapshot when the
@@ -312,7 +303,7 @@ fn state_of(current: snapshot::Repo) -> Result<(crate::snapshot::Manifest, State
 fn commit(
     repo: &Path,
     mut manifest: crate::snapshot::Manifest,
-    state: &State,
+    data: &RepoData,
     changes: Vec<(DocKey, Option<Record>)>,
     signing_key: &SigningKey,
     hash_key: &HashKey,
@@ -352,8 +343,7 @@ fn commit(
     } else {
         // Compact: today's data plus these changes as one new snapshot.
         let changed: HashMap<DocKey, Option<Record>> = changes.into_iter().collect();
-        let mut records: Vec<Record> = state
-            .view()
+        let mut records: Vec<Record> = data
             .records()
             .into_iter()
             .filter(|r| !changed.contains_key(&r.key))
@@ -436,14 +426,14 @@ mod tests {
             publish_changes(&p, &self.repo(), &self.sk, &self.hk, &opts(), max_deltas)
         }
 
-        fn state(&self) -> State {
-            let repo =
-                load_repo(&self.repo(), &[self.sk.verifying_key()], Some(&self.hk)).expect("load");
-            State::new(repo, &CacheConfig::default(), CacheCounters::detached()).expect("state")
+        fn state(&self) -> RepoData {
+            load_repo(&self.repo(), &[self.sk.verifying_key()], Some(&self.hk))
+                .expect("load")
+                .into_data()
         }
 
-        fn get(&self, state: &State, number: &str) -> Option<Record> {
-            state.view().get(&DocKey::of(&self.hk, number))
+        fn get(&self, state: &RepoData, number: &str) -> Option<Record> {
+            state.get(&DocKey::of(&self.hk, number))
         }
     }
 
@@ -470,7 +460,7 @@ mod tests {
         assert_eq!(r.version, 3);
 
         let state = f.state();
-        assert_eq!(state.view().info().version, 3);
+        assert_eq!(state.version(), 3);
         assert_eq!(
             f.get(&state, "H12345678").map(|r| r.status),
             Some(RecordStatus::Lost)
@@ -557,7 +547,7 @@ mod tests {
             ),
             Err(PublishError::NoChanges)
         ));
-        assert_eq!(f.state().view().records().len(), 3);
+        assert_eq!(f.state().records().len(), 3);
     }
 
     #[test]
@@ -604,7 +594,7 @@ mod tests {
             Err(PublishError::Empty)
         ));
         // Nothing was published by the failures.
-        assert_eq!(f.state().view().info().version, 1);
+        assert_eq!(f.state().version(), 1);
     }
 
     fn issue_event(id: &str, number: &str) -> String {
@@ -628,10 +618,8 @@ mod tests {
         use crate::temp_permit::PermitId;
         let f = Fixture::new();
         let (a, b) = ("00000000000000aa", "00000000000000bb");
-        let temp = |state: &State, id: &str| {
-            state
-                .view()
-                .get(&PermitId::parse(id).expect("id").doc_key(&f.hk))
+        let temp = |state: &RepoData, id: &str| {
+            state.get(&PermitId::parse(id).expect("id").doc_key(&f.hk))
         };
         f.change(&issue_event(a, "H12345678"), DEFAULT_MAX_DELTAS)
             .expect("issue");
@@ -683,7 +671,7 @@ mod tests {
         assert!(matches!(diff, Err(PublishError::NoChanges)), "{diff:?}");
         f.publish_full().expect("full");
         let state = f.state();
-        assert_eq!(state.view().info().version, 4);
+        assert_eq!(state.version(), 4);
         assert_eq!(
             temp(&state, a).map(|r| r.status),
             Some(RecordStatus::Revoked)

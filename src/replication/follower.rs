@@ -2,6 +2,7 @@
 //! overlay or load a new base off the request path, persist the last good state, and keep
 //! serving what we have whenever anything is refused.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +15,10 @@ use crate::clock::Clock;
 use crate::key_files::HashKey;
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    check_content, check_delta, check_hash, check_snapshot, object_path, remove_unnamed_objects,
-    write_atomic, Delta, ManifestDelta, Repo, SignedManifest, Snapshot, SnapshotError,
-    MANIFEST_FILE,
+    check_hash, object_path, remove_unnamed_objects, verify_deltas, verify_objects, wanted_objects,
+    write_atomic, Repo, SignedManifest, SnapshotError, Trust, Wanted, MANIFEST_FILE,
 };
-use crate::store::{StateInfo, Store};
+use crate::store::Store;
 
 /// Why a poll was refused; its label is the `reason` of
 /// `permitgate_replication_failures_total`.
@@ -73,6 +73,8 @@ impl From<SnapshotError> for Refusal {
             SnapshotError::Manifest(_) => RefusalReason::Manifest,
             SnapshotError::Chain(_) => RefusalReason::Chain,
             SnapshotError::Io { .. } => RefusalReason::Storage,
+            SnapshotError::Missing { .. } => RefusalReason::Fetch,
+            SnapshotError::NoBase => RefusalReason::Manifest,
         };
         Refusal::new(reason, e.to_string())
     }
@@ -220,9 +222,21 @@ impl Follower {
                 ))
             }
             Some(held) if self.extends(held, &new) => {
-                self.apply_new_deltas(held.clone(), &new).await?
+                let version = self
+                    .store
+                    .current()
+                    .as_ref()
+                    .map_or(0, |s| s.view().info().version);
+                self.follow(
+                    &new,
+                    Wanted::DeltasAfter {
+                        held: held.manifest.deltas.len(),
+                        version,
+                    },
+                )
+                .await?
             }
-            _ => self.load_base(&new).await?,
+            _ => self.follow(&new, Wanted::All).await?,
         };
         // Objects are on disk; the manifest goes last, so a crash leaves the old state.
         if let Some(dir) = &self.state_dir {
@@ -261,108 +275,91 @@ impl Follower {
                 .all(|(a, b)| a.hash == b.hash)
     }
 
-    /// Fetches an object, checks its hash and keeps it in the state directory, all but
-    /// the fetch off the async workers (a base is hundreds of MB).
-    async fn fetch_checked(&self, hash: &str) -> Result<Vec<u8>, Refusal> {
-        check_hash(hash)?;
-        let bytes = self
-            .source
-            .object(hash)
-            .await
-            .map_err(|e| Refusal::new(RefusalReason::Fetch, e.to_string()))?;
-        let (hash, dir) = (hash.to_owned(), self.state_dir.clone());
-        blocking(move || {
-            check_content(&hash, blake3::hash(&bytes))?;
-            if let Some(dir) = dir {
-                write_atomic(&object_path(&dir, &hash), &bytes)
-                    .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))?;
-            }
-            Ok(bytes)
-        })
-        .await
-    }
-
-    /// Fetches, verifies and stores the delta `entry` names, which must apply onto `version`.
-    async fn fetch_delta(&self, entry: &ManifestDelta, version: u64) -> Result<Delta, Refusal> {
-        let bytes = self.fetch_checked(&entry.hash).await?;
-        let delta = Delta::from_bytes(bytes, &self.trusted, Some(&self.hash_key))?;
-        check_delta(&delta, entry, version)?;
-        Ok(delta)
-    }
-
-    /// Fetches and verifies the deltas after `held`'s, then applies each atomically.
-    async fn apply_new_deltas(
-        &self,
-        held: SignedManifest,
-        new: &SignedManifest,
-    ) -> Result<PollOutcome, Refusal> {
-        let guard = self.store.current();
-        let state = guard
-            .as_ref()
-            .ok_or_else(|| Refusal::new(RefusalReason::Manifest, "no state to apply deltas to"))?;
-        let mut version = state.view().info().version;
-        for d in &new.manifest.deltas[held.manifest.deltas.len()..] {
-            // Applied by an earlier poll that failed on a later delta of the same chain.
-            if d.version <= version {
-                continue;
-            }
-            let started = Instant::now();
-            let delta = self.fetch_delta(d, version).await?;
-            let info = StateInfo::of(&delta.header().meta, new.manifest.expires_at);
-            state
-                .apply(info, delta.entries())
-                .map_err(|e| Refusal::new(RefusalReason::Chain, e.to_string()))?;
-            version = delta.version();
-            self.metrics
-                .replication
-                .delta_apply
-                .observe(started.elapsed().as_secs_f64());
+    /// Fetches what `new` names that `wanted` asks for, then, off the async workers (a
+    /// base is hundreds of MB): verifies it (the loader's path, snapshot::verify_objects),
+    /// keeps it in the state directory, and installs the new base or applies each delta
+    /// onto what is served as soon as it is verified. A fetch that fails halfway leaves
+    /// what was fetched before it applied.
+    async fn follow(&self, new: &SignedManifest, wanted: Wanted) -> Result<PollOutcome, Refusal> {
+        let mut fetched = HashMap::new();
+        let mut fetch_failed = None;
+        for hash in wanted_objects(&new.manifest, wanted) {
+            // Named by a signed manifest, but a path and a URL all the same: checked first.
+            check_hash(hash)?;
+            match self.source.object(hash).await {
+                Ok(bytes) => fetched.insert(hash.to_owned(), bytes),
+                Err(e) => {
+                    fetch_failed = Some(Refusal::new(RefusalReason::Fetch, e.to_string()));
+                    break;
+                }
+            };
         }
-        state.extend_expiry(new.manifest.expires_at);
-        self.installed();
-        Ok(PollOutcome::Applied(version))
-    }
-
-    /// Fetches a new base and its deltas, builds the state off the async workers, swaps.
-    async fn load_base(&self, new: &SignedManifest) -> Result<PollOutcome, Refusal> {
-        let named = new.manifest.snapshot.clone();
-        let bytes = self.fetch_checked(&named.hash).await?;
-        let mut deltas = Vec::with_capacity(new.manifest.deltas.len());
-        let mut version = named.version;
-        for d in &new.manifest.deltas {
-            let delta = self.fetch_delta(d, version).await?;
-            version = delta.version();
-            deltas.push(delta);
-        }
-        let (trusted, hk, store) = (
+        let (trusted, hash_key, store, state_dir, metrics) = (
             self.trusted.clone(),
             self.hash_key.clone(),
             self.store.clone(),
+            self.state_dir.clone(),
+            self.metrics.clone(),
         );
         let manifest = new.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Refusal> {
-            let snapshot = Snapshot::from_bytes(bytes, &trusted, Some(&hk))?;
-            check_snapshot(&snapshot, &named)?;
-            store
-                .install(Repo {
-                    manifest,
-                    snapshot,
-                    deltas,
-                })
-                .map_err(|e| Refusal::new(RefusalReason::Chain, e.to_string()))?;
-            Ok(())
+        blocking(move || {
+            let trust = Trust {
+                publishers: &trusted,
+                hash_key: Some(&hash_key),
+            };
+            let keep = |hash: blake3::Hash, bytes: &[u8]| match &state_dir {
+                Some(dir) => write_atomic(&object_path(dir, hash.to_hex().as_str()), bytes)
+                    .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string())),
+                None => Ok(()),
+            };
+            // The object that was not fetched: its fetch's error, not "missing".
+            let refusal = |e: SnapshotError, failed: &mut Option<Refusal>| match e {
+                e @ SnapshotError::Missing { .. } => {
+                    failed.take().unwrap_or_else(|| Refusal::from(e))
+                }
+                e => Refusal::from(e),
+            };
+            let chain =
+                |e: &dyn std::fmt::Display| Refusal::new(RefusalReason::Chain, e.to_string());
+            let expires_at = manifest.manifest.expires_at;
+            if let Wanted::All = wanted {
+                let verified = verify_objects(&manifest.manifest, wanted, &mut fetched, &trust)
+                    .map_err(|e| refusal(e, &mut fetch_failed))?;
+                for (hash, bytes) in verified
+                    .snapshot
+                    .iter()
+                    .map(|s| (s.content_hash(), s.bytes()))
+                    .chain(
+                        verified
+                            .deltas
+                            .iter()
+                            .map(|d| (d.content_hash(), d.bytes())),
+                    )
+                {
+                    keep(hash, bytes)?;
+                }
+                let info = store
+                    .install(Repo::new(manifest, verified)?)
+                    .map_err(|e| chain(&e))?;
+                return Ok(PollOutcome::Swapped(info.version));
+            }
+            let observe =
+                |took: Duration| metrics.replication.delta_apply.observe(took.as_secs_f64());
+            for delta in verify_deltas(&manifest.manifest, wanted, &mut fetched, &trust) {
+                let delta = delta.map_err(|e| refusal(e, &mut fetch_failed))?;
+                keep(delta.content_hash(), delta.bytes())?;
+                store
+                    .apply(std::slice::from_ref(&delta), expires_at, observe)
+                    .map_err(|e| chain(&e))?;
+            }
+            // Only once the whole chain is in: a manifest whose deltas did not all apply
+            // must not make what is served look fresher than it is.
+            let info = store
+                .apply(&[], expires_at, observe)
+                .map_err(|e| chain(&e))?;
+            Ok(PollOutcome::Applied(info.version))
         })
         .await
-        .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))??;
-        self.installed();
-        Ok(PollOutcome::Swapped(version))
-    }
-
-    fn installed(&self) {
-        let guard = self.store.current();
-        if let Some(state) = guard.as_ref() {
-            self.metrics.served.installed(state);
-        }
     }
 }
 

@@ -63,7 +63,7 @@ impl ReplicationMetrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "permitgate_delta_apply_duration_seconds",
-                        "Time to verify and apply one delta.",
+                        "Time to apply one verified delta onto the data served.",
                     )
                     .buckets(vec![
                         0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,

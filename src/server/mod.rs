@@ -194,7 +194,11 @@ impl Gateway {
                 None
             }
         };
-        let store = Arc::new(Store::new(config.cache, metrics.cache.clone()));
+        let store = Arc::new(Store::new(
+            config.cache,
+            metrics.cache.clone(),
+            metrics.served.clone(),
+        ));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
             (Some(r), _) => Some(r.state_dir.clone()),

@@ -94,12 +94,6 @@ impl Gateway {
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) = Some(repo.manifest.clone());
         self.store
             .install(repo)
-            .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
-        let guard = self.store.current();
-        let state = guard
-            .as_ref()
-            .ok_or_else(|| SnapshotError::Manifest("store is empty after install".into()))?;
-        self.metrics.served.installed(state);
-        Ok((*state.view().info()).clone())
+            .map_err(|e| SnapshotError::Manifest(e.to_string()))
     }
 }

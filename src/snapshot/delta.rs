@@ -21,7 +21,13 @@ impl Delta {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Delta, SnapshotError> {
-        Snapshot::load_kind(path, FileKind::Delta, trusted, hash_key).map(|inner| Delta { inner })
+        Snapshot::load_kind(path, FileKind::Delta, None, trusted, hash_key)
+            .map(|inner| Delta { inner })
+    }
+
+    /// A verified file of kind [`FileKind::Delta`].
+    pub(super) fn from_file(inner: Snapshot) -> Delta {
+        Delta { inner }
     }
 
     pub fn from_bytes(
@@ -29,7 +35,7 @@ impl Delta {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Delta, SnapshotError> {
-        Snapshot::from_bytes_kind(data, FileKind::Delta, trusted, hash_key)
+        Snapshot::from_bytes_kind(data, FileKind::Delta, None, trusted, hash_key)
             .map(|inner| Delta { inner })
     }
 
@@ -45,6 +51,11 @@ impl Delta {
     /// The data version after it.
     pub fn version(&self) -> u64 {
         self.inner.header().meta.version
+    }
+
+    /// The file image, as verified.
+    pub fn bytes(&self) -> &[u8] {
+        self.inner.bytes()
     }
 
     pub fn content_hash(&self) -> blake3::Hash {

@@ -252,13 +252,15 @@ impl Snapshot {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
-        Self::load_kind(path, FileKind::Snapshot, trusted, hash_key)
+        Self::load_kind(path, FileKind::Snapshot, None, trusted, hash_key)
     }
 
-    /// [`Snapshot::load`] for either kind of file; the header must say `kind`.
+    /// [`Snapshot::load`] for either kind of file; the header must say `kind`, and the
+    /// content hash be `named` (checked before the signature), when given.
     pub(super) fn load_kind(
         path: &Path,
         kind: FileKind,
+        named: Option<&str>,
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
@@ -293,7 +295,7 @@ impl Snapshot {
             filled += n;
             ingest.feed(&data[..filled])?;
         }
-        ingest.finish(data, trusted, hash_key)
+        ingest.finish(data, named, trusted, hash_key)
     }
 
     /// Verifies and indexes a snapshot held in memory.
@@ -302,15 +304,20 @@ impl Snapshot {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
-        Self::from_bytes_kind(data, FileKind::Snapshot, trusted, hash_key)
+        Self::from_bytes_kind(data, FileKind::Snapshot, None, trusted, hash_key)
     }
 
+    /// [`Snapshot::from_bytes`] for either kind; as [`Snapshot::load_kind`]. An image that
+    /// does not even parse is reported as not hashing to `named` when it does not: the
+    /// object is not the one named (damaged in transit), whatever else is wrong with it.
     pub(super) fn from_bytes_kind(
         data: Vec<u8>,
         kind: FileKind,
+        named: Option<&str>,
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
+        let not_named = |data: &[u8]| named.and_then(|n| check_named(n, blake3::hash(data)).err());
         if data.len() < HEADER_LEN + TRAILER_LEN {
             return Err(SnapshotError::Size {
                 what: "snapshot",
@@ -318,8 +325,10 @@ impl Snapshot {
             });
         }
         let mut ingest = Ingest::new(data.len(), kind, "<memory>");
-        ingest.feed(&data)?;
-        ingest.finish(data, trusted, hash_key)
+        if let Err(e) = ingest.feed(&data) {
+            return Err(not_named(&data).unwrap_or(e));
+        }
+        ingest.finish(data, named, trusted, hash_key)
     }
 
     pub fn header(&self) -> &SnapshotHeader {
@@ -328,6 +337,11 @@ impl Snapshot {
 
     pub fn content_hash(&self) -> blake3::Hash {
         self.content_hash
+    }
+
+    /// The file image, as verified (what a follower keeps in its state directory).
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
     }
 
     pub fn len(&self) -> usize {
@@ -467,12 +481,16 @@ impl Ingest {
     fn finish(
         mut self,
         data: Vec<u8>,
+        named: Option<&str>,
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
         let body_digest = self.hasher.finalize();
         self.hasher.update(&data[self.len - TRAILER_LEN..]);
         let content_hash = self.hasher.finalize();
+        if let Some(named) = named {
+            check_named(named, content_hash)?;
+        }
         let index = self
             .index
             .ok_or_else(|| SnapshotError::Corrupt("no header".into()))?;
@@ -513,6 +531,17 @@ impl Ingest {
             shift,
         })
     }
+}
+
+/// An object is the one its name (the BLAKE3 of its content, in hex) names.
+pub(super) fn check_named(named: &str, actual: blake3::Hash) -> Result<(), SnapshotError> {
+    if actual.to_hex().as_str() != named {
+        return Err(SnapshotError::HashMismatch {
+            expected: named.to_owned(),
+            actual: actual.to_hex().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn check_len(header: &SnapshotHeader, len: usize) -> Result<(), SnapshotError> {

@@ -20,9 +20,10 @@ pub use format::{
 };
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
-pub(crate) use repo::{check_content, check_delta, check_hash, check_snapshot};
+pub(crate) use repo::check_hash;
 pub use repo::{
-    load_repo, manifest_tag, object_path, remove_unnamed_objects, write_atomic, Repo,
+    load_repo, manifest_tag, object_path, remove_unnamed_objects, verify_deltas, verify_objects,
+    wanted_objects, write_atomic, DirObjects, Objects, Repo, RepoData, Trust, Verified, Wanted,
     MANIFEST_FILE, OBJECTS_DIR,
 };
 
@@ -57,4 +58,8 @@ pub enum SnapshotError {
     Manifest(String),
     #[error("delta chain is broken: {0}")]
     Chain(String),
+    #[error("object {hash} was not fetched")]
+    Missing { hash: String },
+    #[error("the manifest's base snapshot was not verified")]
+    NoBase,
 }

@@ -3,13 +3,15 @@
 //! Writes are atomic (temporary file, fsync, rename), so a reader sees the old state or the
 //! new one; objects are written before the manifest that names them.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
 use super::{
-    Delta, Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, Snapshot, SnapshotError,
+    Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestSnapshot, Record, SignedManifest,
+    Snapshot, SnapshotError,
 };
 use crate::key_files::HashKey;
 
@@ -34,21 +36,162 @@ pub(crate) fn check_hash(named: &str) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-pub(crate) fn check_content(named: &str, actual: blake3::Hash) -> Result<(), SnapshotError> {
-    if actual.to_hex().as_str() != named {
-        return Err(SnapshotError::HashMismatch {
-            expected: named.to_owned(),
-            actual: actual.to_hex().to_string(),
-        });
-    }
-    Ok(())
-}
-
 pub fn object_path(repo: &Path, hash_hex: &str) -> PathBuf {
     repo.join(OBJECTS_DIR).join(hash_hex)
 }
 
-/// Verifies the manifest, then loads and verifies the snapshot it names.
+/// Where the objects a manifest names are read from: a repository directory
+/// ([`DirObjects`]), or the objects a follower has fetched (a map from hash to bytes).
+pub trait Objects {
+    /// The object `hash` names, read and verified as a `kind` file: its content hashes to
+    /// `hash` (checked first), then its signature, hashing key and records, all in the pass
+    /// that reads it.
+    fn open(
+        &mut self,
+        hash: &str,
+        kind: FileKind,
+        trust: &Trust<'_>,
+    ) -> Result<Snapshot, SnapshotError>;
+}
+
+/// Who may sign objects, and the hashing key they must have been built with (`None`:
+/// any, for offline inspection).
+#[derive(Clone, Copy)]
+pub struct Trust<'a> {
+    pub publishers: &'a [VerifyingKey],
+    pub hash_key: Option<&'a HashKey>,
+}
+
+/// The objects of a repository on disk, each read once (hashed and indexed as it is read).
+pub struct DirObjects<'a>(pub &'a Path);
+
+impl Objects for DirObjects<'_> {
+    fn open(
+        &mut self,
+        hash: &str,
+        kind: FileKind,
+        trust: &Trust<'_>,
+    ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::load_kind(
+            &object_path(self.0, hash),
+            kind,
+            Some(hash),
+            trust.publishers,
+            trust.hash_key,
+        )
+    }
+}
+
+/// Fetched objects: each is taken out of the map when it is verified.
+impl Objects for HashMap<String, Vec<u8>> {
+    fn open(
+        &mut self,
+        hash: &str,
+        kind: FileKind,
+        trust: &Trust<'_>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let bytes = self.remove(hash).ok_or_else(|| SnapshotError::Missing {
+            hash: hash.to_owned(),
+        })?;
+        Snapshot::from_bytes_kind(bytes, kind, Some(hash), trust.publishers, trust.hash_key)
+    }
+}
+
+/// How much of a manifest's data is wanted: all of it, or (a follower holding an earlier
+/// manifest with the same base) the deltas after the `held` first ones that move past
+/// `version`.
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted {
+    All,
+    DeltasAfter { held: usize, version: u64 },
+}
+
+/// The objects of a manifest that a [`Wanted`] asks for, in the order they are verified:
+/// the base snapshot first (when wanted), then deltas in chain order.
+pub fn wanted_objects(manifest: &Manifest, wanted: Wanted) -> Vec<&str> {
+    let (base, deltas) = wanted_parts(manifest, wanted);
+    base.map(|s| s.hash.as_str())
+        .into_iter()
+        .chain(deltas.iter().map(|d| d.hash.as_str()))
+        .collect()
+}
+
+fn wanted_parts(
+    manifest: &Manifest,
+    wanted: Wanted,
+) -> (Option<&ManifestSnapshot>, &[ManifestDelta]) {
+    match wanted {
+        Wanted::All => (Some(&manifest.snapshot), &manifest.deltas),
+        Wanted::DeltasAfter { held, version } => {
+            let rest = manifest.deltas.get(held..).unwrap_or_default();
+            // Applied by an earlier poll that failed on a later delta of the same chain.
+            let skip = rest.iter().take_while(|d| d.version <= version).count();
+            (None, &rest[skip..])
+        }
+    }
+}
+
+/// The verified data of a manifest: the base (when wanted) and the deltas, in order.
+#[derive(Debug)]
+pub struct Verified {
+    pub snapshot: Option<Snapshot>,
+    pub deltas: Vec<Delta>,
+}
+
+/// The one verification path, for the loader and the follower alike: every object the
+/// manifest names (as far as wanted) is a well-formed hash, its content hashes to it, its
+/// signature verifies, it is what its manifest entry says, and each delta applies onto
+/// the version before it.
+pub fn verify_objects(
+    manifest: &Manifest,
+    wanted: Wanted,
+    objects: &mut impl Objects,
+    trust: &Trust<'_>,
+) -> Result<Verified, SnapshotError> {
+    let snapshot = match wanted_parts(manifest, wanted).0 {
+        Some(named) => {
+            check_hash(&named.hash)?;
+            let snapshot = objects.open(&named.hash, FileKind::Snapshot, trust)?;
+            check_snapshot(&snapshot, named)?;
+            Some(snapshot)
+        }
+        None => None,
+    };
+    let deltas = verify_deltas(manifest, wanted, objects, trust).collect::<Result<_, _>>()?;
+    Ok(Verified { snapshot, deltas })
+}
+
+/// The deltas of [`verify_objects`], one at a time and in chain order, ending after the
+/// first refused: a follower applies each as soon as it is verified, so that a chain
+/// broken halfway leaves it at the last good delta.
+pub fn verify_deltas<'a>(
+    manifest: &'a Manifest,
+    wanted: Wanted,
+    objects: &'a mut impl Objects,
+    trust: &'a Trust<'a>,
+) -> impl Iterator<Item = Result<Delta, SnapshotError>> + 'a {
+    let mut version = match wanted {
+        Wanted::All => manifest.snapshot.version,
+        Wanted::DeltasAfter { version, .. } => version,
+    };
+    let mut refused = false;
+    wanted_parts(manifest, wanted).1.iter().map_while(move |d| {
+        if refused {
+            return None;
+        }
+        let verified = check_hash(&d.hash)
+            .and_then(|()| objects.open(&d.hash, FileKind::Delta, trust))
+            .map(Delta::from_file)
+            .and_then(|delta| check_delta(&delta, d, version).map(|()| delta));
+        match &verified {
+            Ok(delta) => version = delta.version(),
+            Err(_) => refused = true,
+        }
+        Some(verified)
+    })
+}
+
+/// Verifies the manifest of the repository in `dir`, then everything it names.
 pub fn load_repo(
     dir: &Path,
     trusted: &[VerifyingKey],
@@ -60,33 +203,81 @@ pub fn load_repo(
         source,
     })?;
     let manifest = SignedManifest::verify(&bytes, trusted)?;
-    let named = &manifest.manifest.snapshot;
-    check_hash(&named.hash)?;
-    let snapshot = Snapshot::load(&object_path(dir, &named.hash), trusted, hash_key)?;
-    check_content(&named.hash, snapshot.content_hash())?;
-    check_snapshot(&snapshot, named)?;
-    let mut deltas = Vec::with_capacity(manifest.manifest.deltas.len());
-    let mut version = named.version;
-    for d in &manifest.manifest.deltas {
-        check_hash(&d.hash)?;
-        let delta = Delta::load(&object_path(dir, &d.hash), trusted, hash_key)?;
-        check_content(&d.hash, delta.content_hash())?;
-        check_delta(&delta, d, version)?;
-        version = delta.version();
-        deltas.push(delta);
+    let trust = Trust {
+        publishers: trusted,
+        hash_key,
+    };
+    let verified = verify_objects(
+        &manifest.manifest,
+        Wanted::All,
+        &mut DirObjects(dir),
+        &trust,
+    )?;
+    Repo::new(manifest, verified)
+}
+
+impl Repo {
+    /// A repo from a manifest and all of its verified data.
+    pub fn new(manifest: SignedManifest, verified: Verified) -> Result<Repo, SnapshotError> {
+        let snapshot = verified.snapshot.ok_or(SnapshotError::NoBase)?;
+        Ok(Repo {
+            manifest,
+            snapshot,
+            deltas: verified.deltas,
+        })
     }
-    Ok(Repo {
-        manifest,
-        snapshot,
-        deltas,
-    })
+
+    /// The data as of the newest delta, for publishers: lookups and compaction.
+    pub fn into_data(self) -> RepoData {
+        let mut changes = HashMap::new();
+        for d in &self.deltas {
+            changes.extend(d.entries());
+        }
+        RepoData {
+            version: self.manifest.manifest.data_version(),
+            snapshot: self.snapshot,
+            changes,
+        }
+    }
+}
+
+/// A repository's data as of its newest delta: the base snapshot with the latest change
+/// to each document over it. For publishers (O(changes) memory over the base); requests
+/// are answered by the store's overlay.
+pub struct RepoData {
+    version: u64,
+    snapshot: Snapshot,
+    /// The latest entry of each changed document (`None`: removed).
+    changes: HashMap<DocKey, Option<Record>>,
+}
+
+impl RepoData {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn get(&self, key: &DocKey) -> Option<Record> {
+        match self.changes.get(key) {
+            Some(changed) => *changed,
+            None => self.snapshot.get(key),
+        }
+    }
+
+    /// Every document, in key order.
+    pub fn records(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = self
+            .snapshot
+            .iter()
+            .filter(|r| !self.changes.contains_key(&r.key))
+            .chain(self.changes.values().flatten().copied())
+            .collect();
+        out.sort_unstable_by_key(|r| r.key);
+        out
+    }
 }
 
 /// A verified snapshot is the one its manifest entry describes.
-pub(crate) fn check_snapshot(
-    snapshot: &Snapshot,
-    entry: &ManifestSnapshot,
-) -> Result<(), SnapshotError> {
+fn check_snapshot(snapshot: &Snapshot, entry: &ManifestSnapshot) -> Result<(), SnapshotError> {
     if snapshot.header().meta.version != entry.version || snapshot.len() as u64 != entry.documents {
         return Err(SnapshotError::Manifest(
             "manifest and snapshot disagree on version or document count".into(),
@@ -102,11 +293,7 @@ pub fn manifest_tag(bytes: &[u8]) -> String {
 }
 
 /// A verified delta is the one its manifest entry describes, and applies onto `version`.
-pub(crate) fn check_delta(
-    delta: &Delta,
-    entry: &ManifestDelta,
-    version: u64,
-) -> Result<(), SnapshotError> {
+fn check_delta(delta: &Delta, entry: &ManifestDelta, version: u64) -> Result<(), SnapshotError> {
     if delta.from_version() != version
         || entry.from_version != version
         || delta.version() != entry.version

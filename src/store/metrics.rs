@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use super::{State, StateInfo};
 use crate::metrics::register;
 
+#[derive(Clone)]
 pub struct ServedMetrics {
     version: IntGauge,
     documents: IntGauge,

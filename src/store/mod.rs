@@ -23,20 +23,33 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::snapshot::Repo;
+use time::OffsetDateTime;
+
+use crate::snapshot::{Delta, Repo};
+
+/// Why deltas could not be applied onto what is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("nothing is served yet to apply deltas onto")]
+    NothingServed,
+    #[error(transparent)]
+    Stale(#[from] StaleVersion),
+}
 
 pub struct Store {
     current: ArcSwapOption<State>,
     cache: CacheConfig,
     counters: CacheCounters,
+    served: ServedMetrics,
 }
 
 impl Store {
-    pub fn new(cache: CacheConfig, counters: CacheCounters) -> Store {
+    pub fn new(cache: CacheConfig, counters: CacheCounters, served: ServedMetrics) -> Store {
         Store {
             current: ArcSwapOption::empty(),
             cache,
             counters,
+            served,
         }
     }
 
@@ -50,9 +63,34 @@ impl Store {
         self.current.load().is_some()
     }
 
-    /// Makes `repo` the state new requests see; returns the state it replaced.
-    pub fn install(&self, repo: Repo) -> Result<Option<Arc<State>>, StaleVersion> {
-        let state = State::new(repo, &self.cache, self.counters.clone())?;
-        Ok(self.current.swap(Some(Arc::new(state))))
+    /// Makes `repo` the state new requests see, and says so in the metrics; returns what
+    /// is served now. The one way a base gets served (at start and by the follower).
+    pub fn install(&self, repo: Repo) -> Result<StateInfo, StaleVersion> {
+        let state = Arc::new(State::new(repo, &self.cache, self.counters.clone())?);
+        self.served.installed(&state);
+        let info = (*state.view().info()).clone();
+        self.current.store(Some(state));
+        Ok(info)
+    }
+
+    /// Applies verified deltas, in order, onto what is served, then moves its expiry to
+    /// `expires_at` (also when there are no deltas: a re-signed manifest); each delta
+    /// becomes visible at once. `each` is told how long each delta took to apply.
+    pub fn apply(
+        &self,
+        deltas: &[Delta],
+        expires_at: OffsetDateTime,
+        mut each: impl FnMut(std::time::Duration),
+    ) -> Result<StateInfo, ApplyError> {
+        let guard = self.current.load();
+        let state = guard.as_ref().ok_or(ApplyError::NothingServed)?;
+        for d in deltas {
+            let started = std::time::Instant::now();
+            state.apply(StateInfo::of(&d.header().meta, expires_at), d.entries())?;
+            each(started.elapsed());
+        }
+        state.extend_expiry(expires_at);
+        self.served.installed(state);
+        Ok((*state.view().info()).clone())
     }
 }

@@ -204,41 +204,6 @@ pub struct StaleVersion {
     pub offered: u64,
 }
 
-impl View<'_> {
-    /// Every document as of this view, in key order (snapshot merged with the overlay).
-    /// O(documents): for publishers compacting a delta chain, never for requests.
-    pub fn records(&self) -> Vec<Record> {
-        let st = self.state;
-        let version = self.info.version;
-        let latest = |entries: &Vec<(u64, Option<Record>)>| {
-            entries
-                .iter()
-                .rev()
-                .find(|(v, _)| *v <= version)
-                .map(|e| e.1)
-        };
-        let mut out: Vec<Record> = st
-            .snapshot
-            .iter()
-            .filter_map(
-                |r| match st.overlay.get(&r.key).as_deref().and_then(latest) {
-                    Some(changed) => changed,
-                    None => Some(r),
-                },
-            )
-            .collect();
-        for e in st.overlay.iter() {
-            if st.snapshot.get(e.key()).is_none() {
-                if let Some(Some(r)) = latest(e.value()) {
-                    out.push(r);
-                }
-            }
-        }
-        out.sort_unstable_by_key(|r| r.key);
-        out
-    }
-}
-
 /// One request's window on a [`State`].
 pub struct View<'a> {
     state: &'a State,

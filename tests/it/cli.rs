@@ -197,7 +197,8 @@ fn publish_inspect_verify_and_tamper() {
     assert_success(&out);
     assert!(text(&out.stdout).starts_with("OK"));
 
-    // Flip one byte of the snapshot object: verify fails with a clear message.
+    // Flip one byte of the snapshot object: verify fails with a clear message (the object
+    // is no longer the one the manifest names, checked before its signature).
     let obj = std::fs::read_dir(dir.path().join("repo/objects"))
         .expect("objects")
         .filter_map(Result::ok)
@@ -216,7 +217,7 @@ fn publish_inspect_verify_and_tamper() {
     ]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("signature does not verify"),
+        text(&out.stderr).contains("content hash mismatch"),
         "{}",
         text(&out.stderr)
     );
