@@ -19,7 +19,7 @@ use crate::store::CacheConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -12,12 +12,12 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write key file {path}: {source}")]
+    #[error("cannot write key file {}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,

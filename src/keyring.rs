@@ -20,7 +20,7 @@ use crate::key_files::{verifying_key_id, KeyId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
-    #[error("cannot read keys file {path}: {source}")]
+    #[error("cannot read keys file {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,

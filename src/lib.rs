@@ -28,6 +28,7 @@ pub mod publish;
 pub mod rate_limit;
 pub mod receipt;
 pub mod replication;
+pub mod report;
 pub mod sealed;
 pub mod server;
 pub mod snapshot;

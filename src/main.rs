@@ -287,26 +287,12 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            // Each error says what failed and keeps its cause as its source: `{:#}` prints
+            // the chain once, on one line.
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error chain on one line. Library errors already include their cause's text in
-/// their own message (so they read well alone); skip a cause that adds nothing new.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 fn run(command: Command) -> anyhow::Result<()> {

@@ -15,10 +15,10 @@ use qrcode::{Color, EcLevel, QrCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("text does not fit a QR code: {0}")]
-    Qr(String),
-    #[error("encoding the PNG: {0}")]
-    Png(String),
+    #[error("the text does not fit a QR code")]
+    Qr(#[source] qrcode::types::QrError),
+    #[error("cannot encode the PNG")]
+    Png(#[source] png::EncodingError),
 }
 
 /// A one-page document: a title, labelled rows, a closing note and a QR code under them.
@@ -56,7 +56,7 @@ const QUIET_ZONE: usize = 4;
 
 fn modules(text: &str) -> Result<Modules, RenderError> {
     let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
-        .map_err(|e| RenderError::Qr(e.to_string()))?;
+        .map_err(RenderError::Qr)?;
     Ok(Modules {
         width: code.width(),
         dark: code
@@ -105,7 +105,7 @@ impl Canvas {
     }
 
     fn png(&self) -> Result<Vec<u8>, RenderError> {
-        let err = |e: png::EncodingError| RenderError::Png(e.to_string());
+        let err = RenderError::Png;
         let mut out = Vec::new();
         let mut enc = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
         enc.set_color(png::ColorType::Grayscale);

@@ -169,7 +169,7 @@ fn decode(opened: &sealed::Opened) -> Option<Receipt> {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptError {
-    #[error("receipt is malformed: it {0}")]
+    #[error("receipt is malformed")]
     Shape(#[from] OpenError),
     #[error("receipt is malformed: a field is out of range")]
     Fields,

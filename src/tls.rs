@@ -20,33 +20,84 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 pub const SPIFFE_PARTNER_PREFIX: &str = "spiffe://partners/";
 
+type X509ParseError = x509_parser::nom::Err<x509_parser::error::X509Error>;
+
+/// Why a TLS file or configuration was refused; each names the file, and its cause is its
+/// source.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} from {path}: {message}")]
+    #[error("cannot read {what} from {}", path.display())]
     Pem {
         what: &'static str,
-        path: String,
-        message: String,
+        path: PathBuf,
+        #[source]
+        source: PemError,
     },
-    #[error("{0}")]
-    Config(String),
+    #[error("{} is not a usable {what}", path.display())]
+    Rejected {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("the server certificate chain in {} does not verify", path.display())]
+    Chain {
+        path: PathBuf,
+        #[source]
+        source: ChainError,
+    },
+    #[error("a revocation list does not parse")]
+    Crl(#[source] X509ParseError),
+    #[error("cannot build the partner certificate verifier")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    #[error("the crypto provider does not support TLS 1.2 and 1.3")]
+    Versions(#[source] rustls::Error),
+}
+
+/// What is wrong with a PEM file.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error(transparent)]
+    File(#[from] rustls_pki_types::pem::Error),
+    #[error("the file has no {0} block")]
+    Missing(&'static str),
+    #[error("the certificate does not parse")]
+    X509(#[source] X509ParseError),
+}
+
+/// Why a server certificate chain does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("certificate {index} does not parse")]
+    Parse {
+        index: usize,
+        #[source]
+        source: X509ParseError,
+    },
+    #[error("certificate {index} is not signed by the next one")]
+    Link {
+        index: usize,
+        #[source]
+        source: x509_parser::error::X509Error,
+    },
+    #[error("the last certificate's signature does not verify against its issuer")]
+    Issuer(#[source] x509_parser::error::X509Error),
 }
 
 /// notAfter (Unix seconds) of the first certificate in a PEM file: the leaf of a chain, or
 /// the CA itself.
 pub fn not_after(path: &Path) -> Result<i64, TlsError> {
     let certs = load_certs(path)?;
-    let first = certs.first().ok_or_else(|| TlsError::Pem {
+    let pem = |source| TlsError::Pem {
         what: "a certificate",
-        path: path.display().to_string(),
-        message: "no certificate in the file".into(),
-    })?;
+        path: path.to_owned(),
+        source,
+    };
+    let first = certs
+        .first()
+        .ok_or_else(|| pem(PemError::Missing("CERTIFICATE")))?;
     let (_, cert) =
-        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| TlsError::Pem {
-            what: "a certificate",
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| pem(PemError::X509(e)))?;
     Ok(cert.validity().not_after.timestamp())
 }
 
@@ -54,28 +105,28 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+fn pem_error<'p>(what: &'static str, path: &'p Path) -> impl Fn(PemError) -> TlsError + 'p {
+    move |source| TlsError::Pem {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_err = |message: String| TlsError::Pem {
-        what: "certificates",
-        path: path.display().to_string(),
-        message,
-    };
+    let pem = pem_error("certificates", path);
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_err(e.to_string()))?
+        .map_err(|e| pem(e.into()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(e.to_string()))?;
+        .map_err(|e| pem(e.into()))?;
     if certs.is_empty() {
-        return Err(pem_err("no CERTIFICATE block".into()));
+        return Err(pem(PemError::Missing("CERTIFICATE")));
     }
     Ok(certs)
 }
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
-        what: "private key",
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("private key", path)(e.into()))
 }
 
 /// Certificate revocation lists (PEM, one or more per file) of the partner CA.
@@ -84,19 +135,13 @@ pub fn load_crls(
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let mut out = Vec::new();
     for path in paths {
-        let pem_err = |message: String| TlsError::Pem {
-            what: "CRLs",
-            path: path.display().to_string(),
-            message,
-        };
+        let pem = pem_error("CRLs", path);
         let before = out.len();
-        for crl in
-            CertificateRevocationListDer::pem_file_iter(path).map_err(|e| pem_err(e.to_string()))?
-        {
-            out.push(crl.map_err(|e| pem_err(e.to_string()))?);
+        for crl in CertificateRevocationListDer::pem_file_iter(path).map_err(|e| pem(e.into()))? {
+            out.push(crl.map_err(|e| pem(e.into()))?);
         }
         if out.len() == before {
-            return Err(pem_err("no X509 CRL block".into()));
+            return Err(pem(PemError::Missing("X509 CRL")));
         }
     }
     Ok(out)
@@ -109,8 +154,7 @@ pub fn revoked_serials(
 ) -> Result<HashSet<Vec<u8>>, TlsError> {
     let mut out = HashSet::new();
     for crl in crls {
-        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
-            .map_err(|e| TlsError::Config(format!("CRL: {e}")))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref()).map_err(TlsError::Crl)?;
         out.extend(
             parsed
                 .iter_revoked_certificates()
@@ -132,9 +176,11 @@ pub fn server_config(
     let partner_cas = load_certs(client_ca)?;
     let mut roots = RootCertStore::empty();
     for ca in partner_cas.iter().cloned() {
-        roots
-            .add(ca)
-            .map_err(|e| TlsError::Config(format!("partner CA {}: {e}", client_ca.display())))?;
+        roots.add(ca).map_err(|source| TlsError::Rejected {
+            what: "partner CA",
+            path: client_ca.to_owned(),
+            source,
+        })?;
     }
     // Only leaves are checked: the partner CA is the trust anchor, and a CRL covers what it
     // issued. A leaf whose issuer has no CRL here is refused only if CRLs are configured
@@ -143,18 +189,24 @@ pub fn server_config(
         .with_crls(crls)
         .only_check_end_entity_revocation()
         .build()
-        .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+        .map_err(TlsError::Verifier)?;
     let verifier = Arc::new(RequireClientAuth(webpki));
     let chain = load_certs(cert)?;
-    check_chain(&chain, &partner_cas)
-        .map_err(|e| TlsError::Config(format!("server certificate {}: {e}", cert.display())))?;
+    check_chain(&chain, &partner_cas).map_err(|source| TlsError::Chain {
+        path: cert.to_owned(),
+        source,
+    })?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Versions)?
         .with_client_cert_verifier(verifier)
         // Refuses a key that does not match the certificate's public key.
         .with_single_cert(chain, load_key(key)?)
-        .map_err(|e| TlsError::Config(format!("server certificate {}: {e}", cert.display())))?;
+        .map_err(|source| TlsError::Rejected {
+            what: "server certificate and key",
+            path: cert.to_owned(),
+            source,
+        })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // The server's order (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; all AEAD with
     // forward secrecy) wins over a client's: testssl.sh flagged client order (docs/security.md).
@@ -166,25 +218,31 @@ pub fn server_config(
 /// against its issuer where that is at hand (in the chain itself, or in `also`, the
 /// partner CA bundle, which often issued the server certificate too). A certificate
 /// altered after signing parses but fails here.
-fn check_chain(chain: &[CertificateDer<'_>], also: &[CertificateDer<'_>]) -> Result<(), String> {
+fn check_chain(
+    chain: &[CertificateDer<'_>],
+    also: &[CertificateDer<'_>],
+) -> Result<(), ChainError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
-    fn parse<'a>(c: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
-        X509Certificate::from_der(c.as_ref())
-            .map(|(_, x)| x)
-            .map_err(|e| format!("does not parse: {e}"))
+    fn parse<'a>(c: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, X509ParseError> {
+        X509Certificate::from_der(c.as_ref()).map(|(_, x)| x)
     }
-    let certs = chain.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+    let certs = chain
+        .iter()
+        .enumerate()
+        .map(|(index, c)| parse(c).map_err(|source| ChainError::Parse { index, source }))
+        .collect::<Result<Vec<_>, _>>()?;
     let known = also
         .iter()
         .filter_map(|c| parse(c).ok())
         .collect::<Vec<_>>();
+    // load_certs refuses a file without certificates.
     let Some(top) = certs.last() else {
-        return Err("no certificate in the file".into());
+        return Ok(());
     };
-    for (i, pair) in certs.windows(2).enumerate() {
+    for (index, pair) in certs.windows(2).enumerate() {
         pair[0]
             .verify_signature(Some(pair[1].public_key()))
-            .map_err(|e| format!("certificate {i} is not signed by the next one: {e}"))?;
+            .map_err(|source| ChainError::Link { index, source })?;
     }
     let issuer = certs
         .iter()
@@ -192,7 +250,7 @@ fn check_chain(chain: &[CertificateDer<'_>], also: &[CertificateDer<'_>]) -> Res
         .find(|c| c.subject().as_raw() == top.issuer().as_raw());
     if let Some(issuer) = issuer {
         top.verify_signature(Some(issuer.public_key()))
-            .map_err(|e| format!("signature does not verify against its issuer: {e}"))?;
+            .map_err(ChainError::Issuer)?;
     }
     Ok(())
 }
@@ -269,18 +327,24 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(ca)? {
-        roots
-            .add(c)
-            .map_err(|e| TlsError::Config(format!("CA {}: {e}", ca.display())))?;
+        roots.add(c).map_err(|source| TlsError::Rejected {
+            what: "CA",
+            path: ca.to_owned(),
+            source,
+        })?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Versions)?
         .with_root_certificates(roots);
     let cfg = match identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| TlsError::Config(format!("client identity {}: {e}", cert.display())))?,
+            .map_err(|source| TlsError::Rejected {
+                what: "client certificate and key",
+                path: cert.to_owned(),
+                source,
+            })?,
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))

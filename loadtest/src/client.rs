@@ -80,7 +80,9 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(target: Target, protocol: Protocol) -> Result<Connector, LoadError> {
-        let tls_err = |e: permitgate::tls::TlsError| LoadError::Tls(e.to_string());
+        let tls_err = |e: permitgate::tls::TlsError| {
+            LoadError::Tls(permitgate::report::Report(&e).to_string())
+        };
         let mut roots = RootCertStore::empty();
         for c in permitgate::tls::load_certs(&target.ca).map_err(tls_err)? {
             roots

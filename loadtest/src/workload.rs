@@ -274,8 +274,8 @@ fn temp_permit_tokens(
     residents: &[Resident],
     seed: u64,
 ) -> Result<Vec<String>, LoadError> {
-    let key =
-        permitgate::key_files::load_signing_key(key).map_err(|e| LoadError::Spec(e.to_string()))?;
+    let key = permitgate::key_files::load_signing_key(key)
+        .map_err(|e| LoadError::Spec(permitgate::report::Report(&e).to_string()))?;
     let now = time::OffsetDateTime::now_utc();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x7e57);
     (0..residents.len().min(1000))

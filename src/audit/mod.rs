@@ -90,7 +90,7 @@ impl AuditMetrics {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {path}: {source}")]
+    #[error("audit log {}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

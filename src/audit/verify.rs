@@ -38,7 +38,7 @@ pub struct Report {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{path} line {line}: {reason}")]
     Broken {

@@ -37,7 +37,7 @@ pub enum DemoError {
     Key(#[from] crate::key_files::KeyError),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
-    #[error("{path}: {source}")]
+    #[error("demo file {}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -19,9 +19,9 @@ use crate::tls::SPIFFE_PARTNER_PREFIX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("certificate generation: {0}")]
+    #[error("certificate generation")]
     Rcgen(#[from] rcgen::Error),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -27,12 +27,12 @@ use crate::snapshot::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -50,8 +50,8 @@ pub enum PublishError {
     Empty,
     #[error("nothing changed since the published version; nothing was published")]
     NoChanges,
-    #[error("existing manifest in {0} does not verify with the signing key's public key; refusing to overwrite it: {1}")]
-    ExistingManifest(PathBuf, SnapshotError),
+    #[error("existing manifest in {} does not verify with the signing key's public key; refusing to overwrite it", .0.display())]
+    ExistingManifest(PathBuf, #[source] SnapshotError),
     #[error("version {requested} is not above the published version {current}")]
     VersionNotIncreasing { requested: u64, current: u64 },
     #[error(transparent)]
@@ -249,7 +249,10 @@ fn write_snapshot(
 ) -> Result<(ManifestSnapshot, u64), PublishError> {
     let bytes = snapshot::encode(records, meta(version, hash_key, opts), signing_key).map_err(
         |e| match e {
-            SnapshotError::Corrupt(_) => PublishError::DuplicateNumber,
+            SnapshotError::Corrupt {
+                cause: snapshot::Corruption::DuplicateKey,
+                ..
+            } => PublishError::DuplicateNumber,
             e => e.into(),
         },
     )?;

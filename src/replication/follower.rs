@@ -14,6 +14,7 @@ use super::source::{Fetched, Source};
 use crate::clock::Clock;
 use crate::key_files::HashKey;
 use crate::metrics::Metrics;
+use crate::report::Report;
 use crate::snapshot::{
     check_hash, object_path, remove_unnamed_objects, verify_deltas, verify_objects, wanted_objects,
     write_atomic, Repo, SignedManifest, SnapshotError, Trust, Wanted, MANIFEST_FILE,
@@ -68,15 +69,16 @@ impl From<SnapshotError> for Refusal {
             SnapshotError::HashMismatch { .. } => RefusalReason::HashMismatch,
             SnapshotError::HashKeyMismatch { .. } => RefusalReason::HashKey,
             SnapshotError::Size { .. }
-            | SnapshotError::NotASnapshot(_)
-            | SnapshotError::Corrupt(_) => RefusalReason::Corrupt,
+            | SnapshotError::NotASnapshot { .. }
+            | SnapshotError::WrongKind { .. }
+            | SnapshotError::Corrupt { .. } => RefusalReason::Corrupt,
             SnapshotError::Manifest(_) => RefusalReason::Manifest,
             SnapshotError::Chain(_) => RefusalReason::Chain,
             SnapshotError::Io { .. } => RefusalReason::Storage,
             SnapshotError::Missing { .. } => RefusalReason::Fetch,
             SnapshotError::NoBase => RefusalReason::Manifest,
         };
-        Refusal::new(reason, e.to_string())
+        Refusal::new(reason, Report(&e).to_string())
     }
 }
 
@@ -200,7 +202,7 @@ impl Follower {
             .source
             .manifest(self.tag.as_deref())
             .await
-            .map_err(|e| Refusal::new(RefusalReason::Fetch, e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalReason::Fetch, Report(&e).to_string()))?;
         let (bytes, tag) = match fetched {
             Fetched::NotModified => return Ok(PollOutcome::NotModified),
             Fetched::Manifest { bytes, tag } => (bytes, tag),
@@ -289,7 +291,7 @@ impl Follower {
             match self.source.object(hash).await {
                 Ok(bytes) => fetched.insert(hash.to_owned(), bytes),
                 Err(e) => {
-                    fetch_failed = Some(Refusal::new(RefusalReason::Fetch, e.to_string()));
+                    fetch_failed = Some(Refusal::new(RefusalReason::Fetch, Report(&e).to_string()));
                     break;
                 }
             };

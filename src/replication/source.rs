@@ -34,7 +34,7 @@ pub enum SourceError {
     Status { what: String, status: u16 },
     #[error("fetching {what}: {message}")]
     Http { what: String, message: String },
-    #[error("fetching {what}: {source}")]
+    #[error("fetching {what}")]
     Fetch {
         what: String,
         source: std::io::Error,

@@ -48,15 +48,15 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("replication: {0}")]
-    Replication(String),
+    #[error("replication source")]
+    Replication(#[from] crate::replication::SourceError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    #[error("cannot start the TLS handshake thread: {0}")]
-    HandshakeThread(std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot start the TLS handshake thread")]
+    HandshakeThread(#[source] std::io::Error),
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

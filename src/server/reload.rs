@@ -13,6 +13,7 @@ use crate::config::{Config, TlsConfig};
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::metrics::register;
+use crate::report::Report;
 use crate::tls::{self, TlsError};
 
 use super::{Gateway, StartError};
@@ -26,7 +27,7 @@ impl Gateway {
         self.metrics.reload.reloaded(result.is_ok());
         match &result {
             Ok(()) => tracing::info!("reloaded certificates, CRLs and partners"),
-            Err(e) => tracing::error!(error = %e, "reload refused; keeping what is in use"),
+            Err(e) => tracing::error!(error = %Report(e), "reload refused; keeping what is in use"),
         }
         result
     }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::replication::{Follower, Source};
-use crate::snapshot::{load_repo, SnapshotError};
+use crate::report::Report;
+use crate::snapshot::{load_repo, ChainError, SnapshotError};
 use crate::store::StateInfo;
 use crate::tls::{self};
 
@@ -26,17 +27,14 @@ impl Gateway {
                 match load_repo(&r.state_dir, &self.publisher_keys, Some(&self.hash_key)) {
                     Ok(repo) => return self.install(repo).map(Some),
                     Err(e) => {
-                        tracing::warn!(error = %e, "state directory unusable; waiting for the source");
+                        tracing::warn!(error = %Report(&e), "state directory unusable; waiting for the source");
                         return Ok(None);
                     }
                 }
             }
             (None, Some(repo)) => repo,
-            (None, None) => {
-                return Err(SnapshotError::Manifest(
-                    "no snapshot.repo and no [replication] configured".into(),
-                ))
-            }
+            // Config validation refuses a config with neither.
+            (None, None) => return Ok(None),
         };
         let repo = load_repo(dir, &self.publisher_keys, Some(&self.hash_key))?;
         self.install(repo).map(Some)
@@ -60,8 +58,7 @@ impl Gateway {
                         endpoint: r.s3_endpoint.clone(),
                         region: r.s3_region.clone(),
                     };
-                    let source = Source::parse(&r.source, tls, &s3)
-                        .map_err(|e| StartError::Replication(e.to_string()))?;
+                    let source = Source::parse(&r.source, tls, &s3)?;
                     (source, Some(r.state_dir.clone()), r.poll_interval)
                 }
                 (None, Some(repo)) => match self.config.snapshot.watch_interval {
@@ -92,8 +89,11 @@ impl Gateway {
 
     fn install(&self, repo: crate::snapshot::Repo) -> Result<StateInfo, SnapshotError> {
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) = Some(repo.manifest.clone());
-        self.store
-            .install(repo)
-            .map_err(|e| SnapshotError::Manifest(e.to_string()))
+        self.store.install(repo).map_err(|e| {
+            SnapshotError::Chain(ChainError::Stale {
+                held: e.held,
+                offered: e.offered,
+            })
+        })
     }
 }

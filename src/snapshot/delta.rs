@@ -118,12 +118,20 @@ mod tests {
         // A delta is not a snapshot, and a snapshot is not a delta.
         assert!(matches!(
             Snapshot::from_bytes(bytes.clone(), &trusted, Some(&hk)),
-            Err(SnapshotError::NotASnapshot(_))
+            Err(SnapshotError::WrongKind {
+                found: FileKind::Delta,
+                expected: FileKind::Snapshot,
+                ..
+            })
         ));
         let snap = encode(vec![rec(1)], meta, &sk).expect("snapshot");
         assert!(matches!(
             Delta::from_bytes(snap, &trusted, Some(&hk)),
-            Err(SnapshotError::NotASnapshot(_))
+            Err(SnapshotError::WrongKind {
+                found: FileKind::Snapshot,
+                expected: FileKind::Delta,
+                ..
+            })
         ));
         // Relabelling the magic breaks the signature (different context).
         let mut relabelled = bytes;

@@ -12,13 +12,15 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use super::record::{DocKey, Record};
-use super::SnapshotError;
+use super::{Corruption, SizeError, SnapshotError};
 use crate::key_files::{verifying_key_id, HashKey, KeyId};
 
 pub const HEADER_LEN: usize = 96;
 pub const RECORD_LEN: usize = Record::LEN;
 pub const TRAILER_LEN: usize = 64;
 const READ_CHUNK: usize = 1 << 20;
+/// How errors name an image held in memory (fetched, not read from a file).
+const MEMORY: &str = "<memory>";
 
 /// The two files that share this format. A delta is a small snapshot of changes: its
 /// records replace the base's, a record with kind byte 0 removes one, and its header names
@@ -50,6 +52,12 @@ impl FileKind {
             FileKind::Snapshot => "snapshot",
             FileKind::Delta => "delta",
         }
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -93,8 +101,8 @@ impl SnapshotHeader {
             .get(..HEADER_LEN)
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| SnapshotError::Size {
-                what: "snapshot",
-                detail: format!("shorter than its {HEADER_LEN}-byte header"),
+                object: what.to_owned(),
+                size: SizeError::NoHeader(HEADER_LEN),
             })?;
         let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or_default());
         let id_at = |o: usize| KeyId(h[o..o + 8].try_into().unwrap_or_default());
@@ -102,15 +110,18 @@ impl SnapshotHeader {
             .into_iter()
             .find(|k| &h[..8] == k.magic())
             .filter(|_| h[8..12] == (RECORD_LEN as u32).to_le_bytes())
-            .ok_or_else(|| SnapshotError::NotASnapshot(what.to_owned()))?;
+            .ok_or_else(|| SnapshotError::NotASnapshot {
+                object: what.to_owned(),
+            })?;
         let from_version = u64_at(64);
         if h[12..16] != [0; 4]
             || h[72..] != [0; HEADER_LEN - 72]
             || (kind == FileKind::Snapshot && from_version != 0)
         {
-            return Err(SnapshotError::Corrupt(
-                "reserved header bytes are not zero".into(),
-            ));
+            return Err(SnapshotError::Corrupt {
+                kind,
+                cause: Corruption::ReservedBytes,
+            });
         }
         Ok(SnapshotHeader {
             kind,
@@ -153,10 +164,13 @@ pub fn encode_delta(
     signing_key: &SigningKey,
 ) -> Result<Vec<u8>, SnapshotError> {
     if meta.version <= from_version {
-        return Err(SnapshotError::Corrupt(format!(
-            "delta version {} must be above the version it applies onto ({from_version})",
-            meta.version
-        )));
+        return Err(SnapshotError::Corrupt {
+            kind: FileKind::Delta,
+            cause: Corruption::DeltaVersion {
+                version: meta.version,
+                from_version,
+            },
+        });
     }
     encode_file(FileKind::Delta, from_version, entries, meta, signing_key)
 }
@@ -170,9 +184,10 @@ fn encode_file(
 ) -> Result<Vec<u8>, SnapshotError> {
     entries.sort_unstable_by_key(|e| e.0);
     if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(SnapshotError::Corrupt(
-            "two documents hash to the same key (duplicate number)".into(),
-        ));
+        return Err(SnapshotError::Corrupt {
+            kind,
+            cause: Corruption::DuplicateKey,
+        });
     }
     let mut persons: Vec<u64> = entries
         .iter()
@@ -199,9 +214,10 @@ fn encode_file(
         match rec {
             Some(r) if r.key == *key => r.encode(chunk),
             Some(_) => {
-                return Err(SnapshotError::Corrupt(
-                    "entry key differs from its record's key".into(),
-                ))
+                return Err(SnapshotError::Corrupt {
+                    kind,
+                    cause: Corruption::EntryKey,
+                })
             }
             // A removal: the key and zeros (kind byte 0).
             None => chunk[..16].copy_from_slice(&key.0),
@@ -270,15 +286,13 @@ impl Snapshot {
         };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let len = usize::try_from(len).map_err(|_| SnapshotError::Size {
-            what: "snapshot",
-            detail: "larger than this machine's address space".into(),
-        })?;
+        let size = |size| SnapshotError::Size {
+            object: path.display().to_string(),
+            size,
+        };
+        let len = usize::try_from(len).map_err(|_| size(SizeError::TooLarge))?;
         if len < HEADER_LEN + TRAILER_LEN {
-            return Err(SnapshotError::Size {
-                what: "snapshot",
-                detail: format!("{len} bytes"),
-            });
+            return Err(size(SizeError::TooShort { len }));
         }
         let mut data = vec![0u8; len];
         let mut ingest = Ingest::new(len, kind, &path.display().to_string());
@@ -287,10 +301,7 @@ impl Snapshot {
             let end = (filled + READ_CHUNK).min(len);
             let n = file.read(&mut data[filled..end]).map_err(io)?;
             if n == 0 {
-                return Err(SnapshotError::Size {
-                    what: "snapshot",
-                    detail: format!("file shrank while reading: {filled} of {len} bytes"),
-                });
+                return Err(size(SizeError::Shrank { read: filled, len }));
             }
             filled += n;
             ingest.feed(&data[..filled])?;
@@ -320,11 +331,11 @@ impl Snapshot {
         let not_named = |data: &[u8]| named.and_then(|n| check_named(n, blake3::hash(data)).err());
         if data.len() < HEADER_LEN + TRAILER_LEN {
             return Err(SnapshotError::Size {
-                what: "snapshot",
-                detail: format!("{} bytes", data.len()),
+                object: MEMORY.to_owned(),
+                size: SizeError::TooShort { len: data.len() },
             });
         }
-        let mut ingest = Ingest::new(data.len(), kind, "<memory>");
+        let mut ingest = Ingest::new(data.len(), kind, MEMORY);
         if let Err(e) = ingest.feed(&data) {
             return Err(not_named(&data).unwrap_or(e));
         }
@@ -459,21 +470,25 @@ impl Ingest {
         if self.index.is_none() && data.len() >= HEADER_LEN {
             let header = SnapshotHeader::decode(data, &self.what)?;
             if header.kind != self.kind {
-                return Err(SnapshotError::NotASnapshot(format!(
-                    "{} is a {}, expected a {}",
-                    self.what,
-                    header.kind.name(),
-                    self.kind.name()
-                )));
+                return Err(SnapshotError::WrongKind {
+                    object: self.what.clone(),
+                    found: header.kind,
+                    expected: self.kind,
+                });
             }
-            check_len(&header, self.len)?;
-            self.index = Some(IndexBuilder::new(
-                header.documents as usize,
-                header.kind == FileKind::Delta,
-            )?);
+            check_len(&header, self.len, &self.what)?;
+            self.index = Some(
+                IndexBuilder::new(header.documents as usize, header.kind == FileKind::Delta)
+                    .map_err(|cause| SnapshotError::Corrupt {
+                        kind: header.kind,
+                        cause,
+                    })?,
+            );
         }
         if let Some(ix) = self.index.as_mut() {
-            ix.extend(&data[HEADER_LEN.min(hash_to)..hash_to])?;
+            let kind = self.kind;
+            ix.extend(&data[HEADER_LEN.min(hash_to)..hash_to])
+                .map_err(|cause| SnapshotError::Corrupt { kind, cause })?;
         }
         Ok(())
     }
@@ -491,9 +506,10 @@ impl Ingest {
         if let Some(named) = named {
             check_named(named, content_hash)?;
         }
-        let index = self
-            .index
-            .ok_or_else(|| SnapshotError::Corrupt("no header".into()))?;
+        let index = self.index.ok_or_else(|| SnapshotError::Size {
+            object: self.what.clone(),
+            size: SizeError::NoHeader(HEADER_LEN),
+        })?;
         let header = SnapshotHeader::decode(&data, &self.what)?;
         let key = trusted
             .iter()
@@ -522,7 +538,10 @@ impl Ingest {
                 });
             }
         }
-        let (dir, shift) = index.finish()?;
+        let (dir, shift) = index.finish().map_err(|size| SnapshotError::Size {
+            object: self.what.clone(),
+            size,
+        })?;
         Ok(Snapshot {
             header,
             content_hash,
@@ -544,14 +563,14 @@ pub(super) fn check_named(named: &str, actual: blake3::Hash) -> Result<(), Snaps
     Ok(())
 }
 
-fn check_len(header: &SnapshotHeader, len: usize) -> Result<(), SnapshotError> {
+fn check_len(header: &SnapshotHeader, len: usize, object: &str) -> Result<(), SnapshotError> {
     if header.file_len() != Some(len as u64) {
         return Err(SnapshotError::Size {
-            what: "snapshot",
-            detail: format!(
-                "{len} bytes, header promises {} documents",
-                header.documents
-            ),
+            object: object.to_owned(),
+            size: SizeError::Promised {
+                len,
+                documents: header.documents,
+            },
         });
     }
     Ok(())
@@ -572,9 +591,9 @@ struct IndexBuilder {
 }
 
 impl IndexBuilder {
-    fn new(expected: usize, removals: bool) -> Result<IndexBuilder, SnapshotError> {
+    fn new(expected: usize, removals: bool) -> Result<IndexBuilder, Corruption> {
         if expected > u32::MAX as usize - 1 {
-            return Err(SnapshotError::Corrupt("more than 2^32 documents".into()));
+            return Err(Corruption::TooManyDocuments);
         }
         let bits = (usize::BITS - expected.max(1).leading_zeros()).clamp(1, 32);
         Ok(IndexBuilder {
@@ -589,7 +608,7 @@ impl IndexBuilder {
 
     /// Feeds the records area from its start up to some point; only records not seen yet
     /// and complete in `records` are indexed, so callers can pass a growing prefix.
-    fn extend(&mut self, records: &[u8]) -> Result<(), SnapshotError> {
+    fn extend(&mut self, records: &[u8]) -> Result<(), Corruption> {
         let complete = (records.len() / RECORD_LEN).min(self.expected);
         if complete <= self.count {
             return Ok(());
@@ -608,14 +627,10 @@ impl IndexBuilder {
             let valid =
                 Record::fields_valid(r) || (self.removals && r[16..] == [0; RECORD_LEN - 16]);
             if !valid {
-                return Err(SnapshotError::Corrupt(format!(
-                    "record {i} has invalid fields"
-                )));
+                return Err(Corruption::InvalidRecord(i));
             }
             if prev.is_some_and(|p| p >= key) {
-                return Err(SnapshotError::Corrupt(format!(
-                    "record {i} is out of order or duplicated"
-                )));
+                return Err(Corruption::OutOfOrder(i));
             }
             prev = Some(key);
             // Count per bucket; `finish` turns counts into start offsets. Filling start
@@ -631,11 +646,11 @@ impl IndexBuilder {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(Box<[u32]>, u32), SnapshotError> {
+    fn finish(mut self) -> Result<(Box<[u32]>, u32), SizeError> {
         if self.count != self.expected {
-            return Err(SnapshotError::Size {
-                what: "snapshot",
-                detail: format!("{} of {} records", self.count, self.expected),
+            return Err(SizeError::Records {
+                found: self.count,
+                expected: self.expected,
             });
         }
         let mut sum = 0u32;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use super::SnapshotError;
+use super::{ManifestError, SnapshotError};
 use crate::key_files::{verifying_key_id, KeyId};
 
 const SIGNATURE_CONTEXT: &[u8] = b"permitgate manifest v1\0";
@@ -91,10 +91,10 @@ pub struct SignedManifest {
 impl SignedManifest {
     pub fn sign(manifest: &Manifest, key: &SigningKey) -> Result<Vec<u8>, SnapshotError> {
         let signed = serde_json::to_string_pretty(manifest)
-            .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
+            .map_err(|e| SnapshotError::Manifest(ManifestError::Encode(e)))?;
         let sig = key.sign(&signed_message(signed.as_bytes()));
-        let raw =
-            RawValue::from_string(signed).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
+        let raw = RawValue::from_string(signed)
+            .map_err(|e| SnapshotError::Manifest(ManifestError::Encode(e)))?;
         let env = Envelope {
             signed: &raw,
             signatures: vec![SignatureEntry {
@@ -102,8 +102,8 @@ impl SignedManifest {
                 sig: hex::encode(sig.to_bytes()),
             }],
         };
-        let mut out =
-            serde_json::to_vec_pretty(&env).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
+        let mut out = serde_json::to_vec_pretty(&env)
+            .map_err(|e| SnapshotError::Manifest(ManifestError::Encode(e)))?;
         out.push(b'\n');
         Ok(out)
     }
@@ -111,7 +111,7 @@ impl SignedManifest {
     /// Accepts the manifest if any signature is a valid one by a trusted key.
     pub fn verify(bytes: &[u8], trusted: &[VerifyingKey]) -> Result<SignedManifest, SnapshotError> {
         let env: Envelope<'_> = serde_json::from_slice(bytes)
-            .map_err(|e| SnapshotError::Manifest(format!("not a signed manifest: {e}")))?;
+            .map_err(|e| SnapshotError::Manifest(ManifestError::Envelope(e)))?;
         let mut unknown = None;
         for entry in &env.signatures {
             let Some(key) = trusted
@@ -130,12 +130,12 @@ impl SignedManifest {
             )
             .map_err(|_| SnapshotError::BadSignature { what: "manifest" })?;
             let manifest: Manifest = serde_json::from_str(env.signed.get())
-                .map_err(|e| SnapshotError::Manifest(e.to_string()))?;
+                .map_err(|e| SnapshotError::Manifest(ManifestError::Fields(e)))?;
             if manifest.kind != MANIFEST_TYPE || manifest.format != 1 {
-                return Err(SnapshotError::Manifest(format!(
-                    "unsupported manifest type {:?} format {}",
-                    manifest.kind, manifest.format
-                )));
+                return Err(SnapshotError::Manifest(ManifestError::Unsupported {
+                    kind: manifest.kind,
+                    format: manifest.format,
+                }));
             }
             return Ok(SignedManifest {
                 manifest,
@@ -152,9 +152,7 @@ impl SignedManifest {
                     key_id: KeyId(key_id),
                 })
             }
-            None => Err(SnapshotError::Manifest(
-                "manifest carries no signature".into(),
-            )),
+            None => Err(SnapshotError::Manifest(ManifestError::Unsigned)),
         }
     }
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 
 use super::{
-    Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestSnapshot, Record, SignedManifest,
-    Snapshot, SnapshotError,
+    ChainError, Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestError, ManifestSnapshot,
+    Record, SignedManifest, Snapshot, SnapshotError,
 };
 use crate::key_files::HashKey;
 
@@ -29,8 +29,8 @@ pub struct Repo {
 
 pub(crate) fn check_hash(named: &str) -> Result<(), SnapshotError> {
     if named.len() != 64 || !named.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(SnapshotError::Manifest(format!(
-            "object hash {named:?} is not 64 hex characters"
+        return Err(SnapshotError::Manifest(ManifestError::ObjectHash(
+            named.to_owned(),
         )));
     }
     Ok(())
@@ -279,9 +279,7 @@ impl RepoData {
 /// A verified snapshot is the one its manifest entry describes.
 fn check_snapshot(snapshot: &Snapshot, entry: &ManifestSnapshot) -> Result<(), SnapshotError> {
     if snapshot.header().meta.version != entry.version || snapshot.len() as u64 != entry.documents {
-        return Err(SnapshotError::Manifest(
-            "manifest and snapshot disagree on version or document count".into(),
-        ));
+        return Err(SnapshotError::Manifest(ManifestError::Disagrees));
     }
     Ok(())
 }
@@ -299,10 +297,10 @@ fn check_delta(delta: &Delta, entry: &ManifestDelta, version: u64) -> Result<(),
         || delta.version() != entry.version
         || delta.len() as u64 != entry.entries
     {
-        return Err(SnapshotError::Chain(format!(
-            "delta {} does not apply onto version {version}",
-            entry.hash
-        )));
+        return Err(SnapshotError::Chain(ChainError::DoesNotApply {
+            hash: entry.hash.clone(),
+            version,
+        }));
     }
     Ok(())
 }
