@@ -5,7 +5,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p permitgate \
+# The serving build: no demo, no PDF/PNG/QR encoders (Cargo.toml, feature "tools").
+RUN cargo build --release --locked -p permitgate --no-default-features \
  && strip target/release/permitgate
 
 FROM debian:bookworm-slim

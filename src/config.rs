@@ -15,6 +15,7 @@ use crate::audit::{AuditConfig, WhenFull};
 use crate::keyring::Validity;
 use crate::partner::{valid_partner_id, Partner, Scope};
 use crate::rate_limit::RateLimit;
+use crate::replication::SourceUrl;
 use crate::store::CacheConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,14 +25,27 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path}: {field}: {rule}")]
+    #[error("config {}{}: {message}", path.display(), at.map(|(l, c)| format!(" line {l} column {c}")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        /// Line and column (from 1) where TOML reports the mistake, when it says.
+        at: Option<(usize, usize)>,
+        message: String,
+    },
+    #[error("config {}: {}", path.display(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid {
         path: PathBuf,
-        field: String,
-        rule: String,
+        /// Every problem found, in the order of the file's sections.
+        problems: Vec<Invalid>,
     },
+}
+
+/// One field that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct Invalid {
+    pub field: String,
+    pub rule: String,
 }
 
 #[derive(Debug, Clone)]
@@ -68,8 +82,7 @@ pub struct TempPermitConfig {
 
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
-    /// `file:///path`, `https://host[:port]/path` or `s3://bucket/prefix`.
-    pub source: String,
+    pub source: SourceUrl,
     /// The last good state (a repo layout), served at start before the source answers.
     pub state_dir: PathBuf,
     pub poll_interval: Duration,
@@ -153,174 +166,74 @@ pub struct SnapshotConfig {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
 
+// The file as written. Each section with defaults has one `Default` (the documented
+// defaults, config/gateway.toml); a required field is an `Option` so that its absence is
+// reported with every other problem rather than as the first parse error.
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
     server: RawServer,
     tls: RawTls,
+    #[serde(default)]
     snapshot: RawSnapshot,
     #[serde(default)]
-    cache: RawCache,
+    cache: CacheConfig,
     #[serde(default)]
     partners: Vec<RawPartner>,
     replication: Option<RawReplication>,
     receipts: Option<RawReceipts>,
-    temp_permits: Option<RawTempPermits>,
+    #[serde(default)]
+    temp_permits: RawTempPermits,
     audit: Option<RawAudit>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    dir: PathBuf,
-    #[serde(default = "default_audit_file_bytes")]
-    max_file_bytes: u64,
-    #[serde(default = "default_audit_fsync")]
-    fsync_interval_ms: u64,
-    #[serde(default = "default_audit_queue")]
-    queue_capacity: usize,
-    #[serde(default = "default_when_full")]
-    when_full: WhenFull,
-}
-
-fn default_audit_file_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_audit_fsync() -> u64 {
-    200
-}
-fn default_audit_queue() -> usize {
-    65_536
-}
-fn default_when_full() -> WhenFull {
-    WhenFull::Shed
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReceipts {
-    signing_keys: Vec<RawKeyFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTempPermits {
-    #[serde(default)]
-    issuer_keys: Vec<RawKeyFile>,
-    #[serde(default = "default_clock_skew")]
-    clock_skew_seconds: u64,
-}
-
-fn default_clock_skew() -> u64 {
-    crate::temp_permit::DEFAULT_CLOCK_SKEW.whole_seconds() as u64
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKeyFile {
-    path: PathBuf,
-    not_before: Option<String>,
-    not_after: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReplication {
-    source: String,
-    state_dir: PathBuf,
-    #[serde(default = "default_poll_interval")]
-    poll_interval_ms: u64,
-    unready_when_stale_for_ms: Option<u64>,
-    ca: Option<PathBuf>,
-    client_cert: Option<PathBuf>,
-    client_key: Option<PathBuf>,
-    s3_endpoint: Option<String>,
-    s3_region: Option<String>,
-}
-
-fn default_poll_interval() -> u64 {
-    1000
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct RawServer {
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
-    #[serde(default = "default_max_body")]
     max_body_bytes: usize,
-    #[serde(default = "default_max_batch")]
     max_batch_items: usize,
-    #[serde(default = "default_handshake_timeout")]
     handshake_timeout_ms: u64,
-    #[serde(default = "default_max_connections")]
     max_connections: usize,
-    #[serde(default = "default_max_concurrent_requests")]
     max_concurrent_requests: usize,
-    #[serde(default = "default_header_read_timeout")]
     header_read_timeout_ms: u64,
-    #[serde(default = "default_max_header_bytes")]
     max_header_bytes: usize,
-    #[serde(default = "default_h2_streams")]
     h2_max_concurrent_streams: u32,
-    #[serde(default = "default_reload_poll")]
     reload_poll_interval_ms: u64,
-    #[serde(default = "default_drain_timeout")]
     drain_timeout_ms: u64,
-    #[serde(default = "default_max_lag")]
     max_queue_delay_ms: u64,
-    #[serde(default = "default_body_read_timeout")]
     body_read_timeout_ms: u64,
     /// Default: 128, or max_concurrent_requests if that is smaller.
     max_requests_per_partner: Option<usize>,
-    #[serde(default = "default_max_relay_waiters")]
     max_relay_waiters: usize,
 }
 
-fn default_body_read_timeout() -> u64 {
-    10_000
-}
 const DEFAULT_MAX_REQUESTS_PER_PARTNER: usize = 128;
-fn default_max_relay_waiters() -> usize {
-    4096
-}
 
-fn default_max_lag() -> u64 {
-    50
-}
-
-fn default_drain_timeout() -> u64 {
-    20_000
-}
-
-fn default_reload_poll() -> u64 {
-    2000
-}
-
-fn default_max_connections() -> usize {
-    10_000
-}
-fn default_max_concurrent_requests() -> usize {
-    1024
-}
-fn default_header_read_timeout() -> u64 {
-    30_000
-}
-fn default_max_header_bytes() -> usize {
-    16 * 1024
-}
-fn default_h2_streams() -> u32 {
-    128
-}
-
-fn default_max_body() -> usize {
-    DEFAULT_MAX_BODY_BYTES
-}
-fn default_max_batch() -> usize {
-    DEFAULT_MAX_BATCH_ITEMS
-}
-fn default_handshake_timeout() -> u64 {
-    10_000
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: None,
+            metrics_listen: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
+            handshake_timeout_ms: 10_000,
+            max_connections: 10_000,
+            max_concurrent_requests: 1024,
+            header_read_timeout_ms: 30_000,
+            max_header_bytes: 16 * 1024,
+            h2_max_concurrent_streams: 128,
+            reload_poll_interval_ms: 2000,
+            drain_timeout_ms: 20_000,
+            max_queue_delay_ms: 50,
+            body_read_timeout_ms: 10_000,
+            max_requests_per_partner: None,
+            max_relay_waiters: 4096,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -334,39 +247,105 @@ struct RawTls {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct RawSnapshot {
     repo: Option<PathBuf>,
-    #[serde(default = "default_watch_interval")]
     watch_interval_ms: u64,
     publisher_keys: Vec<PathBuf>,
-    hash_key: PathBuf,
+    hash_key: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCache {
-    #[serde(default)]
-    enabled: bool,
-    #[serde(default = "default_cache_entries")]
-    max_entries: u64,
-}
-
-impl Default for RawCache {
+impl Default for RawSnapshot {
     fn default() -> Self {
-        RawCache {
-            enabled: false,
-            max_entries: default_cache_entries(),
+        RawSnapshot {
+            repo: None,
+            watch_interval_ms: 50,
+            publisher_keys: Vec::new(),
+            hash_key: None,
         }
     }
 }
 
-fn default_watch_interval() -> u64 {
-    50
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReplication {
+    source: Option<String>,
+    state_dir: Option<PathBuf>,
+    poll_interval_ms: u64,
+    unready_when_stale_for_ms: Option<u64>,
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
 }
 
-fn default_cache_entries() -> u64 {
-    CacheConfig::default().max_entries
+impl Default for RawReplication {
+    fn default() -> Self {
+        RawReplication {
+            source: None,
+            state_dir: None,
+            poll_interval_ms: 1000,
+            unready_when_stale_for_ms: None,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            s3_endpoint: None,
+            s3_region: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceipts {
+    signing_keys: Vec<RawKeyFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTempPermits {
+    issuer_keys: Vec<RawKeyFile>,
+    clock_skew_seconds: u64,
+}
+
+impl Default for RawTempPermits {
+    fn default() -> Self {
+        RawTempPermits {
+            issuer_keys: Vec::new(),
+            clock_skew_seconds: crate::temp_permit::DEFAULT_CLOCK_SKEW.whole_seconds() as u64,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    dir: Option<PathBuf>,
+    max_file_bytes: u64,
+    fsync_interval_ms: u64,
+    queue_capacity: usize,
+    when_full: WhenFull,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            dir: None,
+            max_file_bytes: 64 * 1024 * 1024,
+            fsync_interval_ms: 200,
+            queue_capacity: 65_536,
+            when_full: WhenFull::Shed,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyFile {
+    path: PathBuf,
+    not_before: Option<String>,
+    not_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +364,42 @@ struct RawRateLimit {
     burst: Option<u32>,
 }
 
+/// The problems found so far; validation goes on after the first (vector's config
+/// validation does the same), so that one run of `config check` names them all.
+#[derive(Default)]
+struct Problems(Vec<Invalid>);
+
+impl Problems {
+    /// Records `rule` against `field` unless `ok`.
+    fn check(&mut self, ok: bool, field: impl Into<String>, rule: &str) {
+        if !ok {
+            self.0.push(Invalid {
+                field: field.into(),
+                rule: rule.to_owned(),
+            });
+        }
+    }
+
+    /// A required value, or a problem recorded and `None`.
+    fn required<T>(&mut self, value: Option<T>, field: &str) -> Option<T> {
+        self.check(value.is_some(), field, "is required");
+        value
+    }
+}
+
+/// Line and column (from 1) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Milliseconds, where 0 means "off".
+fn millis_or_off(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -394,310 +409,84 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses `text` as if it were the file at `path` (relative paths resolve against it).
+    /// Parses `text` as if it were the file at `path` (relative paths resolve against it),
+    /// and reports every rule the values break.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+            at: e.span().map(|s| line_column(text, s.start)),
+            message: e.message().to_owned(),
         })?;
-        let invalid = |field: &str, rule: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            rule: rule.to_owned(),
-        };
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-
-        if raw.server.max_body_bytes < 1024 {
-            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
-        }
-        if !(1..=100_000).contains(&raw.server.max_batch_items) {
-            return Err(invalid(
-                "server.max_batch_items",
-                "must be between 1 and 100000",
-            ));
-        }
-        if raw.server.handshake_timeout_ms == 0 {
-            return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
-        }
-        if raw.server.header_read_timeout_ms == 0 {
-            return Err(invalid("server.header_read_timeout_ms", "must be above 0"));
-        }
-        if raw.server.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1"));
-        }
-        if raw.server.max_concurrent_requests == 0 {
-            return Err(invalid(
-                "server.max_concurrent_requests",
-                "must be at least 1",
-            ));
-        }
-        if raw.server.body_read_timeout_ms == 0 {
-            return Err(invalid("server.body_read_timeout_ms", "must be above 0"));
-        }
-        let max_requests_per_partner = raw
-            .server
-            .max_requests_per_partner
-            .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PARTNER.min(raw.server.max_concurrent_requests));
-        if max_requests_per_partner == 0
-            || max_requests_per_partner > raw.server.max_concurrent_requests
-        {
-            return Err(invalid(
-                "server.max_requests_per_partner",
-                "must be at least 1 and at most server.max_concurrent_requests",
-            ));
-        }
-        if raw.server.max_relay_waiters == 0 {
-            return Err(invalid("server.max_relay_waiters", "must be at least 1"));
-        }
-        // hyper's HTTP/1.1 read buffer cannot be smaller.
-        if raw.server.max_header_bytes < 8192 {
-            return Err(invalid("server.max_header_bytes", "must be at least 8192"));
-        }
-        if raw.server.h2_max_concurrent_streams == 0 {
-            return Err(invalid(
-                "server.h2_max_concurrent_streams",
-                "must be at least 1",
-            ));
-        }
-        if raw.snapshot.repo.is_none() && raw.replication.is_none() {
-            return Err(invalid(
-                "snapshot.repo",
-                "is required unless [replication] is configured",
-            ));
-        }
-        let replication = match raw.replication {
-            None => None,
-            Some(r) => {
-                if !["file:///", "https://", "s3://"]
-                    .iter()
-                    .any(|p| r.source.starts_with(p))
-                {
-                    return Err(invalid(
-                        "replication.source",
-                        "must be file:///path, https://host[:port]/path or s3://bucket/prefix",
-                    ));
-                }
-                if r.source.starts_with("https://") && r.ca.is_none() {
-                    return Err(invalid("replication.ca", "is required for an https source"));
-                }
-                if r.client_cert.is_some() != r.client_key.is_some() {
-                    return Err(invalid(
-                        "replication.client_cert",
-                        "client_cert and client_key go together",
-                    ));
-                }
-                if r.poll_interval_ms < 50 {
-                    return Err(invalid(
-                        "replication.poll_interval_ms",
-                        "must be at least 50",
-                    ));
-                }
-                Some(ReplicationConfig {
-                    source: r.source,
-                    state_dir: resolve(r.state_dir),
-                    poll_interval: Duration::from_millis(r.poll_interval_ms),
-                    unready_when_stale_for: r.unready_when_stale_for_ms.map(Duration::from_millis),
-                    ca: r.ca.map(resolve),
-                    client_cert: r.client_cert.map(resolve),
-                    client_key: r.client_key.map(resolve),
-                    s3_endpoint: r.s3_endpoint,
-                    s3_region: r.s3_region,
-                })
-            }
-        };
-        if raw.snapshot.publisher_keys.is_empty() {
-            return Err(invalid("snapshot.publisher_keys", "needs at least one key"));
-        }
-        if raw.cache.enabled && raw.cache.max_entries == 0 {
-            return Err(invalid(
-                "cache.max_entries",
-                "must be above 0 when the cache is on",
-            ));
-        }
-        let mut seen = HashSet::new();
-        let mut partners = Vec::with_capacity(raw.partners.len());
-        for (i, p) in raw.partners.into_iter().enumerate() {
-            if !valid_partner_id(&p.id) {
-                return Err(invalid(
-                    &format!("partners[{i}].id"),
-                    "must be 1-64 characters of a-z, 0-9, '-', '_', '.'",
-                ));
-            }
-            if !seen.insert(p.id.clone()) {
-                return Err(invalid(&format!("partners[{i}].id"), "appears twice"));
-            }
-            let rate_limit = match p.rate_limit {
-                None => None,
-                Some(r) => {
-                    if !(r.per_second > 0.0 && r.per_second <= 1e9) {
-                        return Err(invalid(
-                            &format!("partners[{i}].rate_limit.per_second"),
-                            "must be above 0 and at most 1e9",
-                        ));
-                    }
-                    let burst = r.burst.unwrap_or(r.per_second.ceil() as u32);
-                    if burst == 0 {
-                        return Err(invalid(
-                            &format!("partners[{i}].rate_limit.burst"),
-                            "must be at least 1",
-                        ));
-                    }
-                    Some(RateLimit {
-                        per_second: r.per_second,
-                        burst,
-                    })
-                }
-            };
-            partners.push(Partner {
-                id: p.id,
-                scopes: p.scopes.into_iter().collect(),
-                rate_limit,
-            });
-        }
-        let key_files = |table: &str, raw: Vec<RawKeyFile>| {
-            raw.into_iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    let time = |name: &str, v: Option<String>| match v {
-                        None => Ok(None),
-                        Some(t) => crate::day::parse_rfc3339(&t).map(Some).ok_or_else(|| {
-                            invalid(
-                                &format!("{table}[{i}].{name}"),
-                                "must be an RFC 3339 time such as 2027-01-01T00:00:00Z",
-                            )
-                        }),
-                    };
-                    let validity = Validity {
-                        not_before: time("not_before", k.not_before)?,
-                        not_after: time("not_after", k.not_after)?,
-                    };
-                    if let (Some(nb), Some(na)) = (validity.not_before, validity.not_after) {
-                        if nb >= na {
-                            return Err(invalid(
-                                &format!("{table}[{i}].not_after"),
-                                "must be after not_before",
-                            ));
-                        }
-                    }
-                    Ok(KeyFile {
-                        path: resolve(k.path),
-                        validity,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let mut problems = Problems::default();
+        let server = server_config(raw.server, &mut problems);
+        let snapshot = snapshot_config(
+            raw.snapshot,
+            raw.replication.is_some(),
+            &resolve,
+            &mut problems,
+        );
+        let replication = raw
+            .replication
+            .and_then(|r| replication_config(r, &resolve, &mut problems));
+        problems.check(
+            !raw.cache.enabled || raw.cache.max_entries > 0,
+            "cache.max_entries",
+            "must be above 0 when the cache is on",
+        );
+        let partners = partners(raw.partners, &mut problems);
         let receipt_keys = match raw.receipts {
-            Some(r) if r.signing_keys.is_empty() => {
-                return Err(invalid(
+            Some(r) => {
+                problems.check(
+                    !r.signing_keys.is_empty(),
                     "receipts.signing_keys",
                     "needs at least one key (or leave [receipts] out)",
-                ))
+                );
+                key_files(
+                    "receipts.signing_keys",
+                    r.signing_keys,
+                    &resolve,
+                    &mut problems,
+                )
             }
-            Some(r) => key_files("receipts.signing_keys", r.signing_keys)?,
             None => Vec::new(),
         };
-        let temp_permits = match raw.temp_permits {
-            Some(t) => {
-                if t.clock_skew_seconds > 86_400 {
-                    return Err(invalid(
-                        "temp_permits.clock_skew_seconds",
-                        "must be at most 86400 (one day)",
-                    ));
-                }
-                TempPermitConfig {
-                    issuer_keys: key_files("temp_permits.issuer_keys", t.issuer_keys)?,
-                    clock_skew: time::Duration::seconds(t.clock_skew_seconds as i64),
-                }
-            }
-            None => TempPermitConfig {
-                issuer_keys: Vec::new(),
-                clock_skew: crate::temp_permit::DEFAULT_CLOCK_SKEW,
-            },
+        let t = raw.temp_permits;
+        problems.check(
+            t.clock_skew_seconds <= 86_400,
+            "temp_permits.clock_skew_seconds",
+            "must be at most 86400 (one day)",
+        );
+        let temp_permits = TempPermitConfig {
+            issuer_keys: key_files(
+                "temp_permits.issuer_keys",
+                t.issuer_keys,
+                &resolve,
+                &mut problems,
+            ),
+            clock_skew: time::Duration::seconds(t.clock_skew_seconds.min(86_400) as i64),
         };
-        let audit = match raw.audit {
-            None => None,
-            Some(a) => {
-                if a.max_file_bytes < 4096 {
-                    return Err(invalid("audit.max_file_bytes", "must be at least 4096"));
-                }
-                if a.fsync_interval_ms > 60_000 {
-                    return Err(invalid(
-                        "audit.fsync_interval_ms",
-                        "must be at most 60000 (a crash loses up to this much)",
-                    ));
-                }
-                if a.queue_capacity == 0 {
-                    return Err(invalid("audit.queue_capacity", "must be at least 1"));
-                }
-                Some(AuditConfig {
-                    dir: resolve(a.dir),
-                    max_file_bytes: a.max_file_bytes,
-                    fsync_interval: Duration::from_millis(a.fsync_interval_ms),
-                    queue_capacity: a.queue_capacity,
-                    when_full: a.when_full,
-                })
-            }
-        };
-        if (1..10).contains(&raw.snapshot.watch_interval_ms) {
-            return Err(invalid(
-                "snapshot.watch_interval_ms",
-                "must be 0 (do not watch) or at least 10",
-            ));
-        }
-        if (1..100).contains(&raw.server.reload_poll_interval_ms) {
-            return Err(invalid(
-                "server.reload_poll_interval_ms",
-                "must be 0 (SIGHUP only) or at least 100",
-            ));
+        let audit = raw
+            .audit
+            .and_then(|a| audit_config(a, &resolve, &mut problems));
+        if !problems.0.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: problems.0,
+            });
         }
         Ok(Config {
             path: path.to_owned(),
-            server: ServerConfig {
-                listen: raw.server.listen,
-                metrics_listen: raw.server.metrics_listen,
-                max_body_bytes: raw.server.max_body_bytes,
-                max_batch_items: raw.server.max_batch_items,
-                handshake_timeout: Duration::from_millis(raw.server.handshake_timeout_ms),
-                max_connections: raw.server.max_connections,
-                max_concurrent_requests: raw.server.max_concurrent_requests,
-                header_read_timeout: Duration::from_millis(raw.server.header_read_timeout_ms),
-                max_header_bytes: raw.server.max_header_bytes,
-                h2_max_concurrent_streams: raw.server.h2_max_concurrent_streams,
-                reload_poll_interval: (raw.server.reload_poll_interval_ms > 0)
-                    .then(|| Duration::from_millis(raw.server.reload_poll_interval_ms)),
-                drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
-                max_queue_delay: (raw.server.max_queue_delay_ms > 0)
-                    .then(|| Duration::from_millis(raw.server.max_queue_delay_ms)),
-                body_read_timeout: Duration::from_millis(raw.server.body_read_timeout_ms),
-                max_requests_per_partner,
-                max_relay_waiters: raw.server.max_relay_waiters,
-            },
+            server,
             tls: TlsConfig {
                 cert: resolve(raw.tls.cert),
                 key: resolve(raw.tls.key),
                 client_ca: resolve(raw.tls.client_ca),
                 crls: raw.tls.crls.into_iter().map(resolve).collect(),
             },
-            snapshot: SnapshotConfig {
-                repo: raw.snapshot.repo.map(resolve),
-                watch_interval: (raw.snapshot.watch_interval_ms > 0)
-                    .then(|| Duration::from_millis(raw.snapshot.watch_interval_ms)),
-                publisher_keys: raw
-                    .snapshot
-                    .publisher_keys
-                    .into_iter()
-                    .map(resolve)
-                    .collect(),
-                hash_key: resolve(raw.snapshot.hash_key),
-            },
-            cache: CacheConfig {
-                enabled: raw.cache.enabled,
-                max_entries: raw.cache.max_entries,
-            },
+            snapshot,
+            cache: raw.cache,
             partners,
             replication,
             receipt_keys,
@@ -705,6 +494,273 @@ impl Config {
             audit,
         })
     }
+}
+
+// Each section's checks and conversion. A value that breaks a rule is recorded in
+// `problems`; what is returned then is never used (`parse` returns the problems).
+
+fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
+    let listen = problems.required(s.listen, "server.listen");
+    problems.check(
+        s.max_body_bytes >= 1024,
+        "server.max_body_bytes",
+        "must be at least 1024",
+    );
+    problems.check(
+        (1..=100_000).contains(&s.max_batch_items),
+        "server.max_batch_items",
+        "must be between 1 and 100000",
+    );
+    problems.check(
+        s.handshake_timeout_ms > 0,
+        "server.handshake_timeout_ms",
+        "must be above 0",
+    );
+    problems.check(
+        s.header_read_timeout_ms > 0,
+        "server.header_read_timeout_ms",
+        "must be above 0",
+    );
+    problems.check(
+        s.max_connections > 0,
+        "server.max_connections",
+        "must be at least 1",
+    );
+    problems.check(
+        s.max_concurrent_requests > 0,
+        "server.max_concurrent_requests",
+        "must be at least 1",
+    );
+    problems.check(
+        s.body_read_timeout_ms > 0,
+        "server.body_read_timeout_ms",
+        "must be above 0",
+    );
+    let max_requests_per_partner = s
+        .max_requests_per_partner
+        .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PARTNER.min(s.max_concurrent_requests));
+    problems.check(
+        (1..=s.max_concurrent_requests).contains(&max_requests_per_partner),
+        "server.max_requests_per_partner",
+        "must be at least 1 and at most server.max_concurrent_requests",
+    );
+    problems.check(
+        s.max_relay_waiters > 0,
+        "server.max_relay_waiters",
+        "must be at least 1",
+    );
+    // hyper's HTTP/1.1 read buffer cannot be smaller.
+    problems.check(
+        s.max_header_bytes >= 8192,
+        "server.max_header_bytes",
+        "must be at least 8192",
+    );
+    problems.check(
+        s.h2_max_concurrent_streams > 0,
+        "server.h2_max_concurrent_streams",
+        "must be at least 1",
+    );
+    problems.check(
+        !(1..100).contains(&s.reload_poll_interval_ms),
+        "server.reload_poll_interval_ms",
+        "must be 0 (SIGHUP only) or at least 100",
+    );
+    ServerConfig {
+        listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        metrics_listen: s.metrics_listen,
+        max_body_bytes: s.max_body_bytes,
+        max_batch_items: s.max_batch_items,
+        handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
+        max_connections: s.max_connections,
+        max_concurrent_requests: s.max_concurrent_requests,
+        header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+        max_header_bytes: s.max_header_bytes,
+        h2_max_concurrent_streams: s.h2_max_concurrent_streams,
+        reload_poll_interval: millis_or_off(s.reload_poll_interval_ms),
+        drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+        max_queue_delay: millis_or_off(s.max_queue_delay_ms),
+        body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
+        max_requests_per_partner,
+        max_relay_waiters: s.max_relay_waiters,
+    }
+}
+
+fn snapshot_config(
+    s: RawSnapshot,
+    replicated: bool,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> SnapshotConfig {
+    problems.check(
+        s.repo.is_some() || replicated,
+        "snapshot.repo",
+        "is required unless [replication] is configured",
+    );
+    problems.check(
+        !s.publisher_keys.is_empty(),
+        "snapshot.publisher_keys",
+        "needs at least one key",
+    );
+    let hash_key = problems.required(s.hash_key, "snapshot.hash_key");
+    problems.check(
+        !(1..10).contains(&s.watch_interval_ms),
+        "snapshot.watch_interval_ms",
+        "must be 0 (do not watch) or at least 10",
+    );
+    SnapshotConfig {
+        repo: s.repo.map(resolve),
+        watch_interval: millis_or_off(s.watch_interval_ms),
+        publisher_keys: s.publisher_keys.into_iter().map(resolve).collect(),
+        hash_key: resolve(hash_key.unwrap_or_default()),
+    }
+}
+
+fn replication_config(
+    r: RawReplication,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<ReplicationConfig> {
+    let source = problems
+        .required(r.source, "replication.source")
+        .and_then(|s| match s.parse::<SourceUrl>() {
+            Ok(url) => Some(url),
+            Err(_) => {
+                problems.check(
+                    false,
+                    "replication.source",
+                    "must be file:///path, https://host[:port]/path or s3://bucket/prefix",
+                );
+                None
+            }
+        });
+    let state_dir = problems.required(r.state_dir, "replication.state_dir");
+    problems.check(
+        !matches!(source, Some(SourceUrl::Https(_))) || r.ca.is_some(),
+        "replication.ca",
+        "is required for an https source",
+    );
+    problems.check(
+        r.client_cert.is_some() == r.client_key.is_some(),
+        "replication.client_cert",
+        "client_cert and client_key go together",
+    );
+    problems.check(
+        r.poll_interval_ms >= 50,
+        "replication.poll_interval_ms",
+        "must be at least 50",
+    );
+    Some(ReplicationConfig {
+        source: source?,
+        state_dir: resolve(state_dir?),
+        poll_interval: Duration::from_millis(r.poll_interval_ms),
+        unready_when_stale_for: r.unready_when_stale_for_ms.map(Duration::from_millis),
+        ca: r.ca.map(resolve),
+        client_cert: r.client_cert.map(resolve),
+        client_key: r.client_key.map(resolve),
+        s3_endpoint: r.s3_endpoint,
+        s3_region: r.s3_region,
+    })
+}
+
+fn partners(raw: Vec<RawPartner>, problems: &mut Problems) -> Vec<Partner> {
+    let mut seen = HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = |name: &str| format!("partners[{i}].{name}");
+            problems.check(
+                valid_partner_id(&p.id),
+                field("id"),
+                "must be 1-64 characters of a-z, 0-9, '-', '_', '.'",
+            );
+            problems.check(seen.insert(p.id.clone()), field("id"), "appears twice");
+            let rate_limit = p.rate_limit.map(|r| {
+                problems.check(
+                    r.per_second > 0.0 && r.per_second <= 1e9,
+                    field("rate_limit.per_second"),
+                    "must be above 0 and at most 1e9",
+                );
+                let burst = r.burst.unwrap_or(r.per_second.ceil() as u32);
+                problems.check(burst > 0, field("rate_limit.burst"), "must be at least 1");
+                RateLimit {
+                    per_second: r.per_second,
+                    burst,
+                }
+            });
+            Partner {
+                id: p.id,
+                scopes: p.scopes.into_iter().collect(),
+                rate_limit,
+            }
+        })
+        .collect()
+}
+
+fn key_files(
+    table: &str,
+    raw: Vec<RawKeyFile>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> Vec<KeyFile> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let mut time = |name: &str, v: Option<String>| {
+                let parsed = v.as_deref().map(crate::day::parse_rfc3339);
+                problems.check(
+                    !matches!(parsed, Some(None)),
+                    format!("{table}[{i}].{name}"),
+                    "must be an RFC 3339 time such as 2027-01-01T00:00:00Z",
+                );
+                parsed.flatten()
+            };
+            let validity = Validity {
+                not_before: time("not_before", k.not_before),
+                not_after: time("not_after", k.not_after),
+            };
+            if let (Some(nb), Some(na)) = (validity.not_before, validity.not_after) {
+                problems.check(
+                    nb < na,
+                    format!("{table}[{i}].not_after"),
+                    "must be after not_before",
+                );
+            }
+            KeyFile {
+                path: resolve(k.path),
+                validity,
+            }
+        })
+        .collect()
+}
+
+fn audit_config(
+    a: RawAudit,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<AuditConfig> {
+    let dir = problems.required(a.dir, "audit.dir");
+    problems.check(
+        a.max_file_bytes >= 4096,
+        "audit.max_file_bytes",
+        "must be at least 4096",
+    );
+    problems.check(
+        a.fsync_interval_ms <= 60_000,
+        "audit.fsync_interval_ms",
+        "must be at most 60000 (a crash loses up to this much)",
+    );
+    problems.check(
+        a.queue_capacity > 0,
+        "audit.queue_capacity",
+        "must be at least 1",
+    );
+    Some(AuditConfig {
+        dir: resolve(dir?),
+        max_file_bytes: a.max_file_bytes,
+        fsync_interval: Duration::from_millis(a.fsync_interval_ms),
+        queue_capacity: a.queue_capacity,
+        when_full: a.when_full,
+    })
 }
 
 #[cfg(test)]
@@ -813,6 +869,84 @@ scopes = ["link_check"]
             c.audit.map(|a| a.when_full),
             Some(crate::audit::WhenFull::Shed)
         );
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let p = Path::new("g.toml");
+        let text = MIN
+            .replace(
+                "[tls]",
+                "max_body_bytes = 10\nmax_header_bytes = 100\n[tls]",
+            )
+            .replace("id = \"bank\"", "id = \"Bank Ltd\"")
+            + "[audit]\nqueue_capacity = 0\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&text, p) else {
+            panic!("invalid config accepted");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.max_body_bytes",
+                "server.max_header_bytes",
+                "partners[0].id",
+                "audit.dir",
+                "audit.queue_capacity"
+            ]
+        );
+        let required = MIN.replace("listen = \"127.0.0.1:8443\"", "");
+        let e = Config::parse(&required, p)
+            .expect_err("no listen")
+            .to_string();
+        assert!(e.contains("server.listen: is required"), "{e}");
+    }
+
+    #[test]
+    fn toml_mistakes_say_where() {
+        let p = Path::new("g.toml");
+        let text = MIN.replace("max_entries", "x").replace(
+            "hash_key = \"/etc/permitgate/hash.key\"",
+            "hash_key = \"/etc/permitgate/hash.key\"\nwatch_interval_ms = \"soon\"",
+        );
+        let e = Config::parse(&text, p)
+            .expect_err("string for a number")
+            .to_string();
+        assert!(e.starts_with("config g.toml line 12 column 21:"), "{e}");
+        let e = Config::parse(&MIN.replace("listen =", "listne ="), p)
+            .expect_err("typo")
+            .to_string();
+        assert!(e.contains("line 3 column 1") && e.contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn replication_sources_are_parsed_once() {
+        let p = Path::new("/srv/g.toml");
+        let with = |source: &str| {
+            Config::parse(
+                &format!("{MIN}[replication]\nsource = \"{source}\"\nstate_dir = \"state\"\nca = \"ca.crt\"\n"),
+                p,
+            )
+        };
+        let c = with("https://origin:8443/v1/replication/").expect("https");
+        assert_eq!(
+            c.replication.map(|r| r.source),
+            Some(SourceUrl::Https(
+                "https://origin:8443/v1/replication".into()
+            ))
+        );
+        let c = with("s3://bucket/some/prefix").expect("s3");
+        assert_eq!(
+            c.replication.map(|r| r.source),
+            Some(SourceUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            })
+        );
+        for bad in ["ftp://x", "file://relative", "s3:///nobucket", "https://"] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert!(e.contains("replication.source: must be"), "{bad}: {e}");
+        }
     }
 
     #[test]

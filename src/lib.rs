@@ -11,10 +11,11 @@
 
 pub mod audit;
 pub mod checks;
-pub mod cli;
 pub mod clock;
+pub mod command_line;
 pub mod config;
 pub mod day;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod document;
 pub mod http;
@@ -23,6 +24,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod overload;
 pub mod partner;
+#[cfg(feature = "tools")]
 pub mod printable;
 pub mod publish;
 pub mod rate_limit;

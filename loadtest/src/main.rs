@@ -110,7 +110,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = match permitgate::cli::parse_args() {
+    let args: Args = match permitgate::command_line::parse_args() {
         Ok(a) => a,
         Err(code) => return code,
     };

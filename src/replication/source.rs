@@ -26,7 +26,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("replication source {0:?} is not supported (use file:///path or https://host/path)")]
+    #[error("replication source {0:?} is not supported (use file:///path, https://host[:port]/path or s3://bucket/prefix)")]
     Unsupported(String),
     #[error("replication source {0}: an https source needs replication.ca")]
     NoTls(String),
@@ -71,56 +71,99 @@ pub enum Source {
     },
 }
 
-impl Source {
-    /// `tls` is the client configuration (trust anchors, and the gateway's identity) for
-    /// https sources; `s3` the endpoint and region for s3 sources (defaults: AWS's, and
-    /// the environment's).
-    pub fn parse(
-        url: &str,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        s3: &S3Settings,
-    ) -> Result<Source, SourceError> {
+/// A source as configured (`replication.source`), parsed once when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// `file:///path`: a repository directory.
+    File(PathBuf),
+    /// `https://host[:port]/path`, without a trailing slash.
+    Https(String),
+    /// `s3://bucket/prefix`.
+    S3 { bucket: String, prefix: String },
+}
+
+impl std::str::FromStr for SourceUrl {
+    type Err = SourceError;
+
+    fn from_str(url: &str) -> Result<SourceUrl, SourceError> {
+        let unsupported = || SourceError::Unsupported(url.to_owned());
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(SourceError::Unsupported(url.to_owned()));
+                return Err(unsupported());
             }
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(endpoint) = &s3.endpoint {
-                b = b
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"));
-            }
-            if let Some(region) = &s3.region {
-                b = b.with_region(region);
-            }
-            let store = b.build().map_err(|e| SourceError::Http {
-                what: url.to_owned(),
-                message: e.to_string(),
-            })?;
-            return Ok(Source::S3 {
-                store: Arc::new(store),
+            return Ok(SourceUrl::S3 {
+                bucket: bucket.to_owned(),
                 prefix: prefix.trim_matches('/').to_owned(),
             });
         }
         if let Some(path) = url.strip_prefix("file://") {
             if path.starts_with('/') {
-                return Ok(Source::File(PathBuf::from(path)));
+                return Ok(SourceUrl::File(PathBuf::from(path)));
             }
         }
-        if url.starts_with("https://") {
-            let tls = tls.ok_or_else(|| SourceError::NoTls(url.to_owned()))?;
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config((*tls).clone())
-                .https_only()
-                .enable_http1()
-                .build();
-            return Ok(Source::Https {
-                base: url.trim_end_matches('/').to_owned(),
-                client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
-            });
+        match url.strip_prefix("https://") {
+            Some(rest) if !rest.is_empty() => {
+                Ok(SourceUrl::Https(url.trim_end_matches('/').to_owned()))
+            }
+            _ => Err(unsupported()),
         }
-        Err(SourceError::Unsupported(url.to_owned()))
+    }
+}
+
+impl std::fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceUrl::File(path) => write!(f, "file://{}", path.display()),
+            SourceUrl::Https(base) => f.write_str(base),
+            SourceUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl Source {
+    /// `tls` is the client configuration (trust anchors, and the gateway's identity) for
+    /// https sources; `s3` the endpoint and region for s3 sources (defaults: AWS's, and
+    /// the environment's).
+    pub fn new(
+        url: &SourceUrl,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        s3: &S3Settings,
+    ) -> Result<Source, SourceError> {
+        match url {
+            SourceUrl::S3 { bucket, prefix } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(endpoint) = &s3.endpoint {
+                    b = b
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                if let Some(region) = &s3.region {
+                    b = b.with_region(region);
+                }
+                let store = b.build().map_err(|e| SourceError::Http {
+                    what: url.to_string(),
+                    message: e.to_string(),
+                })?;
+                Ok(Source::S3 {
+                    store: Arc::new(store),
+                    prefix: prefix.clone(),
+                })
+            }
+            SourceUrl::File(path) => Ok(Source::File(path.clone())),
+            SourceUrl::Https(base) => {
+                let tls = tls.ok_or_else(|| SourceError::NoTls(base.clone()))?;
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls).clone())
+                    .https_only()
+                    .enable_http1()
+                    .build();
+                Ok(Source::Https {
+                    base: base.clone(),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
+                })
+            }
+        }
     }
 
     fn s3_path(prefix: &str, name: &str) -> object_store::path::Path {

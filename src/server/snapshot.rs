@@ -58,7 +58,7 @@ impl Gateway {
                         endpoint: r.s3_endpoint.clone(),
                         region: r.s3_region.clone(),
                     };
-                    let source = Source::parse(&r.source, tls, &s3)?;
+                    let source = Source::new(&r.source, tls, &s3)?;
                     (source, Some(r.state_dir.clone()), r.poll_interval)
                 }
                 (None, Some(repo)) => match self.config.snapshot.watch_interval {

@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 
 use crate::snapshot::{DocKey, Record, Repo, Snapshot, SnapshotMeta};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[cache]` of the config file, read as it is (its `Default` is the config's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     pub enabled: bool,
     pub max_entries: u64,

@@ -1,0 +1,200 @@
+//! `permitgate receipt verify | render`: the verifier's side of signed receipts, offline
+//! from the published keys; `render` puts one on paper.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+use permitgate::keyring::Keyring;
+use permitgate::receipt::{self, ReceiptView};
+
+use crate::output::pair;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Verify a receipt offline; with both numbers, also that it is about them.
+    Verify {
+        /// The keys file served at GET /v1/keys.
+        #[arg(long)]
+        keys: PathBuf,
+        receipt: String,
+        #[arg(long, requires = "residence_permit")]
+        travel_permit: Option<String>,
+        #[arg(long, requires = "travel_permit")]
+        residence_permit: Option<String>,
+    },
+    /// Render the printable verification document (PDF or PNG, by the file's extension).
+    #[cfg(feature = "tools")]
+    Render {
+        receipt: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Verify against these published keys first, and say so on the page.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// With --residence-permit: check the receipt is about them and print them masked.
+        #[arg(long, requires = "residence_permit")]
+        travel_permit: Option<String>,
+        #[arg(long, requires = "travel_permit")]
+        residence_permit: Option<String>,
+    },
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Verify {
+            keys,
+            receipt,
+            travel_permit,
+            residence_permit,
+        } => {
+            let keyring = Keyring::load(&keys)?;
+            // Like `temp-permit verify`: a verdict in `status` whatever it is.
+            let r = match receipt::verify(&receipt, &keyring) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "status": e.status() }))?
+                    );
+                    return Err(e.into());
+                }
+            };
+            let numbers = match travel_permit.as_deref().zip(residence_permit.as_deref()) {
+                Some((tp, rp)) => Some(r.refers_to(&pair(tp, rp)?)),
+                None => None,
+            };
+            let mut out = serde_json::to_value(ReceiptView::from(&r))?;
+            out["status"] = "genuine".into();
+            out["numbers"] = match numbers {
+                Some(true) => "match",
+                Some(false) => "mismatch",
+                None => "not_checked",
+            }
+            .into();
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            if numbers == Some(false) {
+                bail!("the receipt is genuine but not about these two documents");
+            }
+            Ok(())
+        }
+        #[cfg(feature = "tools")]
+        Command::Render {
+            receipt,
+            out,
+            keys,
+            travel_permit,
+            residence_permit,
+        } => render::render(&receipt, &out, keys, travel_permit, residence_permit),
+    }
+}
+
+/// The printable verification document.
+#[cfg(feature = "tools")]
+mod render {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{bail, Context};
+
+    use permitgate::keyring::Keyring;
+    use permitgate::printable::{self, Page};
+    use permitgate::receipt::{self, Receipt, ReceiptView};
+
+    use crate::output::pair;
+
+    pub fn render(
+        receipt: &str,
+        out: &Path,
+        keys: Option<PathBuf>,
+        travel_permit: Option<String>,
+        residence_permit: Option<String>,
+    ) -> anyhow::Result<()> {
+        let (r, verified) = match &keys {
+            Some(k) => (receipt::verify(receipt, &Keyring::load(k)?)?, true),
+            None => (receipt::read(receipt)?, false),
+        };
+        let numbers = match travel_permit.as_deref().zip(residence_permit.as_deref()) {
+            Some((tp, rp)) => {
+                let p = pair(tp, rp)?;
+                if !r.refers_to(&p) {
+                    bail!("the receipt is not about these two documents; nothing rendered");
+                }
+                Some((p.travel().masked(), p.residence().masked()))
+            }
+            None => None,
+        };
+        let page = receipt_page(&r, receipt, numbers, verified);
+        let bytes = match out.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("pdf") => printable::pdf(&page)?,
+            Some(e) if e.eq_ignore_ascii_case("png") => printable::png(&page)?,
+            _ => bail!("--out must end in .pdf or .png"),
+        };
+        std::fs::write(out, bytes).with_context(|| out.display().to_string())?;
+        println!("wrote {}", out.display());
+        Ok(())
+    }
+
+    /// The wire name of an enum value (`linked`, `lost`...).
+    fn label(v: impl serde::Serialize) -> String {
+        serde_json::to_value(v)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The printable verification document: what the receipt says, in words.
+    fn receipt_page(
+        r: &Receipt,
+        text: &str,
+        numbers: Option<(String, String)>,
+        verified: bool,
+    ) -> Page {
+        let view = ReceiptView::from(r);
+        let status =
+            |s: Option<permitgate::snapshot::RecordStatus>| s.map_or("not found".into(), label);
+        let result = label(view.result);
+        let meaning = match r.result {
+            permitgate::checks::LinkResult::Linked => "both documents belong to one person",
+            permitgate::checks::LinkResult::NotLinked => "the documents belong to different people",
+            permitgate::checks::LinkResult::TravelPermitNotFound => {
+                "the travel permit is not on record"
+            }
+            permitgate::checks::LinkResult::ResidencePermitNotFound => {
+                "the residence permit is not on record"
+            }
+        };
+        let (tp, rp) =
+            numbers.unwrap_or_else(|| ("(number not shown)".into(), "(number not shown)".into()));
+        let row = |label: &str, value: String| (label.to_owned(), value);
+        Page {
+            title: "Dual-document verification receipt".into(),
+            rows: vec![
+                row("Result", format!("{result} ({meaning})")),
+                row(
+                    "Travel permit",
+                    format!("{tp}  {}", status(r.travel_permit)),
+                ),
+                row(
+                    "Residence permit",
+                    format!("{rp}  {}", status(r.residence_permit)),
+                ),
+                row("Checked at", view.checked_at),
+                row("Records version", view.snapshot_version.to_string()),
+                row("Requested by", view.partner),
+                row("Receipt id", view.receipt_id),
+                row("Signing key", view.key_id),
+                row(
+                    "Signature",
+                    if verified {
+                        "verified against the published keys".into()
+                    } else {
+                        "not verified here (no --keys given)".into()
+                    },
+                ),
+            ],
+            note: "Scan the code, or run: permitgate receipt verify --keys KEYS.json RECEIPT"
+                .into(),
+            qr_text: text.trim().to_owned(),
+        }
+    }
+}
