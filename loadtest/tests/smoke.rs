@@ -41,13 +41,16 @@ async fn gateway_with(extra: &str) -> Fixture {
         },
     )
     .expect("demo");
-    let text = std::fs::read_to_string(&d.config)
-        .expect("config")
-        .replacen(
-            "[tls]",
-            &format!("max_queue_delay_ms = 0\n{extra}\n[tls]"),
-            1,
-        );
+    // The config edited as a table: `extra` (TOML keys) merged into [server].
+    let mut config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&d.config).expect("config")).expect("TOML");
+    let server = config
+        .get_mut("server")
+        .and_then(toml::Value::as_table_mut)
+        .expect("[server]");
+    server.insert("max_queue_delay_ms".into(), 0.into());
+    server.extend(toml::from_str::<toml::Table>(extra).expect("extra TOML"));
+    let text = toml::to_string(&config).expect("TOML");
     let gateway = Arc::new(
         Gateway::from_config(
             Config::parse(&text, &d.config).expect("config"),

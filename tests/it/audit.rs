@@ -4,7 +4,7 @@
 //! log and catches an altered record; a full audit queue sheds instead of answering
 //! unrecorded.
 
-use crate::common::{assert_success, permitgate, Options, TestGateway};
+use crate::common::{assert_success, config_edit, permitgate, Options, TestGateway};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
@@ -140,7 +140,7 @@ async fn every_answer_is_recorded_with_its_request_id_and_hashed_numbers() {
 #[tokio::test]
 async fn a_full_audit_queue_sheds_rather_than_answer_unrecorded() {
     let gw = TestGateway::start_with(Options {
-        edit_config: vec![("[audit]\n".into(), "[audit]\nqueue_capacity = 1\n".into())],
+        edit_config: vec![config_edit::set("audit.queue_capacity", 1)],
         ..Options::default()
     })
     .await;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::config_edit;
 use crate::common::process::{free_port, ready, start};
 
 use permitgate::demo::{self, DemoOptions};
@@ -26,20 +27,24 @@ fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
     )
     .expect("demo");
     let state = dir.path().join("state");
-    let config = dir.path().join("follower.toml");
+    // Next to the demo's config: its relative paths (pki/, keys/) resolve alike.
+    let config = demo.config.with_file_name("follower.toml");
     let base = std::fs::read_to_string(&demo.config).expect("config");
-    let base = base.replace("pki/", &format!("{}/pki/", demo.dir.display()));
-    let base = base.replace("keys/", &format!("{}/keys/", demo.dir.display()));
-    let base = base.replace("repo = \"repo\"", "");
-    std::fs::write(
-        &config,
-        format!(
-            "{base}\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 50\n",
-            demo.repo().display(),
-            state.display()
-        ),
-    )
-    .expect("write config");
+    let text = config_edit::apply(
+        &base,
+        vec![
+            config_edit::remove("snapshot.repo"),
+            config_edit::merge(
+                "replication",
+                &format!(
+                    "source = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 50\n",
+                    demo.repo().display(),
+                    state.display()
+                ),
+            ),
+        ],
+    );
+    std::fs::write(&config, text).expect("write config");
 
     let trusted = [load_verifying_key(&demo.publisher_pub()).expect("pub")];
     let hk = HashKey::load(&demo.hash_key()).expect("hash key");

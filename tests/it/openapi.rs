@@ -5,7 +5,7 @@
 use std::path::Path;
 use strum::VariantArray;
 
-use crate::common::{Options, Response, TestGateway};
+use crate::common::{config_edit, Options, Response, TestGateway};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
@@ -133,10 +133,12 @@ fn raw(method: Method, path: &str, ctype: Option<&str>, body: &str) -> Request<F
 async fn real_answers_match_the_spec() {
     let spec = spec();
     let gw = TestGateway::start_with(Options {
-        edit_config: vec![(
-            "id = \"rail-gate\"\n".into(),
-            "id = \"rail-gate\"\nrate_limit = { per_second = 1, burst = 1 }\n".into(),
-        )],
+        edit_config: vec![config_edit::partner("rail-gate", |p| {
+            p.insert(
+                "rate_limit".into(),
+                config_edit::value("{ per_second = 1, burst = 1 }"),
+            );
+        })],
         ..Options::default()
     })
     .await;

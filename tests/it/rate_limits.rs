@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::common::{Options, TestGateway};
+use crate::common::{config_edit, Options, TestGateway};
 use permitgate::clock::ManualClock;
 
 const T0: i64 = 1_795_000_000;
@@ -13,10 +13,12 @@ async fn limited_gateway(limit: &str) -> (TestGateway, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::at_unix(T0));
     let gw = TestGateway::start_with(Options {
         clock: Some(clock.clone()),
-        edit_config: vec![(
-            "id = \"bank\"\n".into(),
-            format!("id = \"bank\"\nrate_limit = {limit}\n"),
-        )],
+        edit_config: vec![{
+            let limit = config_edit::value(limit);
+            config_edit::partner("bank", move |p| {
+                p.insert("rate_limit".into(), limit);
+            })
+        }],
         ..Options::default()
     })
     .await;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::common::{assert_success, decode_qr_png, permitgate, Options, TestGateway};
+use crate::common::{assert_success, config_edit, decode_qr_png, permitgate, Options, TestGateway};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
@@ -95,10 +95,13 @@ async fn a_receipt_states_the_answer_and_binds_the_numbers() {
 #[tokio::test]
 async fn receipts_are_signed_only_when_asked_and_only_for_the_receipt_scope() {
     let gw = TestGateway::start_with(Options {
-        edit_config: vec![(
-            "id = \"rail-gate\"\nscopes = [".into(),
-            "id = \"rail-gate\"\nscopes = [\"link_check\", ".into(),
-        )],
+        edit_config: vec![config_edit::partner("rail-gate", |p| {
+            let scopes = p
+                .get_mut("scopes")
+                .and_then(toml::Value::as_array_mut)
+                .expect("scopes");
+            scopes.insert(0, "link_check".into());
+        })],
         ..Options::default()
     })
     .await;
@@ -143,10 +146,7 @@ async fn receipts_are_signed_only_when_asked_and_only_for_the_receipt_scope() {
 #[tokio::test]
 async fn without_a_receipt_key_receipts_are_unavailable() {
     let gw = TestGateway::start_with(Options {
-        edit_config: vec![(
-            "[receipts]\nsigning_keys = [{ path = \"keys/receipt.key\" }]\n".into(),
-            String::new(),
-        )],
+        edit_config: vec![config_edit::remove("receipts")],
         ..Options::default()
     })
     .await;
@@ -181,11 +181,11 @@ async fn a_rotated_key_signs_new_receipts_and_old_receipts_keep_verifying() {
         clock: Some(Arc::new(ManualClock::at_unix(
             (t0 + Duration::days(1)).unix_timestamp(),
         ))),
-        edit_config: vec![(
-            "signing_keys = [{ path = \"keys/receipt.key\" }]".into(),
-            format!(
-                "signing_keys = [{{ path = \"keys/receipt.key\", not_after = \"{noon}\" }}, {{ path = \"keys/receipt-2.key\", not_before = \"{noon}\" }}]"
-            ),
+        edit_config: vec![config_edit::set(
+            "receipts.signing_keys",
+            config_edit::value(&format!(
+                "[{{ path = \"keys/receipt.key\", not_after = \"{noon}\" }}, {{ path = \"keys/receipt-2.key\", not_before = \"{noon}\" }}]"
+            )),
         )],
         ..Options::default()
     })

@@ -1,8 +1,7 @@
 //! Reloads over real mTLS: CRLs, server certificates and the partner table change while
 //! connections stay open; a broken file is refused and counted, and the old one kept.
 
-use std::path::Path;
-
+use crate::common::config_edit::{self, edit_file};
 use crate::common::{metric_value, Options, TestGateway};
 use permitgate::demo::pki;
 
@@ -12,15 +11,6 @@ async fn gateway(server_extra: &'static str) -> TestGateway {
         ..Options::default()
     })
     .await
-}
-
-fn edit(path: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(path).expect("read config");
-    assert!(text.contains(from), "config has no {from:?}");
-    // Write a sibling and rename it over: the watcher never sees half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text.replacen(from, to, 1)).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config");
 }
 
 #[tokio::test]
@@ -36,10 +26,12 @@ async fn a_crl_picked_up_from_disk_refuses_the_revoked_partner_old_and_new_conne
     let crl = gw.demo.pki.dir.join("partners.crl");
     let (bank_cert, bank_key) = gw.cert_paths("bank");
     pki::revoke(&gw.demo.pki, &[&bank_cert], 1, &crl).expect("crl");
-    edit(
+    edit_file(
         &gw.config_path,
-        "client_ca = \"pki/ca.crt\"\n",
-        "client_ca = \"pki/ca.crt\"\ncrls = [\"pki/partners.crl\"]\n",
+        vec![config_edit::set(
+            "tls.crls",
+            config_edit::value("[\"pki/partners.crl\"]"),
+        )],
     );
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
         .await;
@@ -72,7 +64,12 @@ async fn a_broken_file_is_refused_counted_and_the_old_one_kept() {
     assert_eq!(gw.attempt(Some((&bank_cert, &bank_key))).await, Ok(200));
     // A broken partner table is refused the same way.
     std::fs::write(&cert, &good).expect("restore");
-    edit(&gw.config_path, "id = \"bank\"", "id = \"Bank Ltd\"");
+    let rename = |from: &'static str, to: &'static str| {
+        config_edit::partner(from, move |p| {
+            p.insert("id".into(), to.into());
+        })
+    };
+    edit_file(&gw.config_path, vec![rename("bank", "Bank Ltd")]);
     gw.wait_metric("permitgate_reloads_total{result=\"failed\"}", 2.0)
         .await;
     let link = gw.sample("linked_pair").clone();
@@ -85,7 +82,7 @@ async fn a_broken_file_is_refused_counted_and_the_old_one_kept() {
         200
     );
     // Once the files are right again, the reload goes through.
-    edit(&gw.config_path, "id = \"Bank Ltd\"", "id = \"bank\"");
+    edit_file(&gw.config_path, vec![rename("Bank Ltd", "bank")]);
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
         .await;
     let m = gw.metrics().await;
@@ -178,10 +175,11 @@ async fn a_partner_table_change_applies_to_open_connections_on_their_next_reques
     let mut gate = gw.client("rail-gate").await;
     assert_eq!(gate.post_json(&tp.path, &tp.body).await.status, 200);
 
-    edit(
+    edit_file(
         &gw.config_path,
-        "id = \"rail-gate\"\nscopes = [\"document_status\", \"temp_permit\"]",
-        "id = \"rail-gate\"\nscopes = [\"document_status\"]",
+        vec![config_edit::partner("rail-gate", |p| {
+            p.insert("scopes".into(), config_edit::value("[\"document_status\"]"));
+        })],
     );
     gw.gateway.reload().expect("reload");
     gate.post_json(&tp.path, &tp.body)
@@ -189,10 +187,11 @@ async fn a_partner_table_change_applies_to_open_connections_on_their_next_reques
         .problem(403, "scope-missing");
 
     // Removing a partner altogether: its open connection is now an unknown partner.
-    edit(
+    edit_file(
         &gw.config_path,
-        "id = \"rail-gate\"",
-        "id = \"rail-gate-old\"",
+        vec![config_edit::partner("rail-gate", |p| {
+            p.insert("id".into(), "rail-gate-old".into());
+        })],
     );
     gw.gateway.reload().expect("reload");
     gate.post_json(&tp.path, &tp.body)

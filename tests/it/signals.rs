@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::common::process::{
     free_port, ops_get, signal, start, start_logging, wait_exit, wait_ready,
 };
-use crate::common::{client_config, finish_request, metric_value, start_request, Client};
+use crate::common::{
+    client_config, config_edit, finish_request, metric_value, start_request, Client,
+};
 use http::Method;
 use permitgate::demo::{self, Demo, DemoOptions};
 use rustls::pki_types::ServerName;
@@ -38,21 +40,23 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
     )
     .expect("demo");
     let text = std::fs::read_to_string(&demo.config).expect("config");
-    // No queue-delay shedding: the machine is shared with other tests (crate::common::TestGateway).
-    let text = text.replacen(
-        "[tls]",
-        &format!("max_queue_delay_ms = 0\n{server_extra}\n[tls]"),
-        1,
-    );
     let out = ports
         .iter()
         .enumerate()
         .map(|(i, &(listen, metrics))| {
             let config = demo.config.with_file_name(format!("instance-{i}.toml"));
-            let t = text
-                .replacen(&ports[0].0.to_string(), &listen.to_string(), 1)
-                .replacen(&ports[0].1.to_string(), &metrics.to_string(), 1)
-                .replacen("dir = \"audit\"", &format!("dir = \"audit-{i}\""), 1);
+            let t = config_edit::apply(
+                &text,
+                vec![
+                    config_edit::merge("server", server_extra),
+                    // No queue-delay shedding: the machine is shared with other tests
+                    // (crate::common::TestGateway).
+                    config_edit::set("server.max_queue_delay_ms", 0),
+                    config_edit::set("server.listen", listen.to_string()),
+                    config_edit::set("server.metrics_listen", metrics.to_string()),
+                    config_edit::set("audit.dir", format!("audit-{i}")),
+                ],
+            );
             std::fs::write(&config, t).expect("write config");
             Instance {
                 config,
@@ -205,17 +209,12 @@ async fn sighup_reloads_the_partner_table() {
         .expect("connect");
     assert_eq!(bank.post_json(&sample.path, &sample.body).await.status, 200);
 
-    let text = std::fs::read_to_string(&inst[0].config).expect("read");
-    let edited = text.replacen(
-        "scopes = [\"link_check\", \"document_status\", \"receipt\"]",
-        "scopes = [\"document_status\"]",
-        1,
+    config_edit::edit_file(
+        &inst[0].config,
+        vec![config_edit::partner("bank", |p| {
+            p.insert("scopes".into(), config_edit::value("[\"document_status\"]"));
+        })],
     );
-    assert_ne!(
-        text, edited,
-        "the bank's scopes were not found in the config"
-    );
-    std::fs::write(&inst[0].config, edited).expect("write");
     signal(&gw, "HUP");
 
     let mut refused = false;
@@ -363,13 +362,17 @@ async fn the_log_says_what_is_served_when_the_source_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
     // A follower whose source is not there and that holds nothing yet.
-    let mut text = std::fs::read_to_string(&inst[0].config).expect("config");
-    text.push_str(&format!(
-        "\n[replication]\nsource = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
-        dir.path().join("nowhere").display(),
-        dir.path().join("state").display()
-    ));
-    std::fs::write(&inst[0].config, text).expect("config");
+    config_edit::edit_file(
+        &inst[0].config,
+        vec![config_edit::merge(
+            "replication",
+            &format!(
+                "source = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
+                dir.path().join("nowhere").display(),
+                dir.path().join("state").display()
+            ),
+        )],
+    );
     let log = dir.path().join("gateway.log");
     let mut gw = start_logging(&inst[0].config, &[("RUST_LOG", "info")], &log);
     let alive = (0..200).any(|_| {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::common::{
-    assert_success, decode_qr_png, metric_value, permitgate, Options, TestGateway,
+    assert_success, config_edit, decode_qr_png, metric_value, permitgate, Options, TestGateway,
 };
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ fn t0() -> OffsetDateTime {
 
 async fn gateway_at(
     t: OffsetDateTime,
-    edit: Vec<(String, String)>,
+    edit: Vec<config_edit::Edit>,
 ) -> (TestGateway, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::at_unix(t.unix_timestamp()));
     let gw = TestGateway::start_with(Options {
@@ -155,10 +155,7 @@ async fn the_window_is_exactly_seven_days_with_the_configured_skew() {
     let issued = t0() - Duration::days(10);
     let (gw, clock) = gateway_at(
         issued,
-        vec![(
-            "[temp_permits]\n".into(),
-            "[temp_permits]\nclock_skew_seconds = 60\n".into(),
-        )],
+        vec![config_edit::set("temp_permits.clock_skew_seconds", 60)],
     )
     .await;
     let key = load_signing_key(&gw.demo.temp_permit_key()).expect("issuer key");
@@ -289,12 +286,12 @@ async fn a_rotated_issuing_key_keeps_earlier_permits_valid() {
     permitgate::key_files::save_verifying_key(&new_key.verifying_key(), &new_pub).expect("save");
     let (gw, _) = gateway_at(
         t0(),
-        vec![(
-            "issuer_keys = [{ path = \"keys/temp-permit.pub\" }]".into(),
-            format!(
-                "issuer_keys = [{{ path = \"keys/temp-permit.pub\" }}, {{ path = \"{}\" }}]",
+        vec![config_edit::set(
+            "temp_permits.issuer_keys",
+            config_edit::value(&format!(
+                "[{{ path = \"keys/temp-permit.pub\" }}, {{ path = \"{}\" }}]",
                 new_pub.display()
-            ),
+            )),
         )],
     )
     .await;

@@ -2,6 +2,7 @@
 //! data, and mTLS clients for named partners. Everything real: sockets, TLS, certificates.
 #![allow(dead_code)]
 
+pub mod config_edit;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ pub struct TestGateway {
 pub struct Options {
     pub records: usize,
     pub load_snapshot: bool,
-    /// Appended to the generated config's `[server]` table.
+    /// TOML keys merged into the generated config's `[server]` table.
     pub server_extra: &'static str,
     pub cache: bool,
     /// Follow the demo repo (as the origin) through `[replication]` into `state/`.
@@ -48,15 +49,15 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Reuse demo data (keys, PKI, repo) from here instead of a fresh directory.
     pub demo_dir: Option<PathBuf>,
-    /// Lines added to the generated `[replication]` table.
+    /// TOML keys merged into the generated `[replication]` table.
     pub replication_extra: String,
     /// Source to follow instead of the demo repo (e.g. another gateway's relay URL); the
     /// demo CA and the `relay` partner certificate are used for https.
     pub replication_source: Option<String>,
     pub poll_interval_ms: u64,
     pub clock: Option<Arc<permitgate::clock::ManualClock>>,
-    /// Text replacements applied to the generated config, in order (each must match).
-    pub edit_config: Vec<(String, String)>,
+    /// Edits of the generated config's tables, in order (config_edit).
+    pub edit_config: Vec<config_edit::Edit>,
 }
 
 impl Default for Options {
@@ -97,55 +98,56 @@ impl TestGateway {
         )
         .expect("demo data");
         let text = std::fs::read_to_string(&demo.config).expect("config");
+        let mut edits = vec![config_edit::merge("server", opts.server_extra)];
         // Queue-delay shedding reacts to the machine as a whole: on a CI machine running
         // many tests at once it would shed requests tests expect answered. Off unless asked.
-        let lag = if opts.server_extra.contains("max_queue_delay_ms") {
-            ""
-        } else {
-            "max_queue_delay_ms = 0\n"
-        };
-        let mut text = text.replacen("[tls]", &format!("{lag}{}\n[tls]", opts.server_extra), 1);
+        if !opts.server_extra.contains("max_queue_delay_ms") {
+            edits.push(config_edit::set("server.max_queue_delay_ms", 0));
+        }
         if opts.replication {
             let state = opts
                 .state_dir
                 .clone()
                 .unwrap_or_else(|| dir.path().join("state"));
-            text.push_str(&format!(
-                "\n[replication]\nsource = \"{}\"\nstate_dir = \"{}\"\npoll_interval_ms = {}\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n{}\n",
-                opts.replication_source
-                    .clone()
-                    .unwrap_or_else(|| format!("file://{}", demo.repo().display())),
-                state.display(),
-                opts.poll_interval_ms,
-                demo.pki.ca_cert().display(),
-                demo.pki.partner_cert("relay").display(),
-                demo.pki.partner_key("relay").display(),
-                opts.replication_extra
-            ));
+            let source = opts
+                .replication_source
+                .clone()
+                .unwrap_or_else(|| format!("file://{}", demo.repo().display()));
+            let path = |p: PathBuf| p.display().to_string();
+            edits.extend([
+                config_edit::set("replication.source", source),
+                config_edit::set("replication.state_dir", path(state)),
+                config_edit::set(
+                    "replication.poll_interval_ms",
+                    i64::try_from(opts.poll_interval_ms).expect("interval"),
+                ),
+                config_edit::set("replication.ca", path(demo.pki.ca_cert())),
+                config_edit::set(
+                    "replication.client_cert",
+                    path(demo.pki.partner_cert("relay")),
+                ),
+                config_edit::set(
+                    "replication.client_key",
+                    path(demo.pki.partner_key("relay")),
+                ),
+                config_edit::merge("replication", &opts.replication_extra),
+            ]);
         }
         if opts.cache {
-            text.push_str("\n[cache]\nenabled = true\nmax_entries = 1000\n");
+            edits.push(config_edit::set("cache.enabled", true));
+            edits.push(config_edit::set("cache.max_entries", 1000));
         }
-        for (from, to) in &opts.edit_config {
-            assert!(
-                text.contains(from.as_str()),
-                "config has no {from:?}:\n{text}"
-            );
-            text = text.replacen(from.as_str(), to, 1);
-        }
+        edits.extend(opts.edit_config);
         // Written out, so that a reload reads what this gateway started with.
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let config_path = demo.config.with_file_name(format!("gateway-test-{n}.toml"));
         // Each gateway its own audit trail, even when demo data is shared.
-        let text = text.replacen(
-            "dir = \"audit\"",
-            &format!(
-                "dir = \"{}\"",
-                dir.path().join(format!("audit-{n}")).display()
-            ),
-            1,
-        );
+        edits.push(config_edit::set(
+            "audit.dir",
+            dir.path().join(format!("audit-{n}")).display().to_string(),
+        ));
+        let text = config_edit::apply(&text, edits);
         std::fs::write(&config_path, &text).expect("write config");
         let config = Config::parse(&text, &config_path).expect("config parses");
         let clock: Arc<dyn permitgate::clock::Clock> = match &opts.clock {
