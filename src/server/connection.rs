@@ -1,4 +1,4 @@
-//! One partner connection: handshake (on the handshake thread), partner identity from
+//! One partner connection: handshake (on the TLS side runtime, side.rs), partner identity from
 //! the leaf certificate, then hyper serves HTTP/1.1 or HTTP/2 as ALPN chose, with idle
 //! and drain handling.
 

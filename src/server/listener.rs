@@ -87,73 +87,12 @@ fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> 
     b
 }
 
-/// A thread with a runtime of its own for TLS handshakes. A handshake is CPU work
-/// (signatures) that any connecting client can ask for; on the request workers, a
-/// thousand clients reconnecting at once put a thousand handshakes in the run queue ahead
-/// of the requests of open connections (measured: another partner's p99 from 0.2 ms to
-/// 120 ms, and queue-delay shedding). Here they queue among themselves, and the OS shares
-/// the cores between this thread and the request workers. Connections are accepted and
-/// served on the request workers (their sockets belong to that runtime's I/O driver);
-/// only the handshake is polled here.
-pub(super) struct HandshakeThread {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl HandshakeThread {
-    pub(super) fn start() -> std::io::Result<HandshakeThread> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = rt.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("permitgate-tls".into())
-            .spawn(move || {
-                // Below the request workers (nice 10, a tenth of their weight when both
-                // want a core): handshakes use mostly the CPU the requests of open
-                // connections leave, and are never starved outright (SCHED_IDLE was
-                // measured slightly better for the victim, but let a busy machine stall
-                // handshakes past their deadline). Where the OS refuses, the thread
-                // keeps normal priority.
-                let nice_10 = thread_priority::ThreadPriorityValue::try_from(22u8)
-                    .map(thread_priority::ThreadPriority::Crossplatform);
-                if let Ok(priority) = nice_10 {
-                    if let Err(e) = thread_priority::unix::set_thread_priority_and_policy(
-                        thread_priority::unix::thread_native_id(),
-                        priority,
-                        thread_priority::unix::ThreadSchedulePolicy::Normal(
-                            thread_priority::unix::NormalThreadSchedulePolicy::Other,
-                        ),
-                    ) {
-                        tracing::debug!(error = ?e, "TLS handshake thread keeps its priority");
-                    }
-                }
-                rt.block_on(async {
-                    let _ = stopped.await;
-                })
-            })?;
-        Ok(HandshakeThread {
-            handle,
-            stop: Some(stop),
-        })
-    }
-}
-
-impl Drop for HandshakeThread {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 pub(super) async fn accept_loop(
     gw: Arc<Gateway>,
     listener: TcpListener,
     open: Arc<tokio::sync::Semaphore>,
     mut stop: watch::Receiver<bool>,
-    handshakes: HandshakeThread,
+    handshakes: tokio::runtime::Handle,
 ) {
     let builder = http_builder(&gw.config.server);
     let shared = Arc::new(ConnectionSettings {
@@ -161,7 +100,7 @@ pub(super) async fn accept_loop(
         h1: builder.clone().http1_only(),
         h2: builder.http2_only(),
         handshake_timeout: gw.config.server.handshake_timeout,
-        handshakes: handshakes.handle.clone(),
+        handshakes,
         idle_timeout: gw.config.server.header_read_timeout,
         queue_delay_checked: gw.config.server.max_queue_delay.is_some(),
         metrics: gw.metrics.listener.clone(),
@@ -213,7 +152,7 @@ pub(super) struct ConnectionSettings {
     pub(super) h1: Builder<TokioExecutor>,
     pub(super) h2: Builder<TokioExecutor>,
     pub(super) handshake_timeout: Duration,
-    /// Where TLS handshakes run: a thread of their own (see [`HandshakeThread`]).
+    /// Where TLS handshakes run: a thread of their own (see [`super::side::SideRuntime`]).
     pub(super) handshakes: tokio::runtime::Handle,
     pub(super) idle_timeout: Duration,
     /// `server.max_queue_delay_ms` is on: measure each HTTP/1.1 request's socket wait.

@@ -6,12 +6,15 @@
 //! their TLS handshakes on a thread of their own; `connection` serves one connection
 //! (partner identity from the leaf certificate, then HTTP/1.1 or HTTP/2 as ALPN chose);
 //! `reload` puts changed certificates, CRLs and partners in use; `ops` is the plain
-//! metrics and probe listener.
+//! metrics and probe listener; `side` holds the two side runtimes (TLS handshakes, and the
+//! control tasks: ops listener, file watcher, follower) that keep that work off the
+//! request workers.
 
 mod connection;
 mod listener;
 mod ops;
 mod reload;
+mod side;
 mod snapshot;
 
 use std::net::SocketAddr;
@@ -36,11 +39,12 @@ use crate::snapshot::SignedManifest;
 use crate::store::Store;
 use crate::tls::TlsError;
 
+use listener::accept_loop;
 pub use listener::ListenerMetrics;
-use listener::{accept_loop, HandshakeThread};
 use ops::metrics_loop;
 pub use reload::ReloadMetrics;
 use reload::{fingerprint, partner_tls, watch_files, ReloadState};
+use side::{SideRuntime, NICE_10};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,8 +58,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    #[error("cannot start the TLS handshake thread")]
-    HandshakeThread(#[source] std::io::Error),
+    #[error("cannot start the {0} thread")]
+    SideRuntime(&'static str, #[source] std::io::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -303,13 +307,16 @@ impl Gateway {
         let open = Arc::new(tokio::sync::Semaphore::new(
             self.config.server.max_connections,
         ));
-        let handshakes = HandshakeThread::start().map_err(StartError::HandshakeThread)?;
+        let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10))
+            .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
+        let control = SideRuntime::start("permitgate-ctl", None)
+            .map_err(|e| StartError::SideRuntime("control", e))?;
         let mut tasks = vec![tokio::spawn(accept_loop(
             self.clone(),
             listener,
             open.clone(),
             stop_rx.clone(),
-            handshakes,
+            handshakes.handle().clone(),
         ))];
         if let Some(monitor) = self.lag.clone() {
             let gauge = self.metrics.scheduling_lag.clone();
@@ -317,14 +324,25 @@ impl Gateway {
             tasks.push(tokio::spawn(async move { monitor.run(gauge, stop).await }));
         }
         if let Some(every) = self.config.server.reload_poll_interval {
-            tasks.push(tokio::spawn(watch_files(
-                self.clone(),
-                every,
-                stop_rx.clone(),
-            )));
+            tasks.push(
+                control
+                    .handle()
+                    .spawn(watch_files(self.clone(), every, stop_rx.clone())),
+            );
         }
         if let Some(l) = metrics_listener {
-            tasks.push(tokio::spawn(metrics_loop(self.clone(), l, stop_rx)));
+            // Registered again with the control runtime's I/O driver, where it is polled.
+            let l = l.into_std().map_err(|source| StartError::Bind {
+                addr: metrics_addr.unwrap_or(addr),
+                source,
+            })?;
+            let (gw, stop) = (self.clone(), stop_rx);
+            tasks.push(control.handle().spawn(async move {
+                match TcpListener::from_std(l) {
+                    Ok(l) => metrics_loop(gw, l, stop).await,
+                    Err(e) => tracing::error!(error = %e, "ops listener unusable"),
+                }
+            }));
         }
         Ok(Running {
             addr,
@@ -334,6 +352,8 @@ impl Gateway {
             open,
             max_connections: self.config.server.max_connections,
             drain_timeout: self.config.server.drain_timeout,
+            control,
+            _handshakes: handshakes,
         })
     }
 }
@@ -349,6 +369,10 @@ pub struct Running {
     open: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
     drain_timeout: Duration,
+    /// The ops listener, file watcher and follower run here (side.rs); stopped on drop,
+    /// after the tasks.
+    control: SideRuntime,
+    _handshakes: SideRuntime,
 }
 
 impl Running {
@@ -358,8 +382,8 @@ impl Running {
         let Some((follower, interval)) = gw.follower()? else {
             return Ok(false);
         };
-        self.tasks
-            .push(tokio::spawn(follower.run(interval, self.stop.subscribe())));
+        let run = follower.run(interval, self.stop.subscribe());
+        self.tasks.push(self.control.handle().spawn(run));
         Ok(true)
     }
 

@@ -228,3 +228,32 @@ async fn a_real_prometheus_scrapes_the_gateway() {
         "exported but not in Prometheus: {missing:?}"
     );
 }
+
+/// The ops listener runs on the control runtime (src/server/side.rs): probes and metrics
+/// are answered while every request worker is busy. Here the request runtime (this test's
+/// own thread) is blocked outright while another thread asks for /readyz and /metrics.
+#[tokio::test]
+async fn probes_are_answered_while_the_request_workers_are_stuck() {
+    let gw = TestGateway::start().await;
+    let ops = gw.running.metrics_addr.expect("ops listener");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asker = std::thread::spawn(move || {
+        for path in ["/readyz", "/metrics"] {
+            let answer = crate::common::process::ops_get(ops, path).unwrap_or_default();
+            let _ = tx.send((path, answer));
+        }
+    });
+    // Blocking, on purpose: nothing on the request runtime runs until this returns.
+    std::thread::sleep(Duration::from_secs(2));
+    let answered: Vec<(&str, String)> = rx.try_iter().collect();
+    assert_eq!(answered.len(), 2, "answered while stuck: {answered:?}");
+    for (path, answer) in &answered {
+        let status = answer.split_whitespace().nth(1);
+        assert_eq!(status, Some("200"), "{path}: {answer:.80}");
+    }
+    assert!(
+        answered[1].1.contains("permitgate_requests_total")
+            || answered[1].1.contains("permitgate_build_info")
+    );
+    asker.join().expect("asker");
+}
