@@ -80,7 +80,7 @@ pub enum LinkResult {
     ResidencePermitNotFound,
 }
 
-/// RecordStatus of one document as of the check; `None` when it is not in the data.
+/// Status of one document as of the check; `None` when it is not in the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocState {
     pub status: RecordStatus,

@@ -47,7 +47,7 @@ impl std::fmt::Debug for DocKey {
     }
 }
 
-/// RecordStatus recorded by the authority. `Expired` may also be derived at check time from
+/// Status recorded by the authority. `Expired` may also be derived at check time from
 /// `valid_until`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, strum::FromRepr,
