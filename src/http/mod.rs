@@ -249,22 +249,22 @@ impl App {
             // Ids and labels only: request bodies (numbers) never reach the logs.
             let id = request_id.to_str().unwrap_or_default();
             let partner = caller.claimed.as_deref().unwrap_or("-");
+            // tracing's levels are compile-time: one macro call per level, same fields.
+            macro_rules! log {
+                ($level:ident, $message:literal) => {
+                    tracing::$level!(
+                        request_id = id,
+                        partner,
+                        route = route.label(),
+                        outcome = kind.slug(),
+                        $message
+                    )
+                };
+            }
             if kind == ProblemKind::Internal {
-                tracing::warn!(
-                    request_id = id,
-                    partner,
-                    route = route.label(),
-                    outcome = kind.slug(),
-                    "request failed"
-                );
+                log!(warn, "request failed");
             } else {
-                tracing::debug!(
-                    request_id = id,
-                    partner,
-                    route = route.label(),
-                    outcome = kind.slug(),
-                    "request refused"
-                );
+                log!(debug, "request refused");
             }
             // The body was not read to its end: the connection cannot carry another
             // request (HTTP/2 resets just the stream).

@@ -185,18 +185,9 @@ pub fn publish_changes(
     opts: &PublishOptions,
     max_deltas: usize,
 ) -> Result<PublishReport, PublishError> {
-    let (manifest, data) = load_current(repo, signing_key, hash_key)?;
-    let changes = read_changes(events, hash_key, &data)?;
-    commit(
-        repo,
-        manifest,
-        &data,
-        changes,
-        signing_key,
-        hash_key,
-        opts,
-        max_deltas,
-    )
+    publish_onto(repo, signing_key, hash_key, opts, max_deltas, |data| {
+        read_changes(events, hash_key, data)
+    })
 }
 
 /// Publishes the difference between a full export and the repo's current data as a delta
@@ -209,8 +200,40 @@ pub fn publish_diff(
     opts: &PublishOptions,
     max_deltas: usize,
 ) -> Result<PublishReport, PublishError> {
+    let new = super::read_export(input, hash_key)?;
+    publish_onto(repo, signing_key, hash_key, opts, max_deltas, |data| {
+        diff(new, data)
+    })
+}
+
+/// Publishes the changes `changes_of` finds in the repo's current data.
+fn publish_onto(
+    repo: &Path,
+    signing_key: &SigningKey,
+    hash_key: &HashKey,
+    opts: &PublishOptions,
+    max_deltas: usize,
+    changes_of: impl FnOnce(&RepoData) -> Result<Vec<(DocKey, Option<Record>)>, PublishError>,
+) -> Result<PublishReport, PublishError> {
     let (manifest, data) = load_current(repo, signing_key, hash_key)?;
-    let mut new = super::read_export(input, hash_key)?;
+    let changes = changes_of(&data)?;
+    commit(
+        repo,
+        manifest,
+        &data,
+        changes,
+        signing_key,
+        hash_key,
+        opts,
+        max_deltas,
+    )
+}
+
+/// What changes from `data` to `new` (the authority's full export).
+fn diff(
+    mut new: Vec<Record>,
+    data: &RepoData,
+) -> Result<Vec<(DocKey, Option<Record>)>, PublishError> {
     new.sort_unstable_by_key(|r| r.key);
     if new.windows(2).any(|w| w[0].key == w[1].key) {
         return Err(PublishError::DuplicateNumber);
@@ -250,16 +273,7 @@ pub fn publish_diff(
     if changes.is_empty() {
         return Err(PublishError::NoChanges);
     }
-    commit(
-        repo,
-        manifest,
-        &data,
-        changes,
-        signing_key,
-        hash_key,
-        opts,
-        max_deltas,
-    )
+    Ok(changes)
 }
 
 /// Temporary-permit records of the repo's current data, to carry into a full publication:
@@ -351,14 +365,7 @@ fn commit(
         records.extend(changed.values().flatten().copied());
         let (snapshot, persons) =
             write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
-        let report = PublishReport {
-            version,
-            documents: snapshot.documents,
-            persons,
-            hash: snapshot.hash.clone(),
-            size: snapshot.size,
-            compacted: true,
-        };
+        let report = PublishReport::of_snapshot(version, &snapshot, persons, true);
         manifest.snapshot = snapshot;
         manifest.deltas.clear();
         report

@@ -96,6 +96,24 @@ pub struct PublishReport {
     pub compacted: bool,
 }
 
+impl PublishReport {
+    fn of_snapshot(
+        version: u64,
+        snapshot: &ManifestSnapshot,
+        persons: u64,
+        compacted: bool,
+    ) -> PublishReport {
+        PublishReport {
+            version,
+            documents: snapshot.documents,
+            persons,
+            hash: snapshot.hash.clone(),
+            size: snapshot.size,
+            compacted,
+        }
+    }
+}
+
 /// Calls `f` with the number and text of each non-blank line of a JSON Lines file, and a
 /// constructor of errors that name that line.
 pub(super) fn for_each_line(
@@ -196,14 +214,7 @@ pub fn publish(
     let version = next_version(opts.version, current_version(repo, signing_key)?)?;
     records.extend(changes::temp_permits_in(repo, signing_key, hash_key)?);
     let (snapshot, persons) = write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
-    let report = PublishReport {
-        version,
-        documents: snapshot.documents,
-        persons,
-        hash: snapshot.hash.clone(),
-        size: snapshot.size,
-        compacted: false,
-    };
+    let report = PublishReport::of_snapshot(version, &snapshot, persons, false);
     let manifest = Manifest {
         kind: MANIFEST_TYPE.into(),
         format: 1,

@@ -102,17 +102,21 @@ fn publish_inspect_verify_and_tamper() {
     assert!(!again.status.success(), "must not overwrite keys");
 
     write_export(&dir.path().join("export.jsonl"));
-    let out = permitgate(&[
-        "publish",
-        "--input",
-        &d("export.jsonl"),
-        "--out",
-        &d("repo"),
-        "--signing-key",
-        &d("keys/publisher.key"),
-        "--hash-key",
-        &d("keys/hash.key"),
-    ]);
+    // `publish --input FILE` or `--changes FILE` into repo/ with the generated keys.
+    let publish = |what: &str, file: &str| {
+        permitgate(&[
+            "publish",
+            what,
+            &d(file),
+            "--out",
+            &d("repo"),
+            "--signing-key",
+            &d("keys/publisher.key"),
+            "--hash-key",
+            &d("keys/hash.key"),
+        ])
+    };
+    let out = publish("--input", "export.jsonl");
     assert_success(&out);
     assert!(text(&out.stdout).contains("published version 1 (3 documents, 2 persons)"));
 
@@ -121,17 +125,7 @@ fn publish_inspect_verify_and_tamper() {
         r#"{"op":"status","number":"H12345678","status":"lost"}"#,
     )
     .expect("changes");
-    let out = permitgate(&[
-        "publish",
-        "--changes",
-        &d("changes.jsonl"),
-        "--out",
-        &d("repo"),
-        "--signing-key",
-        &d("keys/publisher.key"),
-        "--hash-key",
-        &d("keys/hash.key"),
-    ]);
+    let out = publish("--changes", "changes.jsonl");
     assert_success(&out);
     assert!(
         text(&out.stdout).contains("published version 2 (1 changes) as delta"),

@@ -5,17 +5,9 @@
 
 use std::time::Duration;
 
-use crate::common::{h2_post, read_answer, read_until_closed, Options, TestGateway};
+use crate::common::{h2_post, read_answer, read_until_closed, TestGateway};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-async fn gateway(server_extra: &'static str) -> TestGateway {
-    TestGateway::start_with(Options {
-        server_extra,
-        ..Options::default()
-    })
-    .await
-}
 
 async fn still_serves(gw: &TestGateway) {
     let link = gw.sample("linked_pair").clone();
@@ -25,7 +17,7 @@ async fn still_serves(gw: &TestGateway) {
 
 #[tokio::test]
 async fn bytes_that_are_not_tls_are_refused_and_counted() {
-    let gw = gateway("").await;
+    let gw = TestGateway::with_server("").await;
     let garbage: [&[u8]; 3] = [
         b"GET /v1/link-checks HTTP/1.1\r\nhost: x\r\n\r\n",
         &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00],
@@ -50,7 +42,8 @@ async fn bytes_that_are_not_tls_are_refused_and_counted() {
 #[tokio::test]
 async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
     // Handshakes run at idle priority: leave a busy test machine time for them.
-    let gw = gateway("handshake_timeout_ms = 1000\nheader_read_timeout_ms = 300").await;
+    let gw =
+        TestGateway::with_server("handshake_timeout_ms = 1000\nheader_read_timeout_ms = 300").await;
     // Silent before TLS: the handshake deadline closes it.
     let mut s = TcpStream::connect(gw.addr()).await.expect("connect");
     assert_eq!(read_until_closed(&mut s).await, "");
@@ -68,7 +61,7 @@ async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
     );
     // Silent after choosing HTTP/2: no connection preface, and no request either. Closed
     // at the deadline, not a second deadline later (there is no session to GOAWAY).
-    let gw = gateway("header_read_timeout_ms = 1500").await;
+    let gw = TestGateway::with_server("header_read_timeout_ms = 1500").await;
     let mut t = gw.h2_tls("bank").await;
     let started = std::time::Instant::now();
     read_until_closed(&mut t).await;
@@ -82,7 +75,7 @@ async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
 
 #[tokio::test]
 async fn a_truncated_request_gets_no_answer_but_an_error_or_a_close() {
-    let gw = gateway("").await;
+    let gw = TestGateway::with_server("").await;
     let mut s = gw.raw_tls("bank").await.expect("connect");
     s.write_all(
         b"POST /v1/link-checks HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"travel_permit\":\"H",
@@ -111,7 +104,7 @@ async fn a_truncated_request_gets_no_answer_but_an_error_or_a_close() {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let gw = gateway("").await;
+    let gw = TestGateway::with_server("").await;
     let link = gw.sample("linked_pair").clone();
     let other = gw.sample("valid_but_not_linked").clone();
     let req = |body: &serde_json::Value, last: bool| {
@@ -142,7 +135,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_refused() {
-    let gw = gateway("max_body_bytes = 4096").await;
+    let gw = TestGateway::with_server("max_body_bytes = 4096").await;
     let mut s = gw.raw_tls("bank").await.expect("connect");
     s.write_all(
         b"POST /v1/link-checks HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
@@ -179,7 +172,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn http2_rapid_reset_is_cut_short_and_others_are_served() {
-    let gw = gateway("").await;
+    let gw = TestGateway::with_server("").await;
     let mut tls = gw.h2_tls("bank").await;
     let link = gw.sample("linked_pair").clone();
     // CVE-2023-44487: each stream's HEADERS and its RST_STREAM in the same write, so
@@ -235,7 +228,7 @@ async fn http2_rapid_reset_is_cut_short_and_others_are_served() {
 
 #[tokio::test]
 async fn http2_streams_reset_one_by_one_start_no_work() {
-    let gw = gateway("").await;
+    let gw = TestGateway::with_server("").await;
     let (mut h2, conn) = h2::client::handshake(gw.h2_tls("bank").await)
         .await
         .expect("h2 handshake");

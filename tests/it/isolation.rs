@@ -6,19 +6,11 @@
 
 use std::time::Duration;
 
-use crate::common::{h2_post, metric_value, read_until_closed, Options, TestGateway};
+use crate::common::{h2_post, metric_value, read_until_closed, TestGateway};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 const SCARCE: &str = "max_concurrent_requests = 64\nmax_requests_per_partner = 16";
-
-async fn gateway(server_extra: &'static str) -> TestGateway {
-    TestGateway::start_with(Options {
-        server_extra,
-        ..Options::default()
-    })
-    .await
-}
 
 /// `rail-gate` asks `n` times, on a connection opened now; every answer must be 200.
 async fn victim_is_served(gw: &TestGateway, n: usize) {
@@ -26,12 +18,7 @@ async fn victim_is_served(gw: &TestGateway, n: usize) {
     let mut c = gw.client("rail-gate").await;
     for i in 0..n {
         let r = c.post_json(&s.path, &s.body).await;
-        assert_eq!(
-            r.status,
-            200,
-            "victim refused at request {i}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        r.assert_ok(format!("victim refused at request {i}"));
     }
 }
 
@@ -44,7 +31,7 @@ fn unfinished_head(path: &str) -> String {
 
 #[tokio::test]
 async fn slow_http1_bodies_hold_only_their_partners_share() {
-    let gw = gateway(SCARCE).await;
+    let gw = TestGateway::with_server(SCARCE).await;
     let link = gw.sample("linked_pair").clone();
     let mut held = Vec::new();
     for _ in 0..100 {
@@ -74,7 +61,7 @@ async fn slow_http1_bodies_hold_only_their_partners_share() {
 
 #[tokio::test]
 async fn slow_http2_streams_hold_only_their_partners_share() {
-    let gw = gateway(SCARCE).await;
+    let gw = TestGateway::with_server(SCARCE).await;
     let link = gw.sample("linked_pair").clone();
     let mut keep = Vec::new();
     for _ in 0..2 {
@@ -110,7 +97,7 @@ async fn slow_http2_streams_hold_only_their_partners_share() {
 
 #[tokio::test]
 async fn a_body_dribbled_byte_by_byte_is_cut_at_the_deadline() {
-    let gw = gateway("body_read_timeout_ms = 1000").await;
+    let gw = TestGateway::with_server("body_read_timeout_ms = 1000").await;
     let link = gw.sample("linked_pair").clone();
     let body = link.body.to_string();
     // HTTP/1.1: 408 body-timeout, and the connection is closed.
@@ -173,7 +160,7 @@ async fn a_body_dribbled_byte_by_byte_is_cut_at_the_deadline() {
 
 #[tokio::test]
 async fn held_long_polls_wait_on_their_own_budget() {
-    let gw = gateway(
+    let gw = TestGateway::with_server(
         "max_concurrent_requests = 8\nmax_requests_per_partner = 8\nmax_relay_waiters = 40",
     )
     .await;

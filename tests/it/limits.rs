@@ -6,21 +6,14 @@ use std::time::Duration;
 
 use crate::common::{
     finish_request, metric_value, read_answer, read_until_closed, start_request, until_status,
-    Options, TestGateway,
+    TestGateway,
 };
 use tokio::io::AsyncWriteExt;
 
-async fn gateway(server_extra: &'static str) -> TestGateway {
-    TestGateway::start_with(Options {
-        server_extra,
-        ..Options::default()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_partner_never_holds_more_than_its_share_of_the_slots() {
-    let gw = gateway("max_concurrent_requests = 2\nmax_requests_per_partner = 1").await;
+    let gw =
+        TestGateway::with_server("max_concurrent_requests = 2\nmax_requests_per_partner = 1").await;
     let link = gw.sample("linked_pair").clone();
     let status = gw.sample("travel_permit_lost_status").clone();
     let body = link.body.to_string();
@@ -68,7 +61,8 @@ async fn a_partner_never_holds_more_than_its_share_of_the_slots() {
 
 #[tokio::test]
 async fn requests_beyond_the_shared_slots_are_shed_at_once() {
-    let gw = gateway("max_concurrent_requests = 1\nmax_requests_per_partner = 1").await;
+    let gw =
+        TestGateway::with_server("max_concurrent_requests = 1\nmax_requests_per_partner = 1").await;
     let link = gw.sample("linked_pair").clone();
     let status = gw.sample("travel_permit_lost_status").clone();
     let body = link.body.to_string();
@@ -94,7 +88,7 @@ async fn requests_beyond_the_shared_slots_are_shed_at_once() {
 
 #[tokio::test]
 async fn a_slow_request_head_is_cut_off() {
-    let gw = gateway("header_read_timeout_ms = 300").await;
+    let gw = TestGateway::with_server("header_read_timeout_ms = 300").await;
     let mut s = gw.raw_tls("bank").await.expect("connect");
     s.write_all(b"POST /v1/link-checks HTTP/1.1\r\nhost: localhost\r\n")
         .await
@@ -120,7 +114,7 @@ async fn a_slow_request_head_is_cut_off() {
 
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
-    let gw = gateway("max_header_bytes = 8192").await;
+    let gw = TestGateway::with_server("max_header_bytes = 8192").await;
     let mut s = gw.raw_tls("bank").await.expect("connect");
     let big = "a".repeat(20_000);
     let head = format!("GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-padding: {big}\r\n\r\n");
@@ -142,7 +136,7 @@ async fn an_oversized_request_head_is_refused() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed_and_counted() {
-    let gw = gateway("max_connections = 2").await;
+    let gw = TestGateway::with_server("max_connections = 2").await;
     let mut a = gw.client("bank").await;
     let mut b = gw.client("bank").await;
     assert_eq!(a.get("/healthz").await.status, 200);
@@ -208,7 +202,7 @@ async fn certificate_expiry_is_exported() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_that_waited_too_long_to_be_read_is_shed() {
-    let gw = gateway("max_queue_delay_ms = 50").await;
+    let gw = TestGateway::with_server("max_queue_delay_ms = 50").await;
     let s = gw.sample("linked_pair").clone();
     let body = s.body.to_string();
     let request = format!(

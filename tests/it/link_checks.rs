@@ -13,13 +13,7 @@ async fn every_demo_sample_gets_its_expected_answer() {
     for s in gw.samples() {
         let mut c = gw.client(&s.partner).await;
         let r = c.post_json(&s.path, &s.body).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{}: {}",
-            s.name,
-            String::from_utf8_lossy(&r.body)
-        );
+        r.assert_ok(&s.name);
         assert_eq!(r.content_type(), "application/json");
         let v = r.json();
         assert_subset(&v, &s.expect, &s.name);

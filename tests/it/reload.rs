@@ -2,20 +2,12 @@
 //! connections stay open; a broken file is refused and counted, and the old one kept.
 
 use crate::common::config_edit::{self, edit_file};
-use crate::common::{metric_value, Options, TestGateway};
+use crate::common::{metric_value, TestGateway};
 use permitgate::demo::pki;
-
-async fn gateway(server_extra: &'static str) -> TestGateway {
-    TestGateway::start_with(Options {
-        server_extra,
-        ..Options::default()
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_crl_picked_up_from_disk_refuses_the_revoked_partner_old_and_new_connections() {
-    let gw = gateway("reload_poll_interval_ms = 100").await;
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
     let link = gw.sample("linked_pair").clone();
     let mut open_before = gw.client("bank").await;
     assert_eq!(
@@ -53,7 +45,7 @@ async fn a_crl_picked_up_from_disk_refuses_the_revoked_partner_old_and_new_conne
 
 #[tokio::test]
 async fn a_broken_file_is_refused_counted_and_the_old_one_kept() {
-    let gw = gateway("reload_poll_interval_ms = 100").await;
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
     let (bank_cert, bank_key) = gw.cert_paths("bank");
     let cert = gw.demo.pki.server_cert();
     let good = std::fs::read(&cert).expect("read cert");
@@ -95,7 +87,7 @@ async fn a_broken_file_is_refused_counted_and_the_old_one_kept() {
 
 #[tokio::test]
 async fn a_server_certificate_that_parses_but_does_not_verify_is_refused() {
-    let gw = gateway("reload_poll_interval_ms = 0").await;
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 0").await;
     let cert = gw.demo.pki.server_cert();
     let good = std::fs::read_to_string(&cert).expect("read cert");
     let served = gw.server_certificate().await;
@@ -127,7 +119,7 @@ async fn a_server_certificate_that_parses_but_does_not_verify_is_refused() {
 
 #[tokio::test]
 async fn a_new_server_certificate_is_used_for_new_handshakes_without_dropping_connections() {
-    let gw = gateway("reload_poll_interval_ms = 0").await;
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 0").await;
     let link = gw.sample("linked_pair").clone();
     let mut open_before = gw.client("bank").await;
     assert_eq!(
@@ -170,7 +162,7 @@ async fn a_new_server_certificate_is_used_for_new_handshakes_without_dropping_co
 
 #[tokio::test]
 async fn a_partner_table_change_applies_to_open_connections_on_their_next_request() {
-    let gw = gateway("reload_poll_interval_ms = 0").await;
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 0").await;
     let tp = gw.sample("temp_permit_valid").clone();
     let mut gate = gw.client("rail-gate").await;
     assert_eq!(gate.post_json(&tp.path, &tp.body).await.status, 200);

@@ -84,6 +84,15 @@ impl TestGateway {
         Self::start_with(Options::default()).await
     }
 
+    /// A gateway with `server_extra` (TOML keys) in its `[server]` table.
+    pub async fn with_server(server_extra: &'static str) -> TestGateway {
+        Self::start_with(Options {
+            server_extra,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn start_with(opts: Options) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -486,6 +495,16 @@ impl Response {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
+    }
+
+    /// Asserts a 200 answer (`what` and the body say which, when not).
+    pub fn assert_ok(&self, what: impl std::fmt::Display) {
+        assert_eq!(
+            self.status,
+            200,
+            "{what}: {}",
+            String::from_utf8_lossy(&self.body)
+        );
     }
 
     /// Asserts a problem document of the given slug and returns it.
