@@ -50,13 +50,32 @@ fn none(relay: Option<&RelaySource>) -> Result<&RelaySource, Problem> {
     })
 }
 
-fn wait_ms(query: Option<&str>) -> Duration {
-    query
+/// `?wait_ms=N`: how long to hold a request whose manifest is current; absent: not at all.
+/// Anything but an integer within 0..=30 000 is refused, as docs/openapi.yaml says.
+fn wait_ms(query: Option<&str>) -> Result<Duration, Problem> {
+    let given = query
         .into_iter()
         .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("wait_ms="))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms).min(MAX_WAIT))
+        .find_map(|kv| kv.strip_prefix("wait_ms="));
+    let Some(text) = given else {
+        return Ok(Duration::ZERO);
+    };
+    text.parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .filter(|wait| *wait <= MAX_WAIT)
+        .ok_or_else(|| {
+            let mut p = Problem::new(
+                ProblemKind::InvalidField,
+                format!(
+                    "wait_ms must be an integer from 0 to {}",
+                    MAX_WAIT.as_millis()
+                ),
+            )
+            .with_field("wait_ms");
+            p.rule = Some("range");
+            p
+        })
 }
 
 /// `place`: this request's place on the relay budget, held while it waits.
@@ -66,12 +85,13 @@ pub async fn manifest<B>(
     place: OwnedSemaphorePermit,
 ) -> Result<Response<Body>, Problem> {
     let relay = none(relay)?;
+    let wait = wait_ms(req.uri().query())?;
     let held = req
         .headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let deadline = tokio::time::Instant::now() + wait_ms(req.uri().query());
+    let deadline = tokio::time::Instant::now() + wait;
     let mut changes = relay.changes.clone();
     let answer = loop {
         changes.borrow_and_update();

@@ -253,3 +253,177 @@ async fn real_answers_match_the_spec() {
     let r = limited.expect("rail-gate was never rate limited");
     conforms(&spec, "/v1/document-status", "post", &r);
 }
+
+/// A validator for the spec's schema `name` (components beside it, for its $refs).
+fn schema_validator(spec: &Value, name: &str) -> jsonschema::Validator {
+    let mut root = spec["components"]["schemas"][name].clone();
+    assert!(root.is_object(), "no schema {name}");
+    root["components"] = spec["components"].clone();
+    jsonschema::draft202012::new(&root).expect("a valid schema")
+}
+
+/// Inputs around the number rules: valid numbers, and their case, width, whitespace,
+/// length and character variants.
+fn number_inputs() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just("H".to_owned()),
+        Just("M".to_owned()),
+        Just("h".to_owned()),
+        Just("Ｈ".to_owned()),
+        Just("ｍ".to_owned()),
+        Just("X".to_owned()),
+        Just("ｘ".to_owned()),
+        Just("A".to_owned()),
+        Just("-".to_owned()),
+        Just(" ".to_owned()),
+        Just("\u{3000}".to_owned()),
+        Just("\t".to_owned()),
+        Just("\u{a0}".to_owned()),
+        Just("810000".to_owned()),
+        Just("８２００００".to_owned()),
+        Just("19660403".to_owned()),
+        Just("19661340".to_owned()),
+        "[0-9]{1,4}",
+        "[０-９]{1,3}",
+    ];
+    let known = prop_oneof![
+        Just("H03399243".to_owned()),
+        Just("M1234567801".to_owned()),
+        Just("01234567".to_owned()),
+        Just("810000196604037962".to_owned()),
+        Just("830000200002290023".to_owned()),
+    ];
+    prop_oneof![
+        known,
+        proptest::collection::vec(piece, 0..7).prop_map(|p| p.concat()),
+    ]
+}
+
+#[test]
+fn number_patterns_accept_what_the_gateway_accepts() {
+    use permitgate::document::{DocumentNo, NumberError, ResidencePermitNo, TravelPermitNo};
+    use proptest::test_runner::{Config, TestRunner};
+    let spec = spec();
+    let travel = schema_validator(&spec, "TravelPermitNumber");
+    let residence = schema_validator(&spec, "ResidencePermitNumber");
+    let status = schema_validator(&spec, "DocumentStatusRequest");
+    // Rules a pattern cannot hold: the shape is right, the value is not.
+    let semantic =
+        |e: NumberError| matches!(e, NumberError::BirthDate | NumberError::CheckCharacter);
+    let mut runner = TestRunner::new(Config {
+        cases: 4000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&number_inputs(), |input| {
+            let v = Value::String(input.clone());
+            let tp = TravelPermitNo::parse(&input);
+            proptest::prop_assert_eq!(travel.is_valid(&v), tp.is_ok(), "travel permit {:?}", input);
+            let rp = ResidencePermitNo::parse(&input);
+            proptest::prop_assert_eq!(
+                residence.is_valid(&v),
+                rp.is_ok() || rp.err().is_some_and(semantic),
+                "residence permit {:?}",
+                input
+            );
+            let any = DocumentNo::parse(&input);
+            proptest::prop_assert_eq!(
+                status.is_valid(&json!({ "number": input })),
+                any.is_ok() || any.err().is_some_and(semantic),
+                "document-status number {:?}",
+                input
+            );
+            Ok(())
+        })
+        .expect("the spec's patterns and the gateway's parsers agree");
+    // Spot checks of what the generator may miss.
+    for (input, ok) in [
+        ("", false),
+        ("  h03399243\u{3000}", true),
+        ("Ｈ０３３９９２４３", true),
+        ("H0339924", false),
+        ("H03399243\u{a0}", false),
+    ] {
+        assert_eq!(travel.is_valid(&json!(input)), ok, "{input:?}");
+        assert_eq!(TravelPermitNo::parse(input).is_ok(), ok, "{input:?}");
+    }
+}
+
+#[test]
+fn every_problem_type_has_its_status_in_the_spec() {
+    let spec = spec();
+    let branches = spec["components"]["schemas"]["Problem"]["oneOf"]
+        .as_array()
+        .expect("Problem.oneOf");
+    for kind in ProblemKind::VARIANTS {
+        let status = branches
+            .iter()
+            .find(|b| b["properties"]["type"]["const"] == kind.type_uri())
+            .map(|b| b["properties"]["status"]["const"].clone());
+        assert_eq!(
+            status,
+            Some(json!(kind.status())),
+            "{} and its status in Problem.oneOf",
+            kind.type_uri()
+        );
+    }
+    assert_eq!(branches.len(), ProblemKind::VARIANTS.len());
+    let problem = schema_validator(&spec, "Problem");
+    let wrong = json!({"type": "urn:permitgate:problem:rate-limited", "title": "t", "status": 503, "detail": "d"});
+    assert!(
+        !problem.is_valid(&wrong),
+        "a type with another type's status"
+    );
+}
+
+#[tokio::test]
+async fn headers_and_query_parameters_do_what_the_spec_says() {
+    let spec = spec();
+    let gw = TestGateway::start().await;
+    let request_id =
+        jsonschema::draft202012::new(&spec["components"]["headers"]["RequestId"]["schema"])
+            .expect("schema");
+    let link = gw.sample("linked_pair").clone();
+    // Kept when acceptable, replaced (never refused) when not.
+    for (sent, kept) in [
+        ("ticket-4711", true),
+        (&*"x".repeat(65), false),
+        ("no spaces", false),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&link.path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("x-request-id", sent)
+            .body(Full::new(Bytes::from(link.body.to_string())))
+            .expect("request");
+        let r = gw
+            .client("bank")
+            .await
+            .try_request_with(req)
+            .await
+            .expect("answer");
+        r.assert_ok(sent);
+        let echoed = r.headers["x-request-id"].to_str().expect("ascii");
+        assert_eq!(echoed == sent, kept, "{sent:?} -> {echoed:?}");
+        assert!(request_id.is_valid(&json!(echoed)), "{echoed:?}");
+    }
+    // wait_ms within 0..=30000, or 400 naming it.
+    let mut relay = gw.client("relay").await;
+    for bad in ["-1", "30001", "soon", "1e3"] {
+        let r = relay
+            .get(&format!("/v1/replication/manifest?wait_ms={bad}"))
+            .await;
+        let p = r.problem(400, "invalid-field");
+        assert_eq!(
+            (p["field"].as_str(), p["rule"].as_str()),
+            (Some("wait_ms"), Some("range"))
+        );
+        conforms(&spec, "/v1/replication/manifest", "get", &r);
+    }
+    let r = relay.get("/v1/replication/manifest?wait_ms=0").await;
+    r.assert_ok("wait_ms=0");
+}
