@@ -8,6 +8,7 @@ mod audit;
 mod cli;
 mod crash;
 mod deploy;
+mod doc_examples;
 mod handler;
 mod hostile;
 mod isolation;

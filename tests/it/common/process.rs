@@ -12,26 +12,54 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-pub fn start(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_permitgate"))
-        .args(["serve", "--config", &config.to_string_lossy()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start permitgate")
+/// A child process killed when dropped: a test that fails halfway leaves no gateway
+/// running behind it.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start(config: &Path) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["serve", "--config", &config.to_string_lossy()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start permitgate"),
+    )
 }
 
 /// Like [`start`], with the log settings given and standard error written to `log`.
-pub fn start_logging(config: &Path, env: &[(&str, &str)], log: &Path) -> Child {
+pub fn start_logging(config: &Path, env: &[(&str, &str)], log: &Path) -> Running {
     let file = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_permitgate"))
-        .args(["serve", "--config", &config.to_string_lossy()])
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("start permitgate")
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["serve", "--config", &config.to_string_lossy()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start permitgate"),
+    )
 }
 
 /// One plain-HTTP GET on the metrics listener; the whole answer, or `None`.

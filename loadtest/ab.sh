@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Two gateway builds side by side on the same demo data and config (audit trail on),
+# driven in turn (A B A B ...) by permitgate-load: for "did this change cost anything".
+#
+#   loadtest/ab.sh OLD_BINARY NEW_BINARY        # ROUNDS=3 DURATION=10 CONNS=16
+#
+# Build the old one from a worktree, e.g.
+#   git worktree add /tmp/old <commit> && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target \
+#       cargo build --release -p permitgate)
+# Uses 127.0.0.1:18443 (partners) and :19464 (metrics). Prints each run, then medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=${1:?old binary}
+B=${2:?new binary}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+DIR=${DIR:-target/ab-demo}
+cargo build --release -q -p permitgate-load
+LOAD=target/release/permitgate-load
+
+ready() {
+    for _ in $(seq 1 300); do
+        (exec 3<>/dev/tcp/127.0.0.1/19464 && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 &&
+            head -n 1 <&3 | grep -q ' 200 ') 2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "gateway did not become ready"; return 1
+}
+
+rm -rf "$DIR"
+"$B" demo --dir "$DIR" --records 100000 --listen 127.0.0.1:18443 \
+    --metrics-listen 127.0.0.1:19464 >"$DIR.log" 2>&1 &
+pid=$!
+ready
+kill -TERM "$pid"; wait "$pid" || true
+
+declare -A rps p99
+for round in $(seq 1 "$ROUNDS"); do
+    for side in A B; do
+        bin=$A; [ "$side" = B ] && bin=$B
+        rm -rf "$DIR/audit"
+        "$bin" serve --config "$DIR/gateway.toml" >>"$DIR.log" 2>&1 &
+        pid=$!
+        ready
+        out=$("$LOAD" --demo "$DIR" --target 127.0.0.1:18443 --connections "$CONNS" \
+            --duration "$DURATION" --warmup 1)
+        kill -TERM "$pid"; wait "$pid" || true
+        line=$(grep -m1 'req/s' <<<"$out")
+        echo "$side round $round: $line $(grep -m1 'p99' <<<"$out")"
+        rps[$side]+="$(sed -E 's/.* ([0-9]+) req\/s.*/\1/' <<<"$line") "
+        p99[$side]+="$(grep -m1 -oE 'p99 [0-9.]+' <<<"$out" | cut -d' ' -f2) "
+    done
+done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+for side in A B; do
+    echo "$side median: $(median <<<"${rps[$side]}") req/s, p99 $(median <<<"${p99[$side]}") ms"
+done
