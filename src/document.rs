@@ -185,22 +185,28 @@ pub fn normalise(input: &str) -> Result<Normalised, NumberError> {
 
 /// Mainland travel permit: `H`/`M` + 8 digits, or 8 digits (Taiwan); either may carry a
 /// 2-digit renewal count. The base number identifies the permit; the renewal count the card.
+/// Since 2024-07-10 non-Chinese permanent residents of Hong Kong and Macao hold permits
+/// numbered `HA`/`MA` + 7 digits (lifelong numbers, no renewal count); they cannot hold a
+/// residence permit ([`TravelPermitNo::residence_permit_possible`]).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TravelPermitNo {
     base: Normalised,
     region: Region,
     renewal: Option<u8>,
+    non_chinese: bool,
 }
 
 impl TravelPermitNo {
     pub fn parse(input: &str) -> Result<Self, NumberError> {
         let n = normalise(input)?;
         let b = n.as_bytes();
-        let (region, digits) = match b.first() {
-            Some(b'H') => (Region::HongKong, &b[1..]),
-            Some(b'M') => (Region::Macao, &b[1..]),
-            Some(c) if c.is_ascii_digit() => (Region::Taiwan, b),
-            Some(_) if b.iter().all(u8::is_ascii_alphanumeric) => {
+        let (region, non_chinese, digits) = match b {
+            [b'H', b'A', rest @ ..] => (Region::HongKong, true, rest),
+            [b'M', b'A', rest @ ..] => (Region::Macao, true, rest),
+            [b'H', rest @ ..] => (Region::HongKong, false, rest),
+            [b'M', rest @ ..] => (Region::Macao, false, rest),
+            [c, ..] if c.is_ascii_digit() => (Region::Taiwan, false, b),
+            _ if !b.is_empty() && b.iter().all(u8::is_ascii_alphanumeric) => {
                 return Err(if matches!(b.len(), 9 | 11) {
                     NumberError::RegionCode
                 } else {
@@ -218,10 +224,10 @@ impl TravelPermitNo {
         if !digits.iter().all(u8::is_ascii_digit) {
             return Err(NumberError::Characters);
         }
-        let renewal = match digits.len() {
-            8 => None,
+        let renewal = match (non_chinese, digits.len()) {
+            (true, 7) | (false, 8) => None,
             // ASCII digits were checked above, so this arithmetic cannot overflow.
-            10 => Some((digits[8] - b'0') * 10 + (digits[9] - b'0')),
+            (false, 10) => Some((digits[8] - b'0') * 10 + (digits[9] - b'0')),
             _ => return Err(NumberError::Length),
         };
         let base_len = n.len() - if renewal.is_some() { 2 } else { 0 };
@@ -230,7 +236,14 @@ impl TravelPermitNo {
             base,
             region,
             renewal,
+            non_chinese,
         })
+    }
+
+    /// Whether the holder may hold a residence permit at all: not a non-Chinese permanent
+    /// resident (`HA`/`MA` numbers).
+    pub fn residence_permit_possible(&self) -> bool {
+        !self.non_chinese
     }
 
     /// The canonical base number (without renewal count): what is hashed.
@@ -475,7 +488,28 @@ mod tests {
         );
         let t = TravelPermitNo::parse("01234567").expect("valid");
         assert_eq!((t.canonical(), t.region()), ("01234567", Region::Taiwan));
+        assert!(h.residence_permit_possible() && t.residence_permit_possible());
+        // Non-Chinese permanent residents of Hong Kong and Macao (since 2024-07-10).
+        for (input, canonical, region) in [
+            ("HA1234567", "HA1234567", Region::HongKong),
+            (" ma7654321\u{3000}", "MA7654321", Region::Macao),
+            ("ＨＡ１２３４５６７", "HA1234567", Region::HongKong),
+        ] {
+            let p = TravelPermitNo::parse(input).expect(input);
+            assert_eq!(
+                (p.canonical(), p.region(), p.renewal()),
+                (canonical, region, None),
+                "{input:?}"
+            );
+            assert!(!p.residence_permit_possible(), "{input:?}");
+            assert_eq!(p.masked(), format!("{}****", &canonical[..5]));
+        }
         let cases = [
+            ("HA123456", NumberError::Length),
+            ("HA12345678", NumberError::Length),
+            ("HA123456701", NumberError::Length),
+            ("HB1234567", NumberError::Characters),
+            ("HA12345X7", NumberError::Characters),
             ("H1234567", NumberError::Length),
             ("H123456789", NumberError::Length),
             ("X12345678", NumberError::RegionCode),

@@ -82,6 +82,7 @@ fn result_to_u8(r: LinkResult) -> u8 {
         LinkResult::NotLinked => 2,
         LinkResult::TravelPermitNotFound => 3,
         LinkResult::ResidencePermitNotFound => 4,
+        LinkResult::HolderNotEligible => 5,
     }
 }
 
@@ -91,6 +92,7 @@ fn result_from_u8(v: u8) -> Option<LinkResult> {
         2 => LinkResult::NotLinked,
         3 => LinkResult::TravelPermitNotFound,
         4 => LinkResult::ResidencePermitNotFound,
+        5 => LinkResult::HolderNotEligible,
         _ => return None,
     })
 }

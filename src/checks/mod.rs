@@ -44,6 +44,7 @@ impl DocumentPair {
         HashedPair {
             travel: DocKey::of(hash_key, self.travel.canonical()),
             travel_renewal: self.travel.renewal(),
+            residence_possible: self.travel.residence_permit_possible(),
             residence: DocKey::of(hash_key, self.residence.canonical()),
         }
     }
@@ -54,6 +55,8 @@ impl DocumentPair {
 pub struct HashedPair {
     travel: DocKey,
     travel_renewal: Option<u8>,
+    /// False for a non-Chinese permanent resident's travel permit (`HA`/`MA`).
+    residence_possible: bool,
     residence: DocKey,
 }
 
@@ -78,6 +81,9 @@ pub enum LinkResult {
     NotLinked,
     TravelPermitNotFound,
     ResidencePermitNotFound,
+    /// The travel permit is a non-Chinese permanent resident's (`HA`/`MA`): its holder
+    /// cannot hold a residence permit, so none belongs with it.
+    HolderNotEligible,
 }
 
 /// Status of one document as of the check; `None` when it is not in the data.
@@ -135,12 +141,14 @@ fn lookup(
 }
 
 /// Does this travel permit belong with this residence permit, as of `today`? When
-/// neither document is known the travel permit is reported missing.
+/// neither document is known the travel permit is reported missing; a known travel permit
+/// whose holder cannot hold a residence permit is said so, whatever the residence permit.
 pub fn link_check(view: &View<'_>, p: &HashedPair, today: Day) -> LinkAnswer {
     let tp = lookup(view, &p.travel, p.travel_renewal, today);
     let rp = lookup(view, &p.residence, None, today);
     let result = match (&tp, &rp) {
         (None, _) => LinkResult::TravelPermitNotFound,
+        (Some(_), _) if !p.residence_possible => LinkResult::HolderNotEligible,
         (Some(_), None) => LinkResult::ResidencePermitNotFound,
         (Some((t, _)), Some((r, _))) if t.person == r.person => LinkResult::Linked,
         (Some(_), Some(_)) => LinkResult::NotLinked,

@@ -66,6 +66,21 @@ impl Numbers {
         }
     }
 
+    /// `HA`/`MA` + 7 digits: a non-Chinese permanent resident's travel permit. Drawn from
+    /// `rng`, not the main stream, so that adding these residents moved no other number.
+    fn non_chinese(&mut self, rng: &mut StdRng, region: Region) -> String {
+        loop {
+            let digits: u32 = rng.random_range(0..10_000_000);
+            let n = match region {
+                Region::Macao => format!("MA{digits:07}"),
+                _ => format!("HA{digits:07}"),
+            };
+            if self.used.insert(n.clone()) {
+                return n;
+            }
+        }
+    }
+
     fn residence(&mut self, region: Region) -> String {
         loop {
             // Any real birth date 1940..2006; day ≤ 28 keeps every month valid.
@@ -147,7 +162,26 @@ pub fn write_export(
     let unknown_tp = nums.travel(hk);
     let unknown_rp = nums.residence(hk);
 
+    // Non-Chinese permanent residents of Hong Kong and Macao (HA/MA numbers, lifelong,
+    // valid five years): no residence permit. The last people of the export, about one in
+    // two hundred, from a stream of their own.
+    let mut other = StdRng::seed_from_u64(seed ^ 0x4e43_5052);
+    let non_chinese_from = records - (records / 200).max(1);
+    let mut non_chinese = Vec::new();
     for i in 4..records {
+        if i >= non_chinese_from {
+            // The first is of Hong Kong: the samples pair it with a Hong Kong residence permit.
+            let region = if (i - non_chinese_from) % 3 == 2 {
+                Region::Macao
+            } else {
+                Region::HongKong
+            };
+            let n = nums.non_chinese(&mut other, region);
+            let until = Day(today.0 + other.random_range(100..1825)).to_string();
+            non_chinese.push(n.clone());
+            emit(i, vec![doc(n, RecordStatus::Valid, until)])?;
+            continue;
+        }
         let region = match nums.rng.random_range(0..100) {
             0..=49 => Region::HongKong,
             50..=64 => Region::Macao,
@@ -183,6 +217,7 @@ pub fn write_export(
     out.flush()?;
 
     let link = |tp: &str, rp: &str| json!({"travel_permit": tp, "residence_permit": rp});
+    let hk_non_chinese = non_chinese.first().cloned().unwrap_or_default();
     Ok(vec![
         Sample {
             name: "linked_pair".into(),
@@ -247,6 +282,22 @@ pub fn write_export(
             path: "/v1/link-checks".into(),
             body: link(&tp1, &unknown_rp),
             expect: json!({"result": "residence_permit_not_found", "travel_permit": {"status": "valid"}, "residence_permit": {"status": null}}),
+        },
+        Sample {
+            name: "holder_not_eligible".into(),
+            description: "a non-Chinese permanent resident's travel permit (HA/MA): its holder cannot hold a residence permit".into(),
+            partner: "bank".into(),
+            path: "/v1/link-checks".into(),
+            body: link(&hk_non_chinese, &rp0),
+            expect: json!({"result": "holder_not_eligible", "travel_permit": {"status": "valid"}, "residence_permit": {"status": "valid"}}),
+        },
+        Sample {
+            name: "non_chinese_travel_permit_status".into(),
+            description: "a gate asks about a non-Chinese permanent resident's travel permit".into(),
+            partner: "rail-gate".into(),
+            path: "/v1/document-status".into(),
+            body: json!({"number": hk_non_chinese}),
+            expect: json!({"result": "found", "document_type": "travel_permit", "region": "hong_kong", "status": "valid"}),
         },
     ])
 }

@@ -38,6 +38,11 @@ async fn gateway_with_known_data() -> TestGateway {
             {"number": "830000200002290023", "status": "valid", "valid_until": "2099-01-01"}]}),
         json!({"person": "d", "documents": [
             {"number": "H22222222", "status": "damaged", "valid_until": "2099-01-01"}]}),
+        // Non-Chinese permanent residents: HA/MA numbers, no residence permit.
+        json!({"person": "e", "documents": [
+            {"number": "HA1234567", "status": "valid", "valid_until": "2029-07-10"}]}),
+        json!({"person": "f", "documents": [
+            {"number": "ma7654321", "status": "lost", "valid_until": "2029-07-10"}]}),
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&export, text).expect("write export");
@@ -146,6 +151,63 @@ async fn link_checks_follow_the_published_records() {
     assert_eq!(
         v["travel_permit"],
         json!({"status": null, "valid_until": null})
+    );
+}
+
+#[tokio::test]
+async fn non_chinese_permanent_residents_get_their_own_answer() {
+    let gw = gateway_with_known_data().await;
+    // Never "not_linked": no residence permit can belong with this travel permit.
+    let v = link(&gw, "HA1234567", "810000199001011230").await;
+    assert_subset(
+        &v,
+        &json!({"result": "holder_not_eligible", "travel_permit": {"status": "valid"}, "residence_permit": {"status": "valid"}}),
+        "HA with someone's residence permit",
+    );
+    let v = link(&gw, "Ｍａ７６５４３２１", "820000198512310010").await;
+    assert_eq!(v["result"], "holder_not_eligible", "{v}");
+    assert_eq!(v["travel_permit"]["status"], "lost", "{v}");
+    // Unknown HA numbers are unknown first.
+    let v = link(&gw, "HA7777777", "810000199001011230").await;
+    assert_eq!(v["result"], "travel_permit_not_found", "{v}");
+    // Document status, and a batch item alike.
+    let mut c = gw.client("bank").await;
+    let r = c
+        .post_json("/v1/document-status", &json!({"number": "ha1234567"}))
+        .await;
+    assert_subset(
+        &r.json(),
+        &json!({"result": "found", "document_type": "travel_permit", "region": "hong_kong", "status": "valid"}),
+        "HA status",
+    );
+    let r = c
+        .post_json(
+            "/v1/link-checks:batch",
+            &json!({"checks": [
+                {"travel_permit": "H12345678", "residence_permit": "810000199001011230"},
+                {"travel_permit": "HA1234567", "residence_permit": "810000199001011230"},
+                {"travel_permit": "HA123456", "residence_permit": "810000199001011230"}]}),
+        )
+        .await;
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0]["result"], "linked");
+    assert_eq!(results[1]["result"], "holder_not_eligible");
+    assert_eq!(results[2]["error"]["rule"], "length", "{results}");
+    // A receipt says so too.
+    let r = c
+        .post_json(
+            "/v1/link-checks",
+            &json!({"travel_permit": "HA1234567", "residence_permit": "810000199001011230", "receipt": true}),
+        )
+        .await;
+    let encoded = r.json()["receipt"]["encoded"]
+        .as_str()
+        .expect("receipt")
+        .to_owned();
+    let receipt = permitgate::receipt::read(&encoded).expect("receipt reads");
+    assert_eq!(
+        receipt.result,
+        permitgate::checks::LinkResult::HolderNotEligible
     );
 }
 

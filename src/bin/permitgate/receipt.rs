@@ -162,6 +162,9 @@ mod render {
             permitgate::checks::LinkResult::ResidencePermitNotFound => {
                 "the residence permit is not on record"
             }
+            permitgate::checks::LinkResult::HolderNotEligible => {
+                "the travel permit's holder cannot hold a residence permit"
+            }
         };
         let (tp, rp) =
             numbers.unwrap_or_else(|| ("(number not shown)".into(), "(number not shown)".into()));
