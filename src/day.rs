@@ -17,6 +17,11 @@ impl Day {
             .map(Day)
     }
 
+    /// Midnight (UTC) at the start of this day.
+    pub fn start(self) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::days(i64::from(self.0))
+    }
+
     /// The UTC day an instant falls on.
     pub fn of(t: OffsetDateTime) -> Day {
         Day(u32::try_from(t.unix_timestamp().div_euclid(86_400)).unwrap_or(0))

@@ -19,6 +19,7 @@ pub mod day;
 pub mod demo;
 pub mod document;
 pub mod http;
+pub mod issuance;
 pub mod key_files;
 pub mod keyring;
 pub mod metrics;

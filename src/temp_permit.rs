@@ -6,8 +6,10 @@
 //! knows revocations: those arrive as records of the snapshot and its deltas, keyed by
 //! [`PermitId::doc_key`]. The format is specified in docs/temporary-permit.md.
 //!
-//! Invariants: `expires_at` is exactly `issued_at` + 7 days (anything else is malformed);
-//! nothing from a token whose signature did not verify is ever shown as its content.
+//! Invariants: `expires_at` is after `issued_at` and at most 7 days after it (seven days,
+//! or less where the travel permit itself expires sooner: src/issuance.rs; anything else is
+//! malformed); nothing from a token whose signature did not verify is ever shown as its
+//! content.
 
 use std::fmt;
 
@@ -28,7 +30,7 @@ pub const KIND: Kind = Kind {
     version: 1,
 };
 
-/// How long a temporary permit is valid: exactly seven days from issue.
+/// How long a temporary permit is valid at most: seven days from issue.
 pub const VALIDITY: Duration = Duration::days(7);
 /// Default tolerance for gate clocks that run early or late.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -69,8 +71,9 @@ impl fmt::Debug for PermitId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     Lost,
     Damaged,
@@ -131,8 +134,15 @@ impl TempPermit {
 pub enum IssueError {
     #[error("name: must be 1 to {MAX_NAME_BYTES} bytes of UTF-8 without control characters")]
     Name,
-    #[error("issued_at: out of range")]
+    #[error("issued_at: out of range, or the permit would end before it begins")]
     Time,
+}
+
+/// The holder-name rule, as [`issue`] applies it: for callers that check before doing more.
+pub fn check_name(name: &str) -> Result<(), IssueError> {
+    valid_name(name.trim())
+        .then_some(())
+        .ok_or(IssueError::Name)
 }
 
 /// The holder-name rule, for issuing and for reading tokens alike.
@@ -140,12 +150,26 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
-/// Signs a new temporary permit; returns the token text and what it says.
+/// Signs a new temporary permit valid for seven days; returns the token text and what it
+/// says. [`crate::issuance`] decides whether one may be issued, and until when.
 pub fn issue(
     travel_permit: &TravelPermitNo,
     name: &str,
     reason: Reason,
     issued_at: OffsetDateTime,
+    key: &SigningKey,
+) -> Result<(String, TempPermit), IssueError> {
+    issue_until(travel_permit, name, reason, issued_at, None, key)
+}
+
+/// [`issue`], ending at `until` when that is sooner than seven days (the travel permit's
+/// own expiry).
+pub fn issue_until(
+    travel_permit: &TravelPermitNo,
+    name: &str,
+    reason: Reason,
+    issued_at: OffsetDateTime,
+    until: Option<OffsetDateTime>,
     key: &SigningKey,
 ) -> Result<(String, TempPermit), IssueError> {
     let name = name.trim();
@@ -155,7 +179,17 @@ pub fn issue(
     let issued_at = issued_at
         .replace_nanosecond(0)
         .map_err(|_| IssueError::Time)?;
-    let expires_at = issued_at.checked_add(VALIDITY).ok_or(IssueError::Time)?;
+    let week = issued_at.checked_add(VALIDITY).ok_or(IssueError::Time)?;
+    let expires_at = match until {
+        Some(u) => u
+            .replace_nanosecond(0)
+            .map_err(|_| IssueError::Time)?
+            .min(week),
+        None => week,
+    };
+    if expires_at <= issued_at {
+        return Err(IssueError::Time);
+    }
     let permit = TempPermit {
         key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
         permit_id: PermitId::generate(),
@@ -192,7 +226,8 @@ fn decode(opened: &sealed::Opened) -> Option<TempPermit> {
     let holder_name = f.short_str()?.to_owned();
     let travel_permit = TravelPermitNo::parse(number).ok()?;
     let well_formed = f.is_done()
-        && expires_at - issued_at == VALIDITY
+        && expires_at > issued_at
+        && expires_at - issued_at <= VALIDITY
         && travel_permit.canonical() == number
         && travel_permit.region() == region
         && valid_name(&holder_name);
@@ -476,6 +511,51 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_permit_may_end_sooner_than_seven_days_but_never_later() {
+        let k = key();
+        let keys = ring(&[&k]);
+        let tp = TravelPermitNo::parse("H12345678").expect("valid");
+        let until = T0 + Duration::days(2);
+        let (text, p) =
+            issue_until(&tp, "A", Reason::Forgotten, T0, Some(until), &k).expect("issue");
+        assert_eq!(p.expires_at, until);
+        let s = Duration::seconds(1);
+        let at = |t| verify(&text, &keys, t, Duration::ZERO, |_| false).status;
+        assert_eq!(at(until - s), TokenStatus::Valid);
+        assert_eq!(at(until), TokenStatus::Expired);
+        // A later `until` is cut to seven days; one before issue is refused.
+        let (_, p) = issue_until(
+            &tp,
+            "A",
+            Reason::Forgotten,
+            T0,
+            Some(T0 + Duration::days(9)),
+            &k,
+        )
+        .expect("issue");
+        assert_eq!(p.expires_at, T0 + VALIDITY);
+        assert_eq!(
+            issue_until(&tp, "A", Reason::Forgotten, T0, Some(T0), &k).err(),
+            Some(IssueError::Time)
+        );
+        // Signed with a validity the rule forbids: malformed, whatever the signature says.
+        for expires_at in [T0 + VALIDITY + s, T0, T0 - s] {
+            let forged = encode(
+                &TempPermit {
+                    expires_at,
+                    ..p.clone()
+                },
+                &k,
+            );
+            assert_eq!(
+                verify(&forged, &keys, T0, Duration::ZERO, |_| false).status,
+                TokenStatus::Malformed,
+                "{expires_at}"
+            );
+        }
+    }
+
     /// The vector of docs/temporary-permit.md, checked there with Python's `base45` and
     /// `cryptography` packages.
     #[test]
@@ -502,9 +582,27 @@ mod tests {
             "7568234c98526e45395305354ed2ef8d"
         );
         let v = verify(VECTOR, &ring(&[&key]), T0, DEFAULT_CLOCK_SKEW, |_| false);
-        assert_eq!((v.status, v.permit), (TokenStatus::Valid, Some(permit)));
+        assert_eq!(
+            (v.status, v.permit),
+            (TokenStatus::Valid, Some(permit.clone()))
+        );
+        // The same permit for a travel permit valid through 2026-11-26: it ends then.
+        let capped = TempPermit {
+            expires_at: datetime!(2026-11-27 00:00 UTC),
+            ..permit
+        };
+        assert_eq!(encode(&capped, &key), VECTOR_CAPPED);
+        let v = verify(
+            VECTOR_CAPPED,
+            &ring(&[&key]),
+            T0,
+            DEFAULT_CLOCK_SKEW,
+            |_| false,
+        );
+        assert_eq!((v.status, v.permit), (TokenStatus::Valid, Some(capped)));
     }
 
+    const VECTOR_CAPPED: &str = "PGT1:3904QNW46U2PGFUTK404DGWLU9UO80Z$IWND000000/CPWND000900V59QF60R6J%6%37YM8NB8-347ECY34CECWNUBB2SS5B4H7+5 DDI%6OI8DA7PHA359Y58O4KRWQ401MIGRPBUUI6NMF:1Y/7.BL BH9$P.3OZC1$$7QPUJO71Q1EGT 98";
     const VECTOR: &str = "PGT1:3904QNW46U2PGFUTK404DGWLU9UO80Z$IWND000000SDQWND000900V59QF60R6J%6%37YM8NB8-347ECY34CECWV1GB4753VWK54E FLTG2*$JILK7*N+16WNTH.Q.UM06U:+LMRKE+UR+L:BS2/J2M496EH7KF38UVDH6FE.GA7NC*CT75GZD";
 
     #[test]

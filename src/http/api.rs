@@ -104,6 +104,11 @@ pub struct TempPermitRequest {
 pub struct TempPermitResponse<'a> {
     #[serde(flatten)]
     pub verification: VerificationView,
+    /// What the permit may be used for (domestic rail and air travel), when its signature
+    /// verified; `null` otherwise.
+    pub valid_for: Option<&'static [&'static str]>,
+    /// The underlying travel permit's status now (`null`: not on record, or no permit).
+    pub travel_permit_status: Option<RecordStatus>,
     pub snapshot: SnapshotRef<'a>,
     pub checked_at: &'a str,
 }

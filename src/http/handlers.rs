@@ -142,16 +142,26 @@ pub fn temp_permit_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u
         services.temp_permit_skew,
         |id| checks::temp_permit_revoked(view, hash_key, id),
     );
+    let mut travel_permit_status = None;
     if let Some(p) = &v.permit {
+        let travel = DocKey::of(hash_key, p.travel_permit.canonical());
         cx.audit.push(p.permit_id.doc_key(hash_key).0);
-        cx.audit
-            .push(DocKey::of(hash_key, p.travel_permit.canonical()).0);
+        cx.audit.push(travel.0);
+        let number = DocumentNo::Travel(p.travel_permit.clone());
+        travel_permit_status = checks::document_status(view, &travel, &number, Day::of(cx.now))
+            .state
+            .map(|s| s.status);
     }
     if let Some(c) = services.temp_permit_counters.get(v.status as usize) {
         c.inc();
     }
     encode(&TempPermitResponse {
         verification: (&v).into(),
+        valid_for: v
+            .permit
+            .is_some()
+            .then_some(&crate::issuance::VALID_FOR[..]),
+        travel_permit_status,
         snapshot: cx.snapshot,
         checked_at: cx.checked_at,
     })

@@ -54,6 +54,13 @@ pub enum ChangeEvent {
     TempPermitIssue {
         permit_id: String,
         travel_permit: String,
+        /// When it was issued (events written before this field: seven days before expiry).
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        issued_at: Option<OffsetDateTime>,
         #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
@@ -116,6 +123,7 @@ fn read_changes(
             ChangeEvent::TempPermitIssue {
                 permit_id,
                 travel_permit,
+                issued_at,
                 expires_at,
             } => {
                 let id = permit_id_of(&permit_id, &err)?;
@@ -132,7 +140,10 @@ fn read_changes(
                     status: RecordStatus::Valid,
                     kind: DocumentKind::TemporaryPermit,
                     region: tp.region(),
-                    renewal: NO_RENEWAL,
+                    // Issuance records keep how many days the permit ran, so that its
+                    // issue day (and month) can be told: crate::issuance.
+                    renewal: issued_at
+                        .map_or(NO_RENEWAL, |at| crate::issuance::ran_days(at, expires_at)),
                 };
                 (key, Some(rec))
             }
@@ -608,6 +619,7 @@ mod tests {
         serde_json::to_string(&ChangeEvent::TempPermitIssue {
             permit_id: id.into(),
             travel_permit: number.into(),
+            issued_at: Some(time::macros::datetime!(2026-11-25 08:00 UTC)),
             expires_at: time::macros::datetime!(2026-12-02 08:00 UTC),
         })
         .expect("json")

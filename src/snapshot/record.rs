@@ -50,9 +50,19 @@ impl std::fmt::Debug for DocKey {
 /// Status recorded by the authority. `Expired` may also be derived at check time from
 /// `valid_until`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, strum::FromRepr,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::FromRepr,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum RecordStatus {
     Valid = 0,
@@ -64,6 +74,11 @@ pub enum RecordStatus {
 }
 
 impl RecordStatus {
+    /// The wire name (`lost`, `replaced`...).
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+
     /// The byte in the snapshot format (docs/snapshot-format.md).
     pub fn to_u8(self) -> u8 {
         self as u8

@@ -214,6 +214,8 @@ async fn a_revocation_published_as_a_delta_reaches_a_following_gateway() {
         ChangeEvent::TempPermitIssue {
             permit_id: permit.permit_id.to_string(),
             travel_permit: tp.canonical().into(),
+            // As events written before issued_at existed: still published.
+            issued_at: None,
             expires_at: permit.expires_at,
         },
         ChangeEvent::TempPermitRevoke {
@@ -323,12 +325,18 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
         "issue",
         "--signing-key",
         key.to_str().expect("utf8"),
+        "--repo",
+        gw.demo.repo().to_str().expect("utf8"),
+        "--publisher-key",
+        gw.demo.publisher_pub().to_str().expect("utf8"),
+        "--hash-key",
+        gw.demo.hash_key().to_str().expect("utf8"),
         "--travel-permit",
         tp.canonical(),
         "--name",
         "LEE Siu Ming",
         "--reason",
-        "damaged",
+        "lost",
         "--qr",
         qr.to_str().expect("utf8"),
         "--events",
@@ -365,7 +373,7 @@ async fn the_authority_issues_with_the_cli_and_gates_verify_offline_and_from_the
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         (v["status"].as_str(), v["reason"].as_str()),
-        (Some("valid"), Some("damaged"))
+        (Some("valid"), Some("lost"))
     );
     let later = permitgate::day::rfc3339(OffsetDateTime::now_utc() + Duration::days(8));
     let out = verify_at(Some(&later));
@@ -416,6 +424,12 @@ fn cli_mistakes_are_one_line_and_name_the_argument() {
             "issue",
             "--signing-key",
             key,
+            "--repo",
+            "/nonexistent/repo",
+            "--publisher-key",
+            "/nonexistent/publisher.pub",
+            "--hash-key",
+            "/nonexistent/hash.key",
             "--travel-permit",
             "H12345678",
             "--name",
@@ -451,4 +465,202 @@ fn cli_mistakes_are_one_line_and_name_the_argument() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("H1234"), "the number is never echoed: {err}");
     }
+}
+
+#[tokio::test]
+async fn the_gate_learns_what_the_permit_is_for_and_its_travel_permits_status_now() {
+    let now = t0();
+    let (gw, _) = gateway_at(now, Vec::new()).await;
+    let key = load_signing_key(&gw.demo.temp_permit_key()).expect("issuer key");
+    let (token, _) = issue_with(&key, &lost_travel_permit(&gw), now);
+    let v = verify(&gw, &token).await;
+    assert_eq!(v["status"], "valid", "{v}");
+    assert_eq!(v["valid_for"], json!(["rail", "air"]), "{v}");
+    assert_eq!(v["travel_permit_status"], "lost", "{v}");
+    let v = verify(&gw, "PGT1:NOTATOKEN").await;
+    assert_eq!(
+        (v["valid_for"].clone(), v["travel_permit_status"].clone()),
+        (Value::Null, Value::Null)
+    );
+}
+
+/// `temp-permit issue` as the authority runs it, against published data it controls.
+#[test]
+fn issuance_follows_the_policy() {
+    use permitgate::key_files::{
+        generate_signing_key, save_signing_key, save_verifying_key, HashKey,
+    };
+    use permitgate::keyring::{KeyUse, Keyring, PublicKey, Validity};
+    use permitgate::publish::{publish, publish_changes, PublishOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |p: &str| dir.path().join(p);
+    let publisher = generate_signing_key();
+    save_signing_key(&publisher, &path("publisher.key")).expect("key");
+    save_verifying_key(&publisher.verifying_key(), &path("publisher.pub")).expect("key");
+    let hash_key = HashKey::generate();
+    hash_key.save(&path("hash.key")).expect("key");
+    let issuer = generate_signing_key();
+    save_signing_key(&issuer, &path("issuer.key")).expect("key");
+    let doc = |number: &str, status: &str, until: &str| json!({"number": number, "status": status, "valid_until": until});
+    let people = [
+        ("valid", doc("H11111111", "valid", "2099-01-01")),
+        ("lost", doc("H22222222", "lost", "2099-01-01")),
+        ("revoked", doc("H33333333", "revoked", "2099-01-01")),
+        ("expired", doc("H44444444", "valid", "2020-01-01")),
+        ("ends-soon", doc("H55555555", "valid", "2026-03-12")),
+        ("non-chinese", doc("HA1234567", "valid", "2029-07-10")),
+    ];
+    let export: String = people
+        .iter()
+        .map(|(p, d)| format!("{}\n", json!({"person": p, "documents": [d]})))
+        .collect();
+    std::fs::write(path("export.jsonl"), export).expect("export");
+    let opts = PublishOptions {
+        version: None,
+        expires_in: Duration::days(3650),
+        now: OffsetDateTime::now_utc(),
+    };
+    publish(
+        &path("export.jsonl"),
+        &path("repo"),
+        &publisher,
+        &hash_key,
+        &opts,
+    )
+    .expect("publish");
+    let keys = Keyring::new(vec![PublicKey::new(
+        KeyUse::TempPermit,
+        issuer.verifying_key(),
+        Validity::default(),
+    )]);
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let issue = |tp: &str, reason: &str, at: &str, events: &str| {
+        permitgate(&[
+            "temp-permit",
+            "issue",
+            "--signing-key",
+            &s(&path("issuer.key")),
+            "--repo",
+            &s(&path("repo")),
+            "--publisher-key",
+            &s(&path("publisher.pub")),
+            "--hash-key",
+            &s(&path("hash.key")),
+            "--travel-permit",
+            tp,
+            "--name",
+            "CHAN Tai Man",
+            "--reason",
+            reason,
+            "--issued-at",
+            at,
+            "--events",
+            &s(&path(events)),
+        ])
+    };
+    let refused = |out: std::process::Output, why: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("no temporary permit issued") && err.contains(why),
+            "{err}"
+        );
+        assert!(
+            !err.contains("H1111") && !err.contains("H2222"),
+            "no number echoed: {err}"
+        );
+    };
+    let expiry = |out: &std::process::Output| {
+        assert_success(out);
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let at = OffsetDateTime::parse(
+            "2026-03-10T12:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("time");
+        let v = temp_permit::verify(&token, &keys, at, Duration::ZERO, |_| false);
+        v.permit.expect("genuine").expires_at
+    };
+    let mar10 = "2026-03-10T09:30:00Z";
+
+    // Each reason needs its status; unusable and unknown permits get none.
+    refused(
+        issue("H11111111", "lost", mar10, "a.jsonl"),
+        "needs the travel permit recorded as lost",
+    );
+    refused(
+        issue("H22222222", "forgotten", mar10, "a.jsonl"),
+        "recorded as valid",
+    );
+    refused(
+        issue("H33333333", "lost", mar10, "a.jsonl"),
+        "is revoked on record",
+    );
+    refused(
+        issue("H44444444", "forgotten", mar10, "a.jsonl"),
+        "is expired on record",
+    );
+    refused(
+        issue("H99999999", "forgotten", mar10, "a.jsonl"),
+        "not in the published data",
+    );
+    let out = issue("H22222222", "lost", mar10, "a.jsonl");
+    assert_eq!(
+        expiry(&out),
+        OffsetDateTime::parse(
+            "2026-03-17T09:30:00Z",
+            &time::format_description::well_known::Rfc3339
+        )
+        .expect("t")
+    );
+    // Never beyond the travel permit's own last day (2026-03-12).
+    let out = issue("H55555555", "forgotten", mar10, "a.jsonl");
+    assert_eq!(
+        expiry(&out),
+        OffsetDateTime::parse(
+            "2026-03-13T00:00:00Z",
+            &time::format_description::well_known::Rfc3339
+        )
+        .expect("t")
+    );
+    assert_success(&issue("HA1234567", "forgotten", mar10, "a.jsonl"));
+
+    // Two a calendar month, counted from issuances not yet published...
+    assert_success(&issue(
+        "H11111111",
+        "forgotten",
+        "2026-03-30T10:00:00Z",
+        "b.jsonl",
+    ));
+    assert_success(&issue(
+        "H11111111",
+        "forgotten",
+        "2026-03-31T10:00:00Z",
+        "b.jsonl",
+    ));
+    refused(
+        issue("H11111111", "forgotten", "2026-03-31T12:00:00Z", "b.jsonl"),
+        "at most 2 a calendar month",
+    );
+    // ...and from the published ones.
+    publish_changes(
+        &path("b.jsonl"),
+        &path("repo"),
+        &publisher,
+        &hash_key,
+        &opts,
+        32,
+    )
+    .expect("publish");
+    refused(
+        issue("H11111111", "forgotten", "2026-03-31T13:00:00Z", "c.jsonl"),
+        "2026-03",
+    );
+    // A new month starts the count again.
+    assert_success(&issue(
+        "H11111111",
+        "forgotten",
+        "2026-04-01T00:00:01Z",
+        "c.jsonl",
+    ));
 }

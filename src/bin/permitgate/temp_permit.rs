@@ -1,27 +1,40 @@
 //! `permitgate temp-permit issue | revoke | verify`: the authority's side of temporary
 //! permits (issuing key, change events) and the offline verifier's (published keys).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use time::OffsetDateTime;
 
 use permitgate::day::rfc3339;
 use permitgate::document::TravelPermitNo;
-use permitgate::key_files;
+use permitgate::issuance;
+use permitgate::key_files::{self, HashKey};
 use permitgate::keyring::Keyring;
 use permitgate::publish::ChangeEvent;
+use permitgate::snapshot::{load_repo, DocKey, Record, RepoData};
 use permitgate::temp_permit::{self, PermitId, Reason, TokenStatus, VerificationView};
 
 use crate::output::{change_event, number, parse_time};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Sign a temporary permit; print its token and emit its issuance event.
+    /// Sign a temporary permit, if the issuance policy allows it (the published data: the
+    /// travel permit's record, the holder's permits this month); print its token and emit
+    /// its issuance event.
     Issue {
         /// The authority's temporary-permit issuing key (Ed25519, PKCS#8 PEM).
         #[arg(long)]
         signing_key: PathBuf,
+        /// The published repository (manifest.json + objects/) the policy reads.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The publisher's public key (SPKI PEM), to verify the repository.
+        #[arg(long)]
+        publisher_key: PathBuf,
+        /// The identifier hashing key the repository was built with.
+        #[arg(long)]
+        hash_key: PathBuf,
         /// The holder's travel permit number.
         #[arg(long)]
         travel_permit: String,
@@ -71,6 +84,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Issue {
             signing_key,
+            repo,
+            publisher_key,
+            hash_key,
             travel_permit,
             name,
             reason,
@@ -81,9 +97,29 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let key = key_files::load_signing_key(&signing_key)?;
             let tp = number("travel-permit", &travel_permit, TravelPermitNo::parse)?;
+            temp_permit::check_name(&name).map_err(|e| anyhow::anyhow!("--{e}"))?;
             let issued_at = issued_at.unwrap_or_else(OffsetDateTime::now_utc);
-            let (token, permit) = temp_permit::issue(&tp, &name, reason, issued_at, &key)
-                .map_err(|e| anyhow::anyhow!("--{e}"))?;
+            let hash_key = HashKey::load(&hash_key)?;
+            let published = load_repo(
+                &repo,
+                &[key_files::load_verifying_key(&publisher_key)?],
+                Some(&hash_key),
+            )?
+            .into_data();
+            let holder = published.get(&DocKey::of(&hash_key, tp.canonical()));
+            let this_month = holder.map_or(0, |h| {
+                let pending = pending_issuances(events.as_deref(), &published, &hash_key);
+                issuance::issued_in_month(
+                    published.records().iter().chain(pending.iter()),
+                    h.person,
+                    issued_at,
+                )
+            });
+            let until = issuance::decide(reason, holder.as_ref(), issued_at, this_month)
+                .map_err(|e| anyhow::anyhow!("no temporary permit issued: {e}"))?;
+            let (token, permit) =
+                temp_permit::issue_until(&tp, &name, reason, issued_at, Some(until), &key)
+                    .map_err(|e| anyhow::anyhow!("--{e}"))?;
             #[cfg(feature = "tools")]
             if let Some(path) = &qr {
                 use anyhow::Context;
@@ -94,6 +130,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 &ChangeEvent::TempPermitIssue {
                     permit_id: permit.permit_id.to_string(),
                     travel_permit: tp.canonical().to_owned(),
+                    issued_at: Some(permit.issued_at),
                     expires_at: permit.expires_at,
                 },
                 events.as_deref(),
@@ -144,4 +181,39 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Issuances appended to the change file and not published yet, as the records publishing
+/// them will make (so that they count towards the monthly limit).
+fn pending_issuances(
+    events: Option<&Path>,
+    published: &RepoData,
+    hash_key: &HashKey,
+) -> Vec<Record> {
+    let Some(text) = events.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<ChangeEvent>(line).ok())
+        .filter_map(|e| match e {
+            ChangeEvent::TempPermitIssue {
+                travel_permit,
+                issued_at,
+                expires_at,
+                ..
+            } => {
+                let tp = TravelPermitNo::parse(&travel_permit).ok()?;
+                let holder = published.get(&DocKey::of(hash_key, tp.canonical()))?;
+                Some(Record {
+                    kind: permitgate::document::DocumentKind::TemporaryPermit,
+                    valid_until: permitgate::day::Day::of(expires_at).0,
+                    renewal: issued_at.map_or(permitgate::snapshot::NO_RENEWAL, |at| {
+                        issuance::ran_days(at, expires_at)
+                    }),
+                    ..holder
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }

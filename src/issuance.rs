@@ -1,0 +1,274 @@
+//! The temporary-permit issuance policy: who may be given one, and until when.
+//!
+//! A 7-day temporary electronic permit is issued only to the holder of a published travel
+//! permit that is still usable, for the reason its record shows: `lost` or `damaged` when
+//! the permit is recorded so, `forgotten` when it is valid (revoked, replaced and expired
+//! permits get none). It ends seven days after issue or when the travel permit itself
+//! expires, whichever is sooner, and a holder gets at most [`MONTHLY_LIMIT`] in a calendar
+//! month (UTC, as every day here), counted from the issuance records of the published data,
+//! which carry the holder's person id, and from issuances not yet published. It serves
+//! domestic rail and air travel, not border crossing ([`VALID_FOR`]).
+
+use time::OffsetDateTime;
+
+use crate::day::Day;
+use crate::document::DocumentKind;
+use crate::snapshot::{Record, RecordStatus, NO_RENEWAL};
+use crate::temp_permit::{Reason, VALIDITY};
+
+/// Temporary permits one holder may be issued in a calendar month.
+pub const MONTHLY_LIMIT: usize = 2;
+
+/// What a temporary permit may be used for.
+pub const VALID_FOR: [&str; 2] = ["rail", "air"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the travel permit is not in the published data")]
+    NotPublished,
+    #[error("the travel permit is {} on record: no temporary permit is issued for it", .0.label())]
+    Unusable(RecordStatus),
+    #[error("reason {} needs the travel permit recorded as {}; it is {}", <&str>::from(*.reason), .needs.label(), .status.label())]
+    Reason {
+        reason: Reason,
+        needs: RecordStatus,
+        status: RecordStatus,
+    },
+    #[error("the holder was issued {issued} temporary permits in {month}; at most {MONTHLY_LIMIT} a calendar month")]
+    MonthlyLimit { issued: usize, month: String },
+}
+
+/// The travel permit's status as of `today` (a valid record past its date is expired).
+fn status_on(record: &Record, today: Day) -> RecordStatus {
+    match record.status {
+        RecordStatus::Valid if record.valid_until < today.0 => RecordStatus::Expired,
+        s => s,
+    }
+}
+
+/// When a permit issued at `issued_at` for this travel permit ends: seven days later, or at
+/// the end of the travel permit's last valid day if that is sooner.
+pub fn expiry(issued_at: OffsetDateTime, travel_permit: &Record) -> OffsetDateTime {
+    let end_of_last_day = Day(travel_permit.valid_until.saturating_add(1)).start();
+    (issued_at + VALIDITY).min(end_of_last_day)
+}
+
+/// Whether a permit may be issued now, given the holder's travel permit record and how many
+/// were issued to the same person in `issued_at`'s calendar month; returns its expiry.
+pub fn decide(
+    reason: Reason,
+    travel_permit: Option<&Record>,
+    issued_at: OffsetDateTime,
+    issued_this_month: usize,
+) -> Result<OffsetDateTime, Refusal> {
+    let record = travel_permit.ok_or(Refusal::NotPublished)?;
+    let status = status_on(record, Day::of(issued_at));
+    if matches!(
+        status,
+        RecordStatus::Revoked | RecordStatus::Replaced | RecordStatus::Expired
+    ) {
+        return Err(Refusal::Unusable(status));
+    }
+    let needs = match reason {
+        Reason::Lost => RecordStatus::Lost,
+        Reason::Damaged => RecordStatus::Damaged,
+        Reason::Forgotten => RecordStatus::Valid,
+    };
+    if status != needs {
+        return Err(Refusal::Reason {
+            reason,
+            needs,
+            status,
+        });
+    }
+    if issued_this_month >= MONTHLY_LIMIT {
+        return Err(Refusal::MonthlyLimit {
+            issued: issued_this_month,
+            month: month_of(Day::of(issued_at)),
+        });
+    }
+    Ok(expiry(issued_at, record))
+}
+
+/// `YYYY-MM` of a day.
+fn month_of(day: Day) -> String {
+    day.to_string()[..7].to_owned()
+}
+
+/// The day an issuance record says its permit was issued: its last day minus the days it
+/// ran, which publish stores in the record's `renewal` byte (docs/snapshot-format.md);
+/// records of older publications, without it, ran the full seven days.
+pub fn issue_day(record: &Record) -> Day {
+    let ran = match record.renewal {
+        NO_RENEWAL => VALIDITY.whole_days() as u32,
+        days => u32::from(days),
+    };
+    Day(record.valid_until.saturating_sub(ran))
+}
+
+/// The `renewal` byte of an issuance record: days from issue to expiry (at most 7).
+pub fn ran_days(issued_at: OffsetDateTime, expires_at: OffsetDateTime) -> u8 {
+    let days = Day::of(expires_at).0.saturating_sub(Day::of(issued_at).0);
+    u8::try_from(days.min(VALIDITY.whole_days() as u32)).unwrap_or(7)
+}
+
+/// Issuance records of `person` in the calendar month of `at`, among `records`.
+pub fn issued_in_month<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    person: u64,
+    at: OffsetDateTime,
+) -> usize {
+    let month = month_of(Day::of(at));
+    records
+        .into_iter()
+        .filter(|r| r.kind == DocumentKind::TemporaryPermit && r.person == person)
+        .filter(|r| month_of(issue_day(r)) == month)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Region;
+    use crate::snapshot::DocKey;
+    use time::macros::datetime;
+
+    fn permit(status: RecordStatus, valid_until: &str) -> Record {
+        Record {
+            key: DocKey([1; 16]),
+            person: 42,
+            valid_until: Day::parse(valid_until).expect("day").0,
+            status,
+            kind: DocumentKind::TravelPermit,
+            region: Region::HongKong,
+            renewal: NO_RENEWAL,
+        }
+    }
+
+    const AT: OffsetDateTime = datetime!(2026-03-10 09:30 UTC);
+
+    #[test]
+    fn reasons_need_their_status_and_unusable_permits_get_none() {
+        let valid = permit(RecordStatus::Valid, "2030-01-01");
+        let lost = permit(RecordStatus::Lost, "2030-01-01");
+        let damaged = permit(RecordStatus::Damaged, "2030-01-01");
+        assert_eq!(
+            decide(Reason::Forgotten, Some(&valid), AT, 0),
+            Ok(AT + VALIDITY)
+        );
+        assert_eq!(decide(Reason::Lost, Some(&lost), AT, 0), Ok(AT + VALIDITY));
+        assert_eq!(
+            decide(Reason::Damaged, Some(&damaged), AT, 1),
+            Ok(AT + VALIDITY)
+        );
+        for (reason, record) in [
+            (Reason::Lost, &valid),
+            (Reason::Damaged, &lost),
+            (Reason::Forgotten, &damaged),
+        ] {
+            assert!(
+                matches!(
+                    decide(reason, Some(record), AT, 0),
+                    Err(Refusal::Reason { .. })
+                ),
+                "{reason:?} for {:?}",
+                record.status
+            );
+        }
+        assert_eq!(
+            decide(Reason::Lost, None, AT, 0),
+            Err(Refusal::NotPublished)
+        );
+        for status in [
+            RecordStatus::Revoked,
+            RecordStatus::Replaced,
+            RecordStatus::Expired,
+        ] {
+            assert_eq!(
+                decide(Reason::Lost, Some(&permit(status, "2030-01-01")), AT, 0),
+                Err(Refusal::Unusable(status))
+            );
+        }
+        // Recorded valid, but its last day has passed.
+        assert_eq!(
+            decide(
+                Reason::Forgotten,
+                Some(&permit(RecordStatus::Valid, "2026-03-09")),
+                AT,
+                0
+            ),
+            Err(Refusal::Unusable(RecordStatus::Expired))
+        );
+    }
+
+    #[test]
+    fn never_beyond_the_travel_permits_own_expiry() {
+        // Valid through 2026-03-12: the permit ends at its end, not seven days on.
+        let soon = permit(RecordStatus::Valid, "2026-03-12");
+        assert_eq!(
+            decide(Reason::Forgotten, Some(&soon), AT, 0),
+            Ok(datetime!(2026-03-13 00:00 UTC))
+        );
+        // Its last day is today: until midnight.
+        let today = permit(RecordStatus::Valid, "2026-03-10");
+        assert_eq!(
+            decide(Reason::Forgotten, Some(&today), AT, 0),
+            Ok(datetime!(2026-03-11 00:00 UTC))
+        );
+    }
+
+    #[test]
+    fn two_a_calendar_month() {
+        let valid = permit(RecordStatus::Valid, "2030-01-01");
+        assert!(matches!(
+            decide(Reason::Forgotten, Some(&valid), AT, 2),
+            Err(Refusal::MonthlyLimit { issued: 2, ref month }) if month == "2026-03"
+        ));
+        // Issuance records as publish writes them.
+        let issued = |at: OffsetDateTime, until: OffsetDateTime, person: u64| Record {
+            kind: DocumentKind::TemporaryPermit,
+            person,
+            valid_until: Day::of(until).0,
+            renewal: ran_days(at, until),
+            ..valid
+        };
+        let mar30 = datetime!(2026-03-30 23:00 UTC);
+        let records = [
+            issued(mar30, mar30 + VALIDITY, 42),
+            issued(
+                datetime!(2026-03-31 10:00 UTC),
+                datetime!(2026-04-02 00:00 UTC),
+                42,
+            ),
+            issued(
+                datetime!(2026-03-31 10:00 UTC),
+                datetime!(2026-04-07 10:00 UTC),
+                7,
+            ),
+            // Older publications: no days-ran byte, so seven days before expiry.
+            Record {
+                renewal: NO_RENEWAL,
+                ..issued(
+                    datetime!(2026-02-27 10:00 UTC),
+                    datetime!(2026-03-06 10:00 UTC),
+                    42,
+                )
+            },
+        ];
+        assert_eq!(issue_day(&records[0]), Day::of(mar30));
+        assert_eq!(
+            issued_in_month(&records, 42, datetime!(2026-03-31 23:59 UTC)),
+            2
+        );
+        // A new month starts the count again; another person's permits never count.
+        assert_eq!(
+            issued_in_month(&records, 42, datetime!(2026-04-01 00:00 UTC)),
+            0
+        );
+        assert_eq!(issued_in_month(&records, 7, AT), 1);
+        assert_eq!(
+            issued_in_month(&records, 42, datetime!(2026-02-28 00:00 UTC)),
+            1
+        );
+    }
+}
