@@ -37,4 +37,5 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod temp_permit;
+pub mod terms;
 pub mod tls;

@@ -37,6 +37,9 @@ pub enum Command {
         travel_permit: Option<String>,
         #[arg(long, requires = "travel_permit")]
         residence_permit: Option<String>,
+        /// A TrueType font with Chinese (the page is in Chinese and English).
+        #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
+        font: PathBuf,
     },
 }
 
@@ -85,7 +88,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             keys,
             travel_permit,
             residence_permit,
-        } => render::render(&receipt, &out, keys, travel_permit, residence_permit),
+            font,
+        } => render::render(
+            &receipt,
+            &out,
+            keys,
+            (travel_permit, residence_permit),
+            &font,
+        ),
     }
 }
 
@@ -106,8 +116,8 @@ mod render {
         receipt: &str,
         out: &Path,
         keys: Option<PathBuf>,
-        travel_permit: Option<String>,
-        residence_permit: Option<String>,
+        (travel_permit, residence_permit): (Option<String>, Option<String>),
+        font: &Path,
     ) -> anyhow::Result<()> {
         let (r, verified) = match &keys {
             Some(k) => (receipt::verify(receipt, &Keyring::load(k)?)?, true),
@@ -123,11 +133,17 @@ mod render {
             }
             None => None,
         };
-        let page = receipt_page(&r, receipt, numbers, verified);
-        let bytes = match out.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("pdf") => printable::pdf(&page)?,
-            Some(e) if e.eq_ignore_ascii_case("png") => printable::png(&page)?,
+        let pdf = match out.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("pdf") => true,
+            Some(e) if e.eq_ignore_ascii_case("png") => false,
             _ => bail!("--out must end in .pdf or .png"),
+        };
+        let page = receipt_page(&r, receipt, numbers, verified);
+        let font = printable::Font::load(font)?;
+        let bytes = if pdf {
+            printable::pdf(&page, &font)?
+        } else {
+            printable::png(&page, &font)?
         };
         std::fs::write(out, bytes).with_context(|| out.display().to_string())?;
         println!("wrote {}", out.display());
@@ -142,61 +158,73 @@ mod render {
             .unwrap_or_default()
     }
 
-    /// The printable verification document: what the receipt says, in words.
+    /// The printable verification document: what the receipt says, in Chinese and English,
+    /// with the terms of permitgate::terms (the partner guide's table).
     fn receipt_page(
         r: &Receipt,
         text: &str,
         numbers: Option<(String, String)>,
         verified: bool,
     ) -> Page {
+        use permitgate::checks::LinkResult;
+        use permitgate::snapshot::RecordStatus;
+        use permitgate::terms;
         let view = ReceiptView::from(r);
-        let status =
-            |s: Option<permitgate::snapshot::RecordStatus>| s.map_or("not found".into(), label);
-        let result = label(view.result);
+        let status = |s: Option<RecordStatus>| match s {
+            Some(s) => format!("{} {}", terms::record_status(s), s.label()),
+            None => format!("{} not found", terms::NOT_FOUND),
+        };
         let meaning = match r.result {
-            permitgate::checks::LinkResult::Linked => "both documents belong to one person",
-            permitgate::checks::LinkResult::NotLinked => "the documents belong to different people",
-            permitgate::checks::LinkResult::TravelPermitNotFound => {
-                "the travel permit is not on record"
-            }
-            permitgate::checks::LinkResult::ResidencePermitNotFound => {
-                "the residence permit is not on record"
-            }
-            permitgate::checks::LinkResult::HolderNotEligible => {
+            LinkResult::Linked => "both documents belong to one person",
+            LinkResult::NotLinked => "the documents belong to different people",
+            LinkResult::TravelPermitNotFound => "the travel permit is not on record",
+            LinkResult::ResidencePermitNotFound => "the residence permit is not on record",
+            LinkResult::HolderNotEligible => {
                 "the travel permit's holder cannot hold a residence permit"
             }
         };
-        let (tp, rp) =
-            numbers.unwrap_or_else(|| ("(number not shown)".into(), "(number not shown)".into()));
+        let (tp, rp) = numbers.unwrap_or_else(|| ("（未显示）".into(), "（未显示）".into()));
         let row = |label: &str, value: String| (label.to_owned(), value);
         Page {
-            title: "Dual-document verification receipt".into(),
+            title: vec![
+                "港澳台居民往来内地通行证与居住证关联核验结果".into(),
+                "Verification of travel permit and residence permit link".into(),
+            ],
             rows: vec![
-                row("Result", format!("{result} ({meaning})")),
                 row(
-                    "Travel permit",
+                    "核验结果 Result",
+                    format!(
+                        "{} {} ({meaning})",
+                        terms::link_result(r.result),
+                        label(view.result)
+                    ),
+                ),
+                row(
+                    "通行证 Travel permit",
                     format!("{tp}  {}", status(r.travel_permit)),
                 ),
                 row(
-                    "Residence permit",
+                    "居住证 Residence permit",
                     format!("{rp}  {}", status(r.residence_permit)),
                 ),
-                row("Checked at", view.checked_at),
-                row("Records version", view.snapshot_version.to_string()),
-                row("Requested by", view.partner),
-                row("Receipt id", view.receipt_id),
-                row("Signing key", view.key_id),
+                row("核验时间 Checked at", view.checked_at),
                 row(
-                    "Signature",
+                    "数据版本 Records version",
+                    view.snapshot_version.to_string(),
+                ),
+                row("核验方 Requested by", view.partner),
+                row("编号 Receipt id", view.receipt_id),
+                row("签名密钥 Signing key", view.key_id),
+                row(
+                    "签名 Signature",
                     if verified {
-                        "verified against the published keys".into()
+                        "已核对 verified against the published keys".into()
                     } else {
-                        "not verified here (no --keys given)".into()
+                        "未核对 not verified here".into()
                     },
                 ),
             ],
-            note: "Scan the code, or run: permitgate receipt verify --keys KEYS.json RECEIPT"
-                .into(),
+            note: "扫码核验 Scan to verify".into(),
             qr_text: text.trim().to_owned(),
         }
     }

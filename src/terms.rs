@@ -1,0 +1,130 @@
+//! The Chinese terms for every answer a person reads: one table, used wherever the project
+//! prints for people (the printed receipt) and documented in docs/partners.md §3, which a
+//! test keeps equal to this.
+
+use crate::checks::LinkResult;
+use crate::snapshot::RecordStatus;
+use crate::temp_permit::{Reason, TokenStatus};
+
+pub fn link_result(r: LinkResult) -> &'static str {
+    match r {
+        LinkResult::Linked => "关联一致",
+        LinkResult::NotLinked => "不属同一人",
+        LinkResult::TravelPermitNotFound => "未查到该通行证",
+        LinkResult::ResidencePermitNotFound => "未查到该居住证",
+        LinkResult::HolderNotEligible => "持证人不可申领居住证",
+    }
+}
+
+pub fn record_status(s: RecordStatus) -> &'static str {
+    match s {
+        RecordStatus::Valid => "有效",
+        RecordStatus::Lost => "挂失",
+        RecordStatus::Damaged => "损毁",
+        RecordStatus::Revoked => "作废",
+        RecordStatus::Replaced => "已换发",
+        RecordStatus::Expired => "过期",
+    }
+}
+
+pub fn token_status(s: TokenStatus) -> &'static str {
+    match s {
+        TokenStatus::Valid => "有效",
+        TokenStatus::Expired => "已过期",
+        TokenStatus::NotYetValid => "尚未生效",
+        TokenStatus::Revoked => "已撤销",
+        TokenStatus::BadSignature => "签名无效",
+        TokenStatus::UnknownKey => "签发密钥未知",
+        TokenStatus::Malformed => "格式错误",
+    }
+}
+
+pub fn reason(r: Reason) -> &'static str {
+    match r {
+        Reason::Lost => "遗失",
+        Reason::Damaged => "损毁",
+        Reason::Forgotten => "未随身携带",
+    }
+}
+
+/// A document's status not on record.
+pub const NOT_FOUND: &str = "未查到";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    /// `(value, 中文)` of the rows of docs/partners.md §3 whose field names `field`.
+    fn documented(field: &str) -> Vec<(String, String)> {
+        let doc = include_str!("../docs/partners.md");
+        let mut current = String::new();
+        doc.lines()
+            .filter(|l| l.starts_with("| "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                if !cells[1].is_empty() {
+                    current = cells[1].to_owned();
+                }
+                (current.starts_with(field) && cells[2].starts_with('`'))
+                    .then(|| (cells[2].trim_matches('`').to_owned(), cells[3].to_owned()))
+            })
+            .collect()
+    }
+
+    fn label<T: serde::Serialize>(v: T) -> String {
+        serde_json::to_value(v)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_partner_guide_has_these_terms() {
+        let results = documented("`result` (link check)");
+        for r in [
+            LinkResult::Linked,
+            LinkResult::NotLinked,
+            LinkResult::TravelPermitNotFound,
+            LinkResult::ResidencePermitNotFound,
+            LinkResult::HolderNotEligible,
+        ] {
+            assert!(
+                results.contains(&(label(r), link_result(r).to_owned())),
+                "{r:?} in {results:?}"
+            );
+        }
+        let statuses = documented("`status` (a document)");
+        for s in [
+            RecordStatus::Valid,
+            RecordStatus::Lost,
+            RecordStatus::Damaged,
+            RecordStatus::Revoked,
+            RecordStatus::Replaced,
+            RecordStatus::Expired,
+        ] {
+            assert!(
+                statuses.contains(&(s.label().to_owned(), record_status(s).to_owned())),
+                "{s:?} in {statuses:?}"
+            );
+        }
+        let tokens = documented("`status` (a temporary permit)");
+        for &s in TokenStatus::VARIANTS {
+            assert!(
+                tokens.contains(&(s.label().to_owned(), token_status(s).to_owned())),
+                "{s:?} in {tokens:?}"
+            );
+        }
+        assert_eq!(results.len(), 5);
+        assert_eq!(statuses.len(), 6);
+        assert_eq!(tokens.len(), TokenStatus::VARIANTS.len());
+        let doc = include_str!("../docs/partners.md");
+        let reasons = doc
+            .lines()
+            .find(|l| l.starts_with("| `reason`"))
+            .expect("the reason row");
+        for r in [Reason::Lost, Reason::Damaged, Reason::Forgotten] {
+            assert!(reasons.contains(reason(r)), "{r:?} in {reasons}");
+        }
+    }
+}
