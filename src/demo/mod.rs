@@ -177,7 +177,7 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         "temp_permit_valid",
         "the holder of the lost travel permit shows a 7-day temporary permit",
         &token,
-        serde_json::json!({"status": "valid", "permit_id": permit.permit_id.to_string(), "holder": {"travel_permit": lost.masked()}}),
+        serde_json::json!({"status": "valid", "permit_id": permit.permit_id.to_string(), "holder": {"travel_permit": lost.masked()}, "valid_for": ["rail", "air"], "travel_permit_status": "lost"}),
     ));
     let json = serde_json::to_vec_pretty(&demo.samples)
         .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
