@@ -9,6 +9,7 @@ use crate::common::{
 };
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
+use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use permitgate::clock::ManualClock;
@@ -573,56 +574,31 @@ fn issuance_follows_the_policy() {
     let expiry = |out: &std::process::Output| {
         assert_success(out);
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let at = OffsetDateTime::parse(
-            "2026-03-10T12:00:00Z",
-            &time::format_description::well_known::Rfc3339,
-        )
-        .expect("time");
+        let at = datetime!(2026-03-10 12:00 UTC);
         let v = temp_permit::verify(&token, &keys, at, Duration::ZERO, |_| false);
         v.permit.expect("genuine").expires_at
     };
     let mar10 = "2026-03-10T09:30:00Z";
 
     // Each reason needs its status; unusable and unknown permits get none.
-    refused(
-        issue("H11111111", "lost", mar10, "a.jsonl"),
-        "needs the travel permit recorded as lost",
-    );
-    refused(
-        issue("H22222222", "forgotten", mar10, "a.jsonl"),
-        "recorded as valid",
-    );
-    refused(
-        issue("H33333333", "lost", mar10, "a.jsonl"),
-        "is revoked on record",
-    );
-    refused(
-        issue("H44444444", "forgotten", mar10, "a.jsonl"),
-        "is expired on record",
-    );
-    refused(
-        issue("H99999999", "forgotten", mar10, "a.jsonl"),
-        "not in the published data",
-    );
+    for (tp, reason, why) in [
+        (
+            "H11111111",
+            "lost",
+            "needs the travel permit recorded as lost",
+        ),
+        ("H22222222", "forgotten", "recorded as valid"),
+        ("H33333333", "lost", "is revoked on record"),
+        ("H44444444", "forgotten", "is expired on record"),
+        ("H99999999", "forgotten", "not in the published data"),
+    ] {
+        refused(issue(tp, reason, mar10, "a.jsonl"), why);
+    }
     let out = issue("H22222222", "lost", mar10, "a.jsonl");
-    assert_eq!(
-        expiry(&out),
-        OffsetDateTime::parse(
-            "2026-03-17T09:30:00Z",
-            &time::format_description::well_known::Rfc3339
-        )
-        .expect("t")
-    );
+    assert_eq!(expiry(&out), datetime!(2026-03-17 09:30 UTC));
     // Never beyond the travel permit's own last day (2026-03-12).
     let out = issue("H55555555", "forgotten", mar10, "a.jsonl");
-    assert_eq!(
-        expiry(&out),
-        OffsetDateTime::parse(
-            "2026-03-13T00:00:00Z",
-            &time::format_description::well_known::Rfc3339
-        )
-        .expect("t")
-    );
+    assert_eq!(expiry(&out), datetime!(2026-03-13 00:00 UTC));
     assert_success(&issue("HA1234567", "forgotten", mar10, "a.jsonl"));
 
     // Two a calendar month, counted from issuances not yet published...
