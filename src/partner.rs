@@ -14,6 +14,7 @@ pub enum Scope {
     TempPermit,
     Receipt,
     Replicate,
+    ReceiptVerify,
 }
 
 impl Scope {
@@ -24,6 +25,7 @@ impl Scope {
             Scope::TempPermit => "temp_permit",
             Scope::Receipt => "receipt",
             Scope::Replicate => "replicate",
+            Scope::ReceiptVerify => "receipt_verify",
         }
     }
 

@@ -37,7 +37,12 @@ pub enum PkiError {
 pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
     (
         "bank",
-        &[Scope::LinkCheck, Scope::DocumentStatus, Scope::Receipt],
+        &[
+            Scope::LinkCheck,
+            Scope::DocumentStatus,
+            Scope::Receipt,
+            Scope::ReceiptVerify,
+        ],
     ),
     ("rail-gate", &[Scope::DocumentStatus, Scope::TempPermit]),
     ("no-scopes", &[]),

@@ -94,6 +94,35 @@ pub struct ReceiptOut {
     pub encoded: String,
 }
 
+/// `POST /v1/receipts/verify`: a receipt, and optionally the two numbers it should be
+/// about (both or neither).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptVerifyRequest<'a> {
+    #[serde(borrow)]
+    pub receipt: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub travel_permit: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub residence_permit: Option<Cow<'a, str>>,
+}
+
+/// Whether a receipt is genuine, whether it is about the numbers given, what it said, and
+/// what a link check of those numbers says now.
+#[derive(Debug, Serialize)]
+pub struct ReceiptVerifyResponse<'a> {
+    /// `genuine`, or why not: `malformed`, `unknown_key`, `key_not_valid`, `bad_signature`.
+    pub status: &'static str,
+    /// `match`, `mismatch`, or `not_checked` (no numbers given, or not genuine).
+    pub numbers: &'static str,
+    /// What the receipt says; `null` unless genuine.
+    pub receipt: Option<crate::receipt::ReceiptView>,
+    /// A link check of the numbers now; `null` unless genuine and about these numbers.
+    pub now: Option<LinkItem>,
+    pub snapshot: SnapshotRef<'a>,
+    pub checked_at: &'a str,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TempPermitRequest {

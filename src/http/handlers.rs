@@ -167,6 +167,66 @@ pub fn temp_permit_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u
     })
 }
 
+/// `POST /v1/receipts/verify`
+pub fn receipt_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
+    let req: ReceiptVerifyRequest = body::object(body, "")?;
+    let pair = match (&req.travel_permit, &req.residence_permit) {
+        (Some(tp), Some(rp)) => Some(
+            link_input(
+                &LinkCheckRequest {
+                    travel_permit: tp.clone(),
+                    residence_permit: rp.clone(),
+                    receipt: false,
+                },
+                None,
+            )?
+            .pair,
+        ),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            let missing = if req.travel_permit.is_none() {
+                "travel_permit"
+            } else {
+                "residence_permit"
+            };
+            return Err(Problem::new(
+                ProblemKind::MissingField,
+                "travel_permit and residence_permit go together",
+            )
+            .with_field(missing));
+        }
+    };
+    let hashed = pair.as_ref().map(|p| p.hashed(&cx.services.hash_key));
+    if let Some(h) = &hashed {
+        cx.audit.extend(h.keys());
+    }
+    let verified = receipt::verify(&req.receipt, &cx.services.keyring);
+    let refers = match (&verified, &pair) {
+        (Ok(r), Some(p)) => Some(r.refers_to(p)),
+        _ => None,
+    };
+    let now = match (refers, &hashed) {
+        (Some(true), Some(h)) => Some(LinkItem::from(checks::link_check(
+            cx.view,
+            h,
+            Day::of(cx.now),
+        ))),
+        _ => None,
+    };
+    encode(&ReceiptVerifyResponse {
+        status: verified.as_ref().map_or_else(|e| e.status(), |_| "genuine"),
+        numbers: match refers {
+            Some(true) => "match",
+            Some(false) => "mismatch",
+            None => "not_checked",
+        },
+        receipt: verified.as_ref().ok().map(receipt::ReceiptView::from),
+        now,
+        snapshot: cx.snapshot,
+        checked_at: cx.checked_at,
+    })
+}
+
 /// Answers one parsed link check (item `item` of a batch, or the single one).
 fn link_answer(
     cx: &Context<'_, '_>,

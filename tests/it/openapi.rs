@@ -163,6 +163,15 @@ async fn real_answers_match_the_spec() {
     let r = bank.post_json("/v1/link-checks", &with_receipt).await;
     assert!(r.json()["receipt"]["encoded"].is_string());
     conforms(&spec, "/v1/link-checks", "post", &r);
+    let receipt = r.json()["receipt"]["encoded"].clone();
+    for body in [
+        json!({"receipt": receipt, "travel_permit": link.body["travel_permit"], "residence_permit": link.body["residence_permit"]}),
+        json!({"receipt": "not a receipt"}),
+    ] {
+        let r = bank.post_json("/v1/receipts/verify", &body).await;
+        assert_eq!(r.status, 200);
+        conforms(&spec, "/v1/receipts/verify", "post", &r);
+    }
     let batch = json!({"checks": [link.body, {"travel_permit": "H1", "residence_permit": "x"}, {"oops": 1}]});
     let r = bank.post_json("/v1/link-checks:batch", &batch).await;
     assert_eq!(r.status, 200);

@@ -397,3 +397,98 @@ fn printing_unavailable() -> bool {
     eprintln!("SKIPPED: rendering needs fonts-wqy-microhei and poppler-utils");
     true
 }
+
+/// `POST /v1/receipts/verify`: a bank shown a receipt learns whether it is genuine, whether
+/// it is about the documents in front of it, and what a link check says today.
+#[tokio::test]
+async fn a_partner_verifies_a_receipt_online_and_learns_what_holds_now() {
+    let gw = TestGateway::start().await;
+    let s = gw.sample("linked_pair").clone();
+    let text = encoded(&checked(&gw, "bank", &s.body).await);
+    let (tp, rp) = (
+        s.body["travel_permit"].as_str().expect("tp").to_owned(),
+        s.body["residence_permit"].as_str().expect("rp").to_owned(),
+    );
+    let ask = |body: Value| {
+        let gw = &gw;
+        async move {
+            gw.client("bank")
+                .await
+                .post_json("/v1/receipts/verify", &body)
+                .await
+        }
+    };
+    // Genuine and about these numbers: what it said, and a link check now.
+    let r = ask(json!({"receipt": text, "travel_permit": tp, "residence_permit": rp})).await;
+    r.assert_ok("genuine");
+    let v = r.json();
+    assert_eq!(
+        (v["status"].as_str(), v["numbers"].as_str()),
+        (Some("genuine"), Some("match")),
+        "{v}"
+    );
+    assert_eq!(v["receipt"]["result"], "linked");
+    assert_eq!(v["now"]["result"], "linked");
+    assert_eq!(v["now"]["travel_permit"]["status"], "valid");
+    // Without numbers: genuine, nothing checked now.
+    let v = ask(json!({"receipt": text})).await.json();
+    assert_eq!(
+        (v["numbers"].as_str(), v["now"].clone()),
+        (Some("not_checked"), Value::Null)
+    );
+    // Other documents: genuine but not about them, and nothing said of them.
+    let other = gw.sample("valid_but_not_linked").body["residence_permit"].clone();
+    let v = ask(json!({"receipt": text, "travel_permit": tp, "residence_permit": other}))
+        .await
+        .json();
+    assert_eq!(
+        (v["status"].as_str(), v["numbers"].as_str()),
+        (Some("genuine"), Some("mismatch")),
+        "{v}"
+    );
+    assert_eq!(v["now"], Value::Null);
+    // One character changed: not genuine, and the receipt's claims are not shown.
+    let mut tampered = text.clone();
+    let at = tampered.len() - 3;
+    let swap = if &tampered[at..at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(at..at + 1, swap);
+    let v = ask(json!({"receipt": tampered, "travel_permit": tp, "residence_permit": rp}))
+        .await
+        .json();
+    assert_ne!(v["status"], "genuine", "{v}");
+    assert_eq!(
+        (v["receipt"].clone(), v["now"].clone()),
+        (Value::Null, Value::Null)
+    );
+    let v = ask(json!({"receipt": "not a receipt"})).await.json();
+    assert_eq!(v["status"], "malformed");
+    // Changed since: the travel permit is reported lost; the same receipt, today.
+    gw.publish_changes(
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+        32,
+    );
+    gw.gateway.load_snapshot().expect("reload");
+    let v = ask(json!({"receipt": text, "travel_permit": tp, "residence_permit": rp}))
+        .await
+        .json();
+    assert_eq!(
+        v["receipt"]["travel_permit"], "valid",
+        "what it said then: {v}"
+    );
+    assert_eq!(
+        v["now"]["travel_permit"]["status"], "lost",
+        "what holds now: {v}"
+    );
+    // The numbers go together; a partner without the scope is refused.
+    let r = ask(json!({"receipt": text, "travel_permit": tp})).await;
+    assert_eq!(r.problem(400, "missing-field")["field"], "residence_permit");
+    gw.client("rail-gate")
+        .await
+        .post_json("/v1/receipts/verify", &json!({"receipt": text}))
+        .await
+        .problem(403, "scope-missing");
+}
