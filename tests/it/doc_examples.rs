@@ -232,11 +232,24 @@ fn run_shell(b: &Block, d: &Demo) {
             script.push_str(&format!("{trimmed}\n"));
         }
     }
-    let out = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(repo())
-        .output()
-        .expect("bash");
+    let run = || {
+        Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(repo())
+            .output()
+            .expect("bash")
+    };
+    let mut out = run();
+    // schemathesis under load sometimes fails with its own "Runtime Error" (hypothesis trips
+    // CPython 3.11's "AST constructor recursion depth mismatch"), not a failed check: once
+    // more, as .ci/run does.
+    let tool_error = |o: &std::process::Output| {
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.contains("Runtime Error") && !text.contains("❌ ST")
+    };
+    if tool_error(&out) {
+        out = run();
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let where_ = format!("{}:{}", b.file, b.line);
     assert!(
