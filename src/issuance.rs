@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::day::Day;
 use crate::document::DocumentKind;
-use crate::snapshot::{Record, RecordStatus, NO_RENEWAL};
+use crate::snapshot::{DocKey, Record, RecordStatus, NO_RENEWAL};
 use crate::temp_permit::{Reason, VALIDITY};
 
 /// Temporary permits one holder may be issued in a calendar month.
@@ -38,14 +38,6 @@ pub enum Refusal {
     MonthlyLimit { issued: usize, month: String },
 }
 
-/// The travel permit's status as of `today` (a valid record past its date is expired).
-fn status_on(record: &Record, today: Day) -> RecordStatus {
-    match record.status {
-        RecordStatus::Valid if record.valid_until < today.0 => RecordStatus::Expired,
-        s => s,
-    }
-}
-
 /// When a permit issued at `issued_at` for this travel permit ends: seven days later, or at
 /// the end of the travel permit's last valid day if that is sooner.
 pub fn expiry(issued_at: OffsetDateTime, travel_permit: &Record) -> OffsetDateTime {
@@ -62,7 +54,7 @@ pub fn decide(
     issued_this_month: usize,
 ) -> Result<OffsetDateTime, Refusal> {
     let record = travel_permit.ok_or(Refusal::NotPublished)?;
-    let status = status_on(record, Day::of(issued_at));
+    let status = record.status_on(Day::of(issued_at));
     if matches!(
         status,
         RecordStatus::Revoked | RecordStatus::Replaced | RecordStatus::Expired
@@ -106,8 +98,28 @@ pub fn issue_day(record: &Record) -> Day {
     Day(record.valid_until.saturating_sub(ran))
 }
 
+/// The record of a permit issued to `holder`'s travel permit, keyed `key`: linked to the
+/// holder's person, ending on the day it expires, and keeping the days it ran (events
+/// written before `issued_at` existed: none, read as seven).
+pub fn issuance_record(
+    key: DocKey,
+    holder: &Record,
+    issued_at: Option<OffsetDateTime>,
+    expires_at: OffsetDateTime,
+) -> Record {
+    Record {
+        key,
+        person: holder.person,
+        valid_until: Day::of(expires_at).0,
+        status: RecordStatus::Valid,
+        kind: DocumentKind::TemporaryPermit,
+        region: holder.region,
+        renewal: issued_at.map_or(NO_RENEWAL, |at| ran_days(at, expires_at)),
+    }
+}
+
 /// The `renewal` byte of an issuance record: days from issue to expiry (at most 7).
-pub fn ran_days(issued_at: OffsetDateTime, expires_at: OffsetDateTime) -> u8 {
+fn ran_days(issued_at: OffsetDateTime, expires_at: OffsetDateTime) -> u8 {
     let days = Day::of(expires_at).0.saturating_sub(Day::of(issued_at).0);
     u8::try_from(days.min(VALIDITY.whole_days() as u32)).unwrap_or(7)
 }
@@ -130,7 +142,6 @@ pub fn issued_in_month<'a>(
 mod tests {
     use super::*;
     use crate::document::Region;
-    use crate::snapshot::DocKey;
     use time::macros::datetime;
 
     fn permit(status: RecordStatus, valid_until: &str) -> Record {
@@ -225,12 +236,13 @@ mod tests {
             Err(Refusal::MonthlyLimit { issued: 2, ref month }) if month == "2026-03"
         ));
         // Issuance records as publish writes them.
-        let issued = |at: OffsetDateTime, until: OffsetDateTime, person: u64| Record {
-            kind: DocumentKind::TemporaryPermit,
-            person,
-            valid_until: Day::of(until).0,
-            renewal: ran_days(at, until),
-            ..valid
+        let issued = |at: OffsetDateTime, until: OffsetDateTime, person: u64| {
+            issuance_record(
+                DocKey([2; 16]),
+                &Record { person, ..valid },
+                Some(at),
+                until,
+            )
         };
         let mar30 = datetime!(2026-03-30 23:00 UTC);
         let records = [

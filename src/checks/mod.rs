@@ -115,7 +115,7 @@ fn lookup(
     today: Day,
 ) -> Option<(Record, DocState)> {
     let rec = view.get(key)?;
-    let mut status = rec.status;
+    let mut status = rec.status_on(today);
     // The base number names the permit, the renewal count the card: an older card of a
     // renewed permit is replaced, a newer one than we know of does not exist.
     if let (Some(asked), current) = (renewal, rec.renewal) {
@@ -127,9 +127,6 @@ fn lookup(
                 status = RecordStatus::Replaced;
             }
         }
-    }
-    if status == RecordStatus::Valid && rec.valid_until < today.0 {
-        status = RecordStatus::Expired;
     }
     Some((
         rec,

@@ -133,18 +133,7 @@ fn read_changes(
                     .get(&DocKey::of(hash_key, tp.canonical()))
                     .ok_or_else(|| err("travel_permit is not in the published data".into()))?;
                 let key = id.doc_key(hash_key);
-                let rec = Record {
-                    key,
-                    person: holder.person,
-                    valid_until: Day::of(expires_at).0,
-                    status: RecordStatus::Valid,
-                    kind: DocumentKind::TemporaryPermit,
-                    region: tp.region(),
-                    // Issuance records keep how many days the permit ran, so that its
-                    // issue day (and month) can be told: crate::issuance.
-                    renewal: issued_at
-                        .map_or(NO_RENEWAL, |at| crate::issuance::ran_days(at, expires_at)),
-                };
+                let rec = crate::issuance::issuance_record(key, &holder, issued_at, expires_at);
                 (key, Some(rec))
             }
             ChangeEvent::TempPermitRevoke { permit_id } => {

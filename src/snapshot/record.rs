@@ -1,5 +1,6 @@
 //! One document in a snapshot: 32 bytes, fixed layout, so the index is a flat array.
 
+use crate::day::Day;
 use crate::document::{DocumentKind, Region};
 
 /// Keyed hash of a canonical document number (first 16 bytes of keyed BLAKE3). 128 bits
@@ -109,6 +110,15 @@ pub struct Record {
 
 impl Record {
     pub const LEN: usize = 32;
+
+    /// The recorded status as of `today`: a valid document past its last valid day is
+    /// expired (the authority need not publish that).
+    pub fn status_on(&self, today: Day) -> RecordStatus {
+        match self.status {
+            RecordStatus::Valid if self.valid_until < today.0 => RecordStatus::Expired,
+            s => s,
+        }
+    }
 
     pub fn encode(&self, out: &mut [u8]) {
         out[..16].copy_from_slice(&self.key.0);

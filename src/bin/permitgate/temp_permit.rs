@@ -203,15 +203,12 @@ fn pending_issuances(
                 ..
             } => {
                 let tp = TravelPermitNo::parse(&travel_permit).ok()?;
-                let holder = published.get(&DocKey::of(hash_key, tp.canonical()))?;
-                Some(Record {
-                    kind: permitgate::document::DocumentKind::TemporaryPermit,
-                    valid_until: permitgate::day::Day::of(expires_at).0,
-                    renewal: issued_at.map_or(permitgate::snapshot::NO_RENEWAL, |at| {
-                        issuance::ran_days(at, expires_at)
-                    }),
-                    ..holder
-                })
+                let key = DocKey::of(hash_key, tp.canonical());
+                let holder = published.get(&key)?;
+                // Keyed by the travel permit: only counted, never published from here.
+                Some(issuance::issuance_record(
+                    key, &holder, issued_at, expires_at,
+                ))
             }
             _ => None,
         })
