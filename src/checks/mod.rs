@@ -74,8 +74,9 @@ pub fn prefetch<'a>(view: &View<'_>, pairs: impl Iterator<Item = &'a HashedPair>
     view.prefetch(pairs.flat_map(|p| [&p.travel, &p.residence]));
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum LinkResult {
     Linked,
     NotLinked,
@@ -84,6 +85,13 @@ pub enum LinkResult {
     /// The travel permit is a non-Chinese permanent resident's (`HA`/`MA`): its holder
     /// cannot hold a residence permit, so none belongs with it.
     HolderNotEligible,
+}
+
+impl LinkResult {
+    /// The wire name (`linked`, `holder_not_eligible`...).
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Status of one document as of the check; `None` when it is not in the data.

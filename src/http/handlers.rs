@@ -171,17 +171,7 @@ pub fn temp_permit_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u
 pub fn receipt_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
     let req: ReceiptVerifyRequest = body::object(body, "")?;
     let pair = match (&req.travel_permit, &req.residence_permit) {
-        (Some(tp), Some(rp)) => Some(
-            link_input(
-                &LinkCheckRequest {
-                    travel_permit: tp.clone(),
-                    residence_permit: rp.clone(),
-                    receipt: false,
-                },
-                None,
-            )?
-            .pair,
-        ),
+        (Some(tp), Some(rp)) => Some(document_pair(tp, rp, None)?),
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
             let missing = if req.travel_permit.is_none() {
@@ -303,13 +293,17 @@ fn field_name(item: Option<usize>, name: &str) -> String {
 }
 
 fn link_input(req: &LinkCheckRequest<'_>, item: Option<usize>) -> Result<LinkInput, Problem> {
-    let invalid = |name: &str, e| Problem::invalid_number(field_name(item, name), e);
-    let tp = TravelPermitNo::parse(&req.travel_permit).map_err(|e| invalid("travel_permit", e))?;
-    let rp = ResidencePermitNo::parse(&req.residence_permit)
-        .map_err(|e| invalid("residence_permit", e))?;
-    let pair = DocumentPair::new(tp, rp).map_err(|e| invalid("residence_permit", e))?;
     Ok(LinkInput {
-        pair,
+        pair: document_pair(&req.travel_permit, &req.residence_permit, item)?,
         receipt: req.receipt,
     })
+}
+
+/// The two numbers of a link check (item `item` of a batch, or the single one), parsed; a
+/// problem names the field and the rule.
+fn document_pair(tp: &str, rp: &str, item: Option<usize>) -> Result<DocumentPair, Problem> {
+    let invalid = |name: &str, e| Problem::invalid_number(field_name(item, name), e);
+    let tp = TravelPermitNo::parse(tp).map_err(|e| invalid("travel_permit", e))?;
+    let rp = ResidencePermitNo::parse(rp).map_err(|e| invalid("residence_permit", e))?;
+    DocumentPair::new(tp, rp).map_err(|e| invalid("residence_permit", e))
 }

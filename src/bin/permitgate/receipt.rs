@@ -150,14 +150,6 @@ mod render {
         Ok(())
     }
 
-    /// The wire name of an enum value (`linked`, `lost`...).
-    fn label(v: impl serde::Serialize) -> String {
-        serde_json::to_value(v)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-
     /// The printable verification document: what the receipt says, in Chinese and English,
     /// with the terms of permitgate::terms (the partner guide's table).
     fn receipt_page(
@@ -196,7 +188,7 @@ mod render {
                     format!(
                         "{} {} ({meaning})",
                         terms::link_result(r.result),
-                        label(view.result)
+                        r.result.label()
                     ),
                 ),
                 row(
