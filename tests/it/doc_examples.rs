@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::optional_tool;
 use crate::common::process::{free_port, wait_ready, Running};
 
 struct Block {
@@ -358,15 +359,15 @@ fn every_example_that_talks_to_a_gateway_runs_as_printed() {
     assert!(examples.len() >= 4, "found only {}", examples.len());
     let d = demo();
     for b in examples.iter().filter(|b| b.lang == "sh") {
-        if b.body.contains("st --config-file") && !tool("st") {
-            println!(
-                "SKIPPED {}:{}: schemathesis (pip install schemathesis) is not installed",
-                b.file, b.line
-            );
-            assert!(
-                std::env::var_os("PERMITGATE_REQUIRE_SCHEMATHESIS").is_none(),
-                "CI needs schemathesis"
-            );
+        let needs_schemathesis = b.body.contains("st --config-file");
+        if needs_schemathesis
+            && optional_tool(
+                "st",
+                "PERMITGATE_REQUIRE_SCHEMATHESIS",
+                "pip install schemathesis",
+            )
+            .is_none()
+        {
             continue;
         }
         run_shell(b, &d);
@@ -386,13 +387,6 @@ fn every_example_that_talks_to_a_gateway_runs_as_printed() {
             .collect();
         run_python(&program, &d);
     }
-}
-
-fn tool(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[test]

@@ -96,19 +96,11 @@ async fn every_metric_in_the_dashboard_and_alert_rules_is_exported() {
 /// The path of a Debian `prometheus` package tool, or `None` (test skipped) when it is not
 /// installed and CI does not require it.
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("PERMITGATE_REQUIRE_PROMETHEUS").is_none(),
-            "{name} is required here: apt-get install prometheus"
-        );
-        eprintln!("SKIPPED: {name} not installed (apt-get install prometheus)");
-    }
-    found
+    crate::common::optional_tool(
+        name,
+        "PERMITGATE_REQUIRE_PROMETHEUS",
+        "apt-get install prometheus",
+    )
 }
 
 #[test]

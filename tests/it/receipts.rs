@@ -383,19 +383,18 @@ async fn offline_verification_and_the_printable_document() {
 /// (poppler-utils), which rendering and its checks need: `.ci/run` installs them and sets
 /// PERMITGATE_REQUIRE_PRINTING=1, where their absence fails; elsewhere the check is skipped.
 fn printing_unavailable() -> bool {
+    const REQUIRED_BY: &str = "PERMITGATE_REQUIRE_PRINTING";
     let font = std::path::Path::new(permitgate::printable::DEFAULT_FONT).exists();
-    let poppler = ["pdftotext", "pdffonts"]
-        .iter()
-        .all(|t| std::process::Command::new(t).arg("-v").output().is_ok());
-    if font && poppler {
-        return false;
+    if !font {
+        assert!(
+            std::env::var_os(REQUIRED_BY).is_none(),
+            "apt-get install fonts-wqy-microhei"
+        );
+        eprintln!("SKIPPED: rendering needs fonts-wqy-microhei");
     }
-    assert!(
-        std::env::var_os("PERMITGATE_REQUIRE_PRINTING").is_none(),
-        "apt-get install fonts-wqy-microhei poppler-utils"
-    );
-    eprintln!("SKIPPED: rendering needs fonts-wqy-microhei and poppler-utils");
-    true
+    let poppler = ["pdftotext", "pdffonts"]
+        .map(|t| crate::common::optional_tool(t, REQUIRED_BY, "apt-get install poppler-utils"));
+    !font || poppler.iter().any(Option::is_none)
 }
 
 /// `POST /v1/receipts/verify`: a bank shown a receipt learns whether it is genuine, whether

@@ -420,6 +420,25 @@ pub async fn read_until_closed(s: &mut (impl tokio::io::AsyncReadExt + Unpin)) -
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The path of an optional tool a test needs (Debian's prometheus, poppler-utils,
+/// schemathesis from pip...), or `None`: the test then says SKIPPED, unless `required_by`
+/// is set (CI sets it, and there a missing tool fails the test).
+pub fn optional_tool(name: &str, required_by: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os(required_by).is_none(),
+            "{name} is required here ({required_by}): {install}"
+        );
+        eprintln!("SKIPPED: {name} not installed ({install})");
+    }
+    found
+}
+
 /// Runs the `permitgate` binary (logging warnings only) and returns what it did.
 pub fn permitgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
