@@ -39,12 +39,18 @@ fn bench(c: &mut Criterion) {
         travel_permit: state,
         residence_permit: state,
     };
-    let (receipt_text, _) = receipt::issue("bank", &pair, &answer, 42, at, &key);
+    let what = receipt::Issue {
+        partner: "bank",
+        snapshot_version: 42,
+        checked_at: at,
+        holder_name: None,
+    };
+    let (receipt_text, _) = receipt::issue(what, &pair, &answer, &key);
     let tp = TravelPermitNo::parse("H12345678").expect("tp");
     let (token, _) = temp_permit::issue(&tp, "CHAN Tai Man", temp_permit::Reason::Lost, at, &key)
         .expect("issue");
-    // The floor: a message as long as a receipt body (60 bytes + partner id + context).
-    let message = [0x5Au8; 86];
+    // The floor: a message as long as a receipt body (61 bytes + partner id + context).
+    let message = [0x5Au8; 87];
     let signature = key.sign(&message);
 
     let mut g = c.benchmark_group("signing");
@@ -52,7 +58,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| key.sign(black_box(&message)))
     });
     g.bench_function("receipt/issue", |b| {
-        b.iter(|| receipt::issue("bank", black_box(&pair), &answer, 42, at, &key))
+        b.iter(|| receipt::issue(what, black_box(&pair), &answer, &key))
     });
     g.bench_function("baseline/ed25519_verify", |b| {
         b.iter(|| key.verifying_key().verify(black_box(&message), &signature))

@@ -58,8 +58,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub partners: Vec<Partner>,
     pub replication: Option<ReplicationConfig>,
-    /// Receipt signing keys (PKCS#8 PEM); empty when receipts are off.
-    pub receipt_keys: Vec<KeyFile>,
+    /// Receipt signing keys and who signs; no keys when receipts are off.
+    pub receipts: ReceiptsConfig,
     pub temp_permits: TempPermitConfig,
     /// `None`: no audit trail (the gateway warns at start).
     pub audit: Option<AuditConfig>,
@@ -70,6 +70,17 @@ pub struct Config {
 pub struct KeyFile {
     pub path: PathBuf,
     pub validity: Validity,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptsConfig {
+    /// Receipt signing keys (PKCS#8 PEM); empty when receipts are off.
+    pub signing_keys: Vec<KeyFile>,
+    /// Printed on the paper document, published with the keys (`GET /v1/keys`).
+    pub authority: Option<crate::keyring::Authority>,
+    /// The verifier page a receipt's QR code opens (`<verify_url>#<receipt>`); also published
+    /// with the keys.
+    pub verify_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +311,8 @@ impl Default for RawReplication {
 #[serde(deny_unknown_fields)]
 struct RawReceipts {
     signing_keys: Vec<RawKeyFile>,
+    authority: Option<crate::keyring::Authority>,
+    verify_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -436,22 +449,10 @@ impl Config {
             "must be above 0 when the cache is on",
         );
         let partners = partners(raw.partners, &mut problems);
-        let receipt_keys = match raw.receipts {
-            Some(r) => {
-                problems.check(
-                    !r.signing_keys.is_empty(),
-                    "receipts.signing_keys",
-                    "needs at least one key (or leave [receipts] out)",
-                );
-                key_files(
-                    "receipts.signing_keys",
-                    r.signing_keys,
-                    &resolve,
-                    &mut problems,
-                )
-            }
-            None => Vec::new(),
-        };
+        let receipts = raw
+            .receipts
+            .map(|r| receipts_config(r, &resolve, &mut problems))
+            .unwrap_or_default();
         let t = raw.temp_permits;
         problems.check(
             t.clock_skew_seconds <= 86_400,
@@ -489,7 +490,7 @@ impl Config {
             cache: raw.cache,
             partners,
             replication,
-            receipt_keys,
+            receipts,
             temp_permits,
             audit,
         })
@@ -696,6 +697,49 @@ fn partners(raw: Vec<RawPartner>, problems: &mut Problems) -> Vec<Partner> {
         .collect()
 }
 
+fn receipts_config(
+    r: RawReceipts,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> ReceiptsConfig {
+    problems.check(
+        !r.signing_keys.is_empty(),
+        "receipts.signing_keys",
+        "needs at least one key (or leave [receipts] out)",
+    );
+    if let Some(a) = &r.authority {
+        for (field, name) in [("zh", &a.zh), ("en", &a.en)] {
+            problems.check(
+                crate::temp_permit::check_name(name).is_ok(),
+                format!("receipts.authority.{field}"),
+                "must be 1 to 100 bytes of UTF-8 without control characters",
+            );
+        }
+    }
+    if let Some(url) = &r.verify_url {
+        problems.check(
+            verify_url_ok(url),
+            "receipts.verify_url",
+            "must be an http:// or https:// address of at most 200 characters, without \
+             spaces or a fragment (#): the receipt follows it as the fragment",
+        );
+    }
+    ReceiptsConfig {
+        signing_keys: key_files("receipts.signing_keys", r.signing_keys, resolve, problems),
+        authority: r.authority,
+        verify_url: r.verify_url,
+    }
+}
+
+fn verify_url_ok(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && url.len() <= 200
+        && url.chars().all(|c| c.is_ascii_graphic() && c != '#')
+}
+
 fn key_files(
     table: &str,
     raw: Vec<RawKeyFile>,
@@ -839,7 +883,7 @@ scopes = ["link_check"]
         assert!(c.partners[0].scopes.contains(Scope::LinkCheck));
         assert!(!c.partners[0].scopes.contains(Scope::DocumentStatus));
         assert!(
-            c.receipt_keys.is_empty(),
+            c.receipts.signing_keys.is_empty(),
             "receipts are off unless configured"
         );
         assert!(c.temp_permits.issuer_keys.is_empty());
@@ -861,8 +905,9 @@ scopes = ["link_check"]
         assert_eq!(c.partners[1].rate_limit, None);
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
-        assert_eq!(c.receipt_keys.len(), 2);
-        assert!(c.receipt_keys[0].validity.not_after.is_some());
+        assert_eq!(c.receipts.signing_keys.len(), 2);
+        assert!(c.receipts.signing_keys[0].validity.not_after.is_some());
+        assert!(c.receipts.authority.is_some() && c.receipts.verify_url.is_some());
         assert_eq!(c.temp_permits.issuer_keys.len(), 1);
         assert_eq!(c.temp_permits.clock_skew, time::Duration::minutes(5));
         assert_eq!(

@@ -89,14 +89,30 @@ pub enum KeyLookup {
     OutsideValidity,
 }
 
+/// Who signs, in both languages of the paper document and the verifier page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authority {
+    pub zh: String,
+    pub en: String,
+}
+
+/// The keys, and who publishes them: the authority's name and the address of its verifier
+/// page (where a receipt's QR code leads). Both optional: older keys files have neither.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     keys: Vec<PublicKey>,
+    pub authority: Option<Authority>,
+    pub verify_url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authority: Option<Authority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verify_url: Option<String>,
     keys: Vec<KeyEntry>,
 }
 
@@ -119,7 +135,10 @@ const ALGORITHM: &str = "Ed25519";
 
 impl Keyring {
     pub fn new(keys: Vec<PublicKey>) -> Keyring {
-        Keyring { keys }
+        Keyring {
+            keys,
+            ..Keyring::default()
+        }
     }
 
     pub fn keys(&self) -> &[PublicKey] {
@@ -154,6 +173,8 @@ impl Keyring {
     /// The JSON form served at `GET /v1/keys` and read by offline verifiers.
     pub fn to_json(&self) -> Vec<u8> {
         let file = KeysFile {
+            authority: self.authority.clone(),
+            verify_url: self.verify_url.clone(),
             keys: self
                 .keys
                 .iter()
@@ -201,7 +222,11 @@ impl Keyring {
                 Ok(k)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Keyring { keys })
+        Ok(Keyring {
+            keys,
+            authority: file.authority,
+            verify_url: file.verify_url,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Keyring, KeyringError> {

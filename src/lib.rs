@@ -39,3 +39,4 @@ pub mod store;
 pub mod temp_permit;
 pub mod terms;
 pub mod tls;
+pub mod verify_site;

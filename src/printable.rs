@@ -69,14 +69,15 @@ impl Font {
     }
 }
 
-/// A one-page document: a title (one line per language), labelled rows, a closing note and
-/// a QR code under them.
+/// A one-page document: a title (one line per language), labelled rows, a note, a QR code
+/// under them and its caption (the address to type) under the code.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub title: Vec<String>,
     pub rows: Vec<(String, String)>,
     pub note: String,
     pub qr_text: String,
+    pub qr_caption: Vec<String>,
 }
 
 /// Dark modules of a QR code, row by row, and its width in modules.
@@ -227,12 +228,17 @@ pub fn png(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
                 .iter()
                 .map(|(_, v)| label_width + text_width(&raster, TEXT, v)),
         )
-        .chain(std::iter::once(text_width(&raster, TEXT, &page.note)))
+        .chain(
+            std::iter::once(&page.note)
+                .chain(&page.qr_caption)
+                .map(|t| text_width(&raster, TEXT, t)),
+        )
         .fold(0.0, f32::max);
     let text_height =
         (page.title.len() as f32 + 0.5) * LINE * 1.3 + (page.rows.len() + 2) as f32 * LINE;
+    let caption_height = page.qr_caption.len() as f32 * LINE;
     let width = (2.0 * MARGIN + text_width.max(qr_side as f32)).ceil() as usize;
-    let height = (2.0 * MARGIN + text_height).ceil() as usize + qr_side;
+    let height = (2.0 * MARGIN + text_height + caption_height).ceil() as usize + qr_side;
     let mut c = Canvas::new(width, height);
     let mut y = MARGIN;
     for t in &page.title {
@@ -248,6 +254,11 @@ pub fn png(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
     y += LINE;
     c.text(&raster, TEXT, MARGIN, y, &page.note);
     c.draw_qr(&m, MARGIN as usize, (MARGIN + text_height) as usize, SCALE);
+    let mut y = MARGIN + text_height + qr_side as f32;
+    for line in &page.qr_caption {
+        c.text(&raster, TEXT, MARGIN, y, line);
+        y += LINE;
+    }
     c.png()
 }
 
@@ -326,6 +337,7 @@ pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
         .map(String::as_str)
         .chain(page.rows.iter().flat_map(|(l, v)| [l.as_str(), v.as_str()]))
         .chain(std::iter::once(page.note.as_str()))
+        .chain(page.qr_caption.iter().map(String::as_str))
         .collect();
     let face = font.face().ok_or(RenderError::NotAFont {
         path: "<font>".into(),
@@ -432,6 +444,11 @@ pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
         content.rect(x0 + mx * module, top - (my + 1.0) * module, module, module);
     }
     content.fill_nonzero();
+    let mut y = top - side - 4.0;
+    for line in &page.qr_caption {
+        show(&mut content, 10.5, MARGIN, y, line);
+        y -= 16.0;
+    }
     pdf.stream(content_id, &content.finish());
     Ok(pdf.finish())
 }
@@ -439,6 +456,57 @@ pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn version(text: &str) -> i16 {
+        match QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
+            .expect("fits")
+            .version()
+        {
+            qrcode::Version::Normal(v) => v,
+            qrcode::Version::Micro(v) => -v,
+        }
+    }
+
+    /// The QR versions docs/receipts.md reports: a receipt link as the demo prints it, and
+    /// the largest one the formats allow (64-character partner id, 100-byte holder name,
+    /// 200-character verify_url) still fits, far from QR's limit (version 40).
+    #[test]
+    fn receipt_links_fit_a_qr_code() {
+        use crate::checks::{DocumentPair, LinkAnswer, LinkResult};
+        use crate::document::{ResidencePermitNo, TravelPermitNo};
+        use crate::receipt::{issue, verify_link, Issue};
+        let pair = DocumentPair::new(
+            TravelPermitNo::parse("H12345678").expect("tp"),
+            ResidencePermitNo::parse("810000199001011230").expect("rp"),
+        )
+        .expect("pair");
+        let answer = LinkAnswer {
+            result: LinkResult::Linked,
+            travel_permit: None,
+            residence_permit: None,
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let receipt = |partner: &str, holder_name: Option<&str>| {
+            let what = Issue {
+                partner,
+                snapshot_version: 1,
+                checked_at: time::OffsetDateTime::UNIX_EPOCH,
+                holder_name,
+            };
+            issue(what, &pair, &answer, &key).0
+        };
+        let demo = verify_link("http://127.0.0.1:8080/verify/", &receipt("bank", None));
+        let named = verify_link(
+            "http://127.0.0.1:8080/verify/",
+            &receipt("bank", Some("陳大文 CHAN Tai Man")),
+        );
+        let url = format!("https://{}/", "v".repeat(191));
+        let largest = verify_link(&url, &receipt(&"p".repeat(64), Some(&"陳".repeat(33))));
+        // Each receipt's random id changes its text, and so the QR version, by one at most.
+        assert!((9..=10).contains(&version(&demo)), "{}", version(&demo));
+        assert!((10..=11).contains(&version(&named)), "{}", version(&named));
+        assert!(version(&largest) <= 19, "{}", version(&largest));
+    }
 
     #[test]
     fn a_long_text_is_refused_not_truncated() {

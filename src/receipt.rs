@@ -2,12 +2,16 @@
 //! document, returned by a link check on request and verifiable offline.
 //!
 //! A receipt states who asked (partner id), the result and each document's status, the
-//! snapshot version and the time, signed with the gateway's receipt key. It binds the two
-//! document numbers without carrying them: `binding` is a hash of the receipt's random id
-//! and the two normalised numbers, so whoever holds the numbers can confirm the receipt
-//! is about them, and whoever holds only the receipt has to guess both numbers, afresh
-//! for every receipt (the id salts it). docs/receipts.md has the format, the test vector
-//! and what that guessing costs.
+//! snapshot version and the time, and (format 2) the holder's name when the partner gave
+//! it, signed with the gateway's receipt key. It binds the two document numbers without
+//! carrying them: `binding` is a keyed hash of the two normalised numbers under the
+//! receipt's random id, so whoever holds the numbers can confirm the receipt is about
+//! them, and whoever holds only the receipt has to guess both numbers, afresh for every
+//! receipt. docs/receipts.md has the format, the test vectors and what that guessing costs.
+//!
+//! Format 2 (`PGR2:`, issued now) binds with HMAC-SHA-256, which every browser's WebCrypto
+//! has, so the verifier page (src/verify_site) checks the numbers too; format 1 (`PGR1:`)
+//! bound with BLAKE3, which browsers lack, and is still verified here.
 
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
@@ -20,13 +24,51 @@ use crate::keyring::{KeyLookup, KeyUse, Keyring};
 use crate::sealed::{self, push_short_str, Kind, OpenError};
 use crate::snapshot::RecordStatus;
 
+/// The receipt format; issued receipts are [`Format::V2`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// BLAKE3 binding, no holder name. Verified, no longer issued.
+    V1,
+    /// HMAC-SHA-256 binding, optional holder name.
+    V2,
+}
+
+impl Format {
+    pub fn kind(self) -> &'static Kind {
+        match self {
+            Format::V1 => &KIND_V1,
+            Format::V2 => &KIND,
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        self.kind().version
+    }
+
+    /// The format a text claims by its prefix.
+    fn of(text: &str) -> Option<Format> {
+        let t = text.trim();
+        [Format::V2, Format::V1]
+            .into_iter()
+            .find(|f| t.starts_with(f.kind().prefix))
+    }
+}
+
+/// Format 2, the one issued.
 pub const KIND: Kind = Kind {
+    prefix: "PGR2:",
+    context: b"permitgate receipt v2\0",
+    version: 2,
+};
+
+pub const KIND_V1: Kind = Kind {
     prefix: "PGR1:",
     context: b"permitgate receipt v1\0",
     version: 1,
 };
 
-const BINDING_CONTEXT: &str = "permitgate receipt binding v1";
+const BINDING_CONTEXT_V1: &str = "permitgate receipt binding v1";
+const BINDING_CONTEXT_V2: &[u8] = b"permitgate receipt binding v2\0";
 const NOT_FOUND: u8 = 0xFF;
 
 /// Random identifier of one receipt; also the salt of its binding.
@@ -47,6 +89,7 @@ impl std::fmt::Debug for ReceiptId {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
+    pub format: Format,
     pub key_id: KeyId,
     pub id: ReceiptId,
     pub partner: String,
@@ -56,23 +99,39 @@ pub struct Receipt {
     pub snapshot_version: u64,
     pub checked_at: OffsetDateTime,
     pub binding: [u8; 16],
+    /// The holder's name as the partner gave it (format 2, optional).
+    pub holder_name: Option<String>,
 }
 
 impl Receipt {
     /// Whether this receipt is about these two documents.
     pub fn refers_to(&self, pair: &DocumentPair) -> bool {
-        binding(&self.id, pair) == self.binding
+        binding(self.format, &self.id, pair) == self.binding
     }
 }
 
-fn binding(id: &ReceiptId, pair: &DocumentPair) -> [u8; 16] {
-    let mut h = blake3::Hasher::new_derive_key(BINDING_CONTEXT);
-    h.update(&id.0);
-    h.update(pair.travel().canonical().as_bytes());
-    h.update(b"\0");
-    h.update(pair.residence().canonical().as_bytes());
+fn binding(format: Format, id: &ReceiptId, pair: &DocumentPair) -> [u8; 16] {
+    let (travel, residence) = (pair.travel().canonical(), pair.residence().canonical());
     let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    match format {
+        Format::V1 => {
+            let mut h = blake3::Hasher::new_derive_key(BINDING_CONTEXT_V1);
+            h.update(&id.0);
+            h.update(travel.as_bytes());
+            h.update(b"\0");
+            h.update(residence.as_bytes());
+            out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        }
+        Format::V2 => {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &id.0);
+            let mut h = ring::hmac::Context::with_key(&key);
+            h.update(BINDING_CONTEXT_V2);
+            h.update(travel.as_bytes());
+            h.update(b"\0");
+            h.update(residence.as_bytes());
+            out.copy_from_slice(&h.sign().as_ref()[..16]);
+        }
+    }
     out
 }
 
@@ -109,17 +168,38 @@ fn status_from_u8(v: u8) -> Option<Option<RecordStatus>> {
     }
 }
 
-/// Makes and signs the receipt of one link check.
+/// What a receipt is about besides the answer: who asked, when, on which data, and the
+/// holder's name when the partner gave one (checked with [`check_holder_name`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Issue<'a> {
+    pub partner: &'a str,
+    pub snapshot_version: u64,
+    pub checked_at: OffsetDateTime,
+    pub holder_name: Option<&'a str>,
+}
+
+/// The holder-name rule of receipts: the temporary permit's (1 to 100 bytes of UTF-8, no
+/// control characters, surrounding spaces trimmed).
+pub fn check_holder_name(name: &str) -> bool {
+    crate::temp_permit::check_name(name).is_ok()
+}
+
+/// Makes and signs the receipt of one link check (format 2).
 pub fn issue(
-    partner: &str,
+    what: Issue<'_>,
     pair: &DocumentPair,
     answer: &LinkAnswer,
-    snapshot_version: u64,
-    checked_at: OffsetDateTime,
     key: &SigningKey,
 ) -> (String, Receipt) {
+    let Issue {
+        partner,
+        snapshot_version,
+        checked_at,
+        holder_name,
+    } = what;
     let id = ReceiptId(rand::random());
     let receipt = Receipt {
+        format: Format::V2,
         key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
         id,
         partner: partner.to_owned(),
@@ -128,13 +208,18 @@ pub fn issue(
         residence_permit: answer.residence_permit.map(|s| s.status),
         snapshot_version,
         checked_at: checked_at.replace_nanosecond(0).unwrap_or(checked_at),
-        binding: binding(&id, pair),
+        binding: binding(Format::V2, &id, pair),
+        holder_name: holder_name
+            .map(str::trim)
+            .filter(|n| check_holder_name(n))
+            .map(str::to_owned),
     };
     (encode(&receipt, key), receipt)
 }
 
 fn encode(r: &Receipt, key: &SigningKey) -> String {
-    let mut body = sealed::body_head(&KIND, key);
+    let kind = r.format.kind();
+    let mut body = sealed::body_head(kind, key);
     body.extend_from_slice(&r.id.0);
     body.extend_from_slice(&r.checked_at.unix_timestamp().to_le_bytes());
     body.extend_from_slice(&r.snapshot_version.to_le_bytes());
@@ -143,10 +228,14 @@ fn encode(r: &Receipt, key: &SigningKey) -> String {
     body.push(status_to_u8(r.residence_permit));
     body.extend_from_slice(&r.binding);
     push_short_str(&mut body, &r.partner);
-    sealed::seal(&KIND, body, key)
+    if r.format == Format::V2 {
+        // Length 0: no name.
+        push_short_str(&mut body, r.holder_name.as_deref().unwrap_or(""));
+    }
+    sealed::seal(kind, body, key)
 }
 
-fn decode(opened: &sealed::Opened) -> Option<Receipt> {
+fn decode(format: Format, opened: &sealed::Opened) -> Option<Receipt> {
     let mut f = opened.fields();
     let id = ReceiptId(f.bytes()?);
     let checked_at = OffsetDateTime::from_unix_timestamp(f.u64()? as i64).ok()?;
@@ -156,7 +245,17 @@ fn decode(opened: &sealed::Opened) -> Option<Receipt> {
     let residence_permit = status_from_u8(f.u8()?)?;
     let binding = f.bytes()?;
     let partner = f.short_str()?.to_owned();
+    let holder_name = match format {
+        Format::V1 => None,
+        Format::V2 => match f.short_str()? {
+            "" => None,
+            n if check_holder_name(n) && n.trim() == n => Some(n.to_owned()),
+            _ => return None,
+        },
+    };
     (f.is_done() && crate::partner::valid_partner_id(&partner)).then_some(Receipt {
+        format,
+        holder_name,
         key_id: opened.key_id(),
         id,
         partner,
@@ -202,8 +301,9 @@ pub fn read(text: &str) -> Result<Receipt, ReceiptError> {
 }
 
 fn opened(text: &str) -> Result<(sealed::Opened, Receipt), ReceiptError> {
-    let opened = sealed::open(&KIND, text)?;
-    let receipt = decode(&opened).ok_or(ReceiptError::Fields)?;
+    let format = Format::of(text).ok_or(OpenError::Prefix(KIND.prefix))?;
+    let opened = sealed::open(format.kind(), text)?;
+    let receipt = decode(format, &opened).ok_or(ReceiptError::Fields)?;
     Ok((opened, receipt))
 }
 
@@ -222,9 +322,28 @@ pub fn verify(text: &str, keys: &Keyring) -> Result<Receipt, ReceiptError> {
     Ok(receipt)
 }
 
+/// The address a receipt's QR code carries: the verifier page with the receipt as its
+/// fragment, which browsers never send to a server. Base45's space and percent sign are
+/// percent-encoded (`%20`, `%25`: still characters of a QR code's alphanumeric mode); its
+/// other characters may stand in a fragment as they are.
+pub fn verify_link(verify_url: &str, encoded: &str) -> String {
+    let mut link = String::with_capacity(verify_url.len() + 1 + encoded.len() * 11 / 10);
+    link.push_str(verify_url);
+    link.push('#');
+    for c in encoded.trim().chars() {
+        match c {
+            ' ' => link.push_str("%20"),
+            '%' => link.push_str("%25"),
+            c => link.push(c),
+        }
+    }
+    link
+}
+
 /// What the receipt says, as JSON (the `receipt verify` output).
 #[derive(Debug, Serialize)]
 pub struct ReceiptView {
+    pub format: u8,
     pub receipt_id: String,
     pub key_id: String,
     pub partner: String,
@@ -233,11 +352,16 @@ pub struct ReceiptView {
     pub residence_permit: Option<RecordStatus>,
     pub snapshot_version: u64,
     pub checked_at: String,
+    /// As the partner gave it when asking; absent when it gave none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_name: Option<String>,
 }
 
 impl From<&Receipt> for ReceiptView {
     fn from(r: &Receipt) -> Self {
         ReceiptView {
+            format: r.format.number(),
+            holder_name: r.holder_name.clone(),
             receipt_id: r.id.to_string(),
             key_id: r.key_id.to_string(),
             partner: r.partner.clone(),
@@ -289,11 +413,14 @@ mod tests {
             residence_permit: None,
         };
         issue(
-            "bank",
+            Issue {
+                partner: "bank",
+                snapshot_version: 42,
+                checked_at: datetime!(2026-11-25 08:00:00.5 UTC),
+                holder_name: Some(" 陳大文 CHAN Tai Man "),
+            },
             &pair("H12345678", "810000199001011230"),
             &answer,
-            42,
-            datetime!(2026-11-25 08:00:00.5 UTC),
             &key(),
         )
     }
@@ -303,6 +430,12 @@ mod tests {
         let (text, issued) = sample();
         let r = verify(&text, &ring()).expect("verifies");
         assert_eq!(r, issued);
+        assert!(text.starts_with("PGR2:"));
+        assert_eq!(
+            r.holder_name.as_deref(),
+            Some("陳大文 CHAN Tai Man"),
+            "trimmed"
+        );
         assert_eq!(r.checked_at, datetime!(2026-11-25 08:00 UTC));
         assert_eq!(
             (r.residence_permit, r.travel_permit),
@@ -326,22 +459,23 @@ mod tests {
         }
     }
 
-    /// The vector of docs/receipts.md, checked there with Python's `base45`, `blake3` and
-    /// `cryptography` packages.
-    #[test]
-    fn test_vector() {
+    /// The vectors' key and receipt id: seed `20 21 … 3f`, id `00 01 … 0f`.
+    fn vector_key_and_id() -> (SigningKey, ReceiptId) {
         let mut seed = [0u8; 32];
         for (i, b) in seed.iter_mut().enumerate() {
             *b = 32 + i as u8;
         }
-        let key = SigningKey::from_bytes(&seed);
         let mut id = [0u8; 16];
         for (i, b) in id.iter_mut().enumerate() {
             *b = i as u8;
         }
-        let id = ReceiptId(id);
-        let pair = pair("H12345678", "810000199001011230");
+        (SigningKey::from_bytes(&seed), ReceiptId(id))
+    }
+
+    fn vector_receipt(format: Format, holder_name: Option<&str>) -> (SigningKey, Receipt) {
+        let (key, id) = vector_key_and_id();
         let r = Receipt {
+            format,
             key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
             id,
             partner: "bank".into(),
@@ -350,20 +484,54 @@ mod tests {
             residence_permit: Some(RecordStatus::Expired),
             snapshot_version: 42,
             checked_at: datetime!(2026-11-25 08:00 UTC),
-            binding: binding(&id, &pair),
+            binding: binding(format, &id, &pair("H12345678", "810000199001011230")),
+            holder_name: holder_name.map(str::to_owned),
         };
-        assert_eq!(hex::encode(r.binding), "6fb0f5ae7e2df85d2bbd34903b3e8ee7");
-        assert_eq!(encode(&r, &key), VECTOR);
+        (key, r)
+    }
+
+    fn check_vector(key: &SigningKey, r: &Receipt, binding_hex: &str, vector: &str) {
+        assert_eq!(hex::encode(r.binding), binding_hex);
+        assert_eq!(encode(r, key), vector);
         let keys = Keyring::new(vec![PublicKey::new(
             KeyUse::Receipt,
             key.verifying_key(),
             Validity::default(),
         )]);
-        assert_eq!(verify(VECTOR, &keys), Ok(r.clone()));
-        assert!(r.refers_to(&pair));
+        assert_eq!(verify(vector, &keys), Ok(r.clone()));
+        assert!(r.refers_to(&pair("H12345678", "810000199001011230")));
+        assert!(!r.refers_to(&pair("H12345679", "810000199001011230")));
     }
 
-    const VECTOR: &str = "PGR1:/60OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500H5ET2V .F-HV$N51T61M7/2I.O0CEC0PD:PB%.D1T6I:H-DM.PCZC6*411TV0HG$*JAP4716A6PLKIL*BSUI-U4QTKM4E+$SV6DQV771GJ9RG17UDTHEUG R$CGU5P30";
+    /// The vectors of docs/receipts.md, checked there with Python's `base45`, `blake3`,
+    /// `hmac` and `cryptography`, and in a browser by the verifier page's test.
+    #[test]
+    fn test_vectors() {
+        let (key, r) = vector_receipt(Format::V1, None);
+        check_vector(&key, &r, "6fb0f5ae7e2df85d2bbd34903b3e8ee7", VECTOR_V1);
+        let (key, r) = vector_receipt(Format::V2, Some("陳大文"));
+        check_vector(&key, &r, VECTOR_V2_BINDING, VECTOR_V2);
+    }
+
+    const VECTOR_V1: &str = "PGR1:/60OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500H5ET2V .F-HV$N51T61M7/2I.O0CEC0PD:PB%.D1T6I:H-DM.PCZC6*411TV0HG$*JAP4716A6PLKIL*BSUI-U4QTKM4E+$SV6DQV771GJ9RG17UDTHEUG R$CGU5P30";
+    const VECTOR_V2_BINDING: &str = "140591f9406c098024075f78b0503600";
+    const VECTOR_V2: &str = "PGR2:TC0OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500+N2JKIM68291/O453C1DM9$6.O0CEC-ND-NTIXMV KZ6TW3H9KPYDQOKJ44GBK8N6F0IFMVP7GDD11 SHO5F4TQHYVIICR8N H1UUUFDV9CO1AHWRBUM0CZRBQDBOQRPF*M64$P:AR6OI40";
+
+    #[test]
+    fn the_link_carries_the_receipt_in_its_fragment() {
+        let link = verify_link("https://verify.example/v/", VECTOR_V2);
+        let fragment = link
+            .strip_prefix("https://verify.example/v/#")
+            .expect("page, then fragment");
+        assert!(!fragment.contains(' ') && !fragment.contains('#'));
+        // Percent-decoding gives the receipt back.
+        let decoded = fragment.replace("%20", " ").replace("%25", "%");
+        assert_eq!(decoded, VECTOR_V2);
+        assert_eq!(
+            fragment.matches('%').count(),
+            VECTOR_V2.matches(['%', ' ']).count()
+        );
+    }
 
     #[test]
     fn non_canonical_spellings_are_refused() {

@@ -72,30 +72,34 @@ mod tests {
             .collect()
     }
 
+    const RESULTS: [LinkResult; 5] = [
+        LinkResult::Linked,
+        LinkResult::NotLinked,
+        LinkResult::TravelPermitNotFound,
+        LinkResult::ResidencePermitNotFound,
+        LinkResult::HolderNotEligible,
+    ];
+    const STATUSES: [RecordStatus; 6] = [
+        RecordStatus::Valid,
+        RecordStatus::Lost,
+        RecordStatus::Damaged,
+        RecordStatus::Revoked,
+        RecordStatus::Replaced,
+        RecordStatus::Expired,
+    ];
+    const REASONS: [Reason; 3] = [Reason::Lost, Reason::Damaged, Reason::Forgotten];
+
     #[test]
     fn the_partner_guide_has_these_terms() {
         let results = documented("`result` (link check)");
-        for r in [
-            LinkResult::Linked,
-            LinkResult::NotLinked,
-            LinkResult::TravelPermitNotFound,
-            LinkResult::ResidencePermitNotFound,
-            LinkResult::HolderNotEligible,
-        ] {
+        for r in RESULTS {
             assert!(
                 results.contains(&(r.label().to_owned(), link_result(r).to_owned())),
                 "{r:?} in {results:?}"
             );
         }
         let statuses = documented("`status` (a document)");
-        for s in [
-            RecordStatus::Valid,
-            RecordStatus::Lost,
-            RecordStatus::Damaged,
-            RecordStatus::Revoked,
-            RecordStatus::Replaced,
-            RecordStatus::Expired,
-        ] {
+        for s in STATUSES {
             assert!(
                 statuses.contains(&(s.label().to_owned(), record_status(s).to_owned())),
                 "{s:?} in {statuses:?}"
@@ -116,8 +120,31 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("| `reason`"))
             .expect("the reason row");
-        for r in [Reason::Lost, Reason::Damaged, Reason::Forgotten] {
+        for r in REASONS {
             assert!(reasons.contains(reason(r)), "{r:?} in {reasons}");
+        }
+    }
+
+    /// The verifier page's table (`T` in verify.js: `key: ['中文', 'English']`) has the same
+    /// Chinese terms.
+    #[test]
+    fn the_verifier_page_has_these_terms() {
+        let page = include_str!("verify_site/page/verify.js");
+        let has = |key: &str, zh: &str| {
+            assert!(
+                page.contains(&format!("    {key}: ['{zh}', ")),
+                "{key}: {zh} not in verify.js"
+            );
+        };
+        for r in RESULTS {
+            has(r.label(), link_result(r));
+        }
+        for s in STATUSES {
+            has(s.label(), record_status(s));
+        }
+        has("not_found", NOT_FOUND);
+        for r in REASONS {
+            has(&format!("reason_{}", <&str>::from(r)), reason(r));
         }
     }
 }

@@ -38,6 +38,7 @@ async fn gateway_with(extra: &str) -> Fixture {
             listen: any,
             metrics_listen: any,
             seed: 3,
+            verify_listen: None,
         },
     )
     .expect("demo");

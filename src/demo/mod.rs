@@ -56,7 +56,15 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub seed: u64,
+    /// Where `permitgate demo` serves the verifier page: the receipts' QR codes lead there.
+    pub verify_listen: Option<SocketAddr>,
 }
+
+/// The demo's issuing authority, in both languages: clearly not a real one.
+pub const DEMO_AUTHORITY: (&str, &str) = (
+    "演示签发机构（非真实机构）",
+    "Demo issuing authority (not a real authority)",
+);
 
 #[derive(Debug, Clone)]
 pub struct Demo {
@@ -231,14 +239,24 @@ hash_key = "keys/hash.key"
 
 [receipts]
 signing_keys = [{{ path = "keys/receipt.key" }}]
-
+authority = {{ zh = "{}", en = "{}" }}
+{}
 [temp_permits]
 issuer_keys = [{{ path = "keys/temp-permit.pub" }}]
 
 [audit]
 dir = "audit"
 "#,
-        opts.listen, opts.metrics_listen
+        opts.listen,
+        opts.metrics_listen,
+        DEMO_AUTHORITY.0,
+        DEMO_AUTHORITY.1,
+        opts.verify_listen
+            .map(|a| format!(
+                "verify_url = \"http://{a}{}\"\n",
+                crate::verify_site::PAGE_PATH
+            ))
+            .unwrap_or_default()
     );
     for (id, scopes) in DEMO_PARTNERS {
         let scopes: Vec<String> = scopes

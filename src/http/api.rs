@@ -24,6 +24,9 @@ pub struct LinkCheckRequest<'a> {
     /// Ask for a signed receipt (scope `receipt`).
     #[serde(default)]
     pub receipt: bool,
+    /// The holder's name, to be printed on (and signed into) the receipt.
+    #[serde(default, borrow)]
+    pub holder_name: Option<Cow<'a, str>>,
 }
 
 /// Items stay raw so that one bad item gets its own error instead of failing the batch.
@@ -92,6 +95,9 @@ pub struct ReceiptOut {
     pub id: String,
     pub key_id: String,
     pub encoded: String,
+    /// The verifier page's link with the receipt (`[receipts] verify_url`), for a QR code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// `POST /v1/receipts/verify`: a receipt, and optionally the two numbers it should be

@@ -67,13 +67,12 @@ pub fn link_check_batch(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>
     let req: BatchRequest<'_> = body::object(body, "")?;
     let max = cx.services.max_batch_items;
     if req.checks.len() > max {
-        let mut p = Problem::new(
+        return Err(Problem::new(
             ProblemKind::BatchTooLarge,
             format!("{} checks; at most {max} per batch", req.checks.len()),
         )
-        .with_field("checks");
-        p.rule = Some("max_items");
-        return Err(p);
+        .with_field("checks")
+        .with_rule("max_items"));
     }
     // Parse and hash every item and start all their index reads before checking any: the
     // items' cache misses overlap.
@@ -227,19 +226,22 @@ fn link_answer(
     let answer = checks::link_check(cx.view, hashed, Day::of(cx.now));
     let mut out = LinkItem::from(answer);
     if input.receipt {
-        out.receipt = Some(receipt(cx, &input.pair, &answer, item)?);
+        out.receipt = Some(receipt(cx, input, &answer, item)?);
     }
     Ok(out)
 }
 
-/// Signs the receipt of one link check; only when asked for (about 13 µs, one Ed25519
+/// Signs the receipt of one link check; only when asked for (one Ed25519
 /// signature: docs/benchmarks.md).
 fn receipt(
     cx: &Context<'_, '_>,
-    pair: &DocumentPair,
+    input: &LinkInput,
     answer: &LinkAnswer,
     item: Option<usize>,
 ) -> Result<ReceiptOut, Problem> {
+    let LinkInput {
+        pair, holder_name, ..
+    } = input;
     let partner = cx.partner;
     if !partner.scopes.contains(Scope::Receipt) {
         return Err(Problem::new(
@@ -259,12 +261,18 @@ fn receipt(
             },
         )
     })?;
-    let version = cx.view.info().version;
-    let (encoded, r) = receipt::issue(&partner.id, pair, answer, version, cx.now, key);
+    let what = receipt::Issue {
+        partner: &partner.id,
+        snapshot_version: cx.view.info().version,
+        checked_at: cx.now,
+        holder_name: holder_name.as_deref(),
+    };
+    let (encoded, r) = receipt::issue(what, pair, answer, key);
     cx.services.receipts_signed.inc();
     Ok(ReceiptOut {
         id: r.id.to_string(),
         key_id: r.key_id.to_string(),
+        url: (cx.services.keyring.verify_url.as_deref()).map(|u| receipt::verify_link(u, &encoded)),
         encoded,
     })
 }
@@ -277,10 +285,12 @@ fn encoding_failed(e: serde_json::Error) -> Problem {
     Problem::new(ProblemKind::Internal, format!("encoding the answer: {e}"))
 }
 
-/// A link check's numbers, parsed, and whether it asked for a receipt.
+/// A link check's numbers, parsed, and whether it asked for a receipt (and with which
+/// holder name).
 struct LinkInput {
     pair: DocumentPair,
     receipt: bool,
+    holder_name: Option<String>,
 }
 
 /// `checks[3].` for item 3 of a batch, nothing for a single check. Built only for errors.
@@ -293,9 +303,35 @@ fn field_name(item: Option<usize>, name: &str) -> String {
 }
 
 fn link_input(req: &LinkCheckRequest<'_>, item: Option<usize>) -> Result<LinkInput, Problem> {
+    let pair = document_pair(&req.travel_permit, &req.residence_permit, item)?;
+    let holder_name = req.holder_name.as_deref();
+    if let Some(name) = holder_name {
+        // The name itself is never repeated: it is personal data.
+        let invalid = |detail: &str, rule| {
+            Problem::new(
+                ProblemKind::InvalidField,
+                format!("{}: {detail}", field_name(item, "holder_name")),
+            )
+            .with_field(field_name(item, "holder_name"))
+            .with_rule(rule)
+        };
+        if !req.receipt {
+            return Err(invalid(
+                "only goes with \"receipt\": true (it is printed on the receipt)",
+                "requires_receipt",
+            ));
+        }
+        if !receipt::check_holder_name(name) {
+            return Err(invalid(
+                "must be 1 to 100 bytes of UTF-8 without control characters",
+                "name",
+            ));
+        }
+    }
     Ok(LinkInput {
-        pair: document_pair(&req.travel_permit, &req.residence_permit, item)?,
+        pair,
         receipt: req.receipt,
+        holder_name: holder_name.map(str::to_owned),
     })
 }
 

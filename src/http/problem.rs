@@ -189,6 +189,12 @@ impl Problem {
         self
     }
 
+    /// Names the rule the field breaks (the `rule` member clients switch on).
+    pub fn with_rule(mut self, rule: &'static str) -> Problem {
+        self.rule = Some(rule);
+        self
+    }
+
     pub fn invalid_number(field: impl Into<String>, e: NumberError) -> Problem {
         let field = field.into();
         Problem {

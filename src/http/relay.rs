@@ -65,16 +65,15 @@ fn wait_ms(query: Option<&str>) -> Result<Duration, Problem> {
         .map(Duration::from_millis)
         .filter(|wait| *wait <= MAX_WAIT)
         .ok_or_else(|| {
-            let mut p = Problem::new(
+            Problem::new(
                 ProblemKind::InvalidField,
                 format!(
                     "wait_ms must be an integer from 0 to {}",
                     MAX_WAIT.as_millis()
                 ),
             )
-            .with_field("wait_ms");
-            p.rule = Some("range");
-            p
+            .with_field("wait_ms")
+            .with_rule("range")
         })
 }
 

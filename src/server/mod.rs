@@ -72,7 +72,8 @@ pub enum StartError {
 fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Credentials, KeyError> {
     let receipt_keys = SigningKeys::new(
         config
-            .receipt_keys
+            .receipts
+            .signing_keys
             .iter()
             .map(|k| Ok((load_signing_key(&k.path)?, k.validity)))
             .collect::<Result<Vec<_>, KeyError>>()?,
@@ -90,9 +91,12 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
             .iter()
             .map(|k| PublicKey::new(KeyUse::Snapshot, *k, Validity::default())),
     );
+    let mut keyring = Keyring::new(published);
+    keyring.authority = config.receipts.authority.clone();
+    keyring.verify_url = config.receipts.verify_url.clone();
     Ok(Credentials {
         receipt_keys,
-        keyring: Keyring::new(published),
+        keyring,
         temp_permit_skew: config.temp_permits.clock_skew,
     })
 }
@@ -136,6 +140,8 @@ pub struct Checked {
     pub receipt_keys: usize,
     /// notAfter of the server certificate (Unix seconds).
     pub server_certificate_expires: i64,
+    /// What `GET /v1/keys` would serve (the demo puts it beside the verifier page).
+    pub published: Keyring,
 }
 
 /// Loads every file `config` names (certificates, CA, CRLs, keys) and checks them as
@@ -145,8 +151,9 @@ pub fn check_config(config: &Config) -> Result<Checked, StartError> {
     Ok(Checked {
         partners: config.partners.len(),
         publisher_keys: loaded.publisher_keys.len(),
-        receipt_keys: config.receipt_keys.len(),
+        receipt_keys: config.receipts.signing_keys.len(),
         server_certificate_expires: crate::tls::not_after(&config.tls.cert)?,
+        published: loaded.credentials.keyring,
     })
 }
 

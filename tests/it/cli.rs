@@ -27,6 +27,7 @@ fn every_subcommand_has_help() {
         vec!["temp-permit", "verify", "--help"],
         vec!["receipt", "verify", "--help"],
         vec!["receipt", "render", "--help"],
+        vec!["verify-site", "--help"],
     ] {
         let out = permitgate(&sub);
         assert!(out.status.success(), "{sub:?}");
@@ -56,6 +57,8 @@ fn wrong_arguments_give_one_line_and_non_zero_exit() {
             "0",
         ],
         vec!["temp-permit", "verify", "--keys", "k.json"],
+        vec!["verify-site", "--keys", "k.json"],
+        vec!["demo", "--verify-listen", "8080"],
         vec![
             "receipt",
             "verify",
@@ -236,6 +239,7 @@ fn serve_refuses_a_bad_snapshot() {
             listen: any,
             metrics_listen: any,
             seed: 1,
+            verify_listen: None,
         },
     )
     .expect("demo");
@@ -282,6 +286,7 @@ fn config_check_loads_every_file_without_serving() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
             seed: 5,
+            verify_listen: None,
         },
     )
     .expect("demo");
@@ -305,4 +310,68 @@ fn config_check_loads_every_file_without_serving() {
     let err = text(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("server certificate"), "{err}");
+}
+
+/// `verify-site` writes the page's four files, with the keys document it was given checked
+/// and written as keys.json; a broken keys file writes nothing and says what is wrong.
+#[test]
+fn verify_site_writes_the_page_and_the_checked_keys() {
+    use permitgate::keyring::{Authority, KeyUse, Keyring, PublicKey, Validity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ring = Keyring::new(vec![PublicKey::new(
+        KeyUse::Receipt,
+        permitgate::key_files::generate_signing_key().verifying_key(),
+        Validity::default(),
+    )]);
+    ring.authority = Some(Authority {
+        zh: "某机构".into(),
+        en: "An authority".into(),
+    });
+    ring.verify_url = Some("https://verify.example/v/".into());
+    let keys = dir.path().join("keys.json");
+    std::fs::write(&keys, ring.to_json()).expect("keys");
+    let site = dir.path().join("site");
+    let out = permitgate(&[
+        "verify-site",
+        "--keys",
+        keys.to_str().expect("utf8"),
+        "--out",
+        site.to_str().expect("utf8"),
+    ]);
+    assert_success(&out);
+    for name in ["index.html", "verify.js", "verify.css", "keys.json"] {
+        assert!(
+            text(&out.stdout).contains(&format!("wrote {}", site.join(name).display())),
+            "{name}"
+        );
+    }
+    let written = Keyring::load(&site.join("keys.json")).expect("keys.json loads");
+    assert_eq!(written.keys()[0].id, ring.keys()[0].id);
+    assert_eq!(written.authority, ring.authority);
+    assert_eq!(written.verify_url, ring.verify_url);
+    let page = std::fs::read_to_string(site.join("index.html")).expect("page");
+    assert!(page.contains("<script src=\"verify.js\" defer></script>"));
+    assert!(page.contains("Content-Security-Policy"));
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        br#"{"keys": [{"id": "00", "use": "receipt", "algorithm": "RSA", "public_key": "00"}]}"#,
+    )
+    .expect("write");
+    let elsewhere = dir.path().join("not-written");
+    let out = permitgate(&[
+        "verify-site",
+        "--keys",
+        broken.to_str().expect("utf8"),
+        "--out",
+        elsewhere.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("keys[0]: algorithm must be Ed25519"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!elsewhere.exists());
 }

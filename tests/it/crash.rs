@@ -23,6 +23,7 @@ fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
             listen,
             metrics_listen: metrics,
             seed: 3,
+            verify_listen: None,
         },
     )
     .expect("demo");

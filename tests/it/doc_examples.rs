@@ -11,13 +11,12 @@
 //! (dates and times aside).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::common::optional_tool;
-use crate::common::process::{free_port, wait_ready, Running};
+use crate::common::process::{demo, Demo};
 
 struct Block {
     file: String,
@@ -73,46 +72,8 @@ fn talks_to_a_gateway(b: &Block) -> bool {
     matches!(b.lang.as_str(), "sh" | "python")
         && b.body.lines().any(|l| {
             let code = l.split('#').next().unwrap_or("");
-            code.contains("://") && (code.contains(":8443") || code.contains(":9464"))
+            code.contains("://") && [":8443", ":9464", ":8080"].iter().any(|p| code.contains(p))
         })
-}
-
-/// A running demo with the default data, stopped on drop.
-struct Demo {
-    _child: Running,
-    dir: PathBuf,
-    port: u16,
-    metrics: std::net::SocketAddr,
-    _tmp: tempfile::TempDir,
-}
-
-fn demo() -> Demo {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("var/demo");
-    let (listen, metrics) = (free_port(), free_port());
-    let child = Running(
-        Command::new(env!("CARGO_BIN_EXE_permitgate"))
-            .args(["demo", "--dir", &dir.to_string_lossy()])
-            .args(["--listen", &listen.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the demo"),
-    );
-    let demo = Demo {
-        _child: child,
-        dir,
-        port: listen.port(),
-        metrics,
-        _tmp: tmp,
-    };
-    assert!(
-        wait_ready(demo.metrics, Duration::from_secs(60)),
-        "demo not ready"
-    );
-    demo
 }
 
 /// The docs' text with what a reader would change for this demo.
@@ -136,6 +97,12 @@ fn localise(text: &str, d: &Demo) -> String {
         &format!("https://localhost:{}", d.port),
     )
     .replace("http://127.0.0.1:9464", &format!("http://{}", d.metrics))
+    .replace("http://127.0.0.1:8080", &format!("http://{}", d.verify))
+    // The command as installed: this build's binary.
+    .replace(
+        "\npermitgate ",
+        &format!("\n{} ", env!("CARGO_BIN_EXE_permitgate")),
+    )
     .replace("cd var/demo", &format!("cd {}", d.dir.display()))
     .replace(
         "\"bank.crt\"",

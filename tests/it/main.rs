@@ -27,3 +27,4 @@ mod s3;
 mod signals;
 mod stock_clients;
 mod temp_permits;
+mod verifier_page;

@@ -133,12 +133,15 @@ fn raw(method: Method, path: &str, ctype: Option<&str>, body: &str) -> Request<F
 async fn real_answers_match_the_spec() {
     let spec = spec();
     let gw = TestGateway::start_with(Options {
-        edit_config: vec![config_edit::partner("rail-gate", |p| {
-            p.insert(
-                "rate_limit".into(),
-                config_edit::value("{ per_second = 1, burst = 1 }"),
-            );
-        })],
+        edit_config: vec![
+            config_edit::partner("rail-gate", |p| {
+                p.insert(
+                    "rate_limit".into(),
+                    config_edit::value("{ per_second = 1, burst = 1 }"),
+                );
+            }),
+            config_edit::set("receipts.verify_url", "https://verify.example/v/"),
+        ],
         ..Options::default()
     })
     .await;
@@ -159,9 +162,10 @@ async fn real_answers_match_the_spec() {
         conforms(&spec, &s.path, "post", &r);
     }
     let link = gw.sample("linked_pair").clone();
-    let with_receipt = json!({"travel_permit": link.body["travel_permit"], "residence_permit": link.body["residence_permit"], "receipt": true});
+    let with_receipt = json!({"travel_permit": link.body["travel_permit"], "residence_permit": link.body["residence_permit"], "receipt": true, "holder_name": "陳大文"});
     let r = bank.post_json("/v1/link-checks", &with_receipt).await;
     assert!(r.json()["receipt"]["encoded"].is_string());
+    assert!(r.json()["receipt"]["url"].is_string(), "the verifier link");
     conforms(&spec, "/v1/link-checks", "post", &r);
     let receipt = r.json()["receipt"]["encoded"].clone();
     for body in [

@@ -223,11 +223,31 @@ async fn a_rotated_key_signs_new_receipts_and_old_receipts_keep_verifying() {
 
 #[tokio::test]
 async fn offline_verification_and_the_printable_document() {
-    let gw = TestGateway::start().await;
-    let (keys, _) = gw.keys_file().await;
+    const PAGE: &str = "https://verify.example.gov/verify/";
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![config_edit::set("receipts.verify_url", PAGE)],
+        ..Options::default()
+    })
+    .await;
+    let (keys, ring) = gw.keys_file().await;
+    assert_eq!(
+        ring.verify_url.as_deref(),
+        Some(PAGE),
+        "published with the keys"
+    );
+    let authority = ring
+        .authority
+        .clone()
+        .expect("the demo names its authority");
     let keys = keys.to_str().expect("utf8").to_owned();
     let s = gw.sample("linked_pair");
-    let text = encoded(&checked(&gw, "bank", &s.body).await);
+    let mut asked = s.body.clone();
+    asked["holder_name"] = json!("陳大文 CHAN Tai Man");
+    let answer = checked(&gw, "bank", &asked).await;
+    let text = encoded(&answer);
+    assert!(text.starts_with("PGR2:"), "{text}");
+    let link = receipt::verify_link(PAGE, &text);
+    assert_eq!(answer["receipt"]["url"].as_str(), Some(link.as_str()));
     let (tp, rp) = (
         s.body["travel_permit"].as_str().expect("tp"),
         s.body["residence_permit"].as_str().expect("rp"),
@@ -256,9 +276,17 @@ async fn offline_verification_and_the_printable_document() {
         (
             v["status"].as_str(),
             v["result"].as_str(),
-            v["numbers"].as_str()
+            v["numbers"].as_str(),
+            v["format"].as_u64(),
+            v["holder_name"].as_str(),
         ),
-        (Some("genuine"), Some("linked"), Some("not_checked"))
+        (
+            Some("genuine"),
+            Some("linked"),
+            Some("not_checked"),
+            Some(2),
+            Some("陳大文 CHAN Tai Man")
+        )
     );
     let (code, v, err) = verify(&text, Some((tp, rp)));
     assert_eq!(
@@ -311,10 +339,23 @@ async fn offline_verification_and_the_printable_document() {
         ]);
         assert_success(&out);
     }
-    let scanned = decode_qr_png(&std::fs::read(&png).expect("png"));
-    assert_eq!(scanned, text);
-    let ring = permitgate::keyring::Keyring::load(std::path::Path::new(&keys)).expect("keys");
-    assert!(receipt::verify(&scanned, &ring).is_ok());
+    // Both QR codes open the verifier page with the receipt (the PDF's read from poppler's
+    // rendering of the page), and what they carry verifies.
+    let rendered = gw.dir.path().join("pdf-page");
+    let out = std::process::Command::new("pdftoppm")
+        .args(["-png", "-gray", "-r", "150", "-singlefile"])
+        .arg(&pdf)
+        .arg(&rendered)
+        .output()
+        .expect("pdftoppm");
+    assert_success(&out);
+    for image in [png.clone(), rendered.with_extension("png")] {
+        let scanned = decode_qr_png(&std::fs::read(&image).expect("png"));
+        assert_eq!(scanned, link, "{}", image.display());
+        let fragment = scanned.split_once('#').expect("fragment").1;
+        let receipt_text = fragment.replace("%20", " ").replace("%25", "%");
+        assert!(receipt::verify(&receipt_text, &ring).is_ok());
+    }
     let bytes = std::fs::read(&pdf).expect("pdf");
     assert!(bytes.starts_with(b"%PDF-"));
     assert!(bytes.windows(5).any(|w| w == b"%%EOF"));
@@ -338,6 +379,10 @@ async fn offline_verification_and_the_printable_document() {
         "有效",
         "扫码核验",
         "Verification of travel permit and residence permit link",
+        &authority.zh,
+        &authority.en,
+        "陳大文 CHAN Tai Man",
+        PAGE,
     ] {
         assert!(words.contains(want), "{want:?} not in:\n{words}");
     }
@@ -348,6 +393,10 @@ async fn offline_verification_and_the_printable_document() {
     assert!(
         !words.contains(tp) && !words.contains(rp),
         "numbers masked only: {words}"
+    );
+    assert!(
+        !words.contains("permitgate") && !words.contains("--keys"),
+        "no command-line instructions on paper: {words}"
     );
     let fonts = poppler("pdffonts");
     let font = fonts.lines().nth(2).unwrap_or_default();
@@ -392,7 +441,7 @@ fn printing_unavailable() -> bool {
         );
         eprintln!("SKIPPED: rendering needs fonts-wqy-microhei");
     }
-    let poppler = ["pdftotext", "pdffonts"]
+    let poppler = ["pdftotext", "pdffonts", "pdftoppm"]
         .map(|t| crate::common::optional_tool(t, REQUIRED_BY, "apt-get install poppler-utils"));
     !font || poppler.iter().any(Option::is_none)
 }
@@ -490,4 +539,50 @@ async fn a_partner_verifies_a_receipt_online_and_learns_what_holds_now() {
         .post_json("/v1/receipts/verify", &json!({"receipt": text}))
         .await
         .problem(403, "scope-missing");
+}
+
+/// A holder name goes only with a receipt, and keeps to the name rule; the problem names
+/// the field and the rule and never repeats the name.
+#[tokio::test]
+async fn a_holder_name_needs_a_receipt_and_a_sane_length() {
+    let gw = TestGateway::start().await;
+    let mut client = gw.client("bank").await;
+    let s = gw.sample("linked_pair");
+    let long = "陳".repeat(34);
+    for (receipt, name, rule) in [
+        (false, "陳大文", "requires_receipt"),
+        (true, long.as_str(), "name"),
+        (true, "  ", "name"),
+        (true, "陳\u{7}大文", "name"),
+    ] {
+        let mut body = s.body.clone();
+        body["receipt"] = json!(receipt);
+        body["holder_name"] = json!(name);
+        let r = client.post_json("/v1/link-checks", &body).await;
+        let p = r.problem(400, "invalid-field");
+        assert_eq!(
+            (p["field"].as_str(), p["rule"].as_str()),
+            (Some("holder_name"), Some(rule)),
+            "{p}"
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains("陳"), "{p}");
+        let batch = json!({ "checks": [body] });
+        let r = client.post_json("/v1/link-checks:batch", &batch).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json()["results"][0]["error"]["field"].as_str(),
+            Some("checks[0].holder_name")
+        );
+    }
+    let mut body = with_receipt(&s.body);
+    body["holder_name"] = json!(" 陳大文 ");
+    let r = client.post_json("/v1/link-checks", &body).await;
+    let text = encoded(&r.json());
+    let (_, ring) = gw.keys_file().await;
+    let got = receipt::verify(&text, &ring).expect("genuine");
+    assert_eq!(
+        got.holder_name.as_deref(),
+        Some("陳大文"),
+        "trimmed and signed"
+    );
 }

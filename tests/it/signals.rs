@@ -36,6 +36,7 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
             listen: ports[0].0,
             metrics_listen: ports[0].1,
             seed: 11,
+            verify_listen: None,
         },
     )
     .expect("demo");

@@ -1,6 +1,8 @@
 //! `permitgate demo` (create demo data once, then serve it) and `permitgate dev-pki`.
 
 use std::net::SocketAddr;
+
+use anyhow::Context;
 use std::path::PathBuf;
 
 use permitgate::config::Config;
@@ -17,6 +19,10 @@ pub struct Args {
     /// Residents in the synthetic export (only used when the data is first created).
     #[arg(long, default_value_t = 100_000)]
     records: usize,
+    /// Where the verifier page is served (plain HTTP, this machine only); receipts' QR
+    /// codes lead there.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    verify_listen: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -31,7 +37,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         listen,
         metrics_listen,
         records,
+        verify_listen,
     } = args;
+    // Bound first: the config names the page's address (port 0 picks one).
+    let page_listener = std::net::TcpListener::bind(verify_listen)
+        .with_context(|| format!("cannot listen on {verify_listen} for the verifier page"))?;
+    let page = page_listener.local_addr()?;
     let demo = demo::prepare(
         &dir,
         &DemoOptions {
@@ -39,6 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             listen,
             metrics_listen,
             seed: 2026,
+            verify_listen: Some(page),
         },
     )?;
     if demo.created {
@@ -52,8 +64,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let config = Config::load(&demo.config)?;
+    let published = permitgate::server::check_config(&config)?.published;
+    let files = permitgate::verify_site::files(&published.to_json());
+    permitgate::verify_site::serve(page_listener, files)
+        .context("cannot start the verifier page's thread")?;
     print_tour(&demo, listen, metrics_listen);
-    crate::serve::serve(Config::load(&demo.config)?)
+    println!(
+        "Verifier page (receipts' QR codes open it): http://{page}{}\n",
+        permitgate::verify_site::PAGE_PATH
+    );
+    crate::serve::serve(config)
 }
 
 pub fn dev_pki(args: DevPkiArgs) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ mod receipt;
 mod serve;
 mod snapshot;
 mod temp_permit;
+mod verify_site;
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +83,8 @@ enum Command {
         #[command(subcommand)]
         command: temp_permit::Command,
     },
+    /// Write the verifier page (HTML, CSS, JavaScript) and the keys it checks against.
+    VerifySite(verify_site::Args),
     /// Signed verification receipts: verify offline, render the printable document.
     Receipt {
         #[command(subcommand)]
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::Keys { command } => keys::run(command),
         Command::TempPermit { command } => temp_permit::run(command),
         Command::Receipt { command } => receipt::run(command),
+        Command::VerifySite(args) => verify_site::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

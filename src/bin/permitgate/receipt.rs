@@ -119,9 +119,10 @@ mod render {
         (travel_permit, residence_permit): (Option<String>, Option<String>),
         font: &Path,
     ) -> anyhow::Result<()> {
-        let (r, verified) = match &keys {
-            Some(k) => (receipt::verify(receipt, &Keyring::load(k)?)?, true),
-            None => (receipt::read(receipt)?, false),
+        let keyring = keys.as_deref().map(Keyring::load).transpose()?;
+        let r = match &keyring {
+            Some(k) => receipt::verify(receipt, k)?,
+            None => receipt::read(receipt)?,
         };
         let numbers = match travel_permit.as_deref().zip(residence_permit.as_deref()) {
             Some((tp, rp)) => {
@@ -138,7 +139,7 @@ mod render {
             Some(e) if e.eq_ignore_ascii_case("png") => false,
             _ => bail!("--out must end in .pdf or .png"),
         };
-        let page = receipt_page(&r, receipt, numbers, verified);
+        let page = receipt_page(&r, receipt, numbers, keyring.as_ref());
         let font = printable::Font::load(font)?;
         let bytes = if pdf {
             printable::pdf(&page, &font)?
@@ -152,11 +153,13 @@ mod render {
 
     /// The printable verification document: what the receipt says, in Chinese and English,
     /// with the terms of permitgate::terms (the partner guide's table).
+    /// `published`: the keys the receipt was verified against, with the authority's name
+    /// and the verifier page's address; `None` when it was not verified.
     fn receipt_page(
         r: &Receipt,
         text: &str,
         numbers: Option<(String, String)>,
-        verified: bool,
+        published: Option<&Keyring>,
     ) -> Page {
         use permitgate::checks::LinkResult;
         use permitgate::snapshot::RecordStatus;
@@ -177,47 +180,63 @@ mod render {
         };
         let (tp, rp) = numbers.unwrap_or_else(|| ("（未显示）".into(), "（未显示）".into()));
         let row = |label: &str, value: String| (label.to_owned(), value);
+        let authority = published.and_then(|k| k.authority.as_ref());
+        let verify_url = published.and_then(|k| k.verify_url.as_deref());
+        let mut rows = Vec::new();
+        if let Some(a) = authority {
+            rows.push(row("签发机构 Issued by", format!("{} {}", a.zh, a.en)));
+        }
+        if let Some(name) = &r.holder_name {
+            rows.push(row("持证人 Holder", name.clone()));
+        }
+        rows.extend([
+            row(
+                "核验结果 Result",
+                format!(
+                    "{} {} ({meaning})",
+                    terms::link_result(r.result),
+                    r.result.label()
+                ),
+            ),
+            row(
+                "通行证 Travel permit",
+                format!("{tp}  {}", status(r.travel_permit)),
+            ),
+            row(
+                "居住证 Residence permit",
+                format!("{rp}  {}", status(r.residence_permit)),
+            ),
+            row("核验时间 Checked at", view.checked_at),
+            row(
+                "数据版本 Records version",
+                view.snapshot_version.to_string(),
+            ),
+            row("核验方 Requested by", view.partner),
+            row("编号 Receipt id", view.receipt_id),
+            row("签名密钥 Signing key", view.key_id),
+            row(
+                "签名 Signature",
+                if published.is_some() {
+                    "已核对 verified against the published keys".into()
+                } else {
+                    "未核对 not verified here".into()
+                },
+            ),
+        ]);
         Page {
             title: vec![
                 "港澳台居民往来内地通行证与居住证关联核验结果".into(),
                 "Verification of travel permit and residence permit link".into(),
             ],
-            rows: vec![
-                row(
-                    "核验结果 Result",
-                    format!(
-                        "{} {} ({meaning})",
-                        terms::link_result(r.result),
-                        r.result.label()
-                    ),
-                ),
-                row(
-                    "通行证 Travel permit",
-                    format!("{tp}  {}", status(r.travel_permit)),
-                ),
-                row(
-                    "居住证 Residence permit",
-                    format!("{rp}  {}", status(r.residence_permit)),
-                ),
-                row("核验时间 Checked at", view.checked_at),
-                row(
-                    "数据版本 Records version",
-                    view.snapshot_version.to_string(),
-                ),
-                row("核验方 Requested by", view.partner),
-                row("编号 Receipt id", view.receipt_id),
-                row("签名密钥 Signing key", view.key_id),
-                row(
-                    "签名 Signature",
-                    if verified {
-                        "已核对 verified against the published keys".into()
-                    } else {
-                        "未核对 not verified here".into()
-                    },
-                ),
-            ],
+            rows,
             note: "扫码核验 Scan to verify".into(),
-            qr_text: text.trim().to_owned(),
+            qr_text: match verify_url {
+                Some(url) => receipt::verify_link(url, text),
+                None => text.trim().to_owned(),
+            },
+            qr_caption: verify_url
+                .map(|url| vec![format!("核验网址 Verify at: {url}")])
+                .unwrap_or_default(),
         }
     }
 }

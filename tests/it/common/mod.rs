@@ -103,6 +103,7 @@ impl TestGateway {
                 listen: any,
                 metrics_listen: any,
                 seed: 7,
+                verify_listen: None,
             },
         )
         .expect("demo data");
@@ -458,15 +459,22 @@ pub fn assert_success(out: &std::process::Output) {
     );
 }
 
-/// The text of the one QR code in a PNG image.
+/// The text of the one QR code in a PNG image (8-bit grey, ours; or RGB, poppler's).
 pub fn decode_qr_png(png_bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info().expect("png header");
     let mut buf = vec![0; reader.output_buffer_size().expect("size")];
     let info = reader.next_frame(&mut buf).expect("png frame");
-    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::Rgb => 3,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
     let (w, h) = (info.width as usize, info.height as usize);
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    // Grey images have one channel; in RGB ones of black and white, any channel will do.
+    let mut img =
+        rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[(y * w + x) * channels]);
     let grids = img.detect_grids();
     assert_eq!(grids.len(), 1, "one QR code");
     grids[0].decode().expect("QR decodes").1

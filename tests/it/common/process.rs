@@ -110,3 +110,46 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::Ex
     }
     None
 }
+
+/// `permitgate demo` as a process, with the default data in a directory of its own, on
+/// free ports (the gateway, its metrics, the verifier page); stopped on drop.
+pub struct Demo {
+    _child: Running,
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    pub metrics: SocketAddr,
+    /// The verifier page's listener.
+    pub verify: SocketAddr,
+    _tmp: tempfile::TempDir,
+}
+
+pub fn demo() -> Demo {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("var/demo");
+    let (listen, metrics, verify) = (free_port(), free_port(), free_port());
+    let child = Running(
+        Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["demo", "--dir", &dir.to_string_lossy()])
+            .args(["--listen", &listen.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .args(["--verify-listen", &verify.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let demo = Demo {
+        _child: child,
+        dir,
+        port: listen.port(),
+        metrics,
+        verify,
+        _tmp: tmp,
+    };
+    assert!(
+        wait_ready(demo.metrics, Duration::from_secs(60)),
+        "demo not ready"
+    );
+    demo
+}

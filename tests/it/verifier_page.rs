@@ -1,0 +1,333 @@
+//! The verifier page in a real browser: Debian's chromium driven by playwright-core
+//! (tests/browser/verify_page.mjs), against `permitgate demo` as a process. A fresh
+//! receipt's link (what its QR code carries) opens to "genuine, linked" in Chinese and
+//! English; the two numbers typed match, other numbers do not, a malformed one is named; a
+//! changed character is not genuine; temporary permits valid, expired, not yet valid and
+//! signed by a foreign key; the page asks for nothing but its own files and keys.json; the
+//! page's number rules agree with the gateway's on tests/vectors/numbers.json.
+//!
+//! `.ci/run` installs chromium and playwright-core and sets PERMITGATE_REQUIRE_BROWSER=1;
+//! elsewhere the test says SKIPPED when either is missing. With
+//! PERMITGATE_SCREENSHOT=docs/verifier-phone.png it also writes the phone screenshot the
+//! README shows.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+use permitgate::document::{ResidencePermitNo, TravelPermitNo};
+use permitgate::key_files::{generate_signing_key, load_signing_key};
+use permitgate::receipt;
+use permitgate::temp_permit::{self, Reason};
+
+use crate::common::optional_tool;
+use crate::common::process::{demo, Demo};
+use crate::common::Client;
+
+const REQUIRED_BY: &str = "PERMITGATE_REQUIRE_BROWSER";
+
+/// node, chromium and tests/browser/node_modules/playwright-core, or `None` (SKIPPED).
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let node = optional_tool("node", REQUIRED_BY, "apt-get install nodejs npm")?;
+    let chromium = optional_tool("chromium", REQUIRED_BY, "apt-get install chromium")?;
+    let module =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
+    if !module.is_dir() {
+        assert!(
+            std::env::var_os(REQUIRED_BY).is_none(),
+            "playwright-core is required here ({REQUIRED_BY}): npm ci --prefix tests/browser"
+        );
+        eprintln!("SKIPPED: playwright-core not installed (npm ci --prefix tests/browser)");
+        return None;
+    }
+    Some((node, chromium))
+}
+
+async fn bank(d: &Demo) -> Client {
+    let pki = d.dir.join("pki");
+    let addr = format!("127.0.0.1:{}", d.port).parse().expect("addr");
+    Client::connect(
+        addr,
+        &pki.join("ca.crt"),
+        Some((
+            &pki.join("partners/bank.crt"),
+            &pki.join("partners/bank.key"),
+        )),
+    )
+    .await
+    .expect("bank connects")
+}
+
+fn sample(d: &Demo, name: &str) -> Value {
+    let samples: Value =
+        serde_json::from_slice(&std::fs::read(d.dir.join("samples.json")).expect("samples"))
+            .expect("samples JSON");
+    samples
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("sample {name}"))
+        .clone()
+}
+
+/// The receipt with one character changed such that it still reads as a receipt (fields
+/// in range, base45 canonical): only the signature can tell.
+fn altered(text: &str) -> String {
+    let alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
+    for at in (text.len() / 2..text.len()).rev() {
+        for c in alphabet.chars() {
+            let mut t = text.to_owned();
+            t.replace_range(at..at + 1, &c.to_string());
+            if t != text && receipt::read(&t).is_ok() {
+                return t;
+            }
+        }
+    }
+    panic!("no readable alteration");
+}
+
+/// What the gateway's parser says of a vector: canonical form and region, or the rule.
+fn gateway_verdict(kind: &str, input: &str) -> Value {
+    let parsed = match kind {
+        "travel" => TravelPermitNo::parse(input).map(|n| (n.canonical().to_owned(), n.region())),
+        _ => ResidencePermitNo::parse(input).map(|n| (n.canonical().to_owned(), n.region())),
+    };
+    match parsed {
+        Ok((canonical, region)) => {
+            json!({"ok": true, "canonical": canonical, "region": region.as_str()})
+        }
+        Err(e) => json!({"ok": false, "error": e.rule()}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
+    let Some((node, chromium)) = browser_tools() else {
+        return;
+    };
+    let d = demo();
+    let page = format!("http://{}{}", d.verify, permitgate::verify_site::PAGE_PATH);
+
+    // A fresh receipt, with the holder's name, as the bank asks for it.
+    let linked = sample(&d, "linked_pair")["body"].clone();
+    let (tp, rp) = (
+        linked["travel_permit"].as_str().expect("tp").to_owned(),
+        linked["residence_permit"].as_str().expect("rp").to_owned(),
+    );
+    let other_rp = sample(&d, "valid_but_not_linked")["body"]["residence_permit"]
+        .as_str()
+        .expect("rp")
+        .to_owned();
+    let mut body = linked.clone();
+    body["receipt"] = json!(true);
+    body["holder_name"] = json!("陳大文 CHAN Tai Man");
+    let answer = bank(&d).await.post_json("/v1/link-checks", &body).await;
+    answer.assert_ok("link check with receipt");
+    let answer = answer.json();
+    let url = answer["receipt"]["url"]
+        .as_str()
+        .expect("the receipt's link")
+        .to_owned();
+    let text = answer["receipt"]["encoded"]
+        .as_str()
+        .expect("receipt")
+        .to_owned();
+    assert!(url.starts_with(&format!("{page}#PGR2:")), "{url}");
+
+    // Temporary permits: the demo's (valid), and expired, not yet valid, foreign-key ones.
+    let valid_token = sample(&d, "temp_permit_valid")["body"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let key = load_signing_key(&d.dir.join("keys/temp-permit.key")).expect("issuing key");
+    let number = TravelPermitNo::parse("H12345678").expect("tp");
+    let now = OffsetDateTime::now_utc();
+    let token = |at: OffsetDateTime, key: &ed25519_dalek::SigningKey| {
+        temp_permit::issue(&number, "CHAN Tai Man", Reason::Lost, at, key)
+            .expect("token")
+            .0
+    };
+    let expired = token(now - Duration::days(8), &key);
+    let not_yet = token(now + Duration::hours(1), &key);
+    let foreign = token(now, &generate_signing_key());
+
+    let vectors: Value =
+        serde_json::from_str(include_str!("../vectors/numbers.json")).expect("vectors");
+    // docs/receipts.md's format-2 vector, with its key.
+    let doc = include_str!("../../docs/receipts.md");
+    let vector = doc
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt PGR2:"))
+        .map(|r| format!("PGR2:{r}"))
+        .expect("the format-2 vector");
+    let vector_keys = json!({"keys": [{
+        "id": "39833a149ece5611", "use": "receipt", "algorithm": "Ed25519",
+        "public_key": "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7"}]});
+    let work = tempfile::tempdir().expect("tempdir");
+    let shot = work.path().join("phone.png");
+    let input = json!({
+        "page": page,
+        "screenshot": shot,
+        "vectors": {"travel": vectors["travel"], "residence": vectors["residence"]},
+        "vector": {"receipt": vector, "keys": vector_keys, "travel_permit": "H12345678",
+                   "residence_permit": "810000199001011230",
+                   "other_residence_permit": "810000199001011249"},
+        "cases": [
+            {"name": "scanned", "url": url, "screenshot": true, "numbers": [
+                {"travel_permit": tp, "residence_permit": rp},
+                {"travel_permit": format!(" {} ", tp.to_lowercase()), "residence_permit": rp},
+                {"travel_permit": tp, "residence_permit": other_rp},
+                {"travel_permit": tp, "residence_permit": "810000199002301230"},
+            ]},
+            {"name": "pasted", "paste": text},
+            {"name": "altered", "paste": altered(&text)},
+            {"name": "not_a_receipt", "paste": "hello"},
+            {"name": "temp_valid", "paste": valid_token},
+            {"name": "temp_expired", "paste": expired},
+            {"name": "temp_not_yet_valid", "paste": not_yet},
+            {"name": "temp_foreign_key", "paste": foreign},
+        ],
+    });
+    let input_path = work.path().join("input.json");
+    std::fs::write(&input_path, serde_json::to_vec(&input).expect("json")).expect("write");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/verify_page.mjs");
+    // The demo is a process of its own: waiting here blocks nothing it needs.
+    let out = std::process::Command::new(&node)
+        .arg(&script)
+        .arg(&input_path)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "the browser driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("driver output");
+    let case = |name: &str| seen["cases"][name].clone();
+
+    // The scanned link: genuine, linked, in both languages, with the demo's authority and
+    // the holder's name; fits a phone's width.
+    let c = case("scanned");
+    assert_eq!(
+        (c["verdict"].as_str(), c["result"].as_str()),
+        (Some("genuine"), Some("linked")),
+        "{c}"
+    );
+    let shown = c["text"].as_str().unwrap_or_default();
+    for want in [
+        "凭证真实有效",
+        "Genuine record",
+        "关联一致",
+        "Linked",
+        "有效",
+        "valid",
+        permitgate::demo::DEMO_AUTHORITY.0,
+        permitgate::demo::DEMO_AUTHORITY.1,
+        "陳大文 CHAN Tai Man",
+        "bank",
+    ] {
+        assert!(shown.contains(want), "{want:?} not shown: {shown}");
+    }
+    assert!(
+        !shown.contains(&tp) && !shown.contains(&rp),
+        "no numbers shown: {shown}"
+    );
+    assert_eq!(c["overflows"], false, "fits a 360 px wide phone");
+    assert_eq!(c["focused"], "verdict-title", "the verdict takes the focus");
+    let matches: Vec<&str> = c["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|n| n["match"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(matches, ["match", "match", "mismatch", "invalid"], "{c}");
+    let bad_date = c["checks"][3]["text"].as_str().unwrap_or_default();
+    assert!(
+        bad_date.contains("居住证号码") && bad_date.contains("birth date"),
+        "names the field and the rule: {bad_date}"
+    );
+    assert!(c["checks"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("号码一致"));
+
+    let pasted = case("pasted");
+    assert_eq!(
+        (pasted["verdict"].as_str(), pasted["result"].as_str()),
+        (Some("genuine"), Some("linked"))
+    );
+    let verdicts = |name: &str| {
+        case(name)["verdict"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(verdicts("altered"), "bad_signature");
+    assert!(case("altered")["text"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("不是真实凭证"));
+    assert_eq!(verdicts("not_a_receipt"), "malformed");
+    assert_eq!(verdicts("temp_valid"), "valid");
+    assert_eq!(verdicts("temp_expired"), "expired");
+    assert_eq!(verdicts("temp_not_yet_valid"), "not_yet_valid");
+    assert_eq!(verdicts("temp_foreign_key"), "unknown_key");
+    let temp = case("temp_valid")["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        temp.contains("临时通行证有效") && temp.contains("only online"),
+        "{temp}"
+    );
+    assert!(!temp.contains("H12345678"), "masked: {temp}");
+
+    assert_eq!(
+        seen["vector"],
+        json!({"status": "genuine", "result": "linked", "holder_name": "陳大文",
+               "checked_at": 1_795_593_600, "match": "match", "other": "mismatch"})
+    );
+
+    // Nothing left the page but its own files and keys.json.
+    let allowed: Vec<String> = ["", "verify.js", "verify.css", "keys.json"]
+        .iter()
+        .map(|f| format!("{page}{f}"))
+        .collect();
+    let requests = seen["requests"].as_array().expect("requests");
+    assert!(!requests.is_empty());
+    for r in requests {
+        let r = r.as_str().unwrap_or_default();
+        let without_fragment = r.split('#').next().unwrap_or_default();
+        assert!(
+            allowed.iter().any(|a| a == without_fragment) || r == "about:blank",
+            "the page requested {r}"
+        );
+    }
+    assert_eq!(
+        seen["console_errors"],
+        json!([]),
+        "no script errors or CSP violations"
+    );
+    assert_eq!(seen["unlabelled"], json!([]), "every field has a label");
+
+    // The page's number rules are the gateway's.
+    for kind in ["travel", "residence"] {
+        let inputs = vectors[kind].as_array().expect("vectors");
+        let page_says = seen["vectors"][kind].as_array().expect("page verdicts");
+        assert_eq!(inputs.len(), page_says.len());
+        for (input, page_says) in inputs.iter().zip(page_says) {
+            let input = input.as_str().expect("string");
+            assert_eq!(page_says, &gateway_verdict(kind, input), "{kind} {input:?}");
+        }
+    }
+
+    // The phone screenshot: a PNG at the phone's width (360 CSS px at 2x).
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"));
+    let width = u32::from_be_bytes(png[16..20].try_into().expect("width"));
+    assert_eq!(width, 720);
+    if let Some(path) = std::env::var_os("PERMITGATE_SCREENSHOT") {
+        std::fs::copy(&shot, Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect("copy");
+    }
+}
