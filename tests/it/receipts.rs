@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::common::{assert_success, config_edit, decode_qr_png, permitgate, Options, TestGateway};
+use crate::common::{
+    assert_success, config_edit, decode_qr_png, permitgate, printing_unavailable, Options,
+    TestGateway,
+};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
@@ -426,24 +429,6 @@ async fn offline_verification_and_the_printable_document() {
         Some(1),
         "a receipt is not printed for other numbers"
     );
-}
-
-/// The default font (Debian's fonts-wqy-microhei) and poppler's pdftotext and pdffonts
-/// (poppler-utils), which rendering and its checks need: `.ci/run` installs them and sets
-/// PERMITGATE_REQUIRE_PRINTING=1, where their absence fails; elsewhere the check is skipped.
-fn printing_unavailable() -> bool {
-    const REQUIRED_BY: &str = "PERMITGATE_REQUIRE_PRINTING";
-    let font = std::path::Path::new(permitgate::printable::DEFAULT_FONT).exists();
-    if !font {
-        assert!(
-            std::env::var_os(REQUIRED_BY).is_none(),
-            "apt-get install fonts-wqy-microhei"
-        );
-        eprintln!("SKIPPED: rendering needs fonts-wqy-microhei");
-    }
-    let poppler = ["pdftotext", "pdffonts", "pdftoppm"]
-        .map(|t| crate::common::optional_tool(t, REQUIRED_BY, "apt-get install poppler-utils"));
-    !font || poppler.iter().any(Option::is_none)
 }
 
 /// `POST /v1/receipts/verify`: a bank shown a receipt learns whether it is genuine, whether

@@ -1,6 +1,6 @@
 //! The verifier page in a real browser: Debian's chromium driven by playwright-core
 //! (tests/browser/verify_page.mjs), against `permitgate demo` as a process. A fresh
-//! receipt's link (what its QR code carries) opens to "genuine, linked" in Chinese and
+//! receipt, printed, has a QR code whose link opens to "genuine, linked" in Chinese and
 //! English; the two numbers typed match, other numbers do not, a malformed one is named; a
 //! changed character is not genuine; temporary permits valid, expired, not yet valid and
 //! signed by a foreign key; the page asks for nothing but its own files and keys.json; the
@@ -21,9 +21,10 @@ use permitgate::key_files::{generate_signing_key, load_signing_key};
 use permitgate::receipt;
 use permitgate::temp_permit::{self, Reason};
 
-use crate::common::optional_tool;
-use crate::common::process::{demo, Demo};
-use crate::common::Client;
+use crate::common::process::{demo, ops_get, Demo};
+use crate::common::{
+    assert_success, decode_qr_png, optional_tool, permitgate, printing_unavailable, Client,
+};
 
 const REQUIRED_BY: &str = "PERMITGATE_REQUIRE_BROWSER";
 
@@ -134,6 +135,38 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         .to_owned();
     assert!(url.starts_with(&format!("{page}#PGR2:")), "{url}");
 
+    // The keys beside the page are those the gateway publishes.
+    let served = ops_get(d.verify, "/verify/keys.json").expect("the page's server answers");
+    let (head, keys_json) = served.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.contains(" 200 OK"), "{head}");
+    let published = bank(&d).await.get("/v1/keys").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(keys_json).expect("keys.json"),
+        published.json()
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    // What a phone scans: the printed document's QR code (where the font is installed).
+    let scanned = if printing_unavailable() {
+        url.clone()
+    } else {
+        let keys = work.path().join("keys.json");
+        std::fs::write(&keys, keys_json).expect("keys");
+        let png = work.path().join("receipt.png");
+        let out = permitgate(&[
+            "receipt",
+            "render",
+            &text,
+            "--keys",
+            keys.to_str().expect("utf8"),
+            "--out",
+            png.to_str().expect("utf8"),
+        ]);
+        assert_success(&out);
+        let scanned = decode_qr_png(&std::fs::read(&png).expect("png"));
+        assert_eq!(scanned, url, "the paper's QR code is the receipt's link");
+        scanned
+    };
+
     // Temporary permits: the demo's (valid), and expired, not yet valid, foreign-key ones.
     let valid_token = sample(&d, "temp_permit_valid")["body"]["token"]
         .as_str()
@@ -163,7 +196,6 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     let vector_keys = json!({"keys": [{
         "id": "39833a149ece5611", "use": "receipt", "algorithm": "Ed25519",
         "public_key": "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7"}]});
-    let work = tempfile::tempdir().expect("tempdir");
     let shot = work.path().join("phone.png");
     let input = json!({
         "page": page,
@@ -173,7 +205,7 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
                    "residence_permit": "810000199001011230",
                    "other_residence_permit": "810000199001011249"},
         "cases": [
-            {"name": "scanned", "url": url, "screenshot": true, "numbers": [
+            {"name": "scanned", "url": scanned, "screenshot": true, "numbers": [
                 {"travel_permit": tp, "residence_permit": rp},
                 {"travel_permit": format!(" {} ", tp.to_lowercase()), "residence_permit": rp},
                 {"travel_permit": tp, "residence_permit": other_rp},

@@ -440,6 +440,24 @@ pub fn optional_tool(name: &str, required_by: &str, install: &str) -> Option<Pat
     found
 }
 
+/// The default font (Debian's fonts-wqy-microhei) and poppler's pdftotext and pdffonts
+/// (poppler-utils), which rendering and its checks need: `.ci/run` installs them and sets
+/// PERMITGATE_REQUIRE_PRINTING=1, where their absence fails; elsewhere the check is skipped.
+pub fn printing_unavailable() -> bool {
+    const REQUIRED_BY: &str = "PERMITGATE_REQUIRE_PRINTING";
+    let font = std::path::Path::new(permitgate::printable::DEFAULT_FONT).exists();
+    if !font {
+        assert!(
+            std::env::var_os(REQUIRED_BY).is_none(),
+            "apt-get install fonts-wqy-microhei"
+        );
+        eprintln!("SKIPPED: rendering needs fonts-wqy-microhei");
+    }
+    let poppler = ["pdftotext", "pdffonts", "pdftoppm"]
+        .map(|t| optional_tool(t, REQUIRED_BY, "apt-get install poppler-utils"));
+    !font || poppler.iter().any(Option::is_none)
+}
+
 /// Runs the `permitgate` binary (logging warnings only) and returns what it did.
 pub fn permitgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))

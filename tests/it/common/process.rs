@@ -62,7 +62,8 @@ pub fn start_logging(config: &Path, env: &[(&str, &str)], log: &Path) -> Running
     )
 }
 
-/// One plain-HTTP GET on the metrics listener; the whole answer, or `None`.
+/// One plain-HTTP GET (the metrics listener, the demo's verifier page); the whole answer
+/// (head and body), or `None`.
 pub fn ops_get(metrics: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&metrics, Duration::from_millis(200)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
