@@ -36,6 +36,8 @@ pub fn serve(listener: std::net::TcpListener, files: Vec<SiteFile>) -> std::io::
                 };
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
+                        // Out of descriptors, say: wait instead of spinning.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     };
                     let files = files.clone();

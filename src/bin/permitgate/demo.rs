@@ -40,8 +40,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         verify_listen,
     } = args;
     // Bound first: the config names the page's address (port 0 picks one).
-    let page_listener = std::net::TcpListener::bind(verify_listen)
-        .with_context(|| format!("cannot listen on {verify_listen} for the verifier page"))?;
+    let page_listener = std::net::TcpListener::bind(verify_listen).with_context(|| {
+        format!("cannot listen on {verify_listen} for the verifier page (--verify-listen)")
+    })?;
     let page = page_listener.local_addr()?;
     let demo = demo::prepare(
         &dir,
