@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Two gateway builds side by side on the same demo data and config (audit trail on),
 # driven in turn (A B A B ...) by permitgate-load: for "did this change cost anything".
+# Reports throughput, p99 and the server's CPU time per request (user + system, from
+# /proc, over the measured run and its warm-up).
 #
 #   loadtest/ab.sh OLD_BINARY NEW_BINARY        # ROUNDS=3 DURATION=10 CONNS=16
 #
@@ -30,12 +32,13 @@ ready() {
 
 rm -rf "$DIR"
 "$B" demo --dir "$DIR" --records 100000 --listen 127.0.0.1:18443 \
-    --metrics-listen 127.0.0.1:19464 >"$DIR.log" 2>&1 &
+    --metrics-listen 127.0.0.1:19464 --verify-listen 127.0.0.1:0 >"$DIR.log" 2>&1 &
 pid=$!
 ready
 kill -TERM "$pid"; wait "$pid" || true
 
-declare -A rps p99
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+declare -A rps p99 cpu
 for round in $(seq 1 "$ROUNDS"); do
     for side in A B; do
         bin=$A; [ "$side" = B ] && bin=$B
@@ -43,16 +46,22 @@ for round in $(seq 1 "$ROUNDS"); do
         "$bin" serve --config "$DIR/gateway.toml" >>"$DIR.log" 2>&1 &
         pid=$!
         ready
+        before=$(ticks "$pid")
         out=$("$LOAD" --demo "$DIR" --target 127.0.0.1:18443 --connections "$CONNS" \
             --duration "$DURATION" --warmup 1)
+        after=$(ticks "$pid")
         kill -TERM "$pid"; wait "$pid" || true
         line=$(grep -m1 'req/s' <<<"$out")
-        echo "$side round $round: $line $(grep -m1 'p99' <<<"$out")"
+        requests=$(grep -m1 -oE '^[0-9]+ requests' <<<"$out" | cut -d' ' -f1)
+        us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+            'BEGIN { printf "%.2f", 1e6 * t / hz / n }')
+        echo "$side round $round: $line $(grep -m1 'p99' <<<"$out") cpu ${us} us/req"
         rps[$side]+="$(sed -E 's/.* ([0-9]+) req\/s.*/\1/' <<<"$line") "
         p99[$side]+="$(grep -m1 -oE 'p99 [0-9.]+' <<<"$out" | cut -d' ' -f2) "
+        cpu[$side]+="$us "
     done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 for side in A B; do
-    echo "$side median: $(median <<<"${rps[$side]}") req/s, p99 $(median <<<"${p99[$side]}") ms"
+    echo "$side median: $(median <<<"${rps[$side]}") req/s, p99 $(median <<<"${p99[$side]}") ms, cpu $(median <<<"${cpu[$side]}") us/req"
 done

@@ -7,9 +7,16 @@
 #
 #   loadtest/compare.sh                      # ROUNDS=3 DURATION=10 CONNS=16 by default
 #   ROUNDS=5 DURATION=20 loadtest/compare.sh
+#   CASES="h1 audit" ROUNDS=5 DURATION=8 loadtest/compare.sh   # only some sections
+#
+# Like for like: the gateway as shipped writes its audit trail, so the nginx it is compared
+# with writes a buffered access log (one line per request, `buffer=64k flush=1s`); the
+# "audit" section also runs the gateway without its trail against nginx without a log, and
+# reports what the trail costs. Sections (CASES): h1 audit handshake h2 open (default all).
 #
 # Installs nginx from Debian's packages when it is missing. Uses ports 18443 (permitgate),
-# 19464 (its metrics) and 18444 (nginx) on 127.0.0.1. Results: target/compare/.
+# 19464 (its metrics), 18446/19465 (permitgate without the audit trail), 18444 (nginx with
+# an access log) and 18445 (nginx without) on 127.0.0.1. Results: target/compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +28,12 @@ H2_CONNS=${H2_CONNS:-2}
 H2_STREAMS=${H2_STREAMS:-32}
 DIR=${DIR:-var/bench}
 OUT=${OUT:-target/compare}
+CASES=${CASES:-h1 audit handshake h2 open}
 PG_ADDR=127.0.0.1:18443
+PG_NOAUDIT_ADDR=127.0.0.1:18446
 NGINX_ADDR=127.0.0.1:18444
+NGINX_NOLOG_ADDR=127.0.0.1:18445
+wants() { [[ " $CASES " == *" $1 "* ]]; }
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -45,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting permitgate (demo data in $DIR)"
-"$PG" demo --dir "$DIR" --listen "$PG_ADDR" --metrics-listen 127.0.0.1:19464 >"$OUT/permitgate.log" 2>&1 &
+"$PG" demo --dir "$DIR" --listen "$PG_ADDR" --metrics-listen 127.0.0.1:19464 --verify-listen 127.0.0.1:0 >"$OUT/permitgate.log" 2>&1 &
 PG_PID=$!
 PIDS+=("$PG_PID")
 for _ in $(seq 1 300); do
@@ -54,6 +65,33 @@ for _ in $(seq 1 300); do
 done
 curl -sf http://127.0.0.1:19464/readyz >/dev/null || { echo "permitgate did not become ready"; cat "$OUT/permitgate.log"; exit 1; }
 DIR=$(cd "$DIR" && pwd)
+
+# The same data and config without the audit trail, for the "audit" section.
+PG_NOAUDIT_PID=
+if wants audit; then
+    python3 - "$DIR/gateway.toml" "$OUT/gateway-noaudit.toml" "$PG_NOAUDIT_ADDR" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+text = re.sub(r"(?ms)^\[audit\]\n.*?(?=^\[)", "", text)
+text = re.sub(r'(?m)^listen = ".*"$', f'listen = "{sys.argv[3]}"', text)
+text = re.sub(r'(?m)^metrics_listen = ".*"$', 'metrics_listen = "127.0.0.1:19465"', text)
+# Paths in the demo config are relative to its directory.
+base = sys.argv[1].rsplit("/", 1)[0]
+text = re.sub(r'(?m)^(cert|key|client_ca|repo|hash_key) = "(?!/)', lambda m: f'{m.group(1)} = "{base}/', text)
+text = text.replace('publisher_keys = ["', f'publisher_keys = ["{base}/')
+text = re.sub(r'\{ path = "(?!/)', f'{{ path = "{base}/', text)
+assert "[audit]" not in text
+open(sys.argv[2], "w").write(text)
+EOF
+    "$PG" serve --config "$OUT/gateway-noaudit.toml" >"$OUT/permitgate-noaudit.log" 2>&1 &
+    PG_NOAUDIT_PID=$!
+    PIDS+=("$PG_NOAUDIT_PID")
+    for _ in $(seq 1 300); do
+        curl -sf http://127.0.0.1:19465/readyz >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    curl -sf http://127.0.0.1:19465/readyz >/dev/null || { echo "permitgate (no audit) did not become ready"; cat "$OUT/permitgate-noaudit.log"; exit 1; }
+fi
 
 # The static body: a real link-check answer, so both servers send the same bytes.
 BODY=$(python3 - "$DIR" <<'EOF'
@@ -74,16 +112,25 @@ pid $OUT/nginx.pid;
 error_log $OUT/nginx-error.log warn;
 events { worker_connections 8192; }
 http {
-    access_log off;
     keepalive_requests 100000000;
+    ssl_certificate $DIR/pki/server.crt;
+    ssl_certificate_key $DIR/pki/server.key;
+    ssl_client_certificate $DIR/pki/ca.crt;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    # As the gateway audits every answer: one line per request, buffered.
     server {
         listen $NGINX_ADDR ssl http2;
-        ssl_certificate $DIR/pki/server.crt;
-        ssl_certificate_key $DIR/pki/server.key;
-        ssl_client_certificate $DIR/pki/ca.crt;
-        ssl_verify_client on;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:SSL:10m;
+        access_log $OUT/nginx-access.log combined buffer=64k flush=1s;
+        location / {
+            default_type application/json;
+            return 200 '$ANSWER';
+        }
+    }
+    server {
+        listen $NGINX_NOLOG_ADDR ssl http2;
+        access_log off;
         location / {
             default_type application/json;
             return 200 '$ANSWER';
@@ -130,40 +177,58 @@ EOF
         "$(python3 -c "import json;print(json.load(open('$OUT/$name.json'))['server_cpu_us_per_request'])")"
 }
 
-echo "== A/B: keep-alive HTTP/1.1 link checks, $CONNS connections, closed loop"
-for r in $(seq 1 "$ROUNDS"); do
-    run "nginx-h1-$r" "$NGINX_PID" "$NGINX_ADDR" --connections "$CONNS"
-    run "permitgate-h1-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS"
-done
+if wants h1; then
+    echo "== A/B: keep-alive HTTP/1.1 link checks, $CONNS connections, closed loop (audit trail / access log on)"
+    for r in $(seq 1 "$ROUNDS"); do
+        run "nginx-h1-$r" "$NGINX_PID" "$NGINX_ADDR" --connections "$CONNS"
+        run "permitgate-h1-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS"
+    done
+fi
 
-echo "== A/B: a new connection and full mTLS handshake per request, $HANDSHAKE_CONNS at a time"
-for r in $(seq 1 "$ROUNDS"); do
-    run "nginx-handshake-$r" "$NGINX_PID" "$NGINX_ADDR" --protocol h1-new --connections "$HANDSHAKE_CONNS"
-    run "permitgate-handshake-$r" "$PG_PID" "$PG_ADDR" --protocol h1-new --connections "$HANDSHAKE_CONNS"
-done
+if wants audit; then
+    echo "== A/B: the same without the audit trail / access log"
+    for r in $(seq 1 "$ROUNDS"); do
+        run "nginx-nolog-h1-$r" "$NGINX_PID" "$NGINX_NOLOG_ADDR" --connections "$CONNS"
+        run "permitgate-noaudit-h1-$r" "$PG_NOAUDIT_PID" "$PG_NOAUDIT_ADDR" --connections "$CONNS"
+    done
+fi
 
-echo "== A/B: HTTP/2, $H2_CONNS connections x $H2_STREAMS streams"
-for r in $(seq 1 "$ROUNDS"); do
-    run "nginx-h2-$r" "$NGINX_PID" "$NGINX_ADDR" --protocol h2 --connections "$H2_CONNS" --h2-streams "$H2_STREAMS"
-    run "permitgate-h2-$r" "$PG_PID" "$PG_ADDR" --protocol h2 --connections "$H2_CONNS" --h2-streams "$H2_STREAMS"
-done
+if wants handshake; then
+    echo "== A/B: a new connection and full mTLS handshake per request, $HANDSHAKE_CONNS at a time"
+    for r in $(seq 1 "$ROUNDS"); do
+        run "nginx-handshake-$r" "$NGINX_PID" "$NGINX_ADDR" --protocol h1-new --connections "$HANDSHAKE_CONNS"
+        run "permitgate-handshake-$r" "$PG_PID" "$PG_ADDR" --protocol h1-new --connections "$HANDSHAKE_CONNS"
+    done
+fi
 
-HALF=$(python3 - "$OUT" "$ROUNDS" <<'EOF'
+if wants h2; then
+    echo "== A/B: HTTP/2, $H2_CONNS connections x $H2_STREAMS streams"
+    for r in $(seq 1 "$ROUNDS"); do
+        run "nginx-h2-$r" "$NGINX_PID" "$NGINX_ADDR" --protocol h2 --connections "$H2_CONNS" --h2-streams "$H2_STREAMS"
+        run "permitgate-h2-$r" "$PG_PID" "$PG_ADDR" --protocol h2 --connections "$H2_CONNS" --h2-streams "$H2_STREAMS"
+    done
+fi
+
+if wants open && wants h1; then
+    HALF=$(python3 - "$OUT" "$ROUNDS" <<'EOF'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 print(int(statistics.median(json.load(open(f"{out}/permitgate-h1-{r}.json"))["requests_per_second"] for r in range(1, rounds + 1)) / 2))
 EOF
 )
-echo "== permitgate alone: open loop at half the measured maximum ($HALF req/s), batches, receipts"
-for r in $(seq 1 "$ROUNDS"); do
-    run "permitgate-open-half-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --rate "$HALF"
-    run "permitgate-batch100-$r" "$PG_PID" "$PG_ADDR" --workload batch --batch-size 100 --connections 4
-    run "permitgate-receipts-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --receipt-share 1
-done
+    echo "== permitgate alone: open loop at half the measured maximum ($HALF req/s), batches, receipts"
+    for r in $(seq 1 "$ROUNDS"); do
+        run "permitgate-open-half-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --rate "$HALF"
+        run "permitgate-batch100-$r" "$PG_PID" "$PG_ADDR" --workload batch --batch-size 100 --connections 4
+        run "permitgate-receipts-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --receipt-share 1
+    done
+fi
 
 python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/summary.md"
-import json, statistics, sys
+import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
+def have(name):
+    return all(os.path.exists(f"{out}/{name}-{r}.json") for r in range(1, rounds + 1))
 def runs(name):
     return [json.load(open(f"{out}/{name}-{r}.json")) for r in range(1, rounds + 1)]
 def med(name, f):
@@ -174,25 +239,37 @@ items = lambda r: r["items_per_second"]
 print(f"medians of {rounds} rounds each\n")
 print("| case | nginx | permitgate | ratio | target |")
 print("|---|---|---|---|---|")
-for label, case, f, unit, target, higher in [
-    ("keep-alive HTTP/1.1, req/s", "h1", rps, "", ">= 1.0x", True),
-    ("keep-alive HTTP/1.1, server CPU us/req", "h1", cpu, "", "<= 1.0x", False),
-    ("new connection + full handshake, req/s", "handshake", rps, "", ">= 1.0x", True),
-    ("HTTP/2, req/s", "h2", rps, "", "(reference)", True),
+for label, ncase, pcase, f, target in [
+    ("keep-alive HTTP/1.1, audit trail / access log on, req/s", "nginx-h1", "permitgate-h1", rps, ">= 1.0x"),
+    ("keep-alive HTTP/1.1, audit trail / access log on, server CPU us/req", "nginx-h1", "permitgate-h1", cpu, "<= 1.0x"),
+    ("keep-alive HTTP/1.1, no trail / no log, req/s", "nginx-nolog-h1", "permitgate-noaudit-h1", rps, "(reference)"),
+    ("keep-alive HTTP/1.1, no trail / no log, server CPU us/req", "nginx-nolog-h1", "permitgate-noaudit-h1", cpu, "(reference)"),
+    ("new connection + full handshake, req/s", "nginx-handshake", "permitgate-handshake", rps, ">= 1.0x"),
+    ("HTTP/2, req/s", "nginx-h2", "permitgate-h2", rps, "(reference)"),
 ]:
-    n, p = med(f"nginx-{case}", f), med(f"permitgate-{case}", f)
-    print(f"| {label} | {n:.1f} | {p:.1f} | {p / n:.2f}x | {target} |")
-h1, h2 = med("permitgate-h1", rps), med("permitgate-h2", rps)
-single, batch = med("permitgate-h1", items), med("permitgate-batch100", items)
-rec = med("permitgate-receipts", rps)
-p99 = med("permitgate-open-half", lambda r: r["latency"]["p99_ms"])
-p999 = med("permitgate-open-half", lambda r: r["latency"]["p999_ms"])
+    if have(ncase) and have(pcase):
+        n, p = med(ncase, f), med(pcase, f)
+        print(f"| {label} | {n:.1f} | {p:.1f} | {p / n:.2f}x | {target} |")
 print()
 print("| permitgate target | measured | target |")
 print("|---|---|---|")
-print(f"| open loop at half the max: p99 | {p99:.3f} ms | <= 1 ms |")
-print(f"| open loop at half the max: p99.9 | {p999:.3f} ms | <= 5 ms |")
-print(f"| HTTP/2 vs HTTP/1.1 throughput | {h2 / h1:.2f}x ({h2:.0f} vs {h1:.0f} req/s) | >= 1.0x |")
-print(f"| batch of 100: checks/s vs single checks/s | {batch / single:.1f}x ({batch:.0f} vs {single:.0f}) | >= 20x |")
-print(f"| receipts on every link check: req/s | {rec:.0f} ({rec / h1:.2f}x of without) | signing-bound |")
+if have("permitgate-h1") and have("permitgate-noaudit-h1"):
+    on, off = med("permitgate-h1", rps), med("permitgate-noaudit-h1", rps)
+    con, coff = med("permitgate-h1", cpu), med("permitgate-noaudit-h1", cpu)
+    print(f"| audit trail cost: throughput | {1 - on / off:.1%} ({on:.0f} vs {off:.0f} req/s) | <= 5% |")
+    print(f"| audit trail cost: server CPU per request | {con / coff - 1:+.1%} ({con:.1f} vs {coff:.1f} us) | |")
+if have("permitgate-open-half"):
+    p99 = med("permitgate-open-half", lambda r: r["latency"]["p99_ms"])
+    p999 = med("permitgate-open-half", lambda r: r["latency"]["p999_ms"])
+    print(f"| open loop at half the max: p99 | {p99:.3f} ms | <= 1 ms |")
+    print(f"| open loop at half the max: p99.9 | {p999:.3f} ms | <= 5 ms |")
+if have("permitgate-h1") and have("permitgate-h2"):
+    h1, h2 = med("permitgate-h1", rps), med("permitgate-h2", rps)
+    print(f"| HTTP/2 vs HTTP/1.1 throughput | {h2 / h1:.2f}x ({h2:.0f} vs {h1:.0f} req/s) | (reference) |")
+if have("permitgate-h1") and have("permitgate-batch100"):
+    single, batch = med("permitgate-h1", items), med("permitgate-batch100", items)
+    print(f"| batch of 100: checks/s vs single checks/s | {batch / single:.1f}x ({batch:.0f} vs {single:.0f}) | >= 20x |")
+if have("permitgate-h1") and have("permitgate-receipts"):
+    rec, h1 = med("permitgate-receipts", rps), med("permitgate-h1", rps)
+    print(f"| receipts on every link check: req/s | {rec:.0f} ({rec / h1:.2f}x of without) | signing-bound |")
 EOF

@@ -54,7 +54,7 @@ trap stop EXIT
 
 # Demo data once (the demo command serves; stop it as soon as it is ready).
 if [ ! -f "$DIR/gateway.toml" ]; then
-    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" >"$OUT/demo.log" 2>&1 &
+    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
     PID=$!
     for _ in $(seq 1 300); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
     stop

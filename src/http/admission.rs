@@ -100,6 +100,10 @@ impl Admission {
         Problem::new(kind, detail)
     }
 
+    pub fn max_queue_delay(&self) -> Option<Duration> {
+        self.limits.max_queue_delay
+    }
+
     /// Sheds a request that (or while any request) waited longer than
     /// `max_queue_delay_ms` before it could be read (src/overload.rs).
     pub fn check_queue_delay(&self, waited: Option<Duration>) -> Result<(), Problem> {

@@ -478,6 +478,15 @@ impl App {
 
     /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
     /// Returns the served version and document count.
+    /// Whether an HTTP/1.1 request's wait in its socket is worth reading (a getsockopt):
+    /// only where `max_queue_delay_ms` is on and the workers may be running behind it.
+    pub fn socket_wait_worth_reading(&self) -> bool {
+        match (&self.lag, self.admission.max_queue_delay()) {
+            (Some(monitor), Some(limit)) => monitor.may_lag(limit),
+            _ => false,
+        }
+    }
+
     pub fn readiness(&self) -> Result<(u64, usize), Problem> {
         let guard = self.store.current();
         let state = guard.as_ref().ok_or_else(not_ready)?;

@@ -63,15 +63,13 @@ pub(super) async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let seen = activity.clone();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    // One getsockopt per request, only when something will look at the answer.
-    let check_wait = settings.queue_delay_checked;
     let svc = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let caller = caller.clone();
         let seen = seen.clone();
         // HTTP/1.1: how long this request sat in the socket before it was read. (An
         // HTTP/2 socket carries many streams; the scheduling lag covers those.)
-        let queued = if h2 || !check_wait {
+        let queued = if h2 || !app.socket_wait_worth_reading() {
             None
         } else {
             crate::overload::socket_wait(fd)

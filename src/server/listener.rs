@@ -102,7 +102,6 @@ pub(super) async fn accept_loop(
         handshake_timeout: gw.config.server.handshake_timeout,
         handshakes,
         idle_timeout: gw.config.server.header_read_timeout,
-        queue_delay_checked: gw.config.server.max_queue_delay.is_some(),
         metrics: gw.metrics.listener.clone(),
     });
     let rejected = gw.metrics.listener.connections_rejected.clone();
@@ -155,7 +154,5 @@ pub(super) struct ConnectionSettings {
     /// Where TLS handshakes run: a thread of their own (see [`super::side::SideRuntime`]).
     pub(super) handshakes: tokio::runtime::Handle,
     pub(super) idle_timeout: Duration,
-    /// `server.max_queue_delay_ms` is on: measure each HTTP/1.1 request's socket wait.
-    pub(super) queue_delay_checked: bool,
     pub(super) metrics: ListenerMetrics,
 }
