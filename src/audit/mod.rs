@@ -1,5 +1,6 @@
-//! The audit trail: one hash-chained record per answered partner request, appended to
-//! size-rotated files by a writer thread, off the request path.
+//! The audit trail: one record per answered partner request, appended to size-rotated
+//! files by a writer thread, off the request path, each batch sealed by a hash that chains
+//! the batches (src/audit/record.rs).
 //!
 //! The request path reserves a slot before it does any work ([`AuditLog::reserve`]): when
 //! the writer is `queue_capacity` records behind (a slow or failing disk), the request is
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 
-pub use record::Answered;
+pub use record::{Answered, Documents};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +188,7 @@ impl AuditLog {
             size: 0,
             seq: tail.next_seq,
             prev: tail.prev,
+            batch_start: None,
             append_to: tail.append_to,
             pending: pending.clone(),
             metrics: metrics.clone(),
@@ -251,40 +253,36 @@ impl AuditLog {
 struct Tail {
     next_seq: u64,
     prev: [u8; 32],
-    /// The newest file, if it ends cleanly after a record (or is empty): append to it.
+    /// The newest file, if it ends cleanly after a seal (or is empty): append to it.
     append_to: Option<PathBuf>,
 }
 
 impl Tail {
+    /// Walks the files as `audit verify` does (a damaged log refuses to start: a new chain
+    /// on top of it would hide the damage). Records a crash left unsealed keep their
+    /// numbers; the next seal chains from the last one written.
     fn find(dir: &Path) -> Result<Tail, AuditError> {
         let files = verify::log_files(dir).map_err(io_err(dir))?;
-        for (i, path) in files.iter().enumerate().rev() {
+        let mut chain = verify::Chain::default();
+        let mut append_to = None;
+        for (i, path) in files.iter().enumerate() {
             let mut bytes = Vec::new();
             File::open(path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io_err(path))?;
-            let clean_end = bytes.is_empty() || bytes.ends_with(b"\n");
-            let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-                Some(end) => &bytes[..end],
-                None if i > 0 => continue,
-                None => break,
-            };
-            let last = complete.rsplit(|&b| b == b'\n').next().unwrap_or_default();
-            let d = record::decode(last).map_err(|e| AuditError::Damaged {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let file =
+                verify::walk(&bytes, &mut chain).map_err(|(line, reason)| AuditError::Damaged {
+                    path: path.clone(),
+                    reason: format!("line {line}: {reason}"),
+                })?;
             let newest = i + 1 == files.len();
-            return Ok(Tail {
-                next_seq: d.seq + 1,
-                prev: d.hash,
-                append_to: (newest && clean_end).then(|| path.clone()),
-            });
+            let clean = file.truncated.is_none() && file.unsealed == 0;
+            append_to = (newest && clean).then(|| path.clone());
         }
         Ok(Tail {
-            next_seq: 1,
-            prev: record::GENESIS,
-            append_to: None,
+            next_seq: chain.last_seq.map_or(1, |s| s + 1),
+            prev: chain.hash.unwrap_or(record::GENESIS),
+            append_to,
         })
     }
 }
@@ -294,7 +292,10 @@ struct Writer {
     file: Option<(File, PathBuf)>,
     size: u64,
     seq: u64,
+    /// The last seal's hash.
     prev: [u8; 32],
+    /// The unsealed batch in the buffer: its first record and where its lines start.
+    batch_start: Option<(u64, usize)>,
     append_to: Option<PathBuf>,
     pending: Arc<AtomicUsize>,
     metrics: AuditMetrics,
@@ -337,10 +338,13 @@ impl Writer {
                 match msg {
                     Msg::Record(entry) => {
                         if self.size + buf.len() as u64 >= self.config.max_file_bytes {
+                            // Every file ends with a seal.
+                            self.seal(&mut buf);
                             self.write_out(&mut buf, &mut batch);
                             self.rotate();
                         }
-                        self.prev = record::encode(&entry, self.seq, &self.prev, &mut buf);
+                        self.batch_start.get_or_insert((self.seq, buf.len()));
+                        record::encode(&entry, self.seq, &mut buf);
                         self.seq += 1;
                         batch += 1;
                     }
@@ -351,6 +355,7 @@ impl Writer {
                     }
                 }
             }
+            self.seal(&mut buf);
             self.write_out(&mut buf, &mut batch);
             let due = self.last_sync.elapsed() >= self.config.fsync_interval;
             if self.dirty && (due || !waiters.is_empty()) {
@@ -363,8 +368,16 @@ impl Writer {
                 return;
             }
         }
+        self.seal(&mut buf);
         self.write_out(&mut buf, &mut 0);
         self.fsync();
+    }
+
+    /// Seals the batch in `buf`, if any: its records and their seal go out in one write.
+    fn seal(&mut self, buf: &mut Vec<u8>) {
+        if let Some((first, start)) = self.batch_start.take() {
+            self.prev = record::seal(first, self.seq - 1, &self.prev, start, buf);
+        }
     }
 
     /// Writes `buf` to the current file, retrying (after cutting off any partial write)
@@ -374,8 +387,10 @@ impl Writer {
         if buf.is_empty() {
             return;
         }
+        // The buffer holds `batch` records, the last of them `seq - 1`.
+        let first_seq = self.seq - *batch as u64;
         loop {
-            match self.try_write(buf) {
+            match self.try_write(buf, first_seq) {
                 Ok(()) => break,
                 Err(e) => {
                     self.metrics.write_errors.inc();
@@ -398,13 +413,13 @@ impl Writer {
         self.dirty = true;
     }
 
-    fn try_write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    fn try_write(&mut self, buf: &[u8], first_seq: u64) -> std::io::Result<()> {
         if self.file.is_none() {
             let path = match self.append_to.take() {
                 Some(p) => p,
                 None => self.config.dir.join(format!(
                     "audit-{:020}-{}.log",
-                    self.seq - records_in(buf),
+                    first_seq,
                     time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
                 )),
             };
@@ -434,11 +449,6 @@ impl Writer {
         self.dirty = false;
         self.last_sync = Instant::now();
     }
-}
-
-/// Records in `buf` (one per line): a new file is named after its first record's seq.
-fn records_in(buf: &[u8]) -> u64 {
-    buf.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 #[cfg(test)]
@@ -473,7 +483,7 @@ mod tests {
             partner: Some("bank".into()),
             route: "link_check",
             outcome: "ok",
-            documents: vec![[i; 16]],
+            documents: smallvec::smallvec![[i; 16]],
         }
     }
 
@@ -488,17 +498,17 @@ mod tests {
     fn records_chain_across_rotated_files_and_restarts() {
         let dir = tempfile::tempdir().expect("dir");
         let m = metrics();
-        let log = AuditLog::open(config(dir.path(), 4096, 100), m.clone()).expect("open");
+        let log = AuditLog::open(config(dir.path(), 2048, 100), m.clone()).expect("open");
         write(&log, 0..40);
         log.close();
         let files = log_files(dir.path()).expect("files").len();
         assert!(
             files >= 3,
-            "40 records of ~330 bytes in 4 KiB files: {files} files"
+            "40 records of ~190 bytes in 2 KiB files: {files} files"
         );
         assert_eq!(m.written.get(), 40);
 
-        let log = AuditLog::open(config(dir.path(), 4096, 100), metrics()).expect("reopen");
+        let log = AuditLog::open(config(dir.path(), 2048, 100), metrics()).expect("reopen");
         write(&log, 40..45);
         log.close();
         let r = verify_dir(dir.path()).expect("intact");
@@ -522,10 +532,12 @@ mod tests {
         let path = newest(dir.path());
         let good = std::fs::read_to_string(&path).expect("read");
 
+        // Five records and their seal: the seal (line 6) finds any record altered.
         let altered = good.replacen("\"outcome\":\"ok\"", "\"outcome\":\"no\"", 1);
         std::fs::write(&path, &altered).expect("write");
         let e = verify_dir(dir.path()).expect_err("altered");
-        assert!(matches!(&e, VerifyError::Broken { line: 1, .. }), "{e}");
+        assert!(matches!(&e, VerifyError::Broken { line: 6, .. }), "{e}");
+        assert!(e.to_string().contains("records 1..5"), "{e}");
 
         let lines: Vec<&str> = good.split_inclusive('\n').collect();
         let removed: String = lines
@@ -538,7 +550,7 @@ mod tests {
         let e = verify_dir(dir.path()).expect_err("removed").to_string();
         assert!(e.contains("line 3") && e.contains("removed"), "{e}");
 
-        let swapped: String = [lines[0], lines[2], lines[1], lines[3], lines[4]].concat();
+        let swapped: String = [lines[0], lines[2], lines[1], lines[3], lines[4], lines[5]].concat();
         std::fs::write(&path, &swapped).expect("write");
         assert!(verify_dir(dir.path()).is_err(), "reordered records passed");
     }
@@ -551,23 +563,53 @@ mod tests {
         log.close();
         let path = newest(dir.path());
         let bytes = std::fs::read(&path).expect("read");
-        let last_line = bytes[..bytes.len() - 1]
+        let seal_line = bytes[..bytes.len() - 1]
             .rsplit(|&b| b == b'\n')
             .next()
             .map_or(0, |l| l.len() + 1);
+        // The crash cut the batch's seal: its five records stand unsealed.
         std::fs::write(&path, &bytes[..bytes.len() - 40]).expect("cut");
         let r = verify_dir(dir.path()).expect("a cut tail is not fatal");
-        assert_eq!(r.records, 4);
-        assert_eq!(r.truncated.len(), 1);
+        assert_eq!((r.records, r.last_seq), (5, Some(5)));
+        assert_eq!(r.truncated, vec![(path.clone(), seal_line - 40)]);
+        assert_eq!(r.unsealed, vec![(path.clone(), 5)]);
 
-        // The restarted gateway starts a new file after the partial record.
+        // The restarted gateway starts a new file; its first seal starts the chain.
         let log = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("reopen");
         write(&log, 5..8);
         log.close();
         assert_eq!(log_files(dir.path()).expect("files").len(), 2);
         let r = verify_dir(dir.path()).expect("resumed");
-        assert_eq!((r.records, r.last_seq), (7, Some(7)));
-        assert_eq!(r.truncated, vec![(path, last_line - 40)]);
+        assert_eq!((r.records, r.last_seq), (8, Some(8)));
+        assert_eq!(r.unsealed, vec![(path, 5)]);
+    }
+
+    /// A log written before the seals (a hash per record) goes on with sealed batches.
+    #[test]
+    fn a_format_1_log_goes_on_with_sealed_batches() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut v1 = Vec::new();
+        let mut prev = record::GENESIS;
+        for seq in 1..=3u64 {
+            let prefix = format!(
+                r#"{{"seq":{seq},"time":"2026-11-25T08:00:00Z","request_id":"r","partner":"bank","route":"link_check","outcome":"ok","documents":[],"prev":"{}""#,
+                hex::encode(prev)
+            );
+            prev = record::hash_of(prefix.as_bytes());
+            v1.extend_from_slice(prefix.as_bytes());
+            v1.extend_from_slice(format!(",\"hash\":\"{}\"}}\n", hex::encode(prev)).as_bytes());
+        }
+        std::fs::write(dir.path().join("audit-00000000000000000001-0.log"), &v1).expect("write");
+        let log = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("open");
+        write(&log, 0..2);
+        log.close();
+        let r = verify_dir(dir.path()).expect("one chain through both formats");
+        assert_eq!((r.records, r.last_seq), (5, Some(5)));
+        let text = std::fs::read_to_string(newest(dir.path())).expect("read");
+        assert!(
+            text.contains(&format!("\"prev\":\"{}\"", hex::encode(prev))),
+            "the first seal names the last format-1 record: {text}"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Context<'a, 'v> {
     pub now: OffsetDateTime,
     pub checked_at: &'a str,
     pub snapshot: SnapshotRef<'a>,
-    pub audit: &'a mut Vec<[u8; 16]>,
+    pub audit: &'a mut crate::audit::Documents,
 }
 
 /// `POST /v1/link-checks`

@@ -206,7 +206,7 @@ impl App {
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         let revoked = directory.is_revoked(&caller.serial);
         let probe = matches!(route.spec().answer, Answer::Probe);
-        let mut documents = Vec::new();
+        let mut documents = crate::audit::Documents::new();
         let answer = match admission::host_header_ok(&req) {
             Err(p) => {
                 body::discard(req, body_deadline).await;
@@ -320,7 +320,7 @@ impl App {
         route: Route,
         req: Request<B>,
         body_deadline: tokio::time::Instant,
-        documents: &mut Vec<[u8; 16]>,
+        documents: &mut crate::audit::Documents,
     ) -> Result<Response<Body>, Problem>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -454,7 +454,7 @@ impl App {
         handler: Handler,
         partner: &Partner,
         body: &[u8],
-        documents: &mut Vec<[u8; 16]>,
+        documents: &mut crate::audit::Documents,
     ) -> Result<Response<Body>, Problem> {
         let guard = self.store.current();
         let view = guard.as_ref().ok_or_else(not_ready)?.view();

@@ -19,7 +19,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     let r = permitgate::audit::verify::verify_dir(&dir).context("audit log is not intact")?;
     for (file, bytes) in &r.truncated {
         println!(
-            "warning: {} ends in a partial record ({bytes} bytes): cut off by a crash; the chain resumes after it",
+            "warning: {} ends in a partial line ({bytes} bytes): cut off by a crash; the chain resumes after it",
+            file.display()
+        );
+    }
+    for (file, records) in &r.unsealed {
+        println!(
+            "warning: {} ends with {records} records without their seal (a crash cut the batch): they cannot be verified",
             file.display()
         );
     }
