@@ -258,33 +258,106 @@ struct Tail {
 }
 
 impl Tail {
-    /// Walks the files as `audit verify` does (a damaged log refuses to start: a new chain
-    /// on top of it would hide the damage). Records a crash left unsealed keep their
-    /// numbers; the next seal chains from the last one written.
+    /// Reads the newest file from its end (older ones only when it holds no seal): the
+    /// last seal (its hash checked against its batch, as `audit verify` would) or
+    /// format-1 record gives the chain, the last complete record the next number. A
+    /// damaged end refuses to start: a new chain on top of it would hide the damage.
+    /// Records a crash left unsealed keep their numbers; the next seal chains from the
+    /// last one written.
     fn find(dir: &Path) -> Result<Tail, AuditError> {
         let files = verify::log_files(dir).map_err(io_err(dir))?;
-        let mut chain = verify::Chain::default();
+        let mut next_seq = None;
         let mut append_to = None;
-        for (i, path) in files.iter().enumerate() {
+        for (i, path) in files.iter().enumerate().rev() {
             let mut bytes = Vec::new();
             File::open(path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io_err(path))?;
-            let file =
-                verify::walk(&bytes, &mut chain).map_err(|(line, reason)| AuditError::Damaged {
-                    path: path.clone(),
-                    reason: format!("line {line}: {reason}"),
-                })?;
-            let newest = i + 1 == files.len();
-            let clean = file.truncated.is_none() && file.unsealed == 0;
-            append_to = (newest && clean).then(|| path.clone());
+            let damaged = |reason: String| AuditError::Damaged {
+                path: path.clone(),
+                reason,
+            };
+            let clean_end = bytes.is_empty() || bytes.ends_with(b"\n");
+            // Complete lines only, each with its start offset, newest first.
+            let complete = bytes
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(&bytes[..0], |end| &bytes[..end]);
+            let mut end = complete.len();
+            let mut unsealed = false;
+            while end > 0 {
+                let start = complete[..end]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1);
+                let line = &complete[start..end];
+                match record::read_line(line).map_err(|e| damaged(e.to_string()))? {
+                    record::Line::Record(seq) => {
+                        next_seq.get_or_insert(seq + 1);
+                        unsealed = true;
+                    }
+                    record::Line::Seal(seal) => {
+                        // Its batch: the lines after the seal before it (a batch never
+                        // spans files).
+                        let batch_start = previous_seal_end(&complete[..start.saturating_sub(1)])
+                            .map_err(|e| damaged(e.to_string()))?;
+                        if record::seal_hash(&bytes[batch_start..start + seal.prefix_len])
+                            != seal.hash
+                        {
+                            return Err(damaged(format!(
+                                "the last seal does not match records {}..{}",
+                                seal.first, seal.last
+                            )));
+                        }
+                        let newest = i + 1 == files.len();
+                        if newest && clean_end && !unsealed {
+                            append_to = Some(path.clone());
+                        }
+                        return Ok(Tail {
+                            next_seq: next_seq.unwrap_or(seal.last + 1),
+                            prev: seal.hash,
+                            append_to,
+                        });
+                    }
+                    record::Line::V1(d) => {
+                        let newest = i + 1 == files.len();
+                        if newest && clean_end && !unsealed {
+                            append_to = Some(path.clone());
+                        }
+                        return Ok(Tail {
+                            next_seq: next_seq.unwrap_or(d.seq + 1),
+                            prev: d.hash,
+                            append_to,
+                        });
+                    }
+                }
+                end = start.saturating_sub(1);
+            }
         }
         Ok(Tail {
-            next_seq: chain.last_seq.map_or(1, |s| s + 1),
-            prev: chain.hash.unwrap_or(record::GENESIS),
-            append_to,
+            next_seq: next_seq.unwrap_or(1),
+            prev: record::GENESIS,
+            append_to: None,
         })
     }
+}
+
+/// Where the batch that ends after `before` begins: just after the last seal (or format-1
+/// record) in `before`, or at 0.
+fn previous_seal_end(before: &[u8]) -> Result<usize, record::LineError> {
+    let mut end = before.len();
+    while end > 0 {
+        let start = before[..end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        match record::read_line(&before[start..end])? {
+            record::Line::Record(_) => {}
+            record::Line::Seal(_) | record::Line::V1(_) => return Ok(end + 1),
+        }
+        end = start.saturating_sub(1);
+    }
+    Ok(0)
 }
 
 struct Writer {
@@ -582,6 +655,31 @@ mod tests {
         let r = verify_dir(dir.path()).expect("resumed");
         assert_eq!((r.records, r.last_seq), (8, Some(8)));
         assert_eq!(r.unsealed, vec![(path, 5)]);
+    }
+
+    /// Starting reads only the log's end: an altered last batch refuses to start (a new
+    /// chain on top would hide it); older files are `audit verify`'s to check.
+    #[test]
+    fn an_altered_last_batch_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("open");
+        write(&log, 0..3);
+        write(&log, 3..5);
+        log.close();
+        let path = newest(dir.path());
+        let good = std::fs::read_to_string(&path).expect("read");
+        let last_batch = good.rfind("\"seq\":4").expect("record 4");
+        let mut altered = good.clone();
+        altered.replace_range(last_batch..last_batch + 7, "\"seq\":4");
+        let at = altered[last_batch..].find("\"ok\"").expect("outcome") + last_batch;
+        altered.replace_range(at..at + 4, "\"no\"");
+        std::fs::write(&path, &altered).expect("alter");
+        let e = AuditLog::open(config(dir.path(), 1 << 20, 100), metrics())
+            .err()
+            .expect("refused");
+        assert!(matches!(e, AuditError::Damaged { .. }), "{e}");
+        std::fs::write(&path, &good).expect("restore");
+        AuditLog::open(config(dir.path(), 1 << 20, 100), metrics()).expect("intact again");
     }
 
     /// A log written before the seals (a hash per record) goes on with sealed batches.
