@@ -195,7 +195,7 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let start = Instant::now();
-        let body_deadline = tokio::time::Instant::now() + self.limits.body_read_timeout;
+        let body_deadline = tokio::time::Instant::from_std(start) + self.limits.body_read_timeout;
         let route = Route::of(req.uri().path());
         let version = req.version();
         let request_id = match req.headers().get(request_id::HEADER) {

@@ -76,7 +76,9 @@ pub(super) async fn serve_connection(
         };
         async move {
             // A guard: a stream reset mid-request drops this future, and must count too.
-            let _busy = Busy::new(&seen);
+            // Only HTTP/2 looks at it (HTTP/1.1's idle deadline is hyper's): two clock
+            // reads and three atomics a request spared there.
+            let _busy = h2.then(|| Busy::new(&seen));
             Ok::<_, Infallible>(app.handle(&caller, req, queued).await)
         }
     });
