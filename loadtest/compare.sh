@@ -52,10 +52,13 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    # Written for the cost of writing them (about 1 GB a run each): not kept.
+    rm -rf "$OUT/nginx-access.log" "$DIR/audit"
 }
 trap cleanup EXIT
 
 echo "== starting permitgate (demo data in $DIR)"
+rm -rf "$DIR/audit"
 "$PG" demo --dir "$DIR" --listen "$PG_ADDR" --metrics-listen 127.0.0.1:19464 --verify-listen 127.0.0.1:0 >"$OUT/permitgate.log" 2>&1 &
 PG_PID=$!
 PIDS+=("$PG_PID")
