@@ -726,7 +726,10 @@ fn receipts_config(
     }
     ReceiptsConfig {
         signing_keys: key_files("receipts.signing_keys", r.signing_keys, resolve, problems),
-        authority: r.authority,
+        authority: r.authority.map(|a| crate::keyring::Authority {
+            zh: a.zh.trim().to_owned(),
+            en: a.en.trim().to_owned(),
+        }),
         verify_url: r.verify_url,
     }
 }
@@ -1022,6 +1025,41 @@ scopes = ["link_check"]
             .expect_err("empty")
             .to_string();
         assert!(e.contains("receipts.signing_keys"), "{e}");
+        let receipts = |extra: &str| {
+            Config::parse(
+                &format!("{MIN}[receipts]\nsigning_keys = [{{ path = \"r.key\" }}]\n{extra}\n"),
+                p,
+            )
+        };
+        for (extra, field) in [
+            ("verify_url = \"ftp://x/\"", "receipts.verify_url"),
+            ("verify_url = \"https://x/v/#here\"", "receipts.verify_url"),
+            ("verify_url = \"https:///v/\"", "receipts.verify_url"),
+            (
+                "authority = { zh = \"  \", en = \"A\" }",
+                "receipts.authority.zh",
+            ),
+            (
+                "authority = { zh = \"局\", en = \"A\\u0007\" }",
+                "receipts.authority.en",
+            ),
+        ] {
+            let e = receipts(extra).expect_err(extra).to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+        let c = receipts(
+            "authority = { zh = \" 局 \", en = \"Bureau\" }\nverify_url = \"https://v.example/v/\"",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.receipts.authority.map(|a| a.zh),
+            Some("局".to_owned()),
+            "trimmed"
+        );
+        assert_eq!(
+            c.receipts.verify_url.as_deref(),
+            Some("https://v.example/v/")
+        );
         let e = Config::parse(
             &format!("{MIN}[temp_permits]\nclock_skew_seconds = 100000\n"),
             p,

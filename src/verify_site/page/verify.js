@@ -173,7 +173,12 @@ const Verifier = (() => {
     const text = extract(input);
     const o = open(text);
     const what = o.kind === 'receipt' ? readReceipt(o) : readTempPermit(o);
-    const key = await findKey(keys, o.use, o.keyId, what.signedAt);
+    // Temporary permits know no key_not_valid: like the gateway, any key not vouching for
+    // the permit's issue time is unknown_key.
+    const key = await findKey(keys, o.use, o.keyId, what.signedAt).catch((e) => {
+      throw e instanceof Refused && e.status === 'key_not_valid' && what.kind === 'temp_permit'
+        ? new Refused('unknown_key') : e;
+    });
     let ok;
     try {
       ok = await crypto.subtle.verify('Ed25519', key, o.signature, concat(enc.encode(o.context), o.body));
