@@ -285,6 +285,8 @@ impl Tail {
                 .map_or(&bytes[..0], |end| &bytes[..end]);
             let mut end = complete.len();
             let mut unsealed = false;
+            // The seal or format-1 record that ends the chain: its seq and hash.
+            let mut chain_end = None;
             while end > 0 {
                 let start = complete[..end]
                     .iter()
@@ -309,27 +311,20 @@ impl Tail {
                                 seal.first, seal.last
                             )));
                         }
-                        let newest = i + 1 == files.len();
-                        if newest && clean_end && !unsealed {
-                            append_to = Some(path.clone());
-                        }
-                        return Ok(Tail {
-                            next_seq: next_seq.unwrap_or(seal.last + 1),
-                            prev: seal.hash,
-                            append_to,
-                        });
+                        chain_end = Some((seal.last, seal.hash));
                     }
-                    record::Line::V1(d) => {
-                        let newest = i + 1 == files.len();
-                        if newest && clean_end && !unsealed {
-                            append_to = Some(path.clone());
-                        }
-                        return Ok(Tail {
-                            next_seq: next_seq.unwrap_or(d.seq + 1),
-                            prev: d.hash,
-                            append_to,
-                        });
+                    record::Line::V1(d) => chain_end = Some((d.seq, d.hash)),
+                }
+                if let Some((last, hash)) = chain_end {
+                    let newest = i + 1 == files.len();
+                    if newest && clean_end && !unsealed {
+                        append_to = Some(path.clone());
                     }
+                    return Ok(Tail {
+                        next_seq: next_seq.unwrap_or(last + 1),
+                        prev: hash,
+                        append_to,
+                    });
                 }
                 end = start.saturating_sub(1);
             }

@@ -44,7 +44,7 @@ pub struct Answered {
 /// the request path (and no free on the writer's thread) for single checks.
 pub type Documents = smallvec::SmallVec<[[u8; 16]; 2]>;
 
-/// A format-2 record as read back (written by [`encode`] in this field order).
+/// A record's fields as read back (written by [`encode`] in this order), nothing else.
 #[derive(Deserialize, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
@@ -59,17 +59,12 @@ pub struct Record {
     pub documents: Vec<String>,
 }
 
-/// A format-1 record as read back.
-#[derive(Deserialize, Debug, PartialEq, Eq)]
-pub struct Body {
-    pub seq: u64,
-    pub time: String,
-    pub request_id: String,
-    pub partner: String,
-    pub route: String,
-    pub outcome: String,
-    pub documents: Vec<String>,
-    pub prev: String,
+/// What is read of a format-1 record's body (its bytes before `,"hash":`, which its hash
+/// has vouched for): the rest are [`Record`]'s fields.
+#[derive(Deserialize)]
+struct Body {
+    seq: u64,
+    prev: String,
 }
 
 #[derive(Deserialize)]
@@ -251,10 +246,12 @@ pub fn read_line(line: &[u8]) -> Result<Line, LineError> {
             prefix_len: prefix.len(),
         }));
     }
-    if let Ok(r) = serde_json::from_slice::<Record>(line) {
-        return Ok(Line::Record(r.seq));
+    // Only a format-1 record ends in its hash; a format-2 record ends in `]}`.
+    if split_hash(line).is_some() {
+        return decode(line).map(Line::V1);
     }
-    decode(line).map(Line::V1)
+    let r: Record = serde_json::from_slice(line).map_err(|_| LineError::Shape)?;
+    Ok(Line::Record(r.seq))
 }
 
 /// Checks one format-1 line (without its newline) against its own hash.
