@@ -107,6 +107,9 @@ pub struct Follower {
     notify: Option<Arc<watch::Sender<u64>>>,
 }
 
+/// The least time between two polls that file events started.
+const MIN_GAP: Duration = Duration::from_millis(5);
+
 impl Follower {
     /// `held` is the manifest of what the store serves now (from `state_dir`), if any.
     #[allow(clippy::too_many_arguments)]
@@ -142,8 +145,11 @@ impl Follower {
     }
 
     /// Polls until `stop` says so: at most once per `interval`, and at once again after
-    /// a poll the server held for longer (a relay's long-poll) unless it failed.
+    /// a poll the server held for longer (a relay's long-poll) unless it failed. A file://
+    /// source is also polled as soon as its directory changes (at most every
+    /// [`MIN_GAP`]: a publication writes many files).
     pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let changes = self.source.watch();
         loop {
             let started = Instant::now();
             // Counted and logged inside; the loop goes on either way.
@@ -158,6 +164,15 @@ impl Follower {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = async {
+                    match &changes {
+                        Some(c) => {
+                            c.changed().await;
+                            tokio::time::sleep(MIN_GAP.saturating_sub(started.elapsed())).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = stop.changed() => return,
             }
         }

@@ -121,7 +121,50 @@ impl std::fmt::Display for SourceUrl {
     }
 }
 
+/// Changes in a file:// source's directory, as the kernel reports them (inotify): a
+/// publication is seen as it lands instead of at the next poll. Dropped, it stops watching.
+pub struct Changes {
+    _watcher: notify::RecommendedWatcher,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Changes {
+    /// Resolves once something changed in the directory since the last call (a change while
+    /// nobody waited is kept).
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+}
+
 impl Source {
+    /// For a file:// source, its directory's changes; `None` for the others (they are
+    /// polled, or hold a long-poll) or where the directory cannot be watched (then the poll
+    /// interval alone applies: said in the log).
+    pub fn watch(&self) -> Option<Changes> {
+        use notify::Watcher as _;
+        let Source::File(root) = self else {
+            return None;
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let notified = wake.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                notified.notify_one();
+            }
+        })
+        .and_then(|mut w| {
+            w.watch(root, notify::RecursiveMode::NonRecursive)?;
+            Ok(w)
+        });
+        match watcher {
+            Ok(w) => Some(Changes { _watcher: w, wake }),
+            Err(e) => {
+                tracing::warn!(dir = %root.display(), error = %e, "cannot watch the repository for publications; polling only");
+                None
+            }
+        }
+    }
+
     /// `tls` is the client configuration (trust anchors, and the gateway's identity) for
     /// https sources; `s3` the endpoint and region for s3 sources (defaults: AWS's, and
     /// the environment's).

@@ -191,6 +191,48 @@ async fn the_background_follower_applies_changes_within_seconds() {
     assert!(seen, "change not applied within 5 s");
 }
 
+/// A file:// source is watched: a publication wakes the follower, not its next poll (a
+/// minute away here).
+#[tokio::test]
+async fn a_file_source_is_followed_as_publications_land_not_at_the_next_poll() {
+    let gw = TestGateway::start_with(Options {
+        replication: true,
+        poll_interval_ms: 60_000,
+        ..Options::default()
+    })
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let (follower, interval) = gw.gateway.follower().expect("config").expect("on");
+    assert_eq!(interval, Duration::from_secs(60));
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(follower.run(interval, stop_rx));
+    let s = linked_sample(&gw);
+    let mut c = gw.client("bank").await;
+    // The first poll (at start) has loaded what there is.
+    for _ in 0..100 {
+        if c.get("/readyz").await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rp = s.body["residence_permit"].as_str().expect("rp");
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
+    );
+    let mut seen = false;
+    for _ in 0..100 {
+        let v = c.post_json(&s.path, &s.body).await.json();
+        if v["residence_permit"]["status"] == "revoked" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    assert!(seen, "the publication was not applied before the next poll");
+}
+
 #[tokio::test]
 async fn refusals_keep_the_last_good_state() {
     let gw = follower_gateway(None).await;
