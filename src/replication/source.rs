@@ -148,7 +148,9 @@ impl Source {
         let wake = Arc::new(tokio::sync::Notify::new());
         let notified = wake.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Writes, renames and removals only: the follower's own reads of the manifest
+            // are reported too (opened, closed), and would wake it again and again.
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 notified.notify_one();
             }
         })
