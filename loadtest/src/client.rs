@@ -162,6 +162,15 @@ impl Conn {
 
     /// Sends one request and reads the whole answer; returns its status.
     pub async fn send(&mut self, p: &Prepared, timeout: Duration) -> Result<u16, Failure> {
+        Ok(self.exchange(p, timeout).await?.0)
+    }
+
+    /// Sends one request; returns the answer's status and body.
+    pub async fn exchange(
+        &mut self,
+        p: &Prepared,
+        timeout: Duration,
+    ) -> Result<(u16, Bytes), Failure> {
         let exchange = async {
             let resp = match self {
                 Conn::H1(s) => {
@@ -184,11 +193,12 @@ impl Conn {
             }
             .map_err(|_| Failure::Http)?;
             let status = resp.status().as_u16();
-            resp.into_body()
+            let body = resp
+                .into_body()
                 .collect()
                 .await
                 .map_err(|_| Failure::Http)?;
-            Ok(status)
+            Ok((status, body.to_bytes()))
         };
         tokio::time::timeout(timeout, exchange)
             .await

@@ -3,12 +3,14 @@
 //!
 //! [`workload`] prepares the requests, [`client`] holds the connections, [`run`] drives
 //! them in a closed or open loop, [`report`] turns what was measured into a summary, JSON
-//! and a plot. [`hostile`] plays a hostile partner instead, for isolation measurements.
+//! and a plot. [`hostile`] plays a hostile partner instead, for isolation measurements;
+//! [`propagation`] times publications until the target serves them.
 //! The binary in `main.rs` is the command line around [`run_load`] and [`run_attack`].
 
 pub mod client;
 pub mod hostile;
 pub mod plot;
+pub mod propagation;
 pub mod report;
 pub mod run;
 pub mod workload;
@@ -17,6 +19,7 @@ use std::path::PathBuf;
 
 pub use client::{Protocol, Target};
 pub use hostile::{Attack, AttackPlan, AttackReport};
+pub use propagation::{PropagationPlan, PropagationReport};
 pub use report::Report;
 pub use run::{Mode, Plan};
 pub use workload::{Keys, Kind, Spec};

@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use permitgate_load::{
-    run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, Protocol, Spec, Target,
+    run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, PropagationPlan, Protocol,
+    Spec, Target,
 };
 
 #[derive(Parser, serde::Serialize)]
@@ -107,6 +108,22 @@ struct Args {
     /// With --hostile: where the attack requests go.
     #[arg(long, default_value = "/v1/link-checks")]
     hostile_path: String,
+    /// Measure propagation instead (src/propagation.rs): publish this many status changes
+    /// into --repo and time each until --target answers with its version.
+    #[arg(long, conflicts_with = "hostile")]
+    propagation: Option<usize>,
+    /// With --propagation: the repository the origin serves (with --demo: its repo/).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// With --propagation: the publisher's signing key (with --demo: keys/publisher.key).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// With --propagation: the identifier hashing key (with --demo: keys/hash.key).
+    #[arg(long)]
+    hash_key: Option<PathBuf>,
+    /// With --propagation: pause after each arrival before the next publication.
+    #[arg(long, default_value_t = 500)]
+    gap_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +180,25 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 .with_context(|| p.display().to_string())?;
         }
         return Ok(true);
+    }
+    if let Some(publications) = args.propagation {
+        let plan = PropagationPlan {
+            publications,
+            repo: from_demo(&args.repo, "repo".into())?,
+            signing_key: from_demo(&args.signing_key, "keys/publisher.key".into())?,
+            hash_key: from_demo(&args.hash_key, "keys/hash.key".into())?,
+            export: from_demo(&args.export, "export.jsonl".into())?,
+            gap: Duration::from_millis(args.gap_ms),
+            timeout: Duration::from_millis(args.timeout_ms),
+        };
+        let connector = permitgate_load::client::Connector::new(target, Protocol::H1)?;
+        let report = rt.block_on(permitgate_load::propagation::measure(connector, plan))?;
+        print!("{}", report.summary());
+        if let Some(p) = &args.json {
+            std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| p.display().to_string())?;
+        }
+        return Ok(report.lost == 0 || !args.fail_on_errors);
     }
     let temp_permit_key = match (&args.temp_permit_key, &args.demo) {
         (Some(k), _) => Some(k.clone()),

@@ -74,12 +74,13 @@ pub struct Prepared {
 }
 
 /// A resident of the export with a travel permit and a residence permit.
-struct Resident {
-    travel: String,
-    residence: String,
+pub(crate) struct Resident {
+    pub(crate) travel: String,
+    pub(crate) residence: String,
 }
 
-fn read_export(path: &Path) -> Result<(Vec<Resident>, Vec<String>), LoadError> {
+/// The export's residents holding both permits, and every number in it.
+pub(crate) fn read_export(path: &Path) -> Result<(Vec<Resident>, Vec<String>), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,

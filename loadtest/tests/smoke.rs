@@ -11,15 +11,15 @@ use permitgate::config::Config;
 use permitgate::demo::{self, DemoOptions};
 use permitgate::server::{Gateway, Running};
 use permitgate_load::{
-    run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, Protocol, Report, Spec,
-    Target,
+    run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, PropagationPlan, Protocol,
+    Report, Spec, Target,
 };
 
 struct Fixture {
     dir: tempfile::TempDir,
     addr: SocketAddr,
-    _gateway: Arc<Gateway>,
-    _running: Running,
+    gateway: Arc<Gateway>,
+    running: Running,
 }
 
 async fn gateway() -> Fixture {
@@ -64,8 +64,8 @@ async fn gateway_with(extra: &str) -> Fixture {
     Fixture {
         addr: running.addr,
         dir,
-        _gateway: gateway,
-        _running: running,
+        gateway,
+        running,
     }
 }
 
@@ -243,4 +243,39 @@ async fn hostile_modes_report_what_the_gateway_did_to_them() {
         .await
         .expect("attack");
     assert_eq!(r.waiting_at_end, 4, "{}", r.summary());
+}
+
+/// The propagation mode against a gateway following its own repository: every
+/// publication is seen, with the version it got.
+#[tokio::test]
+async fn propagation_mode_sees_every_publication() {
+    let mut fx = gateway().await;
+    let gw = fx.gateway.clone();
+    assert!(fx.running.start_replication(&gw).expect("watch"));
+    let demo = fx.dir.path();
+    let version = || {
+        gw.store
+            .current()
+            .as_ref()
+            .map(|state| state.view().info().version)
+            .expect("loaded")
+    };
+    let before = version();
+    let plan = PropagationPlan {
+        publications: 3,
+        repo: demo.join("repo"),
+        signing_key: demo.join("keys/publisher.key"),
+        hash_key: demo.join("keys/hash.key"),
+        export: demo.join("export.jsonl"),
+        gap: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+    };
+    let connector =
+        permitgate_load::client::Connector::new(fx.target("bank"), Protocol::H1).expect("TLS");
+    let report = permitgate_load::propagation::measure(connector, plan)
+        .await
+        .expect("measured");
+    assert_eq!((report.samples_ms.len(), report.lost), (3, 0), "{report:?}");
+    assert_eq!(version(), before + 3);
+    assert!(report.summary().contains("3 publications, 0 lost"));
 }

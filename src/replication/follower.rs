@@ -144,10 +144,13 @@ impl Follower {
         self
     }
 
-    /// Polls until `stop` says so: at most once per `interval`, and at once again after
-    /// a poll the server held for longer (a relay's long-poll) unless it failed. A file://
-    /// source is also polled as soon as its directory changes (at most every
-    /// [`MIN_GAP`]: a publication writes many files).
+    /// Polls until `stop` says so: at once again after a poll that brought a new
+    /// publication (the next one may follow it closely: waiting out the interval there
+    /// delayed it by up to the interval even through a relay's long-poll), else at most
+    /// once per `interval`, and at once after a poll the server held for longer (a
+    /// relay's long-poll) unless it failed. A static source is so asked at most twice per
+    /// interval per publication. A file:// source is also polled as soon as its
+    /// directory changes (at most every [`MIN_GAP`]: a publication writes many files).
     pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
         let changes = self.source.watch();
         loop {
@@ -157,10 +160,10 @@ impl Follower {
                 r = self.poll_and_record() => r,
                 _ = stop.changed() => return,
             };
-            let pause = if result.is_err() {
-                interval
-            } else {
-                interval.saturating_sub(started.elapsed())
+            let pause = match result {
+                Err(_) => interval,
+                Ok(PollOutcome::NotModified) => interval.saturating_sub(started.elapsed()),
+                Ok(PollOutcome::Applied(_) | PollOutcome::Swapped(_)) => Duration::ZERO,
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}

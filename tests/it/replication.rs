@@ -179,16 +179,26 @@ async fn the_background_follower_applies_changes_within_seconds() {
 /// Publishes the linked sample's residence permit as revoked, then asks (every 50 ms, for
 /// 5 s at most) until an answer says so.
 async fn revocation_answered_within_5s(gw: &TestGateway) -> bool {
-    let s = linked_sample(gw);
+    status_answered_within_5s(gw, gw, "revoked").await
+}
+
+/// Publishes `status` for the linked sample's residence permit into `origin`'s
+/// repository, then asks `asked` (every 50 ms, for 5 s at most) until an answer says so.
+async fn status_answered_within_5s(
+    origin: &TestGateway,
+    asked: &TestGateway,
+    status: &str,
+) -> bool {
+    let s = linked_sample(origin);
     let rp = s.body["residence_permit"].as_str().expect("rp");
     publish_events(
-        gw,
-        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
+        origin,
+        &json!({"op": "status", "number": rp, "status": status}).to_string(),
     );
-    let mut c = gw.client("bank").await;
+    let mut c = asked.client("bank").await;
     for _ in 0..100 {
         let v = c.post_json(&s.path, &s.body).await.json();
-        if v["residence_permit"]["status"] == "revoked" {
+        if v["residence_permit"]["status"] == status {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -224,18 +234,27 @@ async fn a_file_source_is_followed_as_publications_land_not_at_the_next_poll() {
             .iter()
             .sum::<f64>()
     };
+    // The first poll loads the data; the next one, at once after a change, finds nothing.
+    let settled = |m: &str| {
+        metric_value(
+            m,
+            "permitgate_replication_polls_total{result=\"not_modified\"}",
+        ) >= 1.0
+    };
     for _ in 0..100 {
-        if polls(&gw.metrics().await) >= 1.0 {
+        if settled(&gw.metrics().await) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(polls(&gw.metrics().await) >= 1.0, "no first poll");
+    let m = gw.metrics().await;
+    assert!(settled(&m), "no poll after the first load: {m}");
     // Its own reads of the source wake it no more: left alone, it polls no more.
+    let before = polls(&m);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         polls(&gw.metrics().await),
-        1.0,
+        before,
         "polled again without a change"
     );
     let seen = revocation_answered_within_5s(&gw).await;
@@ -790,4 +809,45 @@ async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
     );
     let v = c.post_json(&s.path, &s.body).await.json();
     assert_eq!(v["residence_permit"]["status"], "revoked");
+}
+
+/// Publications in quick succession through a relay's long-poll: each reaches the
+/// follower at once, the second not only at the follower's next poll (a minute away here;
+/// a follower used to wait out the rest of its interval after a poll that brought news).
+#[tokio::test]
+async fn back_to_back_publications_pass_a_relay_without_waiting_for_the_interval() {
+    let keep = tempfile::tempdir().expect("tempdir");
+    let demo_dir = keep.path().join("demo");
+    let mut origin = TestGateway::start_with(Options {
+        demo_dir: Some(demo_dir.clone()),
+        ..Options::default()
+    })
+    .await;
+    let origin_gw = origin.gateway.clone();
+    assert!(origin.running.start_replication(&origin_gw).expect("watch"));
+    let follower = TestGateway::start_with(Options {
+        replication: true,
+        demo_dir: Some(demo_dir.clone()),
+        state_dir: Some(keep.path().join("follower-state")),
+        replication_source: Some(format!(
+            "https://localhost:{}/v1/replication",
+            origin.addr().port()
+        )),
+        poll_interval_ms: 60_000,
+        ..Options::default()
+    })
+    .await;
+    let (f, interval) = follower.gateway.follower().expect("config").expect("on");
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(f.run(interval, stop_rx));
+
+    let mut seen = Vec::new();
+    for status in ["lost", "revoked", "valid"] {
+        seen.push((
+            status,
+            status_answered_within_5s(&origin, &follower, status).await,
+        ));
+    }
+    task.abort();
+    assert!(seen.iter().all(|(_, ok)| *ok), "{seen:?}");
 }

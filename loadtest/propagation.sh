@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Propagation of a publication: publish -> origin -> relay -> follower, default settings.
+#
+#   loadtest/propagation.sh            # PUBLICATIONS=20 ROUNDS=1 by default
+#
+# Three gateways as shipped (audit on), release build, on loopback: the origin serves the
+# demo repository (`snapshot.repo`: it watches the directory), a relay follows the origin
+# over mTLS (`[replication]`, default poll interval), a follower follows the relay the same
+# way. `permitgate-load --propagation N` publishes N status changes into the origin's
+# repository and times each until the follower answers with its version (src/propagation.rs
+# in loadtest). The relay and the follower start from empty state directories each round.
+# Ports 18743-18745 (partners) and 19765-19767 (metrics). Results: target/propagation/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PUBLICATIONS=${PUBLICATIONS:-20}
+ROUNDS=${ROUNDS:-1}
+DIR=${DIR:-var/bench-propagation}
+OUT=${OUT:-target/propagation}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+cargo build --release -q -p permitgate -p permitgate-load
+PG=${PG:-target/release/permitgate}
+LOAD=target/release/permitgate-load
+
+PIDS=()
+stop() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+trap stop EXIT
+ready() { # METRICS_ADDR LOG
+    for _ in $(seq 1 300); do curl -sf "http://$1/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "gateway at $1 did not become ready"; cat "$2"; exit 1
+}
+
+# Demo data once (the demo command serves; stop it as soon as it is ready).
+if [ ! -f "$DIR/gateway.toml" ]; then
+    "$PG" demo --dir "$DIR" --listen 127.0.0.1:18743 --metrics-listen 127.0.0.1:19765 \
+        --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
+    PIDS=($!)
+    ready 127.0.0.1:19765 "$OUT/demo.log"
+    stop
+fi
+DIR=$(cd "$DIR" && pwd)
+
+# config NAME PORT METRICS_PORT SOURCE_PORT: the demo's config on other ports, with its own
+# audit directory and, given a source, following it as the demo's `relay` partner.
+config() {
+    python3 - "$DIR" "$@" <<'PY'
+import sys
+d, name, port, metrics, source = sys.argv[1:]
+t = open(f"{d}/gateway.toml").read()
+t = t.replace('listen = "127.0.0.1:18743"', f'listen = "127.0.0.1:{port}"')
+t = t.replace('metrics_listen = "127.0.0.1:19765"', f'metrics_listen = "127.0.0.1:{metrics}"')
+t = t.replace('dir = "audit"', f'dir = "audit-{name}"')
+if source:
+    t += f'''
+[replication]
+source = "https://localhost:{source}/v1/replication"
+state_dir = "state-{name}"
+ca = "pki/ca.crt"
+client_cert = "pki/partners/relay.crt"
+client_key = "pki/partners/relay.key"
+'''
+open(f"{d}/{name}.toml", "w").write(t)
+PY
+}
+config origin 18743 19765 ''
+config relay 18744 19766 18743
+config follower 18745 19767 18744
+
+: >"$OUT/summary.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    rm -rf "$DIR"/audit-* "$DIR"/state-*
+    for hop in origin:19765 relay:19766 follower:19767; do
+        name=${hop%%:*}
+        "$PG" serve --config "$DIR/$name.toml" >"$OUT/$name.log" 2>&1 &
+        PIDS+=($!)
+        ready "127.0.0.1:${hop##*:}" "$OUT/$name.log"
+    done
+    # Every hop in its long-poll before the first publication.
+    sleep 2
+    "$LOAD" --demo "$DIR" --target 127.0.0.1:18745 --propagation "$PUBLICATIONS" \
+        --fail-on-errors --json "$OUT/round-$round.json" | tee -a "$OUT/summary.txt"
+    stop
+done
+rm -rf "$DIR"/audit-* "$DIR"/state-*
