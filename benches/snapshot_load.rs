@@ -2,7 +2,8 @@
 //! same hash function (BLAKE3, 1 MiB reads); and resident memory per document.
 //!
 //! The file is in the page cache (just written), so this measures CPU and memory
-//! bandwidth, not the disk. `PG_BENCH_DOCS` overrides the 10M default.
+//! bandwidth, not the disk. `PG_BENCH_DOCS` overrides the 10M default (100M: about 7 GB
+//! of memory and 3.2 GB of temporary disk).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -36,27 +37,16 @@ fn hash_file(path: &Path) -> blake3::Hash {
     hasher.finalize()
 }
 
-/// Resident set size in bytes, from /proc/self/statm (pages × page size).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
 fn bench(c: &mut Criterion) {
     let n = docs();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("snapshot");
-    let (bytes, trusted, hk) = support::snapshot_bytes(support::records(n, 9));
-    std::fs::write(&path, &bytes).expect("write");
-    let file_len = bytes.len();
-    drop(bytes);
+    let (file_len, trusted, hk) = support::write_snapshot(&path, &mut support::records(n, 9));
 
     // Memory: RSS before and after holding one loaded snapshot.
-    let before = rss_bytes();
+    let before = support::rss_bytes();
     let snap = Snapshot::load(&path, &trusted, Some(&hk)).expect("load");
-    let after = rss_bytes();
+    let after = support::rss_bytes();
     println!(
         "memory/{n}: file {file_len} B, snapshot accounts {} B ({:.1} B/doc), RSS grew {} B ({:.1} B/doc)",
         snap.memory_bytes(),

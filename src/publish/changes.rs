@@ -25,7 +25,7 @@ use crate::day::Day;
 use crate::document::{DocumentKind, DocumentNo, TravelPermitNo};
 use crate::key_files::HashKey;
 use crate::snapshot::{
-    self, encode_delta, load_repo, DocKey, ManifestDelta, Record, RecordStatus, RepoData,
+    self, encode_delta, load_repo, DocKey, FileKind, ManifestDelta, Record, RecordStatus, RepoData,
     NO_RENEWAL,
 };
 
@@ -285,20 +285,56 @@ pub(super) fn temp_permits_in(
     signing_key: &SigningKey,
     hash_key: &HashKey,
 ) -> Result<Vec<Record>, PublishError> {
-    if !repo.join(snapshot::MANIFEST_FILE).exists() {
+    let mpath = repo.join(snapshot::MANIFEST_FILE);
+    let existing = |e| PublishError::ExistingManifest(repo.to_owned(), e);
+    let bytes = match std::fs::read(&mpath) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PublishError::Read {
+                path: mpath,
+                source,
+            })
+        }
+    };
+    let trusted = [signing_key.verifying_key()];
+    let manifest = snapshot::SignedManifest::verify(&bytes, &trusted)
+        .map_err(existing)?
+        .manifest;
+    // Read as it streams past (the base may be larger than memory): only temporary
+    // permits are kept, and only once each file's signature has verified.
+    let mut permits: HashMap<DocKey, Record> = HashMap::new();
+    let read = |hash: &str, kind: FileKind, permits: &mut HashMap<DocKey, Record>| {
+        let mut seen = Vec::new();
+        let header = snapshot::scan(
+            &snapshot::object_path(repo, hash),
+            kind,
+            Some(hash),
+            &trusted,
+            |key, record| match record {
+                Some(r) if r.kind == DocumentKind::TemporaryPermit => seen.push((key, Some(r))),
+                // A delta's removal, or another record under that key.
+                _ if kind == FileKind::Delta => seen.push((key, None)),
+                _ => {}
+            },
+        )
+        .map_err(existing)?;
+        for (key, record) in seen {
+            match record {
+                Some(r) => permits.insert(key, r),
+                None => permits.remove(&key),
+            };
+        }
+        Ok::<_, PublishError>(header)
+    };
+    let base = read(&manifest.snapshot.hash, FileKind::Snapshot, &mut permits)?;
+    if base.meta.hash_key_id != hash_key.id() {
         return Ok(Vec::new());
     }
-    let current = load_repo(repo, &[signing_key.verifying_key()], None)
-        .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
-    if current.snapshot.header().meta.hash_key_id != hash_key.id() {
-        return Ok(Vec::new());
+    for d in &manifest.deltas {
+        read(&d.hash, FileKind::Delta, &mut permits)?;
     }
-    Ok(current
-        .into_data()
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == DocumentKind::TemporaryPermit)
-        .collect())
+    Ok(permits.into_values().collect())
 }
 
 fn load_current(

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
 mod changes;
+mod spill;
 
 pub use changes::{publish_changes, publish_diff, ChangeEvent, DEFAULT_MAX_DELTAS};
 
@@ -141,13 +142,60 @@ pub(super) fn for_each_line(
     Ok(())
 }
 
-/// Parses an export into snapshot records.
-pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
-    let mut records = Vec::new();
-    // Person id → hash of the reference it came from: tells a repeated line from two
-    // references whose ids collide (never seen in practice; refused rather than linked).
-    let mut persons: HashMap<u64, [u8; 16]> = HashMap::new();
-    for_each_line("export", path, |_, line, err| {
+/// Why two export lines cannot both be published: what the in-memory and the spilling
+/// readers both report, naming the later line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PersonClash {
+    /// The same reference on two lines.
+    Repeated,
+    /// Two references whose ids collide (never seen in practice; refused rather than
+    /// linked).
+    Collision,
+}
+
+impl PersonClash {
+    fn of(earlier_ref: &[u8; 16], later_ref: &[u8; 16]) -> PersonClash {
+        if earlier_ref == later_ref {
+            PersonClash::Repeated
+        } else {
+            PersonClash::Collision
+        }
+    }
+
+    fn error(self, line: usize) -> PublishError {
+        PublishError::Line {
+            file: "export",
+            line,
+            message: match self {
+                PersonClash::Repeated => "person: the same person appears on an earlier line",
+                PersonClash::Collision => {
+                    "person: two person references map to one person id; publish with a new hashing key"
+                }
+            }
+            .into(),
+        }
+    }
+}
+
+/// One export line's person: its id, a hash of the reference it came from (tells a
+/// repeated line from two references whose ids collide), and the line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PersonLine {
+    pub id: u64,
+    pub ref_hash: [u8; 16],
+    pub line: usize,
+}
+
+/// Reads an export line by line, checking every line as [`read_export`] documents, and
+/// hands each line's person and records on; whether persons repeat is the caller's to
+/// check (in memory, or spilled).
+pub(crate) fn parse_export(
+    path: &Path,
+    hash_key: &HashKey,
+    mut on_person: impl FnMut(PersonLine) -> Result<(), PublishError>,
+    mut on_record: impl FnMut(Record) -> Result<(), PublishError>,
+) -> Result<(), PublishError> {
+    for_each_line("export", path, |line_no, line, err| {
         let person: ExportPerson = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         if person.documents.is_empty() {
             return Err(err("documents: at least one document is required".into()));
@@ -155,17 +203,11 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
         let person_no = DocKey::person_id(hash_key, &person.person);
         let mut ref_hash = [0u8; 16];
         ref_hash.copy_from_slice(&blake3::hash(person.person.as_bytes()).as_bytes()[..16]);
-        match persons.insert(person_no, ref_hash) {
-            Some(prev) if prev == ref_hash => {
-                return Err(err("person: the same person appears on an earlier line".into()))
-            }
-            Some(_) => {
-                return Err(err(
-                    "person: two person references map to one person id; publish with a new hashing key".into(),
-                ))
-            }
-            None => {}
-        }
+        on_person(PersonLine {
+            id: person_no,
+            ref_hash,
+            line: line_no,
+        })?;
         let mut region = None;
         for (j, doc) in person.documents.iter().enumerate() {
             let number = DocumentNo::parse(&doc.number).map_err(|e| {
@@ -184,7 +226,7 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
                     "documents[{j}].valid_until must be a date YYYY-MM-DD from 1970 on"
                 ))
             })?;
-            records.push(Record {
+            on_record(Record {
                 key: DocKey::of(hash_key, number.canonical()),
                 person: person_no,
                 valid_until: valid_until.0,
@@ -192,10 +234,28 @@ pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, Publi
                 kind: number.kind(),
                 region: number.region(),
                 renewal: number.renewal().unwrap_or(NO_RENEWAL),
-            });
+            })?;
         }
         Ok(())
-    })?;
+    })
+}
+
+/// Parses an export into snapshot records, in memory.
+pub fn read_export(path: &Path, hash_key: &HashKey) -> Result<Vec<Record>, PublishError> {
+    let mut records = Vec::new();
+    let mut persons: HashMap<u64, [u8; 16]> = HashMap::new();
+    parse_export(
+        path,
+        hash_key,
+        |p| match persons.insert(p.id, p.ref_hash) {
+            Some(earlier) => Err(PersonClash::of(&earlier, &p.ref_hash).error(p.line)),
+            None => Ok(()),
+        },
+        |r| {
+            records.push(r);
+            Ok(())
+        },
+    )?;
     if records.is_empty() {
         return Err(PublishError::Empty);
     }
@@ -210,11 +270,18 @@ pub fn publish(
     hash_key: &HashKey,
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
-    let mut records = read_export(input, hash_key)?;
     let version = next_version(opts.version, current_version(repo, signing_key)?)?;
-    records.extend(changes::temp_permits_in(repo, signing_key, hash_key)?);
-    let (snapshot, persons) = write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
-    let report = PublishReport::of_snapshot(version, &snapshot, persons, false);
+    let temp_permits = changes::temp_permits_in(repo, signing_key, hash_key)?;
+    let written = spill::write_export_snapshot(
+        input,
+        temp_permits,
+        repo,
+        meta(version, hash_key, opts),
+        hash_key,
+        signing_key,
+    )?;
+    let snapshot = written.snapshot;
+    let report = PublishReport::of_snapshot(version, &snapshot, written.persons, false);
     let manifest = Manifest {
         kind: MANIFEST_TYPE.into(),
         format: 1,
@@ -459,6 +526,11 @@ mod tests {
             .expect_err("same person twice")
             .to_string();
         assert!(e.contains("line 2") && e.contains("earlier line"), "{e}");
+        // The spilling publisher finds it too, and names the same line.
+        let repo = dir.path().join("twice-repo");
+        let sk = generate_signing_key();
+        let p = publish(&input, &repo, &sk, &hk, &opts()).expect_err("same person twice");
+        assert_eq!(p.to_string(), e);
 
         let input = dir.path().join("dup.jsonl");
         let doc = r#"{"number":"H12345678","status":"valid","valid_until":"2030-01-01"}"#;
@@ -470,5 +542,84 @@ mod tests {
         let repo = dir.path().join("repo");
         let e = publish(&input, &repo, &generate_signing_key(), &hk, &opts()).expect_err("dup");
         assert!(e.to_string().contains("once"), "{e}");
+    }
+
+    /// An export of `persons` people with a travel permit each, and [`EXPORT`]'s lines.
+    fn big_export(path: &Path, persons: usize) {
+        let mut text = String::from(EXPORT);
+        for i in 0..persons {
+            text.push_str(&format!(
+                "{{\"person\":\"x{i}\",\"documents\":[{{\"number\":\"H{:08}\",\"status\":\"valid\",\"valid_until\":\"2031-01-01\"}}]}}\n",
+                20_000_000 + i
+            ));
+        }
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// The snapshot written through the spill is byte for byte the one the in-memory
+    /// encoder makes of the same records: order, header counts, signature.
+    #[test]
+    fn the_spilled_snapshot_is_the_in_memory_encoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("export.jsonl");
+        big_export(&input, 5_000);
+        let (sk, hk) = (generate_signing_key(), HashKey::generate());
+        let repo = dir.path().join("repo");
+        let report = publish(&input, &repo, &sk, &hk, &opts()).expect("publish");
+        assert_eq!((report.documents, report.persons), (5_003, 5_002));
+        let written = std::fs::read(object_path(&repo, &report.hash)).expect("object");
+        let expected = snapshot::encode(
+            read_export(&input, &hk).expect("export"),
+            meta(1, &hk, &opts()),
+            &sk,
+        )
+        .expect("encode");
+        assert!(written == expected, "the spilled snapshot differs");
+        assert_eq!(blake3::hash(&written).to_hex().as_str(), report.hash);
+        assert_eq!(report.size, written.len() as u64);
+        // Nothing but the manifest and the objects is left behind.
+        let mut left: Vec<String> = std::fs::read_dir(&repo)
+            .expect("repo")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["manifest.json", "objects"]);
+        assert_eq!(
+            std::fs::read_dir(repo.join("objects"))
+                .expect("objects")
+                .count(),
+            1
+        );
+    }
+
+    /// Of several repeated persons, the first line that repeats one is named, as the
+    /// in-memory reader names it; a refused export leaves no spill behind.
+    #[test]
+    fn the_spill_names_the_first_repeated_person() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("export.jsonl");
+        big_export(&input, 3_000);
+        let mut text = std::fs::read_to_string(&input).expect("read");
+        let line = |person: &str, n: u32| {
+            format!(
+                "{{\"person\":\"{person}\",\"documents\":[{{\"number\":\"M{n:08}\",\"status\":\"valid\",\"valid_until\":\"2031-01-01\"}}]}}\n"
+            )
+        };
+        text.push_str(&line("x2999", 1));
+        text.push_str(&line("x7", 2));
+        std::fs::write(&input, text).expect("write");
+        let hk = HashKey::generate();
+        let in_memory = read_export(&input, &hk).expect_err("repeated").to_string();
+        assert!(in_memory.contains("line 3003"), "{in_memory}");
+        let repo = dir.path().join("repo");
+        let e = publish(&input, &repo, &generate_signing_key(), &hk, &opts())
+            .expect_err("repeated")
+            .to_string();
+        assert_eq!(e, in_memory);
+        let left: Vec<_> = std::fs::read_dir(&repo)
+            .expect("repo")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.iter().all(|n| n == "objects"), "left behind: {left:?}");
     }
 }

@@ -9,16 +9,17 @@
 use std::io::Read;
 use std::path::Path;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 
 use super::record::{DocKey, Record};
+use super::stream::FileWriter;
 use super::{Corruption, SizeError, SnapshotError};
 use crate::key_files::{verifying_key_id, HashKey, KeyId};
 
 pub const HEADER_LEN: usize = 96;
 pub const RECORD_LEN: usize = Record::LEN;
 pub const TRAILER_LEN: usize = 64;
-const READ_CHUNK: usize = 1 << 20;
+pub(super) const READ_CHUNK: usize = 1 << 20;
 /// How errors name an image held in memory (fetched, not read from a file).
 const MEMORY: &str = "<memory>";
 
@@ -82,7 +83,7 @@ pub struct SnapshotHeader {
 }
 
 impl SnapshotHeader {
-    fn encode(&self) -> [u8; HEADER_LEN] {
+    pub(super) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[..8].copy_from_slice(self.kind.magic());
         h[8..12].copy_from_slice(&(RECORD_LEN as u32).to_le_bytes());
@@ -204,32 +205,29 @@ fn encode_file(
         persons: persons.len() as u64,
         signing_key_id: verifying_key_id(&signing_key.verifying_key()),
     };
-    let mut out = vec![0u8; HEADER_LEN + entries.len() * RECORD_LEN + TRAILER_LEN];
-    out[..HEADER_LEN].copy_from_slice(&header.encode());
-    let body_end = out.len() - TRAILER_LEN;
-    for ((key, rec), chunk) in entries
-        .iter()
-        .zip(out[HEADER_LEN..body_end].chunks_exact_mut(RECORD_LEN))
-    {
-        match rec {
-            Some(r) if r.key == *key => r.encode(chunk),
-            Some(_) => {
-                return Err(SnapshotError::Corrupt {
-                    kind,
-                    cause: Corruption::EntryKey,
-                })
-            }
-            // A removal: the key and zeros (kind byte 0).
-            None => chunk[..16].copy_from_slice(&key.0),
+    // Writing into memory fails only if the header's count were wrong.
+    let in_memory = |source| SnapshotError::Io {
+        path: MEMORY.into(),
+        source,
+    };
+    let mut w = FileWriter::new(
+        Vec::with_capacity(HEADER_LEN + entries.len() * RECORD_LEN + TRAILER_LEN),
+        &header,
+    )
+    .map_err(in_memory)?;
+    for (key, rec) in &entries {
+        if rec.is_some_and(|r| r.key != *key) {
+            return Err(SnapshotError::Corrupt {
+                kind,
+                cause: Corruption::EntryKey,
+            });
         }
+        w.push(key, rec.as_ref()).map_err(in_memory)?;
     }
-    let digest = blake3::hash(&out[..body_end]);
-    let sig = signing_key.sign(&signed_message(kind, &digest));
-    out[body_end..].copy_from_slice(&sig.to_bytes());
-    Ok(out)
+    w.finish(signing_key).map_err(in_memory)
 }
 
-fn signed_message(kind: FileKind, digest: &blake3::Hash) -> Vec<u8> {
+pub(super) fn signed_message(kind: FileKind, digest: &blake3::Hash) -> Vec<u8> {
     let context = kind.context();
     let mut m = Vec::with_capacity(context.len() + 32);
     m.extend_from_slice(context);
@@ -563,7 +561,11 @@ pub(super) fn check_named(named: &str, actual: blake3::Hash) -> Result<(), Snaps
     Ok(())
 }
 
-fn check_len(header: &SnapshotHeader, len: usize, object: &str) -> Result<(), SnapshotError> {
+pub(super) fn check_len(
+    header: &SnapshotHeader,
+    len: usize,
+    object: &str,
+) -> Result<(), SnapshotError> {
     if header.file_len() != Some(len as u64) {
         return Err(SnapshotError::Size {
             object: object.to_owned(),

@@ -343,8 +343,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable; best effort (not every filesystem syncs directories).
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }

@@ -30,6 +30,12 @@ pub fn repo(records: Vec<Record>, version: u64) -> Repo {
     let (bytes, trusted, hk) = signed_image(records, version);
     let snapshot = Snapshot::from_bytes(bytes, &trusted, Some(&hk))
         .unwrap_or_else(|e| panic!("fixture load: {e}"));
+    repo_of(snapshot)
+}
+
+/// A repo around a loaded snapshot, with a manifest naming it and no deltas.
+pub fn repo_of(snapshot: Snapshot) -> Repo {
+    let version = snapshot.header().meta.version;
     let now = OffsetDateTime::now_utc();
     Repo {
         manifest: SignedManifest {

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A new 10M-document base swapped in under load (issue 16, target 3).
+#
+#   loadtest/swap.sh            # ROUNDS=5 WINDOW=4 DOCS=10000000 by default
+#
+# The gateway as shipped (audit on) serves its repository (`snapshot.repo`, watched) holding
+# a 10M-document base: the demo's residents plus filler documents. First the sustainable
+# rate R (closed loop, 16 connections, link checks); then, each round, two open-loop runs
+# of WINDOW seconds at R/2: one without a swap, one during which a new 10M publication
+# lands in the repository 1 s after the start (objects copied in, then the manifest renamed
+# over the old one, as a sync from the publisher would do). The gateway notices it, reads,
+# verifies and indexes the new base off the request workers and swaps it in. The
+# publications are prepared before any load (one per round, each with the next version),
+# so publishing costs nothing during the runs. Reported per round: p99 and p99.9 of both
+# runs, their ratio, failed requests, and that the served version moved.
+# Ports 18843 (gateway) and 19865 (metrics). Results: target/swap/. Disk: about
+# (ROUNDS + 2) x 0.33 GB under DIR, plus a 0.9 GB export.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+WINDOW=${WINDOW:-4}
+DOCS=${DOCS:-10000000}
+DIR=${DIR:-var/bench-swap}
+OUT=${OUT:-target/swap}
+ADDR=127.0.0.1:18843
+METRICS=127.0.0.1:19865
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+cargo build --release -q -p permitgate -p permitgate-load
+PG=${PG:-target/release/permitgate}
+LOAD=target/release/permitgate-load
+
+PID=
+stop() { if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+trap stop EXIT
+ready() {
+    for _ in $(seq 1 600); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "gateway did not become ready"; cat "$OUT/gateway.log"; exit 1
+}
+version() { curl -sf "http://$METRICS/metrics" | awk '/^permitgate_snapshot_version / {print $2}'; }
+
+# Demo data once (the demo command serves; stop it as soon as it is ready).
+if [ ! -f "$DIR/gateway.toml" ]; then
+    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
+    PID=$!
+    ready
+    stop
+fi
+DIR=$(cd "$DIR" && pwd)
+KEYS=(--signing-key "$DIR/keys/publisher.key" --hash-key "$DIR/keys/hash.key")
+
+# The 10M export: the demo's residents (what the load generator asks about) and filler
+# travel permits numbered past every demo number.
+if [ ! -f "$DIR/export-big.jsonl" ]; then
+    echo "== writing an export of $DOCS documents"
+    python3 - "$DIR/export.jsonl" "$DIR/export-big.jsonl" "$DOCS" <<'PY'
+import json, sys
+src, dst, docs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+used, n = set(), 0
+with open(dst, "w") as out:
+    for line in open(src):
+        out.write(line)
+        for d in json.loads(line)["documents"]:
+            used.add(d["number"])
+            n += 1
+    i = 0
+    while n < docs:
+        number = f"H{i:08d}"
+        i += 1
+        if number in used:
+            continue
+        out.write(f'{{"person":"filler{i}","documents":[{{"number":"{number}","status":"valid","valid_until":"2031-01-01"}}]}}\n')
+        n += 1
+PY
+fi
+
+# The live repository starts at the big base; each round's publication is staged apart.
+echo "== publishing the base and $ROUNDS staged publications"
+rm -rf "$DIR/stage" && mkdir -p "$DIR/stage"
+"$PG" publish --input "$DIR/export-big.jsonl" --out "$DIR/repo" "${KEYS[@]}" >/dev/null
+base=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["signed"]["version"])' "$DIR/repo/manifest.json")
+for r in $(seq 1 "$ROUNDS"); do
+    "$PG" publish --input "$DIR/export-big.jsonl" --out "$DIR/stage/$r" --version "$((base + r))" "${KEYS[@]}" >/dev/null
+done
+
+rm -rf "$DIR/audit"
+"$PG" serve --config "$DIR/gateway.toml" >"$OUT/gateway.log" 2>&1 &
+PID=$!
+ready
+
+load() { # JSON ARGS...
+    local json=$1; shift
+    "$LOAD" --demo "$DIR" --target "$ADDR" --warmup 1 --json "$json" "$@" >/dev/null
+}
+field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
+
+load "$OUT/max.json" --duration 8 --connections 16
+HALF=$(field "$OUT/max.json" 'int(r["requests_per_second"] / 2)')
+echo "== sustainable rate $(field "$OUT/max.json" 'round(r["requests_per_second"])') req/s; open loop at $HALF req/s, $WINDOW s windows"
+
+echo "| round | p99 no swap | p99 with swap | ratio | p99.9 no swap | p99.9 with swap | failed (with swap) | version |" | tee "$OUT/summary.md"
+echo "|---|---|---|---|---|---|---|---|" | tee -a "$OUT/summary.md"
+for r in $(seq 1 "$ROUNDS"); do
+    load "$OUT/calm-$r.json" --duration "$WINDOW" --connections 16 --rate "$HALF"
+    before=$(version)
+    load "$OUT/swap-$r.json" --duration "$WINDOW" --connections 16 --rate "$HALF" &
+    loadpid=$!
+    # The generator's 1 s warm-up, then 1 s into the measured window.
+    sleep 2
+    cp "$DIR/stage/$r/objects/"* "$DIR/repo/objects/"
+    mv "$DIR/stage/$r/manifest.json" "$DIR/repo/manifest.json"
+    wait "$loadpid"
+    after=$(version)
+    [ "$after" != "$before" ] || { echo "round $r: the gateway did not swap ($before)"; exit 1; }
+    python3 - "$OUT/calm-$r.json" "$OUT/swap-$r.json" "$r" "$before" "$after" <<'PY' | tee -a "$OUT/summary.md"
+import json, sys
+calm, swap = (json.load(open(p)) for p in sys.argv[1:3])
+r, before, after = sys.argv[3:]
+c, s = calm["latency"], swap["latency"]
+print(f"| {r} | {c['p99_ms']:.3f} ms | {s['p99_ms']:.3f} ms | {s['p99_ms'] / c['p99_ms']:.2f}x | "
+      f"{c['p999_ms']:.3f} ms | {s['p999_ms']:.3f} ms | {swap['errors']} of {swap['requests']} | {before} -> {after} |")
+PY
+done
+grep -E "swapped|snapshot" "$OUT/gateway.log" | tail -n "$ROUNDS" || true
+stop
+rm -rf "$DIR/stage" "$DIR/audit"
