@@ -8,6 +8,7 @@
 //! The binary in `main.rs` is the command line around [`run_load`] and [`run_attack`].
 
 pub mod client;
+pub mod followers;
 pub mod hostile;
 pub mod plot;
 pub mod propagation;

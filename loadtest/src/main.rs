@@ -124,6 +124,15 @@ struct Args {
     /// With --propagation: pause after each arrival before the next publication.
     #[arg(long, default_value_t = 500)]
     gap_ms: u64,
+    /// With --propagation: this many simulated followers long-poll --target as a relay
+    /// (src/followers.rs; use --partner relay) and each arrival is timed, instead of a
+    /// status probe.
+    #[arg(long, default_value_t = 0)]
+    followers: usize,
+    /// Instead of measuring: this many followers download the base snapshot --target
+    /// relays, all at once, each on its own connection (use --partner relay).
+    #[arg(long, conflicts_with_all = ["hostile", "propagation"])]
+    download_base: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -181,6 +190,19 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
         return Ok(true);
     }
+    if let Some(n) = args.download_base {
+        let connector = permitgate_load::client::Connector::new(target, Protocol::H1)?;
+        let report = rt.block_on(permitgate_load::followers::download_base(
+            std::sync::Arc::new(connector),
+            n,
+        ));
+        let json = serde_json::to_vec_pretty(&report)?;
+        println!("{}", String::from_utf8_lossy(&json));
+        if let Some(p) = &args.json {
+            std::fs::write(p, json).with_context(|| p.display().to_string())?;
+        }
+        return Ok(report.failed == 0 || !args.fail_on_errors);
+    }
     if let Some(publications) = args.propagation {
         let plan = PropagationPlan {
             publications,
@@ -190,6 +212,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             export: from_demo(&args.export, "export.jsonl".into())?,
             gap: Duration::from_millis(args.gap_ms),
             timeout: Duration::from_millis(args.timeout_ms),
+            followers: args.followers,
         };
         let connector = permitgate_load::client::Connector::new(target, Protocol::H1)?;
         let report = rt.block_on(permitgate_load::propagation::measure(connector, plan))?;

@@ -269,6 +269,7 @@ async fn propagation_mode_sees_every_publication() {
         export: demo.join("export.jsonl"),
         gap: Duration::from_millis(10),
         timeout: Duration::from_secs(10),
+        followers: 0,
     };
     let connector =
         permitgate_load::client::Connector::new(fx.target("bank"), Protocol::H1).expect("TLS");
@@ -277,5 +278,45 @@ async fn propagation_mode_sees_every_publication() {
         .expect("measured");
     assert_eq!((report.samples_ms.len(), report.lost), (3, 0), "{report:?}");
     assert_eq!(version(), before + 3);
-    assert!(report.summary().contains("3 publications, 0 lost"));
+    assert!(report.summary().contains("3 sightings, 0 lost"));
+}
+
+/// Simulated followers: each one holds the relay's manifest and every publication's delta;
+/// and a handful download the base at once, each getting all of it.
+#[tokio::test]
+async fn a_fleet_of_followers_sees_every_publication_and_downloads_the_base() {
+    let mut fx = gateway().await;
+    let gw = fx.gateway.clone();
+    assert!(fx.running.start_replication(&gw).expect("watch"));
+    let demo = fx.dir.path();
+    let connector =
+        || permitgate_load::client::Connector::new(fx.target("relay"), Protocol::H1).expect("TLS");
+    let plan = PropagationPlan {
+        publications: 2,
+        repo: demo.join("repo"),
+        signing_key: demo.join("keys/publisher.key"),
+        hash_key: demo.join("keys/hash.key"),
+        export: demo.join("export.jsonl"),
+        gap: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+        followers: 5,
+    };
+    let report = permitgate_load::propagation::measure(connector(), plan)
+        .await
+        .expect("measured");
+    assert_eq!(
+        (report.samples_ms.len(), report.lost),
+        (10, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.slowest_ms.len(), 2);
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("repo/manifest.json")).expect("manifest"))
+            .expect("json");
+    let size = manifest["signed"]["snapshot"]["size"]
+        .as_u64()
+        .expect("size");
+    let d = permitgate_load::followers::download_base(Arc::new(connector()), 3).await;
+    assert_eq!((d.downloads, d.failed, d.bytes_each), (3, 0, size), "{d:?}");
 }

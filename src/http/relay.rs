@@ -8,9 +8,17 @@
 //! version as soon as this gateway has it. Long-polls and downloads wait on the relay
 //! budget (`max_relay_waiters`), not on partner slots; objects are streamed from disk a
 //! piece at a time, so a download of a large base costs one piece of memory.
+//!
+//! A publication wakes every held long-poll at once, and each follower then asks for the
+//! new delta: a thousand followers made four thousand file operations (each a blocking
+//! task) in one burst. So the manifest is read from disk once per change and answered
+//! from memory, and objects of at most one piece (deltas, as a rule) are kept in memory
+//! once read: they are immutable, being named by their hash.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,6 +40,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// whatever the object's size.
 const PIECE: usize = 64 * 1024;
 
+/// Small objects kept in memory at most; past it the set starts again.
+const SMALL_OBJECTS: usize = 256;
+
 #[derive(Clone)]
 pub struct RelaySource {
     /// The repository this gateway holds (its replication state or its snapshot repo).
@@ -39,6 +50,60 @@ pub struct RelaySource {
     /// Bumped whenever a new manifest is in place (written by this gateway's follower, or
     /// seen in the snapshot repo it serves).
     pub changes: watch::Receiver<u64>,
+    held: Arc<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// The manifest as of change number `.0`, and its tag. An async lock: the requests a
+    /// change wakes wait for the one that reads the file.
+    manifest: tokio::sync::Mutex<Option<(u64, Bytes, String)>>,
+    small: std::sync::Mutex<HashMap<String, Bytes>>,
+}
+
+impl RelaySource {
+    pub fn new(dir: PathBuf, changes: watch::Receiver<u64>) -> RelaySource {
+        RelaySource {
+            dir,
+            changes,
+            held: Arc::default(),
+        }
+    }
+
+    /// The manifest as of change number `change`, and its tag: read once per change.
+    async fn manifest(&self, change: u64) -> Result<(Bytes, String), Problem> {
+        let mut held = self.held.manifest.lock().await;
+        if let Some((c, bytes, tag)) = held.as_ref() {
+            if *c == change {
+                return Ok((bytes.clone(), tag.clone()));
+            }
+        }
+        let bytes = Bytes::from(
+            tokio::fs::read(self.dir.join(MANIFEST_FILE))
+                .await
+                .map_err(|_| Problem::new(ProblemKind::NotReady, "no manifest held yet"))?,
+        );
+        let tag = manifest_tag(&bytes);
+        *held = Some((change, bytes.clone(), tag.clone()));
+        Ok((bytes, tag))
+    }
+
+    fn small_object(&self, hash: &str) -> Option<Bytes> {
+        self.held
+            .small
+            .lock()
+            .ok()
+            .and_then(|m| m.get(hash).cloned())
+    }
+
+    fn keep_small_object(&self, hash: &str, bytes: Bytes) {
+        if let Ok(mut m) = self.held.small.lock() {
+            if m.len() >= SMALL_OBJECTS {
+                m.clear();
+            }
+            m.insert(hash.to_owned(), bytes);
+        }
+    }
 }
 
 fn none(relay: Option<&RelaySource>) -> Result<&RelaySource, Problem> {
@@ -93,11 +158,8 @@ pub async fn manifest<B>(
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = relay.changes.clone();
     let answer = loop {
-        changes.borrow_and_update();
-        let bytes = tokio::fs::read(relay.dir.join(MANIFEST_FILE))
-            .await
-            .map_err(|_| Problem::new(ProblemKind::NotReady, "no manifest held yet"))?;
-        let tag = manifest_tag(&bytes);
+        let change = *changes.borrow_and_update();
+        let (bytes, tag) = relay.manifest(change).await?;
         if held.as_deref() != Some(tag.as_str()) {
             break respond(StatusCode::OK, "application/json", &tag, bytes);
         }
@@ -111,7 +173,7 @@ pub async fn manifest<B>(
                 StatusCode::NOT_MODIFIED,
                 "application/json",
                 &tag,
-                Vec::new(),
+                Bytes::new(),
             );
         }
     };
@@ -137,24 +199,32 @@ pub async fn object(
             "objects are named by 64 lowercase hex characters",
         ));
     }
+    let tag = format!("\"{hash}\"");
+    const OCTETS: &str = "application/octet-stream";
+    if let Some(bytes) = relay.small_object(hash) {
+        return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
+    }
     let missing = || Problem::new(ProblemKind::NotFound, "no such object here");
-    let file = tokio::fs::File::open(relay.dir.join(OBJECTS_DIR).join(hash))
-        .await
-        .map_err(|_| missing())?;
+    let path = relay.dir.join(OBJECTS_DIR).join(hash);
+    let file = tokio::fs::File::open(&path).await.map_err(|_| missing())?;
     let len = file.metadata().await.map_err(|_| missing())?.len();
+    if len <= PIECE as u64 {
+        drop(file);
+        let bytes = Bytes::from(tokio::fs::read(&path).await.map_err(|_| missing())?);
+        relay.keep_small_object(hash, bytes.clone());
+        return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
+    }
     let mut r = Response::new(Either::Right(ObjectBody {
         file,
         left: len,
         buf: BytesMut::new(),
         _place: place,
     }));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(OCTETS));
     r.headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&tag) {
         r.headers_mut().insert(ETAG, v);
     }
     Ok(r)
@@ -211,8 +281,8 @@ impl hyper::body::Body for ObjectBody {
     }
 }
 
-fn respond(status: StatusCode, ctype: &'static str, tag: &str, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
+fn respond(status: StatusCode, ctype: &'static str, tag: &str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Either::Left(Full::new(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));

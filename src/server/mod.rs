@@ -215,10 +215,7 @@ impl Gateway {
             (Some(r), _) => Some(r.state_dir.clone()),
             (None, repo) => repo.clone(),
         };
-        let relay = relay_dir.map(|dir| crate::http::relay::RelaySource {
-            dir,
-            changes: manifest_rx,
-        });
+        let relay = relay_dir.map(|dir| crate::http::relay::RelaySource::new(dir, manifest_rx));
         let app = Arc::new(App::new(
             store.clone(),
             hash_key.clone(),
@@ -314,9 +311,9 @@ impl Gateway {
         let open = Arc::new(tokio::sync::Semaphore::new(
             self.config.server.max_connections,
         ));
-        let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10))
+        let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10), None)
             .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
-        let control = SideRuntime::start("permitgate-ctl", None)
+        let control = SideRuntime::start("permitgate-ctl", None, Some(NICE_10))
             .map_err(|e| StartError::SideRuntime("control", e))?;
         let mut tasks = vec![tokio::spawn(accept_loop(
             self.clone(),

@@ -65,11 +65,17 @@ impl Store {
 
     /// Makes `repo` the state new requests see, and says so in the metrics; returns what
     /// is served now. The one way a base gets served (at start and by the follower).
+    ///
+    /// Blocks until the state it replaced is freed here, by the caller (a blocking thread):
+    /// freeing a 10M-document state returns hundreds of MB to the OS, which must not
+    /// happen on a request worker that held the last reference.
     pub fn install(&self, repo: Repo) -> Result<StateInfo, StaleVersion> {
         let state = Arc::new(State::new(repo, &self.cache, self.counters.clone())?);
         self.served.installed(&state);
         let info = (*state.view().info()).clone();
-        self.current.store(Some(state));
+        if let Some(old) = self.current.swap(Some(state)) {
+            release(old);
+        }
         Ok(info)
     }
 
@@ -92,5 +98,62 @@ impl Store {
         state.extend_expiry(expires_at);
         self.served.installed(state);
         Ok((*state.view().info()).clone())
+    }
+}
+
+/// Drops `old` once the requests still reading it are done (their guards hold references),
+/// so that the memory is freed on this thread; after a second, whoever is last frees it.
+fn release(old: Arc<State>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(old);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    fn store() -> Store {
+        Store::new(
+            CacheConfig::default(),
+            CacheCounters::detached(),
+            ServedMetrics::register(&prometheus::Registry::new()),
+        )
+    }
+
+    /// A reader still holding the replaced state: install waits for it (so that the
+    /// memory is freed on the installing thread), but not for ever.
+    #[test]
+    fn install_frees_the_replaced_state_itself_and_waits_a_bounded_time() {
+        for (hold, waited) in [
+            (Duration::from_millis(100), true),
+            (Duration::from_secs(3), false),
+        ] {
+            let s = store();
+            s.install(testing::repo(Vec::new(), 1)).expect("first");
+            let held = s.current().as_ref().cloned().expect("served");
+            let released = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let released = released.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(hold);
+                    // Said before the reference goes: install may return the moment it does.
+                    released.store(true, Ordering::SeqCst);
+                    drop(held);
+                })
+            };
+            s.install(testing::repo(Vec::new(), 2)).expect("second");
+            assert_eq!(
+                released.load(Ordering::SeqCst),
+                waited,
+                "reader holding {hold:?}"
+            );
+            reader.join().expect("reader");
+        }
     }
 }

@@ -346,7 +346,7 @@ async fn offline_verification_and_the_printable_document() {
     // rendering of the page), and what they carry verifies.
     let rendered = gw.dir.path().join("pdf-page");
     let out = std::process::Command::new("pdftoppm")
-        .args(["-png", "-gray", "-r", "150", "-singlefile"])
+        .args(["-png", "-gray", "-r", "300", "-singlefile"])
         .arg(&pdf)
         .arg(&rendered)
         .output()

@@ -851,3 +851,61 @@ async fn back_to_back_publications_pass_a_relay_without_waiting_for_the_interval
     task.abort();
     assert!(seen.iter().all(|(_, ok)| *ok), "{seen:?}");
 }
+
+/// A relay answers with the manifest its own follower accepted (read once per accepted
+/// change, then from memory), never with whatever the file holds: a manifest written over
+/// the repository's that does not verify is not passed on; a good one is, once accepted.
+/// Small objects (deltas) are served from memory once read, byte for byte.
+#[tokio::test]
+async fn a_relay_passes_on_only_the_manifests_it_accepted() {
+    let mut gw = TestGateway::start().await;
+    let origin = gw.gateway.clone();
+    assert!(gw.running.start_replication(&origin).expect("watch"));
+    let mut relay = gw.client("relay").await;
+    let manifest_path = gw.demo.repo().join("manifest.json");
+    let before = relay.get("/v1/replication/manifest").await;
+    assert_eq!(before.status, 200);
+
+    // Not signed by the publisher: the origin's follower refuses it, the relay keeps the
+    // manifest it had.
+    let forged = String::from_utf8(before.body.to_vec())
+        .expect("utf8")
+        .replace("\"version\": 1", "\"version\": 99");
+    assert_ne!(
+        forged.as_bytes(),
+        &before.body[..],
+        "the forgery changed something"
+    );
+    std::fs::write(&manifest_path, forged).expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = relay.get("/v1/replication/manifest").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, before.body, "the forged manifest was relayed");
+
+    // A real publication is accepted and relayed, with its delta.
+    std::fs::write(&manifest_path, &before.body).expect("restore");
+    let version = publish_events(
+        &gw,
+        &json!({"op": "status", "number": linked_sample(&gw).body["travel_permit"], "status": "lost"})
+            .to_string(),
+    );
+    let mut relayed = None;
+    for _ in 0..100 {
+        let r = relay.get("/v1/replication/manifest").await;
+        let m: serde_json::Value = r.json();
+        if m["signed"]["deltas"][0]["version"] == version {
+            relayed = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = relayed.expect("the publication was never relayed");
+    let hash = m["signed"]["deltas"][0]["hash"]
+        .as_str()
+        .expect("delta hash");
+    for _ in 0..2 {
+        let r = relay.get(&format!("/v1/replication/objects/{hash}")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(blake3::hash(&r.body).to_hex().as_str(), hash);
+    }
+}
