@@ -38,20 +38,9 @@ cargo build --release -q -p permitgate -p permitgate-load
 PG=${PG:-target/release/permitgate}
 LOAD=target/release/permitgate-load
 
-PID=
-stop() { if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+. loadtest/common.sh
 trap stop EXIT
-ready() {
-    for _ in $(seq 1 600); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "relay did not become ready"; cat "$OUT/relay.log"; exit 1
-}
-
-if [ ! -f "$DIR/gateway.toml" ]; then
-    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
-    PID=$!
-    ready
-    stop
-fi
+demo_once "$DIR" "$ADDR" "$METRICS" "$OUT/demo.log"
 DIR=$(cd "$DIR" && pwd)
 # A fresh base with no delta chain: 20 publications then stay deltas (a compaction would
 # send every follower the whole base instead).
@@ -72,7 +61,7 @@ PY
     rm -rf "$dir/audit-fanout"
     "$PG" serve --config "$dir/fanout.toml" >"$OUT/relay.log" 2>&1 &
     PID=$!
-    ready
+    ready "$METRICS" "$OUT/relay.log"
 }
 relay "$DIR"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
@@ -81,7 +70,6 @@ load() { # JSON ARGS...
     local json=$1; shift
     "$LOAD" --demo "$DIR" --target "$ADDR" --warmup 1 --json "$json" "$@" >/dev/null
 }
-field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
 
 load "$OUT/max.json" --duration 8 --connections 16
 HALF=$(field "$OUT/max.json" 'int(r["requests_per_second"] / 2)')

@@ -48,17 +48,9 @@ cargo build --release -q -p permitgate -p permitgate-load
 PG=${PG:-target/release/permitgate}
 LOAD=target/release/permitgate-load
 
-PID=
-stop() { if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+. loadtest/common.sh
 trap stop EXIT
-
-# Demo data once (the demo command serves; stop it as soon as it is ready).
-if [ ! -f "$DIR/gateway.toml" ]; then
-    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 1 300); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-    stop
-fi
+demo_once "$DIR" "$ADDR" "$METRICS" "$OUT/demo.log"
 DIR=$(cd "$DIR" && pwd)
 
 # serve NAME CPUS SERVER_EXTRA BANK_EXTRA: a config from the demo's, then the gateway.
@@ -85,7 +77,6 @@ load() { # CPUS JSON ARGS... (LOAD_DURATION overrides DURATION)
         --duration "${LOAD_DURATION:-$DURATION}" --json "$json" "$@" >/dev/null
 }
 
-field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

@@ -25,25 +25,14 @@ PG=${PG:-target/release/permitgate}
 LOAD=target/release/permitgate-load
 
 PIDS=()
-stop() {
+stop_all() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
 }
-trap stop EXIT
-ready() { # METRICS_ADDR LOG
-    for _ in $(seq 1 300); do curl -sf "http://$1/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "gateway at $1 did not become ready"; cat "$2"; exit 1
-}
-
-# Demo data once (the demo command serves; stop it as soon as it is ready).
-if [ ! -f "$DIR/gateway.toml" ]; then
-    "$PG" demo --dir "$DIR" --listen 127.0.0.1:18743 --metrics-listen 127.0.0.1:19765 \
-        --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
-    PIDS=($!)
-    ready 127.0.0.1:19765 "$OUT/demo.log"
-    stop
-fi
+trap stop_all EXIT
+. loadtest/common.sh
+demo_once "$DIR" 127.0.0.1:18743 127.0.0.1:19765 "$OUT/demo.log"
 DIR=$(cd "$DIR" && pwd)
 
 # config NAME PORT METRICS_PORT SOURCE_PORT: the demo's config on other ports, with its own
@@ -85,6 +74,6 @@ for round in $(seq 1 "$ROUNDS"); do
     sleep 2
     "$LOAD" --demo "$DIR" --target 127.0.0.1:18745 --propagation "$PUBLICATIONS" \
         --fail-on-errors --json "$OUT/round-$round.json" | tee -a "$OUT/summary.txt"
-    stop
+    stop_all
 done
 rm -rf "$DIR"/audit-* "$DIR"/state-*

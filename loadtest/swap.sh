@@ -33,22 +33,11 @@ cargo build --release -q -p permitgate -p permitgate-load
 PG=${PG:-target/release/permitgate}
 LOAD=target/release/permitgate-load
 
-PID=
-stop() { if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+. loadtest/common.sh
 trap stop EXIT
-ready() {
-    for _ in $(seq 1 600); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "gateway did not become ready"; cat "$OUT/gateway.log"; exit 1
-}
 version() { curl -sf "http://$METRICS/metrics" | awk '/^permitgate_snapshot_version / {print $2}'; }
 
-# Demo data once (the demo command serves; stop it as soon as it is ready).
-if [ ! -f "$DIR/gateway.toml" ]; then
-    "$PG" demo --dir "$DIR" --listen "$ADDR" --metrics-listen "$METRICS" --verify-listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
-    PID=$!
-    ready
-    stop
-fi
+demo_once "$DIR" "$ADDR" "$METRICS" "$OUT/demo.log"
 DIR=$(cd "$DIR" && pwd)
 KEYS=(--signing-key "$DIR/keys/publisher.key" --hash-key "$DIR/keys/hash.key")
 
@@ -95,13 +84,12 @@ for r in $(seq 1 "$ROUNDS"); do cp "$DIR/stage/$r/objects/"* "$DIR/repo/objects/
 rm -rf "$DIR/audit"
 "$PG" serve --config "$DIR/gateway.toml" >"$OUT/gateway.log" 2>&1 &
 PID=$!
-ready
+ready "$METRICS" "$OUT/gateway.log"
 
 load() { # JSON ARGS...
     local json=$1; shift
     "$LOAD" --demo "$DIR" --target "$ADDR" --warmup 1 --json "$json" "$@" >/dev/null
 }
-field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
 
 load "$OUT/max.json" --duration 8 --connections 16
 HALF=$(field "$OUT/max.json" 'int(r["requests_per_second"] / 2)')

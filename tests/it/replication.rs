@@ -29,6 +29,40 @@ fn linked_sample(gw: &TestGateway) -> permitgate::demo::Sample {
     gw.sample("linked_pair").clone()
 }
 
+/// A gateway serving the demo repository (in `demo_dir`, or a fresh one) and watching it,
+/// so that publications reach its answers and its relay clients.
+async fn watching_origin(demo_dir: Option<&Path>) -> TestGateway {
+    let mut origin = TestGateway::start_with(Options {
+        demo_dir: demo_dir.map(Path::to_owned),
+        ..Options::default()
+    })
+    .await;
+    let gw = origin.gateway.clone();
+    assert!(origin.running.start_replication(&gw).expect("watch"));
+    origin
+}
+
+/// A gateway on the same demo data following `from` over mTLS (as the demo's relay
+/// partner), keeping its state in `state_dir`.
+fn following(
+    from: &TestGateway,
+    demo_dir: &Path,
+    state_dir: &Path,
+    poll_interval_ms: u64,
+) -> Options {
+    Options {
+        replication: true,
+        demo_dir: Some(demo_dir.to_owned()),
+        state_dir: Some(state_dir.to_owned()),
+        replication_source: Some(format!(
+            "https://localhost:{}/v1/replication",
+            from.addr().port()
+        )),
+        poll_interval_ms,
+        ..Options::default()
+    }
+}
+
 #[tokio::test]
 async fn a_status_change_published_at_the_origin_reaches_answers() {
     let gw = follower_gateway(None).await;
@@ -86,9 +120,7 @@ async fn a_status_change_published_at_the_origin_reaches_answers() {
 
 #[tokio::test]
 async fn a_gateway_serving_its_repo_applies_what_is_published_into_it() {
-    let mut gw = TestGateway::start().await;
-    let gateway = gw.gateway.clone();
-    assert!(gw.running.start_replication(&gateway).expect("watch"));
+    let gw = watching_origin(None).await;
     let s = linked_sample(&gw);
     let mut bank = gw.client("bank").await;
     assert_eq!(
@@ -628,24 +660,9 @@ async fn an_expired_manifest_marks_answers_stale_and_can_fail_readiness() {
 async fn a_change_propagates_through_a_relay_chain() {
     let keep = tempfile::tempdir().expect("tempdir");
     let demo_dir = keep.path().join("demo");
-    let mut origin = TestGateway::start_with(Options {
-        demo_dir: Some(demo_dir.clone()),
-        ..Options::default()
-    })
-    .await;
-    // The origin watches the repo it serves, so publications reach its relay clients.
-    let origin_gw = origin.gateway.clone();
-    assert!(origin.running.start_replication(&origin_gw).expect("watch"));
-    let hop = |from: &TestGateway, state: &str| Options {
-        replication: true,
-        demo_dir: Some(demo_dir.clone()),
-        state_dir: Some(keep.path().join(state)),
-        replication_source: Some(format!(
-            "https://localhost:{}/v1/replication",
-            from.addr().port()
-        )),
-        poll_interval_ms: 1000,
-        ..Options::default()
+    let origin = watching_origin(Some(&demo_dir)).await;
+    let hop = |from: &TestGateway, state: &str| {
+        following(from, &demo_dir, &keep.path().join(state), 1000)
     };
     let relay = TestGateway::start_with(hop(&origin, "relay-state")).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -818,24 +835,13 @@ async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
 async fn back_to_back_publications_pass_a_relay_without_waiting_for_the_interval() {
     let keep = tempfile::tempdir().expect("tempdir");
     let demo_dir = keep.path().join("demo");
-    let mut origin = TestGateway::start_with(Options {
-        demo_dir: Some(demo_dir.clone()),
-        ..Options::default()
-    })
-    .await;
-    let origin_gw = origin.gateway.clone();
-    assert!(origin.running.start_replication(&origin_gw).expect("watch"));
-    let follower = TestGateway::start_with(Options {
-        replication: true,
-        demo_dir: Some(demo_dir.clone()),
-        state_dir: Some(keep.path().join("follower-state")),
-        replication_source: Some(format!(
-            "https://localhost:{}/v1/replication",
-            origin.addr().port()
-        )),
-        poll_interval_ms: 60_000,
-        ..Options::default()
-    })
+    let origin = watching_origin(Some(&demo_dir)).await;
+    let follower = TestGateway::start_with(following(
+        &origin,
+        &demo_dir,
+        &keep.path().join("follower-state"),
+        60_000,
+    ))
     .await;
     let (f, interval) = follower.gateway.follower().expect("config").expect("on");
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -858,9 +864,7 @@ async fn back_to_back_publications_pass_a_relay_without_waiting_for_the_interval
 /// Small objects (deltas) are served from memory once read, byte for byte.
 #[tokio::test]
 async fn a_relay_passes_on_only_the_manifests_it_accepted() {
-    let mut gw = TestGateway::start().await;
-    let origin = gw.gateway.clone();
-    assert!(gw.running.start_replication(&origin).expect("watch"));
+    let gw = watching_origin(None).await;
     let mut relay = gw.client("relay").await;
     let manifest_path = gw.demo.repo().join("manifest.json");
     let before = relay.get("/v1/replication/manifest").await;
