@@ -1,4 +1,10 @@
-# Helpers the loadtest scripts share; sourced (`. loadtest/common.sh`), not run.
+# Helpers the loadtest scripts share; sourced (`. loadtest/common.sh`, from the repository's
+# root), not run. Sourcing builds the release binaries: PG (the gateway; set PG to measure
+# another build) and LOAD (the load generator).
+
+cargo build --release -q -p permitgate -p permitgate-load
+PG=${PG:-target/release/permitgate}
+LOAD=target/release/permitgate-load
 
 # The gateway (or relay) a script started, and how it is stopped.
 PID=

@@ -34,9 +34,6 @@ OUT=$(cd "$OUT" && pwd)
 # A connection per follower, on both sides of loopback.
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release -q -p permitgate -p permitgate-load
-PG=${PG:-target/release/permitgate}
-LOAD=target/release/permitgate-load
 
 . loadtest/common.sh
 trap stop EXIT

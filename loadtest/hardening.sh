@@ -44,9 +44,6 @@ mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 OUT=$(cd "$OUT" && pwd)
 
-cargo build --release -q -p permitgate -p permitgate-load
-PG=${PG:-target/release/permitgate}
-LOAD=target/release/permitgate-load
 
 . loadtest/common.sh
 trap stop EXIT

@@ -20,10 +20,8 @@ OUT=${OUT:-target/propagation}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-cargo build --release -q -p permitgate -p permitgate-load
-PG=${PG:-target/release/permitgate}
-LOAD=target/release/permitgate-load
 
+. loadtest/common.sh
 PIDS=()
 stop_all() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -31,7 +29,6 @@ stop_all() {
     PIDS=()
 }
 trap stop_all EXIT
-. loadtest/common.sh
 demo_once "$DIR" 127.0.0.1:18743 127.0.0.1:19765 "$OUT/demo.log"
 DIR=$(cd "$DIR" && pwd)
 

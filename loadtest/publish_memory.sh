@@ -13,8 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ $# -ge 1 ] || { echo "usage: $0 DOCUMENTS [DOCUMENTS ...]"; exit 2; }
-cargo build --release -q -p permitgate
-PG=target/release/permitgate
+. loadtest/common.sh
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/permitgate-publish.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 "$PG" keys generate --out "$WORK/keys" >/dev/null

@@ -29,9 +29,6 @@ METRICS=127.0.0.1:19865
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-cargo build --release -q -p permitgate -p permitgate-load
-PG=${PG:-target/release/permitgate}
-LOAD=target/release/permitgate-load
 
 . loadtest/common.sh
 trap stop EXIT

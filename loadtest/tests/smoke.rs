@@ -245,6 +245,24 @@ async fn hostile_modes_report_what_the_gateway_did_to_them() {
     assert_eq!(r.waiting_at_end, 4, "{}", r.summary());
 }
 
+/// Publications into the demo repository in `demo`, seen by a probe or `followers`.
+fn propagation_plan(
+    demo: &std::path::Path,
+    publications: usize,
+    followers: usize,
+) -> PropagationPlan {
+    PropagationPlan {
+        publications,
+        repo: demo.join("repo"),
+        signing_key: demo.join("keys/publisher.key"),
+        hash_key: demo.join("keys/hash.key"),
+        export: demo.join("export.jsonl"),
+        gap: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+        followers,
+    }
+}
+
 /// The propagation mode against a gateway following its own repository: every
 /// publication is seen, with the version it got.
 #[tokio::test]
@@ -261,16 +279,7 @@ async fn propagation_mode_sees_every_publication() {
             .expect("loaded")
     };
     let before = version();
-    let plan = PropagationPlan {
-        publications: 3,
-        repo: demo.join("repo"),
-        signing_key: demo.join("keys/publisher.key"),
-        hash_key: demo.join("keys/hash.key"),
-        export: demo.join("export.jsonl"),
-        gap: Duration::from_millis(10),
-        timeout: Duration::from_secs(10),
-        followers: 0,
-    };
+    let plan = propagation_plan(demo, 3, 0);
     let connector =
         permitgate_load::client::Connector::new(fx.target("bank"), Protocol::H1).expect("TLS");
     let report = permitgate_load::propagation::measure(connector, plan)
@@ -291,16 +300,7 @@ async fn a_fleet_of_followers_sees_every_publication_and_downloads_the_base() {
     let demo = fx.dir.path();
     let connector =
         || permitgate_load::client::Connector::new(fx.target("relay"), Protocol::H1).expect("TLS");
-    let plan = PropagationPlan {
-        publications: 2,
-        repo: demo.join("repo"),
-        signing_key: demo.join("keys/publisher.key"),
-        hash_key: demo.join("keys/hash.key"),
-        export: demo.join("export.jsonl"),
-        gap: Duration::from_millis(10),
-        timeout: Duration::from_secs(10),
-        followers: 5,
-    };
+    let plan = propagation_plan(demo, 2, 5);
     let report = permitgate_load::propagation::measure(connector(), plan)
         .await
         .expect("measured");
