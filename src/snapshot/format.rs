@@ -467,14 +467,7 @@ impl Ingest {
         }
         if self.index.is_none() && data.len() >= HEADER_LEN {
             let header = SnapshotHeader::decode(data, &self.what)?;
-            if header.kind != self.kind {
-                return Err(SnapshotError::WrongKind {
-                    object: self.what.clone(),
-                    found: header.kind,
-                    expected: self.kind,
-                });
-            }
-            check_len(&header, self.len, &self.what)?;
+            check_header(&header, self.kind, self.len, &self.what)?;
             self.index = Some(
                 IndexBuilder::new(header.documents as usize, header.kind == FileKind::Delta)
                     .map_err(|cause| SnapshotError::Corrupt {
@@ -509,25 +502,12 @@ impl Ingest {
             size: SizeError::NoHeader(HEADER_LEN),
         })?;
         let header = SnapshotHeader::decode(&data, &self.what)?;
-        let key = trusted
-            .iter()
-            .find(|k| verifying_key_id(k) == header.signing_key_id)
-            .ok_or(SnapshotError::UnknownKey {
-                what: header.kind.name(),
-                key_id: header.signing_key_id,
-            })?;
         let sig_bytes: [u8; 64] = data[data.len() - TRAILER_LEN..].try_into().map_err(|_| {
             SnapshotError::BadSignature {
                 what: header.kind.name(),
             }
         })?;
-        key.verify(
-            &signed_message(header.kind, &body_digest),
-            &Signature::from_bytes(&sig_bytes),
-        )
-        .map_err(|_| SnapshotError::BadSignature {
-            what: header.kind.name(),
-        })?;
+        check_signature(&header, &body_digest, &sig_bytes, trusted)?;
         if let Some(hk) = hash_key {
             if hk.id() != header.meta.hash_key_id {
                 return Err(SnapshotError::HashKeyMismatch {
@@ -561,11 +541,47 @@ pub(super) fn check_named(named: &str, actual: blake3::Hash) -> Result<(), Snaps
     Ok(())
 }
 
-pub(super) fn check_len(
+/// The header says the expected kind and promises exactly `len` bytes.
+pub(super) fn check_header(
     header: &SnapshotHeader,
+    kind: FileKind,
     len: usize,
     object: &str,
 ) -> Result<(), SnapshotError> {
+    if header.kind != kind {
+        return Err(SnapshotError::WrongKind {
+            object: object.to_owned(),
+            found: header.kind,
+            expected: kind,
+        });
+    }
+    check_len(header, len, object)
+}
+
+/// `signature` is a trusted publisher's, over `body_digest` (BLAKE3 of header and
+/// records) in the header's kind's context.
+pub(super) fn check_signature(
+    header: &SnapshotHeader,
+    body_digest: &blake3::Hash,
+    signature: &[u8; TRAILER_LEN],
+    trusted: &[VerifyingKey],
+) -> Result<(), SnapshotError> {
+    let what = header.kind.name();
+    trusted
+        .iter()
+        .find(|k| verifying_key_id(k) == header.signing_key_id)
+        .ok_or(SnapshotError::UnknownKey {
+            what,
+            key_id: header.signing_key_id,
+        })?
+        .verify(
+            &signed_message(header.kind, body_digest),
+            &Signature::from_bytes(signature),
+        )
+        .map_err(|_| SnapshotError::BadSignature { what })
+}
+
+fn check_len(header: &SnapshotHeader, len: usize, object: &str) -> Result<(), SnapshotError> {
     if header.file_len() != Some(len as u64) {
         return Err(SnapshotError::Size {
             object: object.to_owned(),

@@ -6,14 +6,13 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-use super::format::{check_len, check_named, signed_message, READ_CHUNK};
+use super::format::{check_header, check_named, check_signature, signed_message, READ_CHUNK};
 use super::{
     Corruption, DocKey, FileKind, Record, SizeError, SnapshotError, SnapshotHeader, HEADER_LEN,
     RECORD_LEN, TRAILER_LEN,
 };
-use crate::key_files::verifying_key_id;
 
 /// Writes a file: the header, then exactly `header.documents` entries in strictly
 /// ascending key order (the caller's to keep), then the signature.
@@ -119,14 +118,7 @@ pub fn scan(
     let mut head = [0u8; HEADER_LEN];
     file.read_exact(&mut head).map_err(io)?;
     let header = SnapshotHeader::decode(&head, &what)?;
-    if header.kind != kind {
-        return Err(SnapshotError::WrongKind {
-            object: what,
-            found: header.kind,
-            expected: kind,
-        });
-    }
-    check_len(&header, len, &what)?;
+    check_header(&header, kind, len, &what)?;
     let corrupt = |cause| SnapshotError::Corrupt { kind, cause };
     let mut hasher = blake3::Hasher::new();
     hasher.update(&head);
@@ -160,19 +152,7 @@ pub fn scan(
     if let Some(named) = named {
         check_named(named, hasher.finalize())?;
     }
-    let signed_by = trusted
-        .iter()
-        .find(|k| verifying_key_id(k) == header.signing_key_id)
-        .ok_or(SnapshotError::UnknownKey {
-            what: kind.name(),
-            key_id: header.signing_key_id,
-        })?;
-    signed_by
-        .verify(
-            &signed_message(kind, &body_digest),
-            &Signature::from_bytes(&sig),
-        )
-        .map_err(|_| SnapshotError::BadSignature { what: kind.name() })?;
+    check_signature(&header, &body_digest, &sig, trusted)?;
     Ok(header)
 }
 
