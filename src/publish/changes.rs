@@ -276,31 +276,19 @@ fn diff(
     Ok(changes)
 }
 
-/// Temporary-permit records of the repo's current data, to carry into a full publication:
+/// Temporary-permit records of the repo's current data (as `manifest`, already verified,
+/// names it), to carry into a full publication:
 /// the authority's export does not hold them, and dropping a revocation would make a
 /// withdrawn permit valid again. A repo built with another hashing key holds none that
 /// still apply.
 pub(super) fn temp_permits_in(
+    manifest: &crate::snapshot::Manifest,
     repo: &Path,
     signing_key: &SigningKey,
     hash_key: &HashKey,
 ) -> Result<Vec<Record>, PublishError> {
-    let mpath = repo.join(snapshot::MANIFEST_FILE);
     let existing = |e| PublishError::ExistingManifest(repo.to_owned(), e);
-    let bytes = match std::fs::read(&mpath) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(PublishError::Read {
-                path: mpath,
-                source,
-            })
-        }
-    };
     let trusted = [signing_key.verifying_key()];
-    let manifest = snapshot::SignedManifest::verify(&bytes, &trusted)
-        .map_err(existing)?
-        .manifest;
     // Read as it streams past (the base may be larger than memory): only temporary
     // permits are kept, and only once each file's signature has verified.
     let mut permits: HashMap<DocKey, Record> = HashMap::new();

@@ -270,8 +270,15 @@ pub fn publish(
     hash_key: &HashKey,
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
-    let version = next_version(opts.version, current_version(repo, signing_key)?)?;
-    let temp_permits = changes::temp_permits_in(repo, signing_key, hash_key)?;
+    let published = published_manifest(repo, signing_key)?;
+    let current = published
+        .as_ref()
+        .map_or(0, |m| m.version.max(m.data_version()));
+    let version = next_version(opts.version, current)?;
+    let temp_permits = match &published {
+        Some(m) => changes::temp_permits_in(m, repo, signing_key, hash_key)?,
+        None => Vec::new(),
+    };
     let written = spill::write_export_snapshot(
         input,
         temp_permits,
@@ -374,13 +381,18 @@ fn write_manifest(repo: &Path, manifest: &Manifest, key: &SigningKey) -> Result<
     Ok(())
 }
 
-fn current_version(repo: &Path, signing_key: &SigningKey) -> Result<u64, PublishError> {
+/// The repository's current manifest, verified with the signing key's public key; `None`
+/// for a new repository.
+fn published_manifest(
+    repo: &Path,
+    signing_key: &SigningKey,
+) -> Result<Option<Manifest>, PublishError> {
     let mpath = repo.join(MANIFEST_FILE);
     match std::fs::read(&mpath) {
         Ok(bytes) => SignedManifest::verify(&bytes, &[signing_key.verifying_key()])
-            .map(|m| m.manifest.version.max(m.manifest.data_version()))
+            .map(|m| Some(m.manifest))
             .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(PublishError::Read {
             path: mpath,
             source,
