@@ -27,7 +27,7 @@ use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATC
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Frame;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::problem::{Problem, ProblemKind};
@@ -205,12 +205,14 @@ pub async fn object(
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
     }
     let missing = || Problem::new(ProblemKind::NotFound, "no such object here");
-    let path = relay.dir.join(OBJECTS_DIR).join(hash);
-    let file = tokio::fs::File::open(&path).await.map_err(|_| missing())?;
+    let mut file = tokio::fs::File::open(relay.dir.join(OBJECTS_DIR).join(hash))
+        .await
+        .map_err(|_| missing())?;
     let len = file.metadata().await.map_err(|_| missing())?.len();
     if len <= PIECE as u64 {
-        drop(file);
-        let bytes = Bytes::from(tokio::fs::read(&path).await.map_err(|_| missing())?);
+        let mut bytes = Vec::with_capacity(PIECE.min(len as usize));
+        file.read_to_end(&mut bytes).await.map_err(|_| missing())?;
+        let bytes = Bytes::from(bytes);
         relay.keep_small_object(hash, bytes.clone());
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
     }
