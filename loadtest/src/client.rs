@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
-use http::Request;
+use http::header::{HeaderName, CONTENT_TYPE, HOST};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::Resumption;
@@ -171,37 +171,71 @@ impl Conn {
         p: &Prepared,
         timeout: Duration,
     ) -> Result<(u16, Bytes), Failure> {
-        let exchange = async {
-            let resp = match self {
-                Conn::H1(s) => {
-                    s.ready().await.map_err(|_| Failure::Http)?;
-                    let req = Request::post(p.path)
-                        .header(HOST, "localhost")
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(Full::new(p.body.clone()))
-                        .map_err(|_| Failure::Http)?;
-                    s.send_request(req).await
-                }
-                Conn::H2(s) => {
-                    s.ready().await.map_err(|_| Failure::Http)?;
-                    let req = Request::post(format!("https://localhost{}", p.path))
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(Full::new(p.body.clone()))
-                        .map_err(|_| Failure::Http)?;
-                    s.send_request(req).await
-                }
+        let json = [(CONTENT_TYPE, "application/json")];
+        let answer = self.request(Method::POST, p.path, &json, p.body.clone(), true);
+        let answer = tokio::time::timeout(timeout, answer)
+            .await
+            .map_err(|_| Failure::Timeout)??;
+        Ok((answer.head.status.as_u16(), answer.body))
+    }
+
+    /// Sends `method path` with `headers` and `body` (HTTP/2: the path's absolute form)
+    /// and reads the answer to its end; the body is kept only when `keep` (a download is
+    /// counted, not held).
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, &str)],
+        body: Bytes,
+        keep: bool,
+    ) -> Result<Answer, Failure> {
+        let mut req = Request::builder().method(method);
+        req = match self {
+            Conn::H1(_) => req.uri(path).header(HOST, "localhost"),
+            Conn::H2(_) => req.uri(format!("https://localhost{path}")),
+        };
+        for (name, value) in headers {
+            req = req.header(name, *value);
+        }
+        let req = req.body(Full::new(body)).map_err(|_| Failure::Http)?;
+        let resp = match self {
+            Conn::H1(s) => {
+                s.ready().await.map_err(|_| Failure::Http)?;
+                s.send_request(req).await
             }
-            .map_err(|_| Failure::Http)?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
+            Conn::H2(s) => {
+                s.ready().await.map_err(|_| Failure::Http)?;
+                s.send_request(req).await
+            }
+        }
+        .map_err(|_| Failure::Http)?;
+        let (head, mut incoming) = resp.into_parts();
+        if keep {
+            let body = incoming
                 .collect()
                 .await
-                .map_err(|_| Failure::Http)?;
-            Ok((status, body.to_bytes()))
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Failure::Timeout)?
+                .map_err(|_| Failure::Http)?
+                .to_bytes();
+            let len = body.len() as u64;
+            return Ok(Answer { head, body, len });
+        }
+        let mut len = 0u64;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|_| Failure::Http)?;
+            len += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        Ok(Answer {
+            head,
+            body: Bytes::new(),
+            len,
+        })
     }
+}
+
+/// What a request got back: status and headers, the body (when kept) and its length.
+pub struct Answer {
+    pub head: http::response::Parts,
+    pub body: Bytes,
+    pub len: u64,
 }

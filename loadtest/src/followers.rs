@@ -8,14 +8,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ETAG, HOST, IF_NONE_MATCH};
-use http::Request;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::header::{HeaderName, ETAG, IF_NONE_MATCH};
+use http::Method;
 use tokio::sync::mpsc;
 
-use crate::client::{Connector, Failure};
+use crate::client::{Answer, Conn, Connector, Failure};
 
 const MANIFEST: &str = "/v1/replication/manifest";
 const OBJECTS: &str = "/v1/replication/objects/";
@@ -31,49 +28,16 @@ pub struct Arrival {
     pub at: Instant,
 }
 
-type Sender = SendRequest<Empty<Bytes>>;
-
-async fn connect(connector: &Connector) -> Result<Sender, Failure> {
-    let io = TokioIo::new(connector.tls().await?);
-    let (send, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|_| Failure::Http)?;
-    tokio::spawn(conn);
-    Ok(send)
-}
-
-/// `GET path`; the status, the ETag and the body's length or bytes (`keep`).
+/// `GET path` (with `If-None-Match: tag`, when given) on `conn`.
 async fn get(
-    send: &mut Sender,
+    conn: &mut Conn,
     path: &str,
     tag: Option<&str>,
     keep: bool,
-) -> Result<(u16, Option<String>, Bytes, u64), Failure> {
-    send.ready().await.map_err(|_| Failure::Http)?;
-    let mut req = Request::get(path).header(HOST, "localhost");
-    if let Some(t) = tag {
-        req = req.header(IF_NONE_MATCH, t);
-    }
-    let req = req.body(Empty::new()).map_err(|_| Failure::Http)?;
-    let resp = send.send_request(req).await.map_err(|_| Failure::Http)?;
-    let status = resp.status().as_u16();
-    let etag = resp
-        .headers()
-        .get(ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut body = resp.into_body();
-    let (mut kept, mut len) = (Vec::new(), 0u64);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Failure::Http)?;
-        if let Some(data) = frame.data_ref() {
-            len += data.len() as u64;
-            if keep {
-                kept.extend_from_slice(data);
-            }
-        }
-    }
-    Ok((status, etag, Bytes::from(kept), len))
+) -> Result<Answer, Failure> {
+    let cond: Vec<(HeaderName, &str)> = tag.map(|t| (IF_NONE_MATCH, t)).into_iter().collect();
+    conn.request(Method::GET, path, &cond, Bytes::new(), keep)
+        .await
 }
 
 /// The data version a manifest names and its newest delta's (or the base's) object hash.
@@ -119,18 +83,23 @@ async fn hold(
     arrivals: &mpsc::UnboundedSender<Arrival>,
 ) -> Result<std::convert::Infallible, Failure> {
     let path = format!("{MANIFEST}?wait_ms={WAIT_MS}");
-    let mut send = connect(connector).await?;
+    let mut conn = connector.connect().await?;
     loop {
-        let (status, etag, body, _) = get(&mut send, &path, tag.as_deref(), true).await?;
-        match status {
+        let answer = get(&mut conn, &path, tag.as_deref(), true).await?;
+        match answer.head.status.as_u16() {
             304 => continue,
             200 => {}
             _ => return Err(Failure::Http),
         }
-        *tag = etag;
-        let (version, hash) = manifest_news(&body).ok_or(Failure::Http)?;
-        let (status, _, _, _) = get(&mut send, &format!("{OBJECTS}{hash}"), None, false).await?;
-        if status != 200 {
+        *tag = answer
+            .head
+            .headers
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (version, hash) = manifest_news(&answer.body).ok_or(Failure::Http)?;
+        let object = get(&mut conn, &format!("{OBJECTS}{hash}"), None, false).await?;
+        if object.head.status != 200 {
             return Err(Failure::Http);
         }
         let _ = arrivals.send(Arrival {
@@ -159,20 +128,19 @@ pub async fn download_base(connector: std::sync::Arc<Connector>, n: usize) -> Do
         .map(|_| {
             let connector = connector.clone();
             tokio::spawn(async move {
-                let mut send = connect(&connector).await?;
-                let (_, _, body, _) = get(&mut send, MANIFEST, None, true).await?;
+                let mut conn = connector.connect().await?;
+                let manifest = get(&mut conn, MANIFEST, None, true).await?;
                 let v: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|_| Failure::Http)?;
+                    serde_json::from_slice(&manifest.body).map_err(|_| Failure::Http)?;
                 let hash = v["signed"]["snapshot"]["hash"]
                     .as_str()
                     .ok_or(Failure::Http)?
                     .to_owned();
-                let (status, _, _, len) =
-                    get(&mut send, &format!("{OBJECTS}{hash}"), None, false).await?;
-                if status != 200 {
+                let object = get(&mut conn, &format!("{OBJECTS}{hash}"), None, false).await?;
+                if object.head.status != 200 {
                     return Err(Failure::Http);
                 }
-                Ok::<_, Failure>((len, start.elapsed().as_secs_f64()))
+                Ok::<_, Failure>((object.len, start.elapsed().as_secs_f64()))
             })
         })
         .collect();
