@@ -44,9 +44,7 @@ if ! command -v nginx >/dev/null; then
 fi
 
 echo "== building (release)"
-cargo build --release -q -p permitgate -p permitgate-load
-PG=target/release/permitgate
-LOAD=target/release/permitgate-load
+. loadtest/common.sh
 
 PIDS=()
 cleanup() {
@@ -62,11 +60,7 @@ rm -rf "$DIR/audit"
 "$PG" demo --dir "$DIR" --listen "$PG_ADDR" --metrics-listen 127.0.0.1:19464 --verify-listen 127.0.0.1:0 >"$OUT/permitgate.log" 2>&1 &
 PG_PID=$!
 PIDS+=("$PG_PID")
-for _ in $(seq 1 300); do
-    curl -sf http://127.0.0.1:19464/readyz >/dev/null 2>&1 && break
-    sleep 0.2
-done
-curl -sf http://127.0.0.1:19464/readyz >/dev/null || { echo "permitgate did not become ready"; cat "$OUT/permitgate.log"; exit 1; }
+ready 127.0.0.1:19464 "$OUT/permitgate.log"
 DIR=$(cd "$DIR" && pwd)
 
 # The same data and config without the audit trail, for the "audit" section.
@@ -89,11 +83,7 @@ EOF
     "$PG" serve --config "$OUT/gateway-noaudit.toml" >"$OUT/permitgate-noaudit.log" 2>&1 &
     PG_NOAUDIT_PID=$!
     PIDS+=("$PG_NOAUDIT_PID")
-    for _ in $(seq 1 300); do
-        curl -sf http://127.0.0.1:19465/readyz >/dev/null 2>&1 && break
-        sleep 0.2
-    done
-    curl -sf http://127.0.0.1:19465/readyz >/dev/null || { echo "permitgate (no audit) did not become ready"; cat "$OUT/permitgate-noaudit.log"; exit 1; }
+    ready 127.0.0.1:19465 "$OUT/permitgate-noaudit.log"
 fi
 
 # The static body: a real link-check answer, so both servers send the same bytes.
