@@ -28,3 +28,19 @@ demo_once() {
 
 # field JSON EXPR: EXPR (Python, over the report `r`) of a JSON report.
 field() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
+
+# demo_config DIR NAME ADDR METRICS_ADDR [APPENDIX]: DIR/NAME.toml, the demo's config
+# (DIR/gateway.toml) listening on ADDR and METRICS_ADDR, with its audit trail in
+# DIR/audit-NAME, and APPENDIX (TOML tables) added at its end.
+demo_config() {
+    python3 - "$@" <<'PY'
+import re, sys
+d, name, addr, metrics = sys.argv[1:5]
+appendix = sys.argv[5].rstrip("\n") + "\n" if len(sys.argv) > 5 else ""
+t = open(f"{d}/gateway.toml").read()
+t = re.sub(r'^listen = ".*"$', f'listen = "{addr}"', t, count=1, flags=re.M)
+t = re.sub(r'^metrics_listen = ".*"$', f'metrics_listen = "{metrics}"', t, count=1, flags=re.M)
+t = t.replace('dir = "audit"', f'dir = "audit-{name}"')
+open(f"{d}/{name}.toml", "w").write(t + appendix)
+PY
+}

@@ -46,15 +46,7 @@ DIR=$(cd "$DIR" && pwd)
 
 relay() { # REPO_DIR: the relay on that directory's config, ports moved
     local dir=$1
-    python3 - "$dir/gateway.toml" "$dir/fanout.toml" "$ADDR" "$METRICS" <<'PY'
-import re, sys
-src, dst, addr, metrics = sys.argv[1:]
-t = open(src).read()
-t = re.sub(r'^listen = ".*"$', f'listen = "{addr}"', t, count=1, flags=re.M)
-t = re.sub(r'^metrics_listen = ".*"$', f'metrics_listen = "{metrics}"', t, count=1, flags=re.M)
-t = t.replace('dir = "audit"', 'dir = "audit-fanout"')
-open(dst, "w").write(t)
-PY
+    demo_config "$dir" fanout "$ADDR" "$METRICS"
     rm -rf "$dir/audit-fanout"
     "$PG" serve --config "$dir/fanout.toml" >"$OUT/relay.log" 2>&1 &
     PID=$!

@@ -32,31 +32,14 @@ trap stop_all EXIT
 demo_once "$DIR" 127.0.0.1:18743 127.0.0.1:19765 "$OUT/demo.log"
 DIR=$(cd "$DIR" && pwd)
 
-# config NAME PORT METRICS_PORT SOURCE_PORT: the demo's config on other ports, with its own
-# audit directory and, given a source, following it as the demo's `relay` partner.
-config() {
-    python3 - "$DIR" "$@" <<'PY'
-import sys
-d, name, port, metrics, source = sys.argv[1:]
-t = open(f"{d}/gateway.toml").read()
-t = t.replace('listen = "127.0.0.1:18743"', f'listen = "127.0.0.1:{port}"')
-t = t.replace('metrics_listen = "127.0.0.1:19765"', f'metrics_listen = "127.0.0.1:{metrics}"')
-t = t.replace('dir = "audit"', f'dir = "audit-{name}"')
-if source:
-    t += f'''
-[replication]
-source = "https://localhost:{source}/v1/replication"
-state_dir = "state-{name}"
-ca = "pki/ca.crt"
-client_cert = "pki/partners/relay.crt"
-client_key = "pki/partners/relay.key"
-'''
-open(f"{d}/{name}.toml", "w").write(t)
-PY
+# follows NAME SOURCE_PORT: a [replication] table following the gateway on SOURCE_PORT as
+# the demo's `relay` partner, with NAME's own state directory.
+follows() {
+    printf '\n[replication]\nsource = "https://localhost:%s/v1/replication"\nstate_dir = "state-%s"\nca = "pki/ca.crt"\nclient_cert = "pki/partners/relay.crt"\nclient_key = "pki/partners/relay.key"\n' "$2" "$1"
 }
-config origin 18743 19765 ''
-config relay 18744 19766 18743
-config follower 18745 19767 18744
+demo_config "$DIR" origin 127.0.0.1:18743 127.0.0.1:19765
+demo_config "$DIR" relay 127.0.0.1:18744 127.0.0.1:19766 "$(follows relay 18743)"
+demo_config "$DIR" follower 127.0.0.1:18745 127.0.0.1:19767 "$(follows follower 18744)"
 
 : >"$OUT/summary.txt"
 for round in $(seq 1 "$ROUNDS"); do
