@@ -202,18 +202,13 @@ pub(super) fn write_export_snapshot(
         .prefix(".snapshot-")
         .tempfile_in(&objects)
         .map_err(write_err(&objects))?;
-    let hash =
-        write_sorted(tmp.as_file(), &header, &mut records, signing_key).map_err(|e| match e {
-            Sorted::Duplicate => PublishError::DuplicateNumber,
-            Sorted::Spill(source) => PublishError::Write {
-                path: spill.path().to_owned(),
-                source,
-            },
-            Sorted::Object(source) => PublishError::Write {
-                path: tmp.path().to_owned(),
-                source,
-            },
-        })?;
+    let hash = write_sorted(
+        tmp.as_file(),
+        tmp.path(),
+        &header,
+        &mut records,
+        signing_key,
+    )?;
     let path = object_path(repo, &hash);
     tmp.persist(&path).map_err(|e| PublishError::Write {
         path: path.clone(),
@@ -231,41 +226,45 @@ pub(super) fn write_export_snapshot(
     })
 }
 
-enum Sorted {
-    Duplicate,
-    Spill(io::Error),
-    Object(io::Error),
-}
-
-/// Writes the snapshot into `file`: header, each bucket sorted, signature; synced.
-/// Returns the file's content hash (its object name).
+/// Writes the snapshot into `file` (at `path`): header, each bucket sorted, signature;
+/// synced. Returns the file's content hash (its object name).
 fn write_sorted(
     file: &File,
+    path: &Path,
     header: &SnapshotHeader,
     records: &mut Buckets,
     signing_key: &SigningKey,
-) -> Result<String, Sorted> {
+) -> Result<String, PublishError> {
+    let written = |source| PublishError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let spill = records.dir.clone();
+    let spilled = |source| PublishError::Write {
+        path: spill.clone(),
+        source,
+    };
     let out = HashingWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: blake3::Hasher::new(),
     };
-    let mut w = FileWriter::new(out, header).map_err(Sorted::Object)?;
+    let mut w = FileWriter::new(out, header).map_err(written)?;
     for b in 0..BUCKETS {
-        let mut entries = records.take(b).map_err(Sorted::Spill)?;
+        let mut entries = records.take(b).map_err(spilled)?;
         entries.sort_unstable_by(|x, y| x[..16].cmp(&y[..16]));
         if entries.windows(2).any(|w| w[0][..16] == w[1][..16]) {
-            return Err(Sorted::Duplicate);
+            return Err(PublishError::DuplicateNumber);
         }
         for e in &entries {
-            w.push_encoded(e).map_err(Sorted::Object)?;
+            w.push_encoded(e).map_err(written)?;
         }
     }
-    let out = w.finish(signing_key).map_err(Sorted::Object)?;
+    let out = w.finish(signing_key).map_err(written)?;
     let hash = out.hasher.finalize().to_hex().to_string();
     out.inner
         .into_inner()
-        .map_err(|e| Sorted::Object(e.into_error()))?
+        .map_err(|e| written(e.into_error()))?
         .sync_all()
-        .map_err(Sorted::Object)?;
+        .map_err(written)?;
     Ok(hash)
 }
