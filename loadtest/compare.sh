@@ -209,8 +209,9 @@ out, rounds = sys.argv[1], int(sys.argv[2])
 print(int(statistics.median(json.load(open(f"{out}/permitgate-h1-{r}.json"))["requests_per_second"] for r in range(1, rounds + 1)) / 2))
 EOF
 )
-    echo "== permitgate alone: open loop at half the measured maximum ($HALF req/s), batches, receipts"
+    echo "== open loop at half the gateway's measured maximum ($HALF req/s; nginx with its log at the same rate); permitgate alone: batches, receipts"
     for r in $(seq 1 "$ROUNDS"); do
+        run "nginx-open-half-$r" "$NGINX_PID" "$NGINX_ADDR" --connections "$CONNS" --rate "$HALF"
         run "permitgate-open-half-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --rate "$HALF"
         run "permitgate-batch100-$r" "$PG_PID" "$PG_ADDR" --workload batch --batch-size 100 --connections 4
         run "permitgate-receipts-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS" --receipt-share 1
@@ -252,10 +253,15 @@ if have("permitgate-h1") and have("permitgate-noaudit-h1"):
     print(f"| audit trail cost: throughput | {1 - on / off:.1%} ({on:.0f} vs {off:.0f} req/s) | <= 5% |")
     print(f"| audit trail cost: server CPU per request | {con / coff - 1:+.1%} ({con:.1f} vs {coff:.1f} us) | |")
 if have("permitgate-open-half"):
-    p99 = med("permitgate-open-half", lambda r: r["latency"]["p99_ms"])
-    p999 = med("permitgate-open-half", lambda r: r["latency"]["p999_ms"])
-    print(f"| open loop at half the max: p99 | {p99:.3f} ms | <= 1 ms |")
-    print(f"| open loop at half the max: p99.9 | {p999:.3f} ms | <= 5 ms |")
+    # The target is every round, so the worst round is printed beside the median, and
+    # nginx at the same rate (same run) shows what the machine itself adds.
+    for label, q, target in [("p99", "p99_ms", "<= 1 ms"), ("p99.9", "p999_ms", "<= 5 ms")]:
+        pg = [x["latency"][q] for x in runs("permitgate-open-half")]
+        base = ""
+        if have("nginx-open-half"):
+            ng = [x["latency"][q] for x in runs("nginx-open-half")]
+            base = f"; nginx {statistics.median(ng):.3f} ms (worst {max(ng):.3f})"
+        print(f"| open loop at half the max: {label} | {statistics.median(pg):.3f} ms (worst round {max(pg):.3f}){base} | {target} in every round |")
 if have("permitgate-h1") and have("permitgate-h2"):
     h1, h2 = med("permitgate-h1", rps), med("permitgate-h2", rps)
     print(f"| HTTP/2 vs HTTP/1.1 throughput | {h2 / h1:.2f}x ({h2:.0f} vs {h1:.0f} req/s) | (reference) |")

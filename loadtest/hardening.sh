@@ -98,10 +98,11 @@ $(field "$OUT/half-$round.json" 'r["latency"]["p99_ms"]') \
 $(field "$OUT/triple-$round.json" 'r["requests_per_second"]') \
 $(field "$OUT/triple-$round.json" 'r["latency_expected"]["p99_ms"]') \
 $(field "$OUT/triple-$round.json" 'round(r["statuses"].get("503", 0) / max(r["requests"], 1), 3)') \
-$(field "$OUT/triple-$round.json" 'r["latency_expected_sent"]["p99_ms"]')" | tee -a "$OUT/overload.txt"
+$(field "$OUT/triple-$round.json" 'r["latency_expected_sent"]["p99_ms"]') \
+$(field "$OUT/half-$round.json" 'r["latency"]["p999_ms"]')" | tee -a "$OUT/overload.txt"
 done
-echo "(round, sustainable R batches/s, p99 ms at R/2, offered req/s at 3R, p99 ms of admitted at 3R from due time, share shed at 3R, p99 ms of admitted at 3R from send)"
-for c in 2 3 4 5 6 7; do printf '%s ' "$(awk -v c=$c '{print $c}' "$OUT/overload.txt" | median)"; done; echo "  <- medians"
+echo "(round, sustainable R batches/s, p99 ms at R/2, offered req/s at 3R, p99 ms of admitted at 3R from due time, share shed at 3R, p99 ms of admitted at 3R from send, p99.9 ms at R/2)"
+for c in 2 3 4 5 6 7 8; do printf '%s ' "$(awk -v c=$c '{print $c}' "$OUT/overload.txt" | median)"; done; echo "  <- medians"
 
 fi
 

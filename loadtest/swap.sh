@@ -94,15 +94,28 @@ echo "== sustainable rate $(field "$OUT/max.json" 'round(r["requests_per_second"
 
 echo "| round | p99 no swap | p99 with swap | ratio | p99.9 no swap | p99.9 with swap | failed (with swap) | version |" | tee "$OUT/summary.md"
 echo "|---|---|---|---|---|---|---|---|" | tee -a "$OUT/summary.md"
+# sched NAME: with PERF_SCHED=1, in round 1, the scheduler's events over the next window
+# (SCHED is the recorder's pid, to wait for; empty without).
+SCHED=
+sched() {
+    SCHED=
+    [ -n "${PERF_SCHED:-}" ] && [ "$r" = 1 ] || return 0
+    perf sched record -a -o "$OUT/sched-$1.data" -- sleep "$((WINDOW + 1))" >/dev/null 2>&1 &
+    SCHED=$!
+}
 for r in $(seq 1 "$ROUNDS"); do
+    sched calm
     load "$OUT/calm-$r.json" --duration "$WINDOW" --connections 16 --rate "$HALF"
+    [ -z "$SCHED" ] || wait "$SCHED"
     before=$(version)
+    sched swap
     load "$OUT/swap-$r.json" --duration "$WINDOW" --connections 16 --rate "$HALF" &
     loadpid=$!
     # The generator's 1 s warm-up, then 1 s into the measured window.
     sleep 2
     mv "$DIR/stage/$r/manifest.json" "$DIR/repo/manifest.json"
     wait "$loadpid"
+    [ -z "$SCHED" ] || wait "$SCHED"
     after=$(version)
     [ "$after" != "$before" ] || { echo "round $r: the gateway did not swap ($before)"; exit 1; }
     python3 - "$OUT/calm-$r.json" "$OUT/swap-$r.json" "$r" "$before" "$after" <<'PY' | tee -a "$OUT/summary.md"

@@ -53,6 +53,17 @@ pub struct Report {
     pub latency_expected_sent: Latency,
     /// Percentile → latency (ms), for plotting and comparing.
     pub percentiles: Vec<(f64, f64)>,
+    /// The run in slices of time (by when each request was due): where the slow ones were.
+    pub timeline: Vec<Slice>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Slice {
+    /// Start of the slice, seconds into the measured time.
+    pub at_s: f64,
+    pub requests: u64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
 }
 
 /// `a: 1, b: 2`
@@ -86,6 +97,18 @@ impl Report {
             latency_expected: Latency::of(&t.latency_expected),
             latency_expected_sent: Latency::of(&t.latency_expected_sent),
             percentiles: percentiles(h),
+            timeline: t
+                .timeline
+                .slices
+                .iter()
+                .enumerate()
+                .map(|(i, &(n, sum, max))| Slice {
+                    at_s: t.timeline.slice.as_secs_f64() * i as f64,
+                    requests: n,
+                    mean_ms: ms(sum) / n.max(1) as f64,
+                    max_ms: ms(max),
+                })
+                .collect(),
         }
     }
 
@@ -111,6 +134,16 @@ impl Report {
             s.push_str(&format!(
                 "expected answers only, ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
                 e.p50_ms, e.p90_ms, e.p99_ms, e.p999_ms, e.max_ms
+            ));
+        }
+        if let Some(w) = self
+            .timeline
+            .iter()
+            .max_by(|a, b| a.max_ms.total_cmp(&b.max_ms))
+        {
+            s.push_str(&format!(
+                "slowest slice: {:.1} s in, max {:.3} ms over {} requests (JSON: timeline)\n",
+                w.at_s, w.max_ms, w.requests
             ));
         }
         if self.errors == 0 {

@@ -66,10 +66,53 @@ pub struct Tally {
     /// Failures by label, and answers with a status other than the expected one.
     pub errors: BTreeMap<String, u64>,
     pub elapsed: Duration,
+    /// The measured time in equal slices, by when each request was due: where in the run
+    /// the slow answers were (a stall at the start, one in the middle, or spread).
+    pub timeline: Timeline,
+}
+
+/// Requests and their worst and total latency per slice of the measured time.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub slice: Duration,
+    /// Per slice: requests, sum and maximum of their latency in microseconds.
+    pub slices: Vec<(u64, u64, u64)>,
+}
+
+impl Timeline {
+    /// At most 200 slices, none shorter than 100 ms.
+    fn for_duration(d: Duration) -> Timeline {
+        Timeline {
+            slice: (d / 200).max(Duration::from_millis(100)),
+            slices: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, since_start: Duration, micros: u64) {
+        let i = (since_start.as_nanos() / self.slice.as_nanos().max(1)) as usize;
+        if self.slices.len() <= i {
+            self.slices.resize(i + 1, (0, 0, 0));
+        }
+        let s = &mut self.slices[i];
+        s.0 += 1;
+        s.1 += micros;
+        s.2 = s.2.max(micros);
+    }
+
+    fn merge(&mut self, other: &Timeline) {
+        if self.slices.len() < other.slices.len() {
+            self.slices.resize(other.slices.len(), (0, 0, 0));
+        }
+        for (a, b) in self.slices.iter_mut().zip(&other.slices) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 = a.2.max(b.2);
+        }
+    }
 }
 
 impl Tally {
-    fn new() -> Tally {
+    fn new(duration: Duration) -> Tally {
         Tally {
             // 1 µs to 100 s at 3 significant digits: a few tens of KiB per worker.
             // Constant, valid bounds: this cannot fail.
@@ -83,6 +126,7 @@ impl Tally {
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            timeline: Timeline::for_duration(duration),
         }
     }
 
@@ -98,6 +142,7 @@ impl Tally {
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
+        self.timeline.merge(&other.timeline);
     }
 
     pub fn error_count(&self) -> u64 {
@@ -107,7 +152,7 @@ impl Tally {
 
 struct Shared {
     pool: Vec<Prepared>,
-    connector: Connector,
+    connector: Arc<Connector>,
     plan: Plan,
     recorded: AtomicU64,
     start: Instant,
@@ -117,6 +162,14 @@ struct Shared {
 
 /// Runs the plan against the pool and returns what was measured.
 pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> Tally {
+    let workers = if plan.protocol == Protocol::H2 {
+        plan.connections * plan.h2_streams.max(1)
+    } else {
+        plan.connections
+    }
+    .max(1);
+    let connector = Arc::new(connector);
+    let conns = open_connections(&connector, &plan, workers).await;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         pool,
@@ -127,32 +180,14 @@ pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> T
         recorded: AtomicU64::new(0),
         start,
     });
-    let plan = &shared.plan;
-    let workers = if plan.protocol == Protocol::H2 {
-        plan.connections * plan.h2_streams.max(1)
-    } else {
-        plan.connections
-    }
-    .max(1);
     let mut handles = Vec::with_capacity(workers);
-    // HTTP/2 workers share their connection: open them first.
-    let mut h2_conns: Vec<Option<Conn>> = Vec::new();
-    if plan.protocol == Protocol::H2 {
-        for _ in 0..plan.connections.max(1) {
-            h2_conns.push(shared.connector.connect().await.ok());
-        }
-    }
-    for w in 0..workers {
-        let conn = h2_conns
-            .get(w / plan.h2_streams.max(1))
-            .and_then(|c| c.as_ref())
-            .and_then(Conn::share);
+    for (w, conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
         handles.push(tokio::spawn(async move {
             worker(shared, w, workers, conn).await
         }));
     }
-    let mut total = Tally::new();
+    let mut total = Tally::new(shared.plan.duration);
     for h in handles {
         if let Ok(t) = h.await {
             total.merge(t);
@@ -164,9 +199,52 @@ pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> T
     total
 }
 
+/// Every worker's connection, opened before the clock starts (as wrk does): a thousand
+/// handshakes are a burst of work on both sides that would otherwise fall into the warm-up
+/// and spill into the measured time. At most 64 at a time; a connection that fails to
+/// open is opened again by its worker (and a failure then counts). HTTP/2 workers share
+/// their connection, `h2_streams` to one; a new connection per request opens none here.
+async fn open_connections(
+    connector: &Arc<Connector>,
+    plan: &Plan,
+    workers: usize,
+) -> Vec<Option<Conn>> {
+    if plan.protocol.connection_per_request() {
+        return (0..workers).map(|_| None).collect();
+    }
+    let count = if plan.protocol == Protocol::H2 {
+        plan.connections.max(1)
+    } else {
+        workers
+    };
+    let mut opened: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..count {
+        if pending.len() >= 64 {
+            if let Some(Ok((j, c))) = pending.join_next().await {
+                opened[j] = c;
+            }
+        }
+        let connector = connector.clone();
+        pending.spawn(async move { (i, connector.connect().await.ok()) });
+    }
+    while let Some(done) = pending.join_next().await {
+        if let Ok((j, c)) = done {
+            opened[j] = c;
+        }
+    }
+    if plan.protocol != Protocol::H2 {
+        return opened;
+    }
+    let streams = plan.h2_streams.max(1);
+    (0..workers)
+        .map(|w| opened[w / streams].as_ref().and_then(Conn::share))
+        .collect()
+}
+
 async fn worker(shared: Arc<Shared>, w: usize, workers: usize, mut conn: Option<Conn>) -> Tally {
     let plan = &shared.plan;
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(plan.duration);
     // Workers start at different places in the pool so they do not all ask the same.
     let mut next = w * shared.pool.len() / workers;
     // Open loop: this worker's share of the rate, its first send staggered.
@@ -231,6 +309,9 @@ async fn worker(shared: Arc<Shared>, w: usize, workers: usize, mut conn: Option<
         };
         let micros = latency.as_micros().clamp(1, 100_000_000) as u64;
         let _ = tally.latency.record(micros);
+        tally
+            .timeline
+            .record(began.saturating_duration_since(shared.record_from), micros);
         tally.requests += 1;
         match outcome {
             Ok(status) => {

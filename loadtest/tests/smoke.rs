@@ -203,6 +203,50 @@ async fn runs_are_bounded_by_count_and_paced_by_rate() {
     assert!((195..=201).contains(&r.requests), "{}", r.requests);
 }
 
+/// Every connection is open before the clock starts, as wrk does: a thousand handshakes
+/// falling into the measured time were what made batches over 1,024 connections stall
+/// (docs/benchmarks.md, "No stalls"). At 2 requests a second over 16 connections for 2 s,
+/// workers whose first slot lies beyond the end never send; their connections must still
+/// have been opened, all at once, before the first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_opened_before_the_clock_starts() {
+    let f = gateway().await;
+    let open = f.gateway.metrics.listener.connections_open.clone();
+    let watch = tokio::spawn(async move {
+        let mut most = 0;
+        for _ in 0..400 {
+            most = most.max(open.get());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        most
+    });
+    let r = f
+        .run(
+            "bank",
+            Kind::Link,
+            Protocol::H1,
+            Mode::Open { rate: 2.0 },
+            |_, p| {
+                p.connections = 16;
+                p.duration = Duration::from_secs(2);
+                p.max_requests = None;
+            },
+        )
+        .await;
+    assert!(
+        r.requests < 16,
+        "fewer requests than connections: {}",
+        r.requests
+    );
+    assert_eq!(watch.await.expect("watcher"), 16, "all 16 open at once");
+    // The timeline covers the measured time and holds every request.
+    assert_eq!(
+        r.timeline.iter().map(|s| s.requests).sum::<u64>(),
+        r.requests
+    );
+    assert!(r.timeline.iter().all(|s| s.at_s < 2.0), "{:?}", r.timeline);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_without_the_scope_is_counted_as_errors() {
     let f = gateway().await;
