@@ -88,8 +88,8 @@ impl Timeline {
         }
     }
 
-    fn record(&mut self, since_start: Duration, micros: u64) {
-        let i = (since_start.as_nanos() / self.slice.as_nanos().max(1)) as usize;
+    fn record(&mut self, into_measured: Duration, micros: u64) {
+        let i = (into_measured.as_nanos() / self.slice.as_nanos().max(1)) as usize;
         if self.slices.len() <= i {
             self.slices.resize(i + 1, (0, 0, 0));
         }
