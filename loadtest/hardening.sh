@@ -64,8 +64,7 @@ PY
     rm -rf "$DIR/audit"
     taskset -c "$cpus" "$PG" serve --config "$DIR/$name.toml" >"$OUT/$name.log" 2>&1 &
     PID=$!
-    for _ in $(seq 1 300); do curl -sf "http://$METRICS/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-    curl -sf "http://$METRICS/readyz" >/dev/null || { echo "gateway did not start"; cat "$OUT/$name.log"; exit 1; }
+    ready "$METRICS" "$OUT/$name.log"
 }
 
 load() { # CPUS JSON ARGS... (LOAD_DURATION overrides DURATION)

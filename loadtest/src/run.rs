@@ -72,7 +72,7 @@ pub struct Tally {
 }
 
 /// Requests and their worst and total latency per slice of the measured time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Timeline {
     pub slice: Duration,
     /// Per slice: requests, sum and maximum of their latency in microseconds.
