@@ -2,7 +2,6 @@
 //! overlay or load a new base off the request path, persist the last good state, and keep
 //! serving what we have whenever anything is refused.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,8 @@ use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::snapshot::{
     check_hash, object_path, remove_unnamed_objects, verify_deltas, verify_objects, wanted_objects,
-    write_atomic, Repo, SignedManifest, SnapshotError, Trust, Wanted, MANIFEST_FILE,
+    write_atomic, write_atomic_paced, FetchedObjects, Pace, Repo, SignedManifest, SnapshotError,
+    Trust, Wanted, MANIFEST_FILE,
 };
 use crate::store::Store;
 
@@ -301,13 +301,20 @@ impl Follower {
     /// onto what is served as soon as it is verified. A fetch that fails halfway leaves
     /// what was fetched before it applied.
     async fn follow(&self, new: &SignedManifest, wanted: Wanted) -> Result<PollOutcome, Refusal> {
-        let mut fetched = HashMap::new();
+        // A new base verified while serving is paced, to leave the cores to the requests;
+        // the first one is loaded at full speed (nothing is served until it is in).
+        let started = Instant::now();
+        let pace = self.store.is_ready().then_some(Pace::BESIDE_REQUESTS);
+        let mut fetched = FetchedObjects {
+            pace,
+            ..FetchedObjects::default()
+        };
         let mut fetch_failed = None;
         for hash in wanted_objects(&new.manifest, wanted) {
             // Named by a signed manifest, but a path and a URL all the same: checked first.
             check_hash(hash)?;
-            match self.source.object(hash).await {
-                Ok(bytes) => fetched.insert(hash.to_owned(), bytes),
+            match self.source.object(hash, pace).await {
+                Ok(bytes) => fetched.objects.insert(hash.to_owned(), bytes),
                 Err(e) => {
                     fetch_failed = Some(Refusal::new(RefusalReason::Fetch, Report(&e).to_string()));
                     break;
@@ -328,8 +335,10 @@ impl Follower {
                 hash_key: Some(&hash_key),
             };
             let keep = |hash: blake3::Hash, bytes: &[u8]| match &state_dir {
-                Some(dir) => write_atomic(&object_path(dir, hash.to_hex().as_str()), bytes)
-                    .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string())),
+                Some(dir) => {
+                    write_atomic_paced(&object_path(dir, hash.to_hex().as_str()), bytes, pace)
+                        .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))
+                }
                 None => Ok(()),
             };
             // The object that was not fetched: its fetch's error, not "missing".
@@ -361,6 +370,10 @@ impl Follower {
                 let info = store
                     .install(Repo::new(manifest, verified)?)
                     .map_err(|e| chain(&e))?;
+                metrics
+                    .replication
+                    .base_swap
+                    .observe(started.elapsed().as_secs_f64());
                 return Ok(PollOutcome::Swapped(info.version));
             }
             let observe =

@@ -18,6 +18,7 @@ pub struct ReplicationMetrics {
     failures: Vec<IntCounter>,
     pub(super) last_success: Gauge,
     pub(super) delta_apply: Histogram,
+    pub(super) base_swap: Histogram,
 }
 
 impl ReplicationMetrics {
@@ -68,6 +69,17 @@ impl ReplicationMetrics {
                     .buckets(vec![
                         0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
                     ]),
+                ),
+            ),
+            base_swap: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "permitgate_base_swap_duration_seconds",
+                        "Time to take in a new base: fetch, verify, index, keep and install \
+                         (paced while serving).",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
                 ),
             ),
         }

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::snapshot::{manifest_tag, MANIFEST_FILE, OBJECTS_DIR};
+use crate::snapshot::{manifest_tag, read_file, Pace, MANIFEST_FILE, OBJECTS_DIR};
 
 /// How long an HTTPS manifest request asks a relay to hold it (relays cap it at 30 s;
 /// static servers ignore it).
@@ -338,16 +338,18 @@ impl Source {
         }
     }
 
-    pub async fn object(&self, hash: &str) -> Result<Vec<u8>, SourceError> {
+    /// The object `hash`; read from a directory at `pace` when given (over the network,
+    /// the body arrives at the network's pace).
+    pub async fn object(&self, hash: &str, pace: Option<Pace>) -> Result<Vec<u8>, SourceError> {
         match self {
             Source::File(root) => {
                 let path = root.join(OBJECTS_DIR).join(hash);
-                tokio::fs::read(&path)
+                let what = path.display().to_string();
+                tokio::task::spawn_blocking(move || read_file(&path, pace))
                     .await
-                    .map_err(|source| SourceError::Fetch {
-                        what: path.display().to_string(),
-                        source,
-                    })
+                    .map_err(std::io::Error::other)
+                    .and_then(|read| read)
+                    .map_err(|source| SourceError::Fetch { what, source })
             }
             Source::S3 { store, prefix } => {
                 let path = Self::s3_path(prefix, &format!("{OBJECTS_DIR}/{hash}"));

@@ -9,6 +9,7 @@ mod delta;
 mod error;
 mod format;
 pub mod manifest;
+mod pace;
 mod record;
 mod repo;
 mod stream;
@@ -22,11 +23,12 @@ pub use format::{
     TRAILER_LEN,
 };
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
+pub use pace::{read_file, Pace};
 pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
 pub(crate) use repo::check_hash;
 pub use repo::{
     load_repo, manifest_tag, object_path, remove_unnamed_objects, sync_dir, verify_deltas,
-    verify_objects, wanted_objects, write_atomic, DirObjects, Objects, Repo, RepoData, Trust,
-    Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
+    verify_objects, wanted_objects, write_atomic, write_atomic_paced, DirObjects, FetchedObjects,
+    Objects, Repo, RepoData, Trust, Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
 };
 pub use stream::{scan, FileWriter, HashingWriter};

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
+use super::format::READ_CHUNK;
+use super::pace::Pacer;
 use super::{
     ChainError, Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestError, ManifestSnapshot,
-    Record, SignedManifest, Snapshot, SnapshotError,
+    Pace, Record, SignedManifest, Snapshot, SnapshotError,
 };
 use crate::key_files::HashKey;
 
@@ -82,18 +84,35 @@ impl Objects for DirObjects<'_> {
     }
 }
 
-/// Fetched objects: each is taken out of the map when it is verified.
-impl Objects for HashMap<String, Vec<u8>> {
+/// Fetched objects by hash, each taken out of the map when it is verified; at `pace`
+/// when given (a follower verifying a new base while the gateway serves).
+#[derive(Default)]
+pub struct FetchedObjects {
+    pub objects: HashMap<String, Vec<u8>>,
+    pub pace: Option<Pace>,
+}
+
+impl Objects for FetchedObjects {
     fn open(
         &mut self,
         hash: &str,
         kind: FileKind,
         trust: &Trust<'_>,
     ) -> Result<Snapshot, SnapshotError> {
-        let bytes = self.remove(hash).ok_or_else(|| SnapshotError::Missing {
-            hash: hash.to_owned(),
-        })?;
-        Snapshot::from_bytes_kind(bytes, kind, Some(hash), trust.publishers, trust.hash_key)
+        let bytes = self
+            .objects
+            .remove(hash)
+            .ok_or_else(|| SnapshotError::Missing {
+                hash: hash.to_owned(),
+            })?;
+        Snapshot::from_bytes_kind(
+            bytes,
+            kind,
+            Some(hash),
+            trust.publishers,
+            trust.hash_key,
+            self.pace,
+        )
     }
 }
 
@@ -331,6 +350,12 @@ pub fn remove_unnamed_objects<'a>(repo: &Path, keep: impl IntoIterator<Item = &'
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_paced(path, bytes, None)
+}
+
+/// [`write_atomic`], written a chunk at a time at `pace` when given (a follower keeping a
+/// new base while it serves: hundreds of MB copied into the page cache).
+pub fn write_atomic_paced(path: &Path, bytes: &[u8], pace: Option<Pace>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -340,7 +365,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .unwrap_or("object")
     ));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
+    let mut pacer = Pacer::new(pace);
+    for chunk in bytes.chunks(READ_CHUNK) {
+        f.write_all(chunk)?;
+        pacer.tick();
+    }
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     sync_dir(dir);
