@@ -41,6 +41,11 @@ impl Scopes {
     pub fn contains(self, s: Scope) -> bool {
         self.0 & s.bit() != 0
     }
+
+    /// `s` and nothing else.
+    pub fn is_only(self, s: Scope) -> bool {
+        self.0 == s.bit()
+    }
 }
 
 impl FromIterator<Scope> for Scopes {

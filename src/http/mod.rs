@@ -32,7 +32,7 @@ use crate::clock::Clock;
 use crate::day::rfc3339;
 use crate::key_files::HashKey;
 use crate::keyring::{Keyring, SigningKeys};
-use crate::partner::Partner;
+use crate::partner::{Partner, Scope};
 use crate::store::Store;
 
 use admission::{Admission, AdmissionLimits, Refusal, Slot};
@@ -478,6 +478,25 @@ impl App {
 
     /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
     /// Returns the served version and document count.
+    /// Whether this gateway serves its repository to followers (`/v1/replication/`).
+    pub fn relays(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// Whether this gateway relays and `caller` is a partner that may only replicate (a
+    /// following gateway): such connections are served beside the request workers, at
+    /// their own priority. Decided once per connection; each request is still authorised
+    /// against the directory of its time.
+    pub fn replicates_only(&self, caller: &Caller) -> bool {
+        self.relays()
+            && caller.claimed.as_deref().is_some_and(|id| {
+                self.partners
+                    .load()
+                    .get(id)
+                    .is_some_and(|e| e.partner.scopes.is_only(Scope::Replicate))
+            })
+    }
+
     /// Whether an HTTP/1.1 request's wait in its socket is worth reading (a getsockopt):
     /// only where `max_queue_delay_ms` is on and the workers may be running behind it.
     pub fn socket_wait_worth_reading(&self) -> bool {

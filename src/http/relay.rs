@@ -59,6 +59,10 @@ struct Held {
     /// change wakes wait for the one that reads the file.
     manifest: tokio::sync::Mutex<Option<(u64, Bytes, String)>>,
     small: std::sync::Mutex<HashMap<String, Bytes>>,
+    /// Held while an object not in `small` is opened (and, when small, read): the
+    /// followers a publication wakes all ask for its new delta at once, and one reads it
+    /// while the others wait and then find it held.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl RelaySource {
@@ -204,6 +208,10 @@ pub async fn object(
     if let Some(bytes) = relay.small_object(hash) {
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
     }
+    let opening = relay.held.opening.lock().await;
+    if let Some(bytes) = relay.small_object(hash) {
+        return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
+    }
     let missing = || Problem::new(ProblemKind::NotFound, "no such object here");
     let mut file = tokio::fs::File::open(relay.dir.join(OBJECTS_DIR).join(hash))
         .await
@@ -216,6 +224,7 @@ pub async fn object(
         relay.keep_small_object(hash, bytes.clone());
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
     }
+    drop(opening);
     let mut r = Response::new(Either::Right(ObjectBody {
         file,
         left: len,

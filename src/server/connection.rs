@@ -1,9 +1,11 @@
 //! One partner connection: handshake (on the TLS side runtime, side.rs), partner identity from
 //! the leaf certificate, then hyper serves HTTP/1.1 or HTTP/2 as ALPN chose, with idle
-//! and drain handling.
+//! and drain handling; on the request workers, or (a following gateway's connection to a
+//! relay) on the followers' side runtime.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::Caller;
@@ -26,7 +29,7 @@ pub(super) async fn serve_connection(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
     // Kept for TCP_INFO: the stream is owned by the connection served below.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
@@ -58,7 +61,29 @@ pub(super) async fn serve_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(tls::leaf);
-    let caller = Arc::new(Caller::new(leaf));
+    let caller = Caller::new(leaf);
+    match &settings.followers {
+        Some(side) if settings.app.replicates_only(&caller) => {
+            // The socket stays with the request workers' I/O driver; only its polling
+            // moves (as the handshake's did).
+            let _ = side
+                .spawn(serve_http(settings.clone(), tls, caller, fd, peer, drain))
+                .await;
+        }
+        _ => serve_http(settings, tls, caller, fd, peer, drain).await,
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 (as ALPN chose) on a connection whose handshake is done.
+async fn serve_http(
+    settings: Arc<ConnectionSettings>,
+    tls: TlsStream<TcpStream>,
+    caller: Caller,
+    fd: RawFd,
+    peer: SocketAddr,
+    mut drain: watch::Receiver<bool>,
+) {
+    let caller = Arc::new(caller);
     let app = settings.app.clone();
     let activity = Arc::new(Activity::new());
     let seen = activity.clone();

@@ -93,6 +93,7 @@ pub(super) async fn accept_loop(
     open: Arc<tokio::sync::Semaphore>,
     mut stop: watch::Receiver<bool>,
     handshakes: tokio::runtime::Handle,
+    followers: Option<tokio::runtime::Handle>,
 ) {
     let builder = http_builder(&gw.config.server);
     let shared = Arc::new(ConnectionSettings {
@@ -101,6 +102,7 @@ pub(super) async fn accept_loop(
         h2: builder.http2_only(),
         handshake_timeout: gw.config.server.handshake_timeout,
         handshakes,
+        followers,
         idle_timeout: gw.config.server.header_read_timeout,
         metrics: gw.metrics.listener.clone(),
     });
@@ -153,6 +155,9 @@ pub(super) struct ConnectionSettings {
     pub(super) handshake_timeout: Duration,
     /// Where TLS handshakes run: a thread of their own (see [`super::side::SideRuntime`]).
     pub(super) handshakes: tokio::runtime::Handle,
+    /// Where the connections of partners that only replicate are served, when this
+    /// gateway relays.
+    pub(super) followers: Option<tokio::runtime::Handle>,
     pub(super) idle_timeout: Duration,
     pub(super) metrics: ListenerMetrics,
 }

@@ -315,12 +315,21 @@ impl Gateway {
             .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
         let control = SideRuntime::start("permitgate-ctl", None, Some(NICE_10))
             .map_err(|e| StartError::SideRuntime("control", e))?;
+        let followers = if self.app.relays() {
+            Some(
+                SideRuntime::start("permitgate-rly", Some(NICE_10), Some(NICE_10))
+                    .map_err(|e| StartError::SideRuntime("relay", e))?,
+            )
+        } else {
+            None
+        };
         let mut tasks = vec![tokio::spawn(accept_loop(
             self.clone(),
             listener,
             open.clone(),
             stop_rx.clone(),
             handshakes.handle().clone(),
+            followers.as_ref().map(|f| f.handle().clone()),
         ))];
         if let Some(monitor) = self.lag.clone() {
             let gauge = self.metrics.scheduling_lag.clone();
@@ -358,6 +367,7 @@ impl Gateway {
             drain_timeout: self.config.server.drain_timeout,
             control,
             _handshakes: handshakes,
+            _followers: followers,
         })
     }
 }
@@ -377,6 +387,7 @@ pub struct Running {
     /// after the tasks.
     control: SideRuntime,
     _handshakes: SideRuntime,
+    _followers: Option<SideRuntime>,
 }
 
 impl Running {

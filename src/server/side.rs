@@ -21,6 +21,15 @@
 //!   core from the request workers (p99 during a swap 3.8–19× of p99 without,
 //!   loadtest/swap.sh; 3.5–8.8× at nice 10). SCHED_IDLE measured the same as nice 10
 //!   (1.7–7×) and would let an overloaded gateway put off loading new data for minutes.
+//!   What did help is pacing the load while serving (snapshot::Pace): a quarter of a
+//!   core at most, in millisecond steps.
+//! - Followers (`permitgate-rly`, nice 10, only on a gateway that relays): the
+//!   connections of partners that may only replicate. A publication wakes every held
+//!   long-poll at once, and each follower then fetches its delta: with 1,000 followers,
+//!   2,000 requests within tens of milliseconds, which on the request workers queued
+//!   ahead of the partners' checks (loadtest/fanout.sh). Here they queue among
+//!   themselves; the sockets stay with the request workers' I/O driver, as for
+//!   handshakes.
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;

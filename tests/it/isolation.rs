@@ -202,3 +202,105 @@ async fn held_long_polls_wait_on_their_own_budget() {
     drop(waiting);
     conn.abort();
 }
+
+/// CPU time (user + system, in clock ticks) of the threads of `pid` named `name`.
+fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
+    let mut found = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the command (in parentheses, which may hold spaces): state is the
+        // 3rd field, utime and stime the 14th and 15th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        found = Some(found.unwrap_or(0) + ticks);
+    }
+    found
+}
+
+/// A following gateway's connections (partner `relay`, scope `replicate` only) are served
+/// on a thread of their own at nice 10 (`permitgate-rly`), not on the request workers:
+/// a thousand followers woken by a publication queue behind partner checks, not ahead of
+/// them. The gateway runs as a process of its own so that its threads can be told apart;
+/// the kernel's CPU time per thread shows where each partner's requests ran.
+#[tokio::test]
+async fn followers_are_served_beside_the_request_workers() {
+    use crate::common::process::{free_port, start, wait_ready};
+    use crate::common::Client;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, metrics) = (free_port(), free_port());
+    let demo = permitgate::demo::prepare(
+        dir.path(),
+        &permitgate::demo::DemoOptions {
+            records: 50,
+            listen,
+            metrics_listen: metrics,
+            seed: 5,
+            verify_listen: None,
+        },
+    )
+    .expect("demo");
+    // No queue-delay shedding: the machine is shared with other tests.
+    crate::common::config_edit::edit_file(
+        &demo.config,
+        vec![crate::common::config_edit::set(
+            "server.max_queue_delay_ms",
+            0,
+        )],
+    );
+    let gw = start(&demo.config);
+    assert!(wait_ready(metrics, Duration::from_secs(30)), "not ready");
+    let pid = gw.id();
+    let connect = |partner: &'static str| {
+        let (ca, cert, key) = (
+            demo.pki.ca_cert(),
+            demo.pki.partner_cert(partner),
+            demo.pki.partner_key(partner),
+        );
+        async move {
+            Client::connect(listen, &ca, Some((&cert, &key)))
+                .await
+                .expect("connect")
+        }
+    };
+    let before = thread_ticks(pid, "permitgate-rly").expect("the followers' thread");
+
+    let mut relay = connect("relay").await;
+    for i in 0..2000 {
+        relay
+            .get("/v1/replication/manifest")
+            .await
+            .assert_ok(format!("manifest {i}"));
+    }
+    drop(relay);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_relay = thread_ticks(pid, "permitgate-rly").expect("thread");
+    assert!(
+        after_relay > before,
+        "2,000 follower requests used no CPU on the followers' thread"
+    );
+
+    let body = serde_json::json!({ "number": "H00000000" });
+    let mut bank = connect("bank").await;
+    for _ in 0..2000 {
+        let r = bank.post_json("/v1/document-status", &body).await;
+        assert!(
+            r.status.is_success() || r.status.is_client_error(),
+            "{}",
+            r.status
+        );
+    }
+    let after_bank = thread_ticks(pid, "permitgate-rly").expect("thread");
+    assert_eq!(
+        after_bank, after_relay,
+        "a partner check ran on the followers' thread"
+    );
+}
