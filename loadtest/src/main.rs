@@ -129,6 +129,10 @@ struct Args {
     /// status probe.
     #[arg(long, default_value_t = 0)]
     followers: usize,
+    /// With --propagation: pause this long once the followers (or the probe) hold the
+    /// current manifest, before the first publication.
+    #[arg(long, default_value_t = 0)]
+    settle_ms: u64,
     /// Instead of measuring: this many followers download the base snapshot --target
     /// relays, all at once, each on its own connection (use --partner relay).
     #[arg(long, conflicts_with_all = ["hostile", "propagation"])]
@@ -213,6 +217,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             gap: Duration::from_millis(args.gap_ms),
             timeout: Duration::from_millis(args.timeout_ms),
             followers: args.followers,
+            settle: Duration::from_millis(args.settle_ms),
         };
         let connector = permitgate_load::client::Connector::new(target, Protocol::H1)?;
         let report = rt.block_on(permitgate_load::propagation::measure(connector, plan))?;

@@ -47,6 +47,9 @@ pub struct PropagationPlan {
     pub timeout: Duration,
     /// Simulated followers long-polling the target; 0: the status probe instead.
     pub followers: usize,
+    /// Pause once everyone holds the current manifest, before the first publication: time
+    /// for a measurement beside this one to start after the fleet's handshakes.
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,13 +288,17 @@ pub async fn measure(
             },
         }
     } else {
-        fleet(connector, plan.followers).await?
+        let fleet = fleet(connector, plan.followers).await?;
+        // For a script that starts other load once the fleet is up (loadtest/fanout.sh).
+        eprintln!("all {} followers hold the manifest", plan.followers);
+        fleet
     };
     let changes = std::env::temp_dir().join(format!(
         "permitgate-propagation-{}.jsonl",
         std::process::id()
     ));
 
+    tokio::time::sleep(plan.settle).await;
     let (mut samples, mut slowest, mut publish_ms, mut lost) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
     for i in 0..plan.publications {

@@ -304,6 +304,7 @@ fn propagation_plan(
         gap: Duration::from_millis(10),
         timeout: Duration::from_secs(10),
         followers,
+        settle: Duration::ZERO,
     }
 }
 
