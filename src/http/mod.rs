@@ -476,8 +476,6 @@ impl App {
         Ok(json_response(StatusCode::OK, handler(&mut cx, body)?))
     }
 
-    /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
-    /// Returns the served version and document count.
     /// Whether this gateway serves its repository to followers (`/v1/replication/`).
     pub fn relays(&self) -> bool {
         self.relay.is_some()
@@ -506,6 +504,8 @@ impl App {
         }
     }
 
+    /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
+    /// Returns the served version and document count.
     pub fn readiness(&self) -> Result<(u64, usize), Problem> {
         let guard = self.store.current();
         let state = guard.as_ref().ok_or_else(not_ready)?;

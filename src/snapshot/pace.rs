@@ -19,7 +19,7 @@ pub struct Pace {
 
 impl Pace {
     /// Loading a new base while serving: at most a quarter of a core, in steps of about
-    /// a millisecond; a 10M-document base takes about 2 s instead of 0.4 s.
+    /// a millisecond; a 10M-document base takes about 2.5 s instead of 0.4 s.
     pub const BESIDE_REQUESTS: Pace = Pace {
         burst: Duration::from_millis(1),
         rest: 3,
