@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::format::READ_CHUNK;
 
+/// What a paced read or write moves per system call. A thread inside one is not preempted
+/// (kernels built without kernel preemption, as this machine's is): a 1 MiB read into fresh
+/// pages measured 2.9 ms on the CPU in one piece, a 64 KiB one stays well under the burst.
+pub(super) const PACED_IO: usize = 64 << 10;
+
 /// How a job shares the cores: after each `burst` of work it rests `rest` bursts long, so
 /// it takes at most 1 / (1 + `rest`) of a core. A burst is measured in wall time: one that
 /// the request workers preempted used less of the CPU, and is not made up for.
@@ -57,7 +62,8 @@ pub fn read_file(path: &Path, pace: Option<Pace>) -> std::io::Result<Vec<u8>> {
     let len = file.metadata()?.len();
     let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     let mut pacer = Pacer::new(pace);
-    while (&mut file).take(READ_CHUNK as u64).read_to_end(&mut data)? > 0 {
+    let step = if pace.is_some() { PACED_IO } else { READ_CHUNK };
+    while (&mut file).take(step as u64).read_to_end(&mut data)? > 0 {
         pacer.tick();
     }
     Ok(data)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 
 use super::format::READ_CHUNK;
-use super::pace::Pacer;
+use super::pace::{Pacer, PACED_IO};
 use super::{
     ChainError, Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestError, ManifestSnapshot,
     Pace, Record, SignedManifest, Snapshot, SnapshotError,
@@ -366,7 +366,8 @@ pub fn write_atomic_paced(path: &Path, bytes: &[u8], pace: Option<Pace>) -> std:
     ));
     let mut f = std::fs::File::create(&tmp)?;
     let mut pacer = Pacer::new(pace);
-    for chunk in bytes.chunks(READ_CHUNK) {
+    let step = if pace.is_some() { PACED_IO } else { READ_CHUNK };
+    for chunk in bytes.chunks(step) {
         f.write_all(chunk)?;
         pacer.tick();
     }
