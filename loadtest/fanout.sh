@@ -77,7 +77,11 @@ rm -f "$OUT/fleet.log"
     --followers "$FOLLOWERS" --settle-ms 3000 --gap-ms 1000 --timeout-ms 5000 \
     --json "$OUT/followers.json" >"$OUT/followers.txt" 2>"$OUT/fleet.log" &
 fleet=$!
-for _ in $(seq 1 1200); do grep -q "hold the manifest" "$OUT/fleet.log" && break; sleep 0.1; done
+for _ in $(seq 1 1200); do
+    grep -q "hold the manifest" "$OUT/fleet.log" && break
+    kill -0 "$fleet" 2>/dev/null || { cat "$OUT/fleet.log"; exit 1; }
+    sleep 0.1
+done
 load "$OUT/partner-with-followers.json" --duration "$WINDOW" --connections 16 --rate "$HALF" &
 partner=$!
 wait "$fleet"
