@@ -11,7 +11,7 @@ use super::format::READ_CHUNK;
 /// What a paced read or write moves per system call. A thread inside one is not preempted
 /// (kernels built without kernel preemption, as this machine's is): a 1 MiB read into fresh
 /// pages measured 2.9 ms on the CPU in one piece, a 64 KiB one stays well under the burst.
-pub(super) const PACED_IO: usize = 64 << 10;
+const PACED_IO: usize = 64 << 10;
 
 /// How a job shares the cores: after each `burst` of work it rests `rest` bursts long, so
 /// it takes at most 1 / (1 + `rest`) of a core. A burst is measured in wall time: one that
@@ -45,6 +45,15 @@ impl Pacer {
         }
     }
 
+    /// How much one read or write system call should move: [`PACED_IO`] when paced.
+    pub(super) fn io_step(&self) -> usize {
+        if self.pace.is_some() {
+            PACED_IO
+        } else {
+            READ_CHUNK
+        }
+    }
+
     /// Rests when the current burst has run its length.
     pub(super) fn tick(&mut self) {
         let Some(pace) = self.pace else { return };
@@ -62,8 +71,11 @@ pub fn read_file(path: &Path, pace: Option<Pace>) -> std::io::Result<Vec<u8>> {
     let len = file.metadata()?.len();
     let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     let mut pacer = Pacer::new(pace);
-    let step = if pace.is_some() { PACED_IO } else { READ_CHUNK };
-    while (&mut file).take(step as u64).read_to_end(&mut data)? > 0 {
+    while (&mut file)
+        .take(pacer.io_step() as u64)
+        .read_to_end(&mut data)?
+        > 0
+    {
         pacer.tick();
     }
     Ok(data)

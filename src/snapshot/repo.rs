@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::format::READ_CHUNK;
-use super::pace::{Pacer, PACED_IO};
+use super::pace::Pacer;
 use super::{
     ChainError, Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestError, ManifestSnapshot,
     Pace, Record, SignedManifest, Snapshot, SnapshotError,
@@ -366,8 +365,7 @@ pub fn write_atomic_paced(path: &Path, bytes: &[u8], pace: Option<Pace>) -> std:
     ));
     let mut f = std::fs::File::create(&tmp)?;
     let mut pacer = Pacer::new(pace);
-    let step = if pace.is_some() { PACED_IO } else { READ_CHUNK };
-    for chunk in bytes.chunks(step) {
+    for chunk in bytes.chunks(pacer.io_step()) {
         f.write_all(chunk)?;
         pacer.tick();
     }
