@@ -2,7 +2,7 @@
 # Two gateway builds side by side on the same demo data and config (audit trail on),
 # driven in turn (A B A B ...) by permitgate-load: for "did this change cost anything".
 # Reports throughput, p99 and the server's CPU time per request (user + system, from
-# /proc, over the measured run and its warm-up).
+# /proc, over the measured run and its warm-up), and B's ratios to A round by round.
 #
 #   loadtest/ab.sh OLD_BINARY NEW_BINARY        # ROUNDS=3 DURATION=10 CONNS=16
 #
@@ -65,3 +65,11 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[in
 for side in A B; do
     echo "$side median: $(median <<<"${rps[$side]}") req/s, p99 $(median <<<"${p99[$side]}") ms, cpu $(median <<<"${cpu[$side]}") us/req"
 done
+# The machine drifts between rounds more than most changes move it; B over the A run just
+# before it, round by round, cancels the drift that both share.
+ratios() {
+    paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
+        awk '{ printf "%.3f ", $2 / $1 }'
+}
+echo "B/A per round: req/s $(ratios "${rps[A]}" "${rps[B]}")(median $(ratios "${rps[A]}" "${rps[B]}" | median)), cpu/req $(ratios "${cpu[A]}" "${cpu[B]}")(median $(ratios "${cpu[A]}" "${cpu[B]}" | median))"
+

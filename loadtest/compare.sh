@@ -36,6 +36,8 @@ NGINX_NOLOG_ADDR=127.0.0.1:18445
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 
 mkdir -p "$OUT"
+# A section left out this time must not be summarised from an earlier run's files.
+rm -f "$OUT"/*.json "$OUT"/*.txt
 OUT=$(cd "$OUT" && pwd)
 
 if ! command -v nginx >/dev/null; then
@@ -170,19 +172,21 @@ EOF
         "$(python3 -c "import json;print(json.load(open('$OUT/$name.json'))['server_cpu_us_per_request'])")"
 }
 
-if wants h1; then
-    echo "== A/B: keep-alive HTTP/1.1 link checks, $CONNS connections, closed loop (audit trail / access log on)"
+if wants h1 || wants audit; then
+    # One round runs every server of both sections in turn, so that the trail's cost (and
+    # each ratio to nginx) compares runs a few seconds apart, not sections minutes apart:
+    # this machine drifts by 10-20 % over minutes.
+    wants h1 && echo "== A/B: keep-alive HTTP/1.1 link checks, $CONNS connections, closed loop (audit trail / access log on)"
+    wants audit && echo "== A/B: the same without the audit trail / access log (in the same rounds)"
     for r in $(seq 1 "$ROUNDS"); do
-        run "nginx-h1-$r" "$NGINX_PID" "$NGINX_ADDR" --connections "$CONNS"
-        run "permitgate-h1-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS"
-    done
-fi
-
-if wants audit; then
-    echo "== A/B: the same without the audit trail / access log"
-    for r in $(seq 1 "$ROUNDS"); do
-        run "nginx-nolog-h1-$r" "$NGINX_PID" "$NGINX_NOLOG_ADDR" --connections "$CONNS"
-        run "permitgate-noaudit-h1-$r" "$PG_NOAUDIT_PID" "$PG_NOAUDIT_ADDR" --connections "$CONNS"
+        if wants h1; then
+            run "nginx-h1-$r" "$NGINX_PID" "$NGINX_ADDR" --connections "$CONNS"
+            run "permitgate-h1-$r" "$PG_PID" "$PG_ADDR" --connections "$CONNS"
+        fi
+        if wants audit; then
+            run "nginx-nolog-h1-$r" "$NGINX_PID" "$NGINX_NOLOG_ADDR" --connections "$CONNS"
+            run "permitgate-noaudit-h1-$r" "$PG_NOAUDIT_PID" "$PG_NOAUDIT_ADDR" --connections "$CONNS"
+        fi
     done
 fi
 
@@ -227,12 +231,16 @@ def runs(name):
     return [json.load(open(f"{out}/{name}-{r}.json")) for r in range(1, rounds + 1)]
 def med(name, f):
     return statistics.median(f(x) for x in runs(name))
+def per_round(num, den, f):
+    """The median of num/den taken round by round: the drift both runs of a round share
+    cancels out."""
+    return statistics.median(f(a) / f(b) for a, b in zip(runs(num), runs(den)))
 rps = lambda r: r["requests_per_second"]
 cpu = lambda r: r["server_cpu_us_per_request"]
 items = lambda r: r["items_per_second"]
-print(f"medians of {rounds} rounds each\n")
-print("| case | nginx | permitgate | ratio | target |")
-print("|---|---|---|---|---|")
+print(f"medians of {rounds} rounds each; ratio of the medians, and the median of the ratios round by round\n")
+print("| case | nginx | permitgate | ratio | ratio per round | target |")
+print("|---|---|---|---|---|---|")
 for label, ncase, pcase, f, target in [
     ("keep-alive HTTP/1.1, audit trail / access log on, req/s", "nginx-h1", "permitgate-h1", rps, ">= 1.0x"),
     ("keep-alive HTTP/1.1, audit trail / access log on, server CPU us/req", "nginx-h1", "permitgate-h1", cpu, "<= 1.0x"),
@@ -243,15 +251,17 @@ for label, ncase, pcase, f, target in [
 ]:
     if have(ncase) and have(pcase):
         n, p = med(ncase, f), med(pcase, f)
-        print(f"| {label} | {n:.1f} | {p:.1f} | {p / n:.2f}x | {target} |")
+        print(f"| {label} | {n:.1f} | {p:.1f} | {p / n:.2f}x | {per_round(pcase, ncase, f):.2f}x | {target} |")
 print()
 print("| permitgate target | measured | target |")
 print("|---|---|---|")
 if have("permitgate-h1") and have("permitgate-noaudit-h1"):
     on, off = med("permitgate-h1", rps), med("permitgate-noaudit-h1", rps)
     con, coff = med("permitgate-h1", cpu), med("permitgate-noaudit-h1", cpu)
-    print(f"| audit trail cost: throughput | {1 - on / off:.1%} ({on:.0f} vs {off:.0f} req/s) | <= 5% |")
-    print(f"| audit trail cost: server CPU per request | {con / coff - 1:+.1%} ({con:.1f} vs {coff:.1f} us) | |")
+    rr = 1 - per_round("permitgate-h1", "permitgate-noaudit-h1", rps)
+    rc = per_round("permitgate-h1", "permitgate-noaudit-h1", cpu) - 1
+    print(f"| audit trail cost: throughput | {1 - on / off:.1%} ({on:.0f} vs {off:.0f} req/s); per round {rr:.1%} | <= 5% |")
+    print(f"| audit trail cost: server CPU per request | {con / coff - 1:+.1%} ({con:.1f} vs {coff:.1f} us); per round {rc:+.1%} | |")
 if have("permitgate-open-half"):
     # The target is every round, so the worst round is printed beside the median, and
     # nginx at the same rate (same run) shows what the machine itself adds.

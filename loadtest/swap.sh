@@ -15,7 +15,8 @@
 # runs, their ratio, failed requests, that the served version moved, and how long the swap
 # took (`permitgate_base_swap_duration_seconds`; waited for when it outlasts the window, so
 # choose WINDOW to hold it). PG=path/to/permitgate
-# measures another build with the same script.
+# measures another build with the same script. COLD=1 leaves the objects wherever the VM's
+# page cache left them (see the loop).
 # Ports 18843 (gateway) and 19865 (metrics). Results: target/swap/. Disk: about
 # (ROUNDS + 2) x 0.33 GB under DIR, plus a 0.9 GB export.
 set -euo pipefail
@@ -107,7 +108,19 @@ sched() {
     perf sched record -a -o "$OUT/sched-$1.data" -- sleep "$((WINDOW + 1))" >/dev/null 2>&1 &
     SCHED=$!
 }
+# The round's objects, as the repository holds them.
+objects() { for o in "$DIR/stage/$r/objects/"*; do echo "$DIR/repo/objects/${o##*/}"; done; }
+resident() { fincore --bytes --noheadings --output RES $(objects) | awk '{ s += $1 } END { print s }'; }
+size() { du -cb $(objects) | tail -n 1 | cut -f1; }
 for r in $(seq 1 "$ROUNDS"); do
+    # A sync that just finished leaves its objects in the page cache; minutes after the
+    # copy above, this VM had paged out 7-20 % of them (its DAMON pageout scheme reclaims
+    # file pages it finds cold, even with most memory free), and the swap read them back
+    # from disk. Read them in now, as the sync would have, unless COLD=1; say how much
+    # was still resident either way.
+    cached=$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / int(sys.argv[2]):.0%}")' "$(resident)" "$(size)")
+    [ "${COLD:-0}" = 1 ] || cat $(objects) >/dev/null
+    echo "   round $r: objects resident in the page cache before the round: $cached$([ "${COLD:-0}" = 1 ] || echo ', then read in')"
     sched calm
     load "$OUT/calm-$r.json" --duration "$WINDOW" --connections 16 --rate "$HALF"
     [ -z "$SCHED" ] || wait "$SCHED"
