@@ -113,11 +113,11 @@ objects() { for o in "$DIR/stage/$r/objects/"*; do echo "$DIR/repo/objects/${o##
 resident() { fincore --bytes --noheadings --output RES $(objects) | awk '{ s += $1 } END { print s }'; }
 size() { du -cb $(objects) | tail -n 1 | cut -f1; }
 for r in $(seq 1 "$ROUNDS"); do
-    # A sync that just finished leaves its objects in the page cache; minutes after the
-    # copy above, this VM had paged out 7-20 % of them (its DAMON pageout scheme reclaims
-    # file pages it finds cold, even with most memory free), and the swap read them back
-    # from disk. Read them in now, as the sync would have, unless COLD=1; say how much
-    # was still resident either way.
+    # A sync that just finished leaves its objects in the page cache. This VM pages out
+    # file pages it finds cold (a DAMON pageout scheme), even with most memory free: half
+    # an hour after a run, 7-20 % of its objects were on disk only, and a round that came
+    # late enough would read that much from disk. Read them in now, as the sync would
+    # have, unless COLD=1; say how much was still resident either way.
     cached=$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / int(sys.argv[2]):.0%}")' "$(resident)" "$(size)")
     [ "${COLD:-0}" = 1 ] || cat $(objects) >/dev/null
     echo "   round $r: objects resident in the page cache before the round: $cached$([ "${COLD:-0}" = 1 ] || echo ', then read in')"
