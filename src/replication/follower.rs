@@ -382,14 +382,12 @@ impl Follower {
                 let delta = delta.map_err(|e| refusal(e, &mut fetch_failed))?;
                 keep(delta.content_hash(), delta.bytes())?;
                 store
-                    .apply(std::slice::from_ref(&delta), expires_at, observe)
+                    .apply(std::slice::from_ref(&delta), observe)
                     .map_err(|e| chain(&e))?;
             }
             // Only once the whole chain is in: a manifest whose deltas did not all apply
             // must not make what is served look fresher than it is.
-            let info = store
-                .apply(&[], expires_at, observe)
-                .map_err(|e| chain(&e))?;
+            let info = store.complete(expires_at).map_err(|e| chain(&e))?;
             Ok(PollOutcome::Applied(info.version))
         })
         .await

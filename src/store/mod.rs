@@ -79,22 +79,33 @@ impl Store {
         Ok(info)
     }
 
-    /// Applies verified deltas, in order, onto what is served, then moves its expiry to
-    /// `expires_at` (also when there are no deltas: a re-signed manifest); each delta
-    /// becomes visible at once. `each` is told how long each delta took to apply.
+    /// Applies verified deltas, in order, onto what is served; each becomes visible at
+    /// once. The expiry stays where it was: what is served is as fresh as the last manifest
+    /// whose whole chain is in ([`Store::complete`]), not as the newer manifest naming
+    /// these deltas, so a source that withholds the next delta cannot make a partial chain
+    /// look fresh. `each` is told how long each delta took to apply.
     pub fn apply(
         &self,
         deltas: &[Delta],
-        expires_at: OffsetDateTime,
         mut each: impl FnMut(std::time::Duration),
     ) -> Result<StateInfo, ApplyError> {
         let guard = self.current.load();
         let state = guard.as_ref().ok_or(ApplyError::NothingServed)?;
         for d in deltas {
             let started = std::time::Instant::now();
+            let expires_at = state.view().info().expires_at;
             state.apply(StateInfo::of(&d.header().meta, expires_at), d.entries())?;
             each(started.elapsed());
         }
+        self.served.installed(state);
+        Ok((*state.view().info()).clone())
+    }
+
+    /// Every delta of a manifest is served (or it names none new: re-signed to extend its
+    /// expiry): what is served is trusted until that manifest's `expires_at`.
+    pub fn complete(&self, expires_at: OffsetDateTime) -> Result<StateInfo, ApplyError> {
+        let guard = self.current.load();
+        let state = guard.as_ref().ok_or(ApplyError::NothingServed)?;
         state.extend_expiry(expires_at);
         self.served.installed(state);
         Ok((*state.view().info()).clone())

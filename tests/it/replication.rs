@@ -828,6 +828,78 @@ async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
     assert_eq!(v["residence_permit"]["status"], "revoked");
 }
 
+/// A source that withholds the second of two new deltas: the first is applied, but the
+/// data served is as fresh as the last manifest whose whole chain is in, not as the newest
+/// manifest, which it is behind. Once the chain is complete, the new expiry holds.
+#[tokio::test]
+async fn a_withheld_delta_leaves_the_expiry_of_the_last_complete_chain() {
+    let gw = follower_gateway(None).await;
+    let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
+    follower.poll_and_record().await.expect("first load");
+    let expiry = || {
+        gw.gateway
+            .store
+            .current()
+            .as_ref()
+            .expect("served")
+            .view()
+            .info()
+            .expires_at
+    };
+    let held = expiry();
+    let s = linked_sample(&gw);
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let rp = s.body["residence_permit"].as_str().expect("rp");
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    publish_events(
+        &gw,
+        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let newest = time::OffsetDateTime::parse(
+        m["signed"]["expires_at"].as_str().expect("expires_at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339");
+    assert_ne!(newest, held, "the test needs two different expiries");
+    let second = gw
+        .demo
+        .repo()
+        .join("objects")
+        .join(m["signed"]["deltas"][1]["hash"].as_str().expect("hash"));
+    let good = std::fs::read(&second).expect("object");
+    std::fs::remove_file(&second).expect("withhold");
+
+    follower
+        .poll_and_record()
+        .await
+        .expect_err("second delta withheld");
+    let version = gw
+        .gateway
+        .store
+        .current()
+        .as_ref()
+        .expect("served")
+        .view()
+        .info()
+        .version;
+    assert_eq!(version, 2, "the first delta was applied");
+    assert_eq!(expiry(), held, "a partial chain does not extend the expiry");
+
+    std::fs::write(&second, &good).expect("publish it after all");
+    assert_eq!(
+        follower.poll_and_record().await,
+        Ok(PollOutcome::Applied(3))
+    );
+    assert_eq!(expiry(), newest);
+}
+
 /// Publications in quick succession through a relay's long-poll: each reaches the
 /// follower at once, the second not only at the follower's next poll (a minute away here;
 /// a follower used to wait out the rest of its interval after a poll that brought news).
