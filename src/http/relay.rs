@@ -14,6 +14,11 @@
 //! task) in one burst. So the manifest is read from disk once per change and answered
 //! from memory, and objects of at most one piece (deltas, as a rule) are kept in memory
 //! once read: they are immutable, being named by their hash.
+//!
+//! The directory is not trusted further than its signatures: the manifest is served only
+//! if it verifies with a publisher key (and is at most `MAX_MANIFEST_BYTES`), and an object
+//! only if that manifest names it, as a regular file (no link followed) of the size it
+//! names. A link in `objects/` to a key file or to `/dev/zero` serves nothing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ed25519_dalek::VerifyingKey;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -32,7 +38,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::problem::{Problem, ProblemKind};
 use super::Body;
-use crate::snapshot::{manifest_tag, MANIFEST_FILE, OBJECTS_DIR};
+use crate::snapshot::{
+    manifest_tag, open_object, read_manifest, SignedManifest, MANIFEST_FILE, OBJECTS_DIR,
+};
 
 /// Longest a manifest request may be held.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -47,17 +55,27 @@ const SMALL_OBJECTS: usize = 256;
 pub struct RelaySource {
     /// The repository this gateway holds (its replication state or its snapshot repo).
     pub dir: PathBuf,
+    /// Publisher keys: a manifest that does not verify with one is not served.
+    trusted: Arc<[VerifyingKey]>,
     /// Bumped whenever a new manifest is in place (written by this gateway's follower, or
     /// seen in the snapshot repo it serves).
     pub changes: watch::Receiver<u64>,
     held: Arc<Held>,
 }
 
+/// The manifest as of one change, read and verified once.
+struct HeldManifest {
+    change: u64,
+    bytes: Bytes,
+    tag: String,
+    /// The objects it names, and their sizes: nothing else is served.
+    named: Arc<HashMap<String, u64>>,
+}
+
 #[derive(Default)]
 struct Held {
-    /// The manifest as of change number `.0`, and its tag. An async lock: the requests a
-    /// change wakes wait for the one that reads the file.
-    manifest: tokio::sync::Mutex<Option<(u64, Bytes, String)>>,
+    /// An async lock: the requests a change wakes wait for the one that reads the file.
+    manifest: tokio::sync::Mutex<Option<HeldManifest>>,
     small: std::sync::Mutex<HashMap<String, Bytes>>,
     /// Held while an object not in `small` is opened (and, when small, read): the
     /// followers a publication wakes all ask for its new delta at once, and one reads it
@@ -66,30 +84,58 @@ struct Held {
 }
 
 impl RelaySource {
-    pub fn new(dir: PathBuf, changes: watch::Receiver<u64>) -> RelaySource {
+    pub fn new(
+        dir: PathBuf,
+        trusted: Vec<VerifyingKey>,
+        changes: watch::Receiver<u64>,
+    ) -> RelaySource {
         RelaySource {
             dir,
+            trusted: trusted.into(),
             changes,
             held: Arc::default(),
         }
     }
 
-    /// The manifest as of change number `change`, and its tag: read once per change.
-    async fn manifest(&self, change: u64) -> Result<(Bytes, String), Problem> {
+    /// The manifest as of change number `change`, its tag and the objects it names: read
+    /// and verified once per change.
+    async fn manifest(
+        &self,
+        change: u64,
+    ) -> Result<(Bytes, String, Arc<HashMap<String, u64>>), Problem> {
         let mut held = self.held.manifest.lock().await;
-        if let Some((c, bytes, tag)) = held.as_ref() {
-            if *c == change {
-                return Ok((bytes.clone(), tag.clone()));
-            }
+        if let Some(h) = held.as_ref().filter(|h| h.change == change) {
+            return Ok((h.bytes.clone(), h.tag.clone(), h.named.clone()));
         }
-        let bytes = Bytes::from(
-            tokio::fs::read(self.dir.join(MANIFEST_FILE))
-                .await
-                .map_err(|_| Problem::new(ProblemKind::NotReady, "no manifest held yet"))?,
-        );
-        let tag = manifest_tag(&bytes);
-        *held = Some((change, bytes.clone(), tag.clone()));
-        Ok((bytes, tag))
+        let path = self.dir.join(MANIFEST_FILE);
+        let trusted = self.trusted.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = read_manifest(&path).map_err(|e| e.to_string())?;
+            let signed = SignedManifest::verify(&bytes, &trusted)
+                .map_err(|e| crate::report::Report(&e).to_string())?;
+            Ok::<_, String>((bytes, signed.manifest))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        let (bytes, manifest) = read.map_err(|detail| {
+            tracing::warn!(dir = %self.dir.display(), %detail, "the repository's manifest is not served");
+            Problem::new(ProblemKind::NotReady, "no verified manifest held yet")
+        })?;
+        let named: HashMap<String, u64> =
+            std::iter::once((manifest.snapshot.hash, manifest.snapshot.size))
+                .chain(manifest.deltas.into_iter().map(|d| (d.hash, d.size)))
+                .collect();
+        let bytes = Bytes::from(bytes);
+        let h = HeldManifest {
+            change,
+            tag: manifest_tag(&bytes),
+            bytes,
+            named: Arc::new(named),
+        };
+        let out = (h.bytes.clone(), h.tag.clone(), h.named.clone());
+        *held = Some(h);
+        Ok(out)
     }
 
     fn small_object(&self, hash: &str) -> Option<Bytes> {
@@ -163,7 +209,7 @@ pub async fn manifest<B>(
     let mut changes = relay.changes.clone();
     let answer = loop {
         let change = *changes.borrow_and_update();
-        let (bytes, tag) = relay.manifest(change).await?;
+        let (bytes, tag, _) = relay.manifest(change).await?;
         if held.as_deref() != Some(tag.as_str()) {
             break respond(StatusCode::OK, "application/json", &tag, bytes);
         }
@@ -205,6 +251,15 @@ pub async fn object(
     }
     let tag = format!("\"{hash}\"");
     const OCTETS: &str = "application/octet-stream";
+    let missing = || Problem::new(ProblemKind::NotFound, "no such object here");
+    let change = *relay.changes.borrow();
+    let (_, _, named) = relay.manifest(change).await?;
+    let Some(&size) = named.get(hash) else {
+        return Err(Problem::new(
+            ProblemKind::NotFound,
+            "the manifest this gateway holds names no such object",
+        ));
+    };
     if let Some(bytes) = relay.small_object(hash) {
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
     }
@@ -212,14 +267,37 @@ pub async fn object(
     if let Some(bytes) = relay.small_object(hash) {
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));
     }
-    let missing = || Problem::new(ProblemKind::NotFound, "no such object here");
-    let mut file = tokio::fs::File::open(relay.dir.join(OBJECTS_DIR).join(hash))
+    let path = relay.dir.join(OBJECTS_DIR).join(hash);
+    let opened = tokio::task::spawn_blocking(move || open_object(&path, size))
         .await
-        .map_err(|_| missing())?;
-    let len = file.metadata().await.map_err(|_| missing())?.len();
+        .map_err(std::io::Error::other)
+        .and_then(|o| o);
+    let std_file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => {
+            tracing::warn!(object = hash, error = %e, "a repository object is not served");
+            return Err(missing());
+        }
+    };
+    let mut file = tokio::fs::File::from_std(std_file);
+    let len = size;
     if len <= PIECE as u64 {
-        let mut bytes = Vec::with_capacity(PIECE.min(len as usize));
-        file.read_to_end(&mut bytes).await.map_err(|_| missing())?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        (&mut file)
+            .take(len)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|_| missing())?;
+        // Read whole anyway: checked against its name before it is served or kept, so
+        // a file replaced with other bytes of the same size is not passed on.
+        if bytes.len() as u64 != len || blake3::hash(&bytes).to_hex().as_str() != hash {
+            tracing::warn!(
+                object = hash,
+                "a repository object does not hash to its name"
+            );
+            return Err(missing());
+        }
         let bytes = Bytes::from(bytes);
         relay.keep_small_object(hash, bytes.clone());
         return Ok(respond(StatusCode::OK, OCTETS, &tag, bytes));

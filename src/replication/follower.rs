@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::watch;
 
-use super::source::{Fetched, Source};
+use super::source::{Fetched, Source, SourceError};
 use crate::clock::Clock;
 use crate::key_files::HashKey;
 use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::snapshot::{
     check_hash, object_path, remove_unnamed_objects, verify_deltas, verify_objects, wanted_objects,
-    write_atomic, write_atomic_paced, FetchedObjects, Pace, Repo, SignedManifest, SnapshotError,
-    Trust, Wanted, MANIFEST_FILE,
+    write_atomic, DirObjects, Pace, Repo, SignedManifest, SnapshotError, Trust, Wanted,
+    MANIFEST_FILE,
 };
 use crate::store::Store;
 
@@ -77,6 +77,19 @@ impl From<SnapshotError> for Refusal {
             SnapshotError::Io { .. } => RefusalReason::Storage,
             SnapshotError::Missing { .. } => RefusalReason::Fetch,
             SnapshotError::NoBase => RefusalReason::Manifest,
+        };
+        Refusal::new(reason, Report(&e).to_string())
+    }
+}
+
+impl From<SourceError> for Refusal {
+    fn from(e: SourceError) -> Refusal {
+        let reason = match &e {
+            SourceError::ManifestTooLarge { .. } => RefusalReason::Manifest,
+            SourceError::Object { source, .. } if source.is_not_the_named_object() => {
+                RefusalReason::HashMismatch
+            }
+            _ => RefusalReason::Fetch,
         };
         Refusal::new(reason, Report(&e).to_string())
     }
@@ -220,7 +233,7 @@ impl Follower {
             .source
             .manifest(self.tag.as_deref())
             .await
-            .map_err(|e| Refusal::new(RefusalReason::Fetch, Report(&e).to_string()))?;
+            .map_err(Refusal::from)?;
         let (bytes, tag) = match fetched {
             Fetched::NotModified => return Ok(PollOutcome::NotModified),
             Fetched::Manifest { bytes, tag } => (bytes, tag),
@@ -295,37 +308,47 @@ impl Follower {
                 .all(|(a, b)| a.hash == b.hash)
     }
 
-    /// Fetches what `new` names that `wanted` asks for, then, off the async workers (a
-    /// base is hundreds of MB): verifies it (the loader's path, snapshot::verify_objects),
-    /// keeps it in the state directory, and installs the new base or applies each delta
-    /// onto what is served as soon as it is verified. A fetch that fails halfway leaves
-    /// what was fetched before it applied.
+    /// Fetches what `new` names that `wanted` asks for into the state directory (streamed
+    /// to disk, each object no larger than named and kept only if it hashes to its name),
+    /// then, off the async workers (a base is hundreds of MB): verifies it from there (the
+    /// loader's path, snapshot::verify_objects), and installs the new base or applies each
+    /// delta onto what is served as soon as it is verified. A fetch that fails halfway
+    /// leaves what was fetched before it applied. A gateway following the repository it
+    /// serves (no state directory) verifies the objects where they are.
     async fn follow(&self, new: &SignedManifest, wanted: Wanted) -> Result<PollOutcome, Refusal> {
         // A new base verified while serving is paced, to leave the cores to the requests;
         // the first one is loaded at full speed (nothing is served until it is in).
         let started = Instant::now();
         let pace = self.store.is_ready().then_some(Pace::BESIDE_REQUESTS);
-        let mut fetched = FetchedObjects {
-            pace,
-            ..FetchedObjects::default()
+        let dir = match (&self.state_dir, &self.source) {
+            (Some(dir), _) => dir.clone(),
+            (None, Source::File(root)) => root.clone(),
+            (None, _) => {
+                return Err(Refusal::new(
+                    RefusalReason::Storage,
+                    "a remote source needs replication.state_dir",
+                ))
+            }
         };
         let mut fetch_failed = None;
-        for hash in wanted_objects(&new.manifest, wanted) {
-            // Named by a signed manifest, but a path and a URL all the same: checked first.
-            check_hash(hash)?;
-            match self.source.object(hash, pace).await {
-                Ok(bytes) => fetched.objects.insert(hash.to_owned(), bytes),
-                Err(e) => {
-                    fetch_failed = Some(Refusal::new(RefusalReason::Fetch, Report(&e).to_string()));
+        if self.state_dir.is_some() {
+            for (hash, size) in wanted_objects(&new.manifest, wanted) {
+                // Named by a signed manifest, but a path and a URL all the same: checked first.
+                check_hash(hash)?;
+                if let Err(e) = self
+                    .source
+                    .fetch_object(hash, size, object_path(&dir, hash), pace)
+                    .await
+                {
+                    fetch_failed = Some(Refusal::from(e));
                     break;
                 }
-            };
+            }
         }
-        let (trusted, hash_key, store, state_dir, metrics) = (
+        let (trusted, hash_key, store, metrics) = (
             self.trusted.clone(),
             self.hash_key.clone(),
             self.store.clone(),
-            self.state_dir.clone(),
             self.metrics.clone(),
         );
         let manifest = new.clone();
@@ -334,39 +357,18 @@ impl Follower {
                 publishers: &trusted,
                 hash_key: Some(&hash_key),
             };
-            let keep = |hash: blake3::Hash, bytes: &[u8]| match &state_dir {
-                Some(dir) => {
-                    write_atomic_paced(&object_path(dir, hash.to_hex().as_str()), bytes, pace)
-                        .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))
-                }
-                None => Ok(()),
-            };
-            // The object that was not fetched: its fetch's error, not "missing".
+            let mut objects = DirObjects { dir: &dir, pace };
+            // An object whose fetch failed is reported by that failure, not as unreadable.
             let refusal = |e: SnapshotError, failed: &mut Option<Refusal>| match e {
-                e @ SnapshotError::Missing { .. } => {
-                    failed.take().unwrap_or_else(|| Refusal::from(e))
-                }
+                e @ SnapshotError::Io { .. } => failed.take().unwrap_or_else(|| Refusal::from(e)),
                 e => Refusal::from(e),
             };
             let chain =
                 |e: &dyn std::fmt::Display| Refusal::new(RefusalReason::Chain, e.to_string());
             let expires_at = manifest.manifest.expires_at;
             if let Wanted::All = wanted {
-                let verified = verify_objects(&manifest.manifest, wanted, &mut fetched, &trust)
+                let verified = verify_objects(&manifest.manifest, wanted, &mut objects, &trust)
                     .map_err(|e| refusal(e, &mut fetch_failed))?;
-                for (hash, bytes) in verified
-                    .snapshot
-                    .iter()
-                    .map(|s| (s.content_hash(), s.bytes()))
-                    .chain(
-                        verified
-                            .deltas
-                            .iter()
-                            .map(|d| (d.content_hash(), d.bytes())),
-                    )
-                {
-                    keep(hash, bytes)?;
-                }
                 let info = store
                     .install(Repo::new(manifest, verified)?)
                     .map_err(|e| chain(&e))?;
@@ -378,9 +380,8 @@ impl Follower {
             }
             let observe =
                 |took: Duration| metrics.replication.delta_apply.observe(took.as_secs_f64());
-            for delta in verify_deltas(&manifest.manifest, wanted, &mut fetched, &trust) {
+            for delta in verify_deltas(&manifest.manifest, wanted, &mut objects, &trust) {
                 let delta = delta.map_err(|e| refusal(e, &mut fetch_failed))?;
-                keep(delta.content_hash(), delta.bytes())?;
                 store
                     .apply(std::slice::from_ref(&delta), observe)
                     .map_err(|e| chain(&e))?;

@@ -9,15 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header::{ETAG, IF_NONE_MATCH};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::snapshot::{manifest_tag, read_file, Pace, MANIFEST_FILE, OBJECTS_DIR};
+use crate::snapshot::{
+    manifest_tag, read_manifest, ObjectError, ObjectSink, Pace, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+    OBJECTS_DIR,
+};
 
 /// How long an HTTPS manifest request asks a relay to hold it (relays cap it at 30 s;
 /// static servers ignore it).
@@ -39,6 +43,10 @@ pub enum SourceError {
         what: String,
         source: std::io::Error,
     },
+    #[error("the manifest {what} is larger than {MAX_MANIFEST_BYTES} bytes")]
+    ManifestTooLarge { what: String },
+    #[error("object {what} is not the one the manifest names")]
+    Object { what: String, source: ObjectError },
 }
 
 /// Endpoint and region of an S3-compatible store (None: from the environment / AWS).
@@ -219,115 +227,117 @@ impl Source {
         }
     }
 
-    async fn s3_get(
+    /// The object at `path` in the store with its ETag, `None` when it still has the tag
+    /// `if_none_match`; its body is read by the caller.
+    async fn s3_open(
         store: &Arc<dyn object_store::ObjectStore>,
-        path: object_store::path::Path,
+        path: &object_store::path::Path,
         if_none_match: Option<&str>,
-    ) -> Result<Option<(Bytes, Option<String>)>, SourceError> {
-        let what = path.to_string();
+    ) -> Result<Option<object_store::GetResult>, SourceError> {
         let opts = object_store::GetOptions {
             if_none_match: if_none_match.map(str::to_owned),
             ..Default::default()
         };
-        let err = |message: String| SourceError::Http {
-            what: what.clone(),
-            message,
-        };
-        let got = match tokio::time::timeout(REQUEST_TIMEOUT, store.get_opts(&path, opts)).await {
-            Err(_) => return Err(err("timed out".into())),
-            Ok(Err(object_store::Error::NotModified { .. })) => return Ok(None),
-            Ok(Err(e)) => return Err(err(e.to_string())),
-            Ok(Ok(g)) => g,
-        };
-        let tag = got.meta.e_tag.clone();
-        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, got.bytes())
-            .await
-            .map_err(|_| err("body timed out".into()))?
-            .map_err(|e| err(e.to_string()))?;
-        Ok(Some((bytes, tag)))
+        match tokio::time::timeout(REQUEST_TIMEOUT, store.get_opts(path, opts)).await {
+            Err(_) => Err(http_error(path, "timed out")),
+            Ok(Err(object_store::Error::NotModified { .. })) => Ok(None),
+            Ok(Err(e)) => Err(http_error(path, e)),
+            Ok(Ok(g)) => Ok(Some(g)),
+        }
     }
 
     async fn get(
         client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-        url: String,
+        url: &str,
         if_none_match: Option<&str>,
-    ) -> Result<(StatusCode, Option<String>, Bytes), SourceError> {
-        let mut req = Request::get(&url);
+    ) -> Result<http::Response<hyper::body::Incoming>, SourceError> {
+        let mut req = Request::get(url);
         if let Some(tag) = if_none_match {
             req = req.header(IF_NONE_MATCH, tag);
         }
-        let http_err = |message: String| SourceError::Http {
-            what: url.clone(),
-            message,
-        };
         let req = req
             .body(Full::new(Bytes::new()))
-            .map_err(|e| http_err(e.to_string()))?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
+            .map_err(|e| http_error(url, e))?;
+        tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
             .await
-            .map_err(|_| http_err("timed out".into()))?
-            .map_err(|e| http_err(e.to_string()))?;
-        let status = resp.status();
-        let tag = resp
-            .headers()
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| http_err("body timed out".into()))?
-            .map_err(|e| http_err(e.to_string()))?
-            .to_bytes();
-        Ok((status, tag, body))
+            .map_err(|_| http_error(url, "timed out"))?
+            .map_err(|e| http_error(url, e))
     }
 
     /// The manifest, unless it still has tag `held` (a content tag for files, the ETag
-    /// for HTTP sources), so an idle poll transfers nothing new.
+    /// for HTTP sources), so an idle poll transfers nothing new. A manifest larger than
+    /// [`MAX_MANIFEST_BYTES`] is refused without being read whole.
     pub async fn manifest(&self, held: Option<&str>) -> Result<Fetched, SourceError> {
+        let fetched = |bytes: Vec<u8>, tag: Option<String>| {
+            let tag = tag.unwrap_or_else(|| manifest_tag(&bytes));
+            if held == Some(tag.as_str()) {
+                Fetched::NotModified
+            } else {
+                Fetched::Manifest { bytes, tag }
+            }
+        };
         match self {
             Source::File(root) => {
                 let path = root.join(MANIFEST_FILE);
-                let bytes = tokio::fs::read(&path)
+                let what = path.display().to_string();
+                let bytes = tokio::task::spawn_blocking(move || read_manifest(&path))
                     .await
-                    .map_err(|source| SourceError::Fetch {
-                        what: path.display().to_string(),
-                        source,
+                    .map_err(std::io::Error::other)
+                    .and_then(|read| read)
+                    .map_err(|source| match source.kind() {
+                        std::io::ErrorKind::FileTooLarge => too_large(what.clone()),
+                        _ => SourceError::Fetch {
+                            what: what.clone(),
+                            source,
+                        },
                     })?;
-                let tag = manifest_tag(&bytes);
-                if held == Some(tag.as_str()) {
-                    return Ok(Fetched::NotModified);
-                }
-                Ok(Fetched::Manifest { bytes, tag })
+                Ok(fetched(bytes, None))
             }
             Source::S3 { store, prefix } => {
-                match Self::s3_get(store, Self::s3_path(prefix, MANIFEST_FILE), held).await? {
-                    None => Ok(Fetched::NotModified),
-                    Some((bytes, tag)) => {
-                        let tag = tag.unwrap_or_else(|| manifest_tag(&bytes));
-                        if held == Some(tag.as_str()) {
-                            return Ok(Fetched::NotModified);
-                        }
-                        Ok(Fetched::Manifest {
-                            bytes: bytes.to_vec(),
-                            tag,
-                        })
-                    }
+                let path = Self::s3_path(prefix, MANIFEST_FILE);
+                let Some(got) = Self::s3_open(store, &path, held).await? else {
+                    return Ok(Fetched::NotModified);
+                };
+                if got.meta.size > MAX_MANIFEST_BYTES {
+                    return Err(too_large(&path));
                 }
+                let tag = got.meta.e_tag.clone();
+                let bytes = tokio::time::timeout(REQUEST_TIMEOUT, got.bytes())
+                    .await
+                    .map_err(|_| http_error(&path, "body timed out"))?
+                    .map_err(|e| http_error(&path, e))?;
+                if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+                    return Err(too_large(&path));
+                }
+                Ok(fetched(bytes.to_vec(), tag))
             }
             Source::Https { base, client } => {
                 let url = format!("{base}/{MANIFEST_FILE}?wait_ms={}", LONG_POLL.as_millis());
-                let (status, tag, body) = Self::get(client, url.clone(), held).await?;
-                match status {
+                let resp = Self::get(client, &url, held).await?;
+                match resp.status() {
                     StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
                     StatusCode::OK => {
-                        let tag = tag.unwrap_or_else(|| manifest_tag(&body));
-                        if held == Some(tag.as_str()) {
-                            return Ok(Fetched::NotModified);
-                        }
-                        Ok(Fetched::Manifest {
-                            bytes: body.to_vec(),
-                            tag,
-                        })
+                        let tag = resp
+                            .headers()
+                            .get(ETAG)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let limited = Limited::new(
+                            resp.into_body(),
+                            usize::try_from(MAX_MANIFEST_BYTES).unwrap_or(usize::MAX),
+                        );
+                        let body = tokio::time::timeout(REQUEST_TIMEOUT, limited.collect())
+                            .await
+                            .map_err(|_| http_error(&url, "body timed out"))?
+                            .map_err(|e| {
+                                if e.is::<LengthLimitError>() {
+                                    too_large(&url)
+                                } else {
+                                    http_error(&url, e)
+                                }
+                            })?
+                            .to_bytes();
+                        Ok(fetched(body.to_vec(), tag))
                     }
                     s => Err(SourceError::Status {
                         what: url,
@@ -338,38 +348,156 @@ impl Source {
         }
     }
 
-    /// The object `hash`; read from a directory at `pace` when given (over the network,
-    /// the body arrives at the network's pace).
-    pub async fn object(&self, hash: &str, pace: Option<Pace>) -> Result<Vec<u8>, SourceError> {
+    /// Fetches the object `hash` of `size` bytes (as the signed manifest names it) into
+    /// `path`, streamed to disk as it arrives (never held whole in memory) through an
+    /// [`ObjectSink`]: a source that sends more than `size` bytes is cut off there, and
+    /// the file is kept only if its content hashes to `hash`. Written at `pace` when given.
+    pub async fn fetch_object(
+        &self,
+        hash: &str,
+        size: u64,
+        path: PathBuf,
+        pace: Option<Pace>,
+    ) -> Result<(), SourceError> {
+        let object_error = |what: String| move |source| SourceError::Object { what, source };
         match self {
             Source::File(root) => {
-                let path = root.join(OBJECTS_DIR).join(hash);
-                let what = path.display().to_string();
-                tokio::task::spawn_blocking(move || read_file(&path, pace))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|read| read)
-                    .map_err(|source| SourceError::Fetch { what, source })
+                let from = root.join(OBJECTS_DIR).join(hash);
+                let what = from.display().to_string();
+                let hash = hash.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    ObjectSink::create(path, &hash, size, pace)?.copy_from(&from)
+                })
+                .await
+                .map_err(|e| ObjectError::Io(std::io::Error::other(e)))
+                .and_then(|copied| copied)
+                .map_err(|source| match source {
+                    // The directory's own trouble (missing, a link, not a regular file).
+                    ObjectError::Io(source) => SourceError::Fetch {
+                        what: what.clone(),
+                        source,
+                    },
+                    source => SourceError::Object {
+                        what: what.clone(),
+                        source,
+                    },
+                })
             }
             Source::S3 { store, prefix } => {
-                let path = Self::s3_path(prefix, &format!("{OBJECTS_DIR}/{hash}"));
-                let what = path.to_string();
-                Self::s3_get(store, path, None)
+                let at = Self::s3_path(prefix, &format!("{OBJECTS_DIR}/{hash}"));
+                let what = at.to_string();
+                let got = Self::s3_open(store, &at, None)
                     .await?
-                    .map(|(b, _)| b.to_vec())
-                    .ok_or(SourceError::Status { what, status: 304 })
+                    .ok_or(SourceError::Status {
+                        what: what.clone(),
+                        status: 304,
+                    })?;
+                if got.meta.size > size {
+                    return Err(object_error(what)(ObjectError::TooLarge { size }));
+                }
+                let sink = ObjectSink::create(path, hash, size, pace)
+                    .map_err(|e| object_error(what.clone())(ObjectError::Io(e)))?;
+                let sink = BlockingSink::start(sink);
+                let mut pieces = got.into_stream();
+                let streamed = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    while let Some(piece) = pieces.next().await {
+                        let piece = piece.map_err(|e| http_error(&what, e))?;
+                        if !sink.write(piece).await {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|_| http_error(&what, "body timed out"))?;
+                sink.finish(streamed, what).await
             }
             Source::Https { base, client } => {
                 let url = format!("{base}/{OBJECTS_DIR}/{hash}");
-                let (status, _, body) = Self::get(client, url.clone(), None).await?;
-                if status != StatusCode::OK {
+                let resp = Self::get(client, &url, None).await?;
+                if resp.status() != StatusCode::OK {
                     return Err(SourceError::Status {
                         what: url,
-                        status: status.as_u16(),
+                        status: resp.status().as_u16(),
                     });
                 }
-                Ok(body.to_vec())
+                let sink = ObjectSink::create(path, hash, size, pace)
+                    .map_err(|e| object_error(url.clone())(ObjectError::Io(e)))?;
+                let sink = BlockingSink::start(sink);
+                let mut body = resp.into_body();
+                let streamed = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    while let Some(frame) = body.frame().await {
+                        let frame = frame.map_err(|e| http_error(&url, e))?;
+                        if let Ok(piece) = frame.into_data() {
+                            if !sink.write(piece).await {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|_| http_error(&url, "body timed out"))?;
+                sink.finish(streamed, url).await
             }
         }
+    }
+}
+
+fn http_error(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> SourceError {
+    SourceError::Http {
+        what: what.to_string(),
+        message: cause.to_string(),
+    }
+}
+
+fn too_large(what: impl std::fmt::Display) -> SourceError {
+    SourceError::ManifestTooLarge {
+        what: what.to_string(),
+    }
+}
+
+/// An [`ObjectSink`] written on a blocking thread (a paced write sleeps, and the fsync
+/// blocks) from pieces arriving on the async side, a few pieces in flight at most.
+struct BlockingSink {
+    pieces: tokio::sync::mpsc::Sender<Bytes>,
+    done: tokio::task::JoinHandle<Result<(), ObjectError>>,
+}
+
+impl BlockingSink {
+    fn start(mut sink: ObjectSink) -> BlockingSink {
+        let (pieces, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let done = tokio::task::spawn_blocking(move || {
+            while let Some(piece) = rx.blocking_recv() {
+                sink.write(&piece)?;
+            }
+            sink.finish()
+        });
+        BlockingSink { pieces, done }
+    }
+
+    /// Passes a piece on; `false` once the writer has stopped (on an error, which
+    /// [`BlockingSink::finish`] returns).
+    async fn write(&self, piece: Bytes) -> bool {
+        self.pieces.send(piece).await.is_ok()
+    }
+
+    /// Ends the object: kept if the stream ended well, and the writer took every piece,
+    /// found it whole and named by its hash. A stream that failed is reported as such (the
+    /// writer then finds the object short and removes it); else the writer's error, which
+    /// is what stopped the stream early.
+    async fn finish(
+        self,
+        streamed: Result<(), SourceError>,
+        what: String,
+    ) -> Result<(), SourceError> {
+        drop(self.pieces);
+        let written = self
+            .done
+            .await
+            .map_err(|e| ObjectError::Io(std::io::Error::other(e)))
+            .and_then(|written| written);
+        streamed?;
+        written.map_err(|source| SourceError::Object { what, source })
     }
 }

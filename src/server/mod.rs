@@ -215,7 +215,9 @@ impl Gateway {
             (Some(r), _) => Some(r.state_dir.clone()),
             (None, repo) => repo.clone(),
         };
-        let relay = relay_dir.map(|dir| crate::http::relay::RelaySource::new(dir, manifest_rx));
+        let relay = relay_dir.map(|dir| {
+            crate::http::relay::RelaySource::new(dir, publisher_keys.clone(), manifest_rx)
+        });
         let app = Arc::new(App::new(
             store.clone(),
             hash_key.clone(),

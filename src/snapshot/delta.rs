@@ -21,7 +21,7 @@ impl Delta {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Delta, SnapshotError> {
-        Snapshot::load_kind(path, FileKind::Delta, None, trusted, hash_key)
+        Snapshot::load_kind(path, FileKind::Delta, None, trusted, hash_key, None)
             .map(|inner| Delta { inner })
     }
 
@@ -35,7 +35,7 @@ impl Delta {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Delta, SnapshotError> {
-        Snapshot::from_bytes_kind(data, FileKind::Delta, None, trusted, hash_key, None)
+        Snapshot::from_bytes_kind(data, FileKind::Delta, None, trusted, hash_key)
             .map(|inner| Delta { inner })
     }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 
+use super::files::open_object;
 use super::pace::{Pace, Pacer};
 use super::record::{DocKey, Record};
 use super::stream::FileWriter;
@@ -270,24 +271,34 @@ impl Snapshot {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
-        Self::load_kind(path, FileKind::Snapshot, None, trusted, hash_key)
+        Self::load_kind(path, FileKind::Snapshot, None, trusted, hash_key, None)
     }
 
     /// [`Snapshot::load`] for either kind of file; the header must say `kind`, and the
-    /// content hash be `named` (checked before the signature), when given.
+    /// content hash be `named` (checked before the signature), when given. A repository's
+    /// object (`size`: what its manifest names) is opened as [`open_object`] does: a
+    /// regular file of that size, not through a link. Read, hashed and indexed a piece at a
+    /// time, at `pace` when given.
     pub(super) fn load_kind(
         path: &Path,
         kind: FileKind,
-        named: Option<&str>,
+        named: Option<(&str, u64)>,
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
+        pace: Option<Pace>,
     ) -> Result<Snapshot, SnapshotError> {
         let io = |source| SnapshotError::Io {
             path: path.to_owned(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let (mut file, len) = match named {
+            Some((_, size)) => (open_object(path, size).map_err(io)?, size),
+            None => {
+                let file = std::fs::File::open(path).map_err(io)?;
+                let len = file.metadata().map_err(io)?.len();
+                (file, len)
+            }
+        };
         let size = |size| SnapshotError::Size {
             object: path.display().to_string(),
             size,
@@ -298,17 +309,27 @@ impl Snapshot {
         }
         let mut data = vec![0u8; len];
         let mut ingest = Ingest::new(len, kind, &path.display().to_string());
+        let mut pacer = Pacer::new(pace);
         let mut filled = 0;
         while filled < len {
-            let end = (filled + READ_CHUNK).min(len);
+            let end = (filled + pacer.io_step()).min(len);
             let n = file.read(&mut data[filled..end]).map_err(io)?;
             if n == 0 {
                 return Err(size(SizeError::Shrank { read: filled, len }));
             }
             filled += n;
-            ingest.feed(&data[..filled])?;
+            if let Err(e) = ingest.feed(&data[..filled]) {
+                // As for an image in memory: an object that is not the one named is
+                // reported so, whatever else is wrong with it.
+                let Some((hash, _)) = named else {
+                    return Err(e);
+                };
+                file.read_exact(&mut data[filled..]).map_err(io)?;
+                return Err(check_named(hash, blake3::hash(&data)).err().unwrap_or(e));
+            }
+            pacer.tick();
         }
-        ingest.finish(data, named, trusted, hash_key)
+        ingest.finish(data, named.map(|(hash, _)| hash), trusted, hash_key)
     }
 
     /// Verifies and indexes a snapshot held in memory.
@@ -317,21 +338,20 @@ impl Snapshot {
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
     ) -> Result<Snapshot, SnapshotError> {
-        Self::from_bytes_kind(data, FileKind::Snapshot, None, trusted, hash_key, None)
+        Self::from_bytes_kind(data, FileKind::Snapshot, None, trusted, hash_key)
     }
 
     /// [`Snapshot::from_bytes`] for either kind; as [`Snapshot::load_kind`]. An image that
     /// does not even parse is reported as not hashing to `named` when it does not: the
     /// object is not the one named (damaged in transit), whatever else is wrong with it.
-    /// Fed to the hasher and the index a piece at a time (each piece still in cache for
-    /// the second pass), at `pace` when given.
+    /// Fed to the hasher and the index a piece at a time, each piece still in cache for
+    /// the second pass.
     pub(super) fn from_bytes_kind(
         data: Vec<u8>,
         kind: FileKind,
         named: Option<&str>,
         trusted: &[VerifyingKey],
         hash_key: Option<&HashKey>,
-        pace: Option<Pace>,
     ) -> Result<Snapshot, SnapshotError> {
         let not_named = |data: &[u8]| named.and_then(|n| check_named(n, blake3::hash(data)).err());
         if data.len() < HEADER_LEN + TRAILER_LEN {
@@ -341,14 +361,12 @@ impl Snapshot {
             });
         }
         let mut ingest = Ingest::new(data.len(), kind, MEMORY);
-        let mut pacer = Pacer::new(pace);
         let mut fed = 0;
         while fed < data.len() {
             fed = (fed + FEED_CHUNK).min(data.len());
             if let Err(e) = ingest.feed(&data[..fed]) {
                 return Err(not_named(&data).unwrap_or(e));
             }
-            pacer.tick();
         }
         ingest.finish(data, named, trusted, hash_key)
     }
@@ -756,7 +774,7 @@ mod tests {
     /// An image of several feed pieces, paced or not, is the snapshot the file holds; a
     /// flipped bit in any piece is refused.
     #[test]
-    fn an_image_fed_in_pieces_and_paced_loads_as_the_file_does() {
+    fn an_image_in_memory_or_a_file_read_paced_loads_alike() {
         let hk = HashKey::generate();
         let sk = generate_signing_key();
         let recs = records(20_000, &hk);
@@ -768,18 +786,31 @@ mod tests {
             burst: std::time::Duration::ZERO,
             rest: 1,
         };
-        let load = |image: Vec<u8>, pace| {
-            Snapshot::from_bytes_kind(
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("object");
+        let size = bytes.len() as u64;
+        let load = |image: Vec<u8>, from_file: Option<Option<Pace>>| match from_file {
+            None => Snapshot::from_bytes_kind(
                 image,
                 FileKind::Snapshot,
                 Some(named.as_str()),
                 &trusted,
                 Some(&hk),
-                pace,
-            )
+            ),
+            Some(pace) => {
+                std::fs::write(&path, &image).expect("write");
+                Snapshot::load_kind(
+                    &path,
+                    FileKind::Snapshot,
+                    Some((named.as_str(), size)),
+                    &trusted,
+                    Some(&hk),
+                    pace,
+                )
+            }
         };
-        for pace in [None, Some(pace)] {
-            let snap = load(bytes.clone(), pace).expect("load");
+        for from_file in [None, Some(None), Some(Some(pace))] {
+            let snap = load(bytes.clone(), from_file).expect("load");
             assert_eq!(snap.content_hash(), blake3::hash(&bytes));
             assert!(recs.iter().all(|r| snap.get(&r.key) == Some(*r)));
             for pos in [
@@ -790,11 +821,25 @@ mod tests {
                 let mut bad = bytes.clone();
                 bad[pos] ^= 0x01;
                 assert!(
-                    matches!(load(bad, pace), Err(SnapshotError::HashMismatch { .. })),
+                    matches!(
+                        load(bad, from_file),
+                        Err(SnapshotError::HashMismatch { .. })
+                    ),
                     "flip at {pos} accepted"
                 );
             }
         }
+        // A file of another size than named is not read.
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
+        let short = Snapshot::load_kind(
+            &path,
+            FileKind::Snapshot,
+            Some((named.as_str(), size)),
+            &trusted,
+            Some(&hk),
+            None,
+        );
+        assert!(matches!(short, Err(SnapshotError::Io { .. })), "{short:?}");
     }
 
     #[test]

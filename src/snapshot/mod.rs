@@ -7,6 +7,7 @@
 
 mod delta;
 mod error;
+mod files;
 mod format;
 pub mod manifest;
 mod pace;
@@ -18,17 +19,20 @@ pub mod testing;
 
 pub use delta::Delta;
 pub use error::{ChainError, Corruption, ManifestError, SizeError, SnapshotError};
+pub use files::{
+    open_object, open_regular, read_manifest, ObjectError, ObjectSink, MAX_MANIFEST_BYTES,
+};
 pub use format::{
     encode, encode_delta, FileKind, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN,
     TRAILER_LEN,
 };
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
-pub use pace::{read_file, Pace};
+pub use pace::Pace;
 pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
 pub(crate) use repo::check_hash;
 pub use repo::{
     load_repo, manifest_tag, object_path, remove_unnamed_objects, sync_dir, verify_deltas,
-    verify_objects, wanted_objects, write_atomic, write_atomic_paced, DirObjects, FetchedObjects,
-    Objects, Repo, RepoData, Trust, Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
+    verify_objects, wanted_objects, write_atomic, DirObjects, Objects, Repo, RepoData, Trust,
+    Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
 };
 pub use stream::{scan, FileWriter, HashingWriter};

@@ -2,8 +2,6 @@
 //! the request workers: the job works in bursts and rests between them, so it never holds
 //! a core for long and its stream through memory never evicts the workers' data for long.
 
-use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::format::READ_CHUNK;
@@ -64,23 +62,6 @@ impl Pacer {
     }
 }
 
-/// Reads a whole file, a chunk at a time at `pace` when given: reading hundreds of MB is
-/// a copy through the cache and a fault for every fresh page, as heavy as hashing them.
-pub fn read_file(path: &Path, pace: Option<Pace>) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    let mut pacer = Pacer::new(pace);
-    while (&mut file)
-        .take(pacer.io_step() as u64)
-        .read_to_end(&mut data)?
-        > 0
-    {
-        pacer.tick();
-    }
-    Ok(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,22 +90,5 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-    }
-
-    #[test]
-    fn a_paced_read_reads_the_whole_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("object");
-        let bytes: Vec<u8> = (0..(3 * READ_CHUNK + 17))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        std::fs::write(&path, &bytes).expect("write");
-        let pace = Pace {
-            burst: Duration::ZERO,
-            rest: 1,
-        };
-        assert!(read_file(&path, Some(pace)).expect("read") == bytes);
-        assert!(read_file(&path, None).expect("read") == bytes);
-        assert!(read_file(&dir.path().join("missing"), Some(pace)).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::pace::Pacer;
+use super::files::read_manifest;
 use super::{
     ChainError, Delta, DocKey, FileKind, Manifest, ManifestDelta, ManifestError, ManifestSnapshot,
     Pace, Record, SignedManifest, Snapshot, SnapshotError,
@@ -42,14 +42,15 @@ pub fn object_path(repo: &Path, hash_hex: &str) -> PathBuf {
 }
 
 /// Where the objects a manifest names are read from: a repository directory
-/// ([`DirObjects`]), or the objects a follower has fetched (a map from hash to bytes).
+/// ([`DirObjects`]).
 pub trait Objects {
-    /// The object `hash` names, read and verified as a `kind` file: its content hashes to
-    /// `hash` (checked first), then its signature, hashing key and records, all in the pass
-    /// that reads it.
+    /// The object `hash` names, read and verified as a `kind` file of `size` bytes (as the
+    /// manifest names it): its content hashes to `hash` (checked first), then its
+    /// signature, hashing key and records, all in the pass that reads it.
     fn open(
         &mut self,
         hash: &str,
+        size: u64,
         kind: FileKind,
         trust: &Trust<'_>,
     ) -> Result<Snapshot, SnapshotError>;
@@ -63,51 +64,31 @@ pub struct Trust<'a> {
     pub hash_key: Option<&'a HashKey>,
 }
 
-/// The objects of a repository on disk, each read once (hashed and indexed as it is read).
-pub struct DirObjects<'a>(pub &'a Path);
+/// The objects of a repository on disk, each read once (hashed and indexed as it is read),
+/// at `pace` when given (a new base verified while the gateway serves).
+pub struct DirObjects<'a> {
+    pub dir: &'a Path,
+    pub pace: Option<Pace>,
+}
+
+impl<'a> DirObjects<'a> {
+    pub fn new(dir: &'a Path) -> DirObjects<'a> {
+        DirObjects { dir, pace: None }
+    }
+}
 
 impl Objects for DirObjects<'_> {
     fn open(
         &mut self,
         hash: &str,
+        size: u64,
         kind: FileKind,
         trust: &Trust<'_>,
     ) -> Result<Snapshot, SnapshotError> {
         Snapshot::load_kind(
-            &object_path(self.0, hash),
+            &object_path(self.dir, hash),
             kind,
-            Some(hash),
-            trust.publishers,
-            trust.hash_key,
-        )
-    }
-}
-
-/// Fetched objects by hash, each taken out of the map when it is verified; at `pace`
-/// when given (a follower verifying a new base while the gateway serves).
-#[derive(Default)]
-pub struct FetchedObjects {
-    pub objects: HashMap<String, Vec<u8>>,
-    pub pace: Option<Pace>,
-}
-
-impl Objects for FetchedObjects {
-    fn open(
-        &mut self,
-        hash: &str,
-        kind: FileKind,
-        trust: &Trust<'_>,
-    ) -> Result<Snapshot, SnapshotError> {
-        let bytes = self
-            .objects
-            .remove(hash)
-            .ok_or_else(|| SnapshotError::Missing {
-                hash: hash.to_owned(),
-            })?;
-        Snapshot::from_bytes_kind(
-            bytes,
-            kind,
-            Some(hash),
+            Some((hash, size)),
             trust.publishers,
             trust.hash_key,
             self.pace,
@@ -124,13 +105,13 @@ pub enum Wanted {
     DeltasAfter { held: usize, version: u64 },
 }
 
-/// The objects of a manifest that a [`Wanted`] asks for, in the order they are verified:
-/// the base snapshot first (when wanted), then deltas in chain order.
-pub fn wanted_objects(manifest: &Manifest, wanted: Wanted) -> Vec<&str> {
+/// The objects of a manifest that a [`Wanted`] asks for, with their sizes, in the order
+/// they are verified: the base snapshot first (when wanted), then deltas in chain order.
+pub fn wanted_objects(manifest: &Manifest, wanted: Wanted) -> Vec<(&str, u64)> {
     let (base, deltas) = wanted_parts(manifest, wanted);
-    base.map(|s| s.hash.as_str())
+    base.map(|s| (s.hash.as_str(), s.size))
         .into_iter()
-        .chain(deltas.iter().map(|d| d.hash.as_str()))
+        .chain(deltas.iter().map(|d| (d.hash.as_str(), d.size)))
         .collect()
 }
 
@@ -169,7 +150,7 @@ pub fn verify_objects(
     let snapshot = match wanted_parts(manifest, wanted).0 {
         Some(named) => {
             check_hash(&named.hash)?;
-            let snapshot = objects.open(&named.hash, FileKind::Snapshot, trust)?;
+            let snapshot = objects.open(&named.hash, named.size, FileKind::Snapshot, trust)?;
             check_snapshot(&snapshot, named)?;
             Some(snapshot)
         }
@@ -198,7 +179,7 @@ pub fn verify_deltas<'a>(
             return None;
         }
         let verified = check_hash(&d.hash)
-            .and_then(|()| objects.open(&d.hash, FileKind::Delta, trust))
+            .and_then(|()| objects.open(&d.hash, d.size, FileKind::Delta, trust))
             .map(Delta::from_file)
             .and_then(|delta| check_delta(&delta, d, version).map(|()| delta));
         match &verified {
@@ -216,7 +197,7 @@ pub fn load_repo(
     hash_key: Option<&HashKey>,
 ) -> Result<Repo, SnapshotError> {
     let mpath = dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&mpath).map_err(|source| SnapshotError::Io {
+    let bytes = read_manifest(&mpath).map_err(|source| SnapshotError::Io {
         path: mpath.clone(),
         source,
     })?;
@@ -228,7 +209,7 @@ pub fn load_repo(
     let verified = verify_objects(
         &manifest.manifest,
         Wanted::All,
-        &mut DirObjects(dir),
+        &mut DirObjects::new(dir),
         &trust,
     )?;
     Repo::new(manifest, verified)
@@ -349,12 +330,6 @@ pub fn remove_unnamed_objects<'a>(repo: &Path, keep: impl IntoIterator<Item = &'
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_paced(path, bytes, None)
-}
-
-/// [`write_atomic`], written a chunk at a time at `pace` when given (a follower keeping a
-/// new base while it serves: hundreds of MB copied into the page cache).
-pub fn write_atomic_paced(path: &Path, bytes: &[u8], pace: Option<Pace>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -364,11 +339,7 @@ pub fn write_atomic_paced(path: &Path, bytes: &[u8], pace: Option<Pace>) -> std:
             .unwrap_or("object")
     ));
     let mut f = std::fs::File::create(&tmp)?;
-    let mut pacer = Pacer::new(pace);
-    for chunk in bytes.chunks(pacer.io_step()) {
-        f.write_all(chunk)?;
-        pacer.tick();
-    }
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     sync_dir(dir);

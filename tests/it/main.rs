@@ -6,6 +6,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod compromised_sources;
 mod crash;
 mod deploy;
 mod doc_examples;

@@ -306,11 +306,12 @@ async fn json_logs_carry_the_request_id_and_never_a_number() {
     assert!(!text.contains("810000199913321234"));
 }
 
+/// A manifest that is a FIFO (a compromised repository's way to hold a reader for ever)
+/// is refused at start with the reason, not waited on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_while_the_snapshot_loads_keeps_the_audit_records() {
+async fn a_fifo_for_a_manifest_stops_the_gateway_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
-    // A manifest that cannot be read yet: the load blocks on it as a large one would.
     let manifest = demo.repo().join("manifest.json");
     std::fs::remove_file(&manifest).expect("remove manifest");
     let made = std::process::Command::new("mkfifo")
@@ -318,6 +319,32 @@ async fn sigterm_while_the_snapshot_loads_keeps_the_audit_records() {
         .status()
         .expect("mkfifo");
     assert!(made.success());
+    let log = dir.path().join("gateway.log");
+    let mut gw = start_logging(&inst[0].config, &[("RUST_LOG", "warn")], &log);
+    let status = wait_exit(&mut gw, Duration::from_secs(15));
+    let _ = gw.kill();
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(status.is_some_and(|s| !s.success()), "{logged}");
+    assert!(logged.contains("not a regular file"), "{logged}");
+}
+
+/// SIGTERM while nothing is served yet (the source is not there): the answers given
+/// meanwhile (503 not-ready) keep their audit records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_any_snapshot_is_served_keeps_the_audit_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
+    config_edit::edit_file(
+        &inst[0].config,
+        vec![config_edit::merge(
+            "replication",
+            &format!(
+                "source = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
+                dir.path().join("nowhere").display(),
+                dir.path().join("state").display()
+            ),
+        )],
+    );
     let mut gw = start(&inst[0].config);
     let alive = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
