@@ -222,6 +222,10 @@ impl Keyring {
                 Ok(k)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(url) = &file.verify_url {
+            crate::receipt::check_verify_url(url)
+                .map_err(|e| KeyringError::Format(format!("verify_url: {e}")))?;
+        }
         Ok(Keyring {
             keys,
             authority: file.authority,

@@ -48,6 +48,12 @@ pub enum TlsError {
     },
     #[error("a revocation list does not parse")]
     Crl(#[source] X509ParseError),
+    #[error("the revocation list in {} cannot be used", path.display())]
+    CrlProfile {
+        path: PathBuf,
+        #[source]
+        source: CrlProfileError,
+    },
     #[error("cannot build the partner certificate verifier")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
     #[error("the crypto provider does not support TLS 1.2 and 1.3")]
@@ -143,8 +149,43 @@ pub fn load_crls(
         if out.len() == before {
             return Err(pem(PemError::Missing("X509 CRL")));
         }
+        for crl in &out[before..] {
+            check_crl_profile(crl).map_err(|source| TlsError::CrlProfile {
+                path: path.clone(),
+                source,
+            })?;
+        }
     }
     Ok(out)
+}
+
+/// What of a CRL the TLS library (webpki) cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlProfileError {
+    #[error("it does not parse")]
+    Parse(#[source] X509ParseError),
+    #[error(
+        "it is a version 1 CRL without extensions, which rustls does not accept: issue version 2 \
+         CRLs carrying a CRL Number (RFC 5280 §5.2.3); with `openssl ca -gencrl`, name a \
+         crlnumber file in the CA section (`crlnumber = ...`) and create it (`echo 01 > crlnumber`)"
+    )]
+    Version1,
+    #[error("it has no nextUpdate, which rustls requires")]
+    NoNextUpdate,
+}
+
+/// The parts of the CRL profile webpki insists on, checked here so that a refusal names
+/// the file and what to change (webpki's own error names neither).
+fn check_crl_profile(crl: &CertificateRevocationListDer<'_>) -> Result<(), CrlProfileError> {
+    let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref()).map_err(CrlProfileError::Parse)?;
+    let tbs = &parsed.tbs_cert_list;
+    if tbs.version.is_none() || tbs.extensions().is_empty() {
+        return Err(CrlProfileError::Version1);
+    }
+    if tbs.next_update.is_none() {
+        return Err(CrlProfileError::NoNextUpdate);
+    }
+    Ok(())
 }
 
 /// Serial numbers listed in `crls`: connections that were open before a CRL update are

@@ -251,12 +251,7 @@ dir = "audit"
         opts.metrics_listen,
         DEMO_AUTHORITY.0,
         DEMO_AUTHORITY.1,
-        opts.verify_listen
-            .map(|a| format!(
-                "verify_url = \"http://{a}{}\"\n",
-                crate::verify_site::PAGE_PATH
-            ))
-            .unwrap_or_default()
+        opts.verify_listen.map(demo_verify_url).unwrap_or_default()
     );
     for (id, scopes) in DEMO_PARTNERS {
         let scopes: Vec<String> = scopes
@@ -269,4 +264,33 @@ dir = "audit"
         ));
     }
     s
+}
+
+/// The `verify_url` line of the demo's config for the page served on `listen`. Plain HTTP
+/// is a verifier page only on loopback (the page's WebCrypto needs a secure origin
+/// elsewhere): an unspecified address is reached through loopback, any other gets no
+/// link, and the config says why.
+fn demo_verify_url(listen: SocketAddr) -> String {
+    let reach = match listen.ip() {
+        ip if ip.is_loopback() => Some(listen),
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => Some(SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            listen.port(),
+        ))),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => Some(SocketAddr::from((
+            std::net::Ipv6Addr::LOCALHOST,
+            listen.port(),
+        ))),
+        _ => None,
+    };
+    match reach {
+        Some(a) => format!(
+            "verify_url = \"http://{a}{}\"\n",
+            crate::verify_site::PAGE_PATH
+        ),
+        None => format!(
+            "# no verify_url: the page on {listen} is plain HTTP, which a phone's browser \
+             lets verify only on loopback; serve it over HTTPS and name that address here\n"
+        ),
+    }
 }

@@ -75,13 +75,25 @@ where
     }
 }
 
-/// Reads and drops what a refused request sent, at most 64 KiB and until `deadline`.
+/// Reads what a refused request sent, at most 64 KiB and until `deadline`, dropping each
+/// piece as it arrives: a refusal holds no memory for the body it turns away.
 pub async fn discard<B>(req: Request<B>, deadline: Instant)
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let _ = read(req, DISCARD_LIMIT, deadline).await;
+    let mut body = std::pin::pin!(req.into_body());
+    let mut left = DISCARD_LIMIT;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let len = frame.data_ref().map_or(0, |d| d.len());
+            if len >= left {
+                return;
+            }
+            left -= len;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, drain).await;
 }
 
 /// Parses a JSON object into `T`. Only an object: serde's derive would also take an
@@ -159,6 +171,64 @@ mod tests {
         ));
         assert!(started.elapsed() < std::time::Duration::from_secs(4));
         sender.abort();
+    }
+
+    /// A body of 1 KiB pieces whose pieces say how many of them are alive at once.
+    struct Counted {
+        sent: usize,
+        alive: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct Piece(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl AsRef<[u8]> for Piece {
+        fn as_ref(&self) -> &[u8] {
+            &[b' '; 1024]
+        }
+    }
+
+    impl Drop for Piece {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl hyper::body::Body for Counted {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.sent == 200 {
+                return std::task::Poll::Ready(None);
+            }
+            self.sent += 1;
+            let now = self.alive.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            let piece = Bytes::from_owner(Piece(self.alive.clone()));
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_dropped_as_it_arrives_and_read_no_further_than_the_limit() {
+        let (alive, most) = (Default::default(), std::sync::Arc::default());
+        let body = Counted {
+            sent: 0,
+            alive,
+            most: std::sync::Arc::clone(&most),
+        };
+        let req = Request::new(body);
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        discard(req, far).await;
+        assert!(
+            most.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+            "pieces held at once: {most:?}"
+        );
     }
 
     #[tokio::test]

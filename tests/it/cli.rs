@@ -375,3 +375,145 @@ fn verify_site_writes_the_page_and_the_checked_keys() {
     );
     assert!(!elsewhere.exists());
 }
+
+/// A keys file whose verify_url would put script, or a page that cannot verify, into
+/// every QR code is refused by `verify-site` and `receipt render` with the rule; nothing
+/// is written.
+#[test]
+fn a_keys_file_with_a_hostile_verify_url_is_refused() {
+    use permitgate::keyring::{KeyUse, Keyring, PublicKey, Validity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (url, rule) in [
+        (
+            "javascript:alert(document.cookie)//",
+            "must start with https://",
+        ),
+        (
+            "data:text/html,<script>alert(1)</script>",
+            "must start with https://",
+        ),
+        (
+            "http://verify.example.gov/verify/",
+            "only for a loopback host",
+        ),
+    ] {
+        let mut ring = Keyring::new(vec![PublicKey::new(
+            KeyUse::Receipt,
+            permitgate::key_files::generate_signing_key().verifying_key(),
+            Validity::default(),
+        )]);
+        ring.verify_url = Some(url.into());
+        let keys = dir.path().join("keys.json");
+        std::fs::write(&keys, ring.to_json()).expect("keys");
+        let site = dir.path().join("site");
+        let out = permitgate(&[
+            "verify-site",
+            "--keys",
+            keys.to_str().expect("utf8"),
+            "--out",
+            site.to_str().expect("utf8"),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("verify_url") && err.contains(rule),
+            "{url}: {err}"
+        );
+        assert!(!site.exists());
+        let pdf = dir.path().join("r.pdf");
+        let out = permitgate(&[
+            "receipt",
+            "render",
+            "PGR2:irrelevant",
+            "--keys",
+            keys.to_str().expect("utf8"),
+            "--out",
+            pdf.to_str().expect("utf8"),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("verify_url") && err.contains(rule),
+            "{url}: {err}"
+        );
+        assert!(!pdf.exists());
+    }
+}
+
+/// A CRL as `openssl ca -gencrl` makes it by default (version 1, no extensions, which
+/// rustls cannot use) is refused naming the file and what to change; with a crlnumber
+/// file, the same command makes one that loads.
+#[test]
+fn an_openssl_default_crl_is_refused_with_what_to_change() {
+    let Some(openssl) = crate::common::optional_tool(
+        "openssl",
+        "PERMITGATE_REQUIRE_OPENSSL",
+        "apt-get install openssl",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = permitgate::demo::prepare(
+        dir.path(),
+        &permitgate::demo::DemoOptions {
+            records: 50,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            seed: 5,
+            verify_listen: None,
+        },
+    )
+    .expect("demo");
+    let pki = demo.pki.dir.clone();
+    let ca_dir = dir.path().join("ca");
+    std::fs::create_dir_all(ca_dir.join("newcerts")).expect("dirs");
+    std::fs::write(ca_dir.join("index.txt"), "").expect("index");
+    let cnf = ca_dir.join("ca.cnf");
+    let gencrl = |numbered: bool| {
+        let mut c = format!(
+            "[ca]\ndefault_ca = d\n[d]\ndir = {d}\ndatabase = {d}/index.txt\nnew_certs_dir = {d}/newcerts\n\
+             certificate = {p}/ca.crt\nprivate_key = {p}/ca.key\ndefault_md = sha256\ndefault_crl_days = 7\n",
+            d = ca_dir.display(),
+            p = pki.display()
+        );
+        if numbered {
+            std::fs::write(ca_dir.join("crlnumber"), "01\n").expect("crlnumber");
+            c.push_str(&format!("crlnumber = {}/crlnumber\n", ca_dir.display()));
+        }
+        std::fs::write(&cnf, c).expect("cnf");
+        let out = ca_dir.join(if numbered { "v2.crl" } else { "v1.crl" });
+        let status = std::process::Command::new(&openssl)
+            .args(["ca", "-config"])
+            .arg(&cnf)
+            .args(["-gencrl", "-out"])
+            .arg(&out)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl ca -gencrl");
+        out
+    };
+    let config = demo.config.to_string_lossy().into_owned();
+    let with_crl = |crl: &std::path::Path| {
+        crate::common::config_edit::edit_file(
+            &demo.config,
+            vec![crate::common::config_edit::set(
+                "tls.crls",
+                toml::Value::Array(vec![toml::Value::String(crl.display().to_string())]),
+            )],
+        );
+    };
+    let v1 = gencrl(false);
+    with_crl(&v1);
+    let out = permitgate(&["config", "check", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&v1.display().to_string()), "{err}");
+    assert!(
+        err.contains("version 1") && err.contains("crlnumber"),
+        "{err}"
+    );
+
+    with_crl(&gencrl(true));
+    assert_success(&permitgate(&["config", "check", "--config", &config]));
+}
