@@ -707,15 +707,19 @@ fn receipts_config(
         "receipts.signing_keys",
         "needs at least one key (or leave [receipts] out)",
     );
-    if let Some(a) = &r.authority {
-        for (field, name) in [("zh", &a.zh), ("en", &a.en)] {
-            problems.check(
-                crate::temp_permit::check_name(name).is_ok(),
-                format!("receipts.authority.{field}"),
-                "must be 1 to 100 bytes of UTF-8 without control characters",
-            );
+    let authority = r.authority.map(|a| {
+        let mut name = |field: &str, text: String| match crate::person_name::normalize(&text) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.check(false, format!("receipts.authority.{field}"), &e.to_string());
+                text
+            }
+        };
+        crate::keyring::Authority {
+            zh: name("zh", a.zh),
+            en: name("en", a.en),
         }
-    }
+    });
     if let Some(url) = &r.verify_url {
         if let Err(e) = crate::receipt::check_verify_url(url) {
             problems.check(false, "receipts.verify_url", &e.to_string());
@@ -723,10 +727,7 @@ fn receipts_config(
     }
     ReceiptsConfig {
         signing_keys: key_files("receipts.signing_keys", r.signing_keys, resolve, problems),
-        authority: r.authority.map(|a| crate::keyring::Authority {
-            zh: a.zh.trim().to_owned(),
-            en: a.en.trim().to_owned(),
-        }),
+        authority,
         verify_url: r.verify_url,
     }
 }

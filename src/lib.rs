@@ -25,6 +25,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod overload;
 pub mod partner;
+pub mod person_name;
 #[cfg(feature = "tools")]
 pub mod printable;
 pub mod publish;

@@ -169,19 +169,13 @@ fn status_from_u8(v: u8) -> Option<Option<RecordStatus>> {
 }
 
 /// What a receipt is about besides the answer: who asked, when, on which data, and the
-/// holder's name when the partner gave one (checked with [`check_holder_name`]).
+/// holder's name when the partner gave one (the rule of [`crate::person_name`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Issue<'a> {
     pub partner: &'a str,
     pub snapshot_version: u64,
     pub checked_at: OffsetDateTime,
     pub holder_name: Option<&'a str>,
-}
-
-/// The holder-name rule of receipts: the temporary permit's (1 to 100 bytes of UTF-8, no
-/// control characters, surrounding spaces trimmed).
-pub fn check_holder_name(name: &str) -> bool {
-    crate::temp_permit::check_name(name).is_ok()
 }
 
 /// Makes and signs the receipt of one link check (format 2).
@@ -209,10 +203,7 @@ pub fn issue(
         snapshot_version,
         checked_at: checked_at.replace_nanosecond(0).unwrap_or(checked_at),
         binding: binding(Format::V2, &id, pair),
-        holder_name: holder_name
-            .map(str::trim)
-            .filter(|n| check_holder_name(n))
-            .map(str::to_owned),
+        holder_name: holder_name.and_then(|n| crate::person_name::normalize(n).ok()),
     };
     (encode(&receipt, key), receipt)
 }
@@ -249,7 +240,7 @@ fn decode(format: Format, opened: &sealed::Opened) -> Option<Receipt> {
         Format::V1 => None,
         Format::V2 => match f.short_str()? {
             "" => None,
-            n if check_holder_name(n) && n.trim() == n => Some(n.to_owned()),
+            n if crate::person_name::is_signed_form(n) => Some(n.to_owned()),
             _ => return None,
         },
     };

@@ -21,6 +21,7 @@ use crate::day::rfc3339;
 use crate::document::{Region, TravelPermitNo};
 use crate::key_files::{HashKey, KeyId};
 use crate::keyring::{KeyUse, Keyring};
+use crate::person_name::{self, NameError};
 use crate::sealed::{self, push_short_str, Kind};
 use crate::snapshot::DocKey;
 
@@ -34,9 +35,6 @@ pub const KIND: Kind = Kind {
 pub const VALIDITY: Duration = Duration::days(7);
 /// Default tolerance for gate clocks that run early or late.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::minutes(5);
-/// Longest holder name, in bytes of UTF-8 (33 Chinese characters, 100 Latin letters).
-pub const MAX_NAME_BYTES: usize = 100;
-
 /// Random identifier of one temporary permit, printed as 16 hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PermitId(pub [u8; 8]);
@@ -132,22 +130,10 @@ impl TempPermit {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
-    #[error("name: must be 1 to {MAX_NAME_BYTES} bytes of UTF-8 without control characters")]
-    Name,
+    #[error("name {0}")]
+    Name(#[from] NameError),
     #[error("issued_at: out of range, or the permit would end before it begins")]
     Time,
-}
-
-/// The holder-name rule, as [`issue`] applies it: for callers that check before doing more.
-pub fn check_name(name: &str) -> Result<(), IssueError> {
-    valid_name(name.trim())
-        .then_some(())
-        .ok_or(IssueError::Name)
-}
-
-/// The holder-name rule, for issuing and for reading tokens alike.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
 /// Signs a new temporary permit valid for seven days; returns the token text and what it
@@ -172,10 +158,7 @@ pub fn issue_until(
     until: Option<OffsetDateTime>,
     key: &SigningKey,
 ) -> Result<(String, TempPermit), IssueError> {
-    let name = name.trim();
-    if !valid_name(name) {
-        return Err(IssueError::Name);
-    }
+    let name = person_name::normalize(name)?;
     let issued_at = issued_at
         .replace_nanosecond(0)
         .map_err(|_| IssueError::Time)?;
@@ -194,7 +177,7 @@ pub fn issue_until(
         key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
         permit_id: PermitId::generate(),
         travel_permit: travel_permit.clone(),
-        holder_name: name.to_owned(),
+        holder_name: name,
         issued_at,
         expires_at,
         reason,
@@ -230,7 +213,7 @@ fn decode(opened: &sealed::Opened) -> Option<TempPermit> {
         && expires_at - issued_at <= VALIDITY
         && travel_permit.canonical() == number
         && travel_permit.region() == region
-        && valid_name(&holder_name);
+        && person_name::is_signed_form(&holder_name);
     well_formed.then_some(TempPermit {
         key_id: opened.key_id(),
         permit_id,
@@ -605,14 +588,16 @@ mod tests {
     const VECTOR_CAPPED: &str = "PGT1:3904QNW46U2PGFUTK404DGWLU9UO80Z$IWND000000/CPWND000900V59QF60R6J%6%37YM8NB8-347ECY34CECWNUBB2SS5B4H7+5 DDI%6OI8DA7PHA359Y58O4KRWQ401MIGRPBUUI6NMF:1Y/7.BL BH9$P.3OZC1$$7QPUJO71Q1EGT 98";
     const VECTOR: &str = "PGT1:3904QNW46U2PGFUTK404DGWLU9UO80Z$IWND000000SDQWND000900V59QF60R6J%6%37YM8NB8-347ECY34CECWV1GB4753VWK54E FLTG2*$JILK7*N+16WNTH.Q.UM06U:+LMRKE+UR+L:BS2/J2M496EH7KF38UVDH6FE.GA7NC*CT75GZD";
 
+    use crate::person_name::MAX_NAME_BYTES;
+
     #[test]
     fn names_are_checked() {
         let tp = TravelPermitNo::parse("12345678").expect("taiwan");
         for bad in ["", "   ", "a\nb", &"x".repeat(101)] {
-            assert_eq!(
+            assert!(matches!(
                 issue(&tp, bad, Reason::Forgotten, T0, &key()).err(),
-                Some(IssueError::Name)
-            );
+                Some(IssueError::Name(_))
+            ));
         }
         // A token whose signed name breaks the rule is malformed, as the format says.
         let (_, mut long) = issue(&tp, "Lin", Reason::Forgotten, T0, &key()).expect("issue");

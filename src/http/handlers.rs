@@ -304,35 +304,35 @@ fn field_name(item: Option<usize>, name: &str) -> String {
 
 fn link_input(req: &LinkCheckRequest<'_>, item: Option<usize>) -> Result<LinkInput, Problem> {
     let pair = document_pair(&req.travel_permit, &req.residence_permit, item)?;
-    let holder_name = req.holder_name.as_deref();
-    if let Some(name) = holder_name {
+    let holder_name = match req.holder_name.as_deref() {
+        None => None,
         // The name itself is never repeated: it is personal data.
-        let invalid = |detail: &str, rule| {
-            Problem::new(
-                ProblemKind::InvalidField,
-                format!("{}: {detail}", field_name(item, "holder_name")),
-            )
-            .with_field(field_name(item, "holder_name"))
-            .with_rule(rule)
-        };
-        if !req.receipt {
-            return Err(invalid(
+        Some(_) if !req.receipt => {
+            return Err(invalid_name(
+                item,
                 "only goes with \"receipt\": true (it is printed on the receipt)",
                 "requires_receipt",
-            ));
+            ))
         }
-        if !receipt::check_holder_name(name) {
-            return Err(invalid(
-                "must be 1 to 100 bytes of UTF-8 without control characters",
-                "name",
-            ));
-        }
-    }
+        Some(name) => Some(
+            crate::person_name::normalize(name)
+                .map_err(|e| invalid_name(item, &e.to_string(), e.rule()))?,
+        ),
+    };
     Ok(LinkInput {
         pair,
         receipt: req.receipt,
-        holder_name: holder_name.map(str::to_owned),
+        holder_name,
     })
+}
+
+fn invalid_name(item: Option<usize>, detail: &str, rule: &'static str) -> Problem {
+    Problem::new(
+        ProblemKind::InvalidField,
+        format!("{}: {detail}", field_name(item, "holder_name")),
+    )
+    .with_field(field_name(item, "holder_name"))
+    .with_rule(rule)
 }
 
 /// The two numbers of a link check (item `item` of a batch, or the single one), parsed; a

@@ -76,6 +76,7 @@ try {
   out.vectors = await page.evaluate((v) => ({
     travel: v.travel.map((s) => window.permitgateVerifier.parseTravelPermit(s)),
     residence: v.residence.map((s) => window.permitgateVerifier.parseResidencePermit(s)),
+    names: v.names.map((s) => window.permitgateVerifier.normaliseName(s)),
   }), input.vectors);
   // A published vector through the page's own functions, with its own keys.
   if (input.vector) {

@@ -536,9 +536,13 @@ async fn a_holder_name_needs_a_receipt_and_a_sane_length() {
     let long = "陳".repeat(34);
     for (receipt, name, rule) in [
         (false, "陳大文", "requires_receipt"),
-        (true, long.as_str(), "name"),
-        (true, "  ", "name"),
-        (true, "陳\u{7}大文", "name"),
+        (true, long.as_str(), "length"),
+        (true, "  ", "empty"),
+        (true, "陳\u{7}大文", "characters"),
+        (true, "陳大文\u{feff}", "characters"),
+        (true, "\u{202e}文大陳", "characters"),
+        (true, "陳\u{200b}大文", "characters"),
+        (true, "\u{2714} 关联一致 陳大文", "characters"),
     ] {
         let mut body = s.body.clone();
         body["receipt"] = json!(receipt);

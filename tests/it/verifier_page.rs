@@ -101,6 +101,19 @@ fn gateway_verdict(kind: &str, input: &str) -> Value {
     }
 }
 
+/// What the gateway makes of a name, in the form the page's `normaliseName` answers.
+fn gateway_name_verdict(input: &str) -> Value {
+    use permitgate::person_name::{normalize, NameError};
+    match normalize(input) {
+        Ok(name) => json!({ "name": name }),
+        Err(NameError::Character {
+            position,
+            code_point,
+        }) => json!({"error": "characters", "position": position, "codePoint": code_point}),
+        Err(e) => json!({ "error": e.rule() }),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     let Some((node, chromium)) = browser_tools() else {
@@ -186,6 +199,7 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
 
     let vectors: Value =
         serde_json::from_str(include_str!("../vectors/numbers.json")).expect("vectors");
+    let names: Value = serde_json::from_str(include_str!("../vectors/names.json")).expect("names");
     // docs/receipts.md's format-2 vector, with its key.
     let doc = include_str!("../../docs/receipts.md");
     let vector = doc
@@ -200,7 +214,7 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     let input = json!({
         "page": page,
         "screenshot": shot,
-        "vectors": {"travel": vectors["travel"], "residence": vectors["residence"]},
+        "vectors": {"travel": vectors["travel"], "residence": vectors["residence"], "names": names["names"]},
         "vector": {"receipt": vector, "keys": vector_keys, "travel_permit": "H12345678",
                    "residence_permit": "810000199001011230",
                    "other_residence_permit": "810000199001011249"},
@@ -352,6 +366,15 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
             let input = input.as_str().expect("string");
             assert_eq!(page_says, &gateway_verdict(kind, input), "{kind} {input:?}");
         }
+    }
+
+    // The page's name rule is the gateway's.
+    let inputs = names["names"].as_array().expect("names");
+    let page_says = seen["vectors"]["names"].as_array().expect("page verdicts");
+    assert_eq!(inputs.len(), page_says.len());
+    for (input, page_says) in inputs.iter().zip(page_says) {
+        let input = input.as_str().expect("string");
+        assert_eq!(page_says, &gateway_name_verdict(input), "name {input:?}");
     }
 
     // The phone screenshot: a PNG at the phone's width (360 CSS px at 2x).

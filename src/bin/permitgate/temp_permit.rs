@@ -97,7 +97,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let key = key_files::load_signing_key(&signing_key)?;
             let tp = number("travel-permit", &travel_permit, TravelPermitNo::parse)?;
-            temp_permit::check_name(&name).map_err(|e| anyhow::anyhow!("--{e}"))?;
+            let name = permitgate::person_name::normalize(&name)
+                .map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let issued_at = issued_at.unwrap_or_else(OffsetDateTime::now_utc);
             let hash_key = HashKey::load(&hash_key)?;
             let published = load_repo(

@@ -77,7 +77,25 @@ const Verifier = (() => {
   const REASONS = [null, 'lost', 'damaged', 'forgotten'];
   const REGIONS = [null, 'hong_kong', 'macao', 'taiwan'];
   const status = (v) => { if (v === 0xff) return 'not_found'; if (v < STATUSES.length) return STATUSES[v]; throw malformed('status'); };
-  const validName = (n) => n.length > 0 && enc.encode(n).length <= 100 && !/[\u0000-\u001f\u007f-\u009f]/.test(n);
+  // A person's name, as the gateway signs it (src/person_name.rs; tests/vectors/names.json
+  // keeps the two equal): trimmed of Unicode White_Space (not String.trim, which also takes
+  // U+FEFF), NFC, then only letters, marks, space separators and a few punctuation marks;
+  // at most 100 bytes of UTF-8.
+  const NAME_SPACE = '[\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
+  const NAME_TRIM = new RegExp(`^${NAME_SPACE}+|${NAME_SPACE}+$`, 'g');
+  const NAME_CHAR = /^[\p{L}\p{M}\p{Zs}\-'\u2019.\u00b7\u30fb\u2027,()\uff08\uff09]$/u;
+  function normaliseName(input) {
+    const name = input.replace(NAME_TRIM, '').normalize('NFC');
+    if (name === '') return { error: 'empty' };
+    let position = 0;
+    for (const c of name) {
+      position += 1;
+      if (!NAME_CHAR.test(c)) return { error: 'characters', position, codePoint: c.codePointAt(0) };
+    }
+    if (enc.encode(name).length > 100) return { error: 'length' };
+    return { name };
+  }
+  const validName = (n) => normaliseName(n).name === n;
 
   // The text a scan or a paste gives: the sealed text itself, or the page's link with it in
   // the fragment, percent-encoded (%20 for the space of base45, %25 for its percent sign).
@@ -118,7 +136,7 @@ const Verifier = (() => {
     if (o.version === 2) {
       const name = f.shortStr();
       if (name !== '') {
-        if (!validName(name) || name.trim() !== name) throw malformed('holder name');
+        if (!validName(name)) throw malformed('holder name');
         r.holderName = name;
       }
     }
@@ -274,7 +292,7 @@ const Verifier = (() => {
     return { match: same ? 'match' : 'mismatch' };
   }
 
-  return { base45Decode, extract, verify, refersTo, parseTravelPermit, parseResidencePermit, normalise, Refused };
+  return { base45Decode, extract, verify, refersTo, parseTravelPermit, parseResidencePermit, normalise, normaliseName, Refused };
 })();
 
 // ---- The page -------------------------------------------------------------------------
