@@ -134,9 +134,10 @@ pub struct ServerConfig {
     pub max_queue_delay: Option<Duration>,
     /// A request body not complete this long after its head was read gets 408.
     pub body_read_timeout: Duration,
-    /// Requests of one partner in progress at once (reading a body included): its share
-    /// of `max_concurrent_requests`.
-    pub max_requests_per_partner: usize,
+    /// A fixed cap on one partner's requests in progress (reading a body included), on
+    /// top of its fair share of `max_concurrent_requests` (src/shares.rs); `None`: the fair
+    /// share alone.
+    pub max_requests_per_partner: Option<usize>,
     /// Replication long-polls and object downloads in progress at once, apart from the
     /// partner requests' slots.
     pub max_relay_waiters: usize,
@@ -217,12 +218,10 @@ struct RawServer {
     drain_timeout_ms: u64,
     max_queue_delay_ms: u64,
     body_read_timeout_ms: u64,
-    /// Default: 128, or max_concurrent_requests if that is smaller.
+    /// Default: none (the fair share alone).
     max_requests_per_partner: Option<usize>,
     max_relay_waiters: usize,
 }
-
-const DEFAULT_MAX_REQUESTS_PER_PARTNER: usize = 128;
 
 impl Default for RawServer {
     fn default() -> Self {
@@ -368,6 +367,8 @@ struct RawPartner {
     #[serde(default)]
     scopes: Vec<Scope>,
     rate_limit: Option<RawRateLimit>,
+    /// The partner's weight in fair shares; default 1.
+    weight: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -537,11 +538,9 @@ fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
         "server.body_read_timeout_ms",
         "must be above 0",
     );
-    let max_requests_per_partner = s
-        .max_requests_per_partner
-        .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PARTNER.min(s.max_concurrent_requests));
+    let max_requests_per_partner = s.max_requests_per_partner;
     problems.check(
-        (1..=s.max_concurrent_requests).contains(&max_requests_per_partner),
+        max_requests_per_partner.is_none_or(|m| (1..=s.max_concurrent_requests).contains(&m)),
         "server.max_requests_per_partner",
         "must be at least 1 and at most server.max_concurrent_requests",
     );
@@ -688,10 +687,17 @@ fn partners(raw: Vec<RawPartner>, problems: &mut Problems) -> Vec<Partner> {
                     burst,
                 }
             });
+            let weight = p.weight.unwrap_or(1);
+            problems.check(
+                (1..=1000).contains(&weight),
+                field("weight"),
+                "must be from 1 to 1000",
+            );
             Partner {
                 id: p.id,
                 scopes: p.scopes.into_iter().collect(),
                 rate_limit,
+                weight,
             }
         })
         .collect()
@@ -824,11 +830,9 @@ scopes = ["link_check"]
         let c = Config::parse(MIN, Path::new("/srv/pg/gateway.toml")).expect("valid");
         assert_eq!(c.server.max_body_bytes, 262_144);
         assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
-        assert_eq!(c.server.max_requests_per_partner, 128);
-        // A smaller total caps the default share, rather than refusing the config.
-        let small = MIN.replacen("[tls]", "max_concurrent_requests = 16\n[tls]", 1);
-        let capped = Config::parse(&small, Path::new("/srv/pg/gateway.toml")).expect("valid");
-        assert_eq!(capped.server.max_requests_per_partner, 16);
+        // No fixed cap by default: fair shares of the slots (src/shares.rs).
+        assert_eq!(c.server.max_requests_per_partner, None);
+        assert_eq!(c.partners[0].weight, 1);
         let over = MIN.replacen(
             "[tls]",
             "max_concurrent_requests = 16\nmax_requests_per_partner = 17\n[tls]",

@@ -35,6 +35,7 @@ pub mod replication;
 pub mod report;
 pub mod sealed;
 pub mod server;
+pub mod shares;
 pub mod snapshot;
 pub mod store;
 pub mod temp_permit;

@@ -60,6 +60,8 @@ pub struct Partner {
     pub scopes: Scopes,
     /// Requests per second and burst; `None` is unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// Its weight in fair shares of slots, relay places and connections (src/shares.rs).
+    pub weight: u32,
 }
 
 /// Partner ids are label values and path segments: keep them to a safe alphabet.

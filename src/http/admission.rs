@@ -1,23 +1,25 @@
 //! Admission: which partner requests may hold what, and for how long.
 //!
 //! A request that waits on its client (a body still arriving) holds a slot, so slots are
-//! bounded twice: `max_concurrent_requests` in all (it bounds the memory held by bodies)
-//! and `max_requests_per_partner` for each partner, so one partner can never hold more
-//! than its share however many connections or streams it opens. The body itself is
-//! bounded in time (`body_read_timeout_ms`, see [`super::body`]). Replication long-polls
-//! and object downloads wait on a budget of their own (`max_relay_waiters`) and take no
-//! partner slot: a relay with many followers turns away no partner traffic.
+//! bounded: `max_concurrent_requests` in all (it bounds the memory held by bodies), shared
+//! among the partners by weight (src/shares.rs): a partner below its fair share is let in
+//! even when every slot is taken, the slot of a body still arriving from the partner
+//! furthest above its share being taken back (that request gets 503). A fixed cap per
+//! partner (`max_requests_per_partner`) may be set on top. The body itself is bounded in
+//! time (`body_read_timeout_ms`, see [`super::body`]). Replication long-polls and object
+//! downloads wait on a budget of their own (`max_relay_waiters`), shared among following
+//! partners the same way (a held long-poll taken back is answered 304 at once), and take
+//! no partner slot: a relay with many followers turns away no partner traffic.
 //!
 //! Every refusal is counted by [`Refusal`] in `permitgate_refused_total{reason}`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use super::problem::{Problem, ProblemKind};
+use crate::shares::{Holder, Pool, Refused, Unit};
 
 /// Why a request was refused before any work was done for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
@@ -30,6 +32,8 @@ pub enum Refusal {
     AuditBacklog,
     RelayWaiters,
     BodyTimeout,
+    /// A slot taken back, while its body was still arriving, for a partner below its share.
+    Preempted,
 }
 
 impl Refusal {
@@ -41,8 +45,11 @@ impl Refusal {
 /// The limits admission enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionLimits {
+    /// Partner connections open at once after the handshake, shared by fair share.
+    pub max_connections: usize,
     pub max_concurrent_requests: usize,
-    pub max_requests_per_partner: usize,
+    /// A fixed cap per partner on top of its fair share; `None`: the fair share alone.
+    pub max_requests_per_partner: Option<usize>,
     pub max_relay_waiters: usize,
     /// A request that waited longer than this before it could be read is shed.
     pub max_queue_delay: Option<Duration>,
@@ -50,36 +57,28 @@ pub struct AdmissionLimits {
 
 pub struct Admission {
     limits: AdmissionLimits,
-    slots: Semaphore,
-    relay: Arc<Semaphore>,
+    slots: Arc<Pool>,
+    relay: Arc<Pool>,
     refused: Vec<IntCounter>,
 }
 
-/// A partner's slots in use; shared by the partner's entries across reloads.
-#[derive(Debug, Default)]
-pub struct PartnerSlots(AtomicUsize);
-
-/// A request's slot: its partner's share and one of the shared slots, given back on drop.
-pub struct Slot<'a> {
-    _shared: SemaphorePermit<'a>,
-    partner: &'a PartnerSlots,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.partner.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+/// A request's slot, or a replication request's place: given back on drop.
+pub type Slot = Unit;
 
 impl Admission {
     /// `refused`: one counter per [`Refusal`], in its order.
     pub fn new(limits: AdmissionLimits, refused: Vec<IntCounter>) -> Admission {
         Admission {
             limits,
-            slots: Semaphore::new(limits.max_concurrent_requests),
-            relay: Arc::new(Semaphore::new(limits.max_relay_waiters)),
+            slots: Pool::new(limits.max_concurrent_requests),
+            relay: Pool::new(limits.max_relay_waiters),
             refused,
         }
+    }
+
+    /// The pools a partner holds a part of: request slots, relay places.
+    pub fn pools(&self) -> (&Arc<Pool>, &Arc<Pool>) {
+        (&self.slots, &self.relay)
     }
 
     /// Counts a refusal in `permitgate_refused_total`.
@@ -122,48 +121,63 @@ impl Admission {
         Ok(())
     }
 
-    /// A slot for one request of `partner`: within its share, then one of the shared ones.
-    pub fn slot<'a>(&'a self, partner: &'a PartnerSlots, id: &str) -> Result<Slot<'a>, Problem> {
-        let share = self.limits.max_requests_per_partner;
-        if partner.0.fetch_add(1, Ordering::Relaxed) >= share {
-            partner.0.fetch_sub(1, Ordering::Relaxed);
-            return Err(self.refuse(
-                Refusal::PartnerShare,
-                format!(
-                    "partner {id} has {share} requests in progress, its share; try again shortly"
-                ),
-            ));
-        }
-        match self.slots.try_acquire() {
-            Ok(permit) => Ok(Slot {
-                _shared: permit,
-                partner,
-            }),
-            Err(_) => {
-                partner.0.fetch_sub(1, Ordering::Relaxed);
-                Err(self.refuse(
-                    Refusal::Concurrency,
-                    format!(
-                        "{} requests are in progress; try again shortly",
-                        self.limits.max_concurrent_requests
-                    ),
-                ))
+    /// A slot for one request of `partner`: within the fixed cap, if any, then from the
+    /// shared slots by fair share.
+    pub fn slot(&self, partner: &Arc<Holder>, id: &str) -> Result<Slot, Problem> {
+        if let Some(cap) = self.limits.max_requests_per_partner {
+            if partner.held() >= cap {
+                return Err(self.refuse(
+                    Refusal::PartnerShare,
+                    format!("partner {id} has {cap} requests in progress, its share (max_requests_per_partner); try again shortly"),
+                ));
             }
         }
+        self.slots.acquire(partner).map_err(|e| match e {
+            Refused::OverShare { share } => self.refuse(
+                Refusal::PartnerShare,
+                format!(
+                    "all {} request slots are taken and partner {id} holds its fair share ({share}); try again shortly",
+                    self.slots.capacity()
+                ),
+            ),
+            Refused::Full => self.refuse(
+                Refusal::Concurrency,
+                format!(
+                    "{} requests are in progress; try again shortly",
+                    self.slots.capacity()
+                ),
+            ),
+        })
     }
 
-    /// A place for one replication long-poll or object download; held by the answer's
-    /// body until it is sent.
-    pub fn relay_place(&self) -> Result<OwnedSemaphorePermit, Problem> {
-        self.relay.clone().try_acquire_owned().map_err(|_| {
-            self.refuse(
-                Refusal::RelayWaiters,
-                format!(
-                    "{} replication requests are in progress; try again shortly",
-                    self.limits.max_relay_waiters
+    /// A place for one replication long-poll or object download of `partner`; held by the
+    /// answer's body until it is sent.
+    pub fn relay_place(&self, partner: &Arc<Holder>, id: &str) -> Result<Slot, Problem> {
+        self.relay.acquire(partner).map_err(|e| {
+            let detail = match e {
+                Refused::OverShare { share } => format!(
+                    "all {} replication places are taken and partner {id} holds its fair share ({share}); try again shortly",
+                    self.relay.capacity()
                 ),
-            )
+                Refused::Full => format!(
+                    "{} replication requests are in progress; try again shortly",
+                    self.relay.capacity()
+                ),
+            };
+            self.refuse(Refusal::RelayWaiters, detail)
         })
+    }
+
+    /// A slot taken back while its body was arriving: counted, and the request's answer.
+    pub fn preempted(&self, id: &str) -> Problem {
+        let mut p = self.refuse(
+            Refusal::Preempted,
+            format!(
+                "this request's slot was given to a partner below its fair share while partner {id}'s body was still arriving; try again shortly"
+            ),
+        );
+        p.body_unread = true;
+        p
     }
 }
 
@@ -209,12 +223,13 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    fn admission(all: usize, share: usize) -> (Admission, Metrics) {
+    fn admission(all: usize, cap: Option<usize>) -> (Admission, Metrics) {
         let metrics = Metrics::new();
         let a = Admission::new(
             AdmissionLimits {
+                max_connections: 8,
                 max_concurrent_requests: all,
-                max_requests_per_partner: share,
+                max_requests_per_partner: cap,
                 max_relay_waiters: 2,
                 max_queue_delay: Some(Duration::from_millis(50)),
             },
@@ -224,31 +239,32 @@ mod tests {
     }
 
     #[test]
-    fn a_partner_never_holds_more_than_its_share() {
-        let (a, metrics) = admission(4, 2);
-        let (greedy, other) = (PartnerSlots::default(), PartnerSlots::default());
-        let held: Vec<_> = (0..2)
-            .map(|_| a.slot(&greedy, "g").expect("share"))
+    fn a_partner_never_holds_more_than_its_cap_or_its_fair_share_when_full() {
+        let (a, metrics) = admission(4, Some(3));
+        let (slots, _) = a.pools();
+        let (greedy, other) = (slots.holder(1), slots.holder(1));
+        let held: Vec<_> = (0..3)
+            .map(|_| a.slot(&greedy, "g").expect("room"))
             .collect();
-        let refused = a.slot(&greedy, "g").err().expect("over its share");
+        let refused = a.slot(&greedy, "g").err().expect("over its cap");
         assert_eq!(refused.kind, ProblemKind::Overloaded);
         assert!(refused.detail.contains("its share"), "{}", refused.detail);
-        // The others still have the rest.
-        let o1 = a.slot(&other, "o").expect("other partner");
-        let o2 = a.slot(&other, "o").expect("other partner");
-        // All four shared slots are taken now.
-        let third = PartnerSlots::default();
-        let p = a.slot(&third, "t").err().expect("no shared slot left");
+        let o1 = a.slot(&other, "o").expect("the last slot");
+        // Full: other (1 of a share of 2) is below its share, but greedy's slots are busy,
+        // not waiting on a body, so nothing can be taken back.
+        let p = a.slot(&other, "o").err().expect("nothing to take back");
         assert!(p.detail.contains("4 requests"), "{}", p.detail);
-        assert_eq!(
-            third.0.load(Ordering::Relaxed),
-            0,
-            "a refusal gives its share back"
-        );
+        assert_eq!(other.held(), 1, "a refusal gives its unit back");
         drop(held);
-        drop((o1, o2));
-        assert_eq!(greedy.0.load(Ordering::Relaxed), 0);
-        assert!(a.slot(&third, "t").is_ok());
+        drop(o1);
+        // Without a cap: full, and at its share, a partner is refused.
+        let (a, _) = admission(4, None);
+        let (slots, _) = a.pools();
+        let alone = slots.holder(1);
+        let all: Vec<_> = (0..4).map(|_| a.slot(&alone, "a").expect("room")).collect();
+        let p = a.slot(&alone, "a").err().expect("full, at its share");
+        assert!(p.detail.contains("fair share (4)"), "{}", p.detail);
+        drop(all);
         let text = String::from_utf8(metrics.encode()).expect("utf-8");
         assert!(text.contains("permitgate_refused_total{reason=\"partner_share\"} 1"));
         assert!(text.contains("permitgate_refused_total{reason=\"concurrency\"} 1"));
@@ -256,19 +272,20 @@ mod tests {
 
     #[test]
     fn relay_places_are_a_budget_of_their_own() {
-        let (a, _m) = admission(1, 1);
-        let partner = PartnerSlots::default();
-        let _slot = a.slot(&partner, "p").expect("slot");
-        let r1 = a.relay_place().expect("relay place despite full slots");
-        let _r2 = a.relay_place().expect("second place");
-        assert!(a.relay_place().is_err(), "over max_relay_waiters");
+        let (a, _m) = admission(1, None);
+        let (slots, relay) = a.pools();
+        let (p, r) = (slots.holder(1), relay.holder(1));
+        let _slot = a.slot(&p, "p").expect("slot");
+        let r1 = a.relay_place(&r, "p").expect("relay place despite full slots");
+        let _r2 = a.relay_place(&r, "p").expect("second place");
+        assert!(a.relay_place(&r, "p").is_err(), "over max_relay_waiters");
         drop(r1);
-        assert!(a.relay_place().is_ok());
+        assert!(a.relay_place(&r, "p").is_ok());
     }
 
     #[test]
     fn queue_delay_over_the_limit_is_shed() {
-        let (a, _m) = admission(1, 1);
+        let (a, _m) = admission(1, None);
         assert!(a.check_queue_delay(None).is_ok());
         assert!(a.check_queue_delay(Some(Duration::from_millis(50))).is_ok());
         let p = a

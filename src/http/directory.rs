@@ -4,23 +4,35 @@
 //! A reload builds a new [`Directory`] and swaps it in whole; connections keep only the
 //! identity their certificate claimed and look it up per request, so a partner removed or
 //! re-scoped by a reload is treated accordingly on its next request. Buckets of partners
-//! whose limit did not change carry over (a reload refills nobody), and so do slot
-//! counts (a reload frees no share held by requests in progress). The serials on the
+//! whose limit did not change carry over (a reload refills nobody), and so do the
+//! partner's parts of the shared pools (a reload frees no share held by requests in
+//! progress; a new weight counts from the next time the partner becomes active). The serials on the
 //! current CRLs travel with it, for connections whose handshake predates them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::admission::PartnerSlots;
 use super::metrics::RequestCounters;
 use crate::partner::Partner;
 use crate::rate_limit::TokenBucket;
+use crate::shares::{Holder, Pool};
 
 pub struct PartnerEntry {
     pub partner: Partner,
     pub counters: Arc<RequestCounters>,
     pub bucket: Option<Arc<TokenBucket>>,
-    pub slots: Arc<PartnerSlots>,
+    /// Its part of the request slots, the relay places and the connections.
+    pub slots: Arc<Holder>,
+    pub relay: Arc<Holder>,
+    pub connections: Arc<Holder>,
+}
+
+/// The pools partners share (src/shares.rs).
+#[derive(Clone)]
+pub struct Pools {
+    pub slots: Arc<Pool>,
+    pub relay: Arc<Pool>,
+    pub connections: Arc<Pool>,
 }
 
 #[derive(Default)]
@@ -35,6 +47,7 @@ impl Directory {
         partners: &[Partner],
         revoked: HashSet<Vec<u8>>,
         counters: impl Fn(&str) -> RequestCounters,
+        pools: &Pools,
         previous: Option<&Directory>,
     ) -> Directory {
         let by_id = partners
@@ -49,12 +62,20 @@ impl Directory {
                 let counters = old
                     .map(|e| e.counters.clone())
                     .unwrap_or_else(|| Arc::new(counters(&p.id)));
-                let slots = old.map(|e| e.slots.clone()).unwrap_or_default();
+                let part = |pool: &Arc<Pool>, held: Option<&Arc<Holder>>| match held {
+                    Some(h) => {
+                        h.set_weight(p.weight);
+                        h.clone()
+                    }
+                    None => pool.holder(p.weight),
+                };
                 let entry = PartnerEntry {
                     partner: p.clone(),
                     counters,
                     bucket,
-                    slots,
+                    slots: part(&pools.slots, old.map(|e| &e.slots)),
+                    relay: part(&pools.relay, old.map(|e| &e.relay)),
+                    connections: part(&pools.connections, old.map(|e| &e.connections)),
                 };
                 (p.id.clone(), Arc::new(entry))
             })

@@ -37,7 +37,7 @@ use crate::store::Store;
 
 use admission::{Admission, AdmissionLimits, Refusal, Slot};
 use api::SnapshotRef;
-use directory::{Directory, PartnerEntry};
+use directory::{Directory, PartnerEntry, Pools};
 use handlers::{Context, Handler, Services};
 pub use metrics::HttpMetrics;
 use metrics::{RequestCounters, UNKNOWN_PARTNER};
@@ -93,6 +93,8 @@ pub struct App {
     clock: Arc<dyn Clock>,
     limits: Limits,
     partners: ArcSwap<Directory>,
+    /// What partners share: request slots, relay places, connections after the handshake.
+    pools: Pools,
     metrics: HttpMetrics,
     unknown_counters: Arc<RequestCounters>,
     relay: Option<relay::RelaySource>,
@@ -109,9 +111,9 @@ pub struct App {
 /// What a request may go on to once it has been let in.
 enum Admitted<'a> {
     /// A partner check: its partner and its slot; the body is read next.
-    Check(&'a Partner, Slot<'a>, Handler),
+    Check(&'a Partner, Slot, Handler),
     Keys,
-    Relay(tokio::sync::OwnedSemaphorePermit),
+    Relay(Slot),
 }
 
 impl App {
@@ -129,6 +131,13 @@ impl App {
         audit: Option<crate::audit::AuditLog>,
         lag: Option<Arc<crate::overload::LagMonitor>>,
     ) -> App {
+        let admission = Admission::new(limits.admission, metrics.refused.clone());
+        let (slots, relay_places) = admission.pools();
+        let pools = Pools {
+            slots: slots.clone(),
+            relay: relay_places.clone(),
+            connections: crate::shares::Pool::new(limits.admission.max_connections),
+        };
         App {
             store,
             clock,
@@ -137,11 +146,13 @@ impl App {
                 partners,
                 revoked,
                 |id| metrics.request_counters(id),
+                &pools,
                 None,
             )),
+            pools,
             unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER)),
             relay,
-            admission: Admission::new(limits.admission, metrics.refused.clone()),
+            admission,
             keys_json: Bytes::from(credentials.keyring.to_json()),
             services: Services {
                 hash_key,
@@ -178,6 +189,7 @@ impl App {
             partners,
             revoked,
             |id| self.metrics.request_counters(id),
+            &self.pools,
             Some(&old),
         )));
     }
@@ -241,9 +253,9 @@ impl App {
             },
             _ => (None, answer),
         };
-        let (mut response, outcome) = match answer {
-            Ok(r) => (r, None),
-            Err(p) => (problem_response(&p, route), Some(p.kind)),
+        let (mut response, outcome, body_unread) = match answer {
+            Ok(r) => (r, None, false),
+            Err(p) => (problem_response(&p, route), Some(p.kind), p.body_unread),
         };
         if let Some(kind) = outcome {
             // Ids and labels only: request bodies (numbers) never reach the logs.
@@ -268,7 +280,7 @@ impl App {
             }
             // The body was not read to its end: the connection cannot carry another
             // request (HTTP/2 resets just the stream).
-            if kind == ProblemKind::BodyTimeout && version == http::Version::HTTP_11 {
+            if body_unread && version == http::Version::HTTP_11 {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -339,14 +351,32 @@ impl App {
                 relay::object(self.relay.as_ref(), req.uri().path(), place).await
             }
             Ok(Admitted::Check(partner, slot, handler)) => {
-                let body = body::read(req, self.limits.max_body_bytes, body_deadline)
-                    .await
-                    .map_err(|e| {
-                        if matches!(e, body::BodyError::TimedOut) {
-                            self.admission.count(Refusal::BodyTimeout);
+                let read = body::read(req, self.limits.max_body_bytes, body_deadline);
+                let mut read = std::pin::pin!(read);
+                // Most bodies are there with their head. One still arriving waits on its
+                // client: its slot may then be taken back for a partner below its share.
+                let first = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))
+                })
+                .await;
+                let read = match first {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => {
+                        let waiting = slot.preemptible();
+                        tokio::select! {
+                            r = read.as_mut() => r,
+                            _ = waiting.taken_back() => {
+                                return Err(self.admission.preempted(&partner.id));
+                            }
                         }
-                        e.problem(self.limits.body_read_timeout)
-                    })?;
+                    }
+                };
+                let body = read.map_err(|e| {
+                    if matches!(e, body::BodyError::TimedOut) {
+                        self.admission.count(Refusal::BodyTimeout);
+                    }
+                    e.problem(self.limits.body_read_timeout)
+                })?;
                 let answer = self.check(handler, partner, &body, documents);
                 drop(slot);
                 answer
@@ -407,7 +437,12 @@ impl App {
         }
         self.within_rate(entry)?;
         let handler = match spec.answer {
-            Answer::Relay => return self.admission.relay_place().map(Admitted::Relay),
+            Answer::Relay => {
+                return self
+                    .admission
+                    .relay_place(&entry.relay, &partner.id)
+                    .map(Admitted::Relay)
+            }
             Answer::Keys => return Ok(Admitted::Keys),
             Answer::Check(handler) => handler,
             Answer::Probe | Answer::None => {

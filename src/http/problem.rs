@@ -164,6 +164,10 @@ pub struct Problem {
     /// Seconds for the Retry-After header, where waiting helps.
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// The request's body was not read to its end: an HTTP/1.1 connection cannot carry
+    /// another request after this answer.
+    #[serde(skip)]
+    pub body_unread: bool,
 }
 
 impl Problem {
@@ -181,6 +185,7 @@ impl Problem {
                 ProblemKind::Overloaded | ProblemKind::RateLimited => Some(1),
                 _ => None,
             },
+            body_unread: kind == ProblemKind::BodyTimeout,
         }
     }
 

@@ -34,7 +34,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
+
+use super::admission::Slot;
 
 use super::problem::{Problem, ProblemKind};
 use super::Body;
@@ -192,11 +194,12 @@ fn wait_ms(query: Option<&str>) -> Result<Duration, Problem> {
         })
 }
 
-/// `place`: this request's place on the relay budget, held while it waits.
+/// `place`: this request's place on the relay budget, held while it waits; taken back
+/// for a follower below its fair share, the request is answered as if its wait had ended.
 pub async fn manifest<B>(
     relay: Option<&RelaySource>,
     req: &Request<B>,
-    place: OwnedSemaphorePermit,
+    place: Slot,
 ) -> Result<Response<Body>, Problem> {
     let relay = none(relay)?;
     let wait = wait_ms(req.uri().query())?;
@@ -214,9 +217,11 @@ pub async fn manifest<B>(
             break respond(StatusCode::OK, "application/json", &tag, bytes);
         }
         // An error: nothing will announce a change any more (shutting down).
+        let waiting = place.preemptible();
         let changed = tokio::select! {
             r = changes.changed() => r.is_ok(),
             _ = tokio::time::sleep_until(deadline) => false,
+            _ = waiting.taken_back() => false,
         };
         if !changed {
             break respond(
@@ -235,7 +240,7 @@ pub async fn manifest<B>(
 pub async fn object(
     relay: Option<&RelaySource>,
     path: &str,
-    place: OwnedSemaphorePermit,
+    place: Slot,
 ) -> Result<Response<Body>, Problem> {
     let relay = none(relay)?;
     let hash = path.rsplit('/').next().unwrap_or_default();
@@ -326,7 +331,7 @@ pub struct ObjectBody {
     file: tokio::fs::File,
     left: u64,
     buf: BytesMut,
-    _place: OwnedSemaphorePermit,
+    _place: Slot,
 }
 
 impl hyper::body::Body for ObjectBody {

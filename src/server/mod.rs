@@ -231,6 +231,7 @@ impl Gateway {
                     .and_then(|r| r.unready_when_stale_for),
                 body_read_timeout: config.server.body_read_timeout,
                 admission: AdmissionLimits {
+                    max_connections: config.server.max_connections,
                     max_concurrent_requests: config.server.max_concurrent_requests,
                     max_requests_per_partner: config.server.max_requests_per_partner,
                     max_relay_waiters: config.server.max_relay_waiters,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::common::{h2_post, metric_value, read_until_closed, TestGateway};
+use crate::common::{config_edit, h2_post, metric_value, read_until_closed, Options, TestGateway};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
@@ -56,6 +56,64 @@ async fn slow_http1_bodies_hold_only_their_partners_share() {
     r.problem(503, "overloaded");
     gw.wait_metric("permitgate_refused_total{reason=\"partner_share\"}", 85.0)
         .await;
+    drop(held);
+}
+
+/// Eight partners together (colluding, or only busy) fill every slot with bodies that never
+/// arrive; a ninth, below its fair share, is served every time, and the eight, over theirs,
+/// get no more. With a fixed share per partner, four of them were enough to refuse it.
+#[tokio::test]
+async fn eight_partners_holding_every_slot_cannot_refuse_a_ninth() {
+    let colluders: Vec<String> = (0..8).map(|i| format!("colluder-{i}")).collect();
+    let gw = TestGateway::start_with(Options {
+        server_extra: "max_concurrent_requests = 64",
+        edit_config: colluders
+            .iter()
+            .map(|id| config_edit::add_partner(id, "scopes = [\"link_check\"]"))
+            .collect(),
+        ..Options::default()
+    })
+    .await;
+    let link = gw.sample("linked_pair").clone();
+    let mut held = Vec::new();
+    for id in &colluders {
+        gw.issue_partner(id);
+        for _ in 0..9 {
+            let mut s = gw.raw_tls(id).await.expect("connect");
+            s.write_all(unfinished_head(&link.path).as_bytes())
+                .await
+                .expect("head");
+            s.flush().await.expect("flush");
+            held.push(s);
+        }
+    }
+    // 72 heads read: 64 hold every slot, 8 were refused, at their share or taken back for
+    // a colluder below its own.
+    let refused = |m: &str| {
+        metric_value(m, "permitgate_refused_total{reason=\"partner_share\"}")
+            + metric_value(m, "permitgate_refused_total{reason=\"preempted\"}")
+    };
+    let mut m = gw.metrics().await;
+    for _ in 0..100 {
+        if refused(&m) == 8.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = gw.metrics().await;
+    }
+    assert_eq!(refused(&m), 8.0, "{m}");
+    let before = metric_value(&m, "permitgate_refused_total{reason=\"preempted\"}");
+    victim_is_served(&gw, 50).await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_refused_total{reason=\"concurrency\"}"),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, "permitgate_refused_total{reason=\"preempted\"}") > before,
+        "the victim's slots were taken back from the colluders: {m}"
+    );
     drop(held);
 }
 
@@ -200,6 +258,74 @@ async fn held_long_polls_wait_on_their_own_budget() {
     gw.wait_metric("permitgate_refused_total{reason=\"relay_waiters\"}", 1.0)
         .await;
     drop(waiting);
+    conn.abort();
+}
+
+/// One follower holding every relay place with long-polls cannot make another follower's
+/// requests fail: the second is below its fair share, so a held long-poll of the first is
+/// answered at once (304, as if its wait had ended) and its place given to the second.
+#[tokio::test]
+async fn one_follower_holding_every_relay_place_cannot_starve_another() {
+    let gw = TestGateway::start_with(Options {
+        server_extra: "max_relay_waiters = 16",
+        edit_config: vec![config_edit::add_partner(
+            "follower-2",
+            "scopes = [\"replicate\"]",
+        )],
+        ..Options::default()
+    })
+    .await;
+    gw.issue_partner("follower-2");
+    let mut relay = gw.client("relay").await;
+    let first = relay.get("/v1/replication/manifest").await;
+    assert_eq!(first.status, 200);
+    let tag = first.headers["etag"].to_str().expect("etag").to_owned();
+    let base = first.json()["signed"]["snapshot"]["hash"]
+        .as_str()
+        .expect("hash")
+        .to_owned();
+    let (mut h2, conn) = h2::client::handshake(gw.h2_tls("relay").await)
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut waiting = Vec::new();
+    for _ in 0..16 {
+        h2 = h2.ready().await.expect("ready");
+        let req = http::Request::get("https://localhost/v1/replication/manifest?wait_ms=30000")
+            .header("if-none-match", tag.as_str())
+            .body(())
+            .expect("request");
+        waiting.push(h2.send_request(req, true).expect("open").0);
+    }
+    // Every place is held: the hog itself gets no more.
+    h2 = h2.ready().await.expect("ready");
+    let more = http::Request::get("https://localhost/v1/replication/manifest?wait_ms=30000")
+        .header("if-none-match", tag.as_str())
+        .body(())
+        .expect("request");
+    let (answer, _) = h2.send_request(more, true).expect("open");
+    let r = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered at once")
+        .expect("response");
+    assert_eq!(r.status(), 503);
+
+    // The other follower: its manifest, an object, and a long-poll of its own.
+    let mut other = gw.client("follower-2").await;
+    for path in [
+        "/v1/replication/manifest".to_owned(),
+        format!("/v1/replication/objects/{base}"),
+    ] {
+        assert_eq!(other.get(&path).await.status, 200, "{path}");
+    }
+    let mut answered = 0;
+    for w in waiting {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(200), w).await {
+            assert_eq!(r.status(), 304, "a long-poll taken back ends as if its wait had");
+            answered += 1;
+        }
+    }
+    assert!(answered >= 1, "a long-poll of the hog taken back: {answered}");
     conn.abort();
 }
 

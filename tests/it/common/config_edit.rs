@@ -71,6 +71,19 @@ pub fn partner(id: &str, f: impl FnOnce(&mut Table) + Send + 'static) -> Edit {
     })
 }
 
+/// Appends a `[[partners]]` entry: `id` with the keys of `toml_text`.
+pub fn add_partner(id: &str, toml_text: &str) -> Edit {
+    let mut add: Table = toml::from_str(toml_text).expect("TOML to add");
+    add.insert("id".into(), Value::String(id.to_owned()));
+    Box::new(move |root| {
+        root.entry("partners")
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()
+            .expect("partners is an array")
+            .push(Value::Table(add));
+    })
+}
+
 /// `text` (a config) with `edits` applied, as TOML.
 pub fn apply(text: &str, edits: Vec<Edit>) -> String {
     let mut root: Table = toml::from_str(text).expect("config is TOML");

@@ -183,6 +183,20 @@ impl TestGateway {
         self.running.addr
     }
 
+    /// A client certificate from the demo CA for `id` (a partner the test added to the
+    /// config), where [`TestGateway::client`] and the other helpers look for it.
+    pub fn issue_partner(&self, id: &str) {
+        let (cert, key) = self.cert_paths(id);
+        permitgate::demo::pki::issue_client(
+            &self.demo.pki,
+            Some(id),
+            permitgate::demo::pki::Usage::ClientAuth,
+            &cert,
+            &key,
+        )
+        .expect("issue a partner certificate");
+    }
+
     pub fn cert_paths(&self, partner: &str) -> (PathBuf, PathBuf) {
         (
             self.demo.pki.partner_cert(partner),
