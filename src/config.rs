@@ -141,6 +141,11 @@ pub struct ServerConfig {
     /// Replication long-polls and object downloads in progress at once, apart from the
     /// partner requests' slots.
     pub max_relay_waiters: usize,
+    /// A write to a partner socket that moves nothing for this long ends the connection.
+    pub write_timeout: Duration,
+    /// SO_SNDBUF of partner sockets (the kernel reserves twice this); `None`: the
+    /// kernel's own sizing, which grows to megabytes per connection.
+    pub send_buffer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +226,8 @@ struct RawServer {
     /// Default: none (the fair share alone).
     max_requests_per_partner: Option<usize>,
     max_relay_waiters: usize,
+    write_timeout_ms: u64,
+    send_buffer_bytes: usize,
 }
 
 impl Default for RawServer {
@@ -242,6 +249,8 @@ impl Default for RawServer {
             body_read_timeout_ms: 10_000,
             max_requests_per_partner: None,
             max_relay_waiters: 4096,
+            write_timeout_ms: 10_000,
+            send_buffer_bytes: 64 * 1024,
         }
     }
 }
@@ -549,6 +558,16 @@ fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
         "server.max_relay_waiters",
         "must be at least 1",
     );
+    problems.check(
+        s.write_timeout_ms > 0,
+        "server.write_timeout_ms",
+        "must be above 0",
+    );
+    problems.check(
+        s.send_buffer_bytes == 0 || (4096..=64 << 20).contains(&s.send_buffer_bytes),
+        "server.send_buffer_bytes",
+        "must be 0 (the kernel's sizing) or from 4096 to 67108864",
+    );
     // hyper's HTTP/1.1 read buffer cannot be smaller.
     problems.check(
         s.max_header_bytes >= 8192,
@@ -582,6 +601,8 @@ fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
         body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
         max_requests_per_partner,
         max_relay_waiters: s.max_relay_waiters,
+        write_timeout: Duration::from_millis(s.write_timeout_ms),
+        send_buffer_bytes: (s.send_buffer_bytes > 0).then_some(s.send_buffer_bytes),
     }
 }
 

@@ -144,7 +144,8 @@ impl Pool {
         if before == 0 {
             let w = holder.weight.load(Ordering::Relaxed);
             holder.counted.store(w, Ordering::Relaxed);
-            self.active_weight.fetch_add(i64::from(w), Ordering::Relaxed);
+            self.active_weight
+                .fetch_add(i64::from(w), Ordering::Relaxed);
         }
         let unit = Unit {
             pool: self.clone(),
@@ -187,7 +188,7 @@ impl Pool {
             })
             .collect();
         // Furthest above its share first.
-        over.sort_by(|a, b| b.0.cmp(&a.0));
+        over.sort_by_key(|o| std::cmp::Reverse(o.0));
         over.iter().any(|(_, h)| h.fire_oldest_waiting())
     }
 }
@@ -269,7 +270,10 @@ mod tests {
         // nothing can be taken back.
         assert_eq!(pool.acquire(&b).err(), Some(Refused::Full));
         assert_eq!(b.held(), 0, "a refusal gives its unit back");
-        assert_eq!(pool.acquire(&a).err(), Some(Refused::OverShare { share: 8 }));
+        assert_eq!(
+            pool.acquire(&a).err(),
+            Some(Refused::OverShare { share: 8 })
+        );
         drop(held);
         assert_eq!(pool.in_use(), 0);
     }
@@ -278,8 +282,12 @@ mod tests {
     async fn a_partner_below_its_share_takes_back_a_waiting_unit_of_the_greediest() {
         let pool = Pool::new(8);
         let (greedy, modest, newcomer) = (pool.holder(1), pool.holder(1), pool.holder(2));
-        let g: Vec<_> = (0..6).map(|_| pool.acquire(&greedy).expect("room")).collect();
-        let m: Vec<_> = (0..2).map(|_| pool.acquire(&modest).expect("room")).collect();
+        let g: Vec<_> = (0..6)
+            .map(|_| pool.acquire(&greedy).expect("room"))
+            .collect();
+        let m: Vec<_> = (0..2)
+            .map(|_| pool.acquire(&modest).expect("room"))
+            .collect();
         let g_waiting: Vec<_> = g.iter().map(Unit::preemptible).collect();
         let m_waiting: Vec<_> = m.iter().map(Unit::preemptible).collect();
         // Full. The newcomer (weight 2 of 4) has a share of 4: let in, and the oldest
@@ -310,14 +318,21 @@ mod tests {
         let colluders: Vec<_> = (0..8).map(|_| pool.holder(1)).collect();
         let held: Vec<Unit> = colluders
             .iter()
-            .flat_map(|c| (0..8).map(|_| pool.acquire(c).expect("room")).collect::<Vec<_>>())
+            .flat_map(|c| {
+                (0..8)
+                    .map(|_| pool.acquire(c).expect("room"))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let _waiting: Vec<_> = held.iter().map(Unit::preemptible).collect();
         let ninth = pool.holder(1);
         let share = pool.share_of(&ninth);
         assert_eq!(share, 64_usize.div_ceil(9));
         let mine: Vec<_> = (0..share)
-            .map(|i| pool.acquire(&ninth).unwrap_or_else(|e| panic!("unit {i}: {e:?}")))
+            .map(|i| {
+                pool.acquire(&ninth)
+                    .unwrap_or_else(|e| panic!("unit {i}: {e:?}"))
+            })
             .collect();
         assert_eq!(
             pool.acquire(&ninth).err(),

@@ -276,7 +276,9 @@ mod tests {
         let (slots, relay) = a.pools();
         let (p, r) = (slots.holder(1), relay.holder(1));
         let _slot = a.slot(&p, "p").expect("slot");
-        let r1 = a.relay_place(&r, "p").expect("relay place despite full slots");
+        let r1 = a
+            .relay_place(&r, "p")
+            .expect("relay place despite full slots");
         let _r2 = a.relay_place(&r, "p").expect("second place");
         assert!(a.relay_place(&r, "p").is_err(), "over max_relay_waiters");
         drop(r1);

@@ -23,6 +23,12 @@ use crate::http::Caller;
 use crate::tls::{self, HandshakeFailure};
 
 use super::listener::ConnectionSettings;
+use super::write_deadline::WriteDeadline;
+
+/// Send buffer of a following gateway's connection: room for a long, fast download.
+const FOLLOWER_SEND_BUFFER: usize = 4 << 20;
+
+type PartnerStream = TlsStream<WriteDeadline<TcpStream>>;
 
 pub(super) async fn serve_connection(
     settings: Arc<ConnectionSettings>,
@@ -33,6 +39,11 @@ pub(super) async fn serve_connection(
 ) {
     // Kept for TCP_INFO: the stream is owned by the connection served below.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    if let Some(bytes) = settings.send_buffer_bytes {
+        // Bounds what a client that never reads can make the kernel hold for it.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
+    let stream = WriteDeadline::new(stream, settings.write_timeout);
     let deadline = settings.handshake_timeout;
     let handshake = settings
         .handshakes
@@ -62,8 +73,15 @@ pub(super) async fn serve_connection(
         .and_then(|c| c.first())
         .and_then(tls::leaf);
     let caller = Caller::new(leaf);
+    let follower = settings.app.replicates_only(&caller);
+    if follower && settings.send_buffer_bytes.is_some() {
+        // A following gateway downloads bases of hundreds of MB: the kernel sizes its
+        // buffer as it sees fit (a relay's budget bounds how many download at once).
+        let _ = socket2::SockRef::from(tls.get_ref().0.get_ref())
+            .set_send_buffer_size(FOLLOWER_SEND_BUFFER);
+    }
     match &settings.followers {
-        Some(side) if settings.app.replicates_only(&caller) => {
+        Some(side) if follower => {
             // The socket stays with the request workers' I/O driver; only its polling
             // moves (as the handshake's did).
             let _ = side
@@ -77,7 +95,7 @@ pub(super) async fn serve_connection(
 /// HTTP/1.1 or HTTP/2 (as ALPN chose) on a connection whose handshake is done.
 async fn serve_http(
     settings: Arc<ConnectionSettings>,
-    tls: TlsStream<TcpStream>,
+    tls: PartnerStream,
     caller: Caller,
     fd: RawFd,
     peer: SocketAddr,

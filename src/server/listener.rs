@@ -104,6 +104,8 @@ pub(super) async fn accept_loop(
         handshakes,
         followers,
         idle_timeout: gw.config.server.header_read_timeout,
+        write_timeout: gw.config.server.write_timeout,
+        send_buffer_bytes: gw.config.server.send_buffer_bytes,
         metrics: gw.metrics.listener.clone(),
     });
     let rejected = gw.metrics.listener.connections_rejected.clone();
@@ -159,5 +161,8 @@ pub(super) struct ConnectionSettings {
     /// gateway relays.
     pub(super) followers: Option<tokio::runtime::Handle>,
     pub(super) idle_timeout: Duration,
+    /// A write that moves nothing for this long ends the connection (write_deadline.rs).
+    pub(super) write_timeout: Duration,
+    pub(super) send_buffer_bytes: Option<usize>,
     pub(super) metrics: ListenerMetrics,
 }

@@ -16,6 +16,7 @@ mod ops;
 mod reload;
 mod side;
 mod snapshot;
+mod write_deadline;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

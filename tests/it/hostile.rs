@@ -259,3 +259,74 @@ async fn http2_streams_reset_one_by_one_start_no_work() {
         .sum();
     assert_eq!(answered, 1.0, "only the normal request was answered");
 }
+
+/// The server side of a loopback TCP connection in /proc/net/tcp, by its two ports: its
+/// send queue in bytes (`tx_queue`), or `None` once the socket is gone.
+fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (port(f.get(1)?)? == server_port && port(f.get(2)?)? == client_port)
+            .then(|| u64::from_str_radix(f.get(4)?.split(':').next()?, 16).ok())?
+    })
+}
+
+/// A client that pipelines requests and never reads the answers (its receive window shut)
+/// makes the gateway hold no more than the send buffer for it, and is cut off (reset) when
+/// a write has moved nothing for write_timeout_ms. It used to hold megabytes in the
+/// kernel per connection, for as long as the client liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_cut_off_with_a_bounded_queue() {
+    let gw = TestGateway::with_server("write_timeout_ms = 1000\nsend_buffer_bytes = 16384").await;
+    let link = gw.sample("linked_pair").clone();
+    let body = link.body.to_string();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        link.path,
+        body.len()
+    );
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let tcp = socket.connect(gw.addr()).await.expect("connect");
+    let client_port = tcp.local_addr().expect("addr").port();
+    let (cert, key) = gw.cert_paths("bank");
+    let mut cfg =
+        (*crate::common::client_config(&gw.demo.pki.ca_cert(), Some((&cert, &key)))).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (_unread, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        for _ in 0..50_000 {
+            if wr.write_all(request.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let server_port = gw.addr().port();
+    let mut most = 0;
+    let started = std::time::Instant::now();
+    let gone = loop {
+        match server_send_queue(server_port, client_port) {
+            None => break started.elapsed(),
+            Some(q) => most = most.max(q),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still open after 20 s, send queue {most} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The kernel reserves twice SO_SNDBUF; what is queued stays within it.
+    assert!(most > 0, "the answers did queue up");
+    assert!(most <= 2 * 16384, "send queue {most} bytes");
+    assert!(gone >= Duration::from_millis(900), "cut off after {gone:?}");
+    writer.abort();
+    still_serves(&gw).await;
+}

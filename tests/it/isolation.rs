@@ -321,11 +321,18 @@ async fn one_follower_holding_every_relay_place_cannot_starve_another() {
     let mut answered = 0;
     for w in waiting {
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(200), w).await {
-            assert_eq!(r.status(), 304, "a long-poll taken back ends as if its wait had");
+            assert_eq!(
+                r.status(),
+                304,
+                "a long-poll taken back ends as if its wait had"
+            );
             answered += 1;
         }
     }
-    assert!(answered >= 1, "a long-poll of the hog taken back: {answered}");
+    assert!(
+        answered >= 1,
+        "a long-poll of the hog taken back: {answered}"
+    );
     conn.abort();
 }
 

@@ -77,14 +77,19 @@ async fn a_slow_body_gives_its_slot_to_a_partner_below_its_share() {
         .expect("bank's second request was never refused");
     let p = shed.problem(503, "overloaded");
     assert!(
-        p["detail"].as_str().is_some_and(|d| d.contains("fair share")),
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("fair share")),
         "{p}"
     );
     let mut rail = gw.client("rail-gate").await;
     assert_eq!(rail.post_json(&status.path, &status.body).await.status, 200);
     let answer = read_until_closed(&mut slow).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     gw.wait_metric("permitgate_refused_total{reason=\"preempted\"}", 1.0)
         .await;
     assert_eq!(bank.post_json(&link.path, &link.body).await.status, 200);
