@@ -53,6 +53,8 @@ pub struct Config {
     /// The file this was read from: reloads read it again.
     pub path: PathBuf,
     pub server: ServerConfig,
+    /// What anyone who reaches the port may hold before its certificate is seen.
+    pub unauthenticated: UnauthenticatedConfig,
     pub tls: TlsConfig,
     pub snapshot: SnapshotConfig,
     pub cache: CacheConfig,
@@ -148,6 +150,27 @@ pub struct ServerConfig {
     pub send_buffer_bytes: Option<usize>,
 }
 
+/// The budget before authentication (src/server/door.rs): per source address and prefix,
+/// in all, and the order of handshakes.
+#[derive(Debug, Clone)]
+pub struct UnauthenticatedConfig {
+    /// Connections not through their handshake yet, from sources outside
+    /// `partner_networks`; those from inside have a pool of the same size of their own.
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    pub max_per_prefix: usize,
+    /// Prefix lengths that group sources (a host's neighbours, a site).
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    pub handshakes_per_source: RateLimit,
+    pub handshakes_per_prefix: RateLimit,
+    /// Handshakes of strangers waiting for the handshake thread; more are closed.
+    pub max_queued_handshakes: usize,
+    /// Partners' address ranges: no per-source limits, a pool of their own, and their
+    /// handshakes go first.
+    pub partner_networks: Vec<ipnet::IpNet>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     pub cert: PathBuf,
@@ -192,6 +215,8 @@ pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
 struct RawConfig {
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
+    unauthenticated: RawUnauthenticated,
     tls: RawTls,
     #[serde(default)]
     snapshot: RawSnapshot,
@@ -251,6 +276,36 @@ impl Default for RawServer {
             max_relay_waiters: 4096,
             write_timeout_ms: 10_000,
             send_buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUnauthenticated {
+    max_connections: usize,
+    max_per_source: usize,
+    max_per_prefix: usize,
+    prefix_v4: u8,
+    prefix_v6: u8,
+    handshakes_per_second_per_source: f64,
+    handshakes_per_second_per_prefix: f64,
+    max_queued_handshakes: usize,
+    partner_networks: Vec<String>,
+}
+
+impl Default for RawUnauthenticated {
+    fn default() -> Self {
+        RawUnauthenticated {
+            max_connections: 2048,
+            max_per_source: 32,
+            max_per_prefix: 256,
+            prefix_v4: 24,
+            prefix_v6: 56,
+            handshakes_per_second_per_source: 20.0,
+            handshakes_per_second_per_prefix: 200.0,
+            max_queued_handshakes: 256,
+            partner_networks: Vec::new(),
         }
     }
 }
@@ -444,6 +499,7 @@ impl Config {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let mut problems = Problems::default();
         let server = server_config(raw.server, &mut problems);
+        let unauthenticated = unauthenticated_config(raw.unauthenticated, &mut problems);
         let snapshot = snapshot_config(
             raw.snapshot,
             raw.replication.is_some(),
@@ -490,6 +546,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             server,
+            unauthenticated,
             tls: TlsConfig {
                 cert: resolve(raw.tls.cert),
                 key: resolve(raw.tls.key),
@@ -509,6 +566,77 @@ impl Config {
 
 // Each section's checks and conversion. A value that breaks a rule is recorded in
 // `problems`; what is returned then is never used (`parse` returns the problems).
+
+fn unauthenticated_config(u: RawUnauthenticated, problems: &mut Problems) -> UnauthenticatedConfig {
+    for (value, field) in [
+        (u.max_connections, "max_connections"),
+        (u.max_per_source, "max_per_source"),
+        (u.max_per_prefix, "max_per_prefix"),
+        (u.max_queued_handshakes, "max_queued_handshakes"),
+    ] {
+        problems.check(
+            value > 0,
+            format!("unauthenticated.{field}"),
+            "must be at least 1",
+        );
+    }
+    problems.check(
+        (8..=32).contains(&u.prefix_v4),
+        "unauthenticated.prefix_v4",
+        "must be from 8 to 32",
+    );
+    problems.check(
+        (16..=128).contains(&u.prefix_v6),
+        "unauthenticated.prefix_v6",
+        "must be from 16 to 128",
+    );
+    let mut rate = |per_second: f64, field: &str| {
+        problems.check(
+            per_second > 0.0 && per_second <= 1e6,
+            format!("unauthenticated.{field}"),
+            "must be above 0 and at most 1e6",
+        );
+        // Twice the rate at once: a partner's connection pool reconnecting after a
+        // restart passes in the first second.
+        RateLimit {
+            per_second,
+            burst: (per_second * 2.0).ceil().max(1.0) as u32,
+        }
+    };
+    let handshakes_per_source = rate(
+        u.handshakes_per_second_per_source,
+        "handshakes_per_second_per_source",
+    );
+    let handshakes_per_prefix = rate(
+        u.handshakes_per_second_per_prefix,
+        "handshakes_per_second_per_prefix",
+    );
+    let partner_networks = u
+        .partner_networks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let parsed = n.parse::<ipnet::IpNet>().map(|n| n.trunc());
+            problems.check(
+                parsed.is_ok(),
+                format!("unauthenticated.partner_networks[{i}]"),
+                "must be a network such as 192.0.2.0/24 or 2001:db8::/48",
+            );
+            parsed.ok()
+        })
+        .collect();
+    UnauthenticatedConfig {
+        max_connections: u.max_connections,
+        max_per_source: u.max_per_source,
+        max_per_prefix: u.max_per_prefix,
+        prefix_v4: u.prefix_v4,
+        prefix_v6: u.prefix_v6,
+        handshakes_per_source,
+        handshakes_per_prefix,
+        max_queued_handshakes: u.max_queued_handshakes,
+        partner_networks,
+    }
+}
 
 fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
     let listen = problems.required(s.listen, "server.listen");

@@ -40,6 +40,11 @@ impl TokenBucket {
         self.limit
     }
 
+    /// Whether the bucket holds its whole burst again at `now_ns` (nothing taken lately).
+    pub fn is_full(&self, now_ns: u64) -> bool {
+        self.tat.load(Ordering::Relaxed) <= now_ns
+    }
+
     /// Takes one token at `now_ns`, or says how long until one is free.
     pub fn take(&self, now_ns: u64) -> Result<(), Duration> {
         let mut tat = self.tat.load(Ordering::Relaxed);

@@ -51,6 +51,14 @@ async fn gateway_with(extra: &str) -> Fixture {
         .expect("[server]");
     server.insert("max_queue_delay_ms".into(), 0.into());
     server.extend(toml::from_str::<toml::Table>(extra).expect("extra TOML"));
+    // The generator connects from 127.0.0.1: a partner network, not a stranger held to
+    // one source's handshake rate (h1-new makes a handshake per request).
+    config.insert(
+        "unauthenticated".into(),
+        toml::from_str::<toml::Table>(r#"partner_networks = ["127.0.0.1/32"]"#)
+            .expect("TOML")
+            .into(),
+    );
     let text = toml::to_string(&config).expect("TOML");
     let gateway = Arc::new(
         Gateway::from_config(

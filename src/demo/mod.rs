@@ -237,6 +237,12 @@ repo = "repo"
 publisher_keys = ["keys/publisher.pub"]
 hash_key = "keys/hash.key"
 
+# The demo's clients are on this machine: a partner network, not strangers held to one
+# source's handshake rate (a loop of curl commands would outrun it). A deployment names
+# its partners' address ranges here.
+[unauthenticated]
+partner_networks = ["127.0.0.0/8", "::1/128"]
+
 [receipts]
 signing_keys = [{{ path = "keys/receipt.key" }}]
 authority = {{ zh = "{}", en = "{}" }}

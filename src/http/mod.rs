@@ -95,6 +95,8 @@ pub struct App {
     partners: ArcSwap<Directory>,
     /// What partners share: request slots, relay places, connections after the handshake.
     pools: Pools,
+    /// The part of the connections of certificates that name no configured partner.
+    unknown_connections: Arc<crate::shares::Holder>,
     metrics: HttpMetrics,
     unknown_counters: Arc<RequestCounters>,
     relay: Option<relay::RelaySource>,
@@ -149,6 +151,7 @@ impl App {
                 &pools,
                 None,
             )),
+            unknown_connections: pools.connections.holder(1),
             pools,
             unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER)),
             relay,
@@ -514,6 +517,22 @@ impl App {
     /// Whether this gateway serves its repository to followers (`/v1/replication/`).
     pub fn relays(&self) -> bool {
         self.relay.is_some()
+    }
+
+    /// A connection whose handshake named `caller`: its partner's part of the connections
+    /// partners share (certificates naming no configured partner share one part), or why
+    /// not.
+    pub fn connection_unit(
+        &self,
+        caller: &Caller,
+    ) -> Result<crate::shares::Unit, crate::shares::Refused> {
+        let directory = self.partners.load();
+        let holder = caller
+            .claimed
+            .as_deref()
+            .and_then(|id| directory.get(id))
+            .map_or(&self.unknown_connections, |e| &e.connections);
+        self.pools.connections.acquire(holder)
     }
 
     /// Whether this gateway relays and `caller` is a partner that may only replicate (a

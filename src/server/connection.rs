@@ -17,11 +17,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::http::Caller;
 use crate::tls::{self, HandshakeFailure};
 
+use super::door::{Class, Pass, Turned};
+use super::handshakes::HandshakeQueue;
 use super::listener::ConnectionSettings;
 use super::write_deadline::WriteDeadline;
 
@@ -32,9 +34,10 @@ type PartnerStream = TlsStream<WriteDeadline<TcpStream>>;
 
 pub(super) async fn serve_connection(
     settings: Arc<ConnectionSettings>,
-    acceptor: TlsAcceptor,
+    tls_config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     peer: SocketAddr,
+    pass: Pass,
     drain: watch::Receiver<bool>,
 ) {
     // Kept for TCP_INFO: the stream is owned by the connection served below.
@@ -45,16 +48,24 @@ pub(super) async fn serve_connection(
     }
     let stream = WriteDeadline::new(stream, settings.write_timeout);
     let deadline = settings.handshake_timeout;
-    let handshake = settings
-        .handshakes
-        .spawn(async move { tokio::time::timeout(deadline, acceptor.accept(stream)).await });
+    let (queue, class) = (settings.queue.clone(), pass.class());
+    let handshake = settings.handshakes.spawn(async move {
+        tokio::time::timeout(deadline, handshake(tls_config, stream, &queue, class)).await
+    });
     let Ok(done) = handshake.await else {
         // The handshake thread is gone: the gateway is stopping.
         return;
     };
+    // Through the handshake (or not): no longer the door's.
+    drop(pass);
     let tls = match done {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err(Refused::Turned(why))) => {
+            settings.metrics.door.rejected(why);
+            tracing::debug!(%peer, reason = why.label(), "handshake not started");
+            return;
+        }
+        Ok(Err(Refused::Tls(e))) => {
             let reason = HandshakeFailure::classify(&e);
             settings.metrics.handshake_failed(reason);
             tracing::debug!(%peer, reason = reason.label(), error = %e, "TLS handshake failed");
@@ -73,10 +84,19 @@ pub(super) async fn serve_connection(
         .and_then(|c| c.first())
         .and_then(tls::leaf);
     let caller = Caller::new(leaf);
+    // The partner's share of the connections open after a handshake (src/shares.rs).
+    let unit = match settings.app.connection_unit(&caller) {
+        Ok(u) => u,
+        Err(_) => {
+            settings.metrics.door.rejected(Turned::PartnerShare);
+            tracing::debug!(%peer, "partner over its share of connections");
+            return;
+        }
+    };
     let follower = settings.app.replicates_only(&caller);
     if follower && settings.send_buffer_bytes.is_some() {
-        // A following gateway downloads bases of hundreds of MB: the kernel sizes its
-        // buffer as it sees fit (a relay's budget bounds how many download at once).
+        // A following gateway downloads bases of hundreds of MB: room for a long, fast
+        // download (a relay's budget bounds how many download at once).
         let _ = socket2::SockRef::from(tls.get_ref().0.get_ref())
             .set_send_buffer_size(FOLLOWER_SEND_BUFFER);
     }
@@ -85,11 +105,44 @@ pub(super) async fn serve_connection(
             // The socket stays with the request workers' I/O driver; only its polling
             // moves (as the handshake's did).
             let _ = side
-                .spawn(serve_http(settings.clone(), tls, caller, fd, peer, drain))
+                .spawn(serve_http(
+                    settings.clone(),
+                    tls,
+                    caller,
+                    unit,
+                    fd,
+                    peer,
+                    drain,
+                ))
                 .await;
         }
-        _ => serve_http(settings, tls, caller, fd, peer, drain).await,
+        _ => serve_http(settings, tls, caller, unit, fd, peer, drain).await,
     }
+}
+
+/// Why a handshake ended without a connection.
+enum Refused {
+    /// By the handshake queue (handshakes.rs).
+    Turned(Turned),
+    Tls(std::io::Error),
+}
+
+/// Reads the ClientHello (nothing asked of the CPU yet), waits for a turn on the TLS
+/// thread to answer it, then completes the handshake with `config`.
+async fn handshake(
+    config: Arc<rustls::ServerConfig>,
+    stream: WriteDeadline<TcpStream>,
+    queue: &Arc<HandshakeQueue>,
+    class: Class,
+) -> Result<PartnerStream, Refused> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+        .await
+        .map_err(Refused::Tls)?;
+    let turn = queue.turn(class).await.map_err(Refused::Turned)?;
+    // The key exchange and the server's signature happen here, within the turn.
+    let accept = start.into_stream(config);
+    drop(turn);
+    accept.await.map_err(Refused::Tls)
 }
 
 /// HTTP/1.1 or HTTP/2 (as ALPN chose) on a connection whose handshake is done.
@@ -97,6 +150,7 @@ async fn serve_http(
     settings: Arc<ConnectionSettings>,
     tls: PartnerStream,
     caller: Caller,
+    unit: crate::shares::Unit,
     fd: RawFd,
     peer: SocketAddr,
     mut drain: watch::Receiver<bool>,
@@ -132,11 +186,19 @@ async fn serve_http(
     // HTTP/2 has none, so an HTTP/2 connection with no stream open for that long (or that
     // never sent its preface) is told to go away here.
     let idle = settings.idle_timeout;
+    // Any connection may be closed for a partner below its share: gracefully, after the
+    // requests in flight are answered (HTTP/1.1: the current one; HTTP/2: GOAWAY).
+    let waiting = unit.preemptible();
     let result = loop {
         let check = idle.saturating_sub(activity.idle_for());
         tokio::select! {
             r = conn.as_mut() => break r,
             _ = drain_requested(&mut drain) => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = waiting.taken_back() => {
+                settings.metrics.door.rejected(Turned::TakenBack);
                 conn.as_mut().graceful_shutdown();
                 break conn.await;
             }

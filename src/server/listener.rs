@@ -8,9 +8,11 @@ use strum::VariantArray;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::door::{DoorMetrics, Turned};
+use super::handshakes::HandshakeQueue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::http::App;
 use crate::metrics::register;
@@ -19,11 +21,13 @@ use crate::tls::HandshakeFailure;
 use super::connection::serve_connection;
 use super::Gateway;
 
-/// The partner listener's metrics: connections open and turned away, failed handshakes.
+/// The partner listener's metrics: connections open and turned away (the door's),
+/// failed handshakes.
 #[derive(Clone)]
 pub struct ListenerMetrics {
     pub connections_open: IntGauge,
-    pub connections_rejected: IntCounter,
+    pub door: Arc<DoorMetrics>,
+    pub handshakes_waiting: IntGauge,
     /// Indexed by [`HandshakeFailure`], all created at 0.
     pub handshake_failures: Vec<IntCounter>,
 }
@@ -45,14 +49,15 @@ impl ListenerMetrics {
                 registry,
                 IntGauge::new(
                     "permitgate_connections_open",
-                    "Partner connections open now.",
+                    "Connections open now: through their handshake or not.",
                 ),
             ),
-            connections_rejected: register(
+            door: Arc::new(DoorMetrics::register(registry)),
+            handshakes_waiting: register(
                 registry,
-                IntCounter::new(
-                    "permitgate_connections_rejected_total",
-                    "Partner connections closed on arrival because max_connections were open.",
+                IntGauge::new(
+                    "permitgate_handshakes_waiting",
+                    "TLS handshakes whose ClientHello has arrived, waiting for the handshake thread.",
                 ),
             ),
             handshake_failures: HandshakeFailure::VARIANTS
@@ -96,19 +101,20 @@ pub(super) async fn accept_loop(
     followers: Option<tokio::runtime::Handle>,
 ) {
     let builder = http_builder(&gw.config.server);
+    let door = gw.door.clone();
     let shared = Arc::new(ConnectionSettings {
         app: gw.app.clone(),
         h1: builder.clone().http1_only(),
         h2: builder.http2_only(),
         handshake_timeout: gw.config.server.handshake_timeout,
         handshakes,
+        queue: gw.handshake_queue.clone(),
         followers,
         idle_timeout: gw.config.server.header_read_timeout,
         write_timeout: gw.config.server.write_timeout,
         send_buffer_bytes: gw.config.server.send_buffer_bytes,
         metrics: gw.metrics.listener.clone(),
     });
-    let rejected = gw.metrics.listener.connections_rejected.clone();
     let open_gauge = gw.metrics.listener.connections_open.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -123,18 +129,25 @@ pub(super) async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
+        // Before a byte of TLS: the door's budget for this source (door.rs).
+        let now = u64::try_from(gw.clock.now().unix_timestamp_nanos()).unwrap_or(0);
+        let Ok(pass) = door.admit(peer, now) else {
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            // At the limit: close at once rather than hold a socket nobody will serve.
-            rejected.inc();
+            // Every descriptor budgeted for connections is in use.
+            door.metrics().rejected(Turned::Capacity);
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = serve_connection(
             shared.clone(),
-            TlsAcceptor::from(gw.tls.load_full()),
+            gw.tls.load_full(),
             stream,
             peer,
+            pass,
             stop.clone(),
         );
         let gauge = open_gauge.clone();
@@ -157,6 +170,8 @@ pub(super) struct ConnectionSettings {
     pub(super) handshake_timeout: Duration,
     /// Where TLS handshakes run: a thread of their own (see [`super::side::SideRuntime`]).
     pub(super) handshakes: tokio::runtime::Handle,
+    /// The order in which handshakes get that thread (handshakes.rs).
+    pub(super) queue: Arc<HandshakeQueue>,
     /// Where the connections of partners that only replicate are served, when this
     /// gateway relays.
     pub(super) followers: Option<tokio::runtime::Handle>,

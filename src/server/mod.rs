@@ -11,6 +11,9 @@
 //! request workers.
 
 mod connection;
+mod door;
+mod fd_limit;
+mod handshakes;
 mod listener;
 mod ops;
 mod reload;
@@ -61,6 +64,8 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error("cannot start the {0} thread")]
     SideRuntime(&'static str, #[source] std::io::Error),
+    #[error(transparent)]
+    FdLimit(#[from] fd_limit::FdLimitError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -169,6 +174,9 @@ pub struct Gateway {
     lag: Option<Arc<LagMonitor>>,
     /// Swapped by reloads; each handshake uses the one current when it starts.
     tls: ArcSwap<rustls::ServerConfig>,
+    /// The budget before authentication, and the order of handshakes.
+    door: Arc<door::Door>,
+    handshake_queue: Arc<handshakes::HandshakeQueue>,
     /// The TLS files in use, and the fingerprint of everything a reload reads as last
     /// seen (so a broken file is tried once per change, not once per poll).
     reload_state: Mutex<ReloadState>,
@@ -247,6 +255,14 @@ impl Gateway {
             audit,
             lag.clone(),
         ));
+        let door = door::Door::new(
+            config.unauthenticated.clone(),
+            metrics.listener.door.clone(),
+        );
+        let handshake_queue = handshakes::HandshakeQueue::new(
+            config.unauthenticated.max_queued_handshakes,
+            metrics.listener.handshakes_waiting.clone(),
+        );
         Ok(Gateway {
             store,
             metrics,
@@ -255,6 +271,8 @@ impl Gateway {
             app,
             lag,
             tls: ArcSwap::new(tls),
+            door,
+            handshake_queue,
             reload_state: Mutex::new(ReloadState {
                 fingerprint: seen,
                 tls: config.tls.clone(),
@@ -277,8 +295,15 @@ impl Gateway {
         self.app.close_audit();
     }
 
+    /// Connections open at most: partners' after their handshake, and both pools of
+    /// connections before it (strangers', partner networks').
+    fn connection_budget(&self) -> usize {
+        self.config.server.max_connections + 2 * self.config.unauthenticated.max_connections
+    }
+
     /// Binds the configured addresses and starts serving.
     pub async fn bind(self: &Arc<Self>) -> Result<Running, StartError> {
+        fd_limit::ensure(self.connection_budget())?;
         let listen = self.config.server.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -312,9 +337,7 @@ impl Gateway {
         let addr = local(&listener)?;
         let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let open = Arc::new(tokio::sync::Semaphore::new(
-            self.config.server.max_connections,
-        ));
+        let open = Arc::new(tokio::sync::Semaphore::new(self.connection_budget()));
         let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10), None)
             .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
         let control = SideRuntime::start("permitgate-ctl", None, Some(NICE_10))
@@ -339,6 +362,21 @@ impl Gateway {
             let gauge = self.metrics.scheduling_lag.clone();
             let stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move { monitor.run(gauge, stop).await }));
+        }
+        {
+            // The door forgets sources that have gone quiet.
+            let (door, clock, mut stop) = (self.door.clone(), self.clock.clone(), stop_rx.clone());
+            tasks.push(control.handle().spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let now = u64::try_from(clock.now().unix_timestamp_nanos()).unwrap_or(0);
+                    door.sweep(now);
+                }
+            }));
         }
         if let Some(every) = self.config.server.reload_poll_interval {
             tasks.push(
@@ -367,7 +405,7 @@ impl Gateway {
             stop: stop_tx,
             tasks,
             open,
-            max_connections: self.config.server.max_connections,
+            max_connections: self.connection_budget(),
             drain_timeout: self.config.server.drain_timeout,
             control,
             _handshakes: handshakes,

@@ -517,3 +517,37 @@ fn an_openssl_default_crl_is_refused_with_what_to_change() {
     with_crl(&gencrl(true));
     assert_success(&permitgate(&["config", "check", "--config", &config]));
 }
+
+/// A gateway whose open-file limit cannot hold the connections its config allows refuses
+/// to start, saying what to change (it used to start and fail at accept under load).
+#[test]
+fn serve_refuses_an_open_file_limit_below_the_connections_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = permitgate::demo::prepare(
+        dir.path(),
+        &permitgate::demo::DemoOptions {
+            records: 50,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            seed: 5,
+            verify_listen: None,
+        },
+    )
+    .expect("demo");
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 1024 && exec \"$0\" serve --config \"$1\"",
+            env!("CARGO_BIN_EXE_permitgate"),
+            &demo.config.to_string_lossy(),
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("open-file limit is 1024") && err.contains("LimitNOFILE"),
+        "{err}"
+    );
+}

@@ -162,8 +162,11 @@ async fn connections_beyond_the_limit_are_closed_and_counted() {
             .is_err(),
     };
     assert!(refused, "a third connection was served");
-    gw.wait_metric("permitgate_connections_rejected_total", 1.0)
-        .await;
+    gw.wait_metric(
+        "permitgate_connections_rejected_total{reason=\"partner_share\"}",
+        1.0,
+    )
+    .await;
     let m = gw.metrics().await;
     assert_eq!(metric_value(&m, "permitgate_connections_open"), 2.0);
 

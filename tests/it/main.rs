@@ -10,6 +10,7 @@ mod compromised_sources;
 mod crash;
 mod deploy;
 mod doc_examples;
+mod door;
 mod handler;
 mod hostile;
 mod isolation;

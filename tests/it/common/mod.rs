@@ -114,6 +114,13 @@ impl TestGateway {
         if !opts.server_extra.contains("max_queue_delay_ms") {
             edits.push(config_edit::set("server.max_queue_delay_ms", 0));
         }
+        // Every test client connects from 127.0.0.1: a partner network, so that tests
+        // opening many connections at once are not held to one stranger's budget. The
+        // door's own tests come from other loopback addresses (127.0.0.2 and up).
+        edits.push(config_edit::merge(
+            "unauthenticated",
+            r#"partner_networks = ["127.0.0.1/32"]"#,
+        ));
         if opts.replication {
             let state = opts
                 .state_dir

@@ -1,0 +1,163 @@
+//! The doors before authentication, over real sockets from other loopback addresses
+//! (127.0.0.2 and up: strangers; the kit's clients come from 127.0.0.1, a partner
+//! network): what anyone who reaches the port can hold is bounded per source, a partner
+//! network keeps its own budget, and after the handshake a partner's connections are a
+//! share that shrinks as others connect.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::common::{metric_value, Options, TestGateway};
+
+/// A TCP connection to the gateway from `source` (a loopback address).
+async fn connect_from(gw: &TestGateway, source: &str) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.parse::<IpAddr>().expect("ip"), 0))?;
+    socket.connect(gw.addr()).await
+}
+
+/// Whether the gateway closed `s` (read returns 0 or an error) within `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+async fn rejected(gw: &TestGateway, reason: &str) -> f64 {
+    metric_value(
+        &gw.metrics().await,
+        &format!("permitgate_connections_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Idle TCP: a stranger opening connections that never start TLS holds at most
+/// max_per_source of them; the rest are closed on arrival. Partners (a partner network,
+/// and another stranger) connect and are served meanwhile. With one pool counted from
+/// accept, the same connections used to keep everyone else out.
+#[tokio::test]
+async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
+    let gw = TestGateway::start_with(Options {
+        server_extra: "max_connections = 16",
+        edit_config: vec![crate::common::config_edit::merge(
+            "unauthenticated",
+            "max_per_source = 8\nmax_connections = 64\nhandshakes_per_second_per_source = 1000.0",
+        )],
+        ..Options::default()
+    })
+    .await;
+    let mut idle = Vec::new();
+    let mut closed = 0;
+    for _ in 0..40 {
+        let mut s = connect_from(&gw, "127.0.0.2").await.expect("connect");
+        // Refused connections are closed at once; held ones stay open.
+        if closed_within(&mut s, Duration::from_millis(100)).await {
+            closed += 1;
+        } else {
+            idle.push(s);
+        }
+    }
+    assert_eq!(idle.len(), 8, "held: its source's budget");
+    assert_eq!(closed, 32);
+    assert_eq!(rejected(&gw, "per_source").await, 32.0);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_unauthenticated_connections"),
+        8.0
+    );
+
+    // A partner network's client, and a stranger from another address, are served.
+    let link = gw.sample("linked_pair").clone();
+    let mut c = gw.client("bank").await;
+    assert_eq!(c.post_json(&link.path, &link.body).await.status, 200);
+    let tcp = connect_from(&gw, "127.0.0.3").await.expect("connect");
+    let (cert, key) = gw.cert_paths("rail-gate");
+    let mut cfg =
+        (*crate::common::client_config(&gw.demo.pki.ca_cert(), Some((&cert, &key)))).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("a stranger from another address completes its handshake");
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    let answer = crate::common::read_answer(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}
+
+/// A source may start only so many handshakes a second: beyond its burst, connections
+/// are closed on arrival (counted source_rate) until tokens come back.
+#[tokio::test]
+async fn a_source_starts_only_so_many_handshakes_a_second() {
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![crate::common::config_edit::merge(
+            "unauthenticated",
+            "handshakes_per_second_per_source = 2.0",
+        )],
+        ..Options::default()
+    })
+    .await;
+    // Burst 4: the first four connections are let in, the next ones closed.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from(&gw, "127.0.0.4").await.expect("connect");
+        assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
+        held.push(s);
+    }
+    let mut s = connect_from(&gw, "127.0.0.4").await.expect("connect");
+    assert!(closed_within(&mut s, Duration::from_millis(500)).await);
+    assert_eq!(rejected(&gw, "source_rate").await, 1.0);
+    // Another source of the same prefix has its own bucket.
+    let mut s = connect_from(&gw, "127.0.0.5").await.expect("connect");
+    assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
+    drop(held);
+}
+
+/// Idle TLS with a partner certificate: one partner holding every partner connection
+/// cannot keep another out. The newcomer is below its fair share, so one of the hog's
+/// connections is closed (gracefully) and the newcomer served. With one pool counted from
+/// accept, the hog's connections refused the newcomer at accept.
+#[tokio::test]
+async fn a_partner_holding_every_connection_cannot_keep_another_out() {
+    let gw = TestGateway::with_server("max_connections = 12").await;
+    let mut hog = Vec::new();
+    for _ in 0..12 {
+        let mut c = gw.client("bank").await;
+        assert_eq!(c.get("/healthz").await.status, 200);
+        hog.push(c);
+    }
+    // The hog itself gets no thirteenth.
+    let (cert, key) = gw.cert_paths("bank");
+    let extra =
+        crate::common::Client::connect(gw.addr(), &gw.demo.pki.ca_cert(), Some((&cert, &key)))
+            .await;
+    let refused = match extra {
+        Err(_) => true,
+        Ok(mut c) => c
+            .try_request(http::Method::GET, "/healthz", None, bytes::Bytes::new())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "the hog got a thirteenth connection");
+    // The newcomer is served, again and again, on connections of its own.
+    let status = gw.sample("travel_permit_lost_status").clone();
+    let mut newcomer = Vec::new();
+    for i in 0..4 {
+        let mut rail = gw.client("rail-gate").await;
+        let r = rail.post_json(&status.path, &status.body).await;
+        assert_eq!(r.status, 200, "newcomer connection {i}");
+        newcomer.push(rail);
+    }
+    let taken = rejected(&gw, "taken_back").await;
+    assert!(taken >= 4.0, "hog connections taken back: {taken}");
+    assert!(rejected(&gw, "partner_share").await >= 1.0);
+    drop((hog, newcomer));
+}
