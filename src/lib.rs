@@ -28,6 +28,7 @@ pub mod partner;
 pub mod person_name;
 #[cfg(feature = "tools")]
 pub mod printable;
+pub mod priority;
 pub mod publish;
 pub mod rate_limit;
 pub mod receipt;
@@ -42,3 +43,4 @@ pub mod temp_permit;
 pub mod terms;
 pub mod tls;
 pub mod verify_site;
+pub mod work;

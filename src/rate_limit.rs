@@ -40,6 +40,26 @@ impl TokenBucket {
         self.limit
     }
 
+    /// Takes `n` more tokens at `now_ns` whatever the bucket holds: the rest of a request's
+    /// cost, known once it was answered. A bucket in debt refuses until it is paid.
+    pub fn charge(&self, n: u64, now_ns: u64) {
+        if n == 0 {
+            return;
+        }
+        let add = self.interval.saturating_mul(n);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now_ns).saturating_add(add);
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(seen) => tat = seen,
+            }
+        }
+    }
+
     /// Whether the bucket holds its whole burst again at `now_ns` (nothing taken lately).
     pub fn is_full(&self, now_ns: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_ns
@@ -116,6 +136,20 @@ mod tests {
             .filter(|ms| b.take(start + ms * 1_000_000).is_ok())
             .count();
         assert_eq!(allowed, 10 + 100 * 10 - 1, "burst plus rate × time");
+    }
+
+    #[test]
+    fn a_charge_runs_the_bucket_into_debt_that_later_requests_pay() {
+        let b = bucket(10.0, 10);
+        let t = 100 * SEC;
+        assert!(b.take(t).is_ok());
+        // The rest of a 200-token request: 199 more, whatever the bucket held.
+        b.charge(199, t);
+        let wait = b.take(t).expect_err("in debt");
+        assert_eq!(wait, Duration::from_millis(20_000 - 1000 + 100));
+        assert!(b.take(t + 19 * SEC).is_err());
+        assert!(b.take(t + 20 * SEC).is_ok());
+        b.charge(0, t);
     }
 
     #[test]

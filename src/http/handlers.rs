@@ -45,12 +45,17 @@ pub struct Context<'a, 'v> {
     pub checked_at: &'a str,
     pub snapshot: SnapshotRef<'a>,
     pub audit: &'a mut crate::audit::Documents,
+    /// What the request costs, in checks: one per check answered, one more per receipt
+    /// signed (a signature costs about what a whole request does). Charged to the
+    /// partner's rate limit; starts at 1.
+    pub cost: u64,
 }
 
 /// `POST /v1/link-checks`
 pub fn link_check(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
     let req: LinkCheckRequest = body::object(body, "")?;
     let input = link_input(&req, None)?;
+    cx.cost = 1 + u64::from(input.receipt);
     let hashed = input.pair.hashed(&cx.services.hash_key);
     cx.audit.extend(hashed.keys());
     checks::prefetch(cx.view, std::iter::once(&hashed));
@@ -88,6 +93,8 @@ pub fn link_check_batch(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>
             Ok((input, hashed))
         })
         .collect();
+    cx.cost = (req.checks.len() + inputs.iter().flatten().filter(|(i, _)| i.receipt).count()).max(1)
+        as u64;
     cx.audit
         .extend(inputs.iter().flatten().flat_map(|(_, h)| h.keys()));
     checks::prefetch(cx.view, inputs.iter().flatten().map(|(_, h)| h));
@@ -132,6 +139,8 @@ pub fn document_status(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>,
 /// `POST /v1/temporary-permits/verify`
 pub fn temp_permit_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
     let req: TempPermitRequest = body::object(body, "")?;
+    // A signature to verify: about a request's worth of CPU more.
+    cx.cost = 2;
     let (view, services) = (cx.view, cx.services);
     let hash_key = &services.hash_key;
     let v = temp_permit::verify(
@@ -169,6 +178,8 @@ pub fn temp_permit_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u
 /// `POST /v1/receipts/verify`
 pub fn receipt_verify(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
     let req: ReceiptVerifyRequest = body::object(body, "")?;
+    // A signature to verify: about a request's worth of CPU more.
+    cx.cost = 2;
     let pair = match (&req.travel_permit, &req.residence_permit) {
         (Some(tp), Some(rp)) => Some(document_pair(tp, rp, None)?),
         (None, None) => None,

@@ -101,7 +101,9 @@ pub struct App {
     unknown_counters: Arc<RequestCounters>,
     relay: Option<relay::RelaySource>,
     admission: Admission,
-    services: Services,
+    services: Arc<Services>,
+    /// Where heavy checks are answered (src/work.rs).
+    work: crate::work::WorkQueue,
     /// `GET /v1/keys`, encoded once.
     keys_json: Bytes,
     audit: Option<crate::audit::AuditLog>,
@@ -113,7 +115,12 @@ pub struct App {
 /// What a request may go on to once it has been let in.
 enum Admitted<'a> {
     /// A partner check: its partner and its slot; the body is read next.
-    Check(&'a Partner, Slot, Handler),
+    Check {
+        entry: &'a Arc<PartnerEntry>,
+        slot: Slot,
+        handler: Handler,
+        heavy: bool,
+    },
     Keys,
     Relay(Slot),
 }
@@ -132,7 +139,10 @@ impl App {
         credentials: Credentials,
         audit: Option<crate::audit::AuditLog>,
         lag: Option<Arc<crate::overload::LagMonitor>>,
-    ) -> App {
+    ) -> std::io::Result<App> {
+        let work = crate::work::WorkQueue::start("permitgate-work", || {
+            crate::priority::set_priority(crate::priority::NICE_10)
+        })?;
         let admission = Admission::new(limits.admission, metrics.refused.clone());
         let (slots, relay_places) = admission.pools();
         let pools = Pools {
@@ -140,7 +150,7 @@ impl App {
             relay: relay_places.clone(),
             connections: crate::shares::Pool::new(limits.admission.max_connections),
         };
-        App {
+        Ok(App {
             store,
             clock,
             limits,
@@ -157,7 +167,8 @@ impl App {
             relay,
             admission,
             keys_json: Bytes::from(credentials.keyring.to_json()),
-            services: Services {
+            work,
+            services: Arc::new(Services {
                 hash_key,
                 receipt_keys: credentials.receipt_keys,
                 keyring: credentials.keyring,
@@ -165,12 +176,12 @@ impl App {
                 max_batch_items: limits.max_batch_items,
                 temp_permit_counters: metrics.temp_permit_verifications.clone(),
                 receipts_signed: metrics.receipts_signed.clone(),
-            },
+            }),
             metrics: metrics.clone(),
             audit,
             request_ids: request_id::Generator::default(),
             lag,
-        }
+        })
     }
 
     /// Writes and fsyncs the audit records of everything answered, and stops the writer.
@@ -353,7 +364,13 @@ impl App {
             Ok(Admitted::Relay(place)) => {
                 relay::object(self.relay.as_ref(), req.uri().path(), place).await
             }
-            Ok(Admitted::Check(partner, slot, handler)) => {
+            Ok(Admitted::Check {
+                entry,
+                slot,
+                handler,
+                heavy,
+            }) => {
+                let partner = &entry.partner;
                 let read = body::read(req, self.limits.max_body_bytes, body_deadline);
                 let mut read = std::pin::pin!(read);
                 // Most bodies are there with their head. One still arriving waits on its
@@ -380,11 +397,59 @@ impl App {
                     }
                     e.problem(self.limits.body_read_timeout)
                 })?;
-                let answer = self.check(handler, partner, &body, documents);
+                let checked = if heavy {
+                    self.check_on_the_work_thread(handler, partner, body)
+                        .await?
+                } else {
+                    let guard = self.store.current();
+                    let state = guard.as_ref().ok_or_else(not_ready)?;
+                    check(
+                        &self.services,
+                        state,
+                        partner,
+                        self.clock.now(),
+                        handler,
+                        &body,
+                    )
+                };
                 drop(slot);
-                answer
+                *documents = checked.documents;
+                // Charged now that it is known; a bucket may run into debt, which the
+                // partner's next requests pay.
+                if let Some(bucket) = &entry.bucket {
+                    let now = u64::try_from(self.clock.now().unix_timestamp_nanos()).unwrap_or(0);
+                    bucket.charge(checked.cost.saturating_sub(1), now);
+                }
+                Ok(json_response(StatusCode::OK, checked.answer?))
             }
         }
+    }
+
+    /// A heavy check (a batch), answered on the work thread in its partner's fair turn
+    /// (src/work.rs) from the state served when it was read.
+    async fn check_on_the_work_thread(
+        &self,
+        handler: Handler,
+        partner: &Partner,
+        body: Bytes,
+    ) -> Result<Checked, Problem> {
+        let state = self
+            .store
+            .current()
+            .as_ref()
+            .cloned()
+            .ok_or_else(not_ready)?;
+        let (services, partner_owned, now) =
+            (self.services.clone(), partner.clone(), self.clock.now());
+        // The cost is known once the body is parsed there; its length says roughly.
+        let estimate = 1 + body.len() as u64 / 64;
+        let id: Arc<str> = Arc::from(partner.id.as_str());
+        self.work
+            .run(&id, partner.weight, estimate, move || {
+                check(&services, &state, &partner_owned, now, handler, &body)
+            })
+            .await
+            .ok_or_else(|| Problem::new(ProblemKind::Overloaded, "the gateway is stopping"))
     }
 
     /// Everything decided from the head alone, in order: route and method, certificate,
@@ -439,7 +504,7 @@ impl App {
             admission::check_content_type(req)?;
         }
         self.within_rate(entry)?;
-        let handler = match spec.answer {
+        let (handler, heavy) = match spec.answer {
             Answer::Relay => {
                 return self
                     .admission
@@ -447,7 +512,7 @@ impl App {
                     .map(Admitted::Relay)
             }
             Answer::Keys => return Ok(Admitted::Keys),
-            Answer::Check(handler) => handler,
+            Answer::Check { handler, heavy } => (handler, heavy),
             Answer::Probe | Answer::None => {
                 return Err(Problem::new(ProblemKind::NotFound, "no partner answer"))
             }
@@ -460,7 +525,12 @@ impl App {
             return Err(not_ready());
         }
         let slot = self.admission.slot(&entry.slots, &partner.id)?;
-        Ok(Admitted::Check(partner, slot, handler))
+        Ok(Admitted::Check {
+            entry,
+            slot,
+            handler,
+            heavy,
+        })
     }
 
     /// Takes a token from the partner's bucket, if it has a limit.
@@ -483,35 +553,6 @@ impl App {
             p.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
             p
         })
-    }
-
-    /// Answers a partner check whose body has been read: the context every route answers
-    /// from, then the route's own function.
-    fn check(
-        &self,
-        handler: Handler,
-        partner: &Partner,
-        body: &[u8],
-        documents: &mut crate::audit::Documents,
-    ) -> Result<Response<Body>, Problem> {
-        let guard = self.store.current();
-        let view = guard.as_ref().ok_or_else(not_ready)?.view();
-        let now = self.clock.now();
-        let stamp = rfc3339(now);
-        let mut cx = Context {
-            services: &self.services,
-            partner,
-            now,
-            checked_at: stamp.as_str(),
-            snapshot: SnapshotRef {
-                version: view.info().version,
-                published_at: &view.info().published_at_text,
-                stale: now > view.info().expires_at,
-            },
-            view: &view,
-            audit: documents,
-        };
-        Ok(json_response(StatusCode::OK, handler(&mut cx, body)?))
     }
 
     /// Whether this gateway serves its repository to followers (`/v1/replication/`).
@@ -582,6 +623,50 @@ impl App {
             r#"{{"status":"ready","snapshot":{{"version":{version},"documents":{documents}}}}}"#
         );
         Ok(json_response(StatusCode::OK, body.into_bytes()))
+    }
+}
+
+/// A check answered: the answer, the keyed hashes it looked at, what it cost.
+struct Checked {
+    answer: Result<Vec<u8>, Problem>,
+    documents: crate::audit::Documents,
+    cost: u64,
+}
+
+/// Answers a partner check whose body has been read, from `state`: the context every route
+/// answers from, then the route's own function. On a request worker, or on the work
+/// thread for heavy checks.
+fn check(
+    services: &Services,
+    state: &crate::store::State,
+    partner: &Partner,
+    now: time::OffsetDateTime,
+    handler: Handler,
+    body: &[u8],
+) -> Checked {
+    let view = state.view();
+    let stamp = rfc3339(now);
+    let mut documents = crate::audit::Documents::new();
+    let mut cx = Context {
+        services,
+        partner,
+        now,
+        checked_at: stamp.as_str(),
+        snapshot: SnapshotRef {
+            version: view.info().version,
+            published_at: &view.info().published_at_text,
+            stale: now > view.info().expires_at,
+        },
+        view: &view,
+        audit: &mut documents,
+        cost: 1,
+    };
+    let answer = handler(&mut cx, body);
+    let cost = cx.cost;
+    Checked {
+        answer,
+        documents,
+        cost,
     }
 }
 

@@ -35,8 +35,9 @@ pub enum Answer {
     Keys,
     /// A replication long-poll or object download: waits on the relay budget.
     Relay,
-    /// A partner check: a slot, then the body, then this function.
-    Check(Handler),
+    /// A partner check: a slot, then the body, then this function; `heavy` for one whose
+    /// cost grows with its body (a batch), answered on the work thread (src/work.rs).
+    Check { handler: Handler, heavy: bool },
     /// No such route: 404.
     None,
 }
@@ -58,11 +59,14 @@ pub struct Spec {
 impl Route {
     pub fn spec(self) -> Spec {
         use Path::*;
-        let post = |path, scope, h| Spec {
+        let post = |path, scope, handler| Spec {
             path,
             method: Method::POST,
             scope: Some(scope),
-            answer: Answer::Check(h),
+            answer: Answer::Check {
+                handler,
+                heavy: false,
+            },
         };
         let get = |path, scope, answer| Spec {
             path,
@@ -76,11 +80,17 @@ impl Route {
                 Scope::LinkCheck,
                 handlers::link_check,
             ),
-            Route::LinkCheckBatch => post(
-                Exact(&["/v1/link-checks:batch"]),
-                Scope::LinkCheck,
-                handlers::link_check_batch,
-            ),
+            Route::LinkCheckBatch => Spec {
+                answer: Answer::Check {
+                    handler: handlers::link_check_batch,
+                    heavy: true,
+                },
+                ..post(
+                    Exact(&["/v1/link-checks:batch"]),
+                    Scope::LinkCheck,
+                    handlers::link_check_batch,
+                )
+            },
             Route::DocumentStatus => post(
                 Exact(&["/v1/document-status"]),
                 Scope::DocumentStatus,

@@ -227,34 +227,37 @@ impl Gateway {
         let relay = relay_dir.map(|dir| {
             crate::http::relay::RelaySource::new(dir, publisher_keys.clone(), manifest_rx)
         });
-        let app = Arc::new(App::new(
-            store.clone(),
-            hash_key.clone(),
-            clock.clone(),
-            Limits {
-                max_body_bytes: config.server.max_body_bytes,
-                max_batch_items: config.server.max_batch_items,
-                unready_when_stale_for: config
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.unready_when_stale_for),
-                body_read_timeout: config.server.body_read_timeout,
-                admission: AdmissionLimits {
-                    max_connections: config.server.max_connections,
-                    max_concurrent_requests: config.server.max_concurrent_requests,
-                    max_requests_per_partner: config.server.max_requests_per_partner,
-                    max_relay_waiters: config.server.max_relay_waiters,
-                    max_queue_delay: config.server.max_queue_delay,
+        let app = Arc::new(
+            App::new(
+                store.clone(),
+                hash_key.clone(),
+                clock.clone(),
+                Limits {
+                    max_body_bytes: config.server.max_body_bytes,
+                    max_batch_items: config.server.max_batch_items,
+                    unready_when_stale_for: config
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.unready_when_stale_for),
+                    body_read_timeout: config.server.body_read_timeout,
+                    admission: AdmissionLimits {
+                        max_connections: config.server.max_connections,
+                        max_concurrent_requests: config.server.max_concurrent_requests,
+                        max_requests_per_partner: config.server.max_requests_per_partner,
+                        max_relay_waiters: config.server.max_relay_waiters,
+                        max_queue_delay: config.server.max_queue_delay,
+                    },
                 },
-            },
-            &config.partners,
-            revoked,
-            &metrics.http,
-            relay,
-            credentials,
-            audit,
-            lag.clone(),
-        ));
+                &config.partners,
+                revoked,
+                &metrics.http,
+                relay,
+                credentials,
+                audit,
+                lag.clone(),
+            )
+            .map_err(|e| StartError::SideRuntime("work", e))?,
+        );
         let door = door::Door::new(
             config.unauthenticated.clone(),
             metrics.listener.door.clone(),

@@ -34,6 +34,9 @@
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::priority::set_priority;
+pub use crate::priority::NICE_10;
+
 pub struct SideRuntime {
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,
@@ -77,28 +80,6 @@ impl SideRuntime {
 
     pub fn handle(&self) -> &Handle {
         &self.handle
-    }
-}
-
-/// thread_priority's cross-platform value for nice 10 under the normal policy.
-pub const NICE_10: u8 = 22;
-
-/// This thread at `value`; where the OS refuses, it keeps its priority.
-fn set_priority(value: u8) {
-    use thread_priority::unix::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadSchedulePolicy,
-    };
-    let priority = thread_priority::ThreadPriorityValue::try_from(value)
-        .map(thread_priority::ThreadPriority::Crossplatform);
-    if let Ok(priority) = priority {
-        if let Err(e) = set_thread_priority_and_policy(
-            thread_native_id(),
-            priority,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
-        ) {
-            tracing::debug!(error = ?e, "side thread keeps its priority");
-        }
     }
 }
 

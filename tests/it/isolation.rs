@@ -437,3 +437,76 @@ async fn followers_are_served_beside_the_request_workers() {
         "a partner check ran on the followers' thread"
     );
 }
+
+/// Batches (whose cost grows with their body: a thousand checks with receipts is tens of
+/// milliseconds of signing) are answered on the work thread (`permitgate-work`, nice 10,
+/// partners in fair turn), not on the request workers; single checks never go there. The
+/// gateway runs as a process of its own; the kernel's CPU time per thread shows where
+/// each request ran.
+#[tokio::test]
+async fn batches_are_answered_on_the_work_thread_and_single_checks_are_not() {
+    use crate::common::process::{free_port, start, wait_ready};
+    use crate::common::Client;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, metrics) = (free_port(), free_port());
+    let demo = permitgate::demo::prepare(
+        dir.path(),
+        &permitgate::demo::DemoOptions {
+            records: 50,
+            listen,
+            metrics_listen: metrics,
+            seed: 5,
+            verify_listen: None,
+        },
+    )
+    .expect("demo");
+    crate::common::config_edit::edit_file(
+        &demo.config,
+        vec![
+            crate::common::config_edit::set("server.max_queue_delay_ms", 0),
+            crate::common::config_edit::partner("bank", |p| {
+                p.remove("rate_limit");
+            }),
+        ],
+    );
+    let gw = start(&demo.config);
+    assert!(wait_ready(metrics, Duration::from_secs(30)), "not ready");
+    let pid = gw.id();
+    let mut bank = Client::connect(
+        listen,
+        &demo.pki.ca_cert(),
+        Some((
+            &demo.pki.partner_cert("bank"),
+            &demo.pki.partner_key("bank"),
+        )),
+    )
+    .await
+    .expect("connect");
+    let link = crate::common::sample(&demo, "linked_pair").clone();
+    let before = thread_ticks(pid, "permitgate-work").expect("the work thread");
+    for i in 0..2000 {
+        bank.post_json(&link.path, &link.body)
+            .await
+            .assert_ok(format!("check {i}"));
+    }
+    let after_singles = thread_ticks(pid, "permitgate-work").expect("thread");
+    assert_eq!(
+        after_singles, before,
+        "a single check ran on the work thread"
+    );
+    let mut item = link.body.clone();
+    item["receipt"] = serde_json::json!(true);
+    let batch = serde_json::json!({ "checks": vec![item; 1000] });
+    for i in 0..20 {
+        bank.post_json("/v1/link-checks:batch", &batch)
+            .await
+            .assert_ok(format!("batch {i}"));
+    }
+    let after_batches = thread_ticks(pid, "permitgate-work").expect("thread");
+    // 20,000 signatures: about 0.4 s of CPU, 40 ticks; half of it is plenty to tell.
+    assert!(
+        after_batches >= after_singles + 20,
+        "the batches' signing ran elsewhere: {before} -> {after_batches} ticks"
+    );
+}

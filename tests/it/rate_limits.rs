@@ -88,3 +88,36 @@ async fn retry_after_says_how_long_a_slow_refill_takes() {
     clock.set_unix(T0 + 10);
     assert_eq!(bank.post_json(&link.path, &link.body).await.status, 200);
 }
+
+/// A request is charged what it costs: one per check, one more per receipt signed. A
+/// batch of 100 checks with receipts is 200 tokens, not one: the partner's next request
+/// waits until they are paid, and is told how long.
+#[tokio::test]
+async fn a_batch_is_charged_its_checks_and_receipts() {
+    let (gw, clock) = limited_gateway("{ per_second = 10, burst = 10 }").await;
+    let link = gw.sample("linked_pair").clone();
+    let mut bank = gw.client("bank").await;
+    let mut item = link.body.clone();
+    item["receipt"] = serde_json::json!(true);
+    let batch = serde_json::json!({ "checks": vec![item; 100] });
+    let r = bank.post_json("/v1/link-checks:batch", &batch).await;
+    assert_eq!(r.status, 200, "a full bucket lets one batch through");
+    assert_eq!(
+        r.json()["results"].as_array().map(Vec::len),
+        Some(100),
+        "answered whole"
+    );
+    // 200 tokens at 10 a second: 20 seconds of debt, less the 10 the bucket held.
+    let refused = bank.post_json(&link.path, &link.body).await;
+    refused.problem(429, "rate-limited");
+    let wait: u64 = refused.headers["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((18..=20).contains(&wait), "Retry-After {wait}");
+    clock.set_unix(T0 + 10);
+    assert_eq!(bank.post_json(&link.path, &link.body).await.status, 429);
+    clock.set_unix(T0 + 21);
+    assert_eq!(bank.post_json(&link.path, &link.body).await.status, 200);
+}
