@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::audit::{AuditConfig, WhenFull};
+use crate::audit::{AnswerAfter, AuditConfig, WhenFull};
 use crate::keyring::Validity;
 use crate::partner::{valid_partner_id, Partner, Scope};
 use crate::rate_limit::RateLimit;
@@ -164,6 +164,8 @@ pub struct UnauthenticatedConfig {
     pub prefix_v6: u8,
     pub handshakes_per_source: RateLimit,
     pub handshakes_per_prefix: RateLimit,
+    /// All strangers together: bounds the CPU their handshakes can take.
+    pub handshakes_all_strangers: RateLimit,
     /// Handshakes of strangers waiting for the handshake thread; more are closed.
     pub max_queued_handshakes: usize,
     /// Partners' address ranges: no per-source limits, a pool of their own, and their
@@ -290,6 +292,7 @@ struct RawUnauthenticated {
     prefix_v6: u8,
     handshakes_per_second_per_source: f64,
     handshakes_per_second_per_prefix: f64,
+    handshakes_per_second: f64,
     max_queued_handshakes: usize,
     partner_networks: Vec<String>,
 }
@@ -304,6 +307,7 @@ impl Default for RawUnauthenticated {
             prefix_v6: 56,
             handshakes_per_second_per_source: 20.0,
             handshakes_per_second_per_prefix: 200.0,
+            handshakes_per_second: 1000.0,
             max_queued_handshakes: 256,
             partner_networks: Vec::new(),
         }
@@ -402,6 +406,7 @@ struct RawAudit {
     fsync_interval_ms: u64,
     queue_capacity: usize,
     when_full: WhenFull,
+    answer_after: AnswerAfter,
 }
 
 impl Default for RawAudit {
@@ -412,6 +417,7 @@ impl Default for RawAudit {
             fsync_interval_ms: 200,
             queue_capacity: 65_536,
             when_full: WhenFull::Shed,
+            answer_after: AnswerAfter::Write,
         }
     }
 }
@@ -611,6 +617,7 @@ fn unauthenticated_config(u: RawUnauthenticated, problems: &mut Problems) -> Una
         u.handshakes_per_second_per_prefix,
         "handshakes_per_second_per_prefix",
     );
+    let handshakes_all_strangers = rate(u.handshakes_per_second, "handshakes_per_second");
     let partner_networks = u
         .partner_networks
         .iter()
@@ -633,6 +640,7 @@ fn unauthenticated_config(u: RawUnauthenticated, problems: &mut Problems) -> Una
         prefix_v6: u.prefix_v6,
         handshakes_per_source,
         handshakes_per_prefix,
+        handshakes_all_strangers,
         max_queued_handshakes: u.max_queued_handshakes,
         partner_networks,
     }
@@ -951,6 +959,7 @@ fn audit_config(
         fsync_interval: Duration::from_millis(a.fsync_interval_ms),
         queue_capacity: a.queue_capacity,
         when_full: a.when_full,
+        answer_after: a.answer_after,
     })
 }
 

@@ -60,6 +60,11 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket lacks at most one token of its burst (the one just taken).
+    pub fn is_nearly_full(&self, now_ns: u64) -> bool {
+        self.tat.load(Ordering::Relaxed) <= now_ns.saturating_add(self.interval)
+    }
+
     /// Whether the bucket holds its whole burst again at `now_ns` (nothing taken lately).
     pub fn is_full(&self, now_ns: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_ns

@@ -49,6 +49,9 @@ pub struct Target {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Local addresses to connect from, in turn (loopback 127.0.0.0/8 reaches a gateway
+    /// on 127.0.0.1 from any of them); empty: the system's choice.
+    pub sources: Vec<std::net::IpAddr>,
 }
 
 /// Why one request failed; the label of the `errors` map in the report.
@@ -76,6 +79,8 @@ pub struct Connector {
     tls: TlsConnector,
     name: ServerName<'static>,
     protocol: Protocol,
+    /// The next of `target.sources` to connect from.
+    next_source: std::sync::atomic::AtomicUsize,
 }
 
 impl Connector {
@@ -112,19 +117,55 @@ impl Connector {
             tls: TlsConnector::from(Arc::new(cfg)),
             name,
             protocol,
+            next_source: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// A TCP connection, from the next source address if any were given.
+    pub async fn tcp(&self) -> Result<TcpStream, Failure> {
+        let sources = &self.target.sources;
+        let tcp = if sources.is_empty() {
+            TcpStream::connect(self.target.addr).await
+        } else {
+            let i = self
+                .next_source
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let source = sources[i % sources.len()];
+            let socket = match source {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(|_| Failure::Connect)?;
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .map_err(|_| Failure::Connect)?;
+            socket.connect(self.target.addr).await
+        }
+        .map_err(|_| Failure::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
     }
 
     /// A TCP connection and its TLS handshake, ALPN as the protocol says.
     pub async fn tls(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
-        let tcp = TcpStream::connect(self.target.addr)
-            .await
-            .map_err(|_| Failure::Connect)?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.tcp().await?;
         self.tls
             .connect(self.name.clone(), tcp)
             .await
             .map_err(|_| Failure::Tls)
+    }
+
+    /// The bytes of a ClientHello this connector would send, for replaying: the server
+    /// answers each with its key exchange and signature; the replayer does no crypto.
+    pub fn client_hello(&self) -> Result<Vec<u8>, LoadError> {
+        let mut conn = rustls::ClientConnection::new(self.tls.config().clone(), self.name.clone())
+            .map_err(|e| LoadError::Tls(e.to_string()))?;
+        let mut hello = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut hello)
+                .map_err(|e| LoadError::Tls(e.to_string()))?;
+        }
+        Ok(hello)
     }
 
     pub async fn connect(&self) -> Result<Conn, Failure> {

@@ -9,6 +9,17 @@
 //! - `dribble`: HTTP/1.1 bodies sent one byte a second;
 //! - `long-poll`: replication long-polls (`wait_ms=30000`, the current tag held) as
 //!   HTTP/2 streams, as a relay's followers hold them (needs the `replicate` scope).
+//!
+//! Before authentication (no certificate needed for the first three; `--source` spreads
+//! the connections over local addresses, as attackers on many hosts would come):
+//! - `idle-tcp`: TCP connections that never start TLS, each opened again as soon as the
+//!   gateway closes it;
+//! - `hello-replay`: a recorded ClientHello sent on each new connection and the server's
+//!   answer awaited, then the connection closed and another opened: the server does its
+//!   key exchange and signs, the attacker does no crypto at all;
+//! - `idle-tls`: full handshakes with the partner's certificate, then nothing;
+//! - `handshake-flood`: full handshakes with the partner's certificate (no resumption),
+//!   each connection closed at once and another opened, as `openssl s_time -new` does.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -36,6 +47,10 @@ pub enum Attack {
     SlowBodyH2,
     Dribble,
     LongPoll,
+    IdleTcp,
+    HelloReplay,
+    IdleTls,
+    HandshakeFlood,
 }
 
 impl Attack {
@@ -43,7 +58,12 @@ impl Attack {
     pub fn protocol(self) -> crate::Protocol {
         match self {
             Attack::SlowBodyH2 | Attack::LongPoll => crate::Protocol::H2,
-            Attack::SlowBodyH1 | Attack::Dribble => crate::Protocol::H1,
+            Attack::HandshakeFlood => crate::Protocol::H1New,
+            Attack::SlowBodyH1
+            | Attack::Dribble
+            | Attack::IdleTcp
+            | Attack::HelloReplay
+            | Attack::IdleTls => crate::Protocol::H1,
         }
     }
 }
@@ -69,6 +89,10 @@ pub struct AttackReport {
     pub failures: BTreeMap<&'static str, u64>,
     /// Requests still waiting when the attack ended.
     pub waiting_at_end: u64,
+    /// What became of the connections of the attacks before authentication: opened,
+    /// held until the end, closed by the gateway before a byte of TLS, handshakes
+    /// completed or failed, server flights received.
+    pub connections: BTreeMap<&'static str, u64>,
 }
 
 impl AttackReport {
@@ -81,11 +105,12 @@ impl AttackReport {
             }
         };
         format!(
-            "attack requests sent: {}\nanswers: {}\nended without an answer: {}\nstill waiting at the end: {}\n",
+            "attack requests sent: {}\nanswers: {}\nended without an answer: {}\nstill waiting at the end: {}\nconnections: {}\n",
             self.requests,
             join(self.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect()),
             join(self.failures.iter().map(|(s, n)| format!("{s}: {n}")).collect()),
-            self.waiting_at_end
+            self.waiting_at_end,
+            join(self.connections.iter().map(|(s, n)| format!("{s}: {n}")).collect()),
         )
     }
 }
@@ -98,6 +123,11 @@ fn note(report: &Shared, f: impl FnOnce(&mut AttackReport)) {
 
 /// Runs the attack for its duration; every task stops by itself at the end.
 pub async fn attack(connector: Connector, plan: AttackPlan) -> AttackReport {
+    let hello = match plan.attack {
+        Attack::HelloReplay => connector.client_hello().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let hello: Arc<[u8]> = hello.into();
     let connector = Arc::new(connector);
     let report: Shared = Arc::default();
     let end = Instant::now() + plan.duration;
@@ -105,8 +135,15 @@ pub async fn attack(connector: Connector, plan: AttackPlan) -> AttackReport {
     for _ in 0..plan.connections {
         let (connector, report, path) = (connector.clone(), report.clone(), plan.path.clone());
         let streams = plan.h2_streams;
+        let hello = hello.clone();
         tasks.push(tokio::spawn(async move {
             match plan.attack {
+                Attack::IdleTcp
+                | Attack::HelloReplay
+                | Attack::IdleTls
+                | Attack::HandshakeFlood => {
+                    door_loop(&connector, &report, plan.attack, &hello, end).await
+                }
                 Attack::SlowBodyH1 => h1_loop(&connector, &report, &path, end, None).await,
                 Attack::Dribble => {
                     h1_loop(
@@ -174,6 +211,87 @@ async fn h1_loop(
             Some(Some(s)) => *r.statuses.entry(s).or_default() += 1,
             _ => *r.failures.entry("closed").or_default() += 1,
         });
+    }
+}
+
+fn count(report: &Shared, what: &'static str) {
+    note(report, |r| *r.connections.entry(what).or_default() += 1);
+}
+
+/// Waits until the gateway closes `io` (`true`), or `end` (`false`); reads and drops what
+/// it sends meanwhile.
+async fn until_closed(io: &mut (impl tokio::io::AsyncRead + Unpin), end: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(end, io.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// One connection after another, until `end`, as `attack` says (the attacks before
+/// authentication, in the module's list).
+async fn door_loop(
+    connector: &Connector,
+    report: &Shared,
+    attack: Attack,
+    hello: &[u8],
+    end: Instant,
+) {
+    while Instant::now() < end {
+        note(report, |r| r.requests += 1);
+        match attack {
+            Attack::IdleTcp | Attack::HelloReplay => {
+                let Ok(Ok(mut tcp)) = tokio::time::timeout_at(end, connector.tcp()).await else {
+                    count(report, "connect_failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                count(report, "opened");
+                if attack == Attack::IdleTcp {
+                    if until_closed(&mut tcp, end).await {
+                        count(report, "closed_by_gateway");
+                    } else {
+                        count(report, "held_to_the_end");
+                    }
+                    continue;
+                }
+                if tcp.write_all(hello).await.is_err() {
+                    count(report, "closed_by_gateway");
+                    continue;
+                }
+                // The server's first flight, or a close: then on to the next.
+                let mut buf = [0u8; 8192];
+                match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => count(report, "server_flights"),
+                    Ok(_) => count(report, "closed_by_gateway"),
+                    Err(_) => count(report, "held_to_the_end"),
+                }
+            }
+            Attack::IdleTls | Attack::HandshakeFlood => {
+                match tokio::time::timeout_at(end, connector.tls()).await {
+                    Err(_) => {}
+                    Ok(Err(f)) => {
+                        count(report, f.label());
+                        // A refused handshake: the gateway closed it, at once.
+                        tokio::task::yield_now().await;
+                    }
+                    Ok(Ok(mut tls)) => {
+                        count(report, "handshakes");
+                        if attack == Attack::IdleTls {
+                            if until_closed(&mut tls, end).await {
+                                count(report, "closed_by_gateway");
+                            } else {
+                                count(report, "held_to_the_end");
+                            }
+                        }
+                    }
+                }
+            }
+            _ => return,
+        }
     }
 }
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+
+mod scenario;
 use clap::Parser;
 
 use permitgate_load::{
@@ -17,9 +19,13 @@ use permitgate_load::{
 #[command(
     name = "permitgate-load",
     version,
-    about = "Load generator for permitgate over mTLS: closed or open loop, HTTP/1.1 or HTTP/2"
+    about = "Load generator for permitgate over mTLS: closed or open loop, HTTP/1.1 or HTTP/2",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    #[serde(skip)]
+    command: Option<Command>,
     /// Address of the gateway (or of the baseline server).
     #[arg(long, default_value = "127.0.0.1:8443")]
     target: SocketAddr,
@@ -33,6 +39,11 @@ struct Args {
     /// With --demo: the partner whose certificate to use.
     #[arg(long, default_value = "bank")]
     partner: String,
+    /// Connect from these local addresses in turn: addresses or networks
+    /// (127.0.1.0/26 is 62 hosts), comma-separated. Loopback addresses reach a gateway on
+    /// 127.0.0.1 from any of them: attackers on many hosts.
+    #[arg(long, value_delimiter = ',')]
+    source: Vec<String>,
     #[arg(long)]
     ca: Option<PathBuf>,
     #[arg(long)]
@@ -139,6 +150,12 @@ struct Args {
     download_base: Option<usize>,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// A measurement of several processes in rounds (src/scenario.rs): doors, costs.
+    Scenario(scenario::ScenarioArgs),
+}
+
 fn main() -> ExitCode {
     let args: Args = match permitgate::command_line::parse_args() {
         Ok(a) => a,
@@ -154,8 +171,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The addresses `--source` names: each an address or a network (its hosts).
+fn sources(given: &[String]) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let mut out = Vec::new();
+    for s in given {
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            out.push(ip);
+            continue;
+        }
+        let net: ipnet::IpNet = s.parse().with_context(|| {
+            format!("--source {s}: an address or a network such as 127.0.1.0/26")
+        })?;
+        out.extend(net.hosts());
+    }
+    Ok(out)
+}
+
 /// Runs and reports; `Ok(false)` when --fail-on-errors and there were errors.
 fn run(args: Args) -> anyhow::Result<bool> {
+    if let Some(Command::Scenario(s)) = args.command {
+        scenario::run(s)?;
+        return Ok(true);
+    }
     let from_demo = |given: &Option<PathBuf>, rel: String| -> anyhow::Result<PathBuf> {
         match (given, &args.demo) {
             (Some(p), _) => Ok(p.clone()),
@@ -169,6 +206,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         ca: from_demo(&args.ca, "pki/ca.crt".into())?,
         cert: from_demo(&args.cert, format!("pki/partners/{}.crt", args.partner))?,
         key: from_demo(&args.key, format!("pki/partners/{}.key", args.partner))?,
+        sources: sources(&args.source)?,
     };
     let secs = |s: f64, name: &str| {
         Duration::try_from_secs_f64(s)

@@ -123,6 +123,7 @@ impl Fixture {
             ca: d.join("pki/ca.crt"),
             cert: d.join(format!("pki/partners/{partner}.crt")),
             key: d.join(format!("pki/partners/{partner}.key")),
+            sources: Vec::new(),
         }
     }
 }
@@ -295,6 +296,66 @@ async fn hostile_modes_report_what_the_gateway_did_to_them() {
         .await
         .expect("attack");
     assert_eq!(r.waiting_at_end, 4, "{}", r.summary());
+
+    // Before authentication, from a stranger's address (the fixture's partner network is
+    // 127.0.0.1 alone): the door's budget for one source is what the attacker gets.
+    let stranger = |partner: &str| Target {
+        sources: vec!["127.0.0.2".parse().expect("ip")],
+        ..f.target(partner)
+    };
+    // Silent connections are held by the kernel (deferred accept), not refused by the
+    // gateway (tests/it/door.rs shows they never reach it).
+    let r = run_attack(stranger("bank"), plan(Attack::IdleTcp, 40, 1))
+        .await
+        .expect("attack");
+    assert_eq!(
+        r.connections.get("held_to_the_end"),
+        Some(&40),
+        "{}",
+        r.summary()
+    );
+    // Replayed hellos are answered until the source's handshake rate runs out.
+    let r = run_attack(stranger("bank"), plan(Attack::HelloReplay, 4, 1))
+        .await
+        .expect("attack");
+    assert!(
+        r.connections.get("server_flights") > Some(&0),
+        "{}",
+        r.summary()
+    );
+    assert!(
+        r.connections.get("closed_by_gateway") > Some(&0),
+        "{}",
+        r.summary()
+    );
+    let r = run_attack(stranger("bank"), plan(Attack::HandshakeFlood, 2, 1))
+        .await
+        .expect("attack");
+    assert!(
+        r.connections.get("handshakes") > Some(&0),
+        "{}",
+        r.summary()
+    );
+    assert!(
+        r.connections.get("tls_handshake") > Some(&0),
+        "{}",
+        r.summary()
+    );
+    let r = run_attack(
+        Target {
+            sources: vec!["127.0.0.3".parse().expect("ip")],
+            ..f.target("bank")
+        },
+        plan(Attack::IdleTls, 4, 1),
+    )
+    .await
+    .expect("attack");
+    assert_eq!(
+        r.connections.get("held_to_the_end"),
+        Some(&4),
+        "{}",
+        r.summary()
+    );
 }
 
 /// Publications into the demo repository in `demo`, seen by a probe or `followers`.

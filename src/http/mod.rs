@@ -306,7 +306,7 @@ impl App {
             c.inc();
         }
         if let Some(slot) = slot {
-            slot.record(crate::audit::Answered {
+            let recorded = slot.record(crate::audit::Answered {
                 time_ns: self.clock.now().unix_timestamp_nanos(),
                 request_id: request_id.clone(),
                 partner: caller.claimed.clone(),
@@ -314,6 +314,16 @@ impl App {
                 outcome: outcome.map_or("ok", ProblemKind::slug),
                 documents,
             });
+            // The answer leaves only once its record is written (src/audit/mod.rs).
+            if !recorded.written().await {
+                response = problem_response(
+                    &Problem::new(
+                        ProblemKind::Overloaded,
+                        "the audit trail is closed (the gateway is stopping); try another gateway",
+                    ),
+                    route,
+                );
+            }
         }
         response
             .headers_mut()

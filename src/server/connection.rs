@@ -50,28 +50,41 @@ pub(super) async fn serve_connection(
     let deadline = settings.handshake_timeout;
     let (queue, class) = (settings.queue.clone(), pass.class());
     let handshake = settings.handshakes.spawn(async move {
-        tokio::time::timeout(deadline, handshake(tls_config, stream, &queue, class)).await
+        // A stranger's place may be taken back, until its handshake ends, for a source
+        // prefix below its share (door.rs).
+        let waiting = pass.preemptible();
+        let taken_back = async {
+            match &waiting {
+                Some(w) => w.taken_back().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(deadline, handshake(tls_config, stream, &queue, class)) => {
+                r.map_err(|_| Refused::TimedOut).and_then(|r| r)
+            }
+            _ = taken_back => Err(Refused::Turned(Turned::PrefixShare)),
+        }
+        // The pass goes here: through the handshake (or not), no longer the door's.
     });
     let Ok(done) = handshake.await else {
         // The handshake thread is gone: the gateway is stopping.
         return;
     };
-    // Through the handshake (or not): no longer the door's.
-    drop(pass);
     let tls = match done {
-        Ok(Ok(s)) => s,
-        Ok(Err(Refused::Turned(why))) => {
+        Ok(s) => s,
+        Err(Refused::Turned(why)) => {
             settings.metrics.door.rejected(why);
-            tracing::debug!(%peer, reason = why.label(), "handshake not started");
+            tracing::debug!(%peer, reason = why.label(), "connection closed before its handshake ended");
             return;
         }
-        Ok(Err(Refused::Tls(e))) => {
+        Err(Refused::Tls(e)) => {
             let reason = HandshakeFailure::classify(&e);
             settings.metrics.handshake_failed(reason);
             tracing::debug!(%peer, reason = reason.label(), error = %e, "TLS handshake failed");
             return;
         }
-        Err(_) => {
+        Err(Refused::TimedOut) => {
             settings.metrics.handshake_failed(HandshakeFailure::Timeout);
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
@@ -122,9 +135,10 @@ pub(super) async fn serve_connection(
 
 /// Why a handshake ended without a connection.
 enum Refused {
-    /// By the handshake queue (handshakes.rs).
+    /// By the handshake queue (handshakes.rs), or the door taking its place back.
     Turned(Turned),
     Tls(std::io::Error),
+    TimedOut,
 }
 
 /// Reads the ClientHello (nothing asked of the CPU yet), waits for a turn on the TLS

@@ -4,12 +4,17 @@
 //!
 //! A connection is counted from accept until its handshake ends: per source address and
 //! per source prefix (`[unauthenticated] max_per_source`, `max_per_prefix`), in all
-//! (`max_connections`), and each source and prefix may start only so many handshakes a
-//! second (a token bucket each). Over any of these it is closed at once, before a byte of
-//! TLS. Sources in `partner_networks` are not limited per source (a partner's egress
-//! proxy carries many clients) and count in a pool of their own, so no stranger can fill
-//! it; their handshakes also go first (handshakes.rs). nginx (`limit_conn`), HAProxy
-//! (stick tables) and Envoy (per-listener limits) bound the same things per source.
+//! (`max_connections`), and each source, each prefix and all strangers together may start
+//! only so many handshakes a second (a token bucket each: the last bounds the CPU
+//! strangers can take, as HAProxy's `maxsslrate` does). Over any of these it is closed at
+//! once, before a byte of TLS. The strangers' pool is shared by prefix as partners share
+//! theirs (src/shares.rs): when it is full, a connection from a prefix below its fair share
+//! is still let in and the oldest unfinished handshake of the prefix furthest above its
+//! share is closed, so a flood from many hosts cannot keep out a stranger from elsewhere.
+//! Sources in `partner_networks` are not limited per source (a partner's egress proxy
+//! carries many clients) and count in a pool of their own, so no stranger can fill it;
+//! their handshakes also go first (handshakes.rs). nginx (`limit_conn`), HAProxy (stick
+//! tables) and Envoy (per-listener limits) bound the same things per source.
 //!
 //! Entries for a source live while it has connections here or its bucket is not full
 //! again; [`Door::sweep`] forgets the rest.
@@ -26,6 +31,7 @@ use strum::VariantArray;
 use crate::config::UnauthenticatedConfig;
 use crate::metrics::register;
 use crate::rate_limit::TokenBucket;
+use crate::shares::{Holder, Pool, Preemptible, Unit};
 
 /// Why a connection was closed on arrival or after its handshake; the `reason` of
 /// `permitgate_connections_rejected_total`.
@@ -39,6 +45,10 @@ pub enum Turned {
     PerPrefix,
     SourceRate,
     PrefixRate,
+    /// All strangers together started `handshakes_per_second` handshakes this second.
+    StrangerRate,
+    /// Closed before its handshake ended, for a source prefix below its fair share.
+    PrefixShare,
     /// `max_queued_handshakes` strangers' handshakes already wait for the thread.
     HandshakeQueue,
     /// Every partner connection is open and this partner holds its fair share.
@@ -107,11 +117,14 @@ impl DoorMetrics {
 struct Count {
     open: usize,
     handshakes: TokenBucket,
+    /// A prefix's part of the strangers' pool.
+    share: Option<Arc<Holder>>,
 }
 
 pub struct Door {
     limits: UnauthenticatedConfig,
-    strangers: AtomicUsize,
+    strangers: Arc<Pool>,
+    strangers_rate: TokenBucket,
     partner_networks: AtomicUsize,
     sources: DashMap<IpAddr, Count>,
     prefixes: DashMap<IpNet, Count>,
@@ -122,13 +135,19 @@ pub struct Door {
 pub struct Pass {
     door: Arc<Door>,
     class: Class,
-    /// The source and its prefix, for strangers.
-    counted: Option<(IpAddr, IpNet)>,
+    /// The source and its prefix, and the unit of the strangers' pool, for strangers.
+    counted: Option<(IpAddr, IpNet, Unit)>,
 }
 
 impl Pass {
     pub fn class(&self) -> Class {
         self.class
+    }
+
+    /// A stranger's place, registered as one that may be taken back for a prefix below
+    /// its share while the handshake has not ended.
+    pub fn preemptible(&self) -> Option<Preemptible<'_>> {
+        self.counted.as_ref().map(|(_, _, unit)| unit.preemptible())
     }
 }
 
@@ -143,8 +162,9 @@ fn source_of(peer: SocketAddr) -> IpAddr {
 impl Door {
     pub fn new(limits: UnauthenticatedConfig, metrics: Arc<DoorMetrics>) -> Arc<Door> {
         Arc::new(Door {
-            limits,
-            strangers: AtomicUsize::new(0),
+            limits: limits.clone(),
+            strangers: Pool::new(limits.max_connections),
+            strangers_rate: TokenBucket::new(limits.handshakes_all_strangers),
             partner_networks: AtomicUsize::new(0),
             sources: DashMap::new(),
             prefixes: DashMap::new(),
@@ -189,52 +209,82 @@ impl Door {
                 counted: None,
             });
         }
-        if self.strangers.fetch_add(1, Ordering::AcqRel) >= max {
-            self.strangers.fetch_sub(1, Ordering::AcqRel);
-            return Err(Turned::Unauthenticated);
-        }
         let prefix = self.prefix_of(ip);
-        let counted = self
+        self.count_in(
+            &self.sources,
+            ip,
+            self.limits.max_per_source,
+            &self.limits.handshakes_per_source,
+            now_ns,
+        )
+        .map_err(|full| {
+            if full {
+                Turned::PerSource
+            } else {
+                Turned::SourceRate
+            }
+        })?;
+        let share = self
             .count_in(
-                &self.sources,
-                ip,
-                self.limits.max_per_source,
-                &self.limits.handshakes_per_source,
+                &self.prefixes,
+                prefix,
+                self.limits.max_per_prefix,
+                &self.limits.handshakes_per_prefix,
                 now_ns,
             )
             .map_err(|full| {
                 if full {
-                    Turned::PerSource
+                    Turned::PerPrefix
                 } else {
-                    Turned::SourceRate
+                    Turned::PrefixRate
                 }
             })
             .and_then(|()| {
-                self.count_in(
-                    &self.prefixes,
-                    prefix,
-                    self.limits.max_per_prefix,
-                    &self.limits.handshakes_per_prefix,
-                    now_ns,
-                )
-                .map_err(|full| {
-                    Self::uncount(&self.sources, &ip);
-                    if full {
-                        Turned::PerPrefix
-                    } else {
-                        Turned::PrefixRate
-                    }
-                })
+                self.within_strangers_rate(&prefix, now_ns)?;
+                let holder = self
+                    .prefixes
+                    .get_mut(&prefix)
+                    .map(|mut c| {
+                        c.share
+                            .get_or_insert_with(|| self.strangers.holder(1))
+                            .clone()
+                    })
+                    .ok_or(Turned::Unauthenticated)?;
+                self.strangers
+                    .acquire(&holder)
+                    .map_err(|_| Turned::Unauthenticated)
             });
-        if let Err(why) = counted {
-            self.strangers.fetch_sub(1, Ordering::AcqRel);
-            return Err(why);
-        }
+        let unit = match share {
+            Ok(u) => u,
+            Err(why) => {
+                Self::uncount(&self.sources, &ip);
+                if why != Turned::PerPrefix && why != Turned::PrefixRate {
+                    Self::uncount(&self.prefixes, &prefix);
+                }
+                return Err(why);
+            }
+        };
         Ok(Pass {
             door: self.clone(),
             class: Class::Stranger,
-            counted: Some((ip, prefix)),
+            counted: Some((ip, prefix, unit)),
         })
+    }
+
+    /// All strangers' handshake rate, for a prefix that has been starting handshakes:
+    /// one whose bucket is (nearly) full again has been quiet, and is not kept out by a
+    /// flood from elsewhere that used the rate up.
+    fn within_strangers_rate(&self, prefix: &IpNet, now_ns: u64) -> Result<(), Turned> {
+        let quiet = self
+            .prefixes
+            .get(prefix)
+            .is_some_and(|c| c.handshakes.is_nearly_full(now_ns));
+        if quiet {
+            return Ok(());
+        }
+        self.strangers_rate
+            .take(now_ns)
+            .map_err(|_| Turned::StrangerRate)
     }
 
     /// One more open connection of `key`, within `max` and its handshake rate; `Err(true)`
@@ -250,6 +300,7 @@ impl Door {
         let mut c = map.entry(key).or_insert_with(|| Count {
             open: 0,
             handshakes: TokenBucket::new(*rate),
+            share: None,
         });
         if c.open >= max {
             return Err(true);
@@ -284,14 +335,13 @@ impl Drop for Pass {
     fn drop(&mut self) {
         let door = &self.door;
         door.metrics.unauthenticated.dec();
-        match self.counted {
+        match &self.counted {
             None => {
                 door.partner_networks.fetch_sub(1, Ordering::AcqRel);
             }
-            Some((ip, prefix)) => {
-                Door::uncount(&door.sources, &ip);
-                Door::uncount(&door.prefixes, &prefix);
-                door.strangers.fetch_sub(1, Ordering::AcqRel);
+            Some((ip, prefix, _unit)) => {
+                Door::uncount(&door.sources, ip);
+                Door::uncount(&door.prefixes, prefix);
             }
         }
     }
@@ -318,6 +368,7 @@ mod tests {
                 prefix_v6: 56,
                 handshakes_per_source: rate(5.0),
                 handshakes_per_prefix: rate(50.0),
+                handshakes_all_strangers: rate(1000.0),
                 max_queued_handshakes: 8,
                 partner_networks: partner_networks
                     .iter()
@@ -363,7 +414,7 @@ mod tests {
         drop(a);
         drop(b);
         drop(others);
-        assert_eq!(d.strangers.load(Ordering::Relaxed), 0);
+        assert_eq!(d.strangers.in_use(), 0);
         assert!(d.admit(at("192.0.2.1"), t).is_ok());
     }
 
@@ -387,6 +438,66 @@ mod tests {
         assert_eq!(d.sources_remembered(), 1);
         d.sweep(t + 10 * SEC);
         assert_eq!(d.sources_remembered(), 0);
+    }
+
+    /// Many hosts of few prefixes fill the strangers' pool with handshakes that never end;
+    /// a stranger from another prefix is let in, and the oldest of the greediest prefix's
+    /// is taken back.
+    #[tokio::test]
+    async fn a_prefix_below_its_share_takes_back_a_place_from_the_greediest() {
+        let d = door(&[]);
+        let t = 100 * SEC;
+        // Three per prefix at most, six in all: two prefixes fill it.
+        let flood: Vec<_> = [
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.3",
+            "198.51.100.1",
+            "198.51.100.2",
+            "198.51.100.3",
+        ]
+        .iter()
+        .map(|ip| d.admit(at(ip), t).expect("in"))
+        .collect();
+        let waiting: Vec<_> = flood
+            .iter()
+            .map(|p| p.preemptible().expect("a stranger's"))
+            .collect();
+        let newcomer = d
+            .admit(at("203.0.113.7"), t)
+            .expect("below its prefix's share");
+        waiting[0].taken_back().await;
+        assert_eq!(d.metrics.unauthenticated.get(), 7);
+        drop(waiting);
+        drop((flood, newcomer));
+        assert_eq!(d.strangers.in_use(), 0);
+    }
+
+    #[test]
+    fn all_strangers_together_start_so_many_handshakes_a_second() {
+        let d = door(&[]);
+        let t = 100 * SEC;
+        // 100 prefixes keep starting handshakes (each connection closing at once), 30 a
+        // prefix: within each prefix's bucket (burst 100), not within the strangers' (burst
+        // 2,000 in all) once every prefix has been busy.
+        let mut refused = 0;
+        for round in 0..30u32 {
+            for p in 0..100u32 {
+                let ip = format!("10.{p}.0.{}", round + 1);
+                match d.admit(at(&ip), t) {
+                    Ok(pass) => drop(pass),
+                    Err(Turned::StrangerRate) => refused += 1,
+                    Err(e) => panic!("{ip}: {e:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            refused,
+            30 * 100 - 2000 - 100,
+            "the first of each prefix was quiet"
+        );
+        // A prefix that has been quiet is not kept out by the others' flood.
+        assert!(d.admit(at("10.200.0.1"), t).is_ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::door::{DoorMetrics, Turned};
 use super::handshakes::HandshakeQueue;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::http::App;
@@ -92,14 +92,25 @@ fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> 
     b
 }
 
+/// Accepts on the TLS thread (where this runs): the door's refusals cost that thread
+/// only. A connection let in is handed to the request workers (`workers`), whose I/O
+/// driver its socket belongs to from then on; its handshake is polled back here.
 pub(super) async fn accept_loop(
     gw: Arc<Gateway>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     open: Arc<tokio::sync::Semaphore>,
     mut stop: watch::Receiver<bool>,
+    workers: tokio::runtime::Handle,
     handshakes: tokio::runtime::Handle,
     followers: Option<tokio::runtime::Handle>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "partner listener unusable");
+            return;
+        }
+    };
     let builder = http_builder(&gw.config.server);
     let door = gw.door.clone();
     let shared = Arc::new(ConnectionSettings {
@@ -132,32 +143,42 @@ pub(super) async fn accept_loop(
         // Before a byte of TLS: the door's budget for this source (door.rs).
         let now = u64::try_from(gw.clock.now().unix_timestamp_nanos()).unwrap_or(0);
         let Ok(pass) = door.admit(peer, now) else {
-            drop(stream);
+            reset(stream);
             continue;
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             // Every descriptor budgeted for connections is in use.
             door.metrics().rejected(Turned::Capacity);
-            drop(stream);
+            reset(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = serve_connection(
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let (shared, tls, stop, gauge) = (
             shared.clone(),
             gw.tls.load_full(),
-            stream,
-            peer,
-            pass,
             stop.clone(),
+            open_gauge.clone(),
         );
-        let gauge = open_gauge.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            // Registered with the request workers' I/O driver, here.
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
             gauge.inc();
-            conn.await;
+            serve_connection(shared, tls, stream, peer, pass, stop).await;
             gauge.dec();
             drop(permit);
         });
     }
+}
+
+/// Closes a connection turned away at the door with a reset: no FIN exchange, and no
+/// TIME_WAIT socket left on the gateway for each of a flood's connections (a minute each).
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
 }
 
 /// What every connection of one listener shares.

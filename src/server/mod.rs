@@ -14,6 +14,7 @@ mod connection;
 mod door;
 mod fd_limit;
 mod handshakes;
+mod listen;
 mod listener;
 mod ops;
 mod reload;
@@ -308,11 +309,12 @@ impl Gateway {
     pub async fn bind(self: &Arc<Self>) -> Result<Running, StartError> {
         fd_limit::ensure(self.connection_budget())?;
         let listen = self.config.server.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen,
-                source,
+        let listener =
+            listen::bind(listen, self.config.server.handshake_timeout).map_err(|source| {
+                StartError::Bind {
+                    addr: listen,
+                    source,
+                }
             })?;
         let metrics_listener = match self.config.server.metrics_listen {
             Some(addr) => Some(
@@ -353,14 +355,26 @@ impl Gateway {
         } else {
             None
         };
-        let mut tasks = vec![tokio::spawn(accept_loop(
+        // The partner listener is accepted on a thread of its own (nice 10): a flood of
+        // connections the door closes at once costs that thread, not the request workers,
+        // and accepting never waits behind handshakes (the listen queue would overflow,
+        // and a partner's connection attempt would wait a second for its SYN to be sent
+        // again).
+        let accepts = SideRuntime::start("permitgate-acc", Some(NICE_10), None)
+            .map_err(|e| StartError::SideRuntime("accept", e))?;
+        let partner_listener = listener
+            .into_std()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let accepting = accept_loop(
             self.clone(),
-            listener,
+            partner_listener,
             open.clone(),
             stop_rx.clone(),
+            tokio::runtime::Handle::current(),
             handshakes.handle().clone(),
             followers.as_ref().map(|f| f.handle().clone()),
-        ))];
+        );
+        let mut tasks = vec![accepts.handle().spawn(accepting)];
         if let Some(monitor) = self.lag.clone() {
             let gauge = self.metrics.scheduling_lag.clone();
             let stop = stop_rx.clone();
@@ -411,6 +425,7 @@ impl Gateway {
             max_connections: self.connection_budget(),
             drain_timeout: self.config.server.drain_timeout,
             control,
+            _accepts: accepts,
             _handshakes: handshakes,
             _followers: followers,
         })
@@ -431,6 +446,7 @@ pub struct Running {
     /// The ops listener, file watcher and follower run here (side.rs); stopped on drop,
     /// after the tasks.
     control: SideRuntime,
+    _accepts: SideRuntime,
     _handshakes: SideRuntime,
     _followers: Option<SideRuntime>,
 }

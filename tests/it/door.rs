@@ -19,6 +19,15 @@ async fn connect_from(gw: &TestGateway, source: &str) -> std::io::Result<TcpStre
     socket.connect(gw.addr()).await
 }
 
+/// [`connect_from`], then the first byte of a TLS record (what a ClientHello starts
+/// with), and nothing more: a handshake that stalls once the gateway has the connection
+/// (the kernel hands it over only once something has arrived).
+async fn stalled_from(gw: &TestGateway, source: &str) -> std::io::Result<TcpStream> {
+    let mut s = connect_from(gw, source).await?;
+    s.write_all(&[0x16]).await?;
+    Ok(s)
+}
+
 /// Whether the gateway closed `s` (read returns 0 or an error) within `within`.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     use tokio::io::AsyncReadExt;
@@ -36,10 +45,12 @@ async fn rejected(gw: &TestGateway, reason: &str) -> f64 {
     )
 }
 
-/// Idle TCP: a stranger opening connections that never start TLS holds at most
-/// max_per_source of them; the rest are closed on arrival. Partners (a partner network,
-/// and another stranger) connect and are served meanwhile. With one pool counted from
-/// accept, the same connections used to keep everyone else out.
+/// Idle TCP: connections that never send a byte are not handed to the gateway (the
+/// kernel defers them until their handshake deadline); connections that start a handshake
+/// and stall hold at most max_per_source from one stranger; the rest are closed on
+/// arrival. Partners (a partner network, and another stranger) connect and are served
+/// meanwhile. With one pool counted from accept, the same connections used to keep
+/// everyone else out.
 #[tokio::test]
 async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
     let gw = TestGateway::start_with(Options {
@@ -51,10 +62,21 @@ async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
         ..Options::default()
     })
     .await;
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(connect_from(&gw, "127.0.0.6").await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_unauthenticated_connections"),
+        0.0,
+        "silent connections reached the gateway"
+    );
     let mut idle = Vec::new();
     let mut closed = 0;
     for _ in 0..40 {
-        let mut s = connect_from(&gw, "127.0.0.2").await.expect("connect");
+        let mut s = stalled_from(&gw, "127.0.0.2").await.expect("connect");
         // Refused connections are closed at once; held ones stay open.
         if closed_within(&mut s, Duration::from_millis(100)).await {
             closed += 1;
@@ -90,7 +112,7 @@ async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
         .expect("request");
     let answer = crate::common::read_answer(&mut tls).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    drop(idle);
+    drop((idle, silent));
 }
 
 /// A source may start only so many handshakes a second: beyond its burst, connections
@@ -108,15 +130,15 @@ async fn a_source_starts_only_so_many_handshakes_a_second() {
     // Burst 4: the first four connections are let in, the next ones closed.
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut s = connect_from(&gw, "127.0.0.4").await.expect("connect");
+        let mut s = stalled_from(&gw, "127.0.0.4").await.expect("connect");
         assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
         held.push(s);
     }
-    let mut s = connect_from(&gw, "127.0.0.4").await.expect("connect");
+    let mut s = stalled_from(&gw, "127.0.0.4").await.expect("connect");
     assert!(closed_within(&mut s, Duration::from_millis(500)).await);
     assert_eq!(rejected(&gw, "source_rate").await, 1.0);
     // Another source of the same prefix has its own bucket.
-    let mut s = connect_from(&gw, "127.0.0.5").await.expect("connect");
+    let mut s = stalled_from(&gw, "127.0.0.5").await.expect("connect");
     assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
     drop(held);
 }
