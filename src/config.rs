@@ -407,6 +407,9 @@ struct RawAudit {
     queue_capacity: usize,
     when_full: WhenFull,
     answer_after: AnswerAfter,
+    checkpoint_key: Option<PathBuf>,
+    checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval_ms: u64,
 }
 
 impl Default for RawAudit {
@@ -418,6 +421,9 @@ impl Default for RawAudit {
             queue_capacity: 65_536,
             when_full: WhenFull::Shed,
             answer_after: AnswerAfter::Write,
+            checkpoint_key: None,
+            checkpoint_dir: None,
+            checkpoint_interval_ms: 5000,
         }
     }
 }
@@ -953,13 +959,52 @@ fn audit_config(
         "audit.queue_capacity",
         "must be at least 1",
     );
+    let dir = resolve(dir?);
+    let checkpoints = match (a.checkpoint_key, a.checkpoint_dir) {
+        (None, None) => None,
+        (Some(key), Some(cdir)) => {
+            let cdir = resolve(cdir);
+            problems.check(
+                !cdir.starts_with(&dir),
+                "audit.checkpoint_dir",
+                "must be outside audit.dir: whoever can rewrite the log must not reach the checkpoints",
+            );
+            problems.check(
+                (100..=3_600_000).contains(&a.checkpoint_interval_ms),
+                "audit.checkpoint_interval_ms",
+                "must be from 100 to 3600000",
+            );
+            Some(crate::audit::CheckpointConfig {
+                dir: cdir,
+                key: resolve(key),
+                interval: Duration::from_millis(a.checkpoint_interval_ms),
+            })
+        }
+        (Some(_), None) => {
+            problems.check(
+                false,
+                "audit.checkpoint_dir",
+                "is required with audit.checkpoint_key",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.check(
+                false,
+                "audit.checkpoint_key",
+                "is required with audit.checkpoint_dir",
+            );
+            None
+        }
+    };
     Some(AuditConfig {
-        dir: resolve(dir?),
+        dir,
         max_file_bytes: a.max_file_bytes,
         fsync_interval: Duration::from_millis(a.fsync_interval_ms),
         queue_capacity: a.queue_capacity,
         when_full: a.when_full,
         answer_after: a.answer_after,
+        checkpoints,
     })
 }
 

@@ -14,6 +14,7 @@
 //! machine crash loses none. Files are `audit-<first seq>-<unix ms>.log`, so their names
 //! sort in chain order; the chain runs on across files and restarts.
 
+pub mod checkpoint;
 pub mod record;
 pub mod verify;
 
@@ -57,6 +58,16 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     pub when_full: WhenFull,
     pub answer_after: AnswerAfter,
+    /// Signed checkpoints of the chain, written outside `dir` (checkpoint.rs).
+    pub checkpoints: Option<CheckpointConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    pub dir: PathBuf,
+    /// The gateway's Ed25519 signing key for checkpoints (PKCS#8 PEM).
+    pub key: PathBuf,
+    pub interval: Duration,
 }
 
 #[derive(Clone)]
@@ -116,6 +127,8 @@ pub enum AuditError {
     InUse { path: PathBuf },
     #[error("audit log {path}: the last record does not verify ({reason}); run `permitgate audit verify` and move the damaged file aside")]
     Damaged { path: PathBuf, reason: String },
+    #[error("audit checkpoint key")]
+    CheckpointKey(#[from] crate::key_files::KeyError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -212,6 +225,10 @@ impl AuditLog {
             },
         })?;
         let tail = Tail::find(&config.dir)?;
+        let checkpoints = match &config.checkpoints {
+            Some(c) => Some((c.clone(), crate::key_files::load_signing_key(&c.key)?)),
+            None => None,
+        };
         let pending = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -226,6 +243,9 @@ impl AuditLog {
             metrics: metrics.clone(),
             dirty: false,
             last_sync: Instant::now(),
+            checkpoints,
+            checkpointed: tail.next_seq.saturating_sub(1),
+            last_checkpoint: Instant::now(),
             _lock: lock,
         };
         let handle = std::thread::Builder::new()
@@ -401,6 +421,10 @@ struct Writer {
     metrics: AuditMetrics,
     dirty: bool,
     last_sync: Instant,
+    /// Where and with what checkpoints are signed, the last record one covers, and when.
+    checkpoints: Option<(CheckpointConfig, ed25519_dalek::SigningKey)>,
+    checkpointed: u64,
+    last_checkpoint: Instant,
     _lock: File,
 }
 
@@ -414,15 +438,14 @@ impl Writer {
         loop {
             // Blocks for the next record: its answer waits for it. Unwritten data is
             // fsynced when the interval comes round while nothing arrives.
-            let first = if self.dirty {
-                let left = self
-                    .config
-                    .fsync_interval
-                    .saturating_sub(self.last_sync.elapsed());
+            let first = if let Some(left) = self.next_timer() {
                 match rx.recv_timeout(left) {
                     Ok(m) => m,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.fsync();
+                        if self.dirty && self.last_sync.elapsed() >= self.config.fsync_interval {
+                            self.fsync();
+                        }
+                        self.checkpoint(false);
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -474,6 +497,7 @@ impl Writer {
             for done in answers.drain(..) {
                 let _ = done.send(());
             }
+            self.checkpoint(closing);
             for w in waiters {
                 let _ = w.send(());
             }
@@ -484,6 +508,66 @@ impl Writer {
         self.seal(&mut buf);
         self.write_out(&mut buf, &mut 0);
         self.fsync();
+        self.checkpoint(true);
+    }
+
+    /// How long the writer may wait for records before it has something to do on its
+    /// own: fsync written data, or checkpoint records no checkpoint covers. `None`:
+    /// nothing pending.
+    fn next_timer(&self) -> Option<Duration> {
+        let fsync = self.dirty.then(|| {
+            self.config
+                .fsync_interval
+                .saturating_sub(self.last_sync.elapsed())
+        });
+        let checkpoint = self.checkpoints.as_ref().and_then(|(c, _)| {
+            (self.seq.saturating_sub(1) > self.checkpointed)
+                .then(|| c.interval.saturating_sub(self.last_checkpoint.elapsed()))
+        });
+        match (fsync, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Signs where the chain stands, when checkpoints are configured, something sealed
+    /// is not covered yet, and the interval has passed (or `now`). The log is fsynced
+    /// first: a checkpoint never vouches for records a machine crash could still take.
+    fn checkpoint(&mut self, now: bool) {
+        let Some((c, _)) = &self.checkpoints else {
+            return;
+        };
+        let last = self.seq.saturating_sub(1);
+        let due = now || self.last_checkpoint.elapsed() >= c.interval;
+        if !due || last <= self.checkpointed || self.batch_start.is_some() {
+            return;
+        }
+        if self.dirty {
+            self.fsync();
+        }
+        let Some((c, key)) = &self.checkpoints else {
+            return;
+        };
+        let point = checkpoint::Checkpoint {
+            seq: last,
+            seal: self.prev,
+            time_ms: i64::try_from(
+                time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000,
+            )
+            .unwrap_or(i64::MAX),
+        };
+        match point.write(&c.dir, key) {
+            Ok(()) => {
+                self.checkpointed = last;
+                self.last_checkpoint = Instant::now();
+            }
+            Err(e) => {
+                // Tried again an interval later.
+                self.last_checkpoint = Instant::now();
+                self.metrics.write_errors.inc();
+                tracing::error!(error = %crate::report::Report(&e), "audit checkpoint not written; trying again in an interval");
+            }
+        }
     }
 
     /// Seals the batch in `buf`, if any: its records and their seal go out in one write.
@@ -587,6 +671,7 @@ mod tests {
             queue_capacity,
             when_full: WhenFull::Shed,
             answer_after: AnswerAfter::Write,
+            checkpoints: None,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct Report {
     pub truncated: Vec<(PathBuf, usize)>,
     /// Files whose last records have no seal (a crash cut the batch), and how many.
     pub unsealed: Vec<(PathBuf, u64)>,
+    /// The hash of the seal after each record asked for ([`verify_dir_at`]) that ends a
+    /// batch: where checkpoints are checked.
+    pub sealed: std::collections::HashMap<u64, [u8; 32]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,9 @@ pub(super) struct Chain {
     pub last_seq: Option<u64>,
     /// The hash the next seal (or format-1 record) must name as `prev`.
     pub hash: Option<[u8; 32]>,
+    /// Record numbers whose seal is wanted, and the seals found for them.
+    pub wanted: std::collections::HashSet<u64>,
+    pub sealed: std::collections::HashMap<u64, [u8; 32]>,
 }
 
 /// Records read since the last seal of the file being walked.
@@ -155,6 +161,9 @@ pub(super) fn walk(bytes: &[u8], chain: &mut Chain) -> Result<FileReport, (usize
                     )));
                 }
                 chain.hash = Some(seal.hash);
+                if chain.wanted.contains(&seal.last) {
+                    chain.sealed.insert(seal.last, seal.hash);
+                }
             }
             Line::V1(d) => {
                 if batch.is_some() {
@@ -186,6 +195,15 @@ pub(super) fn walk(bytes: &[u8], chain: &mut Chain) -> Result<FileReport, (usize
 }
 
 pub fn verify_dir(dir: &Path) -> Result<Report, VerifyError> {
+    verify_dir_at(dir, std::collections::HashSet::new())
+}
+
+/// [`verify_dir`], noting the seal that ends the batch at each of `wanted` (record
+/// numbers), where there is one.
+pub fn verify_dir_at(
+    dir: &Path,
+    wanted: std::collections::HashSet<u64>,
+) -> Result<Report, VerifyError> {
     let files = log_files(dir).map_err(|source| VerifyError::Io {
         path: dir.to_owned(),
         source,
@@ -194,7 +212,10 @@ pub fn verify_dir(dir: &Path) -> Result<Report, VerifyError> {
         files: files.len(),
         ..Report::default()
     };
-    let mut chain = Chain::default();
+    let mut chain = Chain {
+        wanted,
+        ..Chain::default()
+    };
     for path in &files {
         let bytes = std::fs::read(path).map_err(|source| VerifyError::Io {
             path: path.clone(),
@@ -217,6 +238,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, VerifyError> {
         }
     }
     report.last_seq = chain.last_seq;
+    report.sealed = chain.sealed;
     Ok(report)
 }
 

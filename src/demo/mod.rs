@@ -3,7 +3,8 @@
 //! Layout under the demo directory:
 //! `pki/` (see [`pki`]), `keys/publisher.key|.pub`, `keys/hash.key`,
 //! `keys/receipt.key|.pub` (receipt signing), `keys/temp-permit.key|.pub` (the authority's
-//! temporary-permit issuing key), `export.jsonl`, `repo/` (signed snapshot),
+//! temporary-permit issuing key), `keys/audit-checkpoint.key|.pub` (the audit trail's
+//! signed checkpoints), `export.jsonl`, `repo/` (signed snapshot),
 //! `samples.json`, and `gateway.toml`, a config that `permitgate serve --config` accepts
 //! as it is.
 //!
@@ -170,6 +171,16 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         )?;
         demo.created = true;
     }
+    // Made when missing, so that a demo directory of an earlier version gains it.
+    let checkpoint_key = demo.dir.join("keys/audit-checkpoint.key");
+    if !checkpoint_key.exists() {
+        let k = generate_signing_key();
+        save_signing_key(&k, &checkpoint_key)?;
+        save_verifying_key(
+            &k.verifying_key(),
+            &demo.dir.join("keys/audit-checkpoint.pub"),
+        )?;
+    }
     // Issued afresh at every start: it is valid for seven days only.
     let lost = lost_travel_permit(&demo)?;
     let (token, permit) = temp_permit::issue(
@@ -252,6 +263,10 @@ issuer_keys = [{{ path = "keys/temp-permit.pub" }}]
 
 [audit]
 dir = "audit"
+# Signed checkpoints of the trail, outside its directory: `permitgate audit verify audit
+# --checkpoints audit-checkpoints --public-key keys/audit-checkpoint.pub`.
+checkpoint_key = "keys/audit-checkpoint.key"
+checkpoint_dir = "audit-checkpoints"
 "#,
         opts.listen,
         opts.metrics_listen,

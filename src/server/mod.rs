@@ -129,6 +129,10 @@ impl Loaded {
             .collect::<Result<Vec<_>, _>>()?;
         let hash_key = HashKey::load(&config.snapshot.hash_key)?;
         let credentials = credentials(config, &publisher_keys)?;
+        if let Some(c) = config.audit.as_ref().and_then(|a| a.checkpoints.as_ref()) {
+            // Loaded again by the audit writer; checked here so that `config check` says so.
+            load_signing_key(&c.key)?;
+        }
         Ok(Loaded {
             tls,
             revoked,

@@ -197,3 +197,176 @@ async fn a_full_audit_queue_sheds_rather_than_answer_unrecorded() {
     )
     .await;
 }
+
+/// Rewrites a log as someone who can write its directory would: `keep` the records (by
+/// position), numbered again from 1, in one batch sealed from the start of the chain. The
+/// result is a consistent chain: `audit verify` alone accepts it.
+fn rewrite(dir: &std::path::Path, keep: impl Fn(usize) -> bool) {
+    use permitgate::audit::record;
+    let mut lines = Vec::new();
+    for f in permitgate::audit::verify::log_files(dir).expect("files") {
+        for l in std::fs::read_to_string(&f).expect("read").lines() {
+            let v: Value = serde_json::from_str(l).expect("json");
+            if v.get("seal").is_none() {
+                lines.push(l.to_owned());
+            }
+        }
+        std::fs::remove_file(&f).expect("remove");
+    }
+    let mut out = Vec::new();
+    let mut seq = 0u64;
+    for (_, l) in lines.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        seq += 1;
+        // `{"seq":N,` → the new number.
+        let rest = &l[l.find(',').expect("fields")..];
+        out.extend_from_slice(format!("{{\"seq\":{seq}{rest}\n").as_bytes());
+    }
+    record::seal(1, seq, &record::GENESIS, 0, &mut out);
+    std::fs::write(dir.join("audit-00000000000000000001-1.log"), out).expect("write");
+}
+
+/// Signed checkpoints kept outside the log catch what the seals alone cannot: a log
+/// rewritten consistently (a record removed and everything sealed again), and its last
+/// batches dropped. A batch forged after the last checkpoint passes, and the report says
+/// how many records no checkpoint covers.
+#[tokio::test]
+async fn signed_checkpoints_catch_a_rewritten_or_truncated_log() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = permitgate::key_files::generate_signing_key();
+    let (key_path, pub_path) = (keys.path().join("cp.key"), keys.path().join("cp.pub"));
+    permitgate::key_files::save_signing_key(&key, &key_path).expect("key");
+    permitgate::key_files::save_verifying_key(&key.verifying_key(), &pub_path).expect("pub");
+    let checkpoints = keys.path().join("checkpoints");
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![config_edit::merge(
+            "audit",
+            &format!(
+                "checkpoint_key = \"{}\"\ncheckpoint_dir = \"{}\"\ncheckpoint_interval_ms = 100",
+                key_path.display(),
+                checkpoints.display()
+            ),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let link = gw.sample("linked_pair").clone();
+    let mut bank = gw.client("bank").await;
+    for i in 0..30 {
+        assert_eq!(
+            bank.post_json(&link.path, &link.body).await.status,
+            200,
+            "{i}"
+        );
+        if i % 10 == 9 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+    }
+    gw.gateway.close_audit();
+    let audit = gw.audit_dir.to_string_lossy().into_owned();
+    let (cps, pubkey) = (
+        checkpoints.to_string_lossy().into_owned(),
+        pub_path.to_string_lossy().into_owned(),
+    );
+    let verify = || {
+        permitgate(&[
+            "audit",
+            "verify",
+            &audit,
+            "--checkpoints",
+            &cps,
+            "--public-key",
+            &pubkey,
+        ])
+    };
+    let out = verify();
+    assert_success(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("covers records up to 30") && said.contains("0 records after it"),
+        "{said}"
+    );
+    let good: Vec<(std::path::PathBuf, Vec<u8>)> =
+        permitgate::audit::verify::log_files(&gw.audit_dir)
+            .expect("files")
+            .into_iter()
+            .map(|f| {
+                let b = std::fs::read(&f).expect("read");
+                (f, b)
+            })
+            .collect();
+    let restore = || {
+        for f in permitgate::audit::verify::log_files(&gw.audit_dir).expect("files") {
+            std::fs::remove_file(f).expect("remove");
+        }
+        for (f, b) in &good {
+            std::fs::write(f, b).expect("restore");
+        }
+    };
+
+    // One record removed, the rest renumbered and sealed again: the chain alone is intact.
+    rewrite(&gw.audit_dir, |i| i != 4);
+    assert_success(&permitgate(&["audit", "verify", &audit]));
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rewritten"),
+        "{out:?}"
+    );
+    restore();
+
+    // The last batches dropped: the log cut after an earlier seal, nothing else touched.
+    let newest = permitgate::audit::verify::log_files(&gw.audit_dir)
+        .expect("files")
+        .pop()
+        .expect("a file");
+    let text = std::fs::read_to_string(&newest).expect("read");
+    let mut cut = 0;
+    let mut at = 0;
+    for l in text.split_inclusive('\n') {
+        at += l.len();
+        let v: Value = serde_json::from_str(l).expect("json");
+        if v["seal"]["last"].as_u64().is_some_and(|last| last <= 25) {
+            cut = at;
+        }
+    }
+    assert!(cut > 0 && cut < text.len());
+    std::fs::write(&newest, &text[..cut]).expect("truncate");
+    assert_success(&permitgate(&["audit", "verify", &audit]));
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("removed from its end"),
+        "{out:?}"
+    );
+    restore();
+
+    // A batch forged after the last checkpoint: not caught, but counted as uncovered.
+    let newest = permitgate::audit::verify::log_files(&gw.audit_dir)
+        .expect("files")
+        .pop()
+        .expect("a file");
+    let bytes = std::fs::read(&newest).expect("read");
+    let last_seal: Value = serde_json::from_str(
+        std::str::from_utf8(&bytes)
+            .expect("utf8")
+            .lines()
+            .last()
+            .expect("a seal"),
+    )
+    .expect("json");
+    let mut prev = [0u8; 32];
+    hex::decode_to_slice(last_seal["hash"].as_str().expect("hash"), &mut prev).expect("hex");
+    let mut forged = bytes.clone();
+    let start = forged.len();
+    forged.extend_from_slice(
+        b"{\"seq\":31,\"time\":\"2026-12-05T00:00:00Z\",\"request_id\":\"forged\",\"partner\":\"bank\",\"route\":\"link_check\",\"outcome\":\"ok\",\"documents\":[]}\n",
+    );
+    permitgate::audit::record::seal(31, 31, &prev, start, &mut forged);
+    std::fs::write(&newest, forged).expect("write");
+    let out = verify();
+    assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 records after it are not covered"),
+        "{out:?}"
+    );
+}
