@@ -61,6 +61,10 @@ pub struct ScenarioArgs {
     /// Where the reports, the summary (summary.json) and the table (table.md) go.
     #[arg(long, default_value = "target/scenario")]
     out: PathBuf,
+    /// --pg is a build from before [unauthenticated] and audit checkpoints (for the
+    /// "before" figures): its config leaves them out.
+    #[arg(long)]
+    legacy_config: bool,
 }
 
 const ADDR: &str = "127.0.0.1:18843";
@@ -233,10 +237,16 @@ impl Env {
             "partner_networks".into(),
             toml::Value::Array(vec!["127.0.0.1/32".into()]),
         );
-        t.insert("unauthenticated".into(), unauth.into());
+        if !self.a.legacy_config {
+            t.insert("unauthenticated".into(), unauth.into());
+        }
         let mut audit = table(&mut t, "audit")?;
         let name = case.name.replace('/', "-");
         audit.insert("dir".into(), format!("audit-{name}").into());
+        if self.a.legacy_config {
+            audit.remove("checkpoint_key");
+            audit.remove("checkpoint_dir");
+        }
         t.insert("audit".into(), audit.into());
         if let Some(ps) = t.get_mut("partners").and_then(toml::Value::as_array_mut) {
             for p in ps.iter_mut().filter_map(toml::Value::as_table_mut) {
