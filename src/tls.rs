@@ -20,6 +20,9 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 pub const SPIFFE_PARTNER_PREFIX: &str = "spiffe://partners/";
 
+/// TLS sessions kept for resumption.
+const SESSION_CACHE: usize = 8192;
+
 type X509ParseError = x509_parser::nom::Err<x509_parser::error::X509Error>;
 
 /// Why a TLS file or configuration was refused; each names the file, and its cause is its
@@ -249,6 +252,11 @@ pub fn server_config(
             source,
         })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption is the cheap way back in (no signature, no certificate chain to check):
+    // room for the sessions of many partners' connection pools (rustls keeps 256 by
+    // default; an entry holds the client's certificate, about 1.5 KB). A reload builds a
+    // new config and so a new cache: a CRL loaded since cannot be skipped by resuming.
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     // The server's order (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; all AEAD with
     // forward secrecy) wins over a client's: testssl.sh flagged client order (docs/security.md).
     cfg.ignore_client_order = true;

@@ -65,6 +65,10 @@ pub struct ScenarioArgs {
     /// "before" figures): its config leaves them out.
     #[arg(long)]
     legacy_config: bool,
+    /// Pin nothing: the gateway and the generators share both cores (as a gateway on a
+    /// busy host would), instead of the gateway on CPU 0 and the generators on CPU 1.
+    #[arg(long)]
+    shared_cores: bool,
 }
 
 const ADDR: &str = "127.0.0.1:18843";
@@ -281,8 +285,9 @@ impl Env {
         json: &Path,
         log: &Path,
     ) -> anyhow::Result<Child> {
+        let cpus = if self.a.shared_cores { "0,1" } else { "1" };
         let mut c = Command::new("taskset");
-        c.args(["-c", "1", "nice", "-n", &nice.to_string()])
+        c.args(["-c", cpus, "nice", "-n", &nice.to_string()])
             .arg(&self.load)
             .arg("--demo")
             .arg(self.dir())
@@ -299,7 +304,7 @@ impl Env {
         let tag = format!("{}-{round}", case.name.replace('/', "-"));
         let gw_log = self.a.out.join(format!("gateway-{tag}.log"));
         let mut gw = Command::new("taskset")
-            .args(["-c", "0"])
+            .args(["-c", if self.a.shared_cores { "0,1" } else { "0" }])
             .arg(&self.a.pg)
             .args(["serve", "--config"])
             .arg(&config)
