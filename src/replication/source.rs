@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{ETAG, IF_NONE_MATCH};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyDataStream, BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -397,20 +397,7 @@ impl Source {
                 }
                 let sink = ObjectSink::create(path, hash, size, pace)
                     .map_err(|e| object_error(what.clone())(ObjectError::Io(e)))?;
-                let sink = BlockingSink::start(sink);
-                let mut pieces = got.into_stream();
-                let streamed = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                    while let Some(piece) = pieces.next().await {
-                        let piece = piece.map_err(|e| http_error(&what, e))?;
-                        if !sink.write(piece).await {
-                            break;
-                        }
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|_| http_error(&what, "body timed out"))?;
-                sink.finish(streamed, what).await
+                stream_into(sink, what, got.into_stream()).await
             }
             Source::Https { base, client } => {
                 let url = format!("{base}/{OBJECTS_DIR}/{hash}");
@@ -423,25 +410,32 @@ impl Source {
                 }
                 let sink = ObjectSink::create(path, hash, size, pace)
                     .map_err(|e| object_error(url.clone())(ObjectError::Io(e)))?;
-                let sink = BlockingSink::start(sink);
-                let mut body = resp.into_body();
-                let streamed = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                    while let Some(frame) = body.frame().await {
-                        let frame = frame.map_err(|e| http_error(&url, e))?;
-                        if let Ok(piece) = frame.into_data() {
-                            if !sink.write(piece).await {
-                                break;
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|_| http_error(&url, "body timed out"))?;
-                sink.finish(streamed, url).await
+                stream_into(sink, url, BodyDataStream::new(resp.into_body())).await
             }
         }
     }
+}
+
+/// Writes the pieces of an object's body into `sink` as they arrive (`what` names it in
+/// errors), within the request timeout.
+async fn stream_into<E: std::fmt::Display>(
+    sink: ObjectSink,
+    what: String,
+    mut pieces: impl futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+) -> Result<(), SourceError> {
+    let sink = BlockingSink::start(sink);
+    let streamed = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        while let Some(piece) = pieces.next().await {
+            let piece = piece.map_err(|e| http_error(&what, e))?;
+            if !sink.write(piece).await {
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| http_error(&what, "body timed out"))?;
+    sink.finish(streamed, what).await
 }
 
 fn http_error(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> SourceError {

@@ -303,22 +303,30 @@ async fn signed_checkpoints_catch_a_rewritten_or_truncated_log() {
         }
     };
 
-    // One record removed, the rest renumbered and sealed again: the chain alone is intact.
+    // Refused by the checkpoints, with `why`; the chain alone is intact.
+    let refused = |why: &str| {
+        assert_success(&permitgate(&["audit", "verify", &audit]));
+        let out = verify();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{out:?}"
+        );
+    };
+    let newest_log = || {
+        permitgate::audit::verify::log_files(&gw.audit_dir)
+            .expect("files")
+            .pop()
+            .expect("a file")
+    };
+
+    // One record removed, the rest renumbered and sealed again.
     rewrite(&gw.audit_dir, |i| i != 4);
-    assert_success(&permitgate(&["audit", "verify", &audit]));
-    let out = verify();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("rewritten"),
-        "{out:?}"
-    );
+    refused("rewritten");
     restore();
 
     // The last batches dropped: the log cut after an earlier seal, nothing else touched.
-    let newest = permitgate::audit::verify::log_files(&gw.audit_dir)
-        .expect("files")
-        .pop()
-        .expect("a file");
+    let newest = newest_log();
     let text = std::fs::read_to_string(&newest).expect("read");
     let mut cut = 0;
     let mut at = 0;
@@ -331,20 +339,11 @@ async fn signed_checkpoints_catch_a_rewritten_or_truncated_log() {
     }
     assert!(cut > 0 && cut < text.len());
     std::fs::write(&newest, &text[..cut]).expect("truncate");
-    assert_success(&permitgate(&["audit", "verify", &audit]));
-    let out = verify();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("removed from its end"),
-        "{out:?}"
-    );
+    refused("removed from its end");
     restore();
 
     // A batch forged after the last checkpoint: not caught, but counted as uncovered.
-    let newest = permitgate::audit::verify::log_files(&gw.audit_dir)
-        .expect("files")
-        .pop()
-        .expect("a file");
+    let newest = newest_log();
     let bytes = std::fs::read(&newest).expect("read");
     let last_seal: Value = serde_json::from_str(
         std::str::from_utf8(&bytes)

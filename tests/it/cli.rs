@@ -279,17 +279,7 @@ fn ed25519_key_pairs_are_written_once() {
 #[test]
 fn config_check_loads_every_file_without_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = permitgate::demo::prepare(
-        dir.path(),
-        &permitgate::demo::DemoOptions {
-            records: 50,
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            seed: 5,
-            verify_listen: None,
-        },
-    )
-    .expect("demo");
+    let demo = small_demo(dir.path());
     let config = demo.config.to_string_lossy().into_owned();
     let out = permitgate(&["config", "check", "--config", &config]);
     assert_success(&out);
@@ -453,17 +443,7 @@ fn an_openssl_default_crl_is_refused_with_what_to_change() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = permitgate::demo::prepare(
-        dir.path(),
-        &permitgate::demo::DemoOptions {
-            records: 50,
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            seed: 5,
-            verify_listen: None,
-        },
-    )
-    .expect("demo");
+    let demo = small_demo(dir.path());
     let pki = demo.pki.dir.clone();
     let ca_dir = dir.path().join("ca");
     std::fs::create_dir_all(ca_dir.join("newcerts")).expect("dirs");
@@ -523,17 +503,7 @@ fn an_openssl_default_crl_is_refused_with_what_to_change() {
 #[test]
 fn serve_refuses_an_open_file_limit_below_the_connections_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = permitgate::demo::prepare(
-        dir.path(),
-        &permitgate::demo::DemoOptions {
-            records: 50,
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            seed: 5,
-            verify_listen: None,
-        },
-    )
-    .expect("demo");
+    let demo = small_demo(dir.path());
     let out = std::process::Command::new("sh")
         .args([
             "-c",
@@ -550,4 +520,19 @@ fn serve_refuses_an_open_file_limit_below_the_connections_allowed() {
         err.contains("open-file limit is 1024") && err.contains("LimitNOFILE"),
         "{err}"
     );
+}
+
+/// A demo of 50 residents in `dir`, for commands that only read its files.
+fn small_demo(dir: &std::path::Path) -> permitgate::demo::Demo {
+    permitgate::demo::prepare(
+        dir,
+        &permitgate::demo::DemoOptions {
+            records: 50,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            seed: 5,
+            verify_listen: None,
+        },
+    )
+    .expect("demo")
 }

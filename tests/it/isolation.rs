@@ -358,20 +358,20 @@ fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
     found
 }
 
-/// A following gateway's connections (partner `relay`, scope `replicate` only) are served
-/// on a thread of their own at nice 10 (`permitgate-rly`), not on the request workers:
-/// a thousand followers woken by a publication queue behind partner checks, not ahead of
-/// them. The gateway runs as a process of its own so that its threads can be told apart;
-/// the kernel's CPU time per thread shows where each partner's requests ran.
-#[tokio::test]
-async fn followers_are_served_beside_the_request_workers() {
+/// The gateway as a process of its own (its threads can be told apart in /proc) on demo
+/// data in `dir`, the demo's config with `edits`, ready; its partner address.
+fn gateway_process(
+    dir: &std::path::Path,
+    mut edits: Vec<crate::common::config_edit::Edit>,
+) -> (
+    permitgate::demo::Demo,
+    crate::common::process::Running,
+    std::net::SocketAddr,
+) {
     use crate::common::process::{free_port, start, wait_ready};
-    use crate::common::Client;
-
-    let dir = tempfile::tempdir().expect("tempdir");
     let (listen, metrics) = (free_port(), free_port());
     let demo = permitgate::demo::prepare(
-        dir.path(),
+        dir,
         &permitgate::demo::DemoOptions {
             records: 50,
             listen,
@@ -382,15 +382,27 @@ async fn followers_are_served_beside_the_request_workers() {
     )
     .expect("demo");
     // No queue-delay shedding: the machine is shared with other tests.
-    crate::common::config_edit::edit_file(
-        &demo.config,
-        vec![crate::common::config_edit::set(
-            "server.max_queue_delay_ms",
-            0,
-        )],
-    );
+    edits.push(crate::common::config_edit::set(
+        "server.max_queue_delay_ms",
+        0,
+    ));
+    crate::common::config_edit::edit_file(&demo.config, edits);
     let gw = start(&demo.config);
     assert!(wait_ready(metrics, Duration::from_secs(30)), "not ready");
+    (demo, gw, listen)
+}
+
+/// A following gateway's connections (partner `relay`, scope `replicate` only) are served
+/// on a thread of their own at nice 10 (`permitgate-rly`), not on the request workers:
+/// a thousand followers woken by a publication queue behind partner checks, not ahead of
+/// them. The gateway runs as a process of its own so that its threads can be told apart;
+/// the kernel's CPU time per thread shows where each partner's requests ran.
+#[tokio::test]
+async fn followers_are_served_beside_the_request_workers() {
+    use crate::common::Client;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, gw, listen) = gateway_process(dir.path(), Vec::new());
     let pid = gw.id();
     let connect = |partner: &'static str| {
         let (ca, cert, key) = (
@@ -445,33 +457,15 @@ async fn followers_are_served_beside_the_request_workers() {
 /// each request ran.
 #[tokio::test]
 async fn batches_are_answered_on_the_work_thread_and_single_checks_are_not() {
-    use crate::common::process::{free_port, start, wait_ready};
     use crate::common::Client;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, metrics) = (free_port(), free_port());
-    let demo = permitgate::demo::prepare(
+    let (demo, gw, listen) = gateway_process(
         dir.path(),
-        &permitgate::demo::DemoOptions {
-            records: 50,
-            listen,
-            metrics_listen: metrics,
-            seed: 5,
-            verify_listen: None,
-        },
-    )
-    .expect("demo");
-    crate::common::config_edit::edit_file(
-        &demo.config,
-        vec![
-            crate::common::config_edit::set("server.max_queue_delay_ms", 0),
-            crate::common::config_edit::partner("bank", |p| {
-                p.remove("rate_limit");
-            }),
-        ],
+        vec![crate::common::config_edit::partner("bank", |p| {
+            p.remove("rate_limit");
+        })],
     );
-    let gw = start(&demo.config);
-    assert!(wait_ready(metrics, Duration::from_secs(30)), "not ready");
     let pid = gw.id();
     let mut bank = Client::connect(
         listen,

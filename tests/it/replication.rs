@@ -29,6 +29,32 @@ fn linked_sample(gw: &TestGateway) -> permitgate::demo::Sample {
     gw.sample("linked_pair").clone()
 }
 
+/// Two publications into the origin (the linked pair's travel permit lost, then its
+/// residence permit revoked): the manifest after them, and the second delta's object.
+fn two_publications(gw: &TestGateway) -> (serde_json::Value, std::path::PathBuf) {
+    let s = linked_sample(gw);
+    let tp = s.body["travel_permit"].as_str().expect("tp");
+    let rp = s.body["residence_permit"].as_str().expect("rp");
+    publish_events(
+        gw,
+        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
+    );
+    publish_events(
+        gw,
+        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let second = gw
+        .demo
+        .repo()
+        .join("objects")
+        .join(m["signed"]["deltas"][1]["hash"].as_str().expect("hash"));
+    (m, second)
+}
+
 /// A gateway serving the demo repository (in `demo_dir`, or a fresh one) and watching it,
 /// so that publications reach its answers and its relay clients.
 async fn watching_origin(demo_dir: Option<&Path>) -> TestGateway {
@@ -786,26 +812,8 @@ async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
     let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
     follower.poll_and_record().await.expect("first load");
     let s = linked_sample(&gw);
-    let tp = s.body["travel_permit"].as_str().expect("tp");
-    let rp = s.body["residence_permit"].as_str().expect("rp");
     // Two publications between polls; the second delta's object is damaged in transit.
-    publish_events(
-        &gw,
-        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
-    );
-    publish_events(
-        &gw,
-        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
-    );
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
-    let second = gw
-        .demo
-        .repo()
-        .join("objects")
-        .join(m["signed"]["deltas"][1]["hash"].as_str().expect("hash"));
+    let (_, second) = two_publications(&gw);
     let good = std::fs::read(&second).expect("object");
     std::fs::write(&second, &good[..good.len() - 1]).expect("truncate");
 
@@ -847,32 +855,13 @@ async fn a_withheld_delta_leaves_the_expiry_of_the_last_complete_chain() {
             .expires_at
     };
     let held = expiry();
-    let s = linked_sample(&gw);
-    let tp = s.body["travel_permit"].as_str().expect("tp");
-    let rp = s.body["residence_permit"].as_str().expect("rp");
-    publish_events(
-        &gw,
-        &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
-    );
-    publish_events(
-        &gw,
-        &json!({"op": "status", "number": rp, "status": "revoked"}).to_string(),
-    );
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
+    let (m, second) = two_publications(&gw);
     let newest = time::OffsetDateTime::parse(
         m["signed"]["expires_at"].as_str().expect("expires_at"),
         &time::format_description::well_known::Rfc3339,
     )
     .expect("rfc3339");
     assert_ne!(newest, held, "the test needs two different expiries");
-    let second = gw
-        .demo
-        .repo()
-        .join("objects")
-        .join(m["signed"]["deltas"][1]["hash"].as_str().expect("hash"));
     let good = std::fs::read(&second).expect("object");
     std::fs::remove_file(&second).expect("withhold");
 

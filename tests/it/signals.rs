@@ -334,17 +334,7 @@ async fn a_fifo_for_a_manifest_stops_the_gateway_with_the_reason() {
 async fn sigterm_before_any_snapshot_is_served_keeps_the_audit_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
-    config_edit::edit_file(
-        &inst[0].config,
-        vec![config_edit::merge(
-            "replication",
-            &format!(
-                "source = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
-                dir.path().join("nowhere").display(),
-                dir.path().join("state").display()
-            ),
-        )],
-    );
+    follow_nowhere(dir.path(), &inst[0].config);
     let mut gw = start(&inst[0].config);
     let alive = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
@@ -390,17 +380,7 @@ async fn the_log_says_what_is_served_when_the_source_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_demo, inst) = instances(dir.path(), 1, "reload_poll_interval_ms = 0");
     // A follower whose source is not there and that holds nothing yet.
-    config_edit::edit_file(
-        &inst[0].config,
-        vec![config_edit::merge(
-            "replication",
-            &format!(
-                "source = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
-                dir.path().join("nowhere").display(),
-                dir.path().join("state").display()
-            ),
-        )],
-    );
+    follow_nowhere(dir.path(), &inst[0].config);
     let log = dir.path().join("gateway.log");
     let mut gw = start_logging(&inst[0].config, &[("RUST_LOG", "info")], &log);
     let alive = (0..200).any(|_| {
@@ -419,4 +399,20 @@ async fn the_log_says_what_is_served_when_the_source_fails() {
     let metrics = inst[0].metrics.to_string();
     assert!(logged.contains(&format!("metrics={metrics}")), "{logged}");
     assert!(!logged.contains("Some("), "{logged}");
+}
+
+/// The instance's config follows a directory that is not there, with nothing held yet:
+/// it serves, and nothing is ready to serve.
+fn follow_nowhere(dir: &Path, config: &Path) {
+    config_edit::edit_file(
+        config,
+        vec![config_edit::merge(
+            "replication",
+            &format!(
+                "source = \"file://{}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\n",
+                dir.join("nowhere").display(),
+                dir.join("state").display()
+            ),
+        )],
+    );
 }
