@@ -45,7 +45,7 @@ pub enum SourceError {
     },
     #[error("the manifest {what} is larger than {MAX_MANIFEST_BYTES} bytes")]
     ManifestTooLarge { what: String },
-    #[error("object {what} is not the one the manifest names")]
+    #[error("object {what}")]
     Object { what: String, source: ObjectError },
 }
 

@@ -2,13 +2,16 @@
 //!
 //! [`Gateway::from_config`] (here) loads everything except the snapshot, so sockets can be
 //! bound (and `/healthz` answered) while a large snapshot loads; `snapshot` verifies and
-//! installs it and wires the follower; `listener` accepts partner connections and runs
-//! their TLS handshakes on a thread of their own; `connection` serves one connection
-//! (partner identity from the leaf certificate, then HTTP/1.1 or HTTP/2 as ALPN chose);
-//! `reload` puts changed certificates, CRLs and partners in use; `ops` is the plain
-//! metrics and probe listener; `side` holds the two side runtimes (TLS handshakes, and the
-//! control tasks: ops listener, file watcher, follower) that keep that work off the
-//! request workers.
+//! installs it and wires the follower; `listen` sets up the partner socket; `listener`
+//! accepts partner connections on a thread of their own, past the door (`door`: the
+//! budget before authentication), and `handshakes` orders their TLS handshakes on
+//! another; `connection` serves one connection (partner identity from the leaf
+//! certificate, its share of the partner connections, then HTTP/1.1 or HTTP/2 as ALPN
+//! chose; `write_deadline`: writes must progress); `reload` puts changed certificates,
+//! CRLs and partners in use; `ops` is the plain metrics and probe listener; `side` holds
+//! the side runtimes (accepting, TLS handshakes, control tasks: ops listener, file
+//! watcher, follower; followers' connections) that keep that work off the request
+//! workers; `fd_limit` checks the open-file limit at start.
 
 mod connection;
 mod door;

@@ -13,6 +13,11 @@
 //!   measured slightly better for the victim, but let a busy machine stall handshakes past
 //!   their deadline). Connections are accepted and served on the request workers (their
 //!   sockets belong to that runtime's I/O driver); only the handshake is polled here.
+//! - Accepting (`permitgate-acc`, nice 10): the partner listener. The door (door.rs)
+//!   resets most of a connection flood as it arrives; doing so here costs this thread, not
+//!   the request workers, and never waits behind handshakes (the listen queue would fill,
+//!   and a partner's SYN would wait a second to be sent again). A connection let in is
+//!   handed to the request workers' I/O driver.
 //! - Control (`permitgate-ctl`): the ops listener (metrics and probes answer however
 //!   busy the request workers are), the file watcher and the replication follower. Its
 //!   blocking threads (`permitgate-ctl-io`: reading, verifying and indexing a new base,

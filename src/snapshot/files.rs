@@ -25,13 +25,13 @@ fn refused(what: String) -> io::Error {
 /// Why an object arriving from a source was not kept.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    #[error("more than the {size} bytes the manifest names")]
+    #[error("is not the one the manifest names: more than the {size} bytes it names")]
     TooLarge { size: u64 },
-    #[error("{written} of the {size} bytes the manifest names")]
+    #[error("is not the one the manifest names: {written} of the {size} bytes it names")]
     Short { written: u64, size: u64 },
-    #[error("content hashes to {actual}")]
+    #[error("is not the one the manifest names: its content hashes to {actual}")]
     Hash { actual: String },
-    #[error("cannot write it")]
+    #[error("cannot be read or kept")]
     Io(#[from] io::Error),
 }
 

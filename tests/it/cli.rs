@@ -395,38 +395,30 @@ fn a_keys_file_with_a_hostile_verify_url_is_refused() {
         ring.verify_url = Some(url.into());
         let keys = dir.path().join("keys.json");
         std::fs::write(&keys, ring.to_json()).expect("keys");
-        let site = dir.path().join("site");
-        let out = permitgate(&[
-            "verify-site",
-            "--keys",
-            keys.to_str().expect("utf8"),
-            "--out",
-            site.to_str().expect("utf8"),
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{url}");
-        let err = text(&out.stderr);
-        assert!(
-            err.contains("verify_url") && err.contains(rule),
-            "{url}: {err}"
-        );
-        assert!(!site.exists());
-        let pdf = dir.path().join("r.pdf");
-        let out = permitgate(&[
-            "receipt",
-            "render",
-            "PGR2:irrelevant",
-            "--keys",
-            keys.to_str().expect("utf8"),
-            "--out",
-            pdf.to_str().expect("utf8"),
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{url}");
-        let err = text(&out.stderr);
-        assert!(
-            err.contains("verify_url") && err.contains(rule),
-            "{url}: {err}"
-        );
-        assert!(!pdf.exists());
+        let keys = keys.to_str().expect("utf8");
+        let (site, pdf) = (dir.path().join("site"), dir.path().join("r.pdf"));
+        let (site_s, pdf_s) = (site.to_str().expect("utf8"), pdf.to_str().expect("utf8"));
+        for args in [
+            vec!["verify-site", "--keys", keys, "--out", site_s],
+            vec![
+                "receipt",
+                "render",
+                "PGR2:irrelevant",
+                "--keys",
+                keys,
+                "--out",
+                pdf_s,
+            ],
+        ] {
+            let out = permitgate(&args);
+            assert_eq!(out.status.code(), Some(1), "{url}: {args:?}");
+            let err = text(&out.stderr);
+            assert!(
+                err.contains("verify_url") && err.contains(rule),
+                "{url}: {err}"
+            );
+        }
+        assert!(!site.exists() && !pdf.exists());
     }
 }
 

@@ -844,16 +844,17 @@ async fn a_withheld_delta_leaves_the_expiry_of_the_last_complete_chain() {
     let gw = follower_gateway(None).await;
     let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
     follower.poll_and_record().await.expect("first load");
-    let expiry = || {
-        gw.gateway
+    let served = || {
+        (*gw.gateway
             .store
             .current()
             .as_ref()
             .expect("served")
             .view()
-            .info()
-            .expires_at
+            .info())
+        .clone()
     };
+    let expiry = || served().expires_at;
     let held = expiry();
     let (m, second) = two_publications(&gw);
     let newest = time::OffsetDateTime::parse(
@@ -869,15 +870,7 @@ async fn a_withheld_delta_leaves_the_expiry_of_the_last_complete_chain() {
         .poll_and_record()
         .await
         .expect_err("second delta withheld");
-    let version = gw
-        .gateway
-        .store
-        .current()
-        .as_ref()
-        .expect("served")
-        .view()
-        .info()
-        .version;
+    let version = served().version;
     assert_eq!(version, 2, "the first delta was applied");
     assert_eq!(expiry(), held, "a partial chain does not extend the expiry");
 
