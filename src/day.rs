@@ -1,4 +1,6 @@
-//! Calendar days as stored in snapshots: days since 1970-01-01, shown as `YYYY-MM-DD`.
+//! Calendar days as stored in snapshots: days since 1970-01-01, shown as `YYYY-MM-DD`;
+//! and Beijing time (UTC+8, no daylight saving), the calendar of the authority's people
+//! and of the temporary-permit policy.
 
 use time::{Date, OffsetDateTime};
 
@@ -26,7 +28,26 @@ impl Day {
     pub fn of(t: OffsetDateTime) -> Day {
         Day(u32::try_from(t.unix_timestamp().div_euclid(86_400)).unwrap_or(0))
     }
+
+    /// The day an instant falls on in Beijing: from 16:00 UTC it is the next day there.
+    pub fn in_beijing(t: OffsetDateTime) -> Day {
+        Day::of(t + BEIJING_OFFSET)
+    }
+
+    /// Midnight in Beijing at the start of this day (16:00 UTC the day before).
+    pub fn start_in_beijing(self) -> OffsetDateTime {
+        self.start() - BEIJING_OFFSET
+    }
+
+    /// `YYYY-MM`: the calendar month this day is in.
+    pub fn month(self) -> String {
+        let ymd = self.ymd();
+        String::from_utf8_lossy(&ymd[..7]).into_owned()
+    }
 }
+
+/// Beijing time is UTC+8 all year (no daylight saving since 1991).
+pub const BEIJING_OFFSET: time::Duration = time::Duration::hours(8);
 
 impl Day {
     /// `YYYY-MM-DD`, by integer arithmetic (H. Hinnant's days-to-civil algorithm): it is in

@@ -5,10 +5,13 @@
 //! the permit is recorded so, `forgotten` when it is valid (revoked, replaced and expired
 //! permits get none). It ends seven days after issue or when the travel permit itself
 //! expires, whichever is sooner, and a holder gets at most [`MONTHLY_LIMIT`] in a calendar
-//! month (UTC, as every day here), counted from the issuance records of the published data,
-//! which carry the holder's person id, and from issuances not yet published. It serves
-//! domestic rail and air travel, not border crossing ([`VALID_FOR`]).
+//! month, counted from the issuance records of the published data, which carry the holder's
+//! person id. Days and months are Beijing's (UTC+8): the authority's month begins at 00:00
+//! Beijing time (16:00 UTC the day before), and a travel permit valid through a day is
+//! valid to that day's end in Beijing. It serves domestic rail and air travel, not border
+//! crossing ([`VALID_FOR`]). The origin (src/origin) applies this policy under one writer.
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::day::Day;
@@ -38,10 +41,51 @@ pub enum Refusal {
     MonthlyLimit { issued: usize, month: String },
 }
 
+/// Who made one of the authority's writes: the calling system (from its certificate),
+/// its office, and the officer at the desk (or the system itself, for the resident-facing
+/// application).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub caller: String,
+    pub office: String,
+    pub officer: String,
+}
+
+/// One of the authority's own writes as the chain of publications records it
+/// (src/publish/claim.rs): what was done, when, by whom. Documents appear as keyed hashes
+/// (hex of [`DocKey`]) and masked numbers only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JournalEntry {
+    Issue {
+        /// The permit's key: [`crate::temp_permit::PermitId::doc_key`].
+        permit: String,
+        /// The holder's travel permit's key.
+        holder: String,
+        travel_permit_masked: String,
+        /// Keyed hash of what was asked (number, name, reason): a retry under the same
+        /// idempotency key must ask the same.
+        request: String,
+        reason: Reason,
+        #[serde(with = "time::serde::rfc3339")]
+        issued_at: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+        by: Actor,
+    },
+    Revoke {
+        permit: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        by: Actor,
+    },
+}
+
 /// When a permit issued at `issued_at` for this travel permit ends: seven days later, or at
-/// the end of the travel permit's last valid day if that is sooner.
+/// the end (in Beijing) of the travel permit's last valid day if that is sooner.
 pub fn expiry(issued_at: OffsetDateTime, travel_permit: &Record) -> OffsetDateTime {
-    let end_of_last_day = Day(travel_permit.valid_until.saturating_add(1)).start();
+    let end_of_last_day = Day(travel_permit.valid_until.saturating_add(1)).start_in_beijing();
     (issued_at + VALIDITY).min(end_of_last_day)
 }
 
@@ -54,7 +98,7 @@ pub fn decide(
     issued_this_month: usize,
 ) -> Result<OffsetDateTime, Refusal> {
     let record = travel_permit.ok_or(Refusal::NotPublished)?;
-    let status = record.status_on(Day::of(issued_at));
+    let status = record.status_on(Day::in_beijing(issued_at));
     if matches!(
         status,
         RecordStatus::Revoked | RecordStatus::Replaced | RecordStatus::Expired
@@ -76,20 +120,16 @@ pub fn decide(
     if issued_this_month >= MONTHLY_LIMIT {
         return Err(Refusal::MonthlyLimit {
             issued: issued_this_month,
-            month: month_of(Day::of(issued_at)),
+            month: Day::in_beijing(issued_at).month(),
         });
     }
     Ok(expiry(issued_at, record))
 }
 
-/// `YYYY-MM` of a day.
-fn month_of(day: Day) -> String {
-    day.to_string()[..7].to_owned()
-}
-
-/// The day an issuance record says its permit was issued: its last day minus the days it
-/// ran, which publish stores in the record's `renewal` byte (docs/snapshot-format.md);
-/// records of older publications, without it, ran the full seven days.
+/// The day (Beijing) an issuance record says its permit was issued: its last day minus the
+/// days it ran, which publish stores in the record's `renewal` byte
+/// (docs/snapshot-format.md); records of older publications, without it, ran the full
+/// seven days.
 pub fn issue_day(record: &Record) -> Day {
     let ran = match record.renewal {
         NO_RENEWAL => VALIDITY.whole_days() as u32,
@@ -99,8 +139,8 @@ pub fn issue_day(record: &Record) -> Day {
 }
 
 /// The record of a permit issued to `holder`'s travel permit, keyed `key`: linked to the
-/// holder's person, ending on the day it expires, and keeping the days it ran (events
-/// written before `issued_at` existed: none, read as seven).
+/// holder's person, ending on the day (Beijing) it expires, and keeping the days it ran
+/// (events written before `issued_at` existed: none, read as seven).
 pub fn issuance_record(
     key: DocKey,
     holder: &Record,
@@ -110,7 +150,7 @@ pub fn issuance_record(
     Record {
         key,
         person: holder.person,
-        valid_until: Day::of(expires_at).0,
+        valid_until: Day::in_beijing(expires_at).0,
         status: RecordStatus::Valid,
         kind: DocumentKind::TemporaryPermit,
         region: holder.region,
@@ -118,23 +158,25 @@ pub fn issuance_record(
     }
 }
 
-/// The `renewal` byte of an issuance record: days from issue to expiry (at most 7).
+/// The `renewal` byte of an issuance record: Beijing days from issue to expiry (at most 7).
 fn ran_days(issued_at: OffsetDateTime, expires_at: OffsetDateTime) -> u8 {
-    let days = Day::of(expires_at).0.saturating_sub(Day::of(issued_at).0);
+    let days = Day::in_beijing(expires_at)
+        .0
+        .saturating_sub(Day::in_beijing(issued_at).0);
     u8::try_from(days.min(VALIDITY.whole_days() as u32)).unwrap_or(7)
 }
 
-/// Issuance records of `person` in the calendar month of `at`, among `records`.
+/// Issuance records of `person` in the calendar month (Beijing) of `at`, among `records`.
 pub fn issued_in_month<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     person: u64,
     at: OffsetDateTime,
 ) -> usize {
-    let month = month_of(Day::of(at));
+    let month = Day::in_beijing(at).month();
     records
         .into_iter()
         .filter(|r| r.kind == DocumentKind::TemporaryPermit && r.person == person)
-        .filter(|r| month_of(issue_day(r)) == month)
+        .filter(|r| issue_day(r).month() == month)
         .count()
 }
 
@@ -214,17 +256,28 @@ mod tests {
 
     #[test]
     fn never_beyond_the_travel_permits_own_expiry() {
-        // Valid through 2026-03-12: the permit ends at its end, not seven days on.
+        // Valid through 2026-03-12: the permit ends at that day's end in Beijing
+        // (16:00 UTC), not seven days on.
         let soon = permit(RecordStatus::Valid, "2026-03-12");
         assert_eq!(
             decide(Reason::Forgotten, Some(&soon), AT, 0),
-            Ok(datetime!(2026-03-13 00:00 UTC))
+            Ok(datetime!(2026-03-12 16:00 UTC))
         );
-        // Its last day is today: until midnight.
+        // Its last day is today: until midnight in Beijing.
         let today = permit(RecordStatus::Valid, "2026-03-10");
         assert_eq!(
             decide(Reason::Forgotten, Some(&today), AT, 0),
-            Ok(datetime!(2026-03-11 00:00 UTC))
+            Ok(datetime!(2026-03-10 16:00 UTC))
+        );
+        // At 17:00 UTC on its last day it is already the next day in Beijing: expired.
+        assert_eq!(
+            decide(
+                Reason::Forgotten,
+                Some(&today),
+                datetime!(2026-03-10 17:00 UTC),
+                0
+            ),
+            Err(Refusal::Unusable(RecordStatus::Expired))
         );
     }
 
@@ -244,7 +297,7 @@ mod tests {
                 until,
             )
         };
-        let mar30 = datetime!(2026-03-30 23:00 UTC);
+        let mar30 = datetime!(2026-03-30 13:00 UTC);
         let records = [
             issued(mar30, mar30 + VALIDITY, 42),
             issued(
@@ -268,15 +321,28 @@ mod tests {
             },
         ];
         assert_eq!(issue_day(&records[0]), Day::of(mar30));
+        // 15:59 UTC on 31 March is 23:59 in Beijing: still March.
         assert_eq!(
-            issued_in_month(&records, 42, datetime!(2026-03-31 23:59 UTC)),
+            issued_in_month(&records, 42, datetime!(2026-03-31 15:59 UTC)),
             2
         );
-        // A new month starts the count again; another person's permits never count.
+        assert!(matches!(
+            decide(Reason::Forgotten, Some(&valid), datetime!(2026-03-31 15:59:59 UTC), 2),
+            Err(Refusal::MonthlyLimit { ref month, .. }) if month == "2026-03"
+        ));
+        // 16:00 UTC is 00:00 on 1 April in Beijing: a new month starts the count again
+        // (in UTC it is still March); another person's permits never count.
         assert_eq!(
-            issued_in_month(&records, 42, datetime!(2026-04-01 00:00 UTC)),
+            issued_in_month(&records, 42, datetime!(2026-03-31 16:00 UTC)),
             0
         );
+        assert!(decide(
+            Reason::Forgotten,
+            Some(&valid),
+            datetime!(2026-03-31 16:00 UTC),
+            0
+        )
+        .is_ok());
         assert_eq!(issued_in_month(&records, 7, AT), 1);
         assert_eq!(
             issued_in_month(&records, 42, datetime!(2026-02-28 00:00 UTC)),

@@ -221,12 +221,16 @@ fn publish_onto(
         repo,
         manifest,
         &data,
-        changes,
+        Commit {
+            changes,
+            journal: Vec::new(),
+        },
         signing_key,
         hash_key,
         opts,
         max_deltas,
     )
+    .map(|(report, _)| report)
 }
 
 /// What changes from `data` to `new` (the authority's full export).
@@ -325,29 +329,42 @@ pub(super) fn temp_permits_in(
     Ok(permits.into_values().collect())
 }
 
-fn load_current(
+/// The repository's newest publication (completing one whose publisher was killed between
+/// its claim and its manifest) and its data.
+pub fn load_current(
     repo: &Path,
     signing_key: &SigningKey,
     hash_key: &HashKey,
 ) -> Result<(crate::snapshot::Manifest, RepoData), PublishError> {
+    super::claim::settle(repo, &signing_key.verifying_key())?;
     let current = load_repo(repo, &[signing_key.verifying_key()], Some(hash_key))
         .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?;
     Ok((current.manifest.manifest.clone(), current.into_data()))
 }
 
-/// Writes `changes` onto the current data: a delta, or a compacted snapshot when the
-/// chain is at `max_deltas`; then the new manifest.
+/// What one publication changes, and the journal of the authority's writes it records.
+pub struct Commit {
+    pub changes: Vec<(DocKey, Option<Record>)>,
+    pub journal: Vec<crate::issuance::JournalEntry>,
+}
+
+/// Writes the changes onto the current data (`manifest` and `data`, as published): a
+/// delta, or a compacted snapshot when the chain is at `max_deltas`; then claims the next
+/// place in the chain and installs the new manifest, which it returns. `Taken` when
+/// another publisher published onto `manifest` first.
 #[allow(clippy::too_many_arguments)]
-fn commit(
+pub fn commit(
     repo: &Path,
     mut manifest: crate::snapshot::Manifest,
     data: &RepoData,
-    changes: Vec<(DocKey, Option<Record>)>,
+    commit: Commit,
     signing_key: &SigningKey,
     hash_key: &HashKey,
     opts: &PublishOptions,
     max_deltas: usize,
-) -> Result<PublishReport, PublishError> {
+) -> Result<(PublishReport, crate::snapshot::Manifest), PublishError> {
+    let Commit { changes, journal } = commit;
+    let previous = manifest.clone();
     let from_version = manifest.data_version();
     let version = next_version(opts.version, manifest.version.max(from_version))?;
     manifest.version = version;
@@ -394,8 +411,8 @@ fn commit(
         manifest.deltas.clear();
         report
     };
-    write_manifest(repo, &manifest, signing_key)?;
-    Ok(report)
+    write_manifest(repo, Some(&previous), &manifest, signing_key, journal)?;
+    Ok((report, manifest))
 }
 
 #[cfg(test)]

@@ -12,10 +12,13 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
+pub mod claim;
 mod changes;
 mod spill;
 
-pub use changes::{publish_changes, publish_diff, ChangeEvent, DEFAULT_MAX_DELTAS};
+pub use changes::{
+    commit, load_current, publish_changes, publish_diff, ChangeEvent, Commit, DEFAULT_MAX_DELTAS,
+};
 
 use crate::day::Day;
 
@@ -55,6 +58,10 @@ pub enum PublishError {
     ExistingManifest(PathBuf, #[source] SnapshotError),
     #[error("version {requested} is not above the published version {current}")]
     VersionNotIncreasing { requested: u64, current: u64 },
+    #[error("another publisher published on top of version {from} first; nothing was published (publish again onto the newer data)")]
+    Taken { from: u64 },
+    #[error("{}: {message}", path.display())]
+    Chain { path: PathBuf, message: String },
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
 }
@@ -298,7 +305,7 @@ pub fn publish(
         snapshot,
         deltas: Vec::new(),
     };
-    write_manifest(repo, &manifest, signing_key)?;
+    write_manifest(repo, published.as_ref(), &manifest, signing_key, Vec::new())?;
     Ok(report)
 }
 
@@ -362,22 +369,45 @@ fn write_object(repo: &Path, bytes: &[u8]) -> Result<String, PublishError> {
     Ok(hash)
 }
 
-/// Signs and writes the manifest, after the objects it names; then applies the retention
-/// rule: objects named by neither this manifest nor the one it replaces are removed. The
+/// How long an object nobody names yet is spared: another publisher may be claiming the
+/// publication that names it.
+const SPARE_NEW_OBJECTS: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Signs the manifest and claims its place in the chain as the successor of `previous`
+/// (the publication it was built on: `None` for a new repository), after the objects it
+/// names, recording `journal` with it; then installs it and applies the retention rule:
+/// objects named by neither this manifest nor the one it replaces are removed. The
 /// previous publication stays whole, for followers that read its manifest a moment ago;
-/// older bases and deltas go (docs/replication.md).
-fn write_manifest(repo: &Path, manifest: &Manifest, key: &SigningKey) -> Result<(), PublishError> {
-    let mpath = repo.join(MANIFEST_FILE);
-    let previous = std::fs::read(&mpath)
-        .ok()
-        .and_then(|b| SignedManifest::verify(&b, &[key.verifying_key()]).ok())
-        .map(|m| m.manifest);
+/// older bases and deltas go (docs/replication.md). `Taken` when another publisher
+/// published on top of `previous` first: nothing is installed.
+fn write_manifest(
+    repo: &Path,
+    previous: Option<&Manifest>,
+    manifest: &Manifest,
+    key: &SigningKey,
+    journal: Vec<crate::issuance::JournalEntry>,
+) -> Result<(), PublishError> {
     let signed = SignedManifest::sign(manifest, key)?;
-    write_atomic(&mpath, &signed).map_err(|source| PublishError::Write {
+    let mpath = repo.join(MANIFEST_FILE);
+    let manifest_text = String::from_utf8(signed).map_err(|e| PublishError::Write {
         path: mpath,
-        source,
+        source: std::io::Error::other(e),
     })?;
-    snapshot::remove_unnamed_objects(repo, std::iter::once(manifest).chain(previous.as_ref()));
+    claim::claim(
+        repo,
+        &claim::Link {
+            from: previous.map_or(0, |m| m.version),
+            version: manifest.version,
+            manifest: manifest_text,
+            journal,
+        },
+    )?;
+    claim::settle(repo, &key.verifying_key())?;
+    snapshot::remove_unnamed_objects(
+        repo,
+        std::iter::once(manifest).chain(previous),
+        Some(SPARE_NEW_OBJECTS),
+    );
     Ok(())
 }
 
@@ -387,6 +417,8 @@ fn published_manifest(
     repo: &Path,
     signing_key: &SigningKey,
 ) -> Result<Option<Manifest>, PublishError> {
+    // A publisher killed between its claim and installing its manifest: completed here.
+    claim::settle(repo, &signing_key.verifying_key())?;
     let mpath = repo.join(MANIFEST_FILE);
     match std::fs::read(&mpath) {
         Ok(bytes) => SignedManifest::verify(&bytes, &[signing_key.verifying_key()])
@@ -471,8 +503,22 @@ mod tests {
         std::fs::write(&input, EXPORT).expect("write");
         let (sk, hk) = (generate_signing_key(), HashKey::generate());
         let repo = dir.path().join("repo");
+        // As if each publication were an hour older than the next: unnamed objects are
+        // spared for ten minutes (another publisher may be claiming them).
+        let age_objects = || {
+            let objects = std::fs::read_dir(repo.join(snapshot::OBJECTS_DIR));
+            for e in objects.into_iter().flatten() {
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(e.expect("entry").path())
+                    .expect("open");
+                let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+                f.set_modified(hour_ago).expect("mtime");
+            }
+        };
         let hashes: Vec<String> = (0..3)
             .map(|_| {
+                age_objects();
                 publish(&input, &repo, &sk, &hk, &opts())
                     .expect("publish")
                     .hash
@@ -595,7 +641,7 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["manifest.json", "objects"]);
+        assert_eq!(left, ["chain", "manifest.json", "objects"]);
         assert_eq!(
             std::fs::read_dir(repo.join("objects"))
                 .expect("objects")

@@ -282,7 +282,7 @@ impl Follower {
                 write_atomic(&dir.join(MANIFEST_FILE), &bytes)
                     .map_err(|e| Refusal::new(RefusalReason::Storage, e.to_string()))?;
                 if swapped {
-                    remove_unnamed_objects(&dir, [&keep.manifest]);
+                    remove_unnamed_objects(&dir, [&keep.manifest], None);
                 }
                 Ok(())
             })

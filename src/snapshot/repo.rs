@@ -304,12 +304,17 @@ fn check_delta(delta: &Delta, entry: &ManifestDelta, version: u64) -> Result<(),
     Ok(())
 }
 
-/// Writes `bytes` to `path` so that readers never see a partial file.
 /// Removes the objects of `repo` that none of `keep` names (best effort: an object left
 /// behind costs disk, not correctness). Only object-shaped names (64 characters, no dot)
 /// are touched: a temporary file of an interrupted write is replaced by the next write
-/// of that object, and anything else in `objects/` is not ours to judge.
-pub fn remove_unnamed_objects<'a>(repo: &Path, keep: impl IntoIterator<Item = &'a Manifest>) {
+/// of that object, and anything else in `objects/` is not ours to judge. Objects written
+/// within `spare_younger_than` stay: in a repository with more than one publisher they may
+/// belong to a publication being claimed this moment (src/publish/claim.rs).
+pub fn remove_unnamed_objects<'a>(
+    repo: &Path,
+    keep: impl IntoIterator<Item = &'a Manifest>,
+    spare_younger_than: Option<std::time::Duration>,
+) {
     let named: std::collections::HashSet<&str> = keep
         .into_iter()
         .flat_map(|m| {
@@ -323,20 +328,33 @@ pub fn remove_unnamed_objects<'a>(repo: &Path, keep: impl IntoIterator<Item = &'
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.len() == 64 && !name.contains('.') && !named.contains(name.as_ref()) {
+        let young = spare_younger_than.is_some_and(|spare| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < spare)
+        });
+        if name.len() == 64 && !name.contains('.') && !named.contains(name.as_ref()) && !young {
             let _ = std::fs::remove_file(e.path());
         }
     }
 }
 
+/// Writes `bytes` to `path` so that readers never see a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    // A name of this writer's own: two publishers writing one file at once must not
+    // write into each other's temporary file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp",
+        ".{}.{}-{}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("object")
+            .unwrap_or("object"),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
