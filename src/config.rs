@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod origin;
+
+pub use origin::{AuthorityScope, Caller, OriginConfig};
+
 use crate::audit::{AnswerAfter, AuditConfig, WhenFull};
 use crate::keyring::Validity;
 use crate::partner::{valid_partner_id, Partner, Scope};
@@ -65,6 +69,8 @@ pub struct Config {
     pub temp_permits: TempPermitConfig,
     /// `None`: no audit trail (the gateway warns at start).
     pub audit: Option<AuditConfig>,
+    /// The authority's API, served by `permitgate origin` (src/origin).
+    pub origin: Option<OriginConfig>,
 }
 
 /// A key file and the window in which the key may sign.
@@ -231,6 +237,7 @@ struct RawConfig {
     #[serde(default)]
     temp_permits: RawTempPermits,
     audit: Option<RawAudit>,
+    origin: Option<origin::RawOrigin>,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +556,25 @@ impl Config {
         let audit = raw
             .audit
             .and_then(|a| audit_config(a, &resolve, &mut problems));
+        let partner_client_ca = resolve(raw.tls.client_ca.clone());
+        let origin = raw.origin.and_then(|o| {
+            let listen: Vec<SocketAddr> = [Some(server.listen), server.metrics_listen]
+                .into_iter()
+                .flatten()
+                .collect();
+            let ids: Vec<&str> = partners.iter().map(|p| p.id.as_str()).collect();
+            origin::origin_config(
+                o,
+                origin::Partners {
+                    listen: &listen,
+                    client_ca: &partner_client_ca,
+                    ids: &ids,
+                    has_repo: snapshot.repo.is_some(),
+                },
+                &resolve,
+                &mut problems,
+            )
+        });
         if !problems.0.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -572,6 +598,7 @@ impl Config {
             receipts,
             temp_permits,
             audit,
+            origin,
         })
     }
 }

@@ -59,7 +59,7 @@ pub struct Actor {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JournalEntry {
     Issue {
-        /// The permit's key: [`crate::temp_permit::PermitId::doc_key`].
+        /// The permit id (16 hex characters), as printed for officers.
         permit: String,
         /// The holder's travel permit's key.
         holder: String,

@@ -23,6 +23,7 @@ pub mod issuance;
 pub mod key_files;
 pub mod keyring;
 pub mod metrics;
+pub mod origin;
 pub mod overload;
 pub mod partner;
 pub mod person_name;

@@ -50,6 +50,19 @@ impl PermitId {
         Some(PermitId(id))
     }
 
+    /// The id of the permit issued for `caller`'s request under `idempotency_key`: a keyed
+    /// hash, so that a retried request names the same permit, and nobody without the
+    /// hashing key can guess ids.
+    pub fn for_request(hash_key: &HashKey, caller: &str, idempotency_key: &str) -> PermitId {
+        let k = DocKey::of(
+            hash_key,
+            &format!("temporary-permit-request:{caller}\n{idempotency_key}"),
+        );
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&k.0[..8]);
+        PermitId(id)
+    }
+
     /// The snapshot key of this permit's record (issuance or revocation). The text hashed
     /// cannot be a document number, so the two kinds of key never collide.
     pub fn doc_key(&self, hash_key: &HashKey) -> DocKey {
@@ -158,6 +171,28 @@ pub fn issue_until(
     until: Option<OffsetDateTime>,
     key: &SigningKey,
 ) -> Result<(String, TempPermit), IssueError> {
+    issue_as(
+        PermitId::generate(),
+        travel_permit,
+        name,
+        reason,
+        issued_at,
+        until,
+        key,
+    )
+}
+
+/// [`issue_until`] with a given permit id. Ed25519 signatures are deterministic: the same
+/// id and content give the same token, which is how the origin answers a retried request.
+pub fn issue_as(
+    permit_id: PermitId,
+    travel_permit: &TravelPermitNo,
+    name: &str,
+    reason: Reason,
+    issued_at: OffsetDateTime,
+    until: Option<OffsetDateTime>,
+    key: &SigningKey,
+) -> Result<(String, TempPermit), IssueError> {
     let name = person_name::normalize(name)?;
     let issued_at = issued_at
         .replace_nanosecond(0)
@@ -175,7 +210,7 @@ pub fn issue_until(
     }
     let permit = TempPermit {
         key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
-        permit_id: PermitId::generate(),
+        permit_id,
         travel_permit: travel_permit.clone(),
         holder_name: name,
         issued_at,

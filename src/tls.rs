@@ -19,6 +19,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 pub const SPIFFE_PARTNER_PREFIX: &str = "spiffe://partners/";
+/// Authority callers (src/origin) are named so, under a client CA of their own.
+pub const SPIFFE_AUTHORITY_PREFIX: &str = "spiffe://authority/";
 
 /// TLS sessions kept for resumption.
 const SESSION_CACHE: usize = 8192;
@@ -414,16 +416,32 @@ pub fn leaf(cert: &CertificateDer<'_>) -> Option<Leaf> {
     })
 }
 
+/// The authority caller a (verified) leaf names: SAN URI under
+/// [`SPIFFE_AUTHORITY_PREFIX`] only, never a subject CN, so that no certificate made for a
+/// partner names a caller.
+pub fn authority_caller(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    san_uri_id(&cert, SPIFFE_AUTHORITY_PREFIX)
+}
+
+/// The id after `prefix` in the leaf's first SAN URI that has it.
+fn san_uri_id(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    prefix: &str,
+) -> Option<String> {
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => {
+            uri.strip_prefix(prefix).map(str::to_owned)
+        }
+        _ => None,
+    })
+}
+
 /// The partner id a leaf claims: SAN URI under [`SPIFFE_PARTNER_PREFIX`], else subject CN.
 fn partner_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::URI(uri) = name {
-                if let Some(id) = uri.strip_prefix(SPIFFE_PARTNER_PREFIX) {
-                    return Some(id.to_owned());
-                }
-            }
-        }
+    if let Some(id) = san_uri_id(cert, SPIFFE_PARTNER_PREFIX) {
+        return Some(id);
     }
     let cn = cert
         .subject()

@@ -39,6 +39,7 @@ async fn gateway_with(extra: &str) -> Fixture {
             metrics_listen: any,
             seed: 3,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo");

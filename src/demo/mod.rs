@@ -59,6 +59,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Where `permitgate demo` serves the verifier page: the receipts' QR codes lead there.
     pub verify_listen: Option<SocketAddr>,
+    /// Where the origin (the authority's API) listens.
+    pub origin_listen: SocketAddr,
 }
 
 /// The demo's issuing authority, in both languages: clearly not a real one.
@@ -171,6 +173,7 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         )?;
         demo.created = true;
     }
+    pki::generate_authority(&demo.pki)?;
     // Made when missing, so that a demo directory of an earlier version gains it.
     let checkpoint_key = demo.dir.join("keys/audit-checkpoint.key");
     if !checkpoint_key.exists() {
@@ -267,13 +270,34 @@ dir = "audit"
 # --checkpoints audit-checkpoints --public-key keys/audit-checkpoint.pub`.
 checkpoint_key = "keys/audit-checkpoint.key"
 checkpoint_dir = "audit-checkpoints"
+
+# The authority's own API (`permitgate origin`; `permitgate demo` serves it too): issuing
+# and revoking temporary permits, published into `repo` at once. Its callers hold
+# certificates of the authority's CA, which no partner certificate chains to.
+[origin]
+listen = "{}"
+client_ca = "pki/authority-ca.crt"
+publisher_key = "keys/publisher.key"
+temp_permit_key = "keys/temp-permit.key"
+audit_dir = "origin-audit"
 "#,
         opts.listen,
         opts.metrics_listen,
         DEMO_AUTHORITY.0,
         DEMO_AUTHORITY.1,
-        opts.verify_listen.map(demo_verify_url).unwrap_or_default()
+        opts.verify_listen.map(demo_verify_url).unwrap_or_default(),
+        opts.origin_listen,
     );
+    for (id, office, scopes) in pki::DEMO_CALLERS {
+        let scopes: Vec<String> = scopes
+            .iter()
+            .map(|s| format!("\"{}\"", crate::origin::api::scope_name(*s)))
+            .collect();
+        s.push_str(&format!(
+            "\n[[origin.callers]]\nid = \"{id}\"\noffice = \"{office}\"\nscopes = [{}]\n",
+            scopes.join(", ")
+        ));
+    }
     for (id, scopes) in DEMO_PARTNERS {
         let scopes: Vec<String> = scopes
             .iter()

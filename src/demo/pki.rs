@@ -1,5 +1,6 @@
 //! A development PKI made with rcgen: partner CA, server certificate, partner client
-//! certificates, and a rogue CA's client certificate that the gateway must refuse.
+//! certificates, and a rogue CA's client certificate that the gateway must refuse; and the
+//! authority's own client CA with its callers' certificates (the origin's API).
 //!
 //! For demos and tests only: production certificates come from the authority's CA.
 
@@ -13,9 +14,10 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
+use crate::config::AuthorityScope;
 use crate::key_files::write_secret;
 use crate::partner::Scope;
-use crate::tls::SPIFFE_PARTNER_PREFIX;
+use crate::tls::{SPIFFE_AUTHORITY_PREFIX, SPIFFE_PARTNER_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -49,6 +51,32 @@ pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
     ("relay", &[Scope::Replicate]),
 ];
 
+/// The demo's authority callers (the origin's API): id, office, scopes.
+pub const DEMO_CALLERS: &[(&str, &str, &[AuthorityScope])] = &[
+    (
+        "desk-01",
+        "演示出入境办证大厅 Demo immigration office",
+        &[
+            AuthorityScope::TempPermitIssue,
+            AuthorityScope::TempPermitRevoke,
+            AuthorityScope::TempPermitRead,
+        ],
+    ),
+    (
+        "resident-app",
+        "演示网上办事平台 Demo online services",
+        &[
+            AuthorityScope::TempPermitIssue,
+            AuthorityScope::TempPermitRead,
+        ],
+    ),
+    (
+        "auditor",
+        "演示督察室 Demo inspection",
+        &[AuthorityScope::TempPermitRead],
+    ),
+];
+
 /// Where [`generate`] put things, relative to nothing: full paths.
 #[derive(Debug, Clone)]
 pub struct PkiLayout {
@@ -79,6 +107,16 @@ impl PkiLayout {
     }
     pub fn exists(&self) -> bool {
         self.ca_cert().exists() && self.server_key().exists() && self.rogue_key().exists()
+    }
+    /// The authority's client CA: only the origin trusts it.
+    pub fn authority_ca_cert(&self) -> PathBuf {
+        self.dir.join("authority-ca.crt")
+    }
+    pub fn caller_cert(&self, id: &str) -> PathBuf {
+        self.dir.join("authority").join(format!("{id}.crt"))
+    }
+    pub fn caller_key(&self, id: &str) -> PathBuf {
+        self.dir.join("authority").join(format!("{id}.key"))
     }
 }
 
@@ -194,6 +232,58 @@ pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
     write(&layout.rogue_cert(), &rogue.pem())?;
     write_key(&layout.rogue_key(), &rogue_key)?;
     Ok(layout)
+}
+
+/// Creates the authority's client CA and a certificate for each of [`DEMO_CALLERS`] under
+/// `layout`, unless they are there (a demo directory of an earlier version gains them).
+pub fn generate_authority(layout: &PkiLayout) -> Result<(), PkiError> {
+    let ca_key_path = layout.dir.join("authority-ca.key");
+    if layout.authority_ca_cert().exists() && ca_key_path.exists() {
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate()?;
+    let params = ca_params("permitgate demo authority CA", now);
+    write(
+        &layout.authority_ca_cert(),
+        &params.self_signed(&ca_key)?.pem(),
+    )?;
+    write_key(&ca_key_path, &ca_key)?;
+    let ca = Issuer::new(params, ca_key);
+    for (id, _, _) in DEMO_CALLERS {
+        issue_caller_with(&ca, id, &layout.caller_cert(id), &layout.caller_key(id))?;
+    }
+    Ok(())
+}
+
+/// Issues one more authority caller's certificate (tests: callers the demo lacks).
+pub fn issue_caller(
+    layout: &PkiLayout,
+    id: &str,
+    out_cert: &Path,
+    out_key: &Path,
+) -> Result<(), PkiError> {
+    let ca_key = KeyPair::from_pem(&read(layout.dir.join("authority-ca.key"))?)?;
+    let ca = Issuer::new(
+        ca_params("permitgate demo authority CA", OffsetDateTime::now_utc()),
+        ca_key,
+    );
+    issue_caller_with(&ca, id, out_cert, out_key)
+}
+
+fn issue_caller_with(
+    ca: &Issuer<'_, KeyPair>,
+    id: &str,
+    out_cert: &Path,
+    out_key: &Path,
+) -> Result<(), PkiError> {
+    let mut p = client_params(id, OffsetDateTime::now_utc())?;
+    p.subject_alt_names = vec![SanType::URI(
+        format!("{SPIFFE_AUTHORITY_PREFIX}{id}").try_into()?,
+    )];
+    let key = KeyPair::generate()?;
+    write(out_cert, &p.signed_by(&key, ca)?.pem())?;
+    write_key(out_key, &key)
 }
 
 fn read(p: PathBuf) -> Result<String, PkiError> {

@@ -205,7 +205,10 @@ mod tests {
                     })
                 })
                 .collect();
-            racers.into_iter().map(|r| r.join().expect("racer")).collect()
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer"))
+                .collect()
         });
         assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
         let first = successor(dir.path(), 0, &key.verifying_key())
@@ -220,9 +223,15 @@ mod tests {
 
         // The manifest follows the chain's end, also when written late by a slower one.
         claim(dir.path(), &link(&key, first.version, 20)).expect("next");
-        assert_eq!(settle(dir.path(), &key.verifying_key()).expect("settle"), 20);
+        assert_eq!(
+            settle(dir.path(), &key.verifying_key()).expect("settle"),
+            20
+        );
         write_atomic(&dir.path().join(MANIFEST_FILE), first.manifest.as_bytes()).expect("old");
-        assert_eq!(settle(dir.path(), &key.verifying_key()).expect("settle"), 20);
+        assert_eq!(
+            settle(dir.path(), &key.verifying_key()).expect("settle"),
+            20
+        );
         assert_eq!(
             installed_version(dir.path(), &key.verifying_key()).expect("installed"),
             20

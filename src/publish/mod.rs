@@ -12,8 +12,8 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
-pub mod claim;
 mod changes;
+pub mod claim;
 mod spill;
 
 pub use changes::{

@@ -262,6 +262,13 @@ impl RepoData {
         }
     }
 
+    /// The data after `changes`, published as `version` (publishers that keep their data
+    /// in memory between publications).
+    pub fn apply(&mut self, version: u64, changes: &[(DocKey, Option<Record>)]) {
+        self.version = version;
+        self.changes.extend(changes.iter().copied());
+    }
+
     /// Every document, in key order.
     pub fn records(&self) -> Vec<Record> {
         let mut out: Vec<Record> = self

@@ -240,6 +240,7 @@ fn serve_refuses_a_bad_snapshot() {
             metrics_listen: any,
             seed: 1,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo");
@@ -524,6 +525,7 @@ fn small_demo(dir: &std::path::Path) -> permitgate::demo::Demo {
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
             seed: 5,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo")

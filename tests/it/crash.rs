@@ -24,6 +24,7 @@ fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
             metrics_listen: metrics,
             seed: 3,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo");
@@ -145,6 +146,7 @@ async fn kill_9_under_load_leaves_no_answered_request_unrecorded() {
             metrics_listen: metrics,
             seed: 9,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo");

@@ -378,6 +378,7 @@ fn gateway_process(
             metrics_listen: metrics,
             seed: 5,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo");

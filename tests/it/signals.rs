@@ -37,6 +37,7 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
             metrics_listen: ports[0].1,
             seed: 11,
             verify_listen: None,
+            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
     .expect("demo");

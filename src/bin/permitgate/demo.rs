@@ -23,6 +23,10 @@ pub struct Args {
     /// codes lead there.
     #[arg(long, default_value = "127.0.0.1:8080")]
     verify_listen: SocketAddr,
+    /// Where the origin serves the authority's API (issuing and revoking temporary
+    /// permits, for the authority's callers only).
+    #[arg(long, default_value = "127.0.0.1:8446")]
+    origin_listen: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -38,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         metrics_listen,
         records,
         verify_listen,
+        origin_listen,
     } = args;
     // Bound first: the config names the page's address (port 0 picks one).
     let page_listener = std::net::TcpListener::bind(verify_listen).with_context(|| {
@@ -52,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             metrics_listen,
             seed: 2026,
             verify_listen: Some(page),
+            origin_listen,
         },
     )?;
     if demo.created {
@@ -70,7 +76,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let files = permitgate::verify_site::files(&published.to_json());
     permitgate::verify_site::serve(page_listener, files)
         .context("cannot start the verifier page's thread")?;
+    let origin = crate::origin::spawn(&config).with_context(|| {
+        format!("cannot serve the authority's API on {origin_listen} (--origin-listen)")
+    })?;
     print_tour(&demo, listen, metrics_listen);
+    print_origin_tour(&demo, origin);
     println!(
         "Verifier page (receipts' QR codes open it): http://{page}{}\n",
         permitgate::verify_site::PAGE_PATH
@@ -119,5 +129,31 @@ fn print_tour(demo: &demo::Demo, listen: SocketAddr, metrics: SocketAddr) {
         "Config:  {} (serve it with: permitgate serve --config {})\n",
         demo.config.display(),
         demo.config.display()
+    );
+}
+
+/// How an office issues, looks up and revokes a temporary permit through the origin.
+fn print_origin_tour(demo: &demo::Demo, origin: SocketAddr) {
+    let pki = &demo.pki;
+    let curl = format!(
+        "curl --cacert {} --cert {} --key {}",
+        pki.ca_cert().display(),
+        pki.caller_cert("desk-01").display(),
+        pki.caller_key("desk-01").display()
+    );
+    let number = demo
+        .samples
+        .iter()
+        .find(|s| s.name == "travel_permit_lost_status")
+        .and_then(|s| s.body["number"].as_str())
+        .unwrap_or("H12345678");
+    println!("The authority's API (origin), for the authority's own callers:\n");
+    println!(
+        "# issue a temporary permit (the holder's travel permit is reported lost); a retry with the same Idempotency-Key gets the same permit\n{curl} -H 'content-type: application/json' -H 'Idempotency-Key: desk-01-0001' -d '{{\"travel_permit\":\"{number}\",\"name\":\"CHAN Tai Man\",\"reason\":\"lost\",\"officer\":\"E1024\"}}' https://localhost:{}/v1/authority/temporary-permits\n",
+        origin.port()
+    );
+    println!(
+        "# today's permits (Beijing time), newest first; revoke one with POST .../<permit_id>/revocation\n{curl} https://localhost:{}/v1/authority/temporary-permits?issued_on=$(TZ=Asia/Shanghai date +%F)\n",
+        origin.port()
     );
 }

@@ -11,6 +11,7 @@ mod config;
 #[cfg(feature = "tools")]
 mod demo;
 mod keys;
+mod origin;
 mod output;
 mod publish;
 mod receipt;
@@ -52,6 +53,9 @@ enum Command {
     Demo(demo::Args),
     /// Serve with a configuration file (see config/gateway.toml).
     Serve(serve::Args),
+    /// Serve the authority's API (the config's [origin]): issue and revoke temporary
+    /// permits, published at once.
+    Origin(origin::Args),
     /// Check a configuration file and every file it names, without serving.
     Config {
         #[command(subcommand)]
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "tools")]
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Origin(args) => origin::run(args),
         Command::Config { command } => config::run(command),
         Command::Publish(args) => publish::run(args),
         Command::Snapshot { command } => snapshot::run(command),

@@ -89,7 +89,7 @@ async fn close_audit(gw: &Arc<Gateway>) -> anyhow::Result<()> {
         .context("closing the audit log")
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -104,6 +104,7 @@ impl TestGateway {
                 metrics_listen: any,
                 seed: 7,
                 verify_listen: None,
+                origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             },
         )
         .expect("demo data");

@@ -1,0 +1,475 @@
+//! The one writer: every issuance and revocation of this origin process is decided and
+//! published by one thread, in batches (the writes that arrive within `batch_window` are
+//! one delta). Each batch is decided against the newest publication, whoever made it; the
+//! repository's claim (src/publish/claim.rs) refuses a batch another origin overtook, and
+//! then the batch is decided again on the newer data. An answer leaves only once its
+//! publication is claimed, and the claim is fsynced: a returned permit is never lost, and
+//! a retried request (same caller, same idempotency key) names the same permit.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use super::ledger::{key_hex, Keys, Ledger};
+use crate::clock::Clock;
+use crate::document::{DocumentKind, TravelPermitNo};
+use crate::issuance::{self, Actor, JournalEntry, Refusal};
+use crate::publish::{PublishError, PublishOptions};
+use crate::snapshot::{DocKey, Record, RecordStatus};
+use crate::temp_permit::{self, PermitId, Reason, TempPermit};
+
+/// Most writes in one publication.
+const MAX_BATCH: usize = 256;
+/// Publications overtaken by another origin in a row before the batch is given up.
+const MAX_ATTEMPTS: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub travel_permit: TravelPermitNo,
+    /// As the name rule leaves it (src/person_name.rs).
+    pub name: String,
+    pub reason: Reason,
+    pub issued_at: OffsetDateTime,
+    /// The caller's key for this request: a retry with the same key is the same request.
+    pub idempotency_key: String,
+    pub by: Actor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    pub permit: TempPermit,
+    /// An earlier request under the same key issued it.
+    pub replayed: bool,
+    /// The version that published it.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub id: PermitId,
+    /// When, and by whom, if the origin revoked it (`None`: revoked by an earlier publication).
+    pub at: Option<(OffsetDateTime, Actor)>,
+    pub replayed: bool,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OriginError {
+    #[error("no temporary permit issued: {0}")]
+    Refused(#[from] Refusal),
+    #[error(
+        "this idempotency key was given before with a different travel permit, name or reason"
+    )]
+    KeyReused,
+    #[error("no temporary permit has this id")]
+    UnknownPermit,
+    #[error("issued_at: the permit would end before it begins")]
+    Time,
+    #[error("the repository could not be published to")]
+    Publish(#[source] Arc<PublishError>),
+    #[error("the origin's writer has stopped")]
+    Stopped,
+}
+
+enum Job {
+    Write(Write),
+    Read(Box<dyn FnOnce(&Ledger) + Send>),
+}
+
+enum Write {
+    Issue(IssueRequest, oneshot::Sender<Result<Issued, OriginError>>),
+    Revoke(
+        PermitId,
+        Actor,
+        oneshot::Sender<Result<Revoked, OriginError>>,
+    ),
+}
+
+pub struct Settings {
+    pub repo: PathBuf,
+    pub batch_window: Duration,
+    pub manifest_expires_in: time::Duration,
+    pub max_deltas: usize,
+}
+
+/// The handle of the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Origin {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Origin {
+    /// Reads the repository and starts the writer thread.
+    pub fn start(
+        settings: Settings,
+        keys: Keys,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Origin, PublishError> {
+        let ledger = Ledger::open(&settings.repo, &keys)?;
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            ledger,
+            keys,
+            settings,
+            clock,
+        };
+        std::thread::Builder::new()
+            .name("permitgate-orig".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| PublishError::Write {
+                path: PathBuf::from("<writer thread>"),
+                source,
+            })?;
+        Ok(Origin { tx })
+    }
+
+    pub async fn issue(&self, req: IssueRequest) -> Result<Issued, OriginError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Write(Write::Issue(req, tx)))?;
+        rx.await.map_err(|_| OriginError::Stopped)?
+    }
+
+    pub async fn revoke(&self, id: PermitId, by: Actor) -> Result<Revoked, OriginError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Write(Write::Revoke(id, by, tx)))?;
+        rx.await.map_err(|_| OriginError::Stopped)?
+    }
+
+    /// Runs `f` on the ledger between batches: it sees every write answered before it.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ledger) -> T + Send + 'static,
+    ) -> Result<T, OriginError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Read(Box::new(move |l| {
+            let _ = tx.send(f(l));
+        })))?;
+        rx.await.map_err(|_| OriginError::Stopped)
+    }
+
+    /// For the CLI, which has no runtime.
+    pub fn issue_blocking(&self, req: IssueRequest) -> Result<Issued, OriginError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Write(Write::Issue(req, tx)))?;
+        rx.blocking_recv().map_err(|_| OriginError::Stopped)?
+    }
+
+    pub fn revoke_blocking(&self, id: PermitId, by: Actor) -> Result<Revoked, OriginError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Write(Write::Revoke(id, by, tx)))?;
+        rx.blocking_recv().map_err(|_| OriginError::Stopped)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), OriginError> {
+        self.tx.send(job).map_err(|_| OriginError::Stopped)
+    }
+}
+
+struct Writer {
+    ledger: Ledger,
+    keys: Keys,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+}
+
+/// What one batch decides, before it is published.
+#[derive(Default)]
+struct Plan {
+    changes: Vec<(DocKey, Option<Record>)>,
+    journal: Vec<JournalEntry>,
+    /// Permits issued in this batch: their request fingerprint and token.
+    issued: HashMap<PermitId, (String, Issued)>,
+    /// Issued in this batch, per person and month (Beijing).
+    per_month: HashMap<(u64, String), usize>,
+    revoked: HashSet<PermitId>,
+}
+
+enum Answer {
+    Issue(Result<Issued, OriginError>),
+    Revoke(Result<Revoked, OriginError>),
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            let deadline = Instant::now() + self.settings.batch_window;
+            while jobs.len() < MAX_BATCH {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut reads = Vec::new();
+            let mut writes = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Read(f) => reads.push(f),
+                    Job::Write(w) => writes.push(w),
+                }
+            }
+            if !writes.is_empty() {
+                self.write(writes);
+            }
+            for f in reads {
+                f(&self.ledger);
+            }
+        }
+    }
+
+    /// Decides and publishes a batch, again on newer data as long as another origin
+    /// overtakes it; then answers every write in it.
+    fn write(&mut self, writes: Vec<Write>) {
+        let mut last_error = None;
+        for _ in 0..MAX_ATTEMPTS {
+            if let Err(e) = self.catch_up() {
+                last_error = Some(e);
+                break;
+            }
+            let mut plan = Plan::default();
+            let answers: Vec<Answer> = writes.iter().map(|w| self.decide(&mut plan, w)).collect();
+            let published = if plan.changes.is_empty() {
+                Ok(self.ledger.version())
+            } else {
+                let now = self.clock.now();
+                self.ledger.publish(
+                    plan.changes,
+                    plan.journal,
+                    &self.keys,
+                    &PublishOptions {
+                        version: None,
+                        expires_in: self.settings.manifest_expires_in,
+                        now,
+                    },
+                    self.settings.max_deltas,
+                )
+            };
+            match published {
+                Ok(version) => {
+                    for (job, answer) in writes.into_iter().zip(answers) {
+                        reply(job, answer, version);
+                    }
+                    return;
+                }
+                Err(PublishError::Taken { .. }) => continue,
+                Err(e) => {
+                    last_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = Arc::new(last_error.unwrap_or(PublishError::Taken {
+            from: self.ledger.version(),
+        }));
+        for job in writes {
+            let failed = OriginError::Publish(e.clone());
+            match job {
+                Write::Issue(_, tx) => drop(tx.send(Err(failed))),
+                Write::Revoke(_, _, tx) => drop(tx.send(Err(failed))),
+            }
+        }
+    }
+
+    /// Reads the repository again when another publisher has published since.
+    fn catch_up(&mut self) -> Result<(), PublishError> {
+        if self.ledger.is_behind(&self.keys)? {
+            self.ledger = Ledger::open(&self.settings.repo, &self.keys)?;
+        }
+        Ok(())
+    }
+
+    fn decide(&self, plan: &mut Plan, write: &Write) -> Answer {
+        match write {
+            Write::Issue(req, _) => Answer::Issue(self.decide_issue(plan, req)),
+            Write::Revoke(id, by, _) => Answer::Revoke(self.decide_revoke(plan, *id, by)),
+        }
+    }
+
+    fn decide_issue(&self, plan: &mut Plan, req: &IssueRequest) -> Result<Issued, OriginError> {
+        let hash_key = &self.keys.hash_key;
+        let id = PermitId::for_request(hash_key, &req.by.caller, &req.idempotency_key);
+        let fingerprint = key_hex(&DocKey::of(
+            hash_key,
+            &format!(
+                "temporary-permit-request-body:{}\n{}\n{}",
+                req.travel_permit.canonical(),
+                req.name,
+                <&str>::from(req.reason)
+            ),
+        ));
+        if let Some((asked, issued)) = plan.issued.get(&id) {
+            return if *asked == fingerprint {
+                Ok(Issued {
+                    replayed: true,
+                    ..issued.clone()
+                })
+            } else {
+                Err(OriginError::KeyReused)
+            };
+        }
+        if let Some(p) = self.ledger.permit(&id) {
+            if p.request != fingerprint {
+                return Err(OriginError::KeyReused);
+            }
+            let (token, permit) = temp_permit::issue_as(
+                id,
+                &req.travel_permit,
+                &req.name,
+                req.reason,
+                p.issued_at,
+                Some(p.expires_at),
+                &self.keys.issuer,
+            )
+            .map_err(|_| OriginError::Time)?;
+            return Ok(Issued {
+                token,
+                permit,
+                replayed: true,
+                version: self.ledger.version(),
+            });
+        }
+        let holder_key = DocKey::of(hash_key, req.travel_permit.canonical());
+        let holder = self.ledger.data().get(&holder_key);
+        let month = crate::day::Day::in_beijing(req.issued_at).month();
+        let this_month = holder.map_or(0, |h| {
+            self.ledger.issued_in_month(h.person, req.issued_at)
+                + plan
+                    .per_month
+                    .get(&(h.person, month.clone()))
+                    .copied()
+                    .unwrap_or(0)
+        });
+        let until = issuance::decide(req.reason, holder.as_ref(), req.issued_at, this_month)?;
+        let Some(holder) = holder else {
+            return Err(Refusal::NotPublished.into());
+        };
+        let (token, permit) = temp_permit::issue_as(
+            id,
+            &req.travel_permit,
+            &req.name,
+            req.reason,
+            req.issued_at,
+            Some(until),
+            &self.keys.issuer,
+        )
+        .map_err(|_| OriginError::Time)?;
+        let key = id.doc_key(hash_key);
+        plan.changes.push((
+            key,
+            Some(issuance::issuance_record(
+                key,
+                &holder,
+                Some(permit.issued_at),
+                permit.expires_at,
+            )),
+        ));
+        plan.journal.push(JournalEntry::Issue {
+            permit: id.to_string(),
+            holder: key_hex(&holder_key),
+            travel_permit_masked: req.travel_permit.masked(),
+            request: fingerprint.clone(),
+            reason: req.reason,
+            issued_at: permit.issued_at,
+            expires_at: permit.expires_at,
+            by: req.by.clone(),
+        });
+        *plan.per_month.entry((holder.person, month)).or_default() += 1;
+        let issued = Issued {
+            token,
+            permit,
+            replayed: false,
+            version: 0,
+        };
+        plan.issued.insert(id, (fingerprint, issued.clone()));
+        Ok(issued)
+    }
+
+    fn decide_revoke(
+        &self,
+        plan: &mut Plan,
+        id: PermitId,
+        by: &Actor,
+    ) -> Result<Revoked, OriginError> {
+        let key = id.doc_key(&self.keys.hash_key);
+        if plan.revoked.contains(&id) {
+            return Ok(Revoked {
+                id,
+                at: None,
+                replayed: true,
+                version: 0,
+            });
+        }
+        let in_plan = plan
+            .changes
+            .iter()
+            .position(|(k, _)| *k == key)
+            .and_then(|i| plan.changes[i].1.map(|r| (i, r)));
+        let record = match in_plan {
+            Some((_, r)) => Some(r),
+            None => self.ledger.data().get(&key),
+        };
+        let Some(mut record) = record.filter(|r| r.kind == DocumentKind::TemporaryPermit) else {
+            return Err(OriginError::UnknownPermit);
+        };
+        if record.status == RecordStatus::Revoked {
+            return Ok(Revoked {
+                id,
+                at: self.ledger.permit(&id).and_then(|p| p.revoked.clone()),
+                replayed: true,
+                version: self.ledger.version(),
+            });
+        }
+        record.status = RecordStatus::Revoked;
+        match in_plan {
+            Some((i, _)) => plan.changes[i].1 = Some(record),
+            None => plan.changes.push((key, Some(record))),
+        }
+        let at = self.clock.now();
+        plan.journal.push(JournalEntry::Revoke {
+            permit: id.to_string(),
+            at,
+            by: by.clone(),
+        });
+        plan.revoked.insert(id);
+        Ok(Revoked {
+            id,
+            at: Some((at, by.clone())),
+            replayed: false,
+            version: 0,
+        })
+    }
+}
+
+/// Answers one write, with the version that published it (a replay: the version it saw).
+fn reply(write: Write, answer: Answer, version: u64) {
+    match (write, answer) {
+        (Write::Issue(_, tx), Answer::Issue(r)) => {
+            let _ = tx.send(r.map(|i| Issued {
+                version: if i.replayed {
+                    i.version.max(version)
+                } else {
+                    version
+                },
+                ..i
+            }));
+        }
+        (Write::Revoke(_, _, tx), Answer::Revoke(r)) => {
+            let _ = tx.send(r.map(|v| Revoked {
+                version: if v.replayed {
+                    v.version.max(version)
+                } else {
+                    version
+                },
+                ..v
+            }));
+        }
+        _ => {}
+    }
+}
