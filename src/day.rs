@@ -111,6 +111,13 @@ pub fn write_rfc3339(out: &mut Vec<u8>, t: OffsetDateTime) {
     }
 }
 
+/// `YYYY-MM-DD HH:MM` in Beijing time, for people (machine fields stay RFC 3339).
+pub fn beijing_minute(t: OffsetDateTime) -> String {
+    let b = (t + BEIJING_OFFSET).to_offset(time::UtcOffset::UTC);
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    b.format(&fmt).unwrap_or_else(|_| rfc3339(t))
+}
+
 /// Parses an RFC 3339 time (any offset); the inverse of [`rfc3339`] and more lenient.
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()

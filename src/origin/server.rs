@@ -91,7 +91,6 @@ pub fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<OriginService, Ori
             .collect::<HashMap<_, _>>(),
         hash_key: HashKey::load(&config.snapshot.hash_key)?,
         clock,
-        clock_skew: o.clock_skew,
         audit: Some(audit),
     };
     Ok(OriginService {
@@ -124,6 +123,7 @@ pub fn open_writer(
             batch_window: o.batch_window,
             manifest_expires_in: o.manifest_expires_in,
             max_deltas: o.max_deltas,
+            clock_skew: o.clock_skew,
         },
         keys,
         clock,

@@ -71,6 +71,8 @@ pub enum OriginError {
     UnknownPermit,
     #[error("issued_at: the permit would end before it begins")]
     Time,
+    #[error("issued_at must be within {skew_seconds} seconds of the origin's clock (leave it out to issue now)")]
+    IssuedAt { skew_seconds: i64 },
     #[error("the repository could not be published to")]
     Publish(#[source] Arc<PublishError>),
     #[error("the origin's writer has stopped")]
@@ -96,6 +98,8 @@ pub struct Settings {
     pub batch_window: Duration,
     pub manifest_expires_in: time::Duration,
     pub max_deltas: usize,
+    /// How far a request's `issued_at` may be from the origin's clock.
+    pub clock_skew: time::Duration,
 }
 
 /// The handle of the writer thread; cheap to clone.
@@ -333,6 +337,11 @@ impl Writer {
                 permit,
                 replayed: true,
                 version: self.ledger.version(),
+            });
+        }
+        if (req.issued_at - self.clock.now()).abs() > self.settings.clock_skew {
+            return Err(OriginError::IssuedAt {
+                skew_seconds: self.settings.clock_skew.whole_seconds(),
             });
         }
         let holder_key = DocKey::of(hash_key, req.travel_permit.canonical());

@@ -6,9 +6,9 @@
 //! adds or replaces a document (linking it to the person),
 //! `{"op":"status","number":"H12345678","status":"lost"}` changes a published document's
 //! status, `{"op":"remove","number":"H12345678"}` withdraws one.
-//! `temp-permit issue` and `temp-permit revoke` write the two temporary-permit events:
-//! `{"op":"temp_permit_issue","permit_id":"…","travel_permit":"H12345678","expires_at":"…"}`
-//! and `{"op":"temp_permit_revoke","permit_id":"…"}`.
+//! The two temporary-permit events of earlier releases (`temp_permit_issue`,
+//! `temp_permit_revoke`) are refused with the reason: the origin (src/origin) issues and
+//! revokes, under its policy, and publishes through [`commit`] itself.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +22,7 @@ use super::{
     PublishOptions, PublishReport,
 };
 use crate::day::Day;
-use crate::document::{DocumentKind, DocumentNo, TravelPermitNo};
+use crate::document::{DocumentKind, DocumentNo};
 use crate::key_files::HashKey;
 use crate::snapshot::{
     self, encode_delta, load_repo, DocKey, FileKind, ManifestDelta, Record, RecordStatus, RepoData,
@@ -69,6 +69,11 @@ pub enum ChangeEvent {
         permit_id: String,
     },
 }
+
+/// Why a change file cannot issue or revoke a temporary permit.
+const ORIGIN_ONLY: &str = "temporary permits are issued and revoked by the origin \
+     (`permitgate temp-permit issue|revoke` or the authority API), which applies the policy \
+     to every desk at once; a change file cannot";
 
 /// Reads change events against the current data, keyed by document.
 fn read_changes(
@@ -120,39 +125,8 @@ fn read_changes(
                 published(&key)?;
                 (key, None)
             }
-            ChangeEvent::TempPermitIssue {
-                permit_id,
-                travel_permit,
-                issued_at,
-                expires_at,
-            } => {
-                let id = permit_id_of(&permit_id, &err)?;
-                let tp = TravelPermitNo::parse(&travel_permit)
-                    .map_err(|e| err(format!("travel_permit breaks rule {}: {e}", e.rule())))?;
-                let holder = data
-                    .get(&DocKey::of(hash_key, tp.canonical()))
-                    .ok_or_else(|| err("travel_permit is not in the published data".into()))?;
-                let key = id.doc_key(hash_key);
-                let rec = crate::issuance::issuance_record(key, &holder, issued_at, expires_at);
-                (key, Some(rec))
-            }
-            ChangeEvent::TempPermitRevoke { permit_id } => {
-                let key = permit_id_of(&permit_id, &err)?.doc_key(hash_key);
-                // Issued and revoked in one file: the revocation is the change.
-                let issued_here = changes.get(&key).and_then(|(_, r)| *r).filter(|r| {
-                    r.kind == DocumentKind::TemporaryPermit && r.status == RecordStatus::Valid
-                });
-                let mut rec = match issued_here {
-                    Some(r) => {
-                        changes.remove(&key);
-                        r
-                    }
-                    None => data.get(&key).ok_or_else(|| {
-                        err("permit_id is not a published temporary permit".into())
-                    })?,
-                };
-                rec.status = RecordStatus::Revoked;
-                (key, Some(rec))
+            ChangeEvent::TempPermitIssue { .. } | ChangeEvent::TempPermitRevoke { .. } => {
+                return Err(err(ORIGIN_ONLY.into()));
             }
         };
         if let Some((first, _)) = changes.insert(key, (line_no, change)) {
@@ -166,14 +140,6 @@ fn read_changes(
         return Err(PublishError::Empty);
     }
     Ok(changes.into_iter().map(|(k, (_, c))| (k, c)).collect())
-}
-
-fn permit_id_of(
-    text: &str,
-    err: &dyn Fn(String) -> PublishError,
-) -> Result<crate::temp_permit::PermitId, PublishError> {
-    crate::temp_permit::PermitId::parse(text)
-        .ok_or_else(|| err("permit_id must be 16 hex characters".into()))
 }
 
 /// Publishes `events` onto the repo's current data as version + 1.
@@ -662,53 +628,61 @@ mod tests {
         .expect("json")
     }
 
+    /// Publishes records as the origin does (src/origin): through [`commit`].
+    fn commit_records(f: &Fixture, records: Vec<Record>) {
+        let (manifest, data) = load_current(&f.repo(), &f.sk, &f.hk).expect("current");
+        commit(
+            &f.repo(),
+            manifest,
+            &data,
+            Commit {
+                changes: records.into_iter().map(|r| (r.key, Some(r))).collect(),
+                journal: Vec::new(),
+            },
+            &f.sk,
+            &f.hk,
+            &opts(),
+            DEFAULT_MAX_DELTAS,
+        )
+        .expect("commit");
+    }
+
     #[test]
-    fn temporary_permits_are_issued_revoked_and_kept_by_full_publications() {
+    fn temporary_permits_published_by_the_origin_are_kept_by_full_publications() {
         use crate::temp_permit::PermitId;
         let f = Fixture::new();
         let (a, b) = ("00000000000000aa", "00000000000000bb");
-        let temp = |state: &RepoData, id: &str| {
-            state.get(&PermitId::parse(id).expect("id").doc_key(&f.hk))
+        let key = |id: &str| PermitId::parse(id).expect("id").doc_key(&f.hk);
+        let holder = f.get(&f.state(), "H12345678").expect("holder");
+        let issued = |id: &str, status: RecordStatus| Record {
+            status,
+            ..crate::issuance::issuance_record(
+                key(id),
+                &holder,
+                Some(time::macros::datetime!(2026-11-25 08:00 UTC)),
+                time::macros::datetime!(2026-12-02 08:00 UTC),
+            )
         };
-        f.change(&issue_event(a, "H12345678"), DEFAULT_MAX_DELTAS)
-            .expect("issue");
-        let state = f.state();
-        let rec = temp(&state, a).expect("issued");
-        assert_eq!(
-            (rec.kind, rec.status),
-            (DocumentKind::TemporaryPermit, RecordStatus::Valid)
+        commit_records(&f, vec![issued(a, RecordStatus::Valid)]);
+        commit_records(
+            &f,
+            vec![
+                issued(a, RecordStatus::Revoked),
+                issued(b, RecordStatus::Valid),
+            ],
         );
-        assert_eq!(Day(rec.valid_until).to_string(), "2026-12-02");
-        assert_eq!(
-            Some(rec.person),
-            f.get(&state, "H12345678").map(|r| r.person),
-            "linked to the holder"
-        );
-        assert_eq!(
-            f.get(&state, "H12345678").map(|r| r.status),
-            Some(RecordStatus::Valid),
-            "the travel permit itself is untouched"
-        );
-
-        // Revoked later, and one issued and revoked in the same file.
-        let both = [
-            revoke_event(a),
-            issue_event(b, "H12345678"),
-            revoke_event(b),
-        ]
-        .join("\n");
-        f.change(&both, DEFAULT_MAX_DELTAS).expect("revoke");
         let state = f.state();
         assert_eq!(
-            temp(&state, a).map(|r| r.status),
-            Some(RecordStatus::Revoked)
-        );
-        assert_eq!(
-            temp(&state, b).map(|r| r.status),
-            Some(RecordStatus::Revoked)
+            state.get(&key(a)).map(|r| (r.kind, r.status, r.person)),
+            Some((
+                DocumentKind::TemporaryPermit,
+                RecordStatus::Revoked,
+                holder.person
+            ))
         );
 
-        // The authority's next full export knows nothing of them; the revocations stay.
+        // The authority's next full export knows nothing of them; they stay, revocation
+        // and all.
         let diff = publish_diff(
             &f.export(),
             &f.repo(),
@@ -722,39 +696,34 @@ mod tests {
         let state = f.state();
         assert_eq!(state.version(), 4);
         assert_eq!(
-            temp(&state, a).map(|r| r.status),
+            state.get(&key(a)).map(|r| r.status),
             Some(RecordStatus::Revoked)
         );
         assert_eq!(
-            temp(&state, b).map(|r| r.status),
-            Some(RecordStatus::Revoked)
+            state.get(&key(b)).map(|r| r.status),
+            Some(RecordStatus::Valid)
         );
     }
 
+    /// A change file cannot issue or revoke a temporary permit: that would bypass the
+    /// origin's policy (a third permit in a month by leaving out a flag, say).
     #[test]
-    fn bad_temporary_permit_events_are_refused() {
+    fn change_files_cannot_issue_or_revoke_temporary_permits() {
         let f = Fixture::new();
-        for (lines, want) in [
-            (issue_event("xyz", "H12345678"), "permit_id must be 16 hex"),
-            (
-                issue_event("00000000000000aa", "H99999999"),
-                "not in the published data",
-            ),
-            (
-                issue_event("00000000000000aa", "H1234"),
-                "travel_permit breaks rule length",
-            ),
-            (
-                revoke_event("00000000000000cc"),
-                "not a published temporary permit",
-            ),
+        for lines in [
+            issue_event("00000000000000aa", "H12345678"),
+            revoke_event("00000000000000cc"),
         ] {
             let e = f
                 .change(&lines, DEFAULT_MAX_DELTAS)
-                .expect_err(want)
+                .expect_err("refused")
                 .to_string();
-            assert!(e.contains(want) && e.contains("line 1"), "{e}");
-            assert!(!e.contains("H99999999"), "{e}");
+            assert!(
+                e.contains("issued and revoked by the origin") && e.contains("line 1"),
+                "{e}"
+            );
+            assert!(!e.contains("H12345678"), "{e}");
         }
+        assert_eq!(f.state().version(), 1, "nothing was published");
     }
 }

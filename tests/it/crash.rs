@@ -36,6 +36,7 @@ fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
         &base,
         vec![
             config_edit::remove("snapshot.repo"),
+            config_edit::remove("origin"),
             config_edit::merge(
                 "replication",
                 &format!(

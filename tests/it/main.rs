@@ -20,6 +20,7 @@ mod metrics;
 mod mtls;
 mod openapi;
 mod ops;
+mod origin;
 mod problems;
 mod rate_limits;
 mod receipts;

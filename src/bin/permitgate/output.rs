@@ -1,15 +1,13 @@
 //! What several subcommands share: writing to standard output, times and document numbers
-//! as the command line reads and prints them, and change events.
+//! as the command line reads and prints them.
 
 use std::io::Write as _;
-use std::path::Path;
 
 use anyhow::Context;
 use time::OffsetDateTime;
 
 use permitgate::checks::DocumentPair;
 use permitgate::document::{NumberError, ResidencePermitNo, TravelPermitNo};
-use permitgate::publish::ChangeEvent;
 
 /// Writes to standard output; a reader that stopped reading (`| head -1`) is not an
 /// error (println! would panic on the broken pipe).
@@ -53,21 +51,4 @@ pub fn pair(tp: &str, rp: &str) -> anyhow::Result<DocumentPair> {
     let rp = number("residence-permit", rp, ResidencePermitNo::parse)?;
     DocumentPair::new(tp, rp)
         .map_err(|e| anyhow::anyhow!("--residence-permit breaks rule {}: {e}", e.rule()))
-}
-
-/// Appends one change event to `path`, or prints it on standard error.
-pub fn change_event(event: &ChangeEvent, path: Option<&Path>) -> anyhow::Result<()> {
-    let line = serde_json::to_string(event)?;
-    match path {
-        Some(p) => {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| p.display().to_string())?;
-            writeln!(f, "{line}").with_context(|| p.display().to_string())?;
-        }
-        None => eprintln!("{line}"),
-    }
-    Ok(())
 }

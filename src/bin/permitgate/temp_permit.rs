@@ -1,40 +1,40 @@
 //! `permitgate temp-permit issue | revoke | verify`: the authority's side of temporary
-//! permits (issuing key, change events) and the offline verifier's (published keys).
+//! permits (through the origin's writer: a desk without the API still cannot bypass the
+//! policy) and the offline verifier's (published keys).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::bail;
 use time::OffsetDateTime;
 
-use permitgate::day::rfc3339;
+use permitgate::clock::SystemClock;
+use permitgate::config::{AuthorityScope, Config};
+use permitgate::day::{beijing_minute, rfc3339};
 use permitgate::document::TravelPermitNo;
-use permitgate::issuance;
-use permitgate::key_files::{self, HashKey};
+use permitgate::issuance::Actor;
 use permitgate::keyring::Keyring;
-use permitgate::publish::ChangeEvent;
-use permitgate::snapshot::{load_repo, DocKey, Record, RepoData};
+use permitgate::origin::server::open_writer;
+use permitgate::origin::{IssueRequest, Origin};
 use permitgate::temp_permit::{self, PermitId, Reason, TokenStatus, VerificationView};
 
-use crate::output::{change_event, number, parse_time};
+use crate::output::{emit, number, parse_time};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Sign a temporary permit, if the issuance policy allows it (the published data: the
-    /// travel permit's record, the holder's permits this month); print its token and emit
-    /// its issuance event.
+    /// Issue a temporary permit through the origin's writer (the config's [origin]): the
+    /// same policy, journal and publication as the authority API; print its token.
     Issue {
-        /// The authority's temporary-permit issuing key (Ed25519, PKCS#8 PEM).
+        /// The config with the [origin] section (repository, keys, callers).
         #[arg(long)]
-        signing_key: PathBuf,
-        /// The published repository (manifest.json + objects/) the policy reads.
+        config: PathBuf,
+        /// The authority caller this desk is ([[origin.callers]] id, with the scope
+        /// temp_permit_issue): its office is recorded.
         #[arg(long)]
-        repo: PathBuf,
-        /// The publisher's public key (SPKI PEM), to verify the repository.
+        caller: String,
+        /// The officer issuing (recorded with the permit).
         #[arg(long)]
-        publisher_key: PathBuf,
-        /// The identifier hashing key the repository was built with.
-        #[arg(long)]
-        hash_key: PathBuf,
+        officer: String,
         /// The holder's travel permit number.
         #[arg(long)]
         travel_permit: String,
@@ -44,26 +44,30 @@ pub enum Command {
         /// lost, damaged or forgotten.
         #[arg(long)]
         reason: Reason,
-        /// Issue time, RFC 3339 (default: now). Valid for seven days from it.
+        /// Issue time, RFC 3339 (default: now; at most the origin's clock skew away).
         #[arg(long, value_parser = parse_time)]
         issued_at: Option<OffsetDateTime>,
+        /// Run the command again with the same key after a failure: it gets the same
+        /// permit, never a second one (default: a new key).
+        #[arg(long)]
+        idempotency_key: Option<String>,
         /// Also write the token as a QR code image (PNG).
         #[cfg(feature = "tools")]
         #[arg(long)]
         qr: Option<PathBuf>,
-        /// Append the issuance event to this change file (for `publish --changes`);
-        /// without it the event is printed on standard error.
-        #[arg(long)]
-        events: Option<PathBuf>,
     },
-    /// Emit the revocation event of a temporary permit (for `publish --changes`).
+    /// Revoke a temporary permit through the origin's writer; published at once.
     Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        /// The authority caller ([[origin.callers]] id, scope temp_permit_revoke).
+        #[arg(long)]
+        caller: String,
+        #[arg(long)]
+        officer: String,
         /// The permit id (16 hex characters) printed when it was issued.
         #[arg(long)]
         id: String,
-        /// Append the event to this change file; without it it is printed.
-        #[arg(long)]
-        events: Option<PathBuf>,
     },
     /// Verify a token offline against the published keys (revocations need the gateway).
     Verify {
@@ -80,83 +84,109 @@ pub enum Command {
     },
 }
 
+/// The writer of the config's origin, and the caller's record, if it holds `scope`.
+fn origin_for(
+    config: &Path,
+    caller: &str,
+    officer: &str,
+    scope: AuthorityScope,
+) -> anyhow::Result<(Origin, Actor)> {
+    let config = Config::load(config)?;
+    let Some(o) = &config.origin else {
+        bail!("--config has no [origin] section: temporary permits are issued by the origin");
+    };
+    let Some(c) = o.callers.iter().find(|c| c.id == caller) else {
+        bail!("--caller is not one of [[origin.callers]]");
+    };
+    if !c.scopes.contains(&scope) {
+        bail!(
+            "--caller lacks the scope {}",
+            permitgate::origin::api::scope_name(scope)
+        );
+    }
+    let officer = officer.trim();
+    if officer.is_empty() || officer.chars().count() > 64 || officer.chars().any(char::is_control) {
+        bail!("--officer must be 1-64 characters, no control characters");
+    }
+    let origin = open_writer(&config, o, Arc::new(SystemClock))?;
+    Ok((
+        origin,
+        Actor {
+            caller: c.id.clone(),
+            office: c.office.clone(),
+            officer: officer.to_owned(),
+        },
+    ))
+}
+
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Issue {
-            signing_key,
-            repo,
-            publisher_key,
-            hash_key,
+            config,
+            caller,
+            officer,
             travel_permit,
             name,
             reason,
             issued_at,
+            idempotency_key,
             #[cfg(feature = "tools")]
             qr,
-            events,
         } => {
-            let key = key_files::load_signing_key(&signing_key)?;
             let tp = number("travel-permit", &travel_permit, TravelPermitNo::parse)?;
             let name = permitgate::person_name::normalize(&name)
                 .map_err(|e| anyhow::anyhow!("--name {e}"))?;
-            let issued_at = issued_at.unwrap_or_else(OffsetDateTime::now_utc);
-            let hash_key = HashKey::load(&hash_key)?;
-            let published = load_repo(
-                &repo,
-                &[key_files::load_verifying_key(&publisher_key)?],
-                Some(&hash_key),
-            )?
-            .into_data();
-            let holder = published.get(&DocKey::of(&hash_key, tp.canonical()));
-            let this_month = holder.map_or(0, |h| {
-                let pending = pending_issuances(events.as_deref(), &published, &hash_key);
-                issuance::issued_in_month(
-                    published.records().iter().chain(pending.iter()),
-                    h.person,
-                    issued_at,
-                )
-            });
-            let until = issuance::decide(reason, holder.as_ref(), issued_at, this_month)
-                .map_err(|e| anyhow::anyhow!("no temporary permit issued: {e}"))?;
-            let (token, permit) =
-                temp_permit::issue_until(&tp, &name, reason, issued_at, Some(until), &key)
-                    .map_err(|e| anyhow::anyhow!("--{e}"))?;
+            let key = idempotency_key.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+            let (origin, by) =
+                origin_for(&config, &caller, &officer, AuthorityScope::TempPermitIssue)?;
+            let issued = origin.issue_blocking(IssueRequest {
+                travel_permit: tp,
+                name,
+                reason,
+                issued_at: issued_at.unwrap_or_else(OffsetDateTime::now_utc),
+                idempotency_key: key.clone(),
+                by,
+            })?;
             #[cfg(feature = "tools")]
             if let Some(path) = &qr {
                 use anyhow::Context;
-                let png = permitgate::printable::qr_png(&token, 6)?;
+                let png = permitgate::printable::qr_png(&issued.token, 6)?;
                 std::fs::write(path, png).with_context(|| path.display().to_string())?;
             }
-            change_event(
-                &ChangeEvent::TempPermitIssue {
-                    permit_id: permit.permit_id.to_string(),
-                    travel_permit: tp.canonical().to_owned(),
-                    issued_at: Some(permit.issued_at),
-                    expires_at: permit.expires_at,
-                },
-                events.as_deref(),
-            )?;
-            println!("{token}");
-            if let Some(p) = &events {
-                eprintln!(
-                    "permit {} valid until {}; issuance event appended to {}",
-                    permit.permit_id,
-                    rfc3339(permit.expires_at),
-                    p.display()
-                );
-            }
+            emit(&format!("{}\n", issued.token))?;
+            let p = &issued.permit;
+            eprintln!(
+                "permit {} {}, valid until {} Beijing time ({}), published as version {}; idempotency key {key}",
+                p.permit_id,
+                if issued.replayed { "was issued before under this key" } else { "issued" },
+                beijing_minute(p.expires_at),
+                rfc3339(p.expires_at),
+                issued.version,
+            );
             Ok(())
         }
-        Command::Revoke { id, events } => {
-            let Some(id) = PermitId::parse(&id) else {
+        Command::Revoke {
+            config,
+            caller,
+            officer,
+            id,
+        } => {
+            let Some(id) = PermitId::parse(&id).filter(|_| id.trim().len() == 16) else {
                 bail!("--id must be 16 hex characters");
             };
-            change_event(
-                &ChangeEvent::TempPermitRevoke {
-                    permit_id: id.to_string(),
+            let (origin, by) =
+                origin_for(&config, &caller, &officer, AuthorityScope::TempPermitRevoke)?;
+            let revoked = origin.revoke_blocking(id, by)?;
+            eprintln!(
+                "permit {id} {}, published as version {}",
+                if revoked.replayed {
+                    "was already revoked"
+                } else {
+                    "revoked"
                 },
-                events.as_deref(),
-            )
+                revoked.version
+            );
+            Ok(())
         }
         Command::Verify {
             keys,
@@ -182,36 +212,4 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Issuances appended to the change file and not published yet, as the records publishing
-/// them will make (so that they count towards the monthly limit).
-fn pending_issuances(
-    events: Option<&Path>,
-    published: &RepoData,
-    hash_key: &HashKey,
-) -> Vec<Record> {
-    let Some(text) = events.and_then(|p| std::fs::read_to_string(p).ok()) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<ChangeEvent>(line).ok())
-        .filter_map(|e| match e {
-            ChangeEvent::TempPermitIssue {
-                travel_permit,
-                issued_at,
-                expires_at,
-                ..
-            } => {
-                let tp = TravelPermitNo::parse(&travel_permit).ok()?;
-                let key = DocKey::of(hash_key, tp.canonical());
-                let holder = published.get(&key)?;
-                // Keyed by the travel permit: only counted, never published from here.
-                Some(issuance::issuance_record(
-                    key, &holder, issued_at, expires_at,
-                ))
-            }
-            _ => None,
-        })
-        .collect()
 }

@@ -689,3 +689,69 @@ pub fn assert_subset(actual: &Value, expect: &Value, ctx: &str) {
         _ => assert_eq!(actual, expect, "at {ctx}"),
     }
 }
+
+/// The origin (the authority's API) of a test gateway's config, served in this process
+/// on an ephemeral loopback port; stopped on drop.
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    pub pki: permitgate::demo::PkiLayout,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestGateway {
+    /// Serves the `[origin]` of this gateway's config with `clock`.
+    pub async fn start_origin(&self, clock: Arc<dyn permitgate::clock::Clock>) -> TestOrigin {
+        let config = Config::load(&self.config_path).expect("config");
+        let service = permitgate::origin::server::open(&config, clock).expect("origin opens");
+        let listener = service.bind().await.expect("bind origin");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move { service.serve(listener).await });
+        TestOrigin {
+            addr,
+            pki: self.demo.pki.clone(),
+            task,
+        }
+    }
+}
+
+impl TestOrigin {
+    /// An mTLS connection as the demo's authority caller `id`.
+    pub async fn caller(&self, id: &str) -> Client {
+        Client::connect(
+            self.addr,
+            &self.pki.ca_cert(),
+            Some((&self.pki.caller_cert(id), &self.pki.caller_key(id))),
+        )
+        .await
+        .expect("caller connects")
+    }
+}
+
+/// `POST` of JSON with an `Idempotency-Key` (`None`: without one).
+pub async fn post_idempotent(
+    client: &mut Client,
+    path: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> Response {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("json"),
+        )))
+        .expect("request");
+    client.try_request_with(req).await.expect("response")
+}

@@ -1,0 +1,837 @@
+//! The origin: the authority's API over mTLS (its own CA and listener), the temporary-permit
+//! policy decided once for every desk, retries by idempotency key, publication at once to
+//! following gateways, several origin processes on one repository, kill -9 while issuing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use time::macros::datetime;
+
+use crate::common::process::{free_port, Running};
+use crate::common::{config_edit, post_idempotent, Client, Options, TestGateway};
+
+use permitgate::clock::{ManualClock, SystemClock};
+use permitgate::config::Config;
+use permitgate::document::{DocumentKind, TravelPermitNo};
+use permitgate::key_files::{load_verifying_key, HashKey};
+use permitgate::snapshot::load_repo;
+use permitgate::temp_permit::PermitId;
+
+const PERMITS: &str = "/v1/authority/temporary-permits";
+const VERIFY: &str = "/v1/temporary-permits/verify";
+
+fn lost_travel_permit(gw: &TestGateway) -> String {
+    gw.sample("travel_permit_lost_status").body["number"]
+        .as_str()
+        .expect("number")
+        .to_owned()
+}
+
+/// Travel permits recorded valid for years, from the demo's export: holders who may be
+/// given a permit for `forgotten`.
+fn valid_travel_permits(gw: &TestGateway, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(gw.demo.export()).expect("export");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let person: Value = serde_json::from_str(line).expect("line");
+        for d in person["documents"].as_array().into_iter().flatten() {
+            let number = d["number"].as_str().unwrap_or_default();
+            if TravelPermitNo::parse(number).is_ok()
+                && d["status"] == "valid"
+                && d["valid_until"].as_str().is_some_and(|u| u > "2028-01-01")
+                && !out.iter().any(|o| o == number)
+            {
+                out.push(number.to_owned());
+            }
+        }
+    }
+    assert!(out.len() >= n, "the demo has {} such holders", out.len());
+    out.truncate(n);
+    out
+}
+
+fn issue_body(tp: &str, reason: &str) -> Value {
+    json!({"travel_permit": tp, "name": "CHAN Tai Man", "reason": reason, "officer": "E1024"})
+}
+
+async fn verify_status(gw: &TestGateway, token: &str) -> Value {
+    let r = gw
+        .client("rail-gate")
+        .await
+        .post_json(VERIFY, &json!({ "token": token }))
+        .await;
+    r.assert_ok("verify");
+    r.json()["status"].clone()
+}
+
+fn body_text(r: &crate::common::Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+#[tokio::test]
+async fn an_office_issues_looks_up_lists_and_revokes_and_a_following_gateway_refuses_at_once() {
+    let mut gw = TestGateway::start_with(Options {
+        replication: true,
+        poll_interval_ms: 50,
+        ..Options::default()
+    })
+    .await;
+    let gateway = gw.gateway.clone();
+    assert!(gw.running.start_replication(&gateway).expect("follower"));
+    let origin = gw.start_origin(Arc::new(SystemClock)).await;
+    let mut desk = origin.caller("desk-01").await;
+    let tp = lost_travel_permit(&gw);
+
+    let r = post_idempotent(
+        &mut desk,
+        PERMITS,
+        Some("desk-01-a"),
+        &issue_body(&tp, "lost"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", body_text(&r));
+    assert!(!body_text(&r).contains(&tp), "no full number in the answer");
+    let first = r.json();
+    let token = first["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        first["holder"]["travel_permit"],
+        format!("{}****", &tp[..5])
+    );
+    assert_eq!(first["replayed"], false);
+
+    // A desk that retries after a timeout gets the same permit, not a second one.
+    let again = post_idempotent(
+        &mut desk,
+        PERMITS,
+        Some("desk-01-a"),
+        &issue_body(&tp, "lost"),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", body_text(&again));
+    assert_eq!(again.json()["token"], first["token"]);
+    assert_eq!(again.json()["replayed"], true);
+    // The same key for another request is refused.
+    let other = post_idempotent(
+        &mut desk,
+        PERMITS,
+        Some("desk-01-a"),
+        &issue_body(&tp, "forgotten"),
+    )
+    .await;
+    other.problem(422, "idempotency-key-reused");
+
+    // Two a calendar month, whichever desk asks.
+    let mut app = origin.caller("resident-app").await;
+    let second = post_idempotent(&mut app, PERMITS, Some("app-1"), &issue_body(&tp, "lost")).await;
+    assert_eq!(second.status, 201, "{}", body_text(&second));
+    let third = post_idempotent(
+        &mut desk,
+        PERMITS,
+        Some("desk-01-b"),
+        &issue_body(&tp, "lost"),
+    )
+    .await;
+    let p = third.problem(409, "issuance-refused");
+    assert_eq!(p["rule"], "monthly-limit");
+    assert!(!body_text(&third).contains(&tp));
+
+    assert_eq!(verify_status(&gw, &token).await, "valid");
+
+    // Revoked: published at once, and the following gateway refuses it.
+    let id = first["permit_id"].as_str().expect("id").to_owned();
+    let revocation = format!("{PERMITS}/{id}/revocation");
+    let asked = Instant::now();
+    let r = desk
+        .post_json(&revocation, &json!({"officer": "E2048"}))
+        .await;
+    r.assert_ok("revoke");
+    assert_eq!(r.json()["revoked"]["by"]["officer"], "E2048");
+    let mut status = Value::Null;
+    for _ in 0..500 {
+        status = verify_status(&gw, &token).await;
+        if status == "revoked" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        status, "revoked",
+        "the revocation never reached the follower"
+    );
+    eprintln!("revocation reached the follower in {:?}", asked.elapsed());
+    let twice = desk
+        .post_json(&revocation, &json!({"officer": "E2048"}))
+        .await;
+    twice.assert_ok("revoke again");
+    assert_eq!(twice.json()["replayed"], true);
+    desk.post_json(
+        &format!("{PERMITS}/0123456789abcdef/revocation"),
+        &json!({"officer": "E2048"}),
+    )
+    .await
+    .problem(404, "permit-not-found");
+    let p = desk
+        .post_json(
+            &format!("{PERMITS}/xyz/revocation"),
+            &json!({"officer": "E2048"}),
+        )
+        .await
+        .problem(422, "invalid-field");
+    assert_eq!(p["field"], "id");
+
+    // Looked up and listed, with who did what; never the full number.
+    let r = desk.get(&format!("{PERMITS}/{id}")).await;
+    r.assert_ok("lookup");
+    let v = r.json();
+    assert_eq!(v["status"], "revoked");
+    assert_eq!(v["issued_by"]["officer"], "E1024");
+    assert_eq!(v["issued_by"]["caller"], "desk-01");
+    assert!(v["issued_by"]["office"]
+        .as_str()
+        .is_some_and(|o| o.contains("Demo")));
+    let today = permitgate::day::Day::in_beijing(time::OffsetDateTime::now_utc()).to_string();
+    let listed = desk
+        .get(&format!("{PERMITS}?issued_on={today}"))
+        .await
+        .json();
+    assert_eq!(listed["count"], 2, "{listed}");
+    let office = v["issued_by"]["office"].as_str().expect("office");
+    let by_office: String = url_encode(office);
+    let listed = desk
+        .get(&format!("{PERMITS}?issued_on={today}&office={by_office}"))
+        .await
+        .json();
+    assert_eq!(listed["count"], 1, "only desk-01's office: {listed}");
+    let r = desk
+        .post_json(&format!("{PERMITS}/search"), &json!({"travel_permit": tp}))
+        .await;
+    r.assert_ok("search");
+    assert_eq!(r.json()["count"], 2);
+    assert!(!body_text(&r).contains(&tp));
+
+    // Every call is in the origin's audit trail, with office and officer, no number.
+    let trail: String = std::fs::read_dir(gw.demo.dir.join("origin-audit"))
+        .expect("origin audit")
+        .filter_map(|e| std::fs::read_to_string(e.expect("entry").path()).ok())
+        .collect();
+    for want in [
+        "\"outcome\":\"issued\"",
+        "\"outcome\":\"replayed\"",
+        "\"outcome\":\"revoked\"",
+        "\"outcome\":\"issuance-refused\"",
+        "officer E2048",
+        "Demo immigration office",
+    ] {
+        assert!(trail.contains(want), "{want} not in the trail");
+    }
+    assert!(!trail.contains(&tp), "no full number in the trail");
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_the_field_and_rule_never_the_number() {
+    let gw = TestGateway::start().await;
+    let origin = gw.start_origin(Arc::new(SystemClock)).await;
+    let mut desk = origin.caller("desk-01").await;
+    let tp = lost_travel_permit(&gw);
+    let hour_ago =
+        permitgate::day::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
+        (
+            issue_body("M00000001", "forgotten"),
+            409,
+            "issuance-refused",
+            None,
+        ),
+        (
+            issue_body("810000199001011230", "lost"),
+            422,
+            "invalid-field",
+            Some("travel_permit"),
+        ),
+        (
+            issue_body(&tp, "丢失"),
+            422,
+            "invalid-field",
+            Some("reason"),
+        ),
+        (
+            json!({"travel_permit": tp, "name": "CHAN Tai Man", "reason": "lost", "officer": "E1", "issued_at": hour_ago}),
+            422,
+            "invalid-field",
+            Some("issued_at"),
+        ),
+        (
+            json!({"travel_permit": tp, "name": "\u{202e}NAM IAT NAHC", "reason": "lost", "officer": "E1"}),
+            422,
+            "invalid-field",
+            Some("name"),
+        ),
+        (
+            json!({"travel_permit": tp, "name": "A", "reason": "lost", "officer": ""}),
+            422,
+            "invalid-field",
+            Some("officer"),
+        ),
+        (
+            json!({"travel_permit": tp, "name": "A", "reason": "lost", "officer": "E1", "extra": 1}),
+            400,
+            "unknown-field",
+            Some("extra"),
+        ),
+        (
+            json!({"travel_permit": 12345678, "name": "A", "reason": "lost", "officer": "E1"}),
+            400,
+            "invalid-field",
+            None,
+        ),
+    ];
+    for (i, (body, status, slug, field)) in cases.into_iter().enumerate() {
+        let r = post_idempotent(&mut desk, PERMITS, Some(&format!("bad-{i}")), &body).await;
+        let p = r.problem(status, slug);
+        if let Some(f) = field {
+            assert_eq!(p["field"], f, "{p}");
+        }
+        let text = body_text(&r);
+        for number in [tp.as_str(), "M00000001", "810000199001011230", "12345678"] {
+            assert!(!text.contains(number), "case {i} echoes a number: {text}");
+        }
+    }
+    let r = post_idempotent(&mut desk, PERMITS, None, &issue_body(&tp, "lost")).await;
+    let p = r.problem(400, "idempotency-key");
+    assert_eq!(p["field"], "Idempotency-Key");
+    desk.get(&format!("{PERMITS}/search"))
+        .await
+        .problem(405, "method-not-allowed");
+    desk.get("/v1/link-checks").await.problem(404, "not-found");
+    let p = desk
+        .get(&format!("{PERMITS}?travel_permit={tp}"))
+        .await
+        .problem(422, "invalid-field");
+    assert_eq!(p["field"], "query");
+    // A caller may only do what its scopes say.
+    let mut auditor = origin.caller("auditor").await;
+    post_idempotent(&mut auditor, PERMITS, Some("a-1"), &issue_body(&tp, "lost"))
+        .await
+        .problem(403, "scope-missing");
+    auditor.get(PERMITS).await.assert_ok("the auditor lists");
+}
+
+#[tokio::test]
+async fn no_partner_reaches_the_authority_api_and_a_config_mixing_them_is_refused() {
+    let gw = TestGateway::start().await;
+    let origin = gw.start_origin(Arc::new(SystemClock)).await;
+    let pki = &gw.demo.pki;
+    // A partner's certificate (another CA) is refused by the origin's handshake...
+    let bank = Client::connect(
+        origin.addr,
+        &pki.ca_cert(),
+        Some((&pki.partner_cert("bank"), &pki.partner_key("bank"))),
+    )
+    .await;
+    let answered = match bank {
+        Err(_) => None,
+        Ok(mut c) => c
+            .try_request(http::Method::GET, PERMITS, None, bytes::Bytes::new())
+            .await
+            .ok(),
+    };
+    assert!(
+        answered.is_none(),
+        "a partner certificate reached the origin"
+    );
+    // ...and an authority caller's by the partners' listener.
+    let r = gw
+        .attempt(Some((
+            &pki.caller_cert("desk-01"),
+            &pki.caller_key("desk-01"),
+        )))
+        .await;
+    assert!(
+        r.is_err(),
+        "an authority certificate reached the gateway: {r:?}"
+    );
+
+    // Configs that mix the two are refused, every mistake named at once.
+    let text = std::fs::read_to_string(&gw.config_path).expect("config");
+    let listen = free_port().to_string();
+    let mixed = config_edit::apply(
+        &text,
+        vec![
+            config_edit::set("origin.client_ca", "pki/ca.crt"),
+            config_edit::set("server.listen", listen.clone()),
+            config_edit::set("origin.listen", listen),
+            config_edit::add_partner("desk-01", "scopes = []"),
+        ],
+    );
+    let e = Config::parse(&mixed, &gw.config_path)
+        .expect_err("mixed")
+        .to_string();
+    let problems = match Config::parse(&mixed, &gw.config_path) {
+        Err(permitgate::config::ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("{other:?}"),
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    for want in ["origin.client_ca", "origin.listen", "origin.callers[0].id"] {
+        assert!(fields.contains(&want), "{want} not in {fields:?} ({e})");
+    }
+    // The same CA under another name: refused when the origin opens.
+    std::fs::copy(
+        pki.ca_cert(),
+        gw.demo.dir.join("pki/copy-of-partner-ca.crt"),
+    )
+    .expect("copy");
+    let copied = config_edit::apply(
+        &text,
+        vec![config_edit::set(
+            "origin.client_ca",
+            "pki/copy-of-partner-ca.crt",
+        )],
+    );
+    let config = Config::parse(&copied, &gw.config_path).expect("parses");
+    assert!(matches!(
+        permitgate::origin::server::open(&config, Arc::new(SystemClock)),
+        Err(permitgate::origin::server::OriginStartError::SharedCa)
+    ));
+    // No partner can be given an authority scope.
+    let scoped = config_edit::apply(
+        &text,
+        vec![config_edit::add_partner(
+            "clerk",
+            r#"scopes = ["temp_permit_issue"]"#,
+        )],
+    );
+    assert!(Config::parse(&scoped, &gw.config_path).is_err());
+}
+
+#[tokio::test]
+async fn the_month_is_beijings_on_both_sides_of_16_00_utc() {
+    let gw = TestGateway::start().await;
+    let clock = Arc::new(ManualClock::at_unix(
+        datetime!(2026-12-31 15:59 UTC).unix_timestamp(),
+    ));
+    let origin = gw.start_origin(clock.clone()).await;
+    let mut desk = origin.caller("desk-01").await;
+    let tp = lost_travel_permit(&gw);
+    for key in ["dec-1", "dec-2"] {
+        let r = post_idempotent(&mut desk, PERMITS, Some(key), &issue_body(&tp, "lost")).await;
+        assert_eq!(r.status, 201, "{}", body_text(&r));
+    }
+    // 23:59:30 on 31 December in Beijing: still December.
+    clock.set_unix(datetime!(2026-12-31 15:59:30 UTC).unix_timestamp());
+    let r = post_idempotent(&mut desk, PERMITS, Some("dec-3"), &issue_body(&tp, "lost")).await;
+    let p = r.problem(409, "issuance-refused");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("2026-12")),
+        "{p}"
+    );
+    // 00:00 on 1 January in Beijing (still 31 December in UTC): a new month.
+    clock.set_unix(datetime!(2026-12-31 16:00 UTC).unix_timestamp());
+    let r = post_idempotent(&mut desk, PERMITS, Some("jan-1"), &issue_body(&tp, "lost")).await;
+    assert_eq!(r.status, 201, "{}", body_text(&r));
+    let id = r.json()["permit_id"].as_str().expect("id").to_owned();
+    let v = desk.get(&format!("{PERMITS}/{id}")).await.json();
+    assert_eq!(v["issued_on"], "2027-01-01", "{v}");
+    assert_eq!(v["valid_from"], "2026-12-31T16:00:00Z");
+}
+
+/// `permitgate origin` as a process, on a port of its own, with its own audit trail.
+struct OriginProcess {
+    _child: Running,
+    addr: std::net::SocketAddr,
+}
+
+fn origin_config(gw: &TestGateway, name: &str) -> (std::path::PathBuf, std::net::SocketAddr) {
+    let addr = free_port();
+    let text = config_edit::apply(
+        &std::fs::read_to_string(&gw.config_path).expect("config"),
+        vec![
+            config_edit::set("origin.listen", addr.to_string()),
+            config_edit::set(
+                "origin.audit_dir",
+                gw.dir
+                    .path()
+                    .join(format!("audit-{name}"))
+                    .display()
+                    .to_string(),
+            ),
+        ],
+    );
+    let path = gw.config_path.with_file_name(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    (path, addr)
+}
+
+async fn start_origin_process(
+    config: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> OriginProcess {
+    let child = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["origin", "--config", &config.to_string_lossy()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start origin"),
+    );
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return OriginProcess {
+                _child: child,
+                addr,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the origin never listened on {addr}");
+}
+
+async fn caller_at(gw: &TestGateway, addr: std::net::SocketAddr, id: &str) -> Option<Client> {
+    let pki = &gw.demo.pki;
+    Client::connect(
+        addr,
+        &pki.ca_cert(),
+        Some((&pki.caller_cert(id), &pki.caller_key(id))),
+    )
+    .await
+    .ok()
+}
+
+/// Temporary-permit records per holder (person) in the repository as published.
+fn permits_per_holder(gw: &TestGateway) -> HashMap<u64, usize> {
+    let trusted = [load_verifying_key(&gw.demo.publisher_pub()).expect("pub")];
+    let hk = HashKey::load(&gw.demo.hash_key()).expect("hash key");
+    let repo = load_repo(&gw.demo.repo(), &trusted, Some(&hk)).expect("repo");
+    let mut per: HashMap<u64, usize> = HashMap::new();
+    for r in repo.into_data().records() {
+        if r.kind == DocumentKind::TemporaryPermit {
+            *per.entry(r.person).or_default() += 1;
+        }
+    }
+    per
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
+    let gw = TestGateway::start().await;
+    let holders = valid_travel_permits(&gw, 50);
+    let mut origins = Vec::new();
+    for name in ["origin-a", "origin-b"] {
+        let (config, addr) = origin_config(&gw, name);
+        origins.push(start_origin_process(&config, addr).await);
+    }
+    let gw = Arc::new(gw);
+    let tasks: Vec<_> = (0..200)
+        .map(|j| {
+            let (gw, holder) = (gw.clone(), holders[j % 50].clone());
+            let addr = origins[j % 2].addr;
+            tokio::spawn(async move {
+                let mut c = caller_at(&gw, addr, "desk-01").await.expect("connects");
+                let r = post_idempotent(
+                    &mut c,
+                    PERMITS,
+                    Some(&format!("k{j}")),
+                    &issue_body(&holder, "forgotten"),
+                )
+                .await;
+                (r.status.as_u16(), r.json())
+            })
+        })
+        .collect();
+    let mut by_status: HashMap<u16, usize> = HashMap::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        if status == 409 {
+            assert_eq!(body["rule"], "monthly-limit", "{body}");
+        }
+        *by_status.entry(status).or_default() += 1;
+    }
+    assert_eq!(by_status.get(&201), Some(&100), "{by_status:?}");
+    assert_eq!(by_status.get(&409), Some(&100), "{by_status:?}");
+
+    let per = permits_per_holder(&gw);
+    assert_eq!(per.values().sum::<usize>(), 100);
+    assert!(per.values().all(|n| *n == 2), "{per:?}");
+
+    // One chain: from version 0, each link names the next, and every link is on it.
+    let chain = gw.demo.repo().join("chain");
+    let links: HashMap<u64, u64> = std::fs::read_dir(&chain)
+        .expect("chain")
+        .map(|e| {
+            let v: Value =
+                serde_json::from_slice(&std::fs::read(e.expect("entry").path()).expect("read"))
+                    .expect("link");
+            (
+                v["from"].as_u64().expect("from"),
+                v["version"].as_u64().expect("version"),
+            )
+        })
+        .collect();
+    let (mut at, mut walked) = (0, 0);
+    while let Some(next) = links.get(&at) {
+        at = *next;
+        walked += 1;
+    }
+    assert_eq!(walked, links.len(), "every link is on the one chain");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        manifest["signed"]["version"], at,
+        "the manifest is the chain's end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
+    let gw = Arc::new(TestGateway::start().await);
+    let holders = valid_travel_permits(&gw, 60);
+    let (config, addr) = origin_config(&gw, "origin-crash");
+    // key -> (holder, permit id) of every answer a desk received.
+    let mut answered: HashMap<String, (String, String)> = HashMap::new();
+    for (round, kill_after_ms) in [(0u32, 40u64), (1, 120), (2, 250)] {
+        let process = start_origin_process(&config, addr).await;
+        let tasks: Vec<_> = holders
+            .iter()
+            .enumerate()
+            .map(|(i, holder)| {
+                let (gw, holder) = (gw.clone(), holder.clone());
+                let key = format!("r{round}-h{i}");
+                tokio::spawn(async move {
+                    let mut c = caller_at(&gw, addr, "desk-01").await?;
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        c.try_request_with(issue_request(&key, &holder)),
+                    )
+                    .await
+                    .ok()?
+                    .ok()?;
+                    let permit = r.status.is_success().then(|| {
+                        serde_json::from_slice::<Value>(&r.body).expect("json")["permit_id"]
+                            .as_str()
+                            .expect("id")
+                            .to_owned()
+                    })?;
+                    Some((key, holder, permit))
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        drop(process); // SIGKILL, then wait
+        for t in tasks {
+            if let Some((key, holder, permit)) = t.await.expect("task") {
+                answered.insert(key, (holder, permit));
+            }
+        }
+    }
+    assert!(
+        !answered.is_empty(),
+        "no issuance was answered before the kills"
+    );
+    // After a restart every answered permit is there, and a retry of any request (answered
+    // or cut off by the kill) names the permit its key names: never a second one.
+    let _process = start_origin_process(&config, addr).await;
+    let mut desk = caller_at(&gw, addr, "desk-01").await.expect("connects");
+    for (key, (holder, permit)) in &answered {
+        let r = desk
+            .try_request_with(issue_request(key, holder))
+            .await
+            .expect("retry");
+        assert_eq!(r.status, 200, "{key}: {}", String::from_utf8_lossy(&r.body));
+        let v: Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(v["permit_id"].as_str(), Some(permit.as_str()), "{key}");
+        desk.get(&format!("{PERMITS}/{permit}"))
+            .await
+            .assert_ok(key);
+    }
+    let hash_key = HashKey::load(&gw.demo.hash_key()).expect("hash key");
+    let per = permits_per_holder(&gw);
+    assert!(per.values().all(|n| *n <= 2), "{per:?}");
+    // Each permit in the repository is the one its request's key names.
+    for (key, (_, permit)) in &answered {
+        assert_eq!(
+            PermitId::for_request(&hash_key, "desk-01", key).to_string(),
+            *permit
+        );
+    }
+    eprintln!("{} answered permits survived 3 kills", answered.len());
+}
+
+fn issue_request(key: &str, holder: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::builder()
+        .method(http::Method::POST)
+        .uri(PERMITS)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            issue_body(holder, "forgotten").to_string(),
+        )))
+        .expect("request")
+}
+
+/// The policy as the origin's writer applies it, on published data of our own making: each
+/// reason needs its status, unusable permits get none, never past the travel permit's own
+/// last day (its end in Beijing), two a calendar month (Beijing), counted again after a
+/// restart from what was published.
+#[test]
+fn the_writer_applies_the_policy_to_published_data() {
+    use permitgate::issuance::{Actor, Refusal};
+    use permitgate::key_files::generate_signing_key;
+    use permitgate::origin::{IssueRequest, Keys, Origin, OriginError, Settings};
+    use permitgate::publish::{publish, PublishOptions};
+    use permitgate::snapshot::RecordStatus;
+    use permitgate::temp_permit::Reason;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (publisher, issuer, hash_key) = (
+        generate_signing_key(),
+        generate_signing_key(),
+        HashKey::generate(),
+    );
+    let doc = |number: &str, status: &str, until: &str| json!({"number": number, "status": status, "valid_until": until});
+    let people = [
+        ("valid", doc("H11111111", "valid", "2099-01-01")),
+        ("lost", doc("H22222222", "lost", "2099-01-01")),
+        ("revoked", doc("H33333333", "revoked", "2099-01-01")),
+        ("expired", doc("H44444444", "valid", "2020-01-01")),
+        ("ends-soon", doc("H55555555", "valid", "2026-03-12")),
+        ("non-chinese", doc("HA1234567", "valid", "2029-07-10")),
+    ];
+    let export: String = people
+        .iter()
+        .map(|(p, d)| format!("{}\n", json!({"person": p, "documents": [d]})))
+        .collect();
+    let (export_path, repo) = (dir.path().join("export.jsonl"), dir.path().join("repo"));
+    std::fs::write(&export_path, export).expect("export");
+    let opts = PublishOptions {
+        version: None,
+        expires_in: time::Duration::days(3650),
+        now: time::OffsetDateTime::now_utc(),
+    };
+    publish(&export_path, &repo, &publisher, &hash_key, &opts).expect("publish");
+    let clock = Arc::new(ManualClock::at_unix(0));
+    let start = || {
+        Origin::start(
+            Settings {
+                repo: repo.clone(),
+                batch_window: Duration::ZERO,
+                manifest_expires_in: time::Duration::days(1),
+                max_deltas: 32,
+                clock_skew: time::Duration::minutes(5),
+            },
+            Keys {
+                publisher: publisher.clone(),
+                issuer: issuer.clone(),
+                hash_key: hash_key.clone(),
+            },
+            clock.clone(),
+        )
+        .expect("origin")
+    };
+    let origin = start();
+    let issue = |origin: &Origin, tp: &str, reason: Reason, at: time::OffsetDateTime| {
+        clock.set_unix(at.unix_timestamp());
+        origin.issue_blocking(IssueRequest {
+            travel_permit: TravelPermitNo::parse(tp).expect("number"),
+            name: "CHAN Tai Man".into(),
+            reason,
+            issued_at: at,
+            idempotency_key: format!("{tp}-{}", at.unix_timestamp()),
+            by: Actor {
+                caller: "desk-01".into(),
+                office: "test office".into(),
+                officer: "E1".into(),
+            },
+        })
+    };
+    let mar10 = datetime!(2026-03-10 09:30 UTC);
+    for (tp, reason, want) in [
+        ("H11111111", Reason::Lost, "Reason"),
+        ("H22222222", Reason::Forgotten, "Reason"),
+        ("H33333333", Reason::Lost, "Revoked"),
+        ("H44444444", Reason::Forgotten, "Expired"),
+        ("H99999999", Reason::Forgotten, "NotPublished"),
+    ] {
+        match issue(&origin, tp, reason, mar10) {
+            Err(OriginError::Refused(r)) => {
+                let said = format!("{r:?}");
+                assert!(said.contains(want), "{tp}: {said}");
+                if want == "Revoked" {
+                    assert_eq!(r, Refusal::Unusable(RecordStatus::Revoked));
+                }
+            }
+            other => panic!("{tp}: {other:?}"),
+        }
+    }
+    let lost = issue(&origin, "H22222222", Reason::Lost, mar10).expect("lost");
+    assert_eq!(lost.permit.expires_at, datetime!(2026-03-17 09:30 UTC));
+    // Never beyond the travel permit's own last day (2026-03-12): its end in Beijing.
+    let soon = issue(&origin, "H55555555", Reason::Forgotten, mar10).expect("soon");
+    assert_eq!(soon.permit.expires_at, datetime!(2026-03-12 16:00 UTC));
+    issue(&origin, "HA1234567", Reason::Forgotten, mar10).expect("non-chinese");
+
+    // Two a calendar month, in Beijing.
+    for at in [
+        datetime!(2026-03-30 10:00 UTC),
+        datetime!(2026-03-31 10:00 UTC),
+    ] {
+        issue(&origin, "H11111111", Reason::Forgotten, at).expect("within the limit");
+    }
+    assert!(matches!(
+        issue(
+            &origin,
+            "H11111111",
+            Reason::Forgotten,
+            datetime!(2026-03-31 12:00 UTC)
+        ),
+        Err(OriginError::Refused(Refusal::MonthlyLimit { .. }))
+    ));
+    // A restarted origin counts from what was published.
+    drop(origin);
+    let origin = start();
+    assert!(matches!(
+        issue(
+            &origin,
+            "H11111111",
+            Reason::Forgotten,
+            datetime!(2026-03-31 15:59:59 UTC)
+        ),
+        Err(OriginError::Refused(Refusal::MonthlyLimit { .. }))
+    ));
+    // 16:00 UTC on 31 March is 1 April in Beijing: a new month.
+    issue(
+        &origin,
+        "H11111111",
+        Reason::Forgotten,
+        datetime!(2026-03-31 16:00 UTC),
+    )
+    .expect("April in Beijing");
+    // issued_at far from the origin's clock is refused.
+    clock.set_unix(mar10.unix_timestamp());
+    let far = origin.issue_blocking(IssueRequest {
+        travel_permit: TravelPermitNo::parse("H22222222").expect("number"),
+        name: "CHAN Tai Man".into(),
+        reason: Reason::Lost,
+        issued_at: mar10 - time::Duration::hours(1),
+        idempotency_key: "far".into(),
+        by: Actor {
+            caller: "desk-01".into(),
+            office: "test office".into(),
+            officer: "E1".into(),
+        },
+    });
+    assert!(matches!(far, Err(OriginError::IssuedAt { .. })), "{far:?}");
+}
