@@ -113,7 +113,7 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::Ex
 }
 
 /// `permitgate demo` as a process, with the default data in a directory of its own, on
-/// free ports (the gateway, its metrics, the verifier page); stopped on drop.
+/// free ports (the gateway, its metrics, the verifier page, the origin); stopped on drop.
 pub struct Demo {
     _child: Running,
     pub dir: std::path::PathBuf,
@@ -121,19 +121,22 @@ pub struct Demo {
     pub metrics: SocketAddr,
     /// The verifier page's listener.
     pub verify: SocketAddr,
+    /// The origin's (the authority's API).
+    pub origin: SocketAddr,
     _tmp: tempfile::TempDir,
 }
 
 pub fn demo() -> Demo {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("var/demo");
-    let (listen, metrics, verify) = (free_port(), free_port(), free_port());
+    let (listen, metrics, verify, origin) = (free_port(), free_port(), free_port(), free_port());
     let child = Running(
         Command::new(env!("CARGO_BIN_EXE_permitgate"))
             .args(["demo", "--dir", &dir.to_string_lossy()])
             .args(["--listen", &listen.to_string()])
             .args(["--metrics-listen", &metrics.to_string()])
             .args(["--verify-listen", &verify.to_string()])
+            .args(["--origin-listen", &origin.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -146,6 +149,7 @@ pub fn demo() -> Demo {
         port: listen.port(),
         metrics,
         verify,
+        origin,
         _tmp: tmp,
     };
     assert!(
