@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+mod revocation;
 mod scenario;
 use clap::Parser;
 
@@ -152,7 +153,8 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// A measurement of several processes in rounds (src/scenario.rs): doors, costs.
+    /// A measurement of several processes in rounds (src/scenario.rs): doors, costs,
+    /// revocation.
     Scenario(scenario::ScenarioArgs),
 }
 

@@ -309,8 +309,15 @@ impl Api {
         headers: &HeaderMap,
         body: hyper::body::Incoming,
     ) -> Response<Full<Bytes>> {
+        // Names the call in the answer (x-request-id) and in its audit record.
+        let request_id = header::HeaderValue::from_str(&hex::encode(rand::random::<[u8; 8]>()))
+            .unwrap_or(header::HeaderValue::from_static("-"));
+        let with_id = |mut r: Response<Full<Bytes>>| {
+            r.headers_mut().insert("x-request-id", request_id.clone());
+            r
+        };
         let slot = match self.audit.as_ref().map(AuditLog::reserve) {
-            Some(Err(_)) => return Failure::AuditFull.response(),
+            Some(Err(_)) => return with_id(Failure::AuditFull.response()),
             Some(Ok(slot)) => Some(slot),
             None => None,
         };
@@ -344,18 +351,17 @@ impl Api {
             };
             let recorded = slot.record(Answered {
                 time_ns: self.clock.now().unix_timestamp_nanos(),
-                request_id: header::HeaderValue::from_str(&hex::encode(rand::random::<[u8; 8]>()))
-                    .unwrap_or(header::HeaderValue::from_static("-")),
+                request_id: request_id.clone(),
                 partner: Some(Arc::from(who.as_str())),
                 route: route_label,
                 outcome,
                 documents: trace.documents,
             });
             if !recorded.written().await {
-                return Failure::AuditFull.response();
+                return with_id(Failure::AuditFull.response());
             }
         }
-        response
+        with_id(response)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -472,17 +478,14 @@ impl Api {
             rule: "one-of",
             detail: "must be lost, damaged or forgotten (in English, lower case)".into(),
         })?;
-        let now = self.clock.now();
+        // How far from now it may be is the writer's rule (the CLI's too).
         let issued_at = match b.issued_at {
-            None => now,
-            Some(text) => {
-                let at = crate::day::parse_rfc3339(&text).ok_or(Failure::Invalid {
-                    field: "issued_at",
-                    rule: "rfc3339",
-                    detail: "must be a time such as 2026-12-05T09:30:00+08:00".into(),
-                })?;
-                at
-            }
+            None => self.clock.now(),
+            Some(text) => crate::day::parse_rfc3339(&text).ok_or(Failure::Invalid {
+                field: "issued_at",
+                rule: "rfc3339",
+                detail: "must be a time such as 2026-12-05T09:30:00+08:00".into(),
+            })?,
         };
         Ok(IssueRequest {
             travel_permit: tp,

@@ -14,9 +14,13 @@ use permitgate::http::Route;
 use serde_json::{json, Value};
 
 fn spec() -> Value {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
-            .expect("docs/openapi.yaml");
+    spec_file("docs/openapi.yaml")
+}
+
+/// An OpenAPI document of the repository, parsed.
+pub(crate) fn spec_file(path: &str) -> Value {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_yaml::from_str(&text).expect("the spec is YAML")
 }
 
@@ -31,7 +35,7 @@ fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
 }
 
 /// Checks one answer against the spec's schema for `template` + `method`.
-fn conforms(spec: &Value, template: &str, method: &str, r: &Response) {
+pub(crate) fn conforms(spec: &Value, template: &str, method: &str, r: &Response) {
     let op = &spec["paths"][template][method];
     assert!(op.is_object(), "no {method} {template} in the spec");
     let responses = &op["responses"];
