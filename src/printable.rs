@@ -327,9 +327,62 @@ impl Subset {
     }
 }
 
+/// The paper a PDF is set on: A4 for an office's printer, A6 for a card a holder carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Paper {
+    #[default]
+    A4,
+    A6,
+}
+
+/// Where things go on a page of one paper size, in points.
+struct Layout {
+    size: (f32, f32),
+    margin: f32,
+    title: f32,
+    title_line: f32,
+    text: f32,
+    line: f32,
+    label_width: f32,
+    qr_side: f32,
+}
+
+impl Paper {
+    fn layout(self) -> Layout {
+        match self {
+            Paper::A4 => Layout {
+                size: (595.0, 842.0),
+                margin: 56.0,
+                title: 15.0,
+                title_line: 22.0,
+                text: 10.5,
+                line: 18.0,
+                label_width: 150.0,
+                qr_side: 200.0,
+            },
+            Paper::A6 => Layout {
+                size: (298.0, 420.0),
+                margin: 18.0,
+                title: 8.5,
+                title_line: 12.0,
+                text: 6.5,
+                line: 10.0,
+                label_width: 88.0,
+                qr_side: 150.0,
+            },
+        }
+    }
+}
+
+/// The page as a PDF on A4.
 pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
-    const A4: (f32, f32) = (595.0, 842.0);
-    const MARGIN: f32 = 56.0;
+    pdf_on(page, font, Paper::A4)
+}
+
+/// The page as a PDF on `paper`.
+pub fn pdf_on(page: &Page, font: &Font, paper: Paper) -> Result<Vec<u8>, RenderError> {
+    let l = paper.layout();
+    let (size, margin) = (l.size, l.margin);
     let m = modules(&page.qr_text)?;
     let texts: Vec<&str> = page
         .title
@@ -368,7 +421,7 @@ pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
     pdf.catalog(catalog).pages(tree);
     pdf.pages(tree).kids([page_id]).count(1);
     let mut p = pdf.page(page_id);
-    p.media_box(Rect::new(0.0, 0.0, A4.0, A4.1));
+    p.media_box(Rect::new(0.0, 0.0, size.0, size.1));
     p.parent(tree);
     p.contents(content_id);
     p.resources().fonts().pair(font_name, type0);
@@ -418,24 +471,24 @@ pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
         content.show(Str(&glyphs(text)));
         content.end_text();
     };
-    let mut y = A4.1 - MARGIN;
+    let mut y = size.1 - margin;
     for t in &page.title {
-        show(&mut content, 15.0, MARGIN, y, t);
-        y -= 22.0;
+        show(&mut content, l.title, margin, y, t);
+        y -= l.title_line;
     }
-    y -= 14.0;
+    y -= l.line * 0.8;
     for (label, value) in &page.rows {
-        show(&mut content, 10.5, MARGIN, y, label);
-        show(&mut content, 10.5, MARGIN + 150.0, y, value);
-        y -= 18.0;
+        show(&mut content, l.text, margin, y, label);
+        show(&mut content, l.text, margin + l.label_width, y, value);
+        y -= l.line;
     }
-    y -= 18.0;
-    show(&mut content, 10.5, MARGIN, y, &page.note);
-    y -= 17.0;
-    // The QR code: 200 pt square under the text, quiet zone included.
-    let side = 200.0;
+    y -= l.line;
+    show(&mut content, l.text, margin, y, &page.note);
+    y -= l.line;
+    // The QR code: a square under the text, quiet zone included.
+    let side = l.qr_side;
     let module = side / (m.width + 2 * QUIET_ZONE) as f32;
-    let (x0, top) = (MARGIN, y - 12.0);
+    let (x0, top) = (margin, y - l.line * 0.6);
     for (i, _) in m.dark.iter().enumerate().filter(|(_, d)| **d) {
         let (mx, my) = (
             (i % m.width + QUIET_ZONE) as f32,
@@ -446,8 +499,8 @@ pub fn pdf(page: &Page, font: &Font) -> Result<Vec<u8>, RenderError> {
     content.fill_nonzero();
     let mut y = top - side - 4.0;
     for line in &page.qr_caption {
-        show(&mut content, 10.5, MARGIN, y, line);
-        y -= 16.0;
+        show(&mut content, l.text, margin, y, line);
+        y -= l.line;
     }
     pdf.stream(content_id, &content.finish());
     Ok(pdf.finish())

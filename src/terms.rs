@@ -47,6 +47,27 @@ pub fn reason(r: Reason) -> &'static str {
     }
 }
 
+/// The Mainland Travel Permit's name for its holder's region: 港澳居民来往内地通行证 for
+/// Hong Kong and Macao residents, 台湾居民来往大陆通行证 for Taiwan residents.
+pub fn travel_permit_name(region: crate::document::Region) -> (&'static str, &'static str) {
+    match region {
+        crate::document::Region::Taiwan => (
+            "台湾居民来往大陆通行证",
+            "Mainland Travel Permit for Taiwan Residents",
+        ),
+        _ => (
+            "港澳居民来往内地通行证",
+            "Mainland Travel Permit for Hong Kong and Macao Residents",
+        ),
+    }
+}
+
+/// What a temporary permit may be used for, and what not, in both languages.
+pub const TEMP_PERMIT_USE: (&str, &str) = (
+    "仅限内地铁路、民航出行使用，不得用于出入境",
+    "Rail and air travel within the mainland only; not for crossing the border",
+);
+
 /// A document's status not on record.
 pub const NOT_FOUND: &str = "未查到";
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::common::{
-    assert_success, config_edit, decode_qr_png, metric_value, permitgate, Options, TestGateway,
+    assert_success, config_edit, decode_qr_png, metric_value, permitgate, printing_unavailable,
+    Options, TestGateway,
 };
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -455,4 +456,137 @@ async fn the_gate_learns_what_the_permit_is_for_and_its_travel_permits_status_no
         (v["valid_for"].clone(), v["travel_permit_status"].clone()),
         (Value::Null, Value::Null)
     );
+}
+
+/// The printable permit an officer hands the holder: both languages, the name, the masked
+/// number, validity in Beijing time, what it is for, and the QR code a gate scans; on A6
+/// or A4.
+#[tokio::test]
+async fn an_officer_prints_the_permit_in_both_languages_with_beijing_times() {
+    if printing_unavailable() {
+        return;
+    }
+    let gw = TestGateway::start().await;
+    let (keys, ring) = gw.keys_file().await;
+    let tp = lost_travel_permit(&gw);
+    let config = gw.config_path.to_str().expect("utf8").to_owned();
+    let a6 = gw.dir.path().join("permit.pdf");
+    let out = permitgate(&[
+        "temp-permit",
+        "issue",
+        "--config",
+        &config,
+        "--caller",
+        "desk-01",
+        "--officer",
+        "E1",
+        "--travel-permit",
+        tp.canonical(),
+        "--name",
+        "CHAN Tai Man 陳大文",
+        "--reason",
+        "lost",
+        "--issued-at",
+        "2026-12-31T16:30:00Z",
+        "--print",
+        a6.to_str().expect("utf8"),
+    ]);
+    // Far from now: refused by the origin's clock rule, nothing printed.
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!a6.exists());
+    let out = permitgate(&[
+        "temp-permit",
+        "issue",
+        "--config",
+        &config,
+        "--caller",
+        "desk-01",
+        "--officer",
+        "E1",
+        "--travel-permit",
+        tp.canonical(),
+        "--name",
+        "CHAN Tai Man 陳大文",
+        "--reason",
+        "lost",
+        "--print",
+        a6.to_str().expect("utf8"),
+    ]);
+    assert_success(&out);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let permit = temp_permit::verify(&token, &ring, t0(), Duration::ZERO, |_| false)
+        .permit
+        .expect("a genuine token");
+    let beijing = permitgate::day::beijing_minute(permit.expires_at);
+
+    let text = |pdf: &std::path::Path| {
+        let out = std::process::Command::new("pdftotext")
+            .args([pdf.to_str().expect("utf8"), "-"])
+            .output()
+            .expect("pdftotext");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let page_size = |pdf: &std::path::Path| {
+        let out = std::process::Command::new("pdfinfo")
+            .arg(pdf)
+            .output()
+            .expect("pdfinfo");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("Page size:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let a4 = gw.dir.path().join("permit-a4.pdf");
+    let png = gw.dir.path().join("permit.png");
+    for (out_path, paper) in [(&a4, "a4"), (&png, "a6")] {
+        assert_success(&permitgate(&[
+            "temp-permit",
+            "render",
+            &token,
+            "--keys",
+            keys.to_str().expect("utf8"),
+            "--out",
+            out_path.to_str().expect("utf8"),
+            "--paper",
+            paper,
+        ]));
+    }
+    assert!(page_size(&a6).contains("298 x 420"), "{}", page_size(&a6));
+    assert!(page_size(&a4).contains("595 x 842"), "{}", page_size(&a4));
+    for pdf in [&a6, &a4] {
+        let t = text(pdf);
+        for want in [
+            "港澳居民来往内地通行证",
+            "临时电子证件 Temporary electronic permit",
+            "CHAN Tai Man 陳大文",
+            &tp.masked(),
+            "遗失 lost",
+            &format!("{beijing} 北京时间 Beijing time"),
+            "not for crossing the border",
+            &permit.permit_id.to_string(),
+        ] {
+            assert!(t.contains(want), "{want:?} not on the page: {t}");
+        }
+        assert!(
+            !t.contains(tp.canonical()),
+            "the full number is printed: {t}"
+        );
+    }
+    // With the published keys, the issuing authority is printed.
+    assert!(text(&a4).contains("Demo issuing authority"));
+    // The QR code carries exactly the token a gate verifies.
+    assert_eq!(decode_qr_png(&std::fs::read(&png).expect("png")), token);
+    // A token that does not verify is not rendered.
+    let forged = format!("{}A", &token[..token.len() - 1]);
+    let out = permitgate(&[
+        "temp-permit",
+        "render",
+        &forged,
+        "--keys",
+        keys.to_str().expect("utf8"),
+        "--out",
+        png.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
 }

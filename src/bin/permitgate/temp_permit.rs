@@ -55,6 +55,34 @@ pub enum Command {
         #[cfg(feature = "tools")]
         #[arg(long)]
         qr: Option<PathBuf>,
+        /// Also write the printable permit (PDF or PNG, by the file's extension).
+        #[cfg(feature = "tools")]
+        #[arg(long)]
+        print: Option<PathBuf>,
+        /// The printable permit's paper (PDF): a4 or a6.
+        #[cfg(feature = "tools")]
+        #[arg(long, default_value = "a6")]
+        paper: PaperArg,
+        /// The font of the printable permit (Chinese and Latin).
+        #[cfg(feature = "tools")]
+        #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
+        font: PathBuf,
+    },
+    /// Write the printable permit of a token (PDF or PNG, by the file's extension), after
+    /// verifying it against the published keys.
+    #[cfg(feature = "tools")]
+    Render {
+        token: String,
+        /// The keys file served at GET /v1/keys (its issuing authority is printed too).
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The PDF's paper: a4 or a6.
+        #[arg(long, default_value = "a6")]
+        paper: PaperArg,
+        #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
+        font: PathBuf,
     },
     /// Revoke a temporary permit through the origin's writer; published at once.
     Revoke {
@@ -132,6 +160,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             idempotency_key,
             #[cfg(feature = "tools")]
             qr,
+            #[cfg(feature = "tools")]
+            print,
+            #[cfg(feature = "tools")]
+            paper,
+            #[cfg(feature = "tools")]
+            font,
         } => {
             let tp = number("travel-permit", &travel_permit, TravelPermitNo::parse)?;
             let name = permitgate::person_name::normalize(&name)
@@ -152,6 +186,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 use anyhow::Context;
                 let png = permitgate::printable::qr_png(&issued.token, 6)?;
                 std::fs::write(path, png).with_context(|| path.display().to_string())?;
+            }
+            #[cfg(feature = "tools")]
+            if let Some(path) = &print {
+                printed::write(&issued.permit, &issued.token, None, path, paper, &font)?;
             }
             emit(&format!("{}\n", issued.token))?;
             let p = &issued.permit;
@@ -188,6 +226,42 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        #[cfg(feature = "tools")]
+        Command::Render {
+            token,
+            keys,
+            out,
+            paper,
+            font,
+        } => {
+            let keyring = Keyring::load(&keys)?;
+            let v = temp_permit::verify(
+                &token,
+                &keyring,
+                OffsetDateTime::now_utc(),
+                time::Duration::minutes(5),
+                |_| false,
+            );
+            let Some(permit) = v.permit.filter(|_| {
+                !matches!(
+                    v.status,
+                    TokenStatus::Malformed | TokenStatus::UnknownKey | TokenStatus::BadSignature
+                )
+            }) else {
+                bail!(
+                    "the token is {}: not a genuine permit; nothing rendered",
+                    v.status.label()
+                );
+            };
+            printed::write(
+                &permit,
+                token.trim(),
+                keyring.authority.as_ref(),
+                &out,
+                paper,
+                &font,
+            )
+        }
         Command::Verify {
             keys,
             token,
@@ -211,5 +285,103 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(feature = "tools")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PaperArg {
+    A4,
+    A6,
+}
+
+/// The printable permit: what an officer hands the holder, and what a gate scans.
+#[cfg(feature = "tools")]
+mod printed {
+    use std::path::Path;
+
+    use anyhow::{bail, Context};
+
+    use permitgate::day::{beijing_minute, rfc3339};
+    use permitgate::keyring::Authority;
+    use permitgate::printable::{self, Page, Paper};
+    use permitgate::temp_permit::TempPermit;
+    use permitgate::terms;
+
+    use super::PaperArg;
+
+    /// The page, in Chinese and English, with the terms of permitgate::terms.
+    pub fn page(p: &TempPermit, token: &str, authority: Option<&Authority>) -> Page {
+        let (name_zh, name_en) = terms::travel_permit_name(p.region());
+        let when = |t| format!("{} 北京时间 Beijing time", beijing_minute(t));
+        let row = |label: &str, value: String| (label.to_owned(), value);
+        let mut rows = Vec::new();
+        if let Some(a) = authority {
+            rows.push(row("签发机构 Issued by", a.zh.clone()));
+            rows.push(row("", a.en.clone()));
+        }
+        rows.extend([
+            row("持证人 Holder", p.holder_name.clone()),
+            row("通行证 Travel permit", p.travel_permit.masked()),
+            row(
+                "原因 Reason",
+                format!("{} {}", terms::reason(p.reason), <&str>::from(p.reason)),
+            ),
+            row("生效 Valid from", when(p.issued_at)),
+            row("截止 Valid until", when(p.expires_at)),
+            row("编号 Permit id", p.permit_id.to_string()),
+            row("用途 Use", terms::TEMP_PERMIT_USE.0.to_owned()),
+        ]);
+        // Two lines: an A6 card is narrow.
+        let (head, tail) = terms::TEMP_PERMIT_USE
+            .1
+            .split_once("; ")
+            .unwrap_or((terms::TEMP_PERMIT_USE.1, ""));
+        rows.push(row("", format!("{head};")));
+        rows.push(row("", tail.to_owned()));
+        Page {
+            title: vec![
+                name_zh.to_owned(),
+                "临时电子证件 Temporary electronic permit".to_owned(),
+                name_en.to_owned(),
+            ],
+            rows,
+            note: "闸机扫码核验 Gates scan this code".into(),
+            qr_text: token.trim().to_owned(),
+            qr_caption: vec![
+                "请同时出示持证人其他身份证件".into(),
+                "Show it with another identity document of the holder".into(),
+                format!("(UTC {} – {})", rfc3339(p.issued_at), rfc3339(p.expires_at)),
+            ],
+        }
+    }
+
+    pub fn write(
+        p: &TempPermit,
+        token: &str,
+        authority: Option<&Authority>,
+        out: &Path,
+        paper: PaperArg,
+        font: &Path,
+    ) -> anyhow::Result<()> {
+        let pdf = match out.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("pdf") => true,
+            Some(e) if e.eq_ignore_ascii_case("png") => false,
+            _ => bail!("--out/--print must end in .pdf or .png"),
+        };
+        let page = page(p, token, authority);
+        let font = printable::Font::load(font)?;
+        let paper = match paper {
+            PaperArg::A4 => Paper::A4,
+            PaperArg::A6 => Paper::A6,
+        };
+        let bytes = if pdf {
+            printable::pdf_on(&page, &font, paper)?
+        } else {
+            printable::png(&page, &font)?
+        };
+        std::fs::write(out, bytes).with_context(|| out.display().to_string())?;
+        eprintln!("wrote {}", out.display());
+        Ok(())
     }
 }
