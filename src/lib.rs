@@ -35,6 +35,7 @@ pub mod rate_limit;
 pub mod receipt;
 pub mod replication;
 pub mod report;
+pub mod revocation_list;
 pub mod sealed;
 pub mod server;
 pub mod shares;

@@ -195,6 +195,18 @@ impl Ledger {
         self.permits.get(id)
     }
 
+    /// Every permit the origin revoked, with its expiry: the revocation list's content.
+    pub fn revoked(&self) -> impl Iterator<Item = (PermitId, OffsetDateTime)> + '_ {
+        self.permits
+            .values()
+            .filter(|p| p.revoked.is_some())
+            .map(|p| (p.id, p.expires_at))
+    }
+
+    pub fn repo(&self) -> &Path {
+        &self.repo
+    }
+
     /// The permits the origin issued that `filter` selects, oldest first.
     pub fn list(&self, filter: &Filter) -> Vec<&Permit> {
         self.order

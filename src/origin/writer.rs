@@ -27,6 +27,9 @@ use crate::temp_permit::{self, PermitId, Reason, TempPermit};
 const MAX_BATCH: usize = 256;
 /// Publications overtaken by another origin in a row before the batch is given up.
 const MAX_ATTEMPTS: usize = 32;
+/// The revocation list is issued again this often without writes, so that offline
+/// verifiers see a fresh issue time (they refuse a list older than they accept).
+const LIST_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
@@ -201,7 +204,18 @@ enum Answer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
+        self.write_list();
+        loop {
+            let first = match rx.recv_timeout(LIST_REFRESH) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.catch_up().is_ok() {
+                        self.write_list();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let mut jobs = vec![first];
             let deadline = Instant::now() + self.settings.batch_window;
             while jobs.len() < MAX_BATCH {
@@ -257,6 +271,9 @@ impl Writer {
             };
             match published {
                 Ok(version) => {
+                    // Before the answers: a desk told "revoked" may hand the list to a
+                    // gate at once.
+                    self.write_list();
                     for (job, answer) in writes.into_iter().zip(answers) {
                         reply(job, answer, version);
                     }
@@ -278,6 +295,30 @@ impl Writer {
                 Write::Issue(_, tx) => drop(tx.send(Err(failed))),
                 Write::Revoke(_, _, tx) => drop(tx.send(Err(failed))),
             }
+        }
+    }
+
+    /// Issues the revocation list of the data this origin holds, unless the one in the
+    /// repository is of newer data (another origin's). Best effort: a failure is logged,
+    /// and the next write or refresh tries again.
+    fn write_list(&self) {
+        let path = self.ledger.repo().join(crate::revocation_list::FILE);
+        let version = self.ledger.version();
+        let newer = std::fs::read(&path)
+            .ok()
+            .and_then(|b| crate::revocation_list::data_version_of(&b))
+            .is_some_and(|v| v > version);
+        if newer {
+            return;
+        }
+        let bytes = crate::revocation_list::build(
+            self.ledger.revoked(),
+            self.clock.now(),
+            version,
+            &self.keys.issuer,
+        );
+        if let Err(e) = crate::snapshot::write_atomic(&path, &bytes) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the revocation list");
         }
     }
 

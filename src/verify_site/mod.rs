@@ -44,6 +44,9 @@ const PAGE: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The origin's revocation list of temporary permits, beside keys.json when published.
+pub const REVOCATIONS_FILE: &str = crate::revocation_list::FILE;
+
 /// The page's files with `keys_json` beside them.
 pub fn files(keys_json: &[u8]) -> Vec<SiteFile> {
     PAGE.iter()
@@ -68,8 +71,13 @@ pub struct WriteError {
     source: std::io::Error,
 }
 
-/// Writes the site into `dir` (created if missing); returns the paths written.
-pub fn write(dir: &Path, keys_json: &[u8]) -> Result<Vec<PathBuf>, WriteError> {
+/// Writes the site into `dir` (created if missing), with the revocation list when given;
+/// returns the paths written.
+pub fn write(
+    dir: &Path,
+    keys_json: &[u8],
+    revocations: Option<&[u8]>,
+) -> Result<Vec<PathBuf>, WriteError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| WriteError { path, source }
@@ -77,6 +85,11 @@ pub fn write(dir: &Path, keys_json: &[u8]) -> Result<Vec<PathBuf>, WriteError> {
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     files(keys_json)
         .into_iter()
+        .chain(revocations.map(|bytes| SiteFile {
+            name: REVOCATIONS_FILE,
+            content_type: "application/octet-stream",
+            bytes: bytes.to_vec(),
+        }))
         .map(|f| {
             let path = dir.join(f.name);
             std::fs::write(&path, &f.bytes).map_err(err(&path))?;

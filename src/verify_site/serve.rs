@@ -19,14 +19,20 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
 
-/// Serves the site on `listener` from a thread of its own until the process ends. (Bound
-/// by the caller: the demo writes the page's address into its config first.)
-pub fn serve(listener: std::net::TcpListener, files: Vec<SiteFile>) -> std::io::Result<()> {
+/// Serves the site on `listener` from a thread of its own until the process ends (bound by
+/// the caller: the demo writes the page's address into its config first), and the
+/// revocation list at `revocations` as it is at each request (the origin renews it).
+pub fn serve(
+    listener: std::net::TcpListener,
+    files: Vec<SiteFile>,
+    revocations: Option<std::path::PathBuf>,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let files = Arc::new(files);
+    let revocations = Arc::new(revocations);
     std::thread::Builder::new()
         .name("verify-page".into())
         .spawn(move || {
@@ -40,10 +46,15 @@ pub fn serve(listener: std::net::TcpListener, files: Vec<SiteFile>) -> std::io::
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     };
-                    let files = files.clone();
+                    let (files, revocations) = (files.clone(), revocations.clone());
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
-                            let r = respond(&files, req.method(), req.uri().path());
+                            let r = respond(
+                                &files,
+                                revocations.as_deref(),
+                                req.method(),
+                                req.uri().path(),
+                            );
                             async move { Ok::<_, Infallible>(r) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -56,7 +67,12 @@ pub fn serve(listener: std::net::TcpListener, files: Vec<SiteFile>) -> std::io::
     Ok(())
 }
 
-fn respond(files: &[SiteFile], method: &Method, path: &str) -> Response<Full<Bytes>> {
+fn respond(
+    files: &[SiteFile],
+    revocations: Option<&std::path::Path>,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
     let text = |status, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
@@ -80,7 +96,18 @@ fn respond(files: &[SiteFile], method: &Method, path: &str) -> Response<Full<Byt
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let name = if name.is_empty() { "index.html" } else { name };
-    let Some(file) = files.iter().find(|f| f.name == name) else {
+    let live = revocations
+        .filter(|_| name == super::REVOCATIONS_FILE)
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|bytes| SiteFile {
+            name: super::REVOCATIONS_FILE,
+            content_type: "application/octet-stream",
+            bytes,
+        });
+    let Some(file) = live
+        .as_ref()
+        .or_else(|| files.iter().find(|f| f.name == name))
+    else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let body = if method == Method::HEAD {
@@ -121,7 +148,7 @@ mod tests {
     #[test]
     fn serves_the_page_its_files_and_nothing_else() {
         let files = site();
-        let get = |path: &str| respond(&files, &Method::GET, path);
+        let get = |path: &str| respond(&files, None, &Method::GET, path);
         let page = get("/verify/");
         assert_eq!(page.status(), StatusCode::OK);
         assert_eq!(
@@ -157,7 +184,7 @@ mod tests {
         ] {
             assert_eq!(get(path).status(), StatusCode::NOT_FOUND, "{path}");
         }
-        let post = respond(&files, &Method::POST, "/verify/");
+        let post = respond(&files, None, &Method::POST, "/verify/");
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 

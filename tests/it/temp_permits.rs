@@ -348,8 +348,38 @@ async fn an_office_issues_with_the_cli_and_gates_verify_offline_and_from_the_qr_
     assert!(String::from_utf8_lossy(&out.stderr).contains("no temporary permit has this id"));
     gw.gateway.load_snapshot().expect("reload");
     assert_eq!(verify(&gw, &token).await["status"], "revoked");
-    // Offline verification cannot know it: still valid there, by design.
+    // Offline without the revocation list a verifier cannot know it...
     assert!(verify_at(None).status.success());
+    // ...with the list the origin wrote beside the repository, it refuses the permit, and
+    // says how old the list is; a list older than accepted is refused with the reason.
+    let list = gw.demo.repo().join("temp-permit-revocations.bin");
+    let with_list = |extra: &[&str]| {
+        let mut args = vec![
+            "temp-permit",
+            "verify",
+            "--keys",
+            keys.to_str().expect("utf8"),
+            "--revocations",
+            list.to_str().expect("utf8"),
+        ];
+        args.extend_from_slice(extra);
+        args.push(&scanned);
+        permitgate(&args)
+    };
+    let out = with_list(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["status"], "revoked");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revocation list issued"));
+    let two_days = permitgate::day::rfc3339(OffsetDateTime::now_utc() + Duration::days(2));
+    let out = with_list(&["--at", &two_days]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too old"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "no verdict on a stale list");
 
     // A caller without the scope, or not configured, cannot issue from the CLI either.
     for (caller, want) in [

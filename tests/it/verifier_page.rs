@@ -196,6 +196,39 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     let expired = token(now - Duration::days(8), &key);
     let not_yet = token(now + Duration::hours(1), &key);
     let foreign = token(now, &generate_signing_key());
+    // One issued and revoked through the demo's origin: its revocation list, served beside
+    // keys.json, lets the page refuse it.
+    let revoked = {
+        let pki = d.dir.join("pki");
+        let mut desk = Client::connect(
+            d.origin,
+            &pki.join("ca.crt"),
+            Some((
+                &pki.join("authority/desk-01.crt"),
+                &pki.join("authority/desk-01.key"),
+            )),
+        )
+        .await
+        .expect("desk connects");
+        let lost = sample(&d, "travel_permit_lost_status")["body"]["number"].clone();
+        let r = crate::common::post_idempotent(
+            &mut desk,
+            "/v1/authority/temporary-permits",
+            Some("page-revoked"),
+            &json!({"travel_permit": lost, "name": "CHAN Tai Man", "reason": "lost", "officer": "E1"}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let issued = r.json();
+        let id = issued["permit_id"].as_str().expect("id");
+        desk.post_json(
+            &format!("/v1/authority/temporary-permits/{id}/revocation"),
+            &json!({"officer": "E1"}),
+        )
+        .await
+        .assert_ok("revoke");
+        issued["token"].as_str().expect("token").to_owned()
+    };
 
     let vectors: Value =
         serde_json::from_str(include_str!("../vectors/numbers.json")).expect("vectors");
@@ -232,6 +265,7 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
             {"name": "temp_expired", "paste": expired},
             {"name": "temp_not_yet_valid", "paste": not_yet},
             {"name": "temp_foreign_key", "paste": foreign},
+            {"name": "temp_revoked", "paste": revoked},
         ],
     });
     let input_path = work.path().join("input.json");
@@ -319,13 +353,22 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     assert_eq!(verdicts("temp_expired"), "expired");
     assert_eq!(verdicts("temp_not_yet_valid"), "not_yet_valid");
     assert_eq!(verdicts("temp_foreign_key"), "unknown_key");
+    assert_eq!(verdicts("temp_revoked"), "revoked");
     let temp = case("temp_valid")["text"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert!(
-        temp.contains("临时通行证有效") && temp.contains("only online"),
+        temp.contains("临时通行证有效") && temp.contains("revocation list checked"),
         "{temp}"
+    );
+    let gone = case("temp_revoked")["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        gone.contains("临时通行证已撤销") && gone.contains("Revocation list issued"),
+        "{gone}"
     );
     assert!(!temp.contains("H12345678"), "masked: {temp}");
 
@@ -335,11 +378,17 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
                "checked_at": 1_795_593_600, "match": "match", "other": "mismatch"})
     );
 
-    // Nothing left the page but its own files and keys.json.
-    let allowed: Vec<String> = ["", "verify.js", "verify.css", "keys.json"]
-        .iter()
-        .map(|f| format!("{page}{f}"))
-        .collect();
+    // Nothing left the page but its own files, keys.json and the revocation list.
+    let allowed: Vec<String> = [
+        "",
+        "verify.js",
+        "verify.css",
+        "keys.json",
+        "temp-permit-revocations.bin",
+    ]
+    .iter()
+    .map(|f| format!("{page}{f}"))
+    .collect();
     let requests = seen["requests"].as_array().expect("requests");
     assert!(!requests.is_empty());
     for r in requests {

@@ -74,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&demo.config)?;
     let published = permitgate::server::check_config(&config)?.published;
     let files = permitgate::verify_site::files(&published.to_json());
-    permitgate::verify_site::serve(page_listener, files)
+    let revocations = demo.repo().join(permitgate::verify_site::REVOCATIONS_FILE);
+    permitgate::verify_site::serve(page_listener, files, Some(revocations))
         .context("cannot start the verifier page's thread")?;
     let origin = crate::origin::spawn(&config).with_context(|| {
         format!("cannot serve the authority's API on {origin_listen} (--origin-listen)")

@@ -109,6 +109,13 @@ pub enum Command {
         /// Tolerated clock difference in seconds.
         #[arg(long, default_value_t = 300)]
         skew_seconds: u32,
+        /// The origin's revocation list (temp-permit-revocations.bin, beside keys.json):
+        /// a revoked permit is refused offline too.
+        #[arg(long)]
+        revocations: Option<PathBuf>,
+        /// A revocation list older than this many hours is refused.
+        #[arg(long, default_value_t = 24)]
+        max_list_age_hours: u32,
     },
 }
 
@@ -267,14 +274,21 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             token,
             at,
             skew_seconds,
+            revocations,
+            max_list_age_hours,
         } => {
             let keyring = Keyring::load(&keys)?;
+            let now = at.unwrap_or_else(OffsetDateTime::now_utc);
+            let list = revocations
+                .as_deref()
+                .map(|path| revocation_list(path, &keyring, now, max_list_age_hours))
+                .transpose()?;
             let v = temp_permit::verify(
                 &token,
                 &keyring,
-                at.unwrap_or_else(OffsetDateTime::now_utc),
+                now,
                 time::Duration::seconds(i64::from(skew_seconds)),
-                |_| false,
+                |id| list.as_ref().is_some_and(|l| l.contains(id)),
             );
             println!(
                 "{}",
@@ -384,4 +398,32 @@ mod printed {
         eprintln!("wrote {}", out.display());
         Ok(())
     }
+}
+
+/// The revocation list at `path`, verified with the published keys, and not older than
+/// `max_age_hours` at `now`; says on standard error how old it is.
+fn revocation_list(
+    path: &Path,
+    keys: &Keyring,
+    now: OffsetDateTime,
+    max_age_hours: u32,
+) -> anyhow::Result<permitgate::revocation_list::RevocationList> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("--revocations {}", path.display()))?;
+    let list = permitgate::revocation_list::read(&bytes, keys)
+        .map_err(|e| anyhow::anyhow!("--revocations {e}"))?;
+    let age = list.age(now);
+    let minutes = age.whole_minutes();
+    if age > time::Duration::hours(i64::from(max_age_hours)) {
+        bail!(
+            "--revocations was issued {} ({minutes} minutes ago): older than {max_age_hours} hours, too old to tell whether the permit was revoked; fetch a newer list",
+            rfc3339(list.issued_at)
+        );
+    }
+    eprintln!(
+        "revocation list issued {} ({minutes} minutes ago), {} revoked permits",
+        rfc3339(list.issued_at),
+        list.len()
+    );
+    Ok(list)
 }

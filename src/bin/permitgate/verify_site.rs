@@ -14,6 +14,12 @@ pub struct Args {
     /// `[receipts] verify_url` names.
     #[arg(long)]
     out: PathBuf,
+    /// The origin's revocation list (repo/temp-permit-revocations.bin), checked against
+    /// the keys and written beside them: the page then refuses revoked temporary permits.
+    /// Copy a newer list there as the origin renews it (at least daily: the page does not
+    /// rely on a list older than 24 hours).
+    #[arg(long)]
+    revocations: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -24,7 +30,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.keys.display()
         );
     }
-    for path in permitgate::verify_site::write(&args.out, &keyring.to_json())? {
+    let list = match &args.revocations {
+        Some(path) => {
+            use anyhow::Context;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("--revocations {}", path.display()))?;
+            permitgate::revocation_list::read(&bytes, &keyring)
+                .map_err(|e| anyhow::anyhow!("--revocations {e}"))?;
+            Some(bytes)
+        }
+        None => None,
+    };
+    for path in permitgate::verify_site::write(&args.out, &keyring.to_json(), list.as_deref())? {
         println!("wrote {}", path.display());
     }
     Ok(())

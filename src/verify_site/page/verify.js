@@ -186,8 +186,33 @@ const Verifier = (() => {
     }
   }
 
-  // Everything a verdict needs: what the text says, once its signature verified.
-  async function verify(input, keys, now = Date.now() / 1000) {
+  // The origin's revocation list of temporary permits (src/revocation_list.rs): "PGRL",
+  // version 1, key id, issued_at, data version, n, n x (permit id, expires_at), Ed25519
+  // over its context and everything before the signature. Refused unless genuine.
+  const LIST_CONTEXT = 'permitgate temporary permit revocations v1\0';
+  const LIST_HEAD = 4 + 1 + 8 + 8 + 8 + 4;
+  async function readRevocations(bytes, keys) {
+    const b = new Uint8Array(bytes);
+    const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    if (b.length < LIST_HEAD + SIGNATURE_LEN || String.fromCharCode(...b.slice(0, 4)) !== 'PGRL' || b[4] !== 1) {
+      throw malformed('revocation list');
+    }
+    const keyId = hex(b.slice(5, 13));
+    const issuedAt = Number(view.getBigInt64(13, true));
+    const count = view.getUint32(29, true);
+    const end = LIST_HEAD + count * 12;
+    if (end + SIGNATURE_LEN !== b.length) throw malformed('revocation list length');
+    const key = await findKey(keys, 'temp_permit', keyId, issuedAt);
+    const ok = await crypto.subtle.verify('Ed25519', key, b.slice(end), concat(enc.encode(LIST_CONTEXT), b.slice(0, end)));
+    if (!ok) throw new Refused('bad_signature');
+    const ids = new Set();
+    for (let at = LIST_HEAD; at < end; at += 12) ids.add(hex(b.slice(at, at + 8)));
+    return { issuedAt, count, has: (id) => ids.has(id) };
+  }
+
+  // Everything a verdict needs: what the text says, once its signature verified; a
+  // temporary permit on `revocations` (a list from readRevocations) is revoked.
+  async function verify(input, keys, now = Date.now() / 1000, revocations = null) {
     const text = extract(input);
     const o = open(text);
     const what = o.kind === 'receipt' ? readReceipt(o) : readTempPermit(o);
@@ -205,7 +230,8 @@ const Verifier = (() => {
     }
     if (!ok) throw new Refused('bad_signature');
     if (what.kind === 'temp_permit') {
-      what.status = now < what.issuedAt - CLOCK_SKEW_S ? 'not_yet_valid'
+      what.status = revocations && revocations.has(what.permitId) ? 'revoked'
+        : now < what.issuedAt - CLOCK_SKEW_S ? 'not_yet_valid'
         : now >= what.expiresAt + CLOCK_SKEW_S ? 'expired' : 'valid';
     } else {
       what.status = 'genuine';
@@ -292,7 +318,7 @@ const Verifier = (() => {
     return { match: same ? 'match' : 'mismatch' };
   }
 
-  return { base45Decode, extract, verify, refersTo, parseTravelPermit, parseResidencePermit, normalise, normaliseName, Refused };
+  return { base45Decode, extract, verify, readRevocations, refersTo, parseTravelPermit, parseResidencePermit, normalise, normaliseName, Refused };
 })();
 
 // ---- The page -------------------------------------------------------------------------
@@ -325,8 +351,12 @@ const Page = (() => {
     tp_valid: ['临时通行证有效', 'Temporary permit valid'],
     tp_expired: ['临时通行证已过期', 'Temporary permit expired'],
     tp_not_yet_valid: ['临时通行证尚未生效', 'Temporary permit not yet valid'],
+    tp_revoked: ['临时通行证已撤销', 'Temporary permit revoked'],
     why_malformed: ['这段文本不是本平台签发的凭证或临时通行证，或已被改动。', 'This text is not a record or temporary permit of this platform, or it was altered.'],
     why_forged: ['内容与签名不符：凭证被改动或伪造。', 'The content does not match its signature: the record was altered or forged.'],
+    why_list: ['签名、有效期与签发机构的撤销名单均已核对。', "Signature, validity and the issuing authority's revocation list checked."],
+    why_list_old: ['签名与有效期已核对。撤销名单已超过24小时未更新，是否已被撤销请在线查询。', 'Signature and validity checked. The revocation list is more than 24 hours old: ask online whether it was revoked.'],
+    revocation_list: ['撤销名单签发时间', 'Revocation list issued'],
     why_revocation: ['签名与有效期已核对。是否已被撤销只能在线查询（闸机或合作方系统）。', 'Signature and validity checked. Whether it was revoked is known only online (gates, partner systems).'],
     why_genuine: ['由签发机构的密钥签名，内容未被改动。下列为核验时的结果。', "Signed by the issuing authority's key and unaltered. Below is what the check found at the time."],
     result: ['核验结果', 'Result'],
@@ -360,6 +390,10 @@ const Page = (() => {
   const $ = (id) => document.getElementById(id);
   let keys = null;
   let current = null;
+  // The revocation list beside keys.json, when there is a genuine one.
+  let revocations = null;
+  // Older than this, a list is not relied on (permitgate temp-permit verify's default).
+  const MAX_LIST_AGE_S = 24 * 3600;
 
   function bi(el, key, extra = ['', '']) {
     const [zh, en] = T[key];
@@ -419,9 +453,11 @@ const Page = (() => {
     $('numbers').hidden = false;
   }
 
-  function showTempPermit(p) {
-    show(p.status === 'valid' ? 'ok' : 'warn', 'tp_' + p.status, p.status, 'why_revocation');
-    fact('status', [p.status === 'valid' ? 'valid' : p.status === 'expired' ? 'expired' : 'tp_not_yet_valid']);
+  function showTempPermit(p, list) {
+    const why = !list ? 'why_revocation' : list.fresh ? 'why_list' : 'why_list_old';
+    show(p.status === 'valid' ? 'ok' : 'warn', 'tp_' + p.status, p.status, why);
+    fact('status', [p.status === 'valid' ? 'valid' : p.status === 'expired' ? 'expired' : p.status === 'revoked' ? 'tp_revoked' : 'tp_not_yet_valid']);
+    if (list) fact('revocation_list', utc(list.issuedAt));
     fact('holder', p.holderName);
     fact('travel_permit', p.travelPermitMasked);
     fact('valid_from', utc(p.issuedAt));
@@ -437,9 +473,11 @@ const Page = (() => {
     current = null;
     if (!keys) { show('bad', 'no_keys', 'no_keys'); return; }
     try {
-      const what = await Verifier.verify(text, keys);
+      const now = Date.now() / 1000;
+      const list = revocations && { ...revocations, fresh: now - revocations.issuedAt <= MAX_LIST_AGE_S };
+      const what = await Verifier.verify(text, keys, now, list && list.fresh ? list : null);
       current = what;
-      if (what.kind === 'receipt') showReceipt(what); else showTempPermit(what);
+      if (what.kind === 'receipt') showReceipt(what); else showTempPermit(what, list);
     } catch (e) {
       const status = e instanceof Verifier.Refused ? e.status : 'malformed';
       show('bad', status, status, status === 'malformed' ? 'why_malformed' : status === 'unsupported' ? null : 'why_forged');
@@ -475,6 +513,15 @@ const Page = (() => {
       $('keys-state').textContent = `（${ids}）`;
     } catch {
       keys = null;
+    }
+    if (keys) {
+      try {
+        const res = await fetch('temp-permit-revocations.bin', { cache: 'no-cache', credentials: 'omit', referrerPolicy: 'no-referrer' });
+        revocations = res.ok ? await Verifier.readRevocations(await res.arrayBuffer(), keys) : null;
+      } catch {
+        // Absent or not genuine: revocations stay unknown, and the page says so.
+        revocations = null;
+      }
     }
     $('numbers-form').addEventListener('submit', checkNumbers);
     $('paste-form').addEventListener('submit', (ev) => { ev.preventDefault(); check($('pasted').value); });
