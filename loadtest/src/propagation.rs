@@ -71,7 +71,7 @@ pub struct PropagationReport {
 }
 
 /// The value at quantile `q` of sorted `v`, nearest rank.
-fn rank(v: &[f64], q: f64) -> f64 {
+pub fn rank(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -21,6 +21,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 use permitgate_load::client::{Conn, Connector, Protocol, Target};
+use permitgate_load::propagation::rank;
 
 const GATEWAY: &str = "127.0.0.1:18943";
 const RELAY: &str = "127.0.0.1:18944";
@@ -43,15 +44,6 @@ pub struct Round {
     pub max_ms: f64,
     /// Revocations the follower never refused within the timeout.
     pub lost: usize,
-}
-
-/// Nearest rank.
-fn rank(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 fn sorted(v: &[f64]) -> Vec<f64> {

@@ -163,24 +163,9 @@ pub fn settle(repo: &Path, trusted: &VerifyingKey) -> Result<u64, PublishError> 
 mod tests {
     use super::*;
     use crate::key_files::generate_signing_key;
-    use crate::snapshot::{Manifest, ManifestSnapshot, MANIFEST_TYPE};
 
     fn link(key: &ed25519_dalek::SigningKey, from: u64, version: u64) -> Link {
-        let now = time::OffsetDateTime::now_utc();
-        let manifest = Manifest {
-            kind: MANIFEST_TYPE.into(),
-            format: 1,
-            version,
-            published_at: now,
-            expires_at: now + time::Duration::days(1),
-            snapshot: ManifestSnapshot {
-                hash: "00".repeat(32),
-                size: 1,
-                version,
-                documents: 0,
-            },
-            deltas: Vec::new(),
-        };
+        let manifest = crate::snapshot::testing::manifest(version, "00".repeat(32), 0);
         let signed = SignedManifest::sign(&manifest, key).expect("sign");
         Link {
             from,

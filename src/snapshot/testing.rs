@@ -33,26 +33,36 @@ pub fn repo(records: Vec<Record>, version: u64) -> Repo {
     repo_of(snapshot)
 }
 
+/// A manifest of `version` naming a base of that version (`hash`, `documents`), no deltas,
+/// published now and fresh for a day.
+pub fn manifest(version: u64, hash: String, documents: u64) -> Manifest {
+    let now = OffsetDateTime::now_utc();
+    Manifest {
+        kind: MANIFEST_TYPE.into(),
+        format: 1,
+        version,
+        published_at: now,
+        expires_at: now + time::Duration::days(1),
+        snapshot: ManifestSnapshot {
+            hash,
+            size: 0,
+            version,
+            documents,
+        },
+        deltas: Vec::new(),
+    }
+}
+
 /// A repo around a loaded snapshot, with a manifest naming it and no deltas.
 pub fn repo_of(snapshot: Snapshot) -> Repo {
     let version = snapshot.header().meta.version;
-    let now = OffsetDateTime::now_utc();
     Repo {
         manifest: SignedManifest {
-            manifest: Manifest {
-                kind: MANIFEST_TYPE.into(),
-                format: 1,
+            manifest: manifest(
                 version,
-                published_at: now,
-                expires_at: now + time::Duration::days(1),
-                snapshot: ManifestSnapshot {
-                    hash: snapshot.content_hash().to_hex().to_string(),
-                    size: 0,
-                    version,
-                    documents: snapshot.len() as u64,
-                },
-                deltas: Vec::new(),
-            },
+                snapshot.content_hash().to_hex().to_string(),
+                snapshot.len() as u64,
+            ),
             key_id: snapshot.header().signing_key_id,
         },
         snapshot,

@@ -501,47 +501,36 @@ async fn an_officer_prints_the_permit_in_both_languages_with_beijing_times() {
     let tp = lost_travel_permit(&gw);
     let config = gw.config_path.to_str().expect("utf8").to_owned();
     let a6 = gw.dir.path().join("permit.pdf");
-    let out = permitgate(&[
-        "temp-permit",
-        "issue",
-        "--config",
-        &config,
-        "--caller",
-        "desk-01",
-        "--officer",
-        "E1",
-        "--travel-permit",
-        tp.canonical(),
-        "--name",
-        "CHAN Tai Man 陳大文",
-        "--reason",
-        "lost",
-        "--issued-at",
-        "2026-12-31T16:30:00Z",
-        "--print",
-        a6.to_str().expect("utf8"),
-    ]);
+    let a6_arg = a6.to_str().expect("utf8");
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "temp-permit",
+            "issue",
+            "--config",
+            &config,
+            "--caller",
+            "desk-01",
+            "--officer",
+            "E1",
+            "--travel-permit",
+            tp.canonical(),
+            "--name",
+            "CHAN Tai Man 陳大文",
+            "--reason",
+            "lost",
+            "--print",
+            a6_arg,
+            "--paper",
+            "a6",
+        ];
+        args.extend_from_slice(extra);
+        permitgate(&args)
+    };
+    let out = issue(&["--issued-at", "2026-12-31T16:30:00Z"]);
     // Far from now: refused by the origin's clock rule, nothing printed.
     assert_eq!(out.status.code(), Some(1));
     assert!(!a6.exists());
-    let out = permitgate(&[
-        "temp-permit",
-        "issue",
-        "--config",
-        &config,
-        "--caller",
-        "desk-01",
-        "--officer",
-        "E1",
-        "--travel-permit",
-        tp.canonical(),
-        "--name",
-        "CHAN Tai Man 陳大文",
-        "--reason",
-        "lost",
-        "--print",
-        a6.to_str().expect("utf8"),
-    ]);
+    let out = issue(&[]);
     assert_success(&out);
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let permit = temp_permit::verify(&token, &ring, t0(), Duration::ZERO, |_| false)

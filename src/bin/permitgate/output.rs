@@ -52,3 +52,50 @@ pub fn pair(tp: &str, rp: &str) -> anyhow::Result<DocumentPair> {
     DocumentPair::new(tp, rp)
         .map_err(|e| anyhow::anyhow!("--residence-permit breaks rule {}: {e}", e.rule()))
 }
+
+/// The paper and font of a printable page.
+#[cfg(feature = "tools")]
+#[derive(clap::Args, Clone)]
+pub struct Printing {
+    /// A PDF's paper: a4 or a6 (a PNG is sized to its content).
+    #[arg(long, default_value = "a4")]
+    pub paper: Paper,
+    /// A TrueType font with Chinese and Latin.
+    #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
+    pub font: std::path::PathBuf,
+}
+
+#[cfg(feature = "tools")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Paper {
+    A4,
+    A6,
+}
+
+/// Writes `page` to `out` as a PDF or a PNG, by the file's extension (`arg` names the
+/// argument in the error).
+#[cfg(feature = "tools")]
+pub fn write_printable(
+    page: &permitgate::printable::Page,
+    out: &std::path::Path,
+    arg: &str,
+    printing: &Printing,
+) -> anyhow::Result<()> {
+    use permitgate::printable;
+    let pdf = match out.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("pdf") => true,
+        Some(e) if e.eq_ignore_ascii_case("png") => false,
+        _ => anyhow::bail!("{arg} must end in .pdf or .png"),
+    };
+    let font = printable::Font::load(&printing.font)?;
+    let bytes = if pdf {
+        let paper = match printing.paper {
+            Paper::A4 => printable::Paper::A4,
+            Paper::A6 => printable::Paper::A6,
+        };
+        printable::pdf_on(page, &font, paper)?
+    } else {
+        printable::png(page, &font)?
+    };
+    std::fs::write(out, bytes).with_context(|| out.display().to_string())
+}

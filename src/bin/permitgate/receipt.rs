@@ -37,9 +37,8 @@ pub enum Command {
         travel_permit: Option<String>,
         #[arg(long, requires = "travel_permit")]
         residence_permit: Option<String>,
-        /// A TrueType font with Chinese (the page is in Chinese and English).
-        #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
-        font: PathBuf,
+        #[command(flatten)]
+        printing: crate::output::Printing,
     },
 }
 
@@ -88,13 +87,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             keys,
             travel_permit,
             residence_permit,
-            font,
+            printing,
         } => render::render(
             &receipt,
             &out,
             keys,
             (travel_permit, residence_permit),
-            &font,
+            &printing,
         ),
     }
 }
@@ -104,10 +103,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 mod render {
     use std::path::{Path, PathBuf};
 
-    use anyhow::{bail, Context};
+    use anyhow::bail;
 
     use permitgate::keyring::Keyring;
-    use permitgate::printable::{self, Page};
+    use permitgate::printable::Page;
     use permitgate::receipt::{self, Receipt, ReceiptView};
 
     use crate::output::pair;
@@ -117,7 +116,7 @@ mod render {
         out: &Path,
         keys: Option<PathBuf>,
         (travel_permit, residence_permit): (Option<String>, Option<String>),
-        font: &Path,
+        printing: &crate::output::Printing,
     ) -> anyhow::Result<()> {
         let keyring = keys.as_deref().map(Keyring::load).transpose()?;
         let r = match &keyring {
@@ -134,19 +133,8 @@ mod render {
             }
             None => None,
         };
-        let pdf = match out.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("pdf") => true,
-            Some(e) if e.eq_ignore_ascii_case("png") => false,
-            _ => bail!("--out must end in .pdf or .png"),
-        };
         let page = receipt_page(&r, receipt, numbers, keyring.as_ref());
-        let font = printable::Font::load(font)?;
-        let bytes = if pdf {
-            printable::pdf(&page, &font)?
-        } else {
-            printable::png(&page, &font)?
-        };
-        std::fs::write(out, bytes).with_context(|| out.display().to_string())?;
+        crate::output::write_printable(&page, out, "--out", printing)?;
         println!("wrote {}", out.display());
         Ok(())
     }

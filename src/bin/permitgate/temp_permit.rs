@@ -59,14 +59,9 @@ pub enum Command {
         #[cfg(feature = "tools")]
         #[arg(long)]
         print: Option<PathBuf>,
-        /// The printable permit's paper (PDF): a4 or a6.
         #[cfg(feature = "tools")]
-        #[arg(long, default_value = "a6")]
-        paper: PaperArg,
-        /// The font of the printable permit (Chinese and Latin).
-        #[cfg(feature = "tools")]
-        #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
-        font: PathBuf,
+        #[command(flatten)]
+        printing: crate::output::Printing,
     },
     /// Write the printable permit of a token (PDF or PNG, by the file's extension), after
     /// verifying it against the published keys.
@@ -78,11 +73,8 @@ pub enum Command {
         keys: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// The PDF's paper: a4 or a6.
-        #[arg(long, default_value = "a6")]
-        paper: PaperArg,
-        #[arg(long, default_value = permitgate::printable::DEFAULT_FONT)]
-        font: PathBuf,
+        #[command(flatten)]
+        printing: crate::output::Printing,
     },
     /// Revoke a temporary permit through the origin's writer; published at once.
     Revoke {
@@ -170,9 +162,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             #[cfg(feature = "tools")]
             print,
             #[cfg(feature = "tools")]
-            paper,
-            #[cfg(feature = "tools")]
-            font,
+            printing,
         } => {
             let tp = number("travel-permit", &travel_permit, TravelPermitNo::parse)?;
             let name = permitgate::person_name::normalize(&name)
@@ -196,7 +186,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             #[cfg(feature = "tools")]
             if let Some(path) = &print {
-                printed::write(&issued.permit, &issued.token, None, path, paper, &font)?;
+                let page = printed::page(&issued.permit, &issued.token, None);
+                crate::output::write_printable(&page, path, "--print", &printing)?;
+                eprintln!("wrote {}", path.display());
             }
             emit(&format!("{}\n", issued.token))?;
             let p = &issued.permit;
@@ -238,8 +230,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             token,
             keys,
             out,
-            paper,
-            font,
+            printing,
         } => {
             let keyring = Keyring::load(&keys)?;
             let v = temp_permit::verify(
@@ -260,14 +251,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     v.status.label()
                 );
             };
-            printed::write(
-                &permit,
-                token.trim(),
-                keyring.authority.as_ref(),
-                &out,
-                paper,
-                &font,
-            )
+            let page = printed::page(&permit, token.trim(), keyring.authority.as_ref());
+            crate::output::write_printable(&page, &out, "--out", &printing)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
         }
         Command::Verify {
             keys,
@@ -302,27 +289,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(feature = "tools")]
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum PaperArg {
-    A4,
-    A6,
-}
-
 /// The printable permit: what an officer hands the holder, and what a gate scans.
 #[cfg(feature = "tools")]
 mod printed {
-    use std::path::Path;
-
-    use anyhow::{bail, Context};
-
     use permitgate::day::{beijing_minute, rfc3339};
     use permitgate::keyring::Authority;
-    use permitgate::printable::{self, Page, Paper};
+    use permitgate::printable::Page;
     use permitgate::temp_permit::TempPermit;
     use permitgate::terms;
-
-    use super::PaperArg;
 
     /// The page, in Chinese and English, with the terms of permitgate::terms.
     pub fn page(p: &TempPermit, token: &str, authority: Option<&Authority>) -> Page {
@@ -368,35 +342,6 @@ mod printed {
                 format!("(UTC {} – {})", rfc3339(p.issued_at), rfc3339(p.expires_at)),
             ],
         }
-    }
-
-    pub fn write(
-        p: &TempPermit,
-        token: &str,
-        authority: Option<&Authority>,
-        out: &Path,
-        paper: PaperArg,
-        font: &Path,
-    ) -> anyhow::Result<()> {
-        let pdf = match out.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("pdf") => true,
-            Some(e) if e.eq_ignore_ascii_case("png") => false,
-            _ => bail!("--out/--print must end in .pdf or .png"),
-        };
-        let page = page(p, token, authority);
-        let font = printable::Font::load(font)?;
-        let paper = match paper {
-            PaperArg::A4 => Paper::A4,
-            PaperArg::A6 => Paper::A6,
-        };
-        let bytes = if pdf {
-            printable::pdf_on(&page, &font, paper)?
-        } else {
-            printable::png(&page, &font)?
-        };
-        std::fs::write(out, bytes).with_context(|| out.display().to_string())?;
-        eprintln!("wrote {}", out.display());
-        Ok(())
     }
 }
 
