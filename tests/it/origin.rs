@@ -597,42 +597,67 @@ async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
     let gw = Arc::new(TestGateway::start().await);
-    let holders = valid_travel_permits(&gw, 60);
+    let holders = Arc::new(valid_travel_permits(&gw, 60));
     let (config, addr) = origin_config(&gw, "origin-crash");
-    // key -> (holder, permit id) of every answer a desk received.
+    // key -> (holder, permit id) of every permit a desk was told of.
     let mut answered: HashMap<String, (String, String)> = HashMap::new();
-    for (round, kill_after_ms) in [(0u32, 40u64), (1, 120), (2, 250)] {
+    // Requests cut off by a kill (no answer at all): key -> holder.
+    let mut cut_off: HashMap<String, String> = HashMap::new();
+    for (round, kill_after_ms) in [(0u32, 150u64), (1, 300), (2, 500)] {
         let process = start_origin_process(&config, addr).await;
-        let tasks: Vec<_> = holders
-            .iter()
-            .enumerate()
-            .map(|(i, holder)| {
-                let (gw, holder) = (gw.clone(), holder.clone());
-                let key = format!("r{round}-h{i}");
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Eight desks issue without a pause until the origin dies under them.
+        let desks: Vec<_> = (0..8)
+            .map(|_| {
+                let (gw, holders, next) = (gw.clone(), holders.clone(), next.clone());
                 tokio::spawn(async move {
-                    let mut c = caller_at(&gw, addr, "desk-01").await?;
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        c.try_request_with(issue_request(&key, &holder)),
-                    )
-                    .await
-                    .ok()?
-                    .ok()?;
-                    let permit = r.status.is_success().then(|| {
-                        serde_json::from_slice::<Value>(&r.body).expect("json")["permit_id"]
-                            .as_str()
-                            .expect("id")
-                            .to_owned()
-                    })?;
-                    Some((key, holder, permit))
+                    let mut seen = Vec::new();
+                    let Some(mut c) = caller_at(&gw, addr, "desk-01").await else {
+                        return seen;
+                    };
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let key = format!("r{round}-{n}");
+                        let holder = holders[n % holders.len()].clone();
+                        let answer = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            c.try_request_with(issue_request(&key, &holder)),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok(r)) => {
+                                let permit = r.status.is_success().then(|| {
+                                    serde_json::from_slice::<Value>(&r.body).expect("json")
+                                        ["permit_id"]
+                                        .as_str()
+                                        .expect("id")
+                                        .to_owned()
+                                });
+                                seen.push((key, holder, Some(permit)));
+                            }
+                            // Killed: this request is cut off, and so is this desk.
+                            _ => {
+                                seen.push((key, holder, None));
+                                return seen;
+                            }
+                        }
+                    }
                 })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
         drop(process); // SIGKILL, then wait
-        for t in tasks {
-            if let Some((key, holder, permit)) = t.await.expect("task") {
-                answered.insert(key, (holder, permit));
+        for d in desks {
+            for (key, holder, outcome) in d.await.expect("desk") {
+                match outcome {
+                    Some(Some(permit)) => {
+                        answered.insert(key, (holder, permit));
+                    }
+                    Some(None) => {} // refused: the monthly limit
+                    None => {
+                        cut_off.insert(key, holder);
+                    }
+                }
             }
         }
     }
@@ -640,8 +665,12 @@ async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
         !answered.is_empty(),
         "no issuance was answered before the kills"
     );
+    assert!(
+        !cut_off.is_empty(),
+        "no kill landed while requests were in flight"
+    );
     // After a restart every answered permit is there, and a retry of any request (answered
-    // or cut off by the kill) names the permit its key names: never a second one.
+    // or cut off by a kill) names the permit its key names: never a second one.
     let _process = start_origin_process(&config, addr).await;
     let mut desk = caller_at(&gw, addr, "desk-01").await.expect("connects");
     for (key, (holder, permit)) in &answered {
@@ -657,6 +686,33 @@ async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
             .assert_ok(key);
     }
     let hash_key = HashKey::load(&gw.demo.hash_key()).expect("hash key");
+    // A cut-off request that was committed before the kill is answered from the journal
+    // (200, the same permit); one that was not is decided now.
+    let mut committed_unanswered = 0;
+    for (key, holder) in &cut_off {
+        let r = desk
+            .try_request_with(issue_request(key, holder))
+            .await
+            .expect("retry");
+        if r.status == 200 {
+            committed_unanswered += 1;
+            let v: Value = serde_json::from_slice(&r.body).expect("json");
+            assert_eq!(
+                v["permit_id"].as_str(),
+                Some(
+                    PermitId::for_request(&hash_key, "desk-01", key)
+                        .to_string()
+                        .as_str()
+                )
+            );
+        } else {
+            assert!(
+                [201, 409].contains(&r.status.as_u16()),
+                "{key}: {}",
+                r.status
+            );
+        }
+    }
     let per = permits_per_holder(&gw);
     assert!(per.values().all(|n| *n <= 2), "{per:?}");
     // Each permit in the repository is the one its request's key names.
@@ -666,7 +722,11 @@ async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
             *permit
         );
     }
-    eprintln!("{} answered permits survived 3 kills", answered.len());
+    eprintln!(
+        "3 kills under load: {} permits answered, all there after the restart; {} requests cut off, {committed_unanswered} of them committed (their retry got that permit)",
+        answered.len(),
+        cut_off.len()
+    );
 }
 
 fn issue_request(key: &str, holder: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
