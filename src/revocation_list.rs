@@ -101,6 +101,11 @@ pub fn data_version_of(bytes: &[u8]) -> Option<u64> {
     (bytes.len() >= HEAD_LEN && &bytes[..4] == MAGIC).then(|| u64::from_le_bytes(array(bytes, 21)))
 }
 
+/// How many permits a list's bytes claim to hold (unchecked, like [`data_version_of`]).
+pub fn count_of(bytes: &[u8]) -> Option<u32> {
+    (bytes.len() >= HEAD_LEN && &bytes[..4] == MAGIC).then(|| u32::from_le_bytes(array(bytes, 29)))
+}
+
 fn signed_message(body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(CONTEXT.len() + body.len());
     m.extend_from_slice(CONTEXT);

@@ -141,7 +141,7 @@ pub async fn measure(
             &mut desk,
             Method::POST,
             &format!("/v1/authority/temporary-permits/{id}/revocation"),
-            &[json_type.clone()],
+            std::slice::from_ref(&json_type),
             json!({"officer": "load"}),
         )
         .await?;
@@ -156,7 +156,7 @@ pub async fn measure(
                 &mut gate,
                 Method::POST,
                 "/v1/temporary-permits/verify",
-                &[json_type.clone()],
+                std::slice::from_ref(&json_type),
                 json!({ "token": token }),
             )
             .await?;

@@ -35,6 +35,8 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
     pub listen: SocketAddr,
+    /// Plain HTTP for Prometheus (`/metrics`) and probes (`/healthz`); none when absent.
+    pub metrics_listen: Option<SocketAddr>,
     /// The CA the authority's callers' certificates chain to.
     pub client_ca: PathBuf,
     /// The repository's publishing key (Ed25519, PKCS#8 PEM).
@@ -57,6 +59,7 @@ pub struct OriginConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOrigin {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     client_ca: Option<PathBuf>,
     publisher_key: Option<PathBuf>,
     temp_permit_key: Option<PathBuf>,
@@ -116,6 +119,13 @@ pub(super) fn origin_config(
             l.port() == 0 || !partners.listen.contains(&l),
             "origin.listen",
             "must differ from server.listen and server.metrics_listen: partners never reach the authority API",
+        );
+    }
+    if let Some(m) = o.metrics_listen {
+        problems.check(
+            m.port() == 0 || (Some(m) != listen && !partners.listen.contains(&m)),
+            "origin.metrics_listen",
+            "must differ from origin.listen, server.listen and server.metrics_listen",
         );
     }
     let client_ca = problems.required(o.client_ca.map(resolve), "origin.client_ca");
@@ -195,6 +205,7 @@ pub(super) fn origin_config(
         .collect();
     Some(OriginConfig {
         listen: listen?,
+        metrics_listen: o.metrics_listen,
         client_ca: client_ca?,
         publisher_key: publisher_key?,
         temp_permit_key: temp_permit_key?,

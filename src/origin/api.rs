@@ -39,6 +39,7 @@ pub struct Api {
     pub hash_key: HashKey,
     pub clock: Arc<dyn Clock>,
     pub audit: Option<AuditLog>,
+    pub metrics: super::OriginMetrics,
 }
 
 /// Why a call was not done; the one place these become HTTP answers is [`Failure::response`].
@@ -343,6 +344,10 @@ impl Api {
             Ok((status, body, outcome)) => (answer(status, &body), outcome),
             Err(f) => (f.response(), f.slug()),
         };
+        self.metrics
+            .calls
+            .with_label_values(&[route_label, outcome])
+            .inc();
         if let Some(slot) = slot {
             let who = match (known, &trace.officer) {
                 (Some(c), Some(o)) => format!("{} ({}; officer {o})", c.id, c.office),

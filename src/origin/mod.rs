@@ -5,12 +5,14 @@
 //! `writer` decides and publishes writes under one thread, with the repository's claim
 //! (src/publish/claim.rs) keeping several origin processes on one chain; `api` is the
 //! authority's HTTP API and `server` its mTLS listener, for callers of the authority's
-//! own client CA (config `[origin]`).
+//! own client CA (config `[origin]`); `metrics` what its ops listener shows.
 
 pub mod api;
 pub mod ledger;
+pub mod metrics;
 pub mod server;
 pub mod writer;
 
 pub use ledger::{Filter, Keys, Ledger, Permit};
+pub use metrics::OriginMetrics;
 pub use writer::{IssueRequest, Issued, Origin, OriginError, Revoked, Settings};

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use super::api::Api;
 use super::ledger::Keys;
 use super::writer::{Origin, Settings};
-use crate::audit::{AuditConfig, AuditLog, AuditMetrics, WhenFull};
+use crate::audit::{AuditConfig, AuditLog, WhenFull};
 use crate::clock::Clock;
 use crate::config::{Config, OriginConfig};
 use crate::key_files::{load_signing_key, HashKey, KeyError};
@@ -54,6 +54,9 @@ pub struct OriginService {
     pub api: Arc<Api>,
     pub tls: Arc<rustls::ServerConfig>,
     pub listen: SocketAddr,
+    /// Plain HTTP: `/metrics` and `/healthz`; none when not configured.
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics: super::OriginMetrics,
 }
 
 /// Checks the files `[origin]` names and opens the origin: the writer over the repository,
@@ -69,7 +72,8 @@ pub fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<OriginService, Ori
         return Err(OriginStartError::SharedCa);
     }
     let tls = tls::server_config(&config.tls.cert, &config.tls.key, &o.client_ca, Vec::new())?;
-    let origin = open_writer(config, o, clock.clone())?;
+    let metrics = super::OriginMetrics::new();
+    let origin = open_writer(config, o, clock.clone(), metrics.clone())?;
     let audit = AuditLog::open(
         AuditConfig {
             dir: o.audit_dir.clone(),
@@ -80,7 +84,7 @@ pub fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<OriginService, Ori
             answer_after: crate::audit::AnswerAfter::Fsync,
             checkpoints: None,
         },
-        AuditMetrics::register(&prometheus::Registry::new()),
+        metrics.audit.clone(),
     )?;
     let api = Api {
         origin: origin.clone(),
@@ -92,12 +96,15 @@ pub fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<OriginService, Ori
         hash_key: HashKey::load(&config.snapshot.hash_key)?,
         clock,
         audit: Some(audit),
+        metrics: metrics.clone(),
     };
     Ok(OriginService {
         origin,
         api: Arc::new(api),
         tls,
         listen: o.listen,
+        metrics_listen: o.metrics_listen,
+        metrics,
     })
 }
 
@@ -106,6 +113,7 @@ pub fn open_writer(
     config: &Config,
     o: &OriginConfig,
     clock: Arc<dyn Clock>,
+    metrics: super::OriginMetrics,
 ) -> Result<Origin, OriginStartError> {
     let repo = config
         .snapshot
@@ -124,6 +132,7 @@ pub fn open_writer(
             manifest_expires_in: o.manifest_expires_in,
             max_deltas: o.max_deltas,
             clock_skew: o.clock_skew,
+            metrics,
         },
         keys,
         clock,
@@ -138,6 +147,48 @@ impl OriginService {
                 addr: self.listen,
                 source,
             })
+    }
+
+    /// Binds the ops listener, when configured.
+    pub async fn bind_ops(&self) -> Result<Option<TcpListener>, OriginStartError> {
+        let Some(addr) = self.metrics_listen else {
+            return Ok(None);
+        };
+        TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| OriginStartError::Bind { addr, source })
+    }
+
+    /// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+    pub async fn serve_ops(&self, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (status, body) = match req.uri().path() {
+                        "/metrics" => (http::StatusCode::OK, metrics.encode()),
+                        "/healthz" => (http::StatusCode::OK, b"alive\n".to_vec()),
+                        _ => (http::StatusCode::NOT_FOUND, b"try /metrics\n".to_vec()),
+                    };
+                    let mut r =
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *r.status_mut() = status;
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    async move { Ok::<_, std::convert::Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     }
 
     /// Serves `listener` until the task is dropped.

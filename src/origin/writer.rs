@@ -103,6 +103,7 @@ pub struct Settings {
     pub max_deltas: usize,
     /// How far a request's `issued_at` may be from the origin's clock.
     pub clock_skew: time::Duration,
+    pub metrics: super::OriginMetrics,
 }
 
 /// The handle of the writer thread; cheap to clone.
@@ -253,6 +254,8 @@ impl Writer {
             }
             let mut plan = Plan::default();
             let answers: Vec<Answer> = writes.iter().map(|w| self.decide(&mut plan, w)).collect();
+            let started = Instant::now();
+            let writes_published = plan.journal.len();
             let published = if plan.changes.is_empty() {
                 Ok(self.ledger.version())
             } else {
@@ -271,6 +274,12 @@ impl Writer {
             };
             match published {
                 Ok(version) => {
+                    if writes_published > 0 {
+                        let m = &self.settings.metrics;
+                        m.publications.inc();
+                        m.publish_seconds.observe(started.elapsed().as_secs_f64());
+                        m.batch_writes.observe(writes_published as f64);
+                    }
                     // Before the answers: a desk told "revoked" may hand the list to a
                     // gate at once.
                     self.write_list();
@@ -279,7 +288,10 @@ impl Writer {
                     }
                     return;
                 }
-                Err(PublishError::Taken { .. }) => continue,
+                Err(PublishError::Taken { .. }) => {
+                    self.settings.metrics.overtaken.inc();
+                    continue;
+                }
                 Err(e) => {
                     last_error = Some(e);
                     break;
@@ -311,14 +323,19 @@ impl Writer {
         if newer {
             return;
         }
-        let bytes = crate::revocation_list::build(
-            self.ledger.revoked(),
-            self.clock.now(),
-            version,
-            &self.keys.issuer,
-        );
-        if let Err(e) = crate::snapshot::write_atomic(&path, &bytes) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the revocation list");
+        let now = self.clock.now();
+        let revoked: Vec<_> = self.ledger.revoked().collect();
+        let bytes = crate::revocation_list::build(revoked, now, version, &self.keys.issuer);
+        match crate::snapshot::write_atomic(&path, &bytes) {
+            Ok(()) => {
+                let m = &self.settings.metrics;
+                m.revocation_list_permits
+                    .set(crate::revocation_list::count_of(&bytes).unwrap_or(0) as i64);
+                m.revocation_list_written.set(now.unix_timestamp());
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the revocation list")
+            }
         }
     }
 

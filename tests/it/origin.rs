@@ -449,14 +449,23 @@ async fn the_month_is_beijings_on_both_sides_of_16_00_utc() {
 struct OriginProcess {
     _child: Running,
     addr: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
 }
 
-fn origin_config(gw: &TestGateway, name: &str) -> (std::path::PathBuf, std::net::SocketAddr) {
-    let addr = free_port();
+/// Where an origin process reads its config, and listens.
+struct OriginSetup {
+    config: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+}
+
+fn origin_config(gw: &TestGateway, name: &str) -> OriginSetup {
+    let (addr, metrics) = (free_port(), free_port());
     let text = config_edit::apply(
         &std::fs::read_to_string(&gw.config_path).expect("config"),
         vec![
             config_edit::set("origin.listen", addr.to_string()),
+            config_edit::set("origin.metrics_listen", metrics.to_string()),
             config_edit::set(
                 "origin.audit_dir",
                 gw.dir
@@ -467,18 +476,20 @@ fn origin_config(gw: &TestGateway, name: &str) -> (std::path::PathBuf, std::net:
             ),
         ],
     );
-    let path = gw.config_path.with_file_name(format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write config");
-    (path, addr)
+    let config = gw.config_path.with_file_name(format!("{name}.toml"));
+    std::fs::write(&config, text).expect("write config");
+    OriginSetup {
+        config,
+        addr,
+        metrics,
+    }
 }
 
-async fn start_origin_process(
-    config: &std::path::Path,
-    addr: std::net::SocketAddr,
-) -> OriginProcess {
+async fn start_origin_process(o: &OriginSetup) -> OriginProcess {
+    let (addr, metrics) = (o.addr, o.metrics);
     let child = Running(
         std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
-            .args(["origin", "--config", &config.to_string_lossy()])
+            .args(["origin", "--config", &o.config.to_string_lossy()])
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -490,6 +501,7 @@ async fn start_origin_process(
             return OriginProcess {
                 _child: child,
                 addr,
+                metrics,
             };
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -528,8 +540,7 @@ async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
     let holders = valid_travel_permits(&gw, 50);
     let mut origins = Vec::new();
     for name in ["origin-a", "origin-b"] {
-        let (config, addr) = origin_config(&gw, name);
-        origins.push(start_origin_process(&config, addr).await);
+        origins.push(start_origin_process(&origin_config(&gw, name)).await);
     }
     let gw = Arc::new(gw);
     let tasks: Vec<_> = (0..200)
@@ -559,6 +570,21 @@ async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
     }
     assert_eq!(by_status.get(&201), Some(&100), "{by_status:?}");
     assert_eq!(by_status.get(&409), Some(&100), "{by_status:?}");
+    // What SREs see: the two origins' calls add up to the same.
+    let count = |outcome: &str| -> f64 {
+        origins
+            .iter()
+            .map(|o| {
+                let text = crate::common::process::ops_get(o.metrics, "/metrics")
+                    .expect("the origin's metrics");
+                crate::common::metric_value(
+                    &text,
+                    &format!("permitgate_origin_calls_total{{outcome=\"{outcome}\",route=\"authority_temp_permit_issue\"}}"),
+                )
+            })
+            .sum()
+    };
+    assert_eq!((count("issued"), count("issuance-refused")), (100.0, 100.0));
 
     let per = permits_per_holder(&gw);
     assert_eq!(per.values().sum::<usize>(), 100);
@@ -598,13 +624,14 @@ async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
 async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
     let gw = Arc::new(TestGateway::start().await);
     let holders = Arc::new(valid_travel_permits(&gw, 60));
-    let (config, addr) = origin_config(&gw, "origin-crash");
+    let setup = origin_config(&gw, "origin-crash");
+    let addr = setup.addr;
     // key -> (holder, permit id) of every permit a desk was told of.
     let mut answered: HashMap<String, (String, String)> = HashMap::new();
     // Requests cut off by a kill (no answer at all): key -> holder.
     let mut cut_off: HashMap<String, String> = HashMap::new();
     for (round, kill_after_ms) in [(0u32, 150u64), (1, 300), (2, 500)] {
-        let process = start_origin_process(&config, addr).await;
+        let process = start_origin_process(&setup).await;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Eight desks issue without a pause until the origin dies under them.
         let desks: Vec<_> = (0..8)
@@ -671,7 +698,7 @@ async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
     );
     // After a restart every answered permit is there, and a retry of any request (answered
     // or cut off by a kill) names the permit its key names: never a second one.
-    let _process = start_origin_process(&config, addr).await;
+    let _process = start_origin_process(&setup).await;
     let mut desk = caller_at(&gw, addr, "desk-01").await.expect("connects");
     for (key, (holder, permit)) in &answered {
         let r = desk
@@ -791,6 +818,7 @@ fn the_writer_applies_the_policy_to_published_data() {
                 manifest_expires_in: time::Duration::days(1),
                 max_deltas: 32,
                 clock_skew: time::Duration::minutes(5),
+                metrics: permitgate::origin::OriginMetrics::new(),
             },
             Keys {
                 publisher: publisher.clone(),

@@ -26,9 +26,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async move {
         let service = open(&config, Arc::new(SystemClock))?;
         let listener = service.bind().await?;
-        tracing::info!(addr = %listener.local_addr()?, "origin listening for the authority's callers");
+        let ops = service.bind_ops().await?;
+        tracing::info!(addr = %listener.local_addr()?, metrics = ?ops.as_ref().and_then(|l| l.local_addr().ok()), "origin listening for the authority's callers");
+        let serve_ops = async {
+            match ops {
+                Some(l) => service.serve_ops(l).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = service.serve(listener) => {}
+            _ = serve_ops => {}
             _ = crate::serve::shutdown_signal() => {}
         }
         close(&service);

@@ -135,7 +135,13 @@ fn origin_for(
     if officer.is_empty() || officer.chars().count() > 64 || officer.chars().any(char::is_control) {
         bail!("--officer must be 1-64 characters, no control characters");
     }
-    let origin = open_writer(&config, o, Arc::new(SystemClock))?;
+    // A desk's command: its metrics are nobody's to scrape.
+    let origin = open_writer(
+        &config,
+        o,
+        Arc::new(SystemClock),
+        permitgate::origin::OriginMetrics::new(),
+    )?;
     Ok((
         origin,
         Actor {
