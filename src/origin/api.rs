@@ -125,7 +125,7 @@ impl Failure {
             Origin(OriginError::Publish(_) | OriginError::Stopped) | AuditFull => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "The origin cannot write now; nothing was done",
+                "The origin cannot write or record now; send the same request again",
             ),
         }
     }
@@ -160,6 +160,11 @@ impl Failure {
             Failure::Origin(e @ OriginError::IssuedAt { .. }) => {
                 (e.to_string(), Some("issued_at"), Some("near-now"))
             }
+            Failure::Origin(OriginError::Publish(_) | OriginError::Stopped) | Failure::AuditFull => (
+                "send the same request again: a write already made is answered as it was (the same permit, or already revoked)".into(),
+                None,
+                None,
+            ),
             other => (other.parts().2.to_owned() + ".", None, None),
         }
     }
@@ -252,7 +257,10 @@ impl Route {
 
 /// The route and permit id a method and path name.
 fn route<'p>(method: &Method, path: &'p str) -> Result<(Route, Option<&'p str>), Failure> {
-    let rest = path.strip_prefix(PREFIX).ok_or(Failure::NotFound)?;
+    let rest = path
+        .strip_prefix(PREFIX)
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .ok_or(Failure::NotFound)?;
     let (route, id, method_ok) = match rest.trim_start_matches('/').split('/').collect::<Vec<_>>()[..]
     {
         [""] => match *method {
