@@ -213,7 +213,7 @@ async fn an_office_issues_looks_up_lists_and_revokes_and_a_following_gateway_ref
     let app_permit = second.json()["permit_id"].as_str().expect("id").to_owned();
     assert_eq!(
         ids(&listed),
-        [id.clone()],
+        [id.as_str()],
         "only desk-01's office: {listed}"
     );
     assert!(!ids(&listed).contains(&app_permit));
