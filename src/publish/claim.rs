@@ -55,12 +55,7 @@ pub fn claim(repo: &Path, link: &Link) -> Result<(), PublishError> {
     let dir = repo.join(CHAIN_DIR);
     std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
     let path = link_path(repo, link.from);
-    let tmp = dir.join(format!(
-        ".{}-{}-{}.tmp",
-        link.from,
-        std::process::id(),
-        unique()
-    ));
+    let tmp = crate::snapshot::temp_path(&path);
     let bytes = serde_json::to_vec(link).map_err(|e| PublishError::Write {
         path: path.clone(),
         source: std::io::Error::other(e),
@@ -83,13 +78,6 @@ pub fn claim(repo: &Path, link: &Link) -> Result<(), PublishError> {
         }
         Err(e) => Err(write_err(&path)(e)),
     }
-}
-
-/// A number no other call in this process gets: temporary names of concurrent writers.
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The link claimed on top of `from`, if any, its manifest verified with `trusted`.

@@ -31,8 +31,8 @@ pub use pace::Pace;
 pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
 pub(crate) use repo::check_hash;
 pub use repo::{
-    load_repo, manifest_tag, object_path, remove_unnamed_objects, sync_dir, verify_deltas,
-    verify_objects, wanted_objects, write_atomic, DirObjects, Objects, Repo, RepoData, Trust,
-    Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
+    load_repo, manifest_tag, object_path, remove_unnamed_objects, sync_dir, temp_path,
+    verify_deltas, verify_objects, wanted_objects, write_atomic, DirObjects, Objects, Repo,
+    RepoData, Trust, Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
 };
 pub use stream::{scan, FileWriter, HashingWriter};

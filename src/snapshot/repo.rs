@@ -313,8 +313,8 @@ fn check_delta(delta: &Delta, entry: &ManifestDelta, version: u64) -> Result<(),
 
 /// Removes the objects of `repo` that none of `keep` names (best effort: an object left
 /// behind costs disk, not correctness). Only object-shaped names (64 characters, no dot)
-/// are touched: a temporary file of an interrupted write is replaced by the next write
-/// of that object, and anything else in `objects/` is not ours to judge. Objects written
+/// are touched: a temporary file of an interrupted write ([`temp_path`]) stays, and
+/// anything else in `objects/` is not ours to judge. Objects written
 /// within `spare_younger_than` stay: in a repository with more than one publisher they may
 /// belong to a publication being claimed this moment (src/publish/claim.rs).
 pub fn remove_unnamed_objects<'a>(
@@ -348,21 +348,26 @@ pub fn remove_unnamed_objects<'a>(
     }
 }
 
-/// Writes `bytes` to `path` so that readers never see a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    // A name of this writer's own: two publishers writing one file at once must not
-    // write into each other's temporary file.
+/// A temporary name beside `path` that no other write gets, in this process or another:
+/// two publishers writing one file at once must not write into each other's.
+pub fn temp_path(path: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(
+    let dir = path.parent().unwrap_or(Path::new("."));
+    dir.join(format!(
         ".{}.{}-{}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object"),
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    ))
+}
+
+/// Writes `bytes` to `path` so that readers never see a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
