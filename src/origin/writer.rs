@@ -279,10 +279,10 @@ impl Writer {
                         m.publications.inc();
                         m.publish_seconds.observe(started.elapsed().as_secs_f64());
                         m.batch_writes.observe(writes_published as f64);
+                        // Before the answers: a desk told "revoked" may hand the list to
+                        // a gate at once.
+                        self.write_list();
                     }
-                    // Before the answers: a desk told "revoked" may hand the list to a
-                    // gate at once.
-                    self.write_list();
                     for (job, answer) in writes.into_iter().zip(answers) {
                         reply(job, answer, version);
                     }
