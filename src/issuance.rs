@@ -52,6 +52,14 @@ pub struct Actor {
     pub officer: String,
 }
 
+/// The officer (or system) a call names, as recorded: trimmed, 1-64 characters, no
+/// control characters; `None` breaks that rule.
+pub fn officer_name(text: &str) -> Option<String> {
+    let t = text.trim();
+    let ok = (1..=64).contains(&t.chars().count()) && !t.chars().any(char::is_control);
+    ok.then(|| t.to_owned())
+}
+
 /// One of the authority's own writes as the chain of publications records it
 /// (src/publish/claim.rs): what was done, when, by whom. Documents appear as keyed hashes
 /// (hex of [`DocKey`]) and masked numbers only.

@@ -554,9 +554,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Failure> {
 }
 
 fn officer(text: &str) -> Result<String, Failure> {
-    let t = text.trim();
-    let ok = (1..=64).contains(&t.chars().count()) && !t.chars().any(char::is_control);
-    ok.then(|| t.to_owned()).ok_or(Failure::Invalid {
+    crate::issuance::officer_name(text).ok_or(Failure::Invalid {
         field: "officer",
         rule: "officer",
         detail: "must name the officer (or system) making the call: 1-64 characters, no control characters".into(),

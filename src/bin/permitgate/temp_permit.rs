@@ -89,7 +89,8 @@ pub enum Command {
         #[arg(long)]
         id: String,
     },
-    /// Verify a token offline against the published keys (revocations need the gateway).
+    /// Verify a token offline against the published keys (and, with --revocations, the
+    /// origin's revocation list).
     Verify {
         /// The keys file served at GET /v1/keys.
         #[arg(long)]
@@ -131,10 +132,9 @@ fn origin_for(
             permitgate::origin::api::scope_name(scope)
         );
     }
-    let officer = officer.trim();
-    if officer.is_empty() || officer.chars().count() > 64 || officer.chars().any(char::is_control) {
+    let Some(officer) = permitgate::issuance::officer_name(officer) else {
         bail!("--officer must be 1-64 characters, no control characters");
-    }
+    };
     // A desk's command: its metrics are nobody's to scrape.
     let origin = open_writer(
         &config,
@@ -147,7 +147,7 @@ fn origin_for(
         Actor {
             caller: c.id.clone(),
             office: c.office.clone(),
-            officer: officer.to_owned(),
+            officer,
         },
     ))
 }
