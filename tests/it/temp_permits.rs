@@ -64,6 +64,35 @@ async fn lost_status(gw: &TestGateway) -> Value {
         .clone()
 }
 
+/// `permitgate temp-permit issue` from desk-01 of the gateway's origin (reason lost), with
+/// `extra` arguments.
+fn cli_issue(
+    gw: &TestGateway,
+    tp: &TravelPermitNo,
+    name: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let config = gw.config_path.to_str().expect("utf8");
+    let mut args = vec![
+        "temp-permit",
+        "issue",
+        "--config",
+        config,
+        "--caller",
+        "desk-01",
+        "--officer",
+        "E1024",
+        "--travel-permit",
+        tp.canonical(),
+        "--name",
+        name,
+        "--reason",
+        "lost",
+    ];
+    args.extend_from_slice(extra);
+    permitgate(&args)
+}
+
 async fn verify(gw: &TestGateway, token: &str) -> Value {
     let r = gw
         .client("rail-gate")
@@ -253,27 +282,14 @@ async fn an_office_issues_with_the_cli_and_gates_verify_offline_and_from_the_qr_
     let qr = gw.dir.path().join("permit.png");
     let tp = lost_travel_permit(&gw);
     let config = gw.config_path.to_str().expect("utf8").to_owned();
+    let qr_arg = qr.to_str().expect("utf8");
     let issue = |key: &str| {
-        permitgate(&[
-            "temp-permit",
-            "issue",
-            "--config",
-            &config,
-            "--caller",
-            "desk-01",
-            "--officer",
-            "E1024",
-            "--travel-permit",
-            tp.canonical(),
-            "--name",
+        cli_issue(
+            &gw,
+            &tp,
             "LEE Siu Ming",
-            "--reason",
-            "lost",
-            "--idempotency-key",
-            key,
-            "--qr",
-            qr.to_str().expect("utf8"),
-        ])
+            &["--idempotency-key", key, "--qr", qr_arg],
+        )
     };
     let out = issue("desk-01-cli-1");
     assert_success(&out);
@@ -499,32 +515,12 @@ async fn an_officer_prints_the_permit_in_both_languages_with_beijing_times() {
     let gw = TestGateway::start().await;
     let (keys, ring) = gw.keys_file().await;
     let tp = lost_travel_permit(&gw);
-    let config = gw.config_path.to_str().expect("utf8").to_owned();
     let a6 = gw.dir.path().join("permit.pdf");
     let a6_arg = a6.to_str().expect("utf8");
     let issue = |extra: &[&str]| {
-        let mut args = vec![
-            "temp-permit",
-            "issue",
-            "--config",
-            &config,
-            "--caller",
-            "desk-01",
-            "--officer",
-            "E1",
-            "--travel-permit",
-            tp.canonical(),
-            "--name",
-            "CHAN Tai Man 陳大文",
-            "--reason",
-            "lost",
-            "--print",
-            a6_arg,
-            "--paper",
-            "a6",
-        ];
+        let mut args = vec!["--print", a6_arg, "--paper", "a6"];
         args.extend_from_slice(extra);
-        permitgate(&args)
+        cli_issue(&gw, &tp, "CHAN Tai Man 陳大文", &args)
     };
     let out = issue(&["--issued-at", "2026-12-31T16:30:00Z"]);
     // Far from now: refused by the origin's clock rule, nothing printed.
