@@ -225,6 +225,18 @@ impl Ledger {
             .collect()
     }
 
+    /// When the newest manifest stops being fresh.
+    pub fn expires_at(&self) -> OffsetDateTime {
+        self.manifest.expires_at
+    }
+
+    /// Signs the newest manifest again, fresh for `opts.expires_in` (the same data);
+    /// `Taken` when another publisher was first.
+    pub fn refresh(&mut self, keys: &Keys, opts: &PublishOptions) -> Result<u64, PublishError> {
+        self.manifest = publish::refresh(&self.repo, &self.manifest, &keys.publisher, opts)?;
+        Ok(self.manifest.version)
+    }
+
     /// Publishes `changes` with `journal` as the next version; `Taken` when another
     /// publisher was first (the ledger is then behind: open it again).
     pub fn publish(

@@ -133,6 +133,7 @@ pub fn open_writer(
             max_deltas: o.max_deltas,
             clock_skew: o.clock_skew,
             metrics,
+            idle_tick: Duration::from_secs(60),
         },
         keys,
         clock,

@@ -27,9 +27,6 @@ use crate::temp_permit::{self, PermitId, Reason, TempPermit};
 const MAX_BATCH: usize = 256;
 /// Publications overtaken by another origin in a row before the batch is given up.
 const MAX_ATTEMPTS: usize = 32;
-/// The revocation list is issued again this often without writes, so that offline
-/// verifiers see a fresh issue time (they refuse a list older than they accept).
-const LIST_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
@@ -104,6 +101,10 @@ pub struct Settings {
     /// How far a request's `issued_at` may be from the origin's clock.
     pub clock_skew: time::Duration,
     pub metrics: super::OriginMetrics,
+    /// Without writes, this often: the revocation list is issued again (offline verifiers
+    /// refuse a list older than they accept), and a manifest past half its freshness is
+    /// signed again (followers would call the data stale when it expires).
+    pub idle_tick: Duration,
 }
 
 /// The handle of the writer thread; cheap to clone.
@@ -207,12 +208,10 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         self.write_list();
         loop {
-            let first = match rx.recv_timeout(LIST_REFRESH) {
+            let first = match rx.recv_timeout(self.settings.idle_tick) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.catch_up().is_ok() {
-                        self.write_list();
-                    }
+                    self.idle();
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -308,6 +307,32 @@ impl Writer {
                 Write::Revoke(_, _, tx) => drop(tx.send(Err(failed))),
             }
         }
+    }
+
+    /// Keeps what the origin publishes fresh while nobody writes: the manifest (signed
+    /// again once half its freshness is gone) and the revocation list.
+    fn idle(&mut self) {
+        if self.catch_up().is_err() {
+            return;
+        }
+        let now = self.clock.now();
+        let fresh_for = self.settings.manifest_expires_in;
+        if self.ledger.expires_at() - now < fresh_for / 2 {
+            let opts = PublishOptions {
+                version: None,
+                expires_in: fresh_for,
+                now,
+            };
+            match self.ledger.refresh(&self.keys, &opts) {
+                Ok(_) => self.settings.metrics.publications.inc(),
+                // Another publisher was first: the next tick reads its manifest.
+                Err(PublishError::Taken { .. }) => self.settings.metrics.overtaken.inc(),
+                Err(e) => {
+                    tracing::warn!(error = %crate::report::Report(&e), "cannot sign the manifest again")
+                }
+            }
+        }
+        self.write_list();
     }
 
     /// Issues the revocation list of the data this origin holds, unless the one in the

@@ -411,6 +411,24 @@ fn write_manifest(
     Ok(())
 }
 
+/// Signs `manifest` again as the next version with the same data, fresh from `opts.now`
+/// for `opts.expires_in`: followers extend their expiry, nothing else changes. Claims its
+/// place in the chain like any publication (`Taken` when another publisher was first);
+/// returns the new manifest.
+pub fn refresh(
+    repo: &Path,
+    manifest: &Manifest,
+    signing_key: &SigningKey,
+    opts: &PublishOptions,
+) -> Result<Manifest, PublishError> {
+    let mut next = manifest.clone();
+    next.version = next_version(opts.version, manifest.version.max(manifest.data_version()))?;
+    next.published_at = opts.now;
+    next.expires_at = opts.now + opts.expires_in;
+    write_manifest(repo, Some(manifest), &next, signing_key, Vec::new())?;
+    Ok(next)
+}
+
 /// The repository's current manifest, verified with the signing key's public key; `None`
 /// for a new repository.
 fn published_manifest(

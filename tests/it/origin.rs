@@ -832,6 +832,7 @@ fn the_writer_applies_the_policy_to_published_data() {
                 max_deltas: 32,
                 clock_skew: time::Duration::minutes(5),
                 metrics: permitgate::origin::OriginMetrics::new(),
+                idle_tick: Duration::from_secs(60),
             },
             Keys {
                 publisher: publisher.clone(),
@@ -1049,4 +1050,84 @@ async fn real_answers_match_the_authority_spec() {
             );
         }
     }
+}
+
+/// Nobody writes for a while: the origin signs its manifest again before followers would
+/// call the data stale (the same data, the next version), and keeps the revocation list's
+/// issue time fresh.
+#[test]
+fn an_idle_origin_keeps_what_it_publishes_fresh() {
+    use permitgate::clock::Clock;
+    use permitgate::key_files::load_signing_key;
+    use permitgate::origin::{Keys, Origin, Settings};
+    use permitgate::snapshot::SignedManifest;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gw = rt.block_on(TestGateway::start());
+    let repo = gw.demo.repo();
+    let publisher = load_signing_key(&gw.demo.publisher_key()).expect("key");
+    let manifest = |repo: &std::path::Path| {
+        let bytes = std::fs::read(repo.join("manifest.json")).expect("manifest");
+        SignedManifest::verify(&bytes, &[publisher.verifying_key()])
+            .expect("verifies")
+            .manifest
+    };
+    let before = manifest(&repo);
+    // An hour before the demo's manifest expires: less than half of a day's freshness.
+    let clock = Arc::new(ManualClock::at_unix(
+        (before.expires_at - time::Duration::hours(1)).unix_timestamp(),
+    ));
+    let _origin = Origin::start(
+        Settings {
+            repo: repo.clone(),
+            batch_window: Duration::ZERO,
+            manifest_expires_in: time::Duration::hours(24),
+            max_deltas: 32,
+            clock_skew: time::Duration::minutes(5),
+            metrics: permitgate::origin::OriginMetrics::new(),
+            idle_tick: Duration::from_millis(20),
+        },
+        Keys {
+            publisher: publisher.clone(),
+            issuer: load_signing_key(&gw.demo.temp_permit_key()).expect("key"),
+            hash_key: HashKey::load(&gw.demo.hash_key()).expect("hash key"),
+        },
+        clock.clone(),
+    )
+    .expect("origin");
+    let mut after = manifest(&repo);
+    for _ in 0..200 {
+        if after.version > before.version {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        after = manifest(&repo);
+    }
+    assert_eq!(after.version, before.version + 1, "signed again once");
+    assert_eq!(after.snapshot, before.snapshot, "the same data");
+    assert_eq!(after.deltas, before.deltas);
+    assert_eq!(
+        after.expires_at,
+        clock.now() + time::Duration::hours(24),
+        "fresh for a day from now"
+    );
+    // Fresh again: the next ticks leave it alone.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(manifest(&repo).version, after.version);
+    // The revocation list carries the origin's clock.
+    let keys = permitgate::keyring::Keyring::new(vec![permitgate::keyring::PublicKey::new(
+        permitgate::keyring::KeyUse::TempPermit,
+        load_signing_key(&gw.demo.temp_permit_key())
+            .expect("key")
+            .verifying_key(),
+        permitgate::keyring::Validity::default(),
+    )]);
+    let list = permitgate::revocation_list::read(
+        &std::fs::read(repo.join("temp-permit-revocations.bin")).expect("list"),
+        &keys,
+    )
+    .expect("a genuine list");
+    assert_eq!(list.issued_at, clock.now());
 }
