@@ -27,6 +27,7 @@ pub mod origin;
 pub mod overload;
 pub mod partner;
 pub mod person_name;
+pub mod plain_http;
 #[cfg(feature = "tools")]
 pub mod printable;
 pub mod priority;

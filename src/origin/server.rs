@@ -163,33 +163,22 @@ impl OriginService {
 
     /// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
     pub async fn serve_ops(&self, listener: TcpListener) {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        let metrics = self.metrics.clone();
+        let answer = move |req: &http::Request<hyper::body::Incoming>| {
+            let (status, body) = match req.uri().path() {
+                "/metrics" => (http::StatusCode::OK, metrics.encode()),
+                "/healthz" => (http::StatusCode::OK, b"alive\n".to_vec()),
+                _ => (http::StatusCode::NOT_FOUND, b"try /metrics\n".to_vec()),
             };
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (status, body) = match req.uri().path() {
-                        "/metrics" => (http::StatusCode::OK, metrics.encode()),
-                        "/healthz" => (http::StatusCode::OK, b"alive\n".to_vec()),
-                        _ => (http::StatusCode::NOT_FOUND, b"try /metrics\n".to_vec()),
-                    };
-                    let mut r =
-                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                    *r.status_mut() = status;
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                    );
-                    async move { Ok::<_, std::convert::Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        };
+        crate::plain_http::serve(listener, answer, None).await;
     }
 
     /// Serves `listener` until the task is dropped.

@@ -1,16 +1,12 @@
 //! The plain-HTTP ops listener: Prometheus metrics and orchestrator probes; no partner
 //! data here.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,30 +16,10 @@ use super::Gateway;
 pub(super) async fn metrics_loop(
     gw: Arc<Gateway>,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(ops_response(&gw, req.uri().path())) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    let answer = move |req: &Request<Incoming>| ops_response(&gw, req.uri().path());
+    crate::plain_http::serve(listener, answer, Some(stop)).await;
 }
 
 fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {

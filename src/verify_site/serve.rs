@@ -1,15 +1,12 @@
 //! The demo's plain-HTTP server for the verifier page. For a workstation only: a real
 //! deployment puts the files `permitgate verify-site` writes on the authority's web server.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 use super::{SiteFile, PAGE_PATH};
 
@@ -40,28 +37,15 @@ pub fn serve(
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;
                 };
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        // Out of descriptors, say: wait instead of spinning.
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    let (files, revocations) = (files.clone(), revocations.clone());
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let r = respond(
-                                &files,
-                                revocations.as_deref(),
-                                req.method(),
-                                req.uri().path(),
-                            );
-                            async move { Ok::<_, Infallible>(r) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
+                let answer = move |req: &Request<Incoming>| {
+                    respond(
+                        &files,
+                        revocations.as_deref(),
+                        req.method(),
+                        req.uri().path(),
+                    )
+                };
+                crate::plain_http::serve(listener, answer, None).await;
             })
         })?;
     Ok(())
