@@ -95,13 +95,16 @@ pub fn build(
     out
 }
 
-/// The data version a list's bytes claim, without checking anything else (the origin
-/// never replaces a list with one made from older data).
-pub fn data_version_of(bytes: &[u8]) -> Option<u64> {
-    (bytes.len() >= HEAD_LEN && &bytes[..4] == MAGIC).then(|| u64::from_le_bytes(array(bytes, 21)))
+/// The data version the list in the file at `path` claims, read from its head alone and
+/// not checked otherwise (the origin never replaces a list with one made from older data).
+pub fn data_version_in(path: &std::path::Path) -> Option<u64> {
+    use std::io::Read;
+    let mut head = [0u8; HEAD_LEN];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (&head[..4] == MAGIC).then(|| u64::from_le_bytes(array(&head, 21)))
 }
 
-/// How many permits a list's bytes claim to hold (unchecked, like [`data_version_of`]).
+/// How many permits a list's bytes claim to hold (unchecked, like [`data_version_in`]).
 pub fn count_of(bytes: &[u8]) -> Option<u32> {
     (bytes.len() >= HEAD_LEN && &bytes[..4] == MAGIC).then(|| u32::from_le_bytes(array(bytes, 29)))
 }

@@ -158,32 +158,20 @@ pub fn issue(
     issued_at: OffsetDateTime,
     key: &SigningKey,
 ) -> Result<(String, TempPermit), IssueError> {
-    issue_until(travel_permit, name, reason, issued_at, None, key)
-}
-
-/// [`issue`], ending at `until` when that is sooner than seven days (the travel permit's
-/// own expiry).
-pub fn issue_until(
-    travel_permit: &TravelPermitNo,
-    name: &str,
-    reason: Reason,
-    issued_at: OffsetDateTime,
-    until: Option<OffsetDateTime>,
-    key: &SigningKey,
-) -> Result<(String, TempPermit), IssueError> {
     issue_as(
         PermitId::generate(),
         travel_permit,
         name,
         reason,
         issued_at,
-        until,
+        None,
         key,
     )
 }
 
-/// [`issue_until`] with a given permit id. Ed25519 signatures are deterministic: the same
-/// id and content give the same token, which is how the origin answers a retried request.
+/// [`issue`] with a given permit id, ending at `until` when that is sooner than seven days
+/// (the travel permit's own expiry). Ed25519 signatures are deterministic: the same id and
+/// content give the same token, which is how the origin answers a retried request.
 pub fn issue_as(
     permit_id: PermitId,
     travel_permit: &TravelPermitNo,
@@ -535,15 +523,24 @@ mod tests {
         let keys = ring(&[&k]);
         let tp = TravelPermitNo::parse("H12345678").expect("valid");
         let until = T0 + Duration::days(2);
-        let (text, p) =
-            issue_until(&tp, "A", Reason::Forgotten, T0, Some(until), &k).expect("issue");
+        let (text, p) = issue_as(
+            PermitId::generate(),
+            &tp,
+            "A",
+            Reason::Forgotten,
+            T0,
+            Some(until),
+            &k,
+        )
+        .expect("issue");
         assert_eq!(p.expires_at, until);
         let s = Duration::seconds(1);
         let at = |t| verify(&text, &keys, t, Duration::ZERO, |_| false).status;
         assert_eq!(at(until - s), TokenStatus::Valid);
         assert_eq!(at(until), TokenStatus::Expired);
         // A later `until` is cut to seven days; one before issue is refused.
-        let (_, p) = issue_until(
+        let (_, p) = issue_as(
+            PermitId::generate(),
             &tp,
             "A",
             Reason::Forgotten,
@@ -554,7 +551,16 @@ mod tests {
         .expect("issue");
         assert_eq!(p.expires_at, T0 + VALIDITY);
         assert_eq!(
-            issue_until(&tp, "A", Reason::Forgotten, T0, Some(T0), &k).err(),
+            issue_as(
+                PermitId::generate(),
+                &tp,
+                "A",
+                Reason::Forgotten,
+                T0,
+                Some(T0),
+                &k
+            )
+            .err(),
             Some(IssueError::Time)
         );
         // Signed with a validity the rule forbids: malformed, whatever the signature says.

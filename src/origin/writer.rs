@@ -46,7 +46,7 @@ pub struct Issued {
     pub permit: TempPermit,
     /// An earlier request under the same key issued it.
     pub replayed: bool,
-    /// The version that published it.
+    /// The repository's version when it was answered: it was published then or before.
     pub version: u64,
 }
 
@@ -56,6 +56,7 @@ pub struct Revoked {
     /// When, and by whom, if the origin revoked it (`None`: revoked by an earlier publication).
     pub at: Option<(OffsetDateTime, Actor)>,
     pub replayed: bool,
+    /// As [`Issued::version`].
     pub version: u64,
 }
 
@@ -341,16 +342,13 @@ impl Writer {
     fn write_list(&self) {
         let path = self.ledger.repo().join(crate::revocation_list::FILE);
         let version = self.ledger.version();
-        let newer = std::fs::read(&path)
-            .ok()
-            .and_then(|b| crate::revocation_list::data_version_of(&b))
-            .is_some_and(|v| v > version);
+        let newer = crate::revocation_list::data_version_in(&path).is_some_and(|v| v > version);
         if newer {
             return;
         }
         let now = self.clock.now();
-        let revoked: Vec<_> = self.ledger.revoked().collect();
-        let bytes = crate::revocation_list::build(revoked, now, version, &self.keys.issuer);
+        let bytes =
+            crate::revocation_list::build(self.ledger.revoked(), now, version, &self.keys.issuer);
         match crate::snapshot::write_atomic(&path, &bytes) {
             Ok(()) => {
                 let m = &self.settings.metrics;
@@ -419,7 +417,7 @@ impl Writer {
                 token,
                 permit,
                 replayed: true,
-                version: self.ledger.version(),
+                version: 0,
             });
         }
         if (req.issued_at - self.clock.now()).abs() > self.settings.clock_skew {
@@ -515,7 +513,7 @@ impl Writer {
                 id,
                 at: self.ledger.permit(&id).and_then(|p| p.revoked.clone()),
                 replayed: true,
-                version: self.ledger.version(),
+                version: 0,
             });
         }
         record.status = RecordStatus::Revoked;
@@ -539,28 +537,15 @@ impl Writer {
     }
 }
 
-/// Answers one write, with the version that published it (a replay: the version it saw).
+/// Answers one write with the version its batch left the repository at (a replay was
+/// published then or before).
 fn reply(write: Write, answer: Answer, version: u64) {
     match (write, answer) {
         (Write::Issue(_, tx), Answer::Issue(r)) => {
-            let _ = tx.send(r.map(|i| Issued {
-                version: if i.replayed {
-                    i.version.max(version)
-                } else {
-                    version
-                },
-                ..i
-            }));
+            let _ = tx.send(r.map(|i| Issued { version, ..i }));
         }
         (Write::Revoke(_, _, tx), Answer::Revoke(r)) => {
-            let _ = tx.send(r.map(|v| Revoked {
-                version: if v.replayed {
-                    v.version.max(version)
-                } else {
-                    version
-                },
-                ..v
-            }));
+            let _ = tx.send(r.map(|v| Revoked { version, ..v }));
         }
         _ => {}
     }

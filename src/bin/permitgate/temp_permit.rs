@@ -25,16 +25,8 @@ pub enum Command {
     /// Issue a temporary permit through the origin's writer (the config's [origin]): the
     /// same policy, journal and publication as the authority API; print its token.
     Issue {
-        /// The config with the [origin] section (repository, keys, callers).
-        #[arg(long)]
-        config: PathBuf,
-        /// The authority caller this desk is ([[origin.callers]] id, with the scope
-        /// temp_permit_issue): its office is recorded.
-        #[arg(long)]
-        caller: String,
-        /// The officer issuing (recorded with the permit).
-        #[arg(long)]
-        officer: String,
+        #[command(flatten)]
+        desk: Desk,
         /// The holder's travel permit number.
         #[arg(long)]
         travel_permit: String,
@@ -78,13 +70,8 @@ pub enum Command {
     },
     /// Revoke a temporary permit through the origin's writer; published at once.
     Revoke {
-        #[arg(long)]
-        config: PathBuf,
-        /// The authority caller ([[origin.callers]] id, scope temp_permit_revoke).
-        #[arg(long)]
-        caller: String,
-        #[arg(long)]
-        officer: String,
+        #[command(flatten)]
+        desk: Desk,
         /// The permit id (16 hex characters) printed when it was issued.
         #[arg(long)]
         id: String,
@@ -112,52 +99,62 @@ pub enum Command {
     },
 }
 
-/// The writer of the config's origin, and the caller's record, if it holds `scope`.
-fn origin_for(
-    config: &Path,
-    caller: &str,
-    officer: &str,
-    scope: AuthorityScope,
-) -> anyhow::Result<(Origin, Actor)> {
-    let config = Config::load(config)?;
-    let Some(o) = &config.origin else {
-        bail!("--config has no [origin] section: temporary permits are issued by the origin");
-    };
-    let Some(c) = o.callers.iter().find(|c| c.id == caller) else {
-        bail!("--caller is not one of [[origin.callers]]");
-    };
-    if !c.scopes.contains(&scope) {
-        bail!(
-            "--caller lacks the scope {}",
-            permitgate::origin::api::scope_name(scope)
-        );
+/// Who writes from the command line: a desk on the origin's host, as one of its callers.
+#[derive(clap::Args)]
+pub struct Desk {
+    /// The config with the [origin] section (repository, keys, callers).
+    #[arg(long)]
+    config: PathBuf,
+    /// The authority caller this desk is ([[origin.callers]] id, with the scope the
+    /// command needs: temp_permit_issue or temp_permit_revoke); its office is recorded.
+    #[arg(long)]
+    caller: String,
+    /// The officer making the change (recorded with it).
+    #[arg(long)]
+    officer: String,
+}
+
+impl Desk {
+    /// The writer of the config's origin, and the caller's record, if it holds `scope`.
+    fn origin(&self, scope: AuthorityScope) -> anyhow::Result<(Origin, Actor)> {
+        let config = Config::load(&self.config)?;
+        let Some(o) = &config.origin else {
+            bail!("--config has no [origin] section: temporary permits are issued by the origin");
+        };
+        let Some(c) = o.callers.iter().find(|c| c.id == self.caller) else {
+            bail!("--caller is not one of [[origin.callers]]");
+        };
+        if !c.scopes.contains(&scope) {
+            bail!(
+                "--caller lacks the scope {}",
+                permitgate::origin::api::scope_name(scope)
+            );
+        }
+        let Some(officer) = permitgate::issuance::officer_name(&self.officer) else {
+            bail!("--officer must be 1-64 characters, no control characters");
+        };
+        // A desk's command: its metrics are nobody's to scrape.
+        let origin = open_writer(
+            &config,
+            o,
+            Arc::new(SystemClock),
+            permitgate::origin::OriginMetrics::new(),
+        )?;
+        Ok((
+            origin,
+            Actor {
+                caller: c.id.clone(),
+                office: c.office.clone(),
+                officer,
+            },
+        ))
     }
-    let Some(officer) = permitgate::issuance::officer_name(officer) else {
-        bail!("--officer must be 1-64 characters, no control characters");
-    };
-    // A desk's command: its metrics are nobody's to scrape.
-    let origin = open_writer(
-        &config,
-        o,
-        Arc::new(SystemClock),
-        permitgate::origin::OriginMetrics::new(),
-    )?;
-    Ok((
-        origin,
-        Actor {
-            caller: c.id.clone(),
-            office: c.office.clone(),
-            officer,
-        },
-    ))
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Issue {
-            config,
-            caller,
-            officer,
+            desk,
             travel_permit,
             name,
             reason,
@@ -174,8 +171,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let name = permitgate::person_name::normalize(&name)
                 .map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let key = idempotency_key.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
-            let (origin, by) =
-                origin_for(&config, &caller, &officer, AuthorityScope::TempPermitIssue)?;
+            let (origin, by) = desk.origin(AuthorityScope::TempPermitIssue)?;
             let issued = origin.issue_blocking(IssueRequest {
                 travel_permit: tp,
                 name,
@@ -208,17 +204,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Revoke {
-            config,
-            caller,
-            officer,
-            id,
-        } => {
+        Command::Revoke { desk, id } => {
             let Some(id) = PermitId::parse(&id).filter(|_| id.trim().len() == 16) else {
                 bail!("--id must be 16 hex characters");
             };
-            let (origin, by) =
-                origin_for(&config, &caller, &officer, AuthorityScope::TempPermitRevoke)?;
+            let (origin, by) = desk.origin(AuthorityScope::TempPermitRevoke)?;
             let revoked = origin.revoke_blocking(id, by)?;
             eprintln!(
                 "permit {id} {}, published as version {}",
