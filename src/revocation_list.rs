@@ -101,7 +101,12 @@ pub fn data_version_in(path: &std::path::Path) -> Option<u64> {
     use std::io::Read;
     let mut head = [0u8; HEAD_LEN];
     std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    (&head[..4] == MAGIC).then(|| u64::from_le_bytes(array(&head, 21)))
+    data_version_of(&head)
+}
+
+/// The data version a list's bytes claim (unchecked, like [`data_version_in`]).
+pub fn data_version_of(bytes: &[u8]) -> Option<u64> {
+    (bytes.len() >= HEAD_LEN && &bytes[..4] == MAGIC).then(|| u64::from_le_bytes(array(bytes, 21)))
 }
 
 /// How many permits a list's bytes claim to hold (unchecked, like [`data_version_in`]).

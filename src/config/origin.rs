@@ -53,6 +53,18 @@ pub struct OriginConfig {
     /// The audit trail of authority calls.
     pub audit_dir: PathBuf,
     pub callers: Vec<Caller>,
+    /// The repository of record in an object store, shared by several origins;
+    /// `snapshot.repo` is then this origin's local copy of it. `None`: `snapshot.repo` is
+    /// the repository.
+    pub bucket: Option<Bucket>,
+}
+
+/// `origin.bucket`: `s3://bucket/prefix`, and where the store is.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub name: String,
+    pub prefix: String,
+    pub s3: crate::replication::S3Settings,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +86,9 @@ pub(super) struct RawOrigin {
     audit_dir: Option<PathBuf>,
     #[serde(default)]
     callers: Vec<RawCaller>,
+    bucket: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
 }
 
 fn default_batch_window_ms() -> u64 {
@@ -139,7 +154,30 @@ pub(super) fn origin_config(
     problems.check(
         partners.has_repo,
         "snapshot.repo",
-        "is required with [origin]: the repository the origin publishes into",
+        "is required with [origin]: the repository the origin publishes into (with origin.bucket, its local copy)",
+    );
+    let bucket = o.bucket.and_then(|url| match url.parse() {
+        Ok(crate::replication::SourceUrl::S3 { bucket, prefix }) => Some(Bucket {
+            name: bucket,
+            prefix,
+            s3: crate::replication::S3Settings {
+                endpoint: o.s3_endpoint.clone(),
+                region: o.s3_region.clone(),
+            },
+        }),
+        _ => {
+            problems.check(
+                false,
+                "origin.bucket",
+                "must be s3://bucket/prefix (without it, snapshot.repo is the repository)",
+            );
+            None
+        }
+    });
+    problems.check(
+        bucket.is_some() || (o.s3_endpoint.is_none() && o.s3_region.is_none()),
+        "origin.s3_endpoint",
+        "is for origin.bucket, which is not set",
     );
     let publisher_key = problems.required(o.publisher_key.map(resolve), "origin.publisher_key");
     let temp_permit_key =
@@ -215,5 +253,6 @@ pub(super) fn origin_config(
         clock_skew: time::Duration::seconds(o.clock_skew_seconds.min(3600) as i64),
         audit_dir: audit_dir?,
         callers,
+        bucket,
     })
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use time::OffsetDateTime;
@@ -12,7 +13,8 @@ use crate::day::Day;
 use crate::document::DocumentKind;
 use crate::issuance::{self, Actor, JournalEntry};
 use crate::key_files::HashKey;
-use crate::publish::{self, claim, Commit, PublishError, PublishOptions};
+use crate::publish::bucket::Bucket;
+use crate::publish::{self, claim, Commit, PublishError, PublishOptions, Target};
 use crate::snapshot::{DocKey, Manifest, Record, RepoData};
 use crate::temp_permit::{PermitId, Reason};
 
@@ -52,6 +54,8 @@ pub struct Filter {
 
 pub struct Ledger {
     repo: PathBuf,
+    /// The repository of record when `repo` is a local copy of a bucket's.
+    bucket: Option<Arc<Bucket>>,
     manifest: Manifest,
     data: RepoData,
     /// Issue days (Beijing) of each person's temporary permits, as published.
@@ -63,8 +67,16 @@ pub struct Ledger {
 
 impl Ledger {
     /// Reads the repository's newest publication (completing one whose publisher was
-    /// killed before installing its manifest) and the journal of every link of its chain.
-    pub fn open(repo: &Path, keys: &Keys) -> Result<Ledger, PublishError> {
+    /// killed before installing its manifest) and the journal of every link of its chain;
+    /// with a bucket, after pulling what the local copy lacks.
+    pub fn open(
+        repo: &Path,
+        bucket: Option<Arc<Bucket>>,
+        keys: &Keys,
+    ) -> Result<Ledger, PublishError> {
+        if let Some(b) = &bucket {
+            b.pull(repo, &keys.publisher.verifying_key())?;
+        }
         let (manifest, data) = publish::load_current(repo, &keys.publisher, &keys.hash_key)?;
         let mut issued: HashMap<u64, Vec<Day>> = HashMap::new();
         for r in data.records() {
@@ -77,6 +89,7 @@ impl Ledger {
         }
         let mut ledger = Ledger {
             repo: repo.to_owned(),
+            bucket,
             manifest,
             data,
             issued,
@@ -167,12 +180,23 @@ impl Ledger {
 
     /// Whether another publisher has published since this ledger was read.
     pub fn is_behind(&self, keys: &Keys) -> Result<bool, PublishError> {
-        Ok(claim::successor(
-            &self.repo,
-            self.manifest.version,
-            &keys.publisher.verifying_key(),
-        )?
+        let (version, trusted) = (self.manifest.version, keys.publisher.verifying_key());
+        Ok(match &self.bucket {
+            Some(b) => b.successor(version, &trusted)?,
+            None => claim::successor(&self.repo, version, &trusted)?,
+        }
         .is_some())
+    }
+
+    pub fn bucket(&self) -> Option<&Arc<Bucket>> {
+        self.bucket.as_ref()
+    }
+
+    fn target(&self) -> Target<'_> {
+        Target {
+            dir: &self.repo,
+            bucket: self.bucket.as_deref(),
+        }
     }
 
     pub fn data(&self) -> &RepoData {
@@ -233,7 +257,7 @@ impl Ledger {
     /// Signs the newest manifest again, fresh for `opts.expires_in` (the same data);
     /// `Taken` when another publisher was first.
     pub fn refresh(&mut self, keys: &Keys, opts: &PublishOptions) -> Result<u64, PublishError> {
-        self.manifest = publish::refresh(&self.repo, &self.manifest, &keys.publisher, opts)?;
+        self.manifest = publish::refresh(self.target(), &self.manifest, &keys.publisher, opts)?;
         Ok(self.manifest.version)
     }
 
@@ -248,7 +272,7 @@ impl Ledger {
         max_deltas: usize,
     ) -> Result<u64, PublishError> {
         let (_, manifest) = publish::commit(
-            &self.repo,
+            self.target(),
             self.manifest.clone(),
             &self.data,
             Commit {

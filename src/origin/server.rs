@@ -21,6 +21,7 @@ use crate::audit::{AuditConfig, AuditLog, WhenFull};
 use crate::clock::Clock;
 use crate::config::{Config, OriginConfig};
 use crate::key_files::{load_signing_key, HashKey, KeyError};
+use crate::publish::bucket::Bucket;
 use crate::tls::{self, TlsError};
 
 /// Open authority connections at most: the authority's desks and systems, not the public.
@@ -128,6 +129,10 @@ pub fn open_writer(
     Ok(Origin::start(
         Settings {
             repo,
+            bucket: match &o.bucket {
+                Some(b) => Some(Arc::new(Bucket::open(&b.name, &b.prefix, &b.s3)?)),
+                None => None,
+            },
             batch_window: o.batch_window,
             manifest_expires_in: o.manifest_expires_in,
             max_deltas: o.max_deltas,

@@ -96,6 +96,8 @@ enum Write {
 
 pub struct Settings {
     pub repo: PathBuf,
+    /// The repository of record, when `repo` is a local copy of a bucket's.
+    pub bucket: Option<Arc<crate::publish::bucket::Bucket>>,
     pub batch_window: Duration,
     pub manifest_expires_in: time::Duration,
     pub max_deltas: usize,
@@ -115,27 +117,39 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Reads the repository and starts the writer thread.
+    /// Starts the writer thread, which reads the repository (pulling from the bucket,
+    /// when there is one, on its own thread: it blocks on the store); returns once it has.
     pub fn start(
         settings: Settings,
         keys: Keys,
         clock: Arc<dyn Clock>,
     ) -> Result<Origin, PublishError> {
-        let ledger = Ledger::open(&settings.repo, &keys)?;
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            ledger,
-            keys,
-            settings,
-            clock,
-        };
+        let (opened_tx, opened) = mpsc::channel();
         std::thread::Builder::new()
             .name("permitgate-orig".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let ledger = match Ledger::open(&settings.repo, settings.bucket.clone(), &keys) {
+                    Ok(l) => l,
+                    Err(e) => return drop(opened_tx.send(Err(e))),
+                };
+                let _ = opened_tx.send(Ok(()));
+                Writer {
+                    ledger,
+                    keys,
+                    settings,
+                    clock,
+                }
+                .run(rx)
+            })
             .map_err(|source| PublishError::Write {
                 path: PathBuf::from("<writer thread>"),
                 source,
             })?;
+        opened.recv().map_err(|_| PublishError::Write {
+            path: PathBuf::from("<writer thread>"),
+            source: std::io::Error::other("the writer stopped while reading the repository"),
+        })??;
         Ok(Origin { tx })
     }
 
@@ -349,7 +363,14 @@ impl Writer {
         let now = self.clock.now();
         let bytes =
             crate::revocation_list::build(self.ledger.revoked(), now, version, &self.keys.issuer);
-        match crate::snapshot::write_atomic(&path, &bytes) {
+        let written = crate::snapshot::write_atomic(&path, &bytes).map_err(|e| e.to_string());
+        let written = written.and_then(|()| match self.ledger.bucket() {
+            Some(b) => b
+                .put_list(crate::revocation_list::FILE, &bytes, version)
+                .map_err(|e| crate::report::Report(&e).to_string()),
+            None => Ok(()),
+        });
+        match written {
             Ok(()) => {
                 let m = &self.settings.metrics;
                 m.revocation_list_permits
@@ -365,7 +386,11 @@ impl Writer {
     /// Reads the repository again when another publisher has published since.
     fn catch_up(&mut self) -> Result<(), PublishError> {
         if self.ledger.is_behind(&self.keys)? {
-            self.ledger = Ledger::open(&self.settings.repo, &self.keys)?;
+            self.ledger = Ledger::open(
+                &self.settings.repo,
+                self.settings.bucket.clone(),
+                &self.keys,
+            )?;
         }
         Ok(())
     }

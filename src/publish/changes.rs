@@ -184,7 +184,7 @@ fn publish_onto(
     let (manifest, data) = load_current(repo, signing_key, hash_key)?;
     let changes = changes_of(&data)?;
     commit(
-        repo,
+        super::Target::dir(repo),
         manifest,
         &data,
         Commit {
@@ -320,7 +320,7 @@ pub struct Commit {
 /// another publisher published onto `manifest` first.
 #[allow(clippy::too_many_arguments)]
 pub fn commit(
-    repo: &Path,
+    target: super::Target<'_>,
     mut manifest: crate::snapshot::Manifest,
     data: &RepoData,
     commit: Commit,
@@ -345,7 +345,7 @@ pub fn commit(
             meta(version, hash_key, opts),
             signing_key,
         )?;
-        let hash = write_object(repo, &bytes)?;
+        let hash = write_object(target.dir, &bytes)?;
         manifest.deltas.push(ManifestDelta {
             hash: hash.clone(),
             size: bytes.len() as u64,
@@ -371,13 +371,13 @@ pub fn commit(
             .collect();
         records.extend(changed.values().flatten().copied());
         let (snapshot, persons) =
-            write_snapshot(repo, records, version, hash_key, signing_key, opts)?;
+            write_snapshot(target.dir, records, version, hash_key, signing_key, opts)?;
         let report = PublishReport::of_snapshot(version, &snapshot, persons, true);
         manifest.snapshot = snapshot;
         manifest.deltas.clear();
         report
     };
-    write_manifest(repo, Some(&previous), &manifest, signing_key, journal)?;
+    write_manifest(target, Some(&previous), &manifest, signing_key, journal)?;
     Ok((report, manifest))
 }
 
@@ -632,7 +632,7 @@ mod tests {
     fn commit_records(f: &Fixture, records: Vec<Record>) {
         let (manifest, data) = load_current(&f.repo(), &f.sk, &f.hk).expect("current");
         commit(
-            &f.repo(),
+            crate::publish::Target::dir(&f.repo()),
             manifest,
             &data,
             Commit {

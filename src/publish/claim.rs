@@ -39,7 +39,7 @@ pub struct Link {
 }
 
 fn link_path(repo: &Path, from: u64) -> PathBuf {
-    repo.join(CHAIN_DIR).join(format!("{from:020}.json"))
+    repo.join(link_name(from))
 }
 
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
@@ -87,24 +87,41 @@ pub fn successor(
     trusted: &VerifyingKey,
 ) -> Result<Option<Link>, PublishError> {
     let path = link_path(repo, from);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(PublishError::Read { path, source }),
-    };
-    let unreadable = |message: String| PublishError::Chain {
-        path: path.clone(),
-        message,
-    };
-    let link: Link = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
-    let signed = SignedManifest::verify(link.manifest.as_bytes(), &[*trusted])
-        .map_err(|e| unreadable(format!("its manifest does not verify: {e}")))?;
-    if link.from != from || signed.manifest.version != link.version || link.version <= from {
-        return Err(unreadable(format!(
-            "it must hold a manifest of a version above {from}"
-        )));
+    match std::fs::read(&path) {
+        Ok(bytes) => Link::read(&bytes, from, trusted, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PublishError::Read { path, source }),
     }
-    Ok(Some(link))
+}
+
+impl Link {
+    /// The successor of `from` as `bytes` (read from `what`) hold it: its manifest must
+    /// verify with `trusted` and be of a version above `from`.
+    pub fn read(
+        bytes: &[u8],
+        from: u64,
+        trusted: &VerifyingKey,
+        what: &Path,
+    ) -> Result<Link, PublishError> {
+        let unreadable = |message: String| PublishError::Chain {
+            path: what.to_owned(),
+            message,
+        };
+        let link: Link = serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+        let signed = SignedManifest::verify(link.manifest.as_bytes(), &[*trusted])
+            .map_err(|e| unreadable(format!("its manifest does not verify: {e}")))?;
+        if link.from != from || signed.manifest.version != link.version || link.version <= from {
+            return Err(unreadable(format!(
+                "it must hold a manifest of a version above {from}"
+            )));
+        }
+        Ok(link)
+    }
+}
+
+/// A link's name in the repository, relative to it.
+pub fn link_name(from: u64) -> String {
+    format!("{CHAIN_DIR}/{from:020}.json")
 }
 
 /// The links after `from`, in chain order.
@@ -122,7 +139,7 @@ pub fn links_after(
 }
 
 /// The version `manifest.json` holds (0: none yet), verified with `trusted`.
-fn installed_version(repo: &Path, trusted: &VerifyingKey) -> Result<u64, PublishError> {
+pub fn installed_version(repo: &Path, trusted: &VerifyingKey) -> Result<u64, PublishError> {
     let path = repo.join(MANIFEST_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => SignedManifest::verify(&bytes, &[*trusted])

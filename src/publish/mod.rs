@@ -12,6 +12,7 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
+pub mod bucket;
 mod changes;
 pub mod claim;
 mod spill;
@@ -62,8 +63,28 @@ pub enum PublishError {
     Taken { from: u64 },
     #[error("{}: {message}", path.display())]
     Chain { path: PathBuf, message: String },
+    #[error("the object store at {what} did not answer as it should")]
+    Store {
+        what: String,
+        source: object_store::Error,
+    },
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+}
+
+/// Where a publication goes: a repository directory, and the bucket that decides its
+/// chain when the directory is an origin's local copy of one (src/publish/bucket.rs).
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub dir: &'a Path,
+    pub bucket: Option<&'a bucket::Bucket>,
+}
+
+impl<'a> Target<'a> {
+    /// The directory alone: it decides its chain itself.
+    pub fn dir(dir: &'a Path) -> Target<'a> {
+        Target { dir, bucket: None }
+    }
 }
 
 /// One line of the export: a person and their documents.
@@ -305,7 +326,13 @@ pub fn publish(
         snapshot,
         deltas: Vec::new(),
     };
-    write_manifest(repo, published.as_ref(), &manifest, signing_key, Vec::new())?;
+    write_manifest(
+        Target::dir(repo),
+        published.as_ref(),
+        &manifest,
+        signing_key,
+        Vec::new(),
+    )?;
     Ok(report)
 }
 
@@ -381,28 +408,37 @@ const SPARE_NEW_OBJECTS: std::time::Duration = std::time::Duration::from_secs(60
 /// older bases and deltas go (docs/replication.md). `Taken` when another publisher
 /// published on top of `previous` first: nothing is installed.
 fn write_manifest(
-    repo: &Path,
+    target: Target<'_>,
     previous: Option<&Manifest>,
     manifest: &Manifest,
     key: &SigningKey,
     journal: Vec<crate::issuance::JournalEntry>,
 ) -> Result<(), PublishError> {
+    let repo = target.dir;
     let signed = SignedManifest::sign(manifest, key)?;
     let mpath = repo.join(MANIFEST_FILE);
     let manifest_text = String::from_utf8(signed).map_err(|e| PublishError::Write {
         path: mpath,
         source: std::io::Error::other(e),
     })?;
-    claim::claim(
-        repo,
-        &claim::Link {
-            from: previous.map_or(0, |m| m.version),
-            version: manifest.version,
-            manifest: manifest_text,
-            journal,
-        },
-    )?;
+    let link = claim::Link {
+        from: previous.map_or(0, |m| m.version),
+        version: manifest.version,
+        manifest: manifest_text,
+        journal,
+    };
+    if let Some(bucket) = target.bucket {
+        bucket.claim(repo, &link, manifest)?;
+    }
+    claim::claim(repo, &link)?;
     claim::settle(repo, &key.verifying_key())?;
+    if let Some(bucket) = target.bucket {
+        // The claim made the publication: whoever publishes or starts next installs its
+        // manifest if this cannot now.
+        if let Err(e) = bucket.settle(&key.verifying_key()) {
+            tracing::warn!(bucket = bucket.url(), error = %crate::report::Report(&e), "claimed, but cannot install the manifest yet");
+        }
+    }
     snapshot::remove_unnamed_objects(
         repo,
         std::iter::once(manifest).chain(previous),
@@ -416,7 +452,7 @@ fn write_manifest(
 /// place in the chain like any publication (`Taken` when another publisher was first);
 /// returns the new manifest.
 pub fn refresh(
-    repo: &Path,
+    target: Target<'_>,
     manifest: &Manifest,
     signing_key: &SigningKey,
     opts: &PublishOptions,
@@ -425,7 +461,7 @@ pub fn refresh(
     next.version = next_version(opts.version, manifest.version.max(manifest.data_version()))?;
     next.published_at = opts.now;
     next.expires_at = opts.now + opts.expires_in;
-    write_manifest(repo, Some(manifest), &next, signing_key, Vec::new())?;
+    write_manifest(target, Some(manifest), &next, signing_key, Vec::new())?;
     Ok(next)
 }
 

@@ -14,4 +14,4 @@ mod source;
 
 pub use follower::{Follower, PollOutcome, Refusal, RefusalReason};
 pub use metrics::ReplicationMetrics;
-pub use source::{Fetched, S3Settings, Source, SourceError, SourceUrl};
+pub use source::{s3_path, s3_store, Fetched, S3Settings, Source, SourceError, SourceUrl};

@@ -119,6 +119,33 @@ impl std::str::FromStr for SourceUrl {
     }
 }
 
+/// The bucket's store, with credentials from the usual `AWS_*` environment variables and
+/// `s3`'s endpoint and region when given.
+pub fn s3_store(
+    bucket: &str,
+    s3: &S3Settings,
+) -> Result<Arc<dyn object_store::ObjectStore>, object_store::Error> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = &s3.endpoint {
+        b = b
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(region) = &s3.region {
+        b = b.with_region(region);
+    }
+    Ok(Arc::new(b.build()?))
+}
+
+/// `name` under `prefix` in a bucket.
+pub fn s3_path(prefix: &str, name: &str) -> object_store::path::Path {
+    if prefix.is_empty() {
+        object_store::path::Path::from(name)
+    } else {
+        object_store::path::Path::from(format!("{prefix}/{name}"))
+    }
+}
+
 impl std::fmt::Display for SourceUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -184,25 +211,13 @@ impl Source {
         s3: &S3Settings,
     ) -> Result<Source, SourceError> {
         match url {
-            SourceUrl::S3 { bucket, prefix } => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-                if let Some(endpoint) = &s3.endpoint {
-                    b = b
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"));
-                }
-                if let Some(region) = &s3.region {
-                    b = b.with_region(region);
-                }
-                let store = b.build().map_err(|e| SourceError::Http {
+            SourceUrl::S3 { bucket, prefix } => Ok(Source::S3 {
+                store: s3_store(bucket, s3).map_err(|e| SourceError::Http {
                     what: url.to_string(),
                     message: e.to_string(),
-                })?;
-                Ok(Source::S3 {
-                    store: Arc::new(store),
-                    prefix: prefix.clone(),
-                })
-            }
+                })?,
+                prefix: prefix.clone(),
+            }),
             SourceUrl::File(path) => Ok(Source::File(path.clone())),
             SourceUrl::Https(base) => {
                 let tls = tls.ok_or_else(|| SourceError::NoTls(base.clone()))?;
@@ -216,14 +231,6 @@ impl Source {
                     client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                 })
             }
-        }
-    }
-
-    fn s3_path(prefix: &str, name: &str) -> object_store::path::Path {
-        if prefix.is_empty() {
-            object_store::path::Path::from(name)
-        } else {
-            object_store::path::Path::from(format!("{prefix}/{name}"))
         }
     }
 
@@ -294,7 +301,7 @@ impl Source {
                 Ok(fetched(bytes, None))
             }
             Source::S3 { store, prefix } => {
-                let path = Self::s3_path(prefix, MANIFEST_FILE);
+                let path = s3_path(prefix, MANIFEST_FILE);
                 let Some(got) = Self::s3_open(store, &path, held).await? else {
                     return Ok(Fetched::NotModified);
                 };
@@ -384,7 +391,7 @@ impl Source {
                 })
             }
             Source::S3 { store, prefix } => {
-                let at = Self::s3_path(prefix, &format!("{OBJECTS_DIR}/{hash}"));
+                let at = s3_path(prefix, &format!("{OBJECTS_DIR}/{hash}"));
                 let what = at.to_string();
                 let got = Self::s3_open(store, &at, None)
                     .await?

@@ -473,21 +473,30 @@ struct OriginSetup {
 }
 
 fn origin_config(gw: &TestGateway, name: &str) -> OriginSetup {
+    origin_config_with(gw, name, Vec::new())
+}
+
+fn origin_config_with(
+    gw: &TestGateway,
+    name: &str,
+    mut edits: Vec<config_edit::Edit>,
+) -> OriginSetup {
     let (addr, metrics) = (free_port(), free_port());
+    edits.extend([
+        config_edit::set("origin.listen", addr.to_string()),
+        config_edit::set("origin.metrics_listen", metrics.to_string()),
+        config_edit::set(
+            "origin.audit_dir",
+            gw.dir
+                .path()
+                .join(format!("audit-{name}"))
+                .display()
+                .to_string(),
+        ),
+    ]);
     let text = config_edit::apply(
         &std::fs::read_to_string(&gw.config_path).expect("config"),
-        vec![
-            config_edit::set("origin.listen", addr.to_string()),
-            config_edit::set("origin.metrics_listen", metrics.to_string()),
-            config_edit::set(
-                "origin.audit_dir",
-                gw.dir
-                    .path()
-                    .join(format!("audit-{name}"))
-                    .display()
-                    .to_string(),
-            ),
-        ],
+        edits,
     );
     let config = gw.config_path.with_file_name(format!("{name}.toml"));
     std::fs::write(&config, text).expect("write config");
@@ -504,8 +513,10 @@ async fn start_origin_process(o: &OriginSetup) -> OriginProcess {
         std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
             .args(["origin", "--config", &o.config.to_string_lossy()])
             .env("RUST_LOG", "warn")
+            .envs(crate::s3::CREDENTIALS)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            // Kept beside the config, for a failure's story.
+            .stderr(std::fs::File::create(o.config.with_extension("log")).expect("log file"))
             .spawn()
             .expect("start origin"),
     );
@@ -519,7 +530,8 @@ async fn start_origin_process(o: &OriginSetup) -> OriginProcess {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the origin never listened on {addr}");
+    let log = std::fs::read_to_string(o.config.with_extension("log")).unwrap_or_default();
+    panic!("the origin never listened on {addr}:\n{log}");
 }
 
 async fn caller_at(gw: &TestGateway, addr: std::net::SocketAddr, id: &str) -> Option<Client> {
@@ -533,11 +545,11 @@ async fn caller_at(gw: &TestGateway, addr: std::net::SocketAddr, id: &str) -> Op
     .ok()
 }
 
-/// Temporary-permit records per holder (person) in the repository as published.
-fn permits_per_holder(gw: &TestGateway) -> HashMap<u64, usize> {
+/// Temporary-permit records per holder (person) in the repository at `repo`.
+fn permits_per_holder(gw: &TestGateway, repo: &std::path::Path) -> HashMap<u64, usize> {
     let trusted = [load_verifying_key(&gw.demo.publisher_pub()).expect("pub")];
     let hk = HashKey::load(&gw.demo.hash_key()).expect("hash key");
-    let repo = load_repo(&gw.demo.repo(), &trusted, Some(&hk)).expect("repo");
+    let repo = load_repo(repo, &trusted, Some(&hk)).expect("repo");
     let mut per: HashMap<u64, usize> = HashMap::new();
     for r in repo.into_data().records() {
         if r.kind == DocumentKind::TemporaryPermit {
@@ -550,12 +562,45 @@ fn permits_per_holder(gw: &TestGateway) -> HashMap<u64, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
     let gw = TestGateway::start().await;
-    let holders = valid_travel_permits(&gw, 50);
     let mut origins = Vec::new();
     for name in ["origin-a", "origin-b"] {
         origins.push(start_origin_process(&origin_config(&gw, name)).await);
     }
-    let gw = Arc::new(gw);
+    let repo = gw.demo.repo();
+    two_origins_race(Arc::new(gw), &origins, &repo).await;
+}
+
+/// As above, with the repository in an S3-compatible bucket (s3s-fs on loopback), each
+/// origin on a local copy of its own that starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_origins_on_one_bucket_never_exceed_the_monthly_limit_nor_fork_the_chain() {
+    let gw = TestGateway::start().await;
+    let s3_root = tempfile::tempdir().expect("tempdir");
+    let endpoint = crate::s3::start_s3(s3_root.path()).await;
+    crate::s3::upload(&crate::s3::client(&endpoint), &gw.demo.repo()).await;
+    let mut origins = Vec::new();
+    for name in ["bucket-origin-a", "bucket-origin-b"] {
+        let copy = gw.dir.path().join(format!("copy-{name}"));
+        let setup = origin_config_with(
+            &gw,
+            name,
+            vec![
+                config_edit::set("snapshot.repo", copy.display().to_string()),
+                config_edit::set("origin.bucket", format!("s3://{}/repo", crate::s3::BUCKET)),
+                config_edit::set("origin.s3_endpoint", endpoint.clone()),
+                config_edit::set("origin.s3_region", "us-east-1"),
+            ],
+        );
+        origins.push(start_origin_process(&setup).await);
+    }
+    let bucket_dir = s3_root.path().join(crate::s3::BUCKET).join("repo");
+    two_origins_race(Arc::new(gw), &origins, &bucket_dir).await;
+}
+
+/// 200 concurrent issuances for 50 holders through the two `origins`: each holder gets
+/// exactly its two a month, and `repo` holds one chain whose end is its manifest.
+async fn two_origins_race(gw: Arc<TestGateway>, origins: &[OriginProcess], repo: &std::path::Path) {
+    let holders = valid_travel_permits(&gw, 50);
     let tasks: Vec<_> = (0..200)
         .map(|j| {
             let (gw, holder) = (gw.clone(), holders[j % 50].clone());
@@ -599,34 +644,32 @@ async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
     };
     assert_eq!((count("issued"), count("issuance-refused")), (100.0, 100.0));
 
-    let per = permits_per_holder(&gw);
+    let per = permits_per_holder(&gw, repo);
     assert_eq!(per.values().sum::<usize>(), 100);
     assert!(per.values().all(|n| *n == 2), "{per:?}");
 
-    // One chain: from version 0, each link names the next, and every link is on it.
-    let chain = gw.demo.repo().join("chain");
-    let links: HashMap<u64, u64> = std::fs::read_dir(&chain)
+    // One chain: from the first, each link names the next, and every link is on it.
+    let links: HashMap<u64, u64> = std::fs::read_dir(repo.join("chain"))
         .expect("chain")
-        .map(|e| {
-            let v: Value =
-                serde_json::from_slice(&std::fs::read(e.expect("entry").path()).expect("read"))
-                    .expect("link");
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let v: Value = serde_json::from_slice(&std::fs::read(p).expect("read")).expect("link");
             (
                 v["from"].as_u64().expect("from"),
                 v["version"].as_u64().expect("version"),
             )
         })
         .collect();
-    let (mut at, mut walked) = (0, 0);
+    let (mut at, mut walked) = (*links.keys().min().expect("links"), 0);
     while let Some(next) = links.get(&at) {
         at = *next;
         walked += 1;
     }
     assert_eq!(walked, links.len(), "every link is on the one chain");
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(gw.demo.repo().join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(repo.join("manifest.json")).expect("manifest"))
+            .expect("json");
     assert_eq!(
         manifest["signed"]["version"], at,
         "the manifest is the chain's end"
@@ -753,7 +796,7 @@ async fn a_killed_origin_loses_no_returned_permit_and_issues_none_twice() {
             );
         }
     }
-    let per = permits_per_holder(&gw);
+    let per = permits_per_holder(&gw, &gw.demo.repo());
     assert!(per.values().all(|n| *n <= 2), "{per:?}");
     // Each permit in the repository is the one its request's key names.
     for (key, (_, permit)) in &answered {
@@ -827,6 +870,7 @@ fn the_writer_applies_the_policy_to_published_data() {
         Origin::start(
             Settings {
                 repo: repo.clone(),
+                bucket: None,
                 batch_window: Duration::ZERO,
                 manifest_expires_in: time::Duration::days(1),
                 max_deltas: 32,
@@ -1082,6 +1126,7 @@ fn an_idle_origin_keeps_what_it_publishes_fresh() {
     let _origin = Origin::start(
         Settings {
             repo: repo.clone(),
+            bucket: None,
             batch_window: Duration::ZERO,
             manifest_expires_in: time::Duration::hours(24),
             max_deltas: 32,

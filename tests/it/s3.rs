@@ -1,5 +1,6 @@
 //! An S3-compatible source: a real S3 server (s3s-fs, in process, on loopback), a repo
-//! uploaded through the S3 API, followed, a delta published and applied.
+//! uploaded through the S3 API, followed, a delta published and applied; and two origins
+//! sharing one bucket as their repository.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,17 +10,71 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use permitgate::publish::DEFAULT_MAX_DELTAS;
 use permitgate::replication::PollOutcome;
+use s3s::{S3Request, S3Response, S3Result};
 use serde_json::json;
 
-const BUCKET: &str = "permitgate";
+pub const BUCKET: &str = "permitgate";
 const AK: &str = "test-access-key";
 const SK: &str = "test-secret-key-0123456789";
+/// For a process that reaches the bucket: the usual AWS variables.
+pub const CREDENTIALS: [(&str, &str); 2] =
+    [("AWS_ACCESS_KEY_ID", AK), ("AWS_SECRET_ACCESS_KEY", SK)];
+
+/// s3s-fs with S3's promise for conditional writes: s3s-fs checks `If-None-Match` and
+/// `If-Match` and then writes, so two racing writes could both pass the check; S3 decides
+/// them one at a time. Here they are taken one at a time.
+struct Atomic {
+    fs: s3s_fs::FileSystem,
+    conditional: tokio::sync::Mutex<()>,
+}
+
+#[async_trait::async_trait]
+impl s3s::S3 for Atomic {
+    async fn put_object(
+        &self,
+        req: S3Request<s3s::dto::PutObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
+        if req.input.if_none_match.is_some() || req.input.if_match.is_some() {
+            let _one_at_a_time = self.conditional.lock().await;
+            self.fs.put_object(req).await
+        } else {
+            self.fs.put_object(req).await
+        }
+    }
+    async fn get_object(
+        &self,
+        req: S3Request<s3s::dto::GetObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
+        self.fs.get_object(req).await
+    }
+    async fn head_object(
+        &self,
+        req: S3Request<s3s::dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<s3s::dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<s3s::dto::ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+    async fn delete_object(
+        &self,
+        req: S3Request<s3s::dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+}
 
 /// Starts s3s-fs on an ephemeral loopback port; returns its endpoint URL.
-async fn start_s3(root: &Path) -> String {
+pub async fn start_s3(root: &Path) -> String {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     std::fs::create_dir_all(root.join(BUCKET)).expect("bucket dir");
-    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
+    let fs = Atomic {
+        fs: s3s_fs::FileSystem::new(root).expect("s3s-fs"),
+        conditional: tokio::sync::Mutex::new(()),
+    };
     let mut b = s3s::service::S3ServiceBuilder::new(fs);
     b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
     let service = b.build();
@@ -42,7 +97,7 @@ async fn start_s3(root: &Path) -> String {
 }
 
 /// Uploads a repo directory through the S3 API: objects first, then the manifest.
-async fn upload(store: &Arc<dyn ObjectStore>, repo: &Path) {
+pub async fn upload(store: &Arc<dyn ObjectStore>, repo: &Path) {
     for entry in std::fs::read_dir(repo.join("objects"))
         .expect("objects")
         .flatten()
@@ -64,6 +119,21 @@ async fn upload(store: &Arc<dyn ObjectStore>, repo: &Path) {
         .expect("put manifest");
 }
 
+/// A client of the bucket at `endpoint`.
+pub fn client(endpoint: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(AK)
+            .with_secret_access_key(SK)
+            .build()
+            .expect("client"),
+    )
+}
+
 #[tokio::test]
 async fn follows_an_s3_compatible_bucket() {
     // The usual AWS variables carry the credentials; this test binary has one test, so
@@ -72,17 +142,7 @@ async fn follows_an_s3_compatible_bucket() {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", SK);
     let s3_root = tempfile::tempdir().expect("tempdir");
     let endpoint = start_s3(s3_root.path()).await;
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id(AK)
-            .with_secret_access_key(SK)
-            .build()
-            .expect("client"),
-    );
+    let store = client(&endpoint);
 
     let gw = TestGateway::start_with(Options {
         replication: true,
