@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod problem;
 pub mod relay;
 pub mod request_id;
+pub mod revocations;
 pub mod route;
 
 use std::collections::HashSet;
@@ -122,6 +123,7 @@ enum Admitted<'a> {
         heavy: bool,
     },
     Keys,
+    Revocations,
     Relay(Slot),
 }
 
@@ -368,6 +370,7 @@ impl App {
                 Err(p)
             }
             Ok(Admitted::Keys) => Ok(json_response(StatusCode::OK, self.keys_json.clone())),
+            Ok(Admitted::Revocations) => revocations::answer(self.store.revocations(), &req),
             Ok(Admitted::Relay(place)) if route == Route::ReplicationManifest => {
                 relay::manifest(self.relay.as_ref(), &req, place).await
             }
@@ -522,6 +525,7 @@ impl App {
                     .map(Admitted::Relay)
             }
             Answer::Keys => return Ok(Admitted::Keys),
+            Answer::Revocations => return Ok(Admitted::Revocations),
             Answer::Check { handler, heavy } => (handler, heavy),
             Answer::Probe | Answer::None => {
                 return Err(Problem::new(ProblemKind::NotFound, "no partner answer"))

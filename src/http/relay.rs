@@ -375,7 +375,12 @@ impl hyper::body::Body for ObjectBody {
     }
 }
 
-fn respond(status: StatusCode, ctype: &'static str, tag: &str, body: Bytes) -> Response<Body> {
+pub(super) fn respond(
+    status: StatusCode,
+    ctype: &'static str,
+    tag: &str,
+    body: Bytes,
+) -> Response<Body> {
     let mut r = Response::new(Either::Left(Full::new(body)));
     *r.status_mut() = status;
     r.headers_mut()

@@ -17,12 +17,14 @@ pub enum Route {
     LinkCheckBatch,
     DocumentStatus,
     TempPermitVerify,
+    TempPermitRevocations,
     ReceiptVerify,
     Keys,
     Healthz,
     Readyz,
     ReplicationManifest,
     ReplicationObject,
+    ReplicationRevocations,
     Unknown,
 }
 
@@ -33,6 +35,8 @@ pub enum Answer {
     Probe,
     /// The published keyring, encoded once.
     Keys,
+    /// The revocation list of temporary permits, held in memory (src/http/revocations.rs).
+    Revocations,
     /// A replication long-poll or object download: waits on the relay budget.
     Relay,
     /// A partner check: a slot, then the body, then this function; `heavy` for one whose
@@ -101,6 +105,11 @@ impl Route {
                 Scope::TempPermit,
                 handlers::temp_permit_verify,
             ),
+            Route::TempPermitRevocations => get(
+                Exact(&["/v1/temporary-permits/revocations"]),
+                Some(Scope::TempPermit),
+                Answer::Revocations,
+            ),
             Route::ReceiptVerify => post(
                 Exact(&["/v1/receipts/verify"]),
                 Scope::ReceiptVerify,
@@ -118,6 +127,11 @@ impl Route {
                 Prefix("/v1/replication/objects/"),
                 Some(Scope::Replicate),
                 Answer::Relay,
+            ),
+            Route::ReplicationRevocations => get(
+                Exact(&["/v1/replication/temp-permit-revocations.bin"]),
+                Some(Scope::Replicate),
+                Answer::Revocations,
             ),
             Route::Unknown => get(Any, None, Answer::None),
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::watch;
 
+use super::revocations::ListFollower;
 use super::source::{Fetched, Source, SourceError};
 use crate::clock::Clock;
 use crate::key_files::HashKey;
@@ -85,7 +86,7 @@ impl From<SnapshotError> for Refusal {
 impl From<SourceError> for Refusal {
     fn from(e: SourceError) -> Refusal {
         let reason = match &e {
-            SourceError::ManifestTooLarge { .. } => RefusalReason::Manifest,
+            SourceError::TooLarge { .. } => RefusalReason::Manifest,
             SourceError::Object { source, .. } if source.is_not_the_named_object() => {
                 RefusalReason::HashMismatch
             }
@@ -118,6 +119,10 @@ pub struct Follower {
     tag: Option<String>,
     last_refusal: Option<RefusalReason>,
     notify: Option<Arc<watch::Sender<u64>>>,
+    /// The revocation list's own loop, started by [`Follower::run`], and its wake-up.
+    list: Option<ListFollower>,
+    /// The version of the newest manifest taken in, for the list's loop.
+    new_manifest: watch::Sender<u64>,
 }
 
 /// The least time between two polls that file events started.
@@ -148,7 +153,22 @@ impl Follower {
             tag: None,
             last_refusal: None,
             notify: None,
+            list: None,
+            new_manifest: watch::Sender::new(0),
         }
+    }
+
+    /// Also follows the source's revocation list of temporary permits, checked against
+    /// `keyring`'s temporary-permit keys (src/replication/revocations.rs).
+    pub fn revocations(mut self, keyring: crate::keyring::Keyring) -> Follower {
+        self.list = Some(ListFollower::new(
+            self.source.clone(),
+            self.store.clone(),
+            keyring,
+            self.state_dir.clone(),
+            self.metrics.replication.clone(),
+        ));
+        self
     }
 
     /// Bumps `tx` whenever a new manifest has been persisted (wakes relay long-polls).
@@ -166,6 +186,9 @@ impl Follower {
     /// directory changes (at most every [`MIN_GAP`]: a publication writes many files).
     pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
         let changes = self.source.watch();
+        if let Some(list) = self.list.take() {
+            tokio::spawn(list.run(self.new_manifest.subscribe(), stop.clone()));
+        }
         loop {
             let started = Instant::now();
             // Counted and logged inside; the loop goes on either way.
@@ -236,7 +259,7 @@ impl Follower {
             .map_err(Refusal::from)?;
         let (bytes, tag) = match fetched {
             Fetched::NotModified => return Ok(PollOutcome::NotModified),
-            Fetched::Manifest { bytes, tag } => (bytes, tag),
+            Fetched::Changed { bytes, tag } => (bytes, tag),
         };
         let new = SignedManifest::verify(&bytes, &self.trusted)?;
         let outcome = match &self.held {
@@ -291,6 +314,7 @@ impl Follower {
         if let Some(tx) = &self.notify {
             tx.send_modify(|n| *n += 1);
         }
+        self.new_manifest.send_replace(new.manifest.version);
         self.held = Some(new);
         self.tag = Some(tag);
         Ok(outcome)

@@ -2,7 +2,9 @@
 //! time to apply a delta. Every series exists from the start (at 0), so that rate() and
 //! alerts see them before the first poll or failure.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use strum::VariantArray;
 
 use super::follower::RefusalReason;
@@ -19,6 +21,9 @@ pub struct ReplicationMetrics {
     pub(super) last_success: Gauge,
     pub(super) delta_apply: Histogram,
     pub(super) base_swap: Histogram,
+    pub(super) list_issued: Gauge,
+    pub(super) list_permits: IntGauge,
+    pub(super) list_refused: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -80,6 +85,28 @@ impl ReplicationMetrics {
                          (paced while serving).",
                     )
                     .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
+                ),
+            ),
+            list_issued: register(
+                registry,
+                Gauge::new(
+                    "permitgate_revocation_list_issued_timestamp_seconds",
+                    "When the temporary-permit revocation list served to gates was issued \
+                     (0: none yet).",
+                ),
+            ),
+            list_permits: register(
+                registry,
+                IntGauge::new(
+                    "permitgate_revocation_list_permits",
+                    "Temporary permits on the revocation list served to gates.",
+                ),
+            ),
+            list_refused: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_revocation_list_refused_total",
+                    "Revocation lists fetched and refused (signature, format, size, fetch).",
                 ),
             ),
         }

@@ -10,8 +10,10 @@
 
 mod follower;
 mod metrics;
+mod revocations;
 mod source;
 
 pub use follower::{Follower, PollOutcome, Refusal, RefusalReason};
 pub use metrics::ReplicationMetrics;
+pub use revocations::{take_kept_list, ListFollower};
 pub use source::{s3_path, s3_store, Fetched, S3Settings, Source, SourceError, SourceUrl};

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::snapshot::{
-    manifest_tag, read_manifest, ObjectError, ObjectSink, Pace, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+    manifest_tag, read_bounded, ObjectError, ObjectSink, Pace, MANIFEST_FILE, MAX_MANIFEST_BYTES,
     OBJECTS_DIR,
 };
 
@@ -43,8 +43,11 @@ pub enum SourceError {
         what: String,
         source: std::io::Error,
     },
-    #[error("the manifest {what} is larger than {MAX_MANIFEST_BYTES} bytes")]
-    ManifestTooLarge { what: String },
+    #[error("{what} is larger than {max} bytes")]
+    TooLarge { what: String, max: u64 },
+    /// The source has no such file.
+    #[error(transparent)]
+    Absent(Box<SourceError>),
     #[error("object {what}")]
     Object { what: String, source: ObjectError },
 }
@@ -57,9 +60,19 @@ pub struct S3Settings {
 }
 
 pub enum Fetched {
-    /// The manifest has the tag we already hold.
+    /// The file has the tag we already hold (or, for the revocation list, there is none).
     NotModified,
-    Manifest {
+    Changed {
+        bytes: Vec<u8>,
+        tag: String,
+    },
+}
+
+enum Small {
+    NotModified,
+    /// The source has no such file: the error that says so.
+    Absent(SourceError),
+    Got {
         bytes: Vec<u8>,
         tag: String,
     },
@@ -248,6 +261,9 @@ impl Source {
         match tokio::time::timeout(REQUEST_TIMEOUT, store.get_opts(path, opts)).await {
             Err(_) => Err(http_error(path, "timed out")),
             Ok(Err(object_store::Error::NotModified { .. })) => Ok(None),
+            Ok(Err(e @ object_store::Error::NotFound { .. })) => {
+                Err(SourceError::Absent(Box::new(http_error(path, e))))
+            }
             Ok(Err(e)) => Err(http_error(path, e)),
             Ok(Ok(g)) => Ok(Some(g)),
         }
@@ -275,54 +291,96 @@ impl Source {
     /// for HTTP sources), so an idle poll transfers nothing new. A manifest larger than
     /// [`MAX_MANIFEST_BYTES`] is refused without being read whole.
     pub async fn manifest(&self, held: Option<&str>) -> Result<Fetched, SourceError> {
-        let fetched = |bytes: Vec<u8>, tag: Option<String>| {
+        let query = format!("?wait_ms={}", LONG_POLL.as_millis());
+        match self
+            .small(MANIFEST_FILE, &query, held, MAX_MANIFEST_BYTES)
+            .await?
+        {
+            Small::NotModified => Ok(Fetched::NotModified),
+            Small::Absent(e) => Err(e),
+            Small::Got { bytes, tag } => Ok(Fetched::Changed { bytes, tag }),
+        }
+    }
+
+    /// The revocation list of temporary permits beside the manifest (`None`: the source
+    /// has none), unless it still has tag `held`; refused when larger than
+    /// [`crate::revocation_list::MAX_LIST_BYTES`].
+    pub async fn revocation_list(&self, held: Option<&str>) -> Result<Fetched, SourceError> {
+        use crate::revocation_list::{FILE, MAX_LIST_BYTES};
+        match self.small(FILE, "", held, MAX_LIST_BYTES).await? {
+            Small::NotModified | Small::Absent(_) => Ok(Fetched::NotModified),
+            Small::Got { bytes, tag } => Ok(Fetched::Changed { bytes, tag }),
+        }
+    }
+
+    /// A small file of the repository (`name`), at most `max` bytes, unless it still has
+    /// tag `held`; `query` is added to an https source's URL.
+    async fn small(
+        &self,
+        name: &str,
+        query: &str,
+        held: Option<&str>,
+        max: u64,
+    ) -> Result<Small, SourceError> {
+        let got = |bytes: Vec<u8>, tag: Option<String>| {
             let tag = tag.unwrap_or_else(|| manifest_tag(&bytes));
             if held == Some(tag.as_str()) {
-                Fetched::NotModified
+                Small::NotModified
             } else {
-                Fetched::Manifest { bytes, tag }
+                Small::Got { bytes, tag }
             }
         };
+        let too_large = |what: String| SourceError::TooLarge { what, max };
         match self {
             Source::File(root) => {
-                let path = root.join(MANIFEST_FILE);
+                let path = root.join(name);
                 let what = path.display().to_string();
-                let bytes = tokio::task::spawn_blocking(move || read_manifest(&path))
+                let read = tokio::task::spawn_blocking(move || read_bounded(&path, max))
                     .await
                     .map_err(std::io::Error::other)
-                    .and_then(|read| read)
-                    .map_err(|source| match source.kind() {
-                        std::io::ErrorKind::FileTooLarge => too_large(what.clone()),
-                        _ => SourceError::Fetch {
-                            what: what.clone(),
-                            source,
-                        },
-                    })?;
-                Ok(fetched(bytes, None))
+                    .and_then(|read| read);
+                match read {
+                    Ok(bytes) => Ok(got(bytes, None)),
+                    Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(too_large(what)),
+                    Err(source) => {
+                        let absent = source.kind() == std::io::ErrorKind::NotFound;
+                        let e = SourceError::Fetch { what, source };
+                        if absent {
+                            Ok(Small::Absent(e))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
             }
             Source::S3 { store, prefix } => {
-                let path = s3_path(prefix, MANIFEST_FILE);
-                let Some(got) = Self::s3_open(store, &path, held).await? else {
-                    return Ok(Fetched::NotModified);
+                let path = s3_path(prefix, name);
+                let got_s3 = match Self::s3_open(store, &path, held).await {
+                    Ok(g) => g,
+                    Err(SourceError::Absent(e)) => return Ok(Small::Absent(*e)),
+                    Err(e) => return Err(e),
                 };
-                if got.meta.size > MAX_MANIFEST_BYTES {
-                    return Err(too_large(&path));
+                let Some(got_s3) = got_s3 else {
+                    return Ok(Small::NotModified);
+                };
+                if got_s3.meta.size > max {
+                    return Err(too_large(path.to_string()));
                 }
-                let tag = got.meta.e_tag.clone();
-                let bytes = tokio::time::timeout(REQUEST_TIMEOUT, got.bytes())
+                let tag = got_s3.meta.e_tag.clone();
+                let bytes = tokio::time::timeout(REQUEST_TIMEOUT, got_s3.bytes())
                     .await
                     .map_err(|_| http_error(&path, "body timed out"))?
                     .map_err(|e| http_error(&path, e))?;
-                if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-                    return Err(too_large(&path));
+                if bytes.len() as u64 > max {
+                    return Err(too_large(path.to_string()));
                 }
-                Ok(fetched(bytes.to_vec(), tag))
+                Ok(got(bytes.to_vec(), tag))
             }
             Source::Https { base, client } => {
-                let url = format!("{base}/{MANIFEST_FILE}?wait_ms={}", LONG_POLL.as_millis());
+                let url = format!("{base}/{name}{query}");
                 let resp = Self::get(client, &url, held).await?;
                 match resp.status() {
-                    StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
+                    StatusCode::NOT_MODIFIED => Ok(Small::NotModified),
                     StatusCode::OK => {
                         let tag = resp
                             .headers()
@@ -331,25 +389,32 @@ impl Source {
                             .map(str::to_owned);
                         let limited = Limited::new(
                             resp.into_body(),
-                            usize::try_from(MAX_MANIFEST_BYTES).unwrap_or(usize::MAX),
+                            usize::try_from(max).unwrap_or(usize::MAX),
                         );
                         let body = tokio::time::timeout(REQUEST_TIMEOUT, limited.collect())
                             .await
                             .map_err(|_| http_error(&url, "body timed out"))?
                             .map_err(|e| {
                                 if e.is::<LengthLimitError>() {
-                                    too_large(&url)
+                                    too_large(url.clone())
                                 } else {
                                     http_error(&url, e)
                                 }
                             })?
                             .to_bytes();
-                        Ok(fetched(body.to_vec(), tag))
+                        Ok(got(body.to_vec(), tag))
                     }
-                    s => Err(SourceError::Status {
-                        what: url,
-                        status: s.as_u16(),
-                    }),
+                    s => {
+                        let e = SourceError::Status {
+                            what: url,
+                            status: s.as_u16(),
+                        };
+                        if s == StatusCode::NOT_FOUND {
+                            Ok(Small::Absent(e))
+                        } else {
+                            Err(e)
+                        }
+                    }
                 }
             }
         }
@@ -449,12 +514,6 @@ fn http_error(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> So
     SourceError::Http {
         what: what.to_string(),
         message: cause.to_string(),
-    }
-}
-
-fn too_large(what: impl std::fmt::Display) -> SourceError {
-    SourceError::ManifestTooLarge {
-        what: what.to_string(),
     }
 }
 

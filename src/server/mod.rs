@@ -194,6 +194,8 @@ pub struct Gateway {
     /// The manifest of what [`Gateway::load_snapshot`] put in service: where a follower
     /// starts from.
     served: Mutex<Option<SignedManifest>>,
+    /// What `GET /v1/keys` serves: the revocation list's signature is checked against it.
+    keyring: crate::keyring::Keyring,
 }
 
 impl Gateway {
@@ -228,6 +230,7 @@ impl Gateway {
             metrics.served.clone(),
         ));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
+        let keyring = credentials.keyring.clone();
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
             (Some(r), _) => Some(r.state_dir.clone()),
             (None, repo) => repo.clone(),
@@ -292,6 +295,7 @@ impl Gateway {
             publisher_keys,
             hash_key,
             served: Mutex::new(None),
+            keyring,
         })
     }
 

@@ -25,7 +25,16 @@ impl Gateway {
                     return Ok(None);
                 }
                 match load_repo(&r.state_dir, &self.publisher_keys, Some(&self.hash_key)) {
-                    Ok(repo) => return self.install(repo).map(Some),
+                    Ok(repo) => {
+                        let info = self.install(repo)?;
+                        crate::replication::take_kept_list(
+                            &r.state_dir,
+                            &self.store,
+                            &self.keyring,
+                            &self.metrics.replication,
+                        );
+                        return Ok(Some(info));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %Report(&e), "state directory unusable; waiting for the source");
                         return Ok(None);
@@ -37,7 +46,15 @@ impl Gateway {
             (None, None) => return Ok(None),
         };
         let repo = load_repo(dir, &self.publisher_keys, Some(&self.hash_key))?;
-        self.install(repo).map(Some)
+        let info = self.install(repo)?;
+        // A repository served without a follower has its list taken in here alone.
+        crate::replication::take_kept_list(
+            dir,
+            &self.store,
+            &self.keyring,
+            &self.metrics.replication,
+        );
+        Ok(Some(info))
     }
 
     /// A follower (and its poll interval), starting from what the store serves now: of
@@ -83,7 +100,8 @@ impl Gateway {
             self.clock.clone(),
             held,
         )
-        .notify(self.manifest_changed.clone());
+        .notify(self.manifest_changed.clone())
+        .revocations(self.keyring.clone());
         Ok(Some((follower, interval)))
     }
 

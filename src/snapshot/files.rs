@@ -79,24 +79,29 @@ pub fn open_object(path: &Path, size: u64) -> io::Result<File> {
 
 /// A manifest file, read whole if it is a regular file of at most [`MAX_MANIFEST_BYTES`].
 pub fn read_manifest(path: &Path) -> io::Result<Vec<u8>> {
+    read_bounded(path, MAX_MANIFEST_BYTES)
+}
+
+/// A regular file of at most `max` bytes, read whole; `FileTooLarge` for a larger one,
+/// which is not read.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes"),
+        )
+    };
     let (file, len) = open_regular(path)?;
-    if len > MAX_MANIFEST_BYTES {
-        return Err(too_large_manifest());
+    if len > max {
+        return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(len as usize);
     // A file that grew since it was measured is still read no further than the bound.
-    file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(too_large_manifest());
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
     }
     Ok(bytes)
-}
-
-fn too_large_manifest() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::FileTooLarge,
-        format!("larger than {MAX_MANIFEST_BYTES} bytes"),
-    )
 }
 
 /// An object being written into `objects/` as it arrives: at most `size` bytes (the

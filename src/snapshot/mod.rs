@@ -20,7 +20,8 @@ pub mod testing;
 pub use delta::Delta;
 pub use error::{ChainError, Corruption, ManifestError, SizeError, SnapshotError};
 pub use files::{
-    open_object, open_regular, read_manifest, ObjectError, ObjectSink, MAX_MANIFEST_BYTES,
+    open_object, open_regular, read_bounded, read_manifest, ObjectError, ObjectSink,
+    MAX_MANIFEST_BYTES,
 };
 pub use format::{
     encode, encode_delta, FileKind, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN,

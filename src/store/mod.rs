@@ -38,6 +38,8 @@ pub enum ApplyError {
 
 pub struct Store {
     current: ArcSwapOption<State>,
+    /// The revocation list of temporary permits served to gates.
+    revocations: crate::revocation_list::Served,
     cache: CacheConfig,
     counters: CacheCounters,
     served: ServedMetrics,
@@ -47,6 +49,7 @@ impl Store {
     pub fn new(cache: CacheConfig, counters: CacheCounters, served: ServedMetrics) -> Store {
         Store {
             current: ArcSwapOption::empty(),
+            revocations: Default::default(),
             cache,
             counters,
             served,
@@ -57,6 +60,10 @@ impl Store {
     #[inline]
     pub fn current(&self) -> arc_swap::Guard<Option<Arc<State>>> {
         self.current.load()
+    }
+
+    pub fn revocations(&self) -> &crate::revocation_list::Served {
+        &self.revocations
     }
 
     pub fn is_ready(&self) -> bool {

@@ -1176,3 +1176,168 @@ fn an_idle_origin_keeps_what_it_publishes_fresh() {
     .expect("a genuine list");
     assert_eq!(list.issued_at, clock.now());
 }
+
+/// A `GET` of the revocation list with the given entity tag and delta wish.
+async fn get_list(
+    c: &mut Client,
+    if_none_match: Option<&str>,
+    delta: bool,
+) -> crate::common::Response {
+    let mut req =
+        http::Request::get("/v1/temporary-permits/revocations").header("host", "localhost");
+    if let Some(tag) = if_none_match {
+        req = req.header("if-none-match", tag);
+    }
+    if delta {
+        req = req.header("a-im", "pgrl-delta");
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    c.try_request_with(req).await.expect("answer")
+}
+
+fn header<'a>(r: &'a crate::common::Response, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// origin API → repository → gateway watching it → relay following that one over mTLS:
+/// a gate asking the relay gets the signed list of revoked permits, `304` while it holds
+/// the current one, and after the next revocation only what changed (RFC 3229), which it
+/// applies to its own list and checks the origin's signature on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_get_the_revocation_list_through_a_relay_with_etags_and_deltas() {
+    let keep = tempfile::tempdir().expect("tempdir");
+    let demo_dir = keep.path().join("demo");
+    let source = crate::replication::watching_origin(Some(&demo_dir)).await;
+    let origin = source.start_origin(Arc::new(SystemClock)).await;
+    let relay = TestGateway::start_with(crate::replication::following(
+        &source,
+        &demo_dir,
+        &keep.path().join("relay-state"),
+        1000,
+    ))
+    .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (f, interval) = relay.gateway.follower().expect("config").expect("on");
+    let relay_task = tokio::spawn(f.run(interval, stop_rx));
+    let keyring = permitgate::keyring::Keyring::from_json(
+        &relay.client("rail-gate").await.get("/v1/keys").await.body,
+    )
+    .expect("keys");
+
+    let mut desk = origin.caller("desk-01").await;
+    let holders = valid_travel_permits(&source, 9);
+    let mut revoke = async |key: &str, holder: &str| -> PermitId {
+        let r = post_idempotent(
+            &mut desk,
+            PERMITS,
+            Some(key),
+            &issue_body(holder, "forgotten"),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", body_text(&r));
+        let id = r.json()["permit_id"].as_str().expect("id").to_owned();
+        desk.post_json(
+            &format!("{PERMITS}/{id}/revocation"),
+            &json!({"officer": "E2048"}),
+        )
+        .await
+        .assert_ok("revoke");
+        PermitId::parse(&id).expect("id")
+    };
+    // A delta is sent only where it is smaller than the list: eight permits make one.
+    let mut revoked = Vec::new();
+    for (i, holder) in holders[..8].iter().enumerate() {
+        revoked.push(revoke(&format!("list-{i}"), holder).await);
+    }
+
+    let mut gate = relay.client("rail-gate").await;
+    let mut list = None;
+    for _ in 0..300 {
+        let r = get_list(&mut gate, None, false).await;
+        if r.status == 200 {
+            let read = permitgate::revocation_list::read(&r.body, &keyring).expect("signed");
+            if revoked.iter().all(|id| read.contains(*id)) {
+                list = Some(r);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let list = list.expect("the revoked permit never reached the relay's list");
+    assert_eq!(
+        header(&list, "content-type"),
+        "application/vnd.permitgate.revocation-list"
+    );
+    assert!(!header(&list, "last-modified").is_empty());
+    let tag = header(&list, "etag").to_owned();
+    assert_eq!(tag, permitgate::revocation_list::etag(&list.body));
+    // Held: nothing sent again, also when a delta is asked for.
+    for delta in [false, true] {
+        let r = get_list(&mut gate, Some(&tag), delta).await;
+        assert_eq!(r.status, 304, "{}", body_text(&r));
+        assert!(r.body.is_empty());
+    }
+    // Kept by the relay for a restart.
+    assert!(keep
+        .path()
+        .join("relay-state")
+        .join(permitgate::revocation_list::FILE)
+        .exists());
+
+    let ninth = revoke("list-8", &holders[8]).await;
+    // Delta after delta, as a gate polling would: each applied to the list it holds.
+    let (mut held, mut held_tag, mut deltas) = (list.body.to_vec(), tag.clone(), 0);
+    for _ in 0..300 {
+        let r = get_list(&mut gate, Some(&held_tag), true).await;
+        if r.status == 226 {
+            assert_eq!(header(&r, "im"), "pgrl-delta");
+            assert_eq!(header(&r, "delta-base"), held_tag);
+            assert!(r.body.len() < list.body.len(), "{}", r.body.len());
+            held = permitgate::revocation_list::apply_delta(&held, &r.body).expect("applies");
+            held_tag = header(&r, "etag").to_owned();
+            assert_eq!(held_tag, permitgate::revocation_list::etag(&held));
+            deltas += 1;
+            let now =
+                permitgate::revocation_list::read(&held, &keyring).expect("the origin's signature");
+            if now.contains(ninth) {
+                assert!(revoked.iter().all(|id| now.contains(*id)));
+                break;
+            }
+        } else {
+            assert_eq!(r.status, 304, "{}", body_text(&r));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(deltas > 0);
+    let rebuilt = held;
+    let now = permitgate::revocation_list::read(&rebuilt, &keyring).expect("signed");
+    assert!(
+        now.contains(ninth),
+        "the ninth revocation never reached the relay's list"
+    );
+    // A gate that asks without a delta, or from a list the relay never held, gets it whole.
+    let whole = get_list(&mut gate, Some("\"not-a-list-we-held\""), true).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, rebuilt);
+
+    // Gates only: a partner without the temporary-permit scope is refused.
+    relay
+        .client("bank")
+        .await
+        .get("/v1/temporary-permits/revocations")
+        .await
+        .problem(403, "scope-missing");
+    let m = relay.metrics().await;
+    assert_eq!(
+        crate::common::metric_value(&m, "permitgate_revocation_list_permits"),
+        9.0,
+        "{m}"
+    );
+    let _ = stop_tx.send(true);
+    relay_task.abort();
+}

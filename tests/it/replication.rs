@@ -57,7 +57,7 @@ fn two_publications(gw: &TestGateway) -> (serde_json::Value, std::path::PathBuf)
 
 /// A gateway serving the demo repository (in `demo_dir`, or a fresh one) and watching it,
 /// so that publications reach its answers and its relay clients.
-async fn watching_origin(demo_dir: Option<&Path>) -> TestGateway {
+pub(crate) async fn watching_origin(demo_dir: Option<&Path>) -> TestGateway {
     let mut origin = TestGateway::start_with(Options {
         demo_dir: demo_dir.map(Path::to_owned),
         ..Options::default()
@@ -70,7 +70,7 @@ async fn watching_origin(demo_dir: Option<&Path>) -> TestGateway {
 
 /// A gateway on the same demo data following `from` over mTLS (as the demo's relay
 /// partner), keeping its state in `state_dir`.
-fn following(
+pub(crate) fn following(
     from: &TestGateway,
     demo_dir: &Path,
     state_dir: &Path,

@@ -19,6 +19,12 @@
 //! | 12 × n | permit id (8) and expires_at (u32 Unix seconds), sorted by id, no repeats |
 //! | 64 | Ed25519 over `"permitgate temporary permit revocations v1\0"` ‖ everything before |
 
+mod delta;
+mod served;
+
+pub use delta::{apply_delta, delta, DeltaError, DELTA_FORMAT};
+pub use served::{Current, Served};
+
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use time::{Duration, OffsetDateTime};
 
@@ -35,6 +41,8 @@ const CONTEXT: &[u8] = b"permitgate temporary permit revocations v1\0";
 const HEAD_LEN: usize = 4 + 1 + 8 + 8 + 8 + 4;
 const ENTRY_LEN: usize = 12;
 const SIGNATURE_LEN: usize = 64;
+/// The largest list a gateway takes in (about 1.4 million revoked permits).
+pub const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
 /// A revoked permit stays listed this long after it expires: verifiers tolerate clock
 /// skew (300 s by default), and a day covers any sane setting.
 pub const KEPT_AFTER_EXPIRY: Duration = Duration::days(1);
@@ -102,6 +110,11 @@ pub fn data_version_in(path: &std::path::Path) -> Option<u64> {
     let mut head = [0u8; HEAD_LEN];
     std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
     data_version_of(&head)
+}
+
+/// A list's name in HTTP: its BLAKE3, quoted as an entity tag.
+pub fn etag(bytes: &[u8]) -> String {
+    format!("\"{}\"", blake3::hash(bytes).to_hex())
 }
 
 /// The data version a list's bytes claim (unchecked, like [`data_version_in`]).
