@@ -1,7 +1,10 @@
 //! The temporary permits' revocation list at 100,000 revoked permits: its size (printed),
 //! building and signing it (the origin, after every publication), reading and verifying it
 //! (a gate or the verifier page), and a lookup; beside their floors: raw ed25519-dalek
-//! over a message of the same length, and a HashSet probe.
+//! over a message of the same length, and a HashSet probe. Then a delta (RFC 3229, the
+//! gateway's `226`) after 100 revocations and 100 expiries: its size (printed), making it
+//! (a gateway, once per new list and recent base) and applying it (a gate), beside
+//! reading the whole new list, which a gate does either way.
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -64,6 +67,32 @@ fn bench(c: &mut Criterion) {
         b.iter(|| set.contains(black_box(&probe.0)))
     });
     g.bench_function("contains", |b| b.iter(|| list.contains(black_box(probe))));
+
+    // The next list: 100 permits expired out of it, 100 revoked since.
+    let next: Vec<(PermitId, time::OffsetDateTime)> = revoked[100..]
+        .iter()
+        .copied()
+        .chain((REVOKED..REVOKED + 100).map(|i| {
+            let id = blake3::hash(&i.to_le_bytes());
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&id.as_bytes()[..8]);
+            (PermitId(b), now + Duration::days(7))
+        }))
+        .collect();
+    let later = now + Duration::minutes(1);
+    let new_bytes = revocation_list::build(next.iter().copied(), later, 2, &key);
+    let delta = revocation_list::delta(&bytes, &new_bytes).expect("delta");
+    println!(
+        "delta after 100 revocations and 100 expiries: {} bytes ({:.3}% of the list)",
+        delta.len(),
+        100.0 * delta.len() as f64 / new_bytes.len() as f64
+    );
+    g.bench_function("delta_make_100k", |b| {
+        b.iter(|| revocation_list::delta(black_box(&bytes), black_box(&new_bytes)))
+    });
+    g.bench_function("delta_apply_100k", |b| {
+        b.iter(|| revocation_list::apply_delta(black_box(&bytes), black_box(&delta)))
+    });
     g.finish();
 }
 

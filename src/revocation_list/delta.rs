@@ -145,13 +145,21 @@ pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
         return Err(malformed("it has bytes after its signature"));
     }
     let held = entries(base).ok_or(DeltaError::OtherBase)?;
-    let removed: std::collections::HashSet<[u8; 8]> = removed.into_iter().collect();
-    let mut next: Vec<Entry> = held
-        .into_iter()
-        .filter(|(id, _)| !removed.contains(id))
-        .chain(added)
-        .collect();
-    next.sort_unstable();
+    // All three are sorted by id (a delta that is not makes a list whose signature fails):
+    // one merge.
+    let mut next: Vec<Entry> = Vec::with_capacity(held.len() + added.len());
+    let (mut gone, mut new) = (removed.iter().peekable(), added.into_iter().peekable());
+    for entry in held {
+        while gone.next_if(|id| **id < entry.0).is_some() {}
+        if gone.next_if(|id| **id == entry.0).is_some() {
+            continue;
+        }
+        while let Some(a) = new.next_if(|a| a.0 < entry.0) {
+            next.push(a);
+        }
+        next.push(entry);
+    }
+    next.extend(new);
     let mut out = Vec::with_capacity(HEAD_LEN + next.len() * ENTRY_LEN + SIGNATURE_LEN);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);

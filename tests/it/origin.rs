@@ -385,6 +385,8 @@ async fn no_partner_reaches_the_authority_api_and_a_config_mixing_them_is_refuse
             config_edit::set("server.listen", listen.clone()),
             config_edit::set("origin.listen", listen),
             config_edit::add_partner("desk-01", "scopes = []"),
+            // Not a bucket: a repository elsewhere is snapshot.repo's business.
+            config_edit::set("origin.bucket", "file:///srv/origin/repo"),
         ],
     );
     let e = Config::parse(&mixed, &gw.config_path)
@@ -395,7 +397,12 @@ async fn no_partner_reaches_the_authority_api_and_a_config_mixing_them_is_refuse
         other => panic!("{other:?}"),
     };
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-    for want in ["origin.client_ca", "origin.listen", "origin.callers[0].id"] {
+    for want in [
+        "origin.client_ca",
+        "origin.listen",
+        "origin.callers[0].id",
+        "origin.bucket",
+    ] {
         assert!(fields.contains(&want), "{want} not in {fields:?} ({e})");
     }
     // The same CA under another name: refused when the origin opens.

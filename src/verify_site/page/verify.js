@@ -186,7 +186,7 @@ const Verifier = (() => {
     }
   }
 
-  // The origin's revocation list of temporary permits (src/revocation_list.rs): "PGRL",
+  // The origin's revocation list of temporary permits (src/revocation_list/mod.rs): "PGRL",
   // version 1, key id, issued_at, data version, n, n x (permit id, expires_at), Ed25519
   // over its context and everything before the signature. Refused unless genuine.
   const LIST_CONTEXT = 'permitgate temporary permit revocations v1\0';
