@@ -25,9 +25,9 @@ use crate::snapshot::{read_bounded, write_atomic};
 use crate::store::Store;
 
 const EVERY: Duration = Duration::from_secs(10);
-/// While the list is of older data than a new manifest, it is asked for again after 100,
-/// 200, 400 and 800 ms.
-const AFTER_A_MANIFEST: u32 = 4;
+/// While the list is of older data than a new manifest, it is asked for again after 25,
+/// 50, 100, 200, 400 and 800 ms (the origin writes it a few milliseconds after).
+const AFTER_A_MANIFEST: u32 = 6;
 
 /// Checks a list's signature and serves it if it is newer than the one held.
 fn take(
@@ -110,7 +110,7 @@ impl ListFollower {
                 .is_some_and(|l| l.data_version < *manifest.borrow());
             let pause = if behind && tries_left > 0 {
                 tries_left -= 1;
-                Duration::from_millis(100) * 2u32.pow(AFTER_A_MANIFEST - 1 - tries_left)
+                Duration::from_millis(25) * 2u32.pow(AFTER_A_MANIFEST - 1 - tries_left)
             } else {
                 EVERY
             };
