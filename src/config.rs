@@ -142,6 +142,9 @@ pub struct ServerConfig {
     pub max_queue_delay: Option<Duration>,
     /// A request body not complete this long after its head was read gets 408.
     pub body_read_timeout: Duration,
+    /// A partner whose certificate ends within this many days is told so on every answer
+    /// (`Permitgate-Certificate-Expires`); 0: never.
+    pub partner_certificate_warning_days: u32,
     /// A fixed cap on one partner's requests in progress (reading a body included), on
     /// top of its fair share of `max_concurrent_requests` (src/shares.rs); `None`: the fair
     /// share alone.
@@ -257,6 +260,7 @@ struct RawServer {
     drain_timeout_ms: u64,
     max_queue_delay_ms: u64,
     body_read_timeout_ms: u64,
+    partner_certificate_warning_days: u32,
     /// Default: none (the fair share alone).
     max_requests_per_partner: Option<usize>,
     max_relay_waiters: usize,
@@ -281,6 +285,7 @@ impl Default for RawServer {
             drain_timeout_ms: 20_000,
             max_queue_delay_ms: 50,
             body_read_timeout_ms: 10_000,
+            partner_certificate_warning_days: 30,
             max_requests_per_partner: None,
             max_relay_waiters: 4096,
             write_timeout_ms: 10_000,
@@ -716,6 +721,11 @@ fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
         "server.body_read_timeout_ms",
         "must be above 0",
     );
+    problems.check(
+        s.partner_certificate_warning_days <= 365,
+        "server.partner_certificate_warning_days",
+        "must be from 0 to 365",
+    );
     let max_requests_per_partner = s.max_requests_per_partner;
     problems.check(
         max_requests_per_partner.is_none_or(|m| (1..=s.max_concurrent_requests).contains(&m)),
@@ -768,6 +778,7 @@ fn server_config(s: RawServer, problems: &mut Problems) -> ServerConfig {
         drain_timeout: Duration::from_millis(s.drain_timeout_ms),
         max_queue_delay: millis_or_off(s.max_queue_delay_ms),
         body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
+        partner_certificate_warning_days: s.partner_certificate_warning_days,
         max_requests_per_partner,
         max_relay_waiters: s.max_relay_waiters,
         write_timeout: Duration::from_millis(s.write_timeout_ms),

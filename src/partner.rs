@@ -6,7 +6,9 @@ use serde::Deserialize;
 use crate::rate_limit::RateLimit;
 
 /// What a partner may do. Routes name the scope they need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     LinkCheck,
@@ -45,6 +47,14 @@ impl Scopes {
     /// `s` and nothing else.
     pub fn is_only(self, s: Scope) -> bool {
         self.0 == s.bit()
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        use strum::VariantArray;
+        Scope::VARIANTS
+            .iter()
+            .copied()
+            .filter(move |s| self.contains(*s))
     }
 }
 

@@ -193,18 +193,19 @@ fn check_crl_profile(crl: &CertificateRevocationListDer<'_>) -> Result<(), CrlPr
     Ok(())
 }
 
-/// Serial numbers listed in `crls`: connections that were open before a CRL update are
-/// checked against it per request, since their handshake is already done.
-pub fn revoked_serials(
+/// The certificates `crls` list, by issuer and serial: connections that were open before
+/// a CRL update are checked against it per request, since their handshake is already done.
+pub fn revoked_certificates(
     crls: &[CertificateRevocationListDer<'_>],
-) -> Result<HashSet<Vec<u8>>, TlsError> {
+) -> Result<HashSet<IssuedAs>, TlsError> {
     let mut out = HashSet::new();
     for crl in crls {
         let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref()).map_err(TlsError::Crl)?;
+        let issuer = parsed.tbs_cert_list.issuer.as_raw();
         out.extend(
             parsed
                 .iter_revoked_certificates()
-                .map(|r| r.raw_serial().to_vec()),
+                .map(|r| (issuer.to_vec(), r.raw_serial().to_vec())),
         );
     }
     Ok(out)
@@ -405,14 +406,25 @@ pub fn client_config(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaf {
     pub partner_id: Option<String>,
-    pub serial: Vec<u8>,
+    /// Who issued it and its serial: what a CRL names it by.
+    pub issued_as: IssuedAs,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
 }
+
+/// A certificate as a CRL names it: its issuer's name (DER) and its serial. A serial alone
+/// is not enough: two CAs may both use it.
+pub type IssuedAs = (Vec<u8>, Vec<u8>);
 
 pub fn leaf(cert: &CertificateDer<'_>) -> Option<Leaf> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(Leaf {
         partner_id: partner_id(&cert),
-        serial: cert.raw_serial().to_vec(),
+        issued_as: (
+            cert.tbs_certificate.issuer.as_raw().to_vec(),
+            cert.raw_serial().to_vec(),
+        ),
+        not_after: cert.validity().not_after.timestamp(),
     })
 }
 

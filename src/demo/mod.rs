@@ -174,6 +174,7 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         demo.created = true;
     }
     pki::generate_authority(&demo.pki)?;
+    pki::renew_sandbox(&demo.pki)?;
     // Made when missing, so that a demo directory of an earlier version gains it.
     let checkpoint_key = demo.dir.join("keys/audit-checkpoint.key");
     if !checkpoint_key.exists() {
@@ -307,6 +308,9 @@ audit_dir = "origin-audit"
             "\n[[partners]]\nid = \"{id}\"\nscopes = [{}]\n",
             scopes.join(", ")
         ));
+        if *id == pki::SANDBOX {
+            s.push_str("rate_limit = { per_second = 5, burst = 5 }\n");
+        }
     }
     s
 }

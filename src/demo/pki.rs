@@ -49,7 +49,14 @@ pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
     ("rail-gate", &[Scope::DocumentStatus, Scope::TempPermit]),
     ("no-scopes", &[]),
     ("relay", &[Scope::Replicate]),
+    ("sandbox", &[Scope::LinkCheck, Scope::DocumentStatus]),
 ];
+
+/// The integrators' partner: 5 requests a second (so that retry code meets a 429), and a
+/// certificate that ends [`SANDBOX_CERTIFICATE_DAYS`] days after the demo's start (so that
+/// its answers carry the expiry warning, and the metric and alert show it).
+pub const SANDBOX: &str = "sandbox";
+pub const SANDBOX_CERTIFICATE_DAYS: i64 = 10;
 
 /// The demo's authority callers (the origin's API): id, office, scopes.
 pub const DEMO_CALLERS: &[(&str, &str, &[AuthorityScope])] = &[
@@ -130,6 +137,18 @@ fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
     p.not_before = now - Duration::days(1);
     p.not_after = now + Duration::days(3650);
     p
+}
+
+/// Issues `sandbox` a new certificate (and key) ending [`SANDBOX_CERTIFICATE_DAYS`] days
+/// from now: the demo does it at every start.
+pub fn renew_sandbox(layout: &PkiLayout) -> Result<(), PkiError> {
+    let now = OffsetDateTime::now_utc();
+    let mut params = client_params(SANDBOX, now)?;
+    params.not_after = now + Duration::days(SANDBOX_CERTIFICATE_DAYS);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &demo_ca(layout)?)?;
+    write(&layout.partner_cert(SANDBOX), &cert.pem())?;
+    write_key(&layout.partner_key(SANDBOX), &key)
 }
 
 fn client_params(id: &str, now: OffsetDateTime) -> Result<CertificateParams, PkiError> {

@@ -205,3 +205,28 @@ impl<'a> DocumentStatusResponse<'a> {
         }
     }
 }
+
+/// `GET /v1/partner`: who the gateway takes the caller for, and until when.
+#[derive(Debug, Serialize)]
+pub struct PartnerAnswer<'a> {
+    pub id: &'a str,
+    pub scopes: Vec<crate::partner::Scope>,
+    pub rate_limit: Option<RateLimitAnswer>,
+    pub certificate: CertificateAnswer,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RateLimitAnswer {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateAnswer {
+    /// Hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
+    /// Whole days left (negative once expired, which a handshake would refuse).
+    pub days_left: i64,
+}

@@ -6,13 +6,13 @@
 //! re-scoped by a reload is treated accordingly on its next request. Buckets of partners
 //! whose limit did not change carry over (a reload refills nobody), and so do the
 //! partner's parts of the shared pools (a reload frees no share held by requests in
-//! progress; a new weight counts from the next time the partner becomes active). The serials on the
-//! current CRLs travel with it, for connections whose handshake predates them.
+//! progress; a new weight counts from the next time the partner becomes active). The
+//! certificates on the current CRLs travel with it, for connections whose handshake predates them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::metrics::RequestCounters;
+use super::metrics::{HttpMetrics, RequestCounters};
 use crate::partner::Partner;
 use crate::rate_limit::TokenBucket;
 use crate::shares::{Holder, Pool};
@@ -25,6 +25,8 @@ pub struct PartnerEntry {
     pub slots: Arc<Holder>,
     pub relay: Arc<Holder>,
     pub connections: Arc<Holder>,
+    /// notAfter of the certificate it last made a connection with.
+    pub certificate_expiry: prometheus::IntGauge,
 }
 
 /// The pools partners share (src/shares.rs).
@@ -38,15 +40,15 @@ pub struct Pools {
 #[derive(Default)]
 pub struct Directory {
     by_id: HashMap<String, Arc<PartnerEntry>>,
-    revoked: HashSet<Vec<u8>>,
+    revoked: HashSet<crate::tls::IssuedAs>,
 }
 
 impl Directory {
     /// `counters` resolves one partner's request counters (registered on first use).
     pub fn build(
         partners: &[Partner],
-        revoked: HashSet<Vec<u8>>,
-        counters: impl Fn(&str) -> RequestCounters,
+        revoked: HashSet<crate::tls::IssuedAs>,
+        metrics: &HttpMetrics,
         pools: &Pools,
         previous: Option<&Directory>,
     ) -> Directory {
@@ -61,7 +63,7 @@ impl Directory {
                 });
                 let counters = old
                     .map(|e| e.counters.clone())
-                    .unwrap_or_else(|| Arc::new(counters(&p.id)));
+                    .unwrap_or_else(|| Arc::new(metrics.request_counters(&p.id)));
                 let part = |pool: &Arc<Pool>, held: Option<&Arc<Holder>>| match held {
                     Some(h) => {
                         h.set_weight(p.weight);
@@ -76,6 +78,7 @@ impl Directory {
                     slots: part(&pools.slots, old.map(|e| &e.slots)),
                     relay: part(&pools.relay, old.map(|e| &e.relay)),
                     connections: part(&pools.connections, old.map(|e| &e.connections)),
+                    certificate_expiry: metrics.certificate_expiry(&p.id),
                 };
                 (p.id.clone(), Arc::new(entry))
             })
@@ -83,8 +86,8 @@ impl Directory {
         Directory { by_id, revoked }
     }
 
-    pub fn is_revoked(&self, serial: &[u8]) -> bool {
-        !self.revoked.is_empty() && self.revoked.contains(serial)
+    pub fn is_revoked(&self, certificate: &crate::tls::IssuedAs) -> bool {
+        !self.revoked.is_empty() && self.revoked.contains(certificate)
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<PartnerEntry>> {

@@ -5,7 +5,8 @@
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use strum::VariantArray;
 
@@ -29,6 +30,7 @@ pub struct HttpMetrics {
     /// Indexed by [`TokenStatus`].
     pub temp_permit_verifications: Vec<IntCounter>,
     pub receipts_signed: IntCounter,
+    certificate_expiry: IntGaugeVec,
 }
 
 /// The label values of `permitgate_requests_total`'s route and outcome dimensions, in
@@ -119,8 +121,20 @@ impl HttpMetrics {
                 "Verification receipts signed.",
             ),
         );
+        let certificate_expiry = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "permitgate_partner_certificate_expiry_timestamp_seconds",
+                    "notAfter of the client certificate each partner last connected with (0: \
+                     none seen since start).",
+                ),
+                &["partner"],
+            ),
+        );
         HttpMetrics {
             requests,
+            certificate_expiry,
             labels: Arc::new(RequestLabels {
                 routes: Route::VARIANTS.iter().map(|r| r.label()).collect(),
                 outcomes: std::iter::once("ok".to_owned())
@@ -141,6 +155,11 @@ impl HttpMetrics {
                 .collect(),
             receipts_signed,
         }
+    }
+
+    /// A partner's certificate expiry gauge.
+    pub fn certificate_expiry(&self, partner: &str) -> IntGauge {
+        self.certificate_expiry.with_label_values(&[partner])
     }
 
     /// One partner's `(route, outcome)` counters, each created on first use.

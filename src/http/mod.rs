@@ -46,6 +46,10 @@ use problem::{Problem, ProblemKind};
 use route::Answer;
 pub use route::Route;
 
+/// On every answer to a partner whose certificate ends within
+/// `server.partner_certificate_warning_days`: when it ends (RFC 3339).
+pub const CERTIFICATE_EXPIRES: &str = "permitgate-certificate-expires";
+
 /// Answers: JSON held in memory, or a replication object streamed from disk.
 pub type Body = Either<Full<Bytes>, relay::ObjectBody>;
 
@@ -58,6 +62,8 @@ pub struct Limits {
     pub unready_when_stale_for: Option<std::time::Duration>,
     /// A body not complete this long after the head was read gets 408 body-timeout.
     pub body_read_timeout: std::time::Duration,
+    /// A partner whose certificate ends within this is told so on every answer.
+    pub certificate_warning: time::Duration,
     pub admission: AdmissionLimits,
 }
 
@@ -74,7 +80,9 @@ pub struct Credentials {
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     claimed: Option<Arc<str>>,
-    serial: Vec<u8>,
+    certificate: crate::tls::IssuedAs,
+    /// notAfter of its certificate, Unix seconds.
+    not_after: i64,
 }
 
 impl Caller {
@@ -82,7 +90,8 @@ impl Caller {
         match leaf {
             Some(l) => Caller {
                 claimed: l.partner_id.map(Arc::from),
-                serial: l.serial,
+                certificate: l.issued_as,
+                not_after: l.not_after,
             },
             None => Caller::default(),
         }
@@ -124,6 +133,7 @@ enum Admitted<'a> {
     },
     Keys,
     Revocations,
+    Partner(&'a Arc<PartnerEntry>),
     Relay(Slot),
 }
 
@@ -135,7 +145,7 @@ impl App {
         clock: Arc<dyn Clock>,
         limits: Limits,
         partners: &[Partner],
-        revoked: HashSet<Vec<u8>>,
+        revoked: HashSet<crate::tls::IssuedAs>,
         metrics: &HttpMetrics,
         relay: Option<relay::RelaySource>,
         credentials: Credentials,
@@ -157,11 +167,7 @@ impl App {
             clock,
             limits,
             partners: ArcSwap::from_pointee(Directory::build(
-                partners,
-                revoked,
-                |id| metrics.request_counters(id),
-                &pools,
-                None,
+                partners, revoked, metrics, &pools, None,
             )),
             unknown_connections: pools.connections.holder(1),
             pools,
@@ -199,12 +205,12 @@ impl App {
 
     /// Replaces the partner table (a reload); requests already admitted finish under the
     /// table they started with.
-    pub fn set_partners(&self, partners: &[Partner], revoked: HashSet<Vec<u8>>) {
+    pub fn set_partners(&self, partners: &[Partner], revoked: HashSet<crate::tls::IssuedAs>) {
         let old = self.partners.load();
         self.partners.store(Arc::new(Directory::build(
             partners,
             revoked,
-            |id| self.metrics.request_counters(id),
+            &self.metrics,
             &self.pools,
             Some(&old),
         )));
@@ -232,7 +238,7 @@ impl App {
         };
         let directory = self.partners.load();
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
-        let revoked = directory.is_revoked(&caller.serial);
+        let revoked = directory.is_revoked(&caller.certificate);
         let probe = matches!(route.spec().answer, Answer::Probe);
         let mut documents = crate::audit::Documents::new();
         let answer = match admission::host_header_ok(&req) {
@@ -245,7 +251,7 @@ impl App {
             Ok(()) if probe => self.probe(route, &req),
             Ok(()) => {
                 let admitted = self.admit(caller, entry, revoked, route, &req, queued);
-                self.answer(admitted, route, req, body_deadline, &mut documents)
+                self.answer(admitted, caller, route, req, body_deadline, &mut documents)
                     .await
             }
         };
@@ -330,10 +336,64 @@ impl App {
         response
             .headers_mut()
             .insert(HeaderName::from_static(request_id::HEADER), request_id);
+        if let Some(expires) = entry.and_then(|_| self.certificate_ends_soon(caller)) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(CERTIFICATE_EXPIRES), expires);
+        }
         if let Some(h) = self.metrics.durations.get(route.index()) {
             h.observe(start.elapsed().as_secs_f64());
         }
         response
+    }
+
+    /// When the caller's certificate ends, if that is within the warning window.
+    fn certificate_ends_soon(&self, caller: &Caller) -> Option<HeaderValue> {
+        let warning = self.limits.certificate_warning;
+        let now = self.clock.now().unix_timestamp();
+        if warning.is_zero() || caller.not_after - now > warning.whole_seconds() {
+            return None;
+        }
+        let at = time::OffsetDateTime::from_unix_timestamp(caller.not_after).ok()?;
+        let text = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok()?;
+        HeaderValue::from_str(&text).ok()
+    }
+
+    /// `GET /v1/partner`.
+    fn partner_answer(&self, entry: &PartnerEntry, caller: &Caller) -> Response<Body> {
+        let p = &entry.partner;
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(caller.not_after)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let answer = api::PartnerAnswer {
+            id: &p.id,
+            scopes: p.scopes.iter().collect(),
+            rate_limit: p.rate_limit.map(|r| api::RateLimitAnswer {
+                per_second: r.per_second,
+                burst: r.burst,
+            }),
+            certificate: api::CertificateAnswer {
+                serial: hex::encode_upper(
+                    caller
+                        .certificate
+                        .1
+                        .iter()
+                        .skip_while(|b| **b == 0)
+                        .copied()
+                        .collect::<Vec<u8>>(),
+                ),
+                expires_at,
+                days_left: (expires_at - self.clock.now()).whole_days(),
+            },
+        };
+        match serde_json::to_vec(&answer) {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(_) => problem_response(
+                &Problem::new(ProblemKind::Internal, "the answer could not be encoded"),
+                Route::Partner,
+            ),
+        }
     }
 
     fn probe<B>(&self, route: Route, req: &Request<B>) -> Result<Response<Body>, Problem> {
@@ -355,6 +415,7 @@ impl App {
     async fn answer<B>(
         &self,
         admitted: Result<Admitted<'_>, Problem>,
+        caller: &Caller,
         route: Route,
         req: Request<B>,
         body_deadline: tokio::time::Instant,
@@ -371,6 +432,7 @@ impl App {
             }
             Ok(Admitted::Keys) => Ok(json_response(StatusCode::OK, self.keys_json.clone())),
             Ok(Admitted::Revocations) => revocations::answer(self.store.revocations(), &req),
+            Ok(Admitted::Partner(entry)) => Ok(self.partner_answer(entry, caller)),
             Ok(Admitted::Relay(place)) if route == Route::ReplicationManifest => {
                 relay::manifest(self.relay.as_ref(), &req, place).await
             }
@@ -526,6 +588,7 @@ impl App {
             }
             Answer::Keys => return Ok(Admitted::Keys),
             Answer::Revocations => return Ok(Admitted::Revocations),
+            Answer::Partner => return Ok(Admitted::Partner(entry)),
             Answer::Check { handler, heavy } => (handler, heavy),
             Answer::Probe | Answer::None => {
                 return Err(Problem::new(ProblemKind::NotFound, "no partner answer"))
@@ -582,11 +645,11 @@ impl App {
         caller: &Caller,
     ) -> Result<crate::shares::Unit, crate::shares::Refused> {
         let directory = self.partners.load();
-        let holder = caller
-            .claimed
-            .as_deref()
-            .and_then(|id| directory.get(id))
-            .map_or(&self.unknown_connections, |e| &e.connections);
+        let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
+        if let Some(e) = entry {
+            e.certificate_expiry.set(caller.not_after);
+        }
+        let holder = entry.map_or(&self.unknown_connections, |e| &e.connections);
         self.pools.connections.acquire(holder)
     }
 

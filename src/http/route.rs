@@ -20,6 +20,7 @@ pub enum Route {
     TempPermitRevocations,
     ReceiptVerify,
     Keys,
+    Partner,
     Healthz,
     Readyz,
     ReplicationManifest,
@@ -37,6 +38,8 @@ pub enum Answer {
     Keys,
     /// The revocation list of temporary permits, held in memory (src/http/revocations.rs).
     Revocations,
+    /// What the gateway knows of the calling partner (`GET /v1/partner`).
+    Partner,
     /// A replication long-poll or object download: waits on the relay budget.
     Relay,
     /// A partner check: a slot, then the body, then this function; `heavy` for one whose
@@ -116,6 +119,7 @@ impl Route {
                 handlers::receipt_verify,
             ),
             Route::Keys => get(Exact(&["/v1/keys"]), None, Answer::Keys),
+            Route::Partner => get(Exact(&["/v1/partner"]), None, Answer::Partner),
             Route::Healthz => get(Exact(&["/healthz"]), None, Answer::Probe),
             Route::Readyz => get(Exact(&["/readyz"]), None, Answer::Probe),
             Route::ReplicationManifest => get(

@@ -115,7 +115,7 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
 /// and all that `permitgate config check` does.
 struct Loaded {
     tls: Arc<rustls::ServerConfig>,
-    revoked: std::collections::HashSet<Vec<u8>>,
+    revoked: std::collections::HashSet<crate::tls::IssuedAs>,
     publisher_keys: Vec<VerifyingKey>,
     hash_key: HashKey,
     credentials: Credentials,
@@ -251,6 +251,9 @@ impl Gateway {
                         .as_ref()
                         .and_then(|r| r.unready_when_stale_for),
                     body_read_timeout: config.server.body_read_timeout,
+                    certificate_warning: time::Duration::days(
+                        config.server.partner_certificate_warning_days.into(),
+                    ),
                     admission: AdmissionLimits {
                         max_connections: config.server.max_connections,
                         max_concurrent_requests: config.server.max_concurrent_requests,

@@ -91,9 +91,9 @@ pub(super) fn fingerprint(config: &Path, tls: &TlsConfig) -> blake3::Hash {
 /// The partner-facing TLS config and the serials its CRLs revoke.
 pub(super) fn partner_tls(
     t: &TlsConfig,
-) -> Result<(Arc<rustls::ServerConfig>, HashSet<Vec<u8>>), TlsError> {
+) -> Result<(Arc<rustls::ServerConfig>, HashSet<tls::IssuedAs>), TlsError> {
     let crls = tls::load_crls(&t.crls)?;
-    let revoked = tls::revoked_serials(&crls)?;
+    let revoked = tls::revoked_certificates(&crls)?;
     Ok((
         tls::server_config(&t.cert, &t.key, &t.client_ca, crls)?,
         revoked,

@@ -286,7 +286,7 @@ fn config_check_loads_every_file_without_serving() {
     assert_success(&out);
     let said = text(&out.stdout);
     assert!(
-        said.starts_with("OK: ") && said.contains("4 partners"),
+        said.starts_with("OK: ") && said.contains("5 partners"),
         "{said}"
     );
     assert!(

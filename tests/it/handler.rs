@@ -15,7 +15,9 @@ use crate::common::{Options, TestGateway};
 fn caller(partner: &str) -> Caller {
     Caller::new(Some(Leaf {
         partner_id: Some(partner.to_owned()),
-        serial: vec![1],
+        issued_as: (Vec::new(), vec![1]),
+        // A year from now: no warning on the answers.
+        not_after: time::OffsetDateTime::now_utc().unix_timestamp() + 365 * 86_400,
     }))
 }
 
