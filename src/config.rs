@@ -4,7 +4,6 @@
 //! paths are relative to the config file's directory, so a config can travel with its
 //! certificates. `config/gateway.toml` is the commented reference.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,12 +11,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod origin;
+mod partners;
 
 pub use origin::{AuthorityScope, Caller, OriginConfig};
+pub use partners::{RawPartner, RawRateLimit, Registry, RegistryError};
 
 use crate::audit::{AnswerAfter, AuditConfig, WhenFull};
 use crate::keyring::Validity;
-use crate::partner::{valid_partner_id, Partner, Scope};
+use crate::partner::{valid_partner_id, Partner};
 use crate::rate_limit::RateLimit;
 use crate::replication::SourceUrl;
 use crate::store::CacheConfig;
@@ -63,6 +64,8 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub cache: CacheConfig,
     pub partners: Vec<Partner>,
+    /// The partner registry (src/config/partners.rs), reloaded with the config.
+    pub partners_file: Option<PathBuf>,
     pub replication: Option<ReplicationConfig>,
     /// Receipt signing keys and who signs; no keys when receipts are off.
     pub receipts: ReceiptsConfig,
@@ -234,7 +237,9 @@ struct RawConfig {
     #[serde(default)]
     cache: CacheConfig,
     #[serde(default)]
-    partners: Vec<RawPartner>,
+    partners: Vec<partners::RawPartner>,
+    /// The partner registry: more `[[partners]]`, in a file of their own.
+    partners_file: Option<PathBuf>,
     replication: Option<RawReplication>,
     receipts: Option<RawReceipts>,
     #[serde(default)]
@@ -448,24 +453,6 @@ struct RawKeyFile {
     not_after: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPartner {
-    id: String,
-    #[serde(default)]
-    scopes: Vec<Scope>,
-    rate_limit: Option<RawRateLimit>,
-    /// The partner's weight in fair shares; default 1.
-    weight: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    per_second: f64,
-    burst: Option<u32>,
-}
-
 /// The problems found so far; validation goes on after the first (vector's config
 /// validation does the same), so that one run of `config check` names them all.
 #[derive(Default)]
@@ -538,7 +525,22 @@ impl Config {
             "cache.max_entries",
             "must be above 0 when the cache is on",
         );
-        let partners = partners(raw.partners, &mut problems);
+        let partners_file = raw.partners_file.map(&resolve);
+        let registered = match &partners_file {
+            Some(path) => match partners::Registry::load(path) {
+                Ok(r) => r.partners,
+                Err(e) => {
+                    problems.check(
+                        false,
+                        "partners_file",
+                        &crate::report::Report(&e).to_string(),
+                    );
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let partners = partners::partners(raw.partners, registered, &mut problems);
         let receipts = raw
             .receipts
             .map(|r| receipts_config(r, &resolve, &mut problems))
@@ -599,6 +601,7 @@ impl Config {
             snapshot,
             cache: raw.cache,
             partners,
+            partners_file,
             replication,
             receipts,
             temp_permits,
@@ -863,47 +866,6 @@ fn replication_config(
     })
 }
 
-fn partners(raw: Vec<RawPartner>, problems: &mut Problems) -> Vec<Partner> {
-    let mut seen = HashSet::new();
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let field = |name: &str| format!("partners[{i}].{name}");
-            problems.check(
-                valid_partner_id(&p.id),
-                field("id"),
-                "must be 1-64 characters of a-z, 0-9, '-', '_', '.'",
-            );
-            problems.check(seen.insert(p.id.clone()), field("id"), "appears twice");
-            let rate_limit = p.rate_limit.map(|r| {
-                problems.check(
-                    r.per_second > 0.0 && r.per_second <= 1e9,
-                    field("rate_limit.per_second"),
-                    "must be above 0 and at most 1e9",
-                );
-                let burst = r.burst.unwrap_or(r.per_second.ceil() as u32);
-                problems.check(burst > 0, field("rate_limit.burst"), "must be at least 1");
-                RateLimit {
-                    per_second: r.per_second,
-                    burst,
-                }
-            });
-            let weight = p.weight.unwrap_or(1);
-            problems.check(
-                (1..=1000).contains(&weight),
-                field("weight"),
-                "must be from 1 to 1000",
-            );
-            Partner {
-                id: p.id,
-                scopes: p.scopes.into_iter().collect(),
-                rate_limit,
-                weight,
-            }
-        })
-        .collect()
-}
-
 fn receipts_config(
     r: RawReceipts,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
@@ -1049,6 +1011,7 @@ fn audit_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partner::Scope;
 
     const MIN: &str = r#"
 [server]

@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod origin;
 pub mod overload;
 pub mod partner;
+#[cfg(feature = "tools")]
+pub mod partner_ca;
 pub mod person_name;
 pub mod plain_http;
 #[cfg(feature = "tools")]

@@ -72,6 +72,27 @@ pub struct Partner {
     pub rate_limit: Option<RateLimit>,
     /// Its weight in fair shares of slots, relay places and connections (src/shares.rs).
     pub weight: u32,
+    pub display_name: DisplayName,
+    /// The client certificates issued to it by `partners enrol` and `renew`, oldest first.
+    pub certificates: Vec<IssuedCertificate>,
+}
+
+/// The organisation's name as people read it, in Chinese and in English.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DisplayName {
+    pub zh: Option<String>,
+    pub en: Option<String>,
+}
+
+/// A client certificate the partner CA issued (the registry keeps them: `partners list`
+/// shows the newest, `partners revoke --id` revokes them all).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedCertificate {
+    /// Hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: time::OffsetDateTime,
 }
 
 /// Partner ids are label values and path segments: keep them to a safe alphabet.

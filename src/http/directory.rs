@@ -25,8 +25,8 @@ pub struct PartnerEntry {
     pub slots: Arc<Holder>,
     pub relay: Arc<Holder>,
     pub connections: Arc<Holder>,
-    /// notAfter of the certificate it last made a connection with.
-    pub certificate_expiry: prometheus::IntGauge,
+    /// notAfter of the certificate it last made a connection with, and when that was.
+    pub seen: (prometheus::IntGauge, prometheus::IntGauge),
 }
 
 /// The pools partners share (src/shares.rs).
@@ -78,7 +78,7 @@ impl Directory {
                     slots: part(&pools.slots, old.map(|e| &e.slots)),
                     relay: part(&pools.relay, old.map(|e| &e.relay)),
                     connections: part(&pools.connections, old.map(|e| &e.connections)),
-                    certificate_expiry: metrics.certificate_expiry(&p.id),
+                    seen: metrics.certificate_gauges(&p.id),
                 };
                 (p.id.clone(), Arc::new(entry))
             })

@@ -31,6 +31,7 @@ pub struct HttpMetrics {
     pub temp_permit_verifications: Vec<IntCounter>,
     pub receipts_signed: IntCounter,
     certificate_expiry: IntGaugeVec,
+    last_seen: IntGaugeVec,
 }
 
 /// The label values of `permitgate_requests_total`'s route and outcome dimensions, in
@@ -132,9 +133,20 @@ impl HttpMetrics {
                 &["partner"],
             ),
         );
+        let last_seen = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "permitgate_partner_last_seen_timestamp_seconds",
+                    "When each partner last completed a handshake (0: not since start).",
+                ),
+                &["partner"],
+            ),
+        );
         HttpMetrics {
             requests,
             certificate_expiry,
+            last_seen,
             labels: Arc::new(RequestLabels {
                 routes: Route::VARIANTS.iter().map(|r| r.label()).collect(),
                 outcomes: std::iter::once("ok".to_owned())
@@ -157,9 +169,12 @@ impl HttpMetrics {
         }
     }
 
-    /// A partner's certificate expiry gauge.
-    pub fn certificate_expiry(&self, partner: &str) -> IntGauge {
-        self.certificate_expiry.with_label_values(&[partner])
+    /// A partner's certificate expiry and last-seen gauges.
+    pub fn certificate_gauges(&self, partner: &str) -> (IntGauge, IntGauge) {
+        (
+            self.certificate_expiry.with_label_values(&[partner]),
+            self.last_seen.with_label_values(&[partner]),
+        )
     }
 
     /// One partner's `(route, outcome)` counters, each created on first use.

@@ -647,7 +647,8 @@ impl App {
         let directory = self.partners.load();
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         if let Some(e) = entry {
-            e.certificate_expiry.set(caller.not_after);
+            e.seen.0.set(caller.not_after);
+            e.seen.1.set(self.clock.now().unix_timestamp());
         }
         let holder = entry.map_or(&self.unknown_connections, |e| &e.connections);
         self.pools.connections.acquire(holder)

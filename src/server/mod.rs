@@ -201,7 +201,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
         // Before the files are read, as in `try_reload`.
-        let seen = fingerprint(&config.path, &config.tls);
+        let seen = fingerprint(&reload::reloaded_files(&config));
         let Loaded {
             tls,
             revoked,
@@ -292,7 +292,7 @@ impl Gateway {
             handshake_queue,
             reload_state: Mutex::new(ReloadState {
                 fingerprint: seen,
-                tls: config.tls.clone(),
+                files: reload::reloaded_files(&config),
             }),
             config,
             publisher_keys,

@@ -37,14 +37,14 @@ impl Gateway {
         // Taken before the files are read: a file replaced while they load then differs
         // from what is recorded, and the next poll loads it (taken after, it would be
         // recorded as loaded without being so).
-        let seen = fingerprint(&config.path, &config.tls);
+        let seen = fingerprint(&reloaded_files(&config));
         let (tls, revoked) = partner_tls(&config.tls)?;
         self.metrics.reload.export_expiry(&config.tls)?;
         self.tls.store(tls);
         self.app.set_partners(&config.partners, revoked);
         let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
         state.fingerprint = seen;
-        state.tls = config.tls;
+        state.files = reloaded_files(&config);
         Ok(())
     }
 
@@ -52,7 +52,7 @@ impl Gateway {
     fn reload_if_changed(&self) {
         let now = {
             let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = fingerprint(&self.config.path, &state.tls);
+            let now = fingerprint(&state.files);
             if now == state.fingerprint {
                 return;
             }
@@ -66,15 +66,24 @@ impl Gateway {
 
 pub(super) struct ReloadState {
     pub(super) fingerprint: blake3::Hash,
-    pub(super) tls: TlsConfig,
+    /// What a reload reads: [`reloaded_files`] of the config in use.
+    pub(super) files: Vec<std::path::PathBuf>,
 }
 
-/// Hash of the config file and every TLS file it names; unreadable files hash as absent,
-/// so a file being replaced shows up as a change (and a failed reload) once, not an error
-/// per poll.
-pub(super) fn fingerprint(config: &Path, tls: &TlsConfig) -> blake3::Hash {
+/// The config file, every TLS file it names, and the partner registry.
+pub(super) fn reloaded_files(config: &Config) -> Vec<std::path::PathBuf> {
+    std::iter::once(config.path.as_path())
+        .chain(config.tls.files())
+        .chain(config.partners_file.as_deref())
+        .map(Path::to_owned)
+        .collect()
+}
+
+/// Hash of `files`; unreadable files hash as absent, so a file being replaced shows up as
+/// a change (and a failed reload) once, not an error per poll.
+pub(super) fn fingerprint(files: &[std::path::PathBuf]) -> blake3::Hash {
     let mut h = blake3::Hasher::new();
-    for path in std::iter::once(config).chain(tls.files()) {
+    for path in files {
         match std::fs::read(path) {
             Ok(bytes) => {
                 h.update(&(bytes.len() as u64).to_le_bytes());

@@ -39,9 +39,15 @@ async fn a_partner_sees_its_standing_and_is_warned_before_its_certificate_ends()
         rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("pem")
     };
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).expect("x509");
+    // As openssl prints it.
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(gw.demo.pki.partner_cert(SANDBOX))
+        .output()
+        .expect("openssl");
     assert_eq!(
-        serial,
-        cert.tbs_certificate.serial.to_str_radix(16).to_uppercase()
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("serial={serial}")
     );
     assert_eq!(
         time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339)
@@ -130,4 +136,310 @@ fn a_revocation_names_the_issuer_and_the_serial() {
     );
     assert!(revoked.contains(&of_first.issued_as));
     assert!(!revoked.contains(&of_second.issued_as));
+}
+
+fn run(cmd: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let bin = if cmd == "permitgate" {
+        env!("CARGO_BIN_EXE_permitgate")
+    } else {
+        cmd
+    };
+    std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A CSR made with openssl as a partner would: `key` is openssl's `-newkey` argument.
+fn csr(dir: &std::path::Path, name: &str, key: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec!["req", "-new", "-newkey", key, "-nodes", "-keyout"];
+    let (k, c) = (format!("{name}.key"), format!("{name}.csr"));
+    args.extend([k.as_str(), "-out", c.as_str(), "-subj", subject]);
+    args.extend(extra);
+    let out = run("openssl", &args, dir);
+    assert!(out.status.success(), "openssl req: {}", text(&out));
+}
+
+/// `curl` as the partner: the status line of `GET path`, or the failure.
+fn curl_get(
+    gw: &TestGateway,
+    dir: &std::path::Path,
+    name: &str,
+    path: &str,
+) -> Result<String, String> {
+    let url = format!("https://localhost:{}{path}", gw.addr().port());
+    let ca = gw.demo.pki.ca_cert();
+    let (c, k) = (format!("{name}.crt"), format!("{name}.key"));
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            &ca.to_string_lossy(),
+            "--cert",
+            &c,
+            "--key",
+            &k,
+            &url,
+        ],
+        dir,
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(text(&out))
+    }
+}
+
+/// A partner applies with a CSR made by openssl, is enrolled with one command (its
+/// certificate issued, the registry written, the gateway reloading it), listed, and
+/// revoked with one command: its new handshakes fail and its open connection is refused.
+/// Bad CSRs are refused with the rule they break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() {
+    use crate::common::config_edit::{self, edit_file};
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
+    let demo = gw.demo.dir.clone();
+    let config = gw.config_path.to_string_lossy().into_owned();
+    // The partner CA's CRL (empty yet), and the registry.
+    let crl = gw.demo.pki.dir.join("partners.crl");
+    permitgate::demo::pki::revoke(&gw.demo.pki, &[], 1, &crl).expect("crl");
+    edit_file(
+        &gw.config_path,
+        vec![
+            config_edit::set("partners_file", "partners.toml"),
+            config_edit::set("tls.crls", config_edit::value("[\"pki/partners.crl\"]")),
+        ],
+    );
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+
+    let enrol = |csr: &str, id: &str| {
+        run(
+            "permitgate",
+            &[
+                "partners",
+                "enrol",
+                "--config",
+                &config,
+                "--csr",
+                csr,
+                "--id",
+                id,
+                "--scopes",
+                "link_check,document_status",
+                "--rate",
+                "10/20",
+                "--display-name-zh",
+                "示例物流有限公司",
+                "--display-name-en",
+                "Example Logistics Ltd",
+                "--ca-key",
+                "pki/ca.key",
+                "--out",
+                &format!("{id}.crt"),
+            ],
+            &demo,
+        )
+    };
+    // Refused, each with its rule; nothing enrolled.
+    csr(&demo, "weak", "rsa:1024", "/CN=weak", &[]);
+    csr(
+        &demo,
+        "other",
+        "ec",
+        "/CN=bank",
+        &["-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    csr(
+        &demo,
+        "ca",
+        "ec",
+        "/CN=ca-wanted",
+        &[
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
+    csr(
+        &demo,
+        "acme",
+        "ec",
+        "/CN=acme",
+        &[
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-addext",
+            "subjectAltName=URI:spiffe://partners/acme",
+        ],
+    );
+    // The same request with one byte of its signature changed, as DER and back.
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-in",
+            "acme.csr",
+            "-outform",
+            "DER",
+            "-out",
+            "forged.der",
+        ],
+        &demo,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut der = std::fs::read(demo.join("forged.der")).expect("der");
+    let last = der.len() - 3;
+    der[last] ^= 0x01;
+    std::fs::write(demo.join("forged.der"), &der).expect("forged");
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-inform",
+            "DER",
+            "-in",
+            "forged.der",
+            "-out",
+            "forged.csr",
+        ],
+        &demo,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for (file, id, rule) in [
+        ("weak.csr", "weak", "RSA of 1024 bits"),
+        (
+            "other.csr",
+            "acme",
+            "names \"bank\", not the partner id \"acme\"",
+        ),
+        ("ca.csr", "ca-wanted", "asks for a CA certificate"),
+        ("forged.csr", "acme", "signature does not verify"),
+        ("acme.csr", "Acme!", "must be 1-64 characters"),
+    ] {
+        let out = enrol(file, id);
+        assert!(!out.status.success(), "{file} enrolled");
+        assert!(text(&out).contains(rule), "{file}: {}", text(&out));
+    }
+    assert!(!demo.join("partners.toml").exists(), "nothing written");
+
+    let out = enrol("acme.csr", "acme");
+    assert!(out.status.success(), "{}", text(&out));
+    let registry = std::fs::read_to_string(demo.join("partners.toml")).expect("registry");
+    assert!(
+        registry.contains("Example Logistics Ltd") && registry.contains("示例物流有限公司"),
+        "{registry}"
+    );
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 2.0)
+        .await;
+    let again = enrol("acme.csr", "acme");
+    assert!(
+        text(&again).contains("already enrolled"),
+        "{}",
+        text(&again)
+    );
+
+    // The new partner, with curl: its standing, and a check.
+    let me = curl_get(&gw, &demo, "acme", "/v1/partner").expect("acme connects");
+    let v: serde_json::Value = serde_json::from_str(&me).expect("json");
+    assert_eq!(v["id"], "acme");
+    assert_eq!(
+        v["rate_limit"],
+        serde_json::json!({"per_second": 10.0, "burst": 20})
+    );
+    assert_eq!(v["certificate"]["days_left"], 89, "{v}");
+    let mut open = crate::common::Client::connect(
+        gw.addr(),
+        &gw.demo.pki.ca_cert(),
+        Some((&demo.join("acme.crt"), &demo.join("acme.key"))),
+    )
+    .await
+    .expect("acme connects");
+    let s = gw.sample("linked_pair").clone();
+    assert_eq!(open.post_json(&s.path, &s.body).await.status, 200);
+
+    // Listed with what it may do, until when, and when it was last seen.
+    let metrics = format!("http://{}", gw.running.metrics_addr.expect("metrics"));
+    let out = run(
+        "permitgate",
+        &[
+            "partners",
+            "list",
+            "--config",
+            &config,
+            "--metrics",
+            &metrics,
+        ],
+        &demo,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("acme "))
+        .expect("acme listed");
+    let year = time::OffsetDateTime::now_utc().year().to_string();
+    assert!(
+        line.contains("link_check,document_status") && line.contains("10/20"),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches(&year[..3]).count(),
+        2,
+        "certificate end and last seen: {line}"
+    );
+
+    // Revoked: the CRL signed again and reloaded; new handshakes fail, the open
+    // connection is refused on its next request.
+    let out = run(
+        "permitgate",
+        &[
+            "partners",
+            "revoke",
+            "--config",
+            &config,
+            "--id",
+            "acme",
+            "--reason",
+            "key-compromise",
+            "--ca-key",
+            "pki/ca.key",
+        ],
+        &demo,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 3.0)
+        .await;
+    assert!(
+        curl_get(&gw, &demo, "acme", "/v1/partner").is_err(),
+        "a new handshake"
+    );
+    open.post_json(&s.path, &s.body)
+        .await
+        .problem(403, "certificate-revoked");
+    // The CRL keeps what it listed before, under a higher number.
+    let crl_pem = std::fs::read(&crl).expect("crl");
+    let der = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&crl_pem).expect("pem")
+    };
+    let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref()).expect("crl");
+    assert_eq!(
+        parsed.crl_number().map(|n| n.to_string()),
+        Some("2".to_owned())
+    );
+    // Everyone else is served as before.
+    let (c, k) = gw.cert_paths("bank");
+    assert_eq!(gw.attempt(Some((&c, &k))).await, Ok(200));
 }

@@ -13,6 +13,8 @@ mod demo;
 mod keys;
 mod origin;
 mod output;
+#[cfg(feature = "tools")]
+mod partners;
 mod publish;
 mod receipt;
 mod serve;
@@ -77,6 +79,12 @@ enum Command {
     /// Generate a development PKI (partner CA, server and partner certificates).
     #[cfg(feature = "tools")]
     DevPki(demo::DevPkiArgs),
+    /// Partners: enrol (CSR in, certificate out, registry updated), list, revoke.
+    #[cfg(feature = "tools")]
+    Partners {
+        #[command(subcommand)]
+        command: partners::Command,
+    },
     /// Publisher and hashing keys.
     Keys {
         #[command(subcommand)]
@@ -124,6 +132,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "tools")]
         Command::DevPki(args) => demo::dev_pki(args),
         Command::Keys { command } => keys::run(command),
+        #[cfg(feature = "tools")]
+        Command::Partners { command } => partners::run(command),
         Command::TempPermit { command } => temp_permit::run(command),
         Command::Receipt { command } => receipt::run(command),
         Command::VerifySite(args) => verify_site::run(args),

@@ -1,0 +1,178 @@
+//! `[[partners]]`, in the config and in the partner registry (`partners_file`): who may
+//! call, with what scopes, rate and weight, and the names people read. The registry is a
+//! file of its own, written by `permitgate partners enrol` (src/partner_ca.rs) and reloaded
+//! with the config when it changes; a partner may be in one of the two, not both.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Problems;
+use crate::partner::{valid_partner_id, DisplayName, IssuedCertificate, Partner, Scope};
+use crate::rate_limit::RateLimit;
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartner {
+    pub id: String,
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RawRateLimit>,
+    /// The partner's weight in fair shares; default 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// The organisation's name as people read it (the paper receipt prints it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name_zh: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name_en: Option<String>,
+    /// The client certificates issued to it (`partners enrol`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<IssuedCertificate>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_second: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// The registry file: `[[partners]]` tables only.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default)]
+    pub partners: Vec<RawPartner>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read the partner registry {}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the partner registry {} line {line}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot write the partner registry {}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Registry {
+    /// The registry at `path`; an absent file is an empty registry.
+    pub fn load(path: &Path) -> Result<Registry, RegistryError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Registry::default()),
+            Err(source) => {
+                return Err(RegistryError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        toml::from_str(&text).map_err(|e| RegistryError::Parse {
+            path: path.to_owned(),
+            line: e.span().map_or(0, |s| super::line_column(&text, s.start).0),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// Writes the registry whole (a temporary file renamed over it): a gateway reloading
+    /// meanwhile reads the old one or the new one.
+    pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
+        let write_err = |source| RegistryError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let body = toml::to_string_pretty(self).map_err(|e| write_err(std::io::Error::other(e)))?;
+        let text = format!(
+            "# The partner registry: written by `permitgate partners enrol` and `renew`;\n\
+             # gateways reload it when it changes (docs/partners.md).\n\n{body}"
+        );
+        crate::snapshot::write_atomic(path, text.as_bytes()).map_err(write_err)
+    }
+}
+
+/// The partners of the config (`partners[i]`) and of the registry (`partners_file[i]`),
+/// every rule broken named with its field.
+pub(super) fn partners(
+    inline: Vec<RawPartner>,
+    registry: Vec<RawPartner>,
+    problems: &mut Problems,
+) -> Vec<Partner> {
+    let mut seen = HashSet::new();
+    let inline = inline
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (format!("partners[{i}]"), p));
+    let registry = registry
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (format!("partners_file[{i}]"), p));
+    inline
+        .chain(registry)
+        .map(|(at, p)| {
+            let field = |name: &str| format!("{at}.{name}");
+            problems.check(
+                valid_partner_id(&p.id),
+                field("id"),
+                "must be 1-64 characters of a-z, 0-9, '-', '_', '.'",
+            );
+            problems.check(seen.insert(p.id.clone()), field("id"), "appears twice");
+            let rate_limit = p.rate_limit.map(|r| {
+                problems.check(
+                    r.per_second > 0.0 && r.per_second <= 1e9,
+                    field("rate_limit.per_second"),
+                    "must be above 0 and at most 1e9",
+                );
+                let burst = r.burst.unwrap_or(r.per_second.ceil() as u32);
+                problems.check(burst > 0, field("rate_limit.burst"), "must be at least 1");
+                RateLimit {
+                    per_second: r.per_second,
+                    burst,
+                }
+            });
+            let weight = p.weight.unwrap_or(1);
+            problems.check(
+                (1..=1000).contains(&weight),
+                field("weight"),
+                "must be from 1 to 1000",
+            );
+            for (name, value) in [
+                ("display_name_zh", &p.display_name_zh),
+                ("display_name_en", &p.display_name_en),
+            ] {
+                problems.check(
+                    value.as_ref().is_none_or(|v| {
+                        (1..=100).contains(&v.chars().count()) && !v.chars().any(char::is_control)
+                    }),
+                    field(name),
+                    "must be 1-100 characters, no control characters",
+                );
+            }
+            Partner {
+                id: p.id,
+                scopes: p.scopes.into_iter().collect(),
+                rate_limit,
+                weight,
+                display_name: DisplayName {
+                    zh: p.display_name_zh,
+                    en: p.display_name_en,
+                },
+                certificates: p.certificates,
+            }
+        })
+        .collect()
+}

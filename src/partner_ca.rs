@@ -1,0 +1,298 @@
+//! The partner CA's work, done by our commands instead of by hand with openssl: checking
+//! a partner's CSR, issuing its client certificate (`permitgate partners enrol`), and
+//! re-signing the CRL (`permitgate partners revoke`). The CA key is a file here (the demo,
+//! small deployments); docs/security.md says how a deployment keeps it offline.
+
+use std::path::Path;
+
+use rcgen::{
+    CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use rustls_pki_types::pem::PemObject;
+use time::{Duration, OffsetDateTime};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+
+use crate::partner::{valid_partner_id, IssuedCertificate};
+use crate::tls::SPIFFE_PARTNER_PREFIX;
+
+/// How long a new CRL is valid: gateways refuse handshakes once it is past, so it is
+/// signed again well before (every `partners revoke` does; docs/operations.md).
+pub const CRL_VALIDITY: Duration = Duration::days(7);
+
+/// Why a CSR is refused: each names the rule it breaks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CsrError {
+    #[error("the CSR is not a PKCS#10 request in PEM (\"-----BEGIN CERTIFICATE REQUEST-----\")")]
+    Parse,
+    #[error("the CSR's signature does not verify: it was not signed with the key it carries")]
+    Signature,
+    #[error(
+        "the CSR's key is {0}: use ECDSA P-256 or P-384, Ed25519, or RSA of at least 2048 bits"
+    )]
+    Key(String),
+    #[error("the CSR asks for a CA certificate (basicConstraints CA:TRUE): partners get end-entity certificates only")]
+    CaRequested,
+    #[error("the CSR names {named:?}, not the partner id {id:?}: its subject CN and SAN URI spiffe://partners/<id> must be the id, or absent")]
+    OtherId { named: String, id: String },
+    #[error("the partner id {0:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'")]
+    Id(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartnerCaError {
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error("the partner CA {what} cannot be used")]
+    Ca {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("the lifetime must be from 1 to 825 days, not {0}")]
+    Lifetime(i64),
+    #[error("cannot read or write {}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the CRL {} does not parse", path.display())]
+    Crl { path: std::path::PathBuf },
+}
+
+/// The partner CA: its certificate and key.
+pub struct PartnerCa {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl PartnerCa {
+    pub fn load(cert: &Path, key: &Path) -> Result<PartnerCa, PartnerCaError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| PartnerCaError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let key = KeyPair::from_pem(&read(key)?).map_err(|source| PartnerCaError::Ca {
+            what: "key",
+            source,
+        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&read(cert)?, key).map_err(|source| PartnerCaError::Ca {
+                what: "certificate",
+                source,
+            })?;
+        Ok(PartnerCa { issuer })
+    }
+
+    /// Checks `csr` (PEM) for partner `id` and issues its client certificate: the id as
+    /// subject CN and as SAN URI `spiffe://partners/<id>` (what the gateway reads),
+    /// clientAuth only, valid from now for `days`, a random serial.
+    pub fn issue(
+        &self,
+        csr: &str,
+        id: &str,
+        days: i64,
+        now: OffsetDateTime,
+    ) -> Result<(String, IssuedCertificate), PartnerCaError> {
+        if !(1..=825).contains(&days) {
+            return Err(PartnerCaError::Lifetime(days));
+        }
+        let der = check_csr(csr, id)?;
+        let public_key = CertificateSigningRequestParams::from_der(&der.as_slice().into())
+            .map_err(|_| CsrError::Signature)?
+            .public_key;
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, id);
+        p.subject_alt_names = vec![SanType::URI(
+            format!("{SPIFFE_PARTNER_PREFIX}{id}")
+                .try_into()
+                .map_err(|_| CsrError::Id(id.to_owned()))?,
+        )];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // A few minutes back: a partner whose clock runs a little behind can use it at once.
+        p.not_before = now - Duration::minutes(5);
+        p.not_after = now + Duration::days(days);
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let cert = p
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|source| PartnerCaError::Ca {
+                what: "key",
+                source,
+            })?;
+        let issued = IssuedCertificate {
+            serial: hex::encode_upper(serial),
+            not_after: now + Duration::days(days),
+        };
+        Ok((cert.pem(), issued))
+    }
+
+    /// Adds `serials` (hex) to the CRL at `path` (made when absent) and signs it again,
+    /// its number one above the old one's, valid for [`CRL_VALIDITY`].
+    pub fn revoke(
+        &self,
+        path: &Path,
+        serials: &[String],
+        reason: RevocationReason,
+        now: OffsetDateTime,
+    ) -> Result<(), PartnerCaError> {
+        let (mut revoked, number) = match std::fs::read(path) {
+            Ok(pem) => listed(&pem).ok_or_else(|| PartnerCaError::Crl {
+                path: path.to_owned(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0),
+            Err(source) => {
+                return Err(PartnerCaError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        for serial in serials {
+            let bytes = hex::decode(serial).map_err(|_| PartnerCaError::Crl {
+                path: path.to_owned(),
+            })?;
+            if revoked
+                .iter()
+                .any(|r| r.serial_number.as_ref() == bytes.as_slice())
+            {
+                continue;
+            }
+            revoked.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&bytes),
+                revocation_time: now,
+                reason_code: Some(reason),
+                invalidity_date: None,
+            });
+        }
+        let crl = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + CRL_VALIDITY,
+            crl_number: SerialNumber::from(number + 1),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .map_err(|source| PartnerCaError::Ca {
+            what: "key",
+            source,
+        })?;
+        let pem = crl.pem().map_err(|source| PartnerCaError::Ca {
+            what: "key",
+            source,
+        })?;
+        crate::snapshot::write_atomic(path, pem.as_bytes()).map_err(|source| PartnerCaError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// What a CRL (PEM) lists, and its number.
+fn listed(pem: &[u8]) -> Option<(Vec<RevokedCertParams>, u64)> {
+    let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(pem).ok()?;
+    let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).ok()?;
+    let number = crl
+        .crl_number()
+        .and_then(|n| u64::try_from(n.clone()).ok())
+        .unwrap_or(0);
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|r| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(r.raw_serial()),
+            revocation_time: r.revocation_date.to_datetime(),
+            reason_code: None,
+            invalidity_date: None,
+        })
+        .collect();
+    Some((revoked, number))
+}
+
+/// The CSR's DER, if it is one a partner `id` may be issued a certificate for.
+pub fn check_csr(pem: &str, id: &str) -> Result<Vec<u8>, CsrError> {
+    if !valid_partner_id(id) {
+        return Err(CsrError::Id(id.to_owned()));
+    }
+    let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| CsrError::Parse)?;
+    let (_, csr) = X509CertificationRequest::from_der(der.as_ref()).map_err(|_| CsrError::Parse)?;
+    let info = &csr.certification_request_info;
+    let spki = &info.subject_pki;
+    let algorithm = &spki.algorithm.algorithm;
+    use x509_parser::oid_registry::{
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+    };
+    let key_ok = if *algorithm == OID_SIG_ED25519 {
+        Ok(())
+    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        match curve {
+            Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 => Ok(()),
+            Some(c) => Err(format!("ECDSA on the curve {c}")),
+            None => Err("ECDSA on an unnamed curve".to_owned()),
+        }
+    } else {
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
+            Ok(PublicKey::RSA(rsa)) => Err(format!("RSA of {} bits", rsa.key_size())),
+            Ok(PublicKey::DSA(_)) => Err("DSA".to_owned()),
+            _ => Err(format!("of the algorithm {algorithm}")),
+        }
+    };
+    key_ok.map_err(CsrError::Key)?;
+    // After the key's rules: a key too weak to be accepted is also one the verifier
+    // declines, and the refusal should say the first.
+    csr.verify_signature().map_err(|_| CsrError::Signature)?;
+    let mut named = Vec::new();
+    for cn in info.subject.iter_common_name() {
+        named.push(cn.as_str().unwrap_or("(unreadable)").to_owned());
+    }
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        match ext {
+            ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(CsrError::CaRequested),
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    if let GeneralName::URI(uri) = name {
+                        named.push(match uri.strip_prefix(SPIFFE_PARTNER_PREFIX) {
+                            Some(named_id) => named_id.to_owned(),
+                            None => (*uri).to_owned(),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(other) = named.into_iter().find(|n| n != id) {
+        return Err(CsrError::OtherId {
+            named: other,
+            id: id.to_owned(),
+        });
+    }
+    Ok(der.as_ref().to_vec())
+}
+
+/// The CLI's words for a reason.
+pub fn reason(word: &str) -> Option<RevocationReason> {
+    Some(match word {
+        "unspecified" => RevocationReason::Unspecified,
+        "key-compromise" => RevocationReason::KeyCompromise,
+        "affiliation-changed" => RevocationReason::AffiliationChanged,
+        "superseded" => RevocationReason::Superseded,
+        "cessation-of-operation" => RevocationReason::CessationOfOperation,
+        _ => return None,
+    })
+}
