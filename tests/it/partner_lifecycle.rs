@@ -178,7 +178,10 @@ fn curl_get(
 ) -> Result<String, String> {
     let url = format!("https://localhost:{}{path}", gw.addr().port());
     let ca = gw.demo.pki.ca_cert();
-    let (c, k) = (format!("{name}.crt"), format!("{name}.key"));
+    let (c, k) = (
+        format!("pki/partners/{name}.crt"),
+        format!("pki/partners/{name}.key"),
+    );
     let out = run(
         "curl",
         &[
@@ -202,8 +205,9 @@ fn curl_get(
 
 /// A partner applies with a CSR made by openssl, is enrolled with one command (its
 /// certificate issued, the registry written, the gateway reloading it), listed, and
-/// revoked with one command: its new handshakes fail and its open connection is refused.
-/// Bad CSRs are refused with the rule they break.
+/// revoked with one command: its new handshakes fail, its open HTTP/1.1 and HTTP/2
+/// connections are refused on their next request, and a saved TLS session does not
+/// bring it back. Bad CSRs are refused with the rule they break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() {
     use crate::common::config_edit::{self, edit_file};
@@ -246,7 +250,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
                 "--ca-key",
                 "pki/ca.key",
                 "--out",
-                &format!("{id}.crt"),
+                &format!("pki/partners/{id}.crt"),
             ],
             &demo,
         )
@@ -274,7 +278,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     );
     csr(
         &demo,
-        "acme",
+        "pki/partners/acme",
         "ec",
         "/CN=acme",
         &[
@@ -290,7 +294,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
         &[
             "req",
             "-in",
-            "acme.csr",
+            "pki/partners/acme.csr",
             "-outform",
             "DER",
             "-out",
@@ -326,7 +330,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
         ),
         ("ca.csr", "ca-wanted", "asks for a CA certificate"),
         ("forged.csr", "acme", "signature does not verify"),
-        ("acme.csr", "Acme!", "must be 1-64 characters"),
+        ("pki/partners/acme.csr", "Acme!", "must be 1-64 characters"),
     ] {
         let out = enrol(file, id);
         assert!(!out.status.success(), "{file} enrolled");
@@ -334,7 +338,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     }
     assert!(!demo.join("partners.toml").exists(), "nothing written");
 
-    let out = enrol("acme.csr", "acme");
+    let out = enrol("pki/partners/acme.csr", "acme");
     assert!(out.status.success(), "{}", text(&out));
     let registry = std::fs::read_to_string(demo.join("partners.toml")).expect("registry");
     assert!(
@@ -343,7 +347,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     );
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 2.0)
         .await;
-    let again = enrol("acme.csr", "acme");
+    let again = enrol("pki/partners/acme.csr", "acme");
     assert!(
         text(&again).contains("already enrolled"),
         "{}",
@@ -362,7 +366,10 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     let mut open = crate::common::Client::connect(
         gw.addr(),
         &gw.demo.pki.ca_cert(),
-        Some((&demo.join("acme.crt"), &demo.join("acme.key"))),
+        Some((
+            &demo.join("pki/partners/acme.crt"),
+            &demo.join("pki/partners/acme.key"),
+        )),
     )
     .await
     .expect("acme connects");
@@ -400,6 +407,69 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
         "certificate end and last seen: {line}"
     );
 
+    // An HTTP/2 connection, and a TLS session to resume, from before the revocation.
+    let (h2, conn) = h2::client::handshake(gw.h2_tls("acme").await)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let port = gw.addr().port();
+    let h2_get = |mut h2: h2::client::SendRequest<bytes::Bytes>| async move {
+        let req = http::Request::get(format!("https://localhost:{port}/v1/partner"))
+            .body(())
+            .expect("request");
+        let (answer, _) = h2.send_request(req, true).expect("stream");
+        answer.await.expect("answer").status().as_u16()
+    };
+    assert_eq!(h2_get(h2.clone().ready().await.expect("ready")).await, 200);
+    let resume = |first: bool| {
+        let port = gw.addr().port().to_string();
+        let ca = gw.demo.pki.ca_cert();
+        let mut args = vec![
+            "s_client",
+            "-connect",
+            &format!("localhost:{port}"),
+            "-servername",
+            "localhost",
+            "-CAfile",
+            &ca.to_string_lossy(),
+            "-cert",
+            "pki/partners/acme.crt",
+            "-key",
+            "pki/partners/acme.key",
+            "-tls1_3",
+            "-ign_eof",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend([
+            if first { "-sess_out" } else { "-sess_in" }.to_owned(),
+            "acme.sess".to_owned(),
+        ]);
+        let mut child = std::process::Command::new("openssl")
+            .args(&args)
+            .current_dir(&demo)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl s_client");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            let _ = stdin.write_all(
+                b"GET /v1/partner HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            );
+        }
+        text(&child.wait_with_output().expect("s_client"))
+    };
+    let first = resume(true);
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    assert!(
+        resume(false).contains("Reused, TLSv1.3"),
+        "resumption works before"
+    );
+
     // Revoked: the CRL signed again and reloaded; new handshakes fail, the open
     // connection is refused on its next request.
     let out = run(
@@ -428,6 +498,15 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     open.post_json(&s.path, &s.body)
         .await
         .problem(403, "certificate-revoked");
+    // The HTTP/2 connection too, on its next stream.
+    assert_eq!(h2_get(h2.ready().await.expect("ready")).await, 403);
+    // And the saved session does not bring it back in: the reload made a new session
+    // cache, so it is a full handshake, which fails.
+    let after = resume(false);
+    assert!(
+        !after.contains("Reused") && !after.contains("HTTP/1.1 200"),
+        "{after}"
+    );
     // The CRL keeps what it listed before, under a higher number.
     let crl_pem = std::fs::read(&crl).expect("crl");
     let der = {
