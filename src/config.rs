@@ -11,9 +11,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod origin;
+mod partner_ca;
 mod partners;
 
 pub use origin::{AuthorityScope, Caller, OriginConfig};
+pub use partner_ca::PartnerCaConfig;
 pub use partners::{RawPartner, RawRateLimit, Registry, RegistryError};
 
 use crate::audit::{AnswerAfter, AuditConfig, WhenFull};
@@ -66,6 +68,8 @@ pub struct Config {
     pub partners: Vec<Partner>,
     /// The partner registry (src/config/partners.rs), reloaded with the config.
     pub partners_file: Option<PathBuf>,
+    /// Renewal of partners' certificates over the API; `None`: not offered.
+    pub partner_ca: Option<PartnerCaConfig>,
     pub replication: Option<ReplicationConfig>,
     /// Receipt signing keys and who signs; no keys when receipts are off.
     pub receipts: ReceiptsConfig,
@@ -240,6 +244,7 @@ struct RawConfig {
     partners: Vec<partners::RawPartner>,
     /// The partner registry: more `[[partners]]`, in a file of their own.
     partners_file: Option<PathBuf>,
+    partner_ca: Option<partner_ca::RawPartnerCa>,
     replication: Option<RawReplication>,
     receipts: Option<RawReceipts>,
     #[serde(default)]
@@ -582,6 +587,10 @@ impl Config {
                 &mut problems,
             )
         });
+        let client_ca = resolve(raw.tls.client_ca.clone());
+        let partner_ca = raw
+            .partner_ca
+            .and_then(|r| partner_ca::partner_ca_config(r, &client_ca, &resolve, &mut problems));
         if !problems.0.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -602,6 +611,7 @@ impl Config {
             cache: raw.cache,
             partners,
             partners_file,
+            partner_ca,
             replication,
             receipts,
             temp_permits,

@@ -26,7 +26,6 @@ pub mod metrics;
 pub mod origin;
 pub mod overload;
 pub mod partner;
-#[cfg(feature = "tools")]
 pub mod partner_ca;
 pub mod person_name;
 pub mod plain_http;

@@ -103,6 +103,8 @@ impl PartnerCa {
             return Err(PartnerCaError::Lifetime(days));
         }
         let der = check_csr(csr, id)?;
+        // A certificate's times are whole seconds: what is recorded says the same.
+        let now = now.replace_nanosecond(0).unwrap_or(now);
         let public_key = CertificateSigningRequestParams::from_der(&der.as_slice().into())
             .map_err(|_| CsrError::Signature)?
             .public_key;
@@ -295,4 +297,60 @@ pub fn reason(word: &str) -> Option<RevocationReason> {
         "cessation-of-operation" => RevocationReason::CessationOfOperation,
         _ => return None,
     })
+}
+
+/// Renewal over the API (`POST /v1/partner/certificate`): the CA, the lifetime of what it
+/// issues, and how often each partner may ask.
+pub struct Renewals {
+    ca: PartnerCa,
+    days: i64,
+    per_day: usize,
+    /// When each partner renewed, in the last 24 hours (Unix seconds).
+    recent: std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>,
+}
+
+/// Why a renewal is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewalError {
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error("at most {0} renewals in any 24 hours")]
+    TooOften(usize),
+    #[error("the partner CA could not sign")]
+    Sign(#[source] PartnerCaError),
+}
+
+impl Renewals {
+    pub fn new(ca: PartnerCa, days: i64, per_day: usize) -> Renewals {
+        Renewals {
+            ca,
+            days,
+            per_day,
+            recent: Default::default(),
+        }
+    }
+
+    /// A new certificate for `id` from its CSR: the same profile as enrolment.
+    pub fn renew(
+        &self,
+        id: &str,
+        csr: &str,
+        now: OffsetDateTime,
+    ) -> Result<(String, IssuedCertificate), RenewalError> {
+        check_csr(csr, id)?;
+        let t = now.unix_timestamp();
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let times = recent.entry(id.to_owned()).or_default();
+            times.retain(|at| t - at < 86_400);
+            if times.len() >= self.per_day {
+                return Err(RenewalError::TooOften(self.per_day));
+            }
+            times.push(t);
+        }
+        self.ca.issue(csr, id, self.days, now).map_err(|e| match e {
+            PartnerCaError::Csr(c) => RenewalError::Csr(c),
+            e => RenewalError::Sign(e),
+        })
+    }
 }

@@ -247,6 +247,10 @@ cert = "pki/server.crt"
 key = "pki/server.key"
 client_ca = "pki/ca.crt"
 
+# Partners renew their certificates over the API (POST /v1/partner/certificate).
+[partner_ca]
+key = "pki/ca.key"
+
 [snapshot]
 repo = "repo"
 publisher_keys = ["keys/publisher.pub"]

@@ -212,7 +212,7 @@ pub struct PartnerAnswer<'a> {
     pub id: &'a str,
     pub scopes: Vec<crate::partner::Scope>,
     pub rate_limit: Option<RateLimitAnswer>,
-    pub certificate: CertificateAnswer,
+    pub certificate: HeldCertificate,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,11 +222,28 @@ pub struct RateLimitAnswer {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CertificateAnswer {
+pub struct HeldCertificate {
     /// Hex, as `openssl x509 -serial` prints it.
     pub serial: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: time::OffsetDateTime,
     /// Whole days left (negative once expired, which a handshake would refuse).
     pub days_left: i64,
+}
+
+/// `POST /v1/partner/certificate`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// PEM, `-----BEGIN CERTIFICATE REQUEST-----`.
+    pub csr: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateAnswer<'a> {
+    /// PEM.
+    pub certificate: &'a str,
+    pub serial: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
 }

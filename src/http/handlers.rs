@@ -33,6 +33,8 @@ pub struct Services {
     /// One per [`temp_permit::TokenStatus`], in its order.
     pub temp_permit_counters: Vec<IntCounter>,
     pub receipts_signed: IntCounter,
+    /// Renewal of partners' certificates; `None`: this gateway renews none.
+    pub renewals: Option<crate::partner_ca::Renewals>,
 }
 
 /// What one check is answered from: the partner, the data served and its reference, the
@@ -353,4 +355,35 @@ fn document_pair(tp: &str, rp: &str, item: Option<usize>) -> Result<DocumentPair
     let tp = TravelPermitNo::parse(tp).map_err(|e| invalid("travel_permit", e))?;
     let rp = ResidencePermitNo::parse(rp).map_err(|e| invalid("residence_permit", e))?;
     DocumentPair::new(tp, rp).map_err(|e| invalid("residence_permit", e))
+}
+
+/// `POST /v1/partner/certificate`: a new certificate for the calling partner from its CSR
+/// (the same rules as enrolment); the one it called with stays valid until its own end.
+pub fn partner_certificate(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<u8>, Problem> {
+    use crate::partner_ca::RenewalError;
+    let req: CertificateRequest = body::object(body, "")?;
+    let Some(renewals) = &cx.services.renewals else {
+        return Err(Problem::new(
+            ProblemKind::NotFound,
+            "this gateway renews no certificates (no [partner_ca]); ask the authority",
+        ));
+    };
+    let (pem, issued) = renewals
+        .renew(&cx.partner.id, &req.csr, cx.now)
+        .map_err(|e| match e {
+            RenewalError::Csr(c) => Problem::new(ProblemKind::CsrRefused, c.to_string())
+                .with_field("csr")
+                .with_rule("partner_csr"),
+            e @ RenewalError::TooOften(_) => Problem::new(ProblemKind::RateLimited, e.to_string()),
+            RenewalError::Sign(_) => Problem::new(
+                ProblemKind::Internal,
+                "the partner CA could not sign; the authority is told",
+            ),
+        })?;
+    tracing::info!(partner = %cx.partner.id, serial = %issued.serial, "partner certificate renewed");
+    encode(&CertificateAnswer {
+        certificate: &pem,
+        serial: &issued.serial,
+        expires_at: issued.not_after,
+    })
 }

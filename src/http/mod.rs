@@ -73,6 +73,8 @@ pub struct Credentials {
     pub receipt_keys: SigningKeys,
     pub keyring: Keyring,
     pub temp_permit_skew: time::Duration,
+    /// The partner CA, where this gateway renews partners' certificates.
+    pub renewals: Option<crate::partner_ca::Renewals>,
 }
 
 /// Who is on the other end of a connection: the partner id its certificate claimed, read
@@ -184,6 +186,7 @@ impl App {
                 max_batch_items: limits.max_batch_items,
                 temp_permit_counters: metrics.temp_permit_verifications.clone(),
                 receipts_signed: metrics.receipts_signed.clone(),
+                renewals: credentials.renewals,
             }),
             metrics: metrics.clone(),
             audit,
@@ -373,7 +376,7 @@ impl App {
                 per_second: r.per_second,
                 burst: r.burst,
             }),
-            certificate: api::CertificateAnswer {
+            certificate: api::HeldCertificate {
                 serial: hex::encode_upper(
                     caller
                         .certificate

@@ -17,6 +17,7 @@ pub enum ProblemKind {
     MissingField,
     InvalidField,
     InvalidDocumentNumber,
+    CsrRefused,
     BatchTooLarge,
     BodyTooLarge,
     BodyTimeout,
@@ -89,6 +90,11 @@ impl ProblemKind {
                 "invalid-document-number",
                 422,
                 "Document number is not valid"
+            ),
+            ProblemKind::CsrRefused => p!(
+                "csr-refused",
+                422,
+                "The certificate signing request breaks a rule"
             ),
             ProblemKind::BatchTooLarge => p!("batch-too-large", 422, "Batch has too many checks"),
             ProblemKind::BodyTooLarge => p!("body-too-large", 413, "Request body is too large"),

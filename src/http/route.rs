@@ -21,6 +21,7 @@ pub enum Route {
     ReceiptVerify,
     Keys,
     Partner,
+    PartnerCertificate,
     Healthz,
     Readyz,
     ReplicationManifest,
@@ -120,6 +121,15 @@ impl Route {
             ),
             Route::Keys => get(Exact(&["/v1/keys"]), None, Answer::Keys),
             Route::Partner => get(Exact(&["/v1/partner"]), None, Answer::Partner),
+            // Any partner renews its own certificate: no scope.
+            Route::PartnerCertificate => Spec {
+                scope: None,
+                ..post(
+                    Exact(&["/v1/partner/certificate"]),
+                    Scope::LinkCheck,
+                    handlers::partner_certificate,
+                )
+            },
             Route::Healthz => get(Exact(&["/healthz"]), None, Answer::Probe),
             Route::Readyz => get(Exact(&["/readyz"]), None, Answer::Probe),
             Route::ReplicationManifest => get(

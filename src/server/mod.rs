@@ -104,10 +104,28 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
     let mut keyring = Keyring::new(published);
     keyring.authority = config.receipts.authority.clone();
     keyring.verify_url = config.receipts.verify_url.clone();
+    let renewals = match &config.partner_ca {
+        Some(p) => Some(crate::partner_ca::Renewals::new(
+            crate::partner_ca::PartnerCa::load(&p.cert, &p.key).map_err(|e| match e {
+                crate::partner_ca::PartnerCaError::Io { path, source } => {
+                    KeyError::Read { path, source }
+                }
+                _ => KeyError::Format {
+                    path: p.key.clone(),
+                    expected:
+                        "the partner CA's key (PEM) for the CA certificate partner_ca.cert names",
+                },
+            })?,
+            p.certificate_days,
+            p.renewals_per_day,
+        )),
+        None => None,
+    };
     Ok(Credentials {
         receipt_keys,
         keyring,
         temp_permit_skew: config.temp_permits.clock_skew,
+        renewals,
     })
 }
 

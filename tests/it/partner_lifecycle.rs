@@ -522,3 +522,114 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     let (c, k) = gw.cert_paths("bank");
     assert_eq!(gw.attempt(Some((&c, &k))).await, Ok(200));
 }
+
+/// A partner renews over the API with curl and an openssl CSR, before its certificate
+/// ends: the new certificate works, the old one still does; a CSR for another id is
+/// refused naming the field; renewals are limited per day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_renews_its_certificate_over_the_api() {
+    let gw = TestGateway::start().await;
+    let demo = gw.demo.dir.clone();
+    let url = format!(
+        "https://localhost:{}/v1/partner/certificate",
+        gw.addr().port()
+    );
+    let ca = gw.demo.pki.ca_cert().to_string_lossy().into_owned();
+    let renew = |csr_file: &str| -> (String, serde_json::Value) {
+        let csr_pem = std::fs::read_to_string(demo.join(csr_file)).expect("csr");
+        let body = serde_json::json!({ "csr": csr_pem }).to_string();
+        let out = run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+                &ca,
+                "--cert",
+                "pki/partners/bank.crt",
+                "--key",
+                "pki/partners/bank.key",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body,
+                &url,
+            ],
+            &demo,
+        );
+        let all = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (json, status) = all
+            .rsplit_once('\n')
+            .unwrap_or_else(|| panic!("curl: {}", text(&out)));
+        if status == "000" {
+            panic!("curl: {}", text(&out));
+        }
+        (
+            status.to_owned(),
+            serde_json::from_str(json).unwrap_or_default(),
+        )
+    };
+    csr(
+        &demo,
+        "pki/partners/bank-next",
+        "ec",
+        "/CN=bank",
+        &["-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let (status, v) = renew("pki/partners/bank-next.csr");
+    assert_eq!(status, "200", "{v}");
+    std::fs::write(
+        demo.join("pki/partners/bank-next.crt"),
+        v["certificate"].as_str().expect("certificate"),
+    )
+    .expect("write");
+    // The new certificate: ninety days, the same partner.
+    let me = curl_get(&gw, &demo, "bank-next", "/v1/partner").expect("the new one works");
+    let me: serde_json::Value = serde_json::from_str(&me).expect("json");
+    assert_eq!(me["id"], "bank");
+    assert_eq!(me["certificate"]["serial"], v["serial"]);
+    assert!(
+        me["certificate"]["days_left"].as_i64().expect("days") >= 89,
+        "{me}"
+    );
+    // The old one still works until its own end.
+    let old = curl_get(&gw, &demo, "bank", "/v1/partner").expect("the old one works");
+    assert!(old.contains("\"id\":\"bank\""));
+
+    // A CSR naming another partner: refused, naming the field and the rule.
+    csr(
+        &demo,
+        "pki/partners/stolen",
+        "ec",
+        "/CN=rail-gate",
+        &["-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let (status, p) = renew("pki/partners/stolen.csr");
+    assert_eq!(status, "422", "{p}");
+    assert_eq!(p["type"], "urn:permitgate:problem:csr-refused");
+    assert_eq!(
+        (p["field"].as_str(), p["rule"].as_str()),
+        (Some("csr"), Some("partner_csr"))
+    );
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("\"rail-gate\"")),
+        "{p}"
+    );
+
+    // Four a day (the default): the fifth is refused. (One above, the refused one not
+    // counted: three more go through.)
+    for _ in 0..3 {
+        assert_eq!(renew("pki/partners/bank-next.csr").0, "200");
+    }
+    let (status, p) = renew("pki/partners/bank-next.csr");
+    assert_eq!(status, "429", "{p}");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("renewals")),
+        "{p}"
+    );
+}
