@@ -32,6 +32,8 @@ pub enum PkiError {
     Key(#[from] crate::key_files::KeyError),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    PartnerCa(#[from] crate::partner_ca::PartnerCaError),
 }
 
 /// The demo partners: id and scopes. `no-scopes` is known but may do nothing; `relay` is
@@ -142,13 +144,26 @@ fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
 /// Issues `sandbox` a new certificate (and key) ending [`SANDBOX_CERTIFICATE_DAYS`] days
 /// from now: the demo does it at every start.
 pub fn renew_sandbox(layout: &PkiLayout) -> Result<(), PkiError> {
-    let now = OffsetDateTime::now_utc();
-    let mut params = client_params(SANDBOX, now)?;
-    params.not_after = now + Duration::days(SANDBOX_CERTIFICATE_DAYS);
+    let partner_ca =
+        crate::partner_ca::PartnerCa::load(&layout.ca_cert(), &layout.dir.join("ca.key"))?;
+    enrol(layout, &partner_ca, SANDBOX, SANDBOX_CERTIFICATE_DAYS)
+}
+
+/// A key and a CSR for partner `id`, as the partner makes them, and the certificate the
+/// partner CA issues for `days`.
+fn enrol(
+    layout: &PkiLayout,
+    partner_ca: &crate::partner_ca::PartnerCa,
+    id: &str,
+    days: i64,
+) -> Result<(), PkiError> {
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &demo_ca(layout)?)?;
-    write(&layout.partner_cert(SANDBOX), &cert.pem())?;
-    write_key(&layout.partner_key(SANDBOX), &key)
+    let mut request = CertificateParams::default();
+    request.distinguished_name.push(DnType::CommonName, id);
+    let csr = request.serialize_request(&key)?.pem()?;
+    let (cert, _) = partner_ca.issue(&csr, id, days, OffsetDateTime::now_utc())?;
+    write(&layout.partner_cert(id), &cert)?;
+    write_key(&layout.partner_key(id), &key)
 }
 
 fn client_params(id: &str, now: OffsetDateTime) -> Result<CertificateParams, PkiError> {
@@ -236,11 +251,11 @@ pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
         &layout.server_key(),
     )?;
 
+    // Enrolled as any partner is: a CSR made on the partner's side, checked and signed by
+    // the partner CA's code (`permitgate partners enrol`).
+    let partner_ca = crate::partner_ca::PartnerCa::load(&layout.ca_cert(), &dir.join("ca.key"))?;
     for (id, _) in DEMO_PARTNERS {
-        let key = KeyPair::generate()?;
-        let cert = client_params(id, now)?.signed_by(&key, &ca)?;
-        write(&layout.partner_cert(id), &cert.pem())?;
-        write_key(&layout.partner_key(id), &key)?;
+        enrol(&layout, &partner_ca, id, 365)?;
     }
 
     // Same identity as a real partner, issued by a CA the gateway does not trust.
