@@ -116,7 +116,13 @@ impl ListFollower {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = manifest.changed() => tries_left = AFTER_A_MANIFEST,
+                changed = manifest.changed() => {
+                    // The manifest's follower is gone: so is the reason to follow.
+                    if changed.is_err() {
+                        return;
+                    }
+                    tries_left = AFTER_A_MANIFEST;
+                }
                 _ = stop.changed() => return,
             }
         }
