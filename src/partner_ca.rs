@@ -212,7 +212,8 @@ fn listed(pem: &[u8]) -> Option<(Vec<RevokedCertParams>, u64)> {
         .map(|r| RevokedCertParams {
             serial_number: SerialNumber::from_slice(r.raw_serial()),
             revocation_time: r.revocation_date.to_datetime(),
-            reason_code: None,
+            // Kept as it was listed: a key compromise stays one when the list is re-signed.
+            reason_code: r.reason_code().and_then(|(_, code)| reason_of_code(code.0)),
             invalidity_date: None,
         })
         .collect();
@@ -287,6 +288,23 @@ pub fn check_csr(pem: &str, id: &str) -> Result<Vec<u8>, CsrError> {
     Ok(der.as_ref().to_vec())
 }
 
+/// RFC 5280's CRLReason as rcgen has it.
+fn reason_of_code(code: u8) -> Option<RevocationReason> {
+    Some(match code {
+        0 => RevocationReason::Unspecified,
+        1 => RevocationReason::KeyCompromise,
+        2 => RevocationReason::CaCompromise,
+        3 => RevocationReason::AffiliationChanged,
+        4 => RevocationReason::Superseded,
+        5 => RevocationReason::CessationOfOperation,
+        6 => RevocationReason::CertificateHold,
+        8 => RevocationReason::RemoveFromCrl,
+        9 => RevocationReason::PrivilegeWithdrawn,
+        10 => RevocationReason::AaCompromise,
+        _ => return None,
+    })
+}
+
 /// The CLI's words for a reason.
 pub fn reason(word: &str) -> Option<RevocationReason> {
     Some(match word {
@@ -352,5 +370,54 @@ impl Renewals {
             PartnerCaError::Csr(c) => RenewalError::Csr(c),
             e => RenewalError::Sign(e),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA in `dir`: certificate and key files.
+    fn ca(dir: &Path) -> PartnerCa {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name
+            .push(DnType::CommonName, "test partner CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let cert = p.self_signed(&key).expect("ca");
+        std::fs::write(dir.join("ca.crt"), cert.pem()).expect("write");
+        std::fs::write(dir.join("ca.key"), key.serialize_pem()).expect("write");
+        PartnerCa::load(&dir.join("ca.crt"), &dir.join("ca.key")).expect("load")
+    }
+
+    #[test]
+    fn a_crl_signed_again_keeps_what_it_listed_and_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ca(dir.path());
+        let crl = dir.path().join("partners.crl");
+        let now = OffsetDateTime::now_utc();
+        ca.revoke(&crl, &["0A01".into()], RevocationReason::KeyCompromise, now)
+            .expect("first");
+        ca.revoke(
+            &crl,
+            &["0B02".into(), "0A01".into()],
+            RevocationReason::Superseded,
+            now,
+        )
+        .expect("second");
+        let (listed, number) = listed(&std::fs::read(&crl).expect("read")).expect("parses");
+        assert_eq!(number, 2);
+        let reasons: Vec<(Vec<u8>, Option<RevocationReason>)> = listed
+            .iter()
+            .map(|r| (r.serial_number.as_ref().to_vec(), r.reason_code))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (vec![0x0a, 0x01], Some(RevocationReason::KeyCompromise)),
+                (vec![0x0b, 0x02], Some(RevocationReason::Superseded)),
+            ],
+            "listed once each, each with its own reason"
+        );
     }
 }
