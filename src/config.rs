@@ -474,6 +474,15 @@ impl Problems {
         }
     }
 
+    /// A name people read (an office, an organisation's display name).
+    fn check_name(&mut self, name: &str, field: impl Into<String>) {
+        self.check(
+            (1..=100).contains(&name.chars().count()) && !name.chars().any(char::is_control),
+            field,
+            "must be 1-100 characters, no control characters",
+        );
+    }
+
     /// A required value, or a problem recorded and `None`.
     fn required<T>(&mut self, value: Option<T>, field: &str) -> Option<T> {
         self.check(value.is_some(), field, "is required");

@@ -20,6 +20,10 @@ use x509_parser::public_key::PublicKey;
 use crate::partner::{valid_partner_id, IssuedCertificate};
 use crate::tls::SPIFFE_PARTNER_PREFIX;
 
+/// The longest a partner certificate may live (the CA/Browser Forum's old ceiling for
+/// TLS certificates; partners' are 90 days by default).
+pub const MAX_CERTIFICATE_DAYS: i64 = 825;
+
 /// How long a new CRL is valid: gateways refuse handshakes once it is past, so it is
 /// signed again well before (every `partners revoke` does; docs/operations.md).
 pub const CRL_VALIDITY: Duration = Duration::days(7);
@@ -53,7 +57,7 @@ pub enum PartnerCaError {
         #[source]
         source: rcgen::Error,
     },
-    #[error("the lifetime must be from 1 to 825 days, not {0}")]
+    #[error("the lifetime must be from 1 to {MAX_CERTIFICATE_DAYS} days, not {0}")]
     Lifetime(i64),
     #[error("cannot read or write {}", path.display())]
     Io {
@@ -99,7 +103,7 @@ impl PartnerCa {
         days: i64,
         now: OffsetDateTime,
     ) -> Result<(String, IssuedCertificate), PartnerCaError> {
-        if !(1..=825).contains(&days) {
+        if !(1..=MAX_CERTIFICATE_DAYS).contains(&days) {
             return Err(PartnerCaError::Lifetime(days));
         }
         let der = check_csr(csr, id)?;
@@ -131,7 +135,7 @@ impl PartnerCa {
                 source,
             })?;
         let issued = IssuedCertificate {
-            serial: hex::encode_upper(serial),
+            serial: crate::tls::serial_text(&serial),
             not_after: now + Duration::days(days),
         };
         Ok((cert.pem(), issued))

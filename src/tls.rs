@@ -412,6 +412,12 @@ pub struct Leaf {
     pub not_after: i64,
 }
 
+/// A serial as `openssl x509 -serial` prints it: hex of its bytes, without the sign byte.
+pub fn serial_text(raw: &[u8]) -> String {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    hex::encode_upper(&raw[start..])
+}
+
 /// A certificate as a CRL names it: its issuer's name (DER) and its serial. A serial alone
 /// is not enough: two CAs may both use it.
 pub type IssuedAs = (Vec<u8>, Vec<u8>);

@@ -226,13 +226,7 @@ pub(super) fn origin_config(
                 field("id"),
                 "is also a partner's id: authority callers and partners are kept apart",
             );
-            let office_ok = (1..=100).contains(&c.office.chars().count())
-                && !c.office.chars().any(char::is_control);
-            problems.check(
-                office_ok,
-                field("office"),
-                "must be 1-100 characters, no control characters",
-            );
+            problems.check_name(&c.office, field("office"));
             problems.check(!c.scopes.is_empty(), field("scopes"), "must not be empty");
             Caller {
                 id: c.id,

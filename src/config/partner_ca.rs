@@ -44,10 +44,11 @@ pub(super) fn partner_ca_config(
     problems: &mut Problems,
 ) -> Option<PartnerCaConfig> {
     let key = problems.required(r.key.map(resolve), "partner_ca.key");
+    use crate::partner_ca::MAX_CERTIFICATE_DAYS;
     problems.check(
-        (1..=825).contains(&r.certificate_days),
+        (1..=MAX_CERTIFICATE_DAYS).contains(&r.certificate_days),
         "partner_ca.certificate_days",
-        "must be from 1 to 825",
+        &format!("must be from 1 to {MAX_CERTIFICATE_DAYS}"),
     );
     problems.check(
         (1..=100).contains(&r.renewals_per_day),

@@ -154,13 +154,9 @@ pub(super) fn partners(
                 ("display_name_zh", &p.display_name_zh),
                 ("display_name_en", &p.display_name_en),
             ] {
-                problems.check(
-                    value.as_ref().is_none_or(|v| {
-                        (1..=100).contains(&v.chars().count()) && !v.chars().any(char::is_control)
-                    }),
-                    field(name),
-                    "must be 1-100 characters, no control characters",
-                );
+                if let Some(v) = value {
+                    problems.check_name(v, field(name));
+                }
             }
             Partner {
                 id: p.id,

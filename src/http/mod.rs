@@ -377,15 +377,7 @@ impl App {
                 burst: r.burst,
             }),
             certificate: api::HeldCertificate {
-                serial: hex::encode_upper(
-                    caller
-                        .certificate
-                        .1
-                        .iter()
-                        .skip_while(|b| **b == 0)
-                        .copied()
-                        .collect::<Vec<u8>>(),
-                ),
+                serial: crate::tls::serial_text(&caller.certificate.1),
                 expires_at,
                 days_left: (expires_at - self.clock.now()).whole_days(),
             },

@@ -21,7 +21,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersi
 use super::claim::{self, Link, CHAIN_DIR};
 use super::PublishError;
 use crate::replication::{s3_path, s3_store, S3Settings};
-use crate::snapshot::{object_path, write_atomic, Manifest, SignedManifest, MANIFEST_FILE};
+use crate::snapshot::{
+    object_path, wanted_objects, write_atomic, Manifest, SignedManifest, Wanted, MANIFEST_FILE,
+};
 
 /// Conditional writes that lost a race in a row before the bucket is called unavailable.
 const MAX_RACES: usize = 16;
@@ -145,9 +147,7 @@ impl Bucket {
 
     /// Uploads the objects `manifest` names that the bucket does not hold yet.
     fn put_objects(&self, repo: &Path, manifest: &Manifest) -> Result<(), PublishError> {
-        let names =
-            std::iter::once(&manifest.snapshot.hash).chain(manifest.deltas.iter().map(|d| &d.hash));
-        for hash in names {
+        for (hash, _) in wanted_objects(manifest, Wanted::All) {
             if self.present.lock().is_ok_and(|p| p.contains(hash)) {
                 continue;
             }
@@ -167,7 +167,7 @@ impl Bucket {
                 self.put(&name, bytes, PutMode::Overwrite)?;
             }
             if let Ok(mut p) = self.present.lock() {
-                p.insert(hash.clone());
+                p.insert(hash.to_owned());
             }
         }
         Ok(())
@@ -208,15 +208,15 @@ impl Bucket {
         }
     }
 
-    /// The bucket's `manifest.json` and its version, verified with `trusted`.
-    fn manifest(&self, trusted: &VerifyingKey) -> Result<Option<(Read, u64)>, PublishError> {
+    /// The bucket's `manifest.json` and what it says, verified with `trusted`.
+    fn manifest(&self, trusted: &VerifyingKey) -> Result<Option<(Read, Manifest)>, PublishError> {
         let Some(read) = self.get(MANIFEST_FILE)? else {
             return Ok(None);
         };
-        let version = SignedManifest::verify(&read.bytes, &[*trusted])
-            .map(|m| m.manifest.version)
+        let manifest = SignedManifest::verify(&read.bytes, &[*trusted])
+            .map(|m| m.manifest)
             .map_err(|e| PublishError::ExistingManifest(Path::new(&self.url).to_owned(), e))?;
-        Ok(Some((read, version)))
+        Ok(Some((read, manifest)))
     }
 
     /// Installs the chain's end as the bucket's `manifest.json`, never an older one over a
@@ -224,7 +224,7 @@ impl Bucket {
     pub fn settle(&self, trusted: &VerifyingKey) -> Result<u64, PublishError> {
         for _ in 0..MAX_RACES {
             let held = self.manifest(trusted)?;
-            let mut at = held.as_ref().map_or(0, |(_, v)| *v);
+            let mut at = held.as_ref().map_or(0, |(_, m)| m.version);
             let mut newest = None;
             while let Some(link) = self.successor(at, trusted)? {
                 at = link.version;
@@ -270,15 +270,11 @@ impl Bucket {
                 Err(e) => return Err(e),
             }
         }
-        let Some((Read { bytes, .. }, version)) = self.manifest(trusted)? else {
+        let Some((Read { bytes, .. }, manifest)) = self.manifest(trusted)? else {
             return Ok(local);
         };
-        let manifest = SignedManifest::verify(&bytes, &[*trusted])
-            .map_err(|e| PublishError::ExistingManifest(Path::new(&self.url).to_owned(), e))?
-            .manifest;
-        let names =
-            std::iter::once(&manifest.snapshot.hash).chain(manifest.deltas.iter().map(|d| &d.hash));
-        for hash in names {
+        let version = manifest.version;
+        for (hash, _) in wanted_objects(&manifest, Wanted::All) {
             let local_path = object_path(repo, hash);
             if local_path.exists() {
                 continue;

@@ -133,39 +133,49 @@ impl ListFollower {
         match self.source.revocation_list(self.tag.as_deref()).await {
             Ok(Fetched::NotModified) => false,
             Ok(Fetched::Changed { bytes, tag }) => {
-                let taken = self.take(bytes.clone());
-                if taken {
-                    if let Some(dir) = &self.state_dir {
-                        let path = dir.join(FILE);
-                        let kept =
-                            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await;
-                        if !matches!(kept, Ok(Ok(()))) {
-                            tracing::warn!("cannot keep the revocation list in the state directory; it is served all the same");
+                // Verifying a large list and making its deltas take milliseconds: off the
+                // request workers, with the write that keeps it.
+                let (store, keyring, metrics) = (
+                    self.store.clone(),
+                    self.keyring.clone(),
+                    self.metrics.clone(),
+                );
+                let dir = self.state_dir.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let taken = take(bytes, &store, &keyring, &metrics)?;
+                    let kept = match (taken, dir, store.revocations().current()) {
+                        (true, Some(dir), Some(list)) => {
+                            write_atomic(&dir.join(FILE), &list.bytes).is_ok()
                         }
-                    }
-                }
+                        _ => true,
+                    };
+                    Ok::<_, crate::revocation_list::ListError>((taken, kept))
+                })
+                .await;
                 // Refused or not, this content need not be fetched again.
                 self.tag = Some(tag);
-                taken
+                match outcome {
+                    Ok(Ok((taken, kept))) => {
+                        if !kept {
+                            tracing::warn!("cannot keep the revocation list in the state directory; it is served all the same");
+                        }
+                        if taken && self.last_refusal.take().is_some() {
+                            tracing::info!("revocation list taken in again");
+                        }
+                        taken
+                    }
+                    Ok(Err(e)) => {
+                        self.refused(format!("the revocation list {e}"));
+                        false
+                    }
+                    Err(e) => {
+                        self.refused(format!("checking the revocation list failed: {e}"));
+                        false
+                    }
+                }
             }
             Err(e) => {
                 self.refused(Report(&e).to_string());
-                false
-            }
-        }
-    }
-
-    /// Checks `bytes` and serves them if they are a newer list than the one held.
-    fn take(&mut self, bytes: Vec<u8>) -> bool {
-        match take(bytes, &self.store, &self.keyring, &self.metrics) {
-            Ok(taken) => {
-                if taken && self.last_refusal.take().is_some() {
-                    tracing::info!("revocation list taken in again");
-                }
-                taken
-            }
-            Err(e) => {
-                self.refused(format!("the revocation list {e}"));
                 false
             }
         }
