@@ -58,7 +58,12 @@ import sys
 src, dst, server_extra, bank_extra = sys.argv[1:]
 t = open(src).read()
 t = t.replace("[tls]", server_extra.replace("\\n", "\n") + "\n[tls]", 1)
-t = t.replace('id = "bank"\n', 'id = "bank"\n' + bank_extra + "\n", 1)
+# bank is in the partner registry: this config gets a copy with bank_extra in it.
+registry = src.replace("gateway.toml", "pki/partners.toml")
+r = open(registry).read().replace('id = "bank"\n', 'id = "bank"\n' + bank_extra + "\n", 1)
+copy = dst.replace(".toml", "-partners.toml")
+open(copy, "w").write(r)
+t = t.replace('partners_file = "pki/partners.toml"', 'partners_file = "%s"' % copy, 1)
 open(dst, "w").write(t)
 PY
     rm -rf "$DIR/audit"

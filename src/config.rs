@@ -600,6 +600,11 @@ impl Config {
         let partner_ca = raw
             .partner_ca
             .and_then(|r| partner_ca::partner_ca_config(r, &client_ca, &resolve, &mut problems));
+        problems.check(
+            partner_ca.is_none() || partners_file.is_some(),
+            "partner_ca",
+            "renewals are recorded in the partner registry: set partners_file too",
+        );
         if !problems.0.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),

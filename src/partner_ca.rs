@@ -17,6 +17,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
+use crate::config::{RawPartner, Registry, RegistryError};
 use crate::partner::{valid_partner_id, IssuedCertificate};
 use crate::tls::SPIFFE_PARTNER_PREFIX;
 
@@ -66,6 +67,12 @@ pub enum PartnerCaError {
     },
     #[error("the CRL {} does not parse", path.display())]
     Crl { path: std::path::PathBuf },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("partner {0:?} is already in the registry; a new certificate comes by renewal")]
+    Enrolled(String),
+    #[error("partner {0:?} is not in the partner registry: its certificates are issued by the authority (`permitgate partners enrol`)")]
+    NotEnrolled(String),
 }
 
 /// The partner CA: its certificate and key.
@@ -203,6 +210,51 @@ impl PartnerCa {
     }
 }
 
+/// Enrols `partner` (its certificates as issued here): its CSR checked, its certificate
+/// issued for `days`, and the partner with that certificate added to the registry at
+/// `registry`. Returns the certificate (PEM) and its record.
+pub fn enrol(
+    ca: &PartnerCa,
+    registry: &Path,
+    partner: RawPartner,
+    csr: &str,
+    days: i64,
+    now: OffsetDateTime,
+) -> Result<(String, IssuedCertificate), PartnerCaError> {
+    Registry::update(registry, |r| {
+        if r.partners.iter().any(|p| p.id == partner.id) {
+            return Err(PartnerCaError::Enrolled(partner.id.clone()));
+        }
+        let (pem, issued) = ca.issue(csr, &partner.id, days, now)?;
+        r.partners.push(RawPartner {
+            certificates: vec![issued.clone()],
+            ..partner
+        });
+        Ok((pem, issued))
+    })
+}
+
+/// A new certificate for a partner of the registry at `registry`, recorded there before
+/// it is handed out: `partners revoke --id` and `partners list` see every certificate a
+/// partner holds. One that could not be recorded is not handed out.
+pub fn reissue(
+    ca: &PartnerCa,
+    registry: &Path,
+    id: &str,
+    csr: &str,
+    days: i64,
+    now: OffsetDateTime,
+) -> Result<(String, IssuedCertificate), PartnerCaError> {
+    Registry::update(registry, |r| {
+        let Some(p) = r.partners.iter_mut().find(|p| p.id == id) else {
+            return Err(PartnerCaError::NotEnrolled(id.to_owned()));
+        };
+        let (pem, issued) = ca.issue(csr, id, days, now)?;
+        p.certificates.push(issued.clone());
+        Ok((pem, issued))
+    })
+}
+
 /// What a CRL (PEM) lists, and its number.
 fn listed(pem: &[u8]) -> Option<(Vec<RevokedCertParams>, u64)> {
     let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(pem).ok()?;
@@ -321,10 +373,13 @@ pub fn reason(word: &str) -> Option<RevocationReason> {
     })
 }
 
-/// Renewal over the API (`POST /v1/partner/certificate`): the CA, the lifetime of what it
-/// issues, and how often each partner may ask.
+/// Renewal over the API (`POST /v1/partner/certificate`): the CA, the registry that
+/// records what it issues, the lifetime of what it issues, and how often each partner may
+/// ask.
 pub struct Renewals {
     ca: PartnerCa,
+    /// The partner registry, where each renewal is recorded.
+    registry: std::path::PathBuf,
     days: i64,
     per_day: usize,
     /// When each partner renewed, in the last 24 hours (Unix seconds).
@@ -338,14 +393,17 @@ pub enum RenewalError {
     Csr(#[from] CsrError),
     #[error("at most {0} renewals in any 24 hours")]
     TooOften(usize),
-    #[error("the partner CA could not sign")]
+    #[error("partner {0:?} is configured in the gateway's config, not in the partner registry: the authority renews its certificate")]
+    NotEnrolled(String),
+    #[error("the partner CA could not sign or record the certificate")]
     Sign(#[source] PartnerCaError),
 }
 
 impl Renewals {
-    pub fn new(ca: PartnerCa, days: i64, per_day: usize) -> Renewals {
+    pub fn new(ca: PartnerCa, registry: std::path::PathBuf, days: i64, per_day: usize) -> Renewals {
         Renewals {
             ca,
+            registry,
             days,
             per_day,
             recent: Default::default(),
@@ -370,8 +428,9 @@ impl Renewals {
             }
             times.push(t);
         }
-        self.ca.issue(csr, id, self.days, now).map_err(|e| match e {
+        reissue(&self.ca, &self.registry, id, csr, self.days, now).map_err(|e| match e {
             PartnerCaError::Csr(c) => RenewalError::Csr(c),
+            PartnerCaError::NotEnrolled(id) => RenewalError::NotEnrolled(id),
             e => RenewalError::Sign(e),
         })
     }
@@ -392,6 +451,59 @@ mod tests {
         std::fs::write(dir.join("ca.crt"), cert.pem()).expect("write");
         std::fs::write(dir.join("ca.key"), key.serialize_pem()).expect("write");
         PartnerCa::load(&dir.join("ca.crt"), &dir.join("ca.key")).expect("load")
+    }
+
+    fn csr(id: &str) -> String {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, id);
+        let key = KeyPair::generate().expect("key");
+        p.serialize_request(&key).expect("csr").pem().expect("pem")
+    }
+
+    fn partner(id: &str) -> RawPartner {
+        RawPartner {
+            id: id.to_owned(),
+            ..RawPartner::default()
+        }
+    }
+
+    /// Every certificate issued is in the registry, whoever issued it and however many
+    /// issue at once: renewals on threads of their own, each reading and writing the
+    /// whole file, lose none of each other's.
+    #[test]
+    fn the_registry_records_every_certificate_issued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = std::sync::Arc::new(ca(dir.path()));
+        let registry = dir.path().join("partners.toml");
+        let now = OffsetDateTime::now_utc();
+        enrol(&ca, &registry, partner("bank"), &csr("bank"), 90, now).expect("enrol");
+        enrol(&ca, &registry, partner("rail"), &csr("rail"), 90, now).expect("enrol");
+        let again = enrol(&ca, &registry, partner("bank"), &csr("bank"), 90, now);
+        assert!(matches!(again, Err(PartnerCaError::Enrolled(_))));
+        let unknown = reissue(&ca, &registry, "nobody", &csr("nobody"), 90, now);
+        assert!(matches!(unknown, Err(PartnerCaError::NotEnrolled(_))));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (ca, registry) = (ca.clone(), registry.clone());
+                let id = if i % 2 == 0 { "bank" } else { "rail" };
+                std::thread::spawn(move || {
+                    reissue(&ca, &registry, id, &csr(id), 90, now)
+                        .expect("reissue")
+                        .1
+                })
+            })
+            .collect();
+        let issued: Vec<IssuedCertificate> = threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        let r = Registry::load(&registry).expect("load");
+        let recorded: Vec<&IssuedCertificate> =
+            r.partners.iter().flat_map(|p| &p.certificates).collect();
+        assert_eq!(recorded.len(), 10, "two enrolled, eight renewed");
+        for c in &issued {
+            assert!(recorded.contains(&c), "{c:?} recorded");
+        }
     }
 
     #[test]

@@ -274,7 +274,10 @@ impl Env {
             audit.remove("checkpoint_dir");
         }
         t.insert("audit".into(), audit.into());
-        if let Some(ps) = t.get_mut("partners").and_then(toml::Value::as_array_mut) {
+        // bank is in the partner registry: this case gets a copy of it, edited.
+        let registry = self.dir().join("pki/partners.toml");
+        let mut r: toml::Table = toml::from_str(&std::fs::read_to_string(&registry)?)?;
+        if let Some(ps) = r.get_mut("partners").and_then(toml::Value::as_array_mut) {
             for p in ps.iter_mut().filter_map(toml::Value::as_table_mut) {
                 if p.get("id").and_then(toml::Value::as_str) != Some("bank") {
                     continue;
@@ -293,6 +296,12 @@ impl Env {
                 }
             }
         }
+        let registry_copy = self.dir().join(format!("scenario-{name}-partners.toml"));
+        std::fs::write(&registry_copy, toml::to_string(&r)?)?;
+        t.insert(
+            "partners_file".into(),
+            registry_copy.display().to_string().into(),
+        );
         let path = self.dir().join(format!("scenario-{name}.toml"));
         let _ = std::fs::remove_dir_all(self.dir().join(format!("audit-{name}")));
         std::fs::write(&path, toml::to_string(&t)?)?;

@@ -1,7 +1,7 @@
 //! `[[partners]]`, in the config and in the partner registry (`partners_file`): who may
 //! call, with what scopes, rate and weight, and the names people read. The registry is a
-//! file of its own, written by `permitgate partners enrol` (src/partner_ca.rs) and reloaded
-//! with the config when it changes; a partner may be in one of the two, not both.
+//! file of its own, written by `permitgate partners enrol` and by renewals (src/partner_ca.rs)
+//! and reloaded with the config when it changes; a partner may be in one of the two, not both.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,11 @@ pub enum RegistryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lock the partner registry ({})", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Registry {
@@ -89,17 +94,49 @@ impl Registry {
         })
     }
 
+    /// Reads the registry, lets `change` edit it, and writes it back, holding the
+    /// registry's lock throughout: `partners enrol` and a gateway recording a renewal
+    /// never lose each other's entry. Nothing is written when `change` fails.
+    ///
+    /// The lock is a file of its own beside the registry (`<registry>.lock`, an advisory
+    /// lock on it): the registry itself is replaced by a rename, which a lock on it would
+    /// not survive.
+    pub fn update<T, E: From<RegistryError>>(
+        path: &Path,
+        change: impl FnOnce(&mut Registry) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_err = |source| RegistryError::Lock {
+            path: PathBuf::from(&lock_path),
+            source,
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        lock.lock().map_err(lock_err)?;
+        let mut registry = Registry::load(path)?;
+        let out = change(&mut registry)?;
+        registry.save(path)?;
+        // Dropping the file releases the lock.
+        drop(lock);
+        Ok(out)
+    }
+
     /// Writes the registry whole (a temporary file renamed over it): a gateway reloading
     /// meanwhile reads the old one or the new one.
-    pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
+    fn save(&self, path: &Path) -> Result<(), RegistryError> {
         let write_err = |source| RegistryError::Write {
             path: path.to_owned(),
             source,
         };
         let body = toml::to_string_pretty(self).map_err(|e| write_err(std::io::Error::other(e)))?;
         let text = format!(
-            "# The partner registry: written by `permitgate partners enrol` and `renew`;\n\
-             # gateways reload it when it changes (docs/partners.md).\n\n{body}"
+            "# The partner registry: written by `permitgate partners enrol`, and by gateways\n\
+             # recording renewals; gateways reload it when it changes (docs/partners.md).\n\n{body}"
         );
         crate::snapshot::write_atomic(path, text.as_bytes()).map_err(write_err)
     }

@@ -174,7 +174,10 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         demo.created = true;
     }
     pki::generate_authority(&demo.pki)?;
-    pki::renew_sandbox(&demo.pki)?;
+    // A demo directory of an earlier version kept its partners in gateway.toml.
+    if !pki::enrol_partners(&demo.pki)?.contains(&pki::SANDBOX) {
+        pki::renew_sandbox(&demo.pki)?;
+    }
     // Made when missing, so that a demo directory of an earlier version gains it.
     let checkpoint_key = demo.dir.join("keys/audit-checkpoint.key");
     if !checkpoint_key.exists() {
@@ -238,6 +241,11 @@ fn temp_permit_sample(
 fn config_text(opts: &DemoOptions) -> String {
     let mut s = format!(
         r#"# Written by `permitgate demo`; config/gateway.toml documents every option.
+
+# The partners, enrolled with `permitgate partners enrol` (their names, scopes, rates
+# and the certificates issued to them); reloaded when it changes.
+partners_file = "pki/partners.toml"
+
 [server]
 listen = "{}"
 metrics_listen = "{}"
@@ -247,7 +255,8 @@ cert = "pki/server.crt"
 key = "pki/server.key"
 client_ca = "pki/ca.crt"
 
-# Partners renew their certificates over the API (POST /v1/partner/certificate).
+# Partners renew their certificates over the API (POST /v1/partner/certificate); each
+# renewal is recorded in the registry.
 [partner_ca]
 key = "pki/ca.key"
 
@@ -302,19 +311,6 @@ audit_dir = "origin-audit"
             "\n[[origin.callers]]\nid = \"{id}\"\noffice = \"{office}\"\nscopes = [{}]\n",
             scopes.join(", ")
         ));
-    }
-    for (id, scopes) in DEMO_PARTNERS {
-        let scopes: Vec<String> = scopes
-            .iter()
-            .map(|s| format!("\"{}\"", s.as_str()))
-            .collect();
-        s.push_str(&format!(
-            "\n[[partners]]\nid = \"{id}\"\nscopes = [{}]\n",
-            scopes.join(", ")
-        ));
-        if *id == pki::SANDBOX {
-            s.push_str("rate_limit = { per_second = 5, burst = 5 }\n");
-        }
     }
     s
 }

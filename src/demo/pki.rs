@@ -1,5 +1,5 @@
-//! A development PKI made with rcgen: partner CA, server certificate, partner client
-//! certificates, and a rogue CA's client certificate that the gateway must refuse; and the
+//! A development PKI made with rcgen: partner CA, server certificate, the demo partners
+//! enrolled in a partner registry (`partners.toml`) with their client certificates, a rogue CA's client certificate that the gateway must refuse; and the
 //! authority's own client CA with its callers' certificates (the origin's API).
 //!
 //! For demos and tests only: production certificates come from the authority's CA.
@@ -34,24 +34,57 @@ pub enum PkiError {
     Invalid(String),
     #[error(transparent)]
     PartnerCa(#[from] crate::partner_ca::PartnerCaError),
+    #[error(transparent)]
+    Registry(#[from] crate::config::RegistryError),
 }
 
-/// The demo partners: id and scopes. `no-scopes` is known but may do nothing; `relay` is
-/// another gateway following this one's repository.
-pub const DEMO_PARTNERS: &[(&str, &[Scope])] = &[
-    (
-        "bank",
-        &[
+/// A demo partner as it is enrolled: id, scopes, the names people read, and its rate.
+pub struct DemoPartner {
+    pub id: &'static str,
+    pub scopes: &'static [Scope],
+    pub display_name: (&'static str, &'static str),
+    /// Requests per second (and burst); `None`: unlimited.
+    pub rate: Option<(f64, u32)>,
+}
+
+/// The demo partners. `no-scopes` is known but may do nothing; `relay` is another gateway
+/// following this one's repository.
+pub const DEMO_PARTNERS: &[DemoPartner] = &[
+    DemoPartner {
+        id: "bank",
+        scopes: &[
             Scope::LinkCheck,
             Scope::DocumentStatus,
             Scope::Receipt,
             Scope::ReceiptVerify,
         ],
-    ),
-    ("rail-gate", &[Scope::DocumentStatus, Scope::TempPermit]),
-    ("no-scopes", &[]),
-    ("relay", &[Scope::Replicate]),
-    ("sandbox", &[Scope::LinkCheck, Scope::DocumentStatus]),
+        display_name: ("演示银行（非真实机构）", "Demo Bank (not a real bank)"),
+        rate: None,
+    },
+    DemoPartner {
+        id: "rail-gate",
+        scopes: &[Scope::DocumentStatus, Scope::TempPermit],
+        display_name: ("演示铁路闸机", "Demo rail gates"),
+        rate: None,
+    },
+    DemoPartner {
+        id: "no-scopes",
+        scopes: &[],
+        display_name: ("演示无权限合作方", "Demo partner without scopes"),
+        rate: None,
+    },
+    DemoPartner {
+        id: "relay",
+        scopes: &[Scope::Replicate],
+        display_name: ("演示中继网关", "Demo relay gateway"),
+        rate: None,
+    },
+    DemoPartner {
+        id: "sandbox",
+        scopes: &[Scope::LinkCheck, Scope::DocumentStatus],
+        display_name: ("演示联调环境", "Demo integration sandbox"),
+        rate: Some((5.0, 5)),
+    },
 ];
 
 /// The integrators' partner: 5 requests a second (so that retry code meets a 429), and a
@@ -114,6 +147,10 @@ impl PkiLayout {
     pub fn rogue_key(&self) -> PathBuf {
         self.dir.join("rogue").join("client.key")
     }
+    /// The partner registry the demo partners are enrolled in (`partners_file`).
+    pub fn registry(&self) -> PathBuf {
+        self.dir.join("partners.toml")
+    }
     pub fn exists(&self) -> bool {
         self.ca_cert().exists() && self.server_key().exists() && self.rogue_key().exists()
     }
@@ -141,29 +178,82 @@ fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
     p
 }
 
-/// Issues `sandbox` a new certificate (and key) ending [`SANDBOX_CERTIFICATE_DAYS`] days
-/// from now: the demo does it at every start.
-pub fn renew_sandbox(layout: &PkiLayout) -> Result<(), PkiError> {
-    let partner_ca =
-        crate::partner_ca::PartnerCa::load(&layout.ca_cert(), &layout.dir.join("ca.key"))?;
-    enrol(layout, &partner_ca, SANDBOX, SANDBOX_CERTIFICATE_DAYS)
+fn partner_ca(layout: &PkiLayout) -> Result<crate::partner_ca::PartnerCa, PkiError> {
+    Ok(crate::partner_ca::PartnerCa::load(
+        &layout.ca_cert(),
+        &layout.dir.join("ca.key"),
+    )?)
 }
 
-/// A key and a CSR for partner `id`, as the partner makes them, and the certificate the
-/// partner CA issues for `days`.
-fn enrol(
-    layout: &PkiLayout,
-    partner_ca: &crate::partner_ca::PartnerCa,
-    id: &str,
-    days: i64,
-) -> Result<(), PkiError> {
+/// Issues `sandbox` a new certificate (and key) ending [`SANDBOX_CERTIFICATE_DAYS`] days
+/// from now, recorded in the registry as a renewal is: the demo does it at every start.
+pub fn renew_sandbox(layout: &PkiLayout) -> Result<(), PkiError> {
+    let (key, csr) = partner_key_and_csr(SANDBOX)?;
+    let (cert, _) = crate::partner_ca::reissue(
+        &partner_ca(layout)?,
+        &layout.registry(),
+        SANDBOX,
+        &csr,
+        SANDBOX_CERTIFICATE_DAYS,
+        OffsetDateTime::now_utc(),
+    )?;
+    write(&layout.partner_cert(SANDBOX), &cert)?;
+    write_key(&layout.partner_key(SANDBOX), &key)
+}
+
+/// Enrols each of [`DEMO_PARTNERS`] the registry lacks, as `permitgate partners enrol`
+/// does: a key and CSR made as the partner makes them, checked and signed by the partner
+/// CA, the partner with its certificate added to the registry. Partners already there are
+/// left as they are (an edited registry keeps its edits). Returns the ids enrolled.
+pub fn enrol_partners(layout: &PkiLayout) -> Result<Vec<&'static str>, PkiError> {
+    let registered = crate::config::Registry::load(&layout.registry())?;
+    let ca = partner_ca(layout)?;
+    let mut enrolled = Vec::new();
+    for p in DEMO_PARTNERS {
+        if registered.partners.iter().any(|r| r.id == p.id) {
+            continue;
+        }
+        let (key, csr) = partner_key_and_csr(p.id)?;
+        let entry = crate::config::RawPartner {
+            id: p.id.to_owned(),
+            scopes: p.scopes.to_vec(),
+            rate_limit: p
+                .rate
+                .map(|(per_second, burst)| crate::config::RawRateLimit {
+                    per_second,
+                    burst: Some(burst),
+                }),
+            display_name_zh: Some(p.display_name.0.to_owned()),
+            display_name_en: Some(p.display_name.1.to_owned()),
+            ..Default::default()
+        };
+        let days = if p.id == SANDBOX {
+            SANDBOX_CERTIFICATE_DAYS
+        } else {
+            365
+        };
+        let (cert, _) = crate::partner_ca::enrol(
+            &ca,
+            &layout.registry(),
+            entry,
+            &csr,
+            days,
+            OffsetDateTime::now_utc(),
+        )?;
+        write(&layout.partner_cert(p.id), &cert)?;
+        write_key(&layout.partner_key(p.id), &key)?;
+        enrolled.push(p.id);
+    }
+    Ok(enrolled)
+}
+
+/// A partner's new key and its CSR (PEM), as the partner makes them.
+fn partner_key_and_csr(id: &str) -> Result<(KeyPair, String), PkiError> {
     let key = KeyPair::generate()?;
     let mut request = CertificateParams::default();
     request.distinguished_name.push(DnType::CommonName, id);
     let csr = request.serialize_request(&key)?.pem()?;
-    let (cert, _) = partner_ca.issue(&csr, id, days, OffsetDateTime::now_utc())?;
-    write(&layout.partner_cert(id), &cert)?;
-    write_key(&layout.partner_key(id), &key)
+    Ok((key, csr))
 }
 
 fn client_params(id: &str, now: OffsetDateTime) -> Result<CertificateParams, PkiError> {
@@ -230,7 +320,8 @@ pub fn issue_server(
     write_server(&demo_ca(layout)?, not_after, cert_out, key_out)
 }
 
-/// Creates the whole development PKI under `dir`, replacing what is there.
+/// Creates the development PKI under `dir`, replacing what is there: the CAs, the server
+/// certificate and the rogue one; [`enrol_partners`] enrols the partners.
 pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
     let layout = PkiLayout {
         dir: dir.to_owned(),
@@ -251,12 +342,9 @@ pub fn generate(dir: &Path) -> Result<PkiLayout, PkiError> {
         &layout.server_key(),
     )?;
 
-    // Enrolled as any partner is: a CSR made on the partner's side, checked and signed by
-    // the partner CA's code (`permitgate partners enrol`).
-    let partner_ca = crate::partner_ca::PartnerCa::load(&layout.ca_cert(), &dir.join("ca.key"))?;
-    for (id, _) in DEMO_PARTNERS {
-        enrol(&layout, &partner_ca, id, 365)?;
-    }
+    // A new CA: the certificates of an earlier registry are not its own. The partners
+    // are enrolled next ([`enrol_partners`]).
+    let _ = std::fs::remove_file(layout.registry());
 
     // Same identity as a real partner, issued by a CA the gateway does not trust.
     let rogue_ca_key = KeyPair::generate()?;

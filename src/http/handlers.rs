@@ -375,10 +375,14 @@ pub fn partner_certificate(cx: &mut Context<'_, '_>, body: &[u8]) -> Result<Vec<
                 .with_field("csr")
                 .with_rule("partner_csr"),
             e @ RenewalError::TooOften(_) => Problem::new(ProblemKind::RateLimited, e.to_string()),
-            RenewalError::Sign(_) => Problem::new(
-                ProblemKind::Internal,
-                "the partner CA could not sign; the authority is told",
-            ),
+            e @ RenewalError::NotEnrolled(_) => Problem::new(ProblemKind::NotFound, e.to_string()),
+            RenewalError::Sign(e) => {
+                tracing::error!(partner = %cx.partner.id, error = %crate::report::Report(&e), "partner certificate not renewed");
+                Problem::new(
+                    ProblemKind::Internal,
+                    "the partner CA could not sign or record the certificate; the authority is told",
+                )
+            }
         })?;
     tracing::info!(partner = %cx.partner.id, serial = %issued.serial, "partner certificate renewed");
     encode(&CertificateAnswer {

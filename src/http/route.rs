@@ -44,7 +44,8 @@ pub enum Answer {
     /// A replication long-poll or object download: waits on the relay budget.
     Relay,
     /// A partner check: a slot, then the body, then this function; `heavy` for one whose
-    /// cost grows with its body (a batch), answered on the work thread (src/work.rs).
+    /// cost grows with its body (a batch) or that waits on a disk (a renewal, recorded in
+    /// the partner registry), answered on the work thread (src/work.rs), off the workers.
     Check { handler: Handler, heavy: bool },
     /// No such route: 404.
     None,
@@ -124,6 +125,10 @@ impl Route {
             // Any partner renews its own certificate: no scope.
             Route::PartnerCertificate => Spec {
                 scope: None,
+                answer: Answer::Check {
+                    handler: handlers::partner_certificate,
+                    heavy: true,
+                },
                 ..post(
                     Exact(&["/v1/partner/certificate"]),
                     Scope::LinkCheck,

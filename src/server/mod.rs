@@ -104,8 +104,8 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
     let mut keyring = Keyring::new(published);
     keyring.authority = config.receipts.authority.clone();
     keyring.verify_url = config.receipts.verify_url.clone();
-    let renewals = match &config.partner_ca {
-        Some(p) => Some(crate::partner_ca::Renewals::new(
+    let renewals = match (&config.partner_ca, &config.partners_file) {
+        (Some(p), Some(registry)) => Some(crate::partner_ca::Renewals::new(
             crate::partner_ca::PartnerCa::load(&p.cert, &p.key).map_err(|e| match e {
                 crate::partner_ca::PartnerCaError::Io { path, source } => {
                     KeyError::Read { path, source }
@@ -116,10 +116,12 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
                         "the partner CA's key (PEM) for the CA certificate partner_ca.cert names",
                 },
             })?,
+            registry.clone(),
             p.certificate_days,
             p.renewals_per_day,
         )),
-        None => None,
+        // The config's rules require the registry with [partner_ca].
+        _ => None,
     };
     Ok(Credentials {
         receipt_keys,

@@ -214,18 +214,20 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
     let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
     let demo = gw.demo.dir.clone();
     let config = gw.config_path.to_string_lossy().into_owned();
-    // The partner CA's CRL (empty yet), and the registry.
+    // The partner CA's CRL (empty yet); the registry is the demo's.
     let crl = gw.demo.pki.dir.join("partners.crl");
     permitgate::demo::pki::revoke(&gw.demo.pki, &[], 1, &crl).expect("crl");
     edit_file(
         &gw.config_path,
-        vec![
-            config_edit::set("partners_file", "partners.toml"),
-            config_edit::set("tls.crls", config_edit::value("[\"pki/partners.crl\"]")),
-        ],
+        vec![config_edit::set(
+            "tls.crls",
+            config_edit::value("[\"pki/partners.crl\"]"),
+        )],
     );
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
         .await;
+    let registry_path = config_edit::registry_path(&gw.config_path).expect("registry");
+    let registry = || std::fs::read_to_string(&registry_path).expect("registry");
 
     let enrol = |csr: &str, id: &str| {
         run(
@@ -336,15 +338,17 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
         assert!(!out.status.success(), "{file} enrolled");
         assert!(text(&out).contains(rule), "{file}: {}", text(&out));
     }
-    assert!(!demo.join("partners.toml").exists(), "nothing written");
+    let before = registry();
+    assert!(!before.contains("acme"), "nothing written: {before}");
 
     let out = enrol("pki/partners/acme.csr", "acme");
     assert!(out.status.success(), "{}", text(&out));
-    let registry = std::fs::read_to_string(demo.join("partners.toml")).expect("registry");
+    let after = registry();
     assert!(
-        registry.contains("Example Logistics Ltd") && registry.contains("示例物流有限公司"),
-        "{registry}"
+        after.contains("Example Logistics Ltd") && after.contains("示例物流有限公司"),
+        "{after}"
     );
+    assert!(after.contains("id = \"bank\""), "the others kept: {after}");
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 2.0)
         .await;
     let again = enrol("pki/partners/acme.csr", "acme");
@@ -525,10 +529,12 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
 
 /// A partner renews over the API with curl and an openssl CSR, before its certificate
 /// ends: the new certificate works, the old one still does; a CSR for another id is
-/// refused naming the field; renewals are limited per day.
+/// refused naming the field; renewals are limited per day; every renewal is recorded in
+/// the registry, so `partners revoke --id` revokes the renewed certificates too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_renews_its_certificate_over_the_api() {
-    let gw = TestGateway::start().await;
+    use crate::common::config_edit::{self, edit_file};
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
     let demo = gw.demo.dir.clone();
     let url = format!(
         "https://localhost:{}/v1/partner/certificate",
@@ -632,4 +638,66 @@ async fn a_partner_renews_its_certificate_over_the_api() {
         p["detail"].as_str().is_some_and(|d| d.contains("renewals")),
         "{p}"
     );
+
+    // The registry lists the enrolled certificate and the four renewed ones.
+    let registry_path = config_edit::registry_path(&gw.config_path).expect("registry");
+    let config = gw.config_path.to_string_lossy().into_owned();
+    let registered = permitgate::config::Registry::load(&registry_path).expect("registry");
+    let bank = registered
+        .partners
+        .iter()
+        .find(|p| p.id == "bank")
+        .expect("bank");
+    assert_eq!(bank.certificates.len(), 5, "{:?}", bank.certificates);
+    assert!(bank
+        .certificates
+        .iter()
+        .any(|c| serde_json::json!(c.serial) == v["serial"]));
+
+    // Revoked by id: every one of them, the renewed ones too.
+    let crl = gw.demo.pki.dir.join("partners.crl");
+    permitgate::demo::pki::revoke(&gw.demo.pki, &[], 1, &crl).expect("crl");
+    edit_file(
+        &gw.config_path,
+        vec![config_edit::set(
+            "tls.crls",
+            config_edit::value("[\"pki/partners.crl\"]"),
+        )],
+    );
+    // Renewals reload the registry too: wait for the effect, not for a reload count.
+    let out = run(
+        "permitgate",
+        &[
+            "partners",
+            "revoke",
+            "--config",
+            &config,
+            "--id",
+            "bank",
+            "--ca-key",
+            "pki/ca.key",
+        ],
+        &demo,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("revoked 5 certificate(s)"),
+        "{}",
+        text(&out)
+    );
+    let mut refused = false;
+    for _ in 0..100 {
+        if curl_get(&gw, &demo, "bank-next", "/v1/partner").is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the renewed certificate is revoked");
+    assert!(
+        curl_get(&gw, &demo, "bank", "/v1/partner").is_err(),
+        "and the enrolled one"
+    );
+    let other = curl_get(&gw, &demo, "rail-gate", "/v1/partner").expect("others served");
+    assert!(other.contains("\"id\":\"rail-gate\""), "{other}");
 }

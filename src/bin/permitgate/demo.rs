@@ -90,9 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 pub fn dev_pki(args: DevPkiArgs) -> anyhow::Result<()> {
-    demo::pki::generate(&args.out)?;
+    let pki = demo::pki::generate(&args.out)?;
+    demo::pki::enrol_partners(&pki)?;
     println!(
-        "wrote partner CA, server and partner certificates to {}",
+        "wrote partner CA, server and partner certificates, and the partner registry {}, to {}",
+        pki.registry().display(),
         args.out.display()
     );
     Ok(())

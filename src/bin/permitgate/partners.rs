@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use time::OffsetDateTime;
 
-use permitgate::config::{Config, RawPartner, RawRateLimit, Registry};
+use permitgate::config::{Config, RawPartner, RawRateLimit};
 use permitgate::partner::Scope;
 use permitgate::partner_ca::{self, PartnerCa};
 
@@ -119,30 +119,23 @@ fn enrol(a: EnrolArgs) -> anyhow::Result<()> {
     let rate_limit = a.rate.as_deref().map(parse_rate).transpose()?;
     let csr = std::fs::read_to_string(&a.csr).with_context(|| a.csr.display().to_string())?;
     let ca = PartnerCa::load(&config.tls.client_ca, &a.ca_key)?;
-    let (pem, issued) = ca
-        .issue(&csr, &a.id, a.days, OffsetDateTime::now_utc())
-        .with_context(|| format!("{} refused", a.csr.display()))?;
-    let out = a
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.id)));
-    std::fs::write(&out, &pem).with_context(|| out.display().to_string())?;
-    let before = Registry::load(&path)?;
-    let mut registry = Registry::load(&path)?;
-    registry.partners.push(RawPartner {
+    let partner = RawPartner {
         id: a.id.clone(),
         scopes,
         rate_limit,
         display_name_zh: a.display_name_zh,
         display_name_en: a.display_name_en,
-        certificates: vec![issued.clone()],
         ..RawPartner::default()
-    });
-    registry.save(&path)?;
-    // Nothing stays written that a gateway would refuse to reload.
-    if let Err(e) = Config::load(&a.config) {
-        before.save(&path)?;
-        return Err(e).context("the new entry breaks the config; the registry is left as it was");
-    }
+    };
+    // The entry is checked by the config's own rules before anything is issued.
+    check_entry(&a.config, &partner)?;
+    let (pem, issued) =
+        partner_ca::enrol(&ca, &path, partner, &csr, a.days, OffsetDateTime::now_utc())
+            .with_context(|| format!("{} refused", a.csr.display()))?;
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.id)));
+    std::fs::write(&out, &pem).with_context(|| out.display().to_string())?;
     println!(
         "enrolled {}: certificate {} (serial {}, valid until {}); added to {}",
         a.id,
@@ -152,6 +145,26 @@ fn enrol(a: EnrolArgs) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The config as it would be with `partner` added inline: what its rules say of it.
+fn check_entry(config: &Path, partner: &RawPartner) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| config.display().to_string())?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| config.display().to_string())?;
+    let entry = toml::Value::try_from(partner)?;
+    match table
+        .get_mut("partners")
+        .and_then(toml::Value::as_array_mut)
+    {
+        Some(inline) => inline.push(entry),
+        None => {
+            table.insert("partners".into(), toml::Value::Array(vec![entry]));
+        }
+    }
+    Config::parse(&toml::to_string(&table)?, config)
+        .map(drop)
+        .context("the new partner breaks the config's rules; nothing was issued")
 }
 
 fn parse_rate(text: &str) -> anyhow::Result<RawRateLimit> {

@@ -1,12 +1,19 @@
 //! Test configs edited as TOML tables: each edit names a key by its dotted path (or a
-//! partner by its id) and sets, merges or removes a value; a path that is not there fails
-//! the test, rather than a text replacement that silently matched nothing.
+//! partner by its id, wherever it is: the partner registry or the config) and sets,
+//! merges or removes a value; a path that is not there fails the test, rather than a text
+//! replacement that silently matched nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-pub type Edit = Box<dyn FnOnce(&mut Table) + Send>;
+/// A config and the partner registry it names (`partners_file`), as TOML.
+pub struct Tables {
+    pub config: Table,
+    pub registry: Option<Table>,
+}
+
+pub type Edit = Box<dyn FnOnce(&mut Tables) + Send>;
 
 /// A TOML value written as TOML: `value("{ per_second = 2, burst = 3 }")`.
 pub fn value(text: &str) -> Value {
@@ -30,8 +37,8 @@ fn table<'a>(root: &'a mut Table, path: &str) -> &'a mut Table {
 pub fn set(path: &str, v: impl Into<Value>) -> Edit {
     let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
     let (section, key, v) = (section.to_owned(), key.to_owned(), v.into());
-    Box::new(move |root| {
-        table(root, &section).insert(key, v);
+    Box::new(move |t| {
+        table(&mut t.config, &section).insert(key, v);
     })
 }
 
@@ -39,44 +46,50 @@ pub fn set(path: &str, v: impl Into<Value>) -> Edit {
 pub fn merge(section: &str, toml_text: &str) -> Edit {
     let add: Table = toml::from_str(toml_text).expect("TOML to merge");
     let section = section.to_owned();
-    Box::new(move |root| table(root, &section).extend(add))
+    Box::new(move |t| table(&mut t.config, &section).extend(add))
 }
 
 /// Removes `path` (a key or a whole section), which must be there.
 pub fn remove(path: &str) -> Edit {
     let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
     let (section, key) = (section.to_owned(), key.to_owned());
-    Box::new(move |root| {
+    Box::new(move |t| {
         assert!(
-            table(root, &section).remove(&key).is_some(),
+            table(&mut t.config, &section).remove(&key).is_some(),
             "config has no {section}.{key}"
         );
     })
 }
 
+/// The `[[partners]]` entry with this id, in the registry or in the config.
+fn find_partner<'a>(t: &'a mut Tables, id: &str) -> Option<&'a mut Table> {
+    t.registry
+        .iter_mut()
+        .chain(std::iter::once(&mut t.config))
+        .filter_map(|root| root.get_mut("partners").and_then(Value::as_array_mut))
+        .flat_map(|ps| ps.iter_mut().filter_map(Value::as_table_mut))
+        .find(|p| p.get("id").and_then(Value::as_str) == Some(id))
+}
+
 /// Edits the `[[partners]]` entry with this id.
 pub fn partner(id: &str, f: impl FnOnce(&mut Table) + Send + 'static) -> Edit {
     let id = id.to_owned();
-    Box::new(move |root| {
-        let p = root
-            .get_mut("partners")
-            .and_then(Value::as_array_mut)
-            .and_then(|ps| {
-                ps.iter_mut()
-                    .filter_map(Value::as_table_mut)
-                    .find(|p| p.get("id").and_then(Value::as_str) == Some(id.as_str()))
-            })
-            .unwrap_or_else(|| panic!("config has no partner {id}"));
+    Box::new(move |t| {
+        let p = find_partner(t, &id).unwrap_or_else(|| panic!("config has no partner {id}"));
         f(p)
     })
 }
 
-/// Appends a `[[partners]]` entry: `id` with the keys of `toml_text`.
+/// Appends a `[[partners]]` entry, to the registry when there is one: `id` with the keys
+/// of `toml_text`.
 pub fn add_partner(id: &str, toml_text: &str) -> Edit {
     let mut add: Table = toml::from_str(toml_text).expect("TOML to add");
     add.insert("id".into(), Value::String(id.to_owned()));
-    Box::new(move |root| {
-        root.entry("partners")
+    Box::new(move |t| {
+        t.registry
+            .as_mut()
+            .unwrap_or(&mut t.config)
+            .entry("partners")
             .or_insert_with(|| Value::Array(Vec::new()))
             .as_array_mut()
             .expect("partners is an array")
@@ -84,20 +97,55 @@ pub fn add_partner(id: &str, toml_text: &str) -> Edit {
     })
 }
 
-/// `text` (a config) with `edits` applied, as TOML.
+/// The config `text` with `edits` applied, as TOML; partners added go into it.
 pub fn apply(text: &str, edits: Vec<Edit>) -> String {
-    let mut root: Table = toml::from_str(text).expect("config is TOML");
-    for e in edits {
-        e(&mut root);
-    }
-    toml::to_string(&root).expect("config to TOML")
+    apply_with_registry(text, None, edits).0
 }
 
-/// Edits the config file at `path` in place, atomically (a watcher never sees half a
-/// file).
+/// The config `text` and its registry (TOML text) with `edits` applied, as TOML.
+pub fn apply_with_registry(
+    text: &str,
+    registry: Option<&str>,
+    edits: Vec<Edit>,
+) -> (String, Option<String>) {
+    let mut t = Tables {
+        config: toml::from_str(text).expect("config is TOML"),
+        registry: registry.map(|r| toml::from_str(r).expect("registry is TOML")),
+    };
+    for e in edits {
+        e(&mut t);
+    }
+    let out = |t: &Table| toml::to_string(t).expect("TOML");
+    (out(&t.config), t.registry.as_ref().map(out))
+}
+
+/// The registry the config at `path` names, resolved as the gateway resolves it.
+pub fn registry_path(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).expect("read config");
+    let config: Table = toml::from_str(&text).expect("config is TOML");
+    let file = config.get("partners_file")?.as_str()?;
+    Some(path.parent().unwrap_or(Path::new(".")).join(file))
+}
+
+/// Edits the config file at `path` and its partner registry in place, each atomically (a
+/// watcher never sees half a file), the registry first.
 pub fn edit_file(path: &Path, edits: Vec<Edit>) {
     let text = std::fs::read_to_string(path).expect("read config");
+    let registry = registry_path(path);
+    let registry_text = registry
+        .as_ref()
+        .map(|r| std::fs::read_to_string(r).unwrap_or_default());
+    let (config, registry_out) = apply_with_registry(&text, registry_text.as_deref(), edits);
+    if let (Some(r), Some(out)) = (&registry, registry_out) {
+        if registry_text.as_deref() != Some(out.as_str()) {
+            write_atomic(r, &out);
+        }
+    }
+    write_atomic(path, &config);
+}
+
+fn write_atomic(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, apply(&text, edits)).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
 }

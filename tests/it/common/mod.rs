@@ -165,7 +165,19 @@ impl TestGateway {
             "audit.dir",
             dir.path().join(format!("audit-{n}")).display().to_string(),
         ));
-        let text = config_edit::apply(&text, edits);
+        // Its own copy of the partner registry, which its edits change.
+        let registry = demo.pki.registry();
+        let registry_text = std::fs::read_to_string(&registry).expect("registry");
+        let registry_copy = demo
+            .config
+            .with_file_name(format!("partners-test-{n}.toml"));
+        edits.push(config_edit::set(
+            "partners_file",
+            registry_copy.display().to_string(),
+        ));
+        let (text, registry_text) =
+            config_edit::apply_with_registry(&text, Some(&registry_text), edits);
+        std::fs::write(&registry_copy, registry_text.expect("registry")).expect("write registry");
         std::fs::write(&config_path, &text).expect("write config");
         let config = Config::parse(&text, &config_path).expect("config parses");
         let clock: Arc<dyn permitgate::clock::Clock> = match &opts.clock {
