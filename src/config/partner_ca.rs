@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::Problems;
+use crate::partner_ca::CaKeySource;
 
 #[derive(Debug, Clone)]
 pub struct PartnerCaConfig {
     /// The CA certificate (default: `tls.client_ca`, which must then hold just it).
     pub cert: PathBuf,
-    pub key: PathBuf,
+    /// A key file, or a key in an HSM (a `pkcs11:` URI).
+    pub key: CaKeySource,
     /// Lifetime of a renewed certificate.
     pub certificate_days: i64,
     /// Renewals one partner may make in any 24 hours.
@@ -23,7 +25,7 @@ pub struct PartnerCaConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPartnerCa {
     cert: Option<PathBuf>,
-    key: Option<PathBuf>,
+    key: Option<String>,
     #[serde(default = "default_days")]
     certificate_days: i64,
     #[serde(default = "default_renewals")]
@@ -43,7 +45,15 @@ pub(super) fn partner_ca_config(
     resolve: &dyn Fn(PathBuf) -> PathBuf,
     problems: &mut Problems,
 ) -> Option<PartnerCaConfig> {
-    let key = problems.required(r.key.map(resolve), "partner_ca.key");
+    let key = problems.required(r.key, "partner_ca.key").and_then(|k| {
+        match CaKeySource::parse(&k, resolve) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                problems.check(false, "partner_ca.key", &e.to_string());
+                None
+            }
+        }
+    });
     use crate::partner_ca::MAX_CERTIFICATE_DAYS;
     problems.check(
         (1..=MAX_CERTIFICATE_DAYS).contains(&r.certificate_days),

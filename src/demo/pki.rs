@@ -181,7 +181,7 @@ fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
 fn partner_ca(layout: &PkiLayout) -> Result<crate::partner_ca::PartnerCa, PkiError> {
     Ok(crate::partner_ca::PartnerCa::load(
         &layout.ca_cert(),
-        &layout.dir.join("ca.key"),
+        &crate::partner_ca::CaKeySource::File(layout.dir.join("ca.key")),
     )?)
 }
 

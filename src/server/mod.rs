@@ -60,6 +60,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("[partner_ca]")]
+    PartnerCa(#[from] crate::partner_ca::PartnerCaError),
     #[error("replication source")]
     Replication(#[from] crate::replication::SourceError),
     #[error(transparent)]
@@ -79,7 +81,10 @@ pub enum StartError {
 
 /// Receipt signing keys and the published keyring: receipt keys, temporary-permit issuing
 /// keys and snapshot publishing keys.
-fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Credentials, KeyError> {
+fn credentials(
+    config: &Config,
+    publisher_keys: &[VerifyingKey],
+) -> Result<Credentials, StartError> {
     let receipt_keys = SigningKeys::new(
         config
             .receipts
@@ -106,16 +111,7 @@ fn credentials(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Crede
     keyring.verify_url = config.receipts.verify_url.clone();
     let renewals = match (&config.partner_ca, &config.partners_file) {
         (Some(p), Some(registry)) => Some(crate::partner_ca::Renewals::new(
-            crate::partner_ca::PartnerCa::load(&p.cert, &p.key).map_err(|e| match e {
-                crate::partner_ca::PartnerCaError::Io { path, source } => {
-                    KeyError::Read { path, source }
-                }
-                _ => KeyError::Format {
-                    path: p.key.clone(),
-                    expected:
-                        "the partner CA's key (PEM) for the CA certificate partner_ca.cert names",
-                },
-            })?,
+            crate::partner_ca::PartnerCa::load(&p.cert, &p.key)?,
             registry.clone(),
             p.certificate_days,
             p.renewals_per_day,

@@ -21,6 +21,7 @@ mod mtls;
 mod openapi;
 mod ops;
 mod origin;
+mod partner_hsm;
 mod partner_lifecycle;
 mod problems;
 mod rate_limits;

@@ -138,7 +138,7 @@ fn a_revocation_names_the_issuer_and_the_serial() {
     assert!(!revoked.contains(&of_second.issued_as));
 }
 
-fn run(cmd: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output {
+pub(crate) fn run(cmd: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output {
     let bin = if cmd == "permitgate" {
         env!("CARGO_BIN_EXE_permitgate")
     } else {
@@ -151,7 +151,7 @@ fn run(cmd: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output 
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
 
-fn text(o: &std::process::Output) -> String {
+pub(crate) fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -160,7 +160,7 @@ fn text(o: &std::process::Output) -> String {
 }
 
 /// A CSR made with openssl as a partner would: `key` is openssl's `-newkey` argument.
-fn csr(dir: &std::path::Path, name: &str, key: &str, subject: &str, extra: &[&str]) {
+pub(crate) fn csr(dir: &std::path::Path, name: &str, key: &str, subject: &str, extra: &[&str]) {
     let mut args = vec!["req", "-new", "-newkey", key, "-nodes", "-keyout"];
     let (k, c) = (format!("{name}.key"), format!("{name}.csr"));
     args.extend([k.as_str(), "-out", c.as_str(), "-subj", subject]);

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use permitgate::config::{Config, RawPartner, RawRateLimit};
 use permitgate::partner::Scope;
-use permitgate::partner_ca::{self, PartnerCa};
+use permitgate::partner_ca::{self, CaKeySource, PartnerCa};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -53,9 +53,10 @@ pub struct EnrolArgs {
     /// The certificate's lifetime.
     #[arg(long, default_value_t = 90)]
     days: i64,
-    /// The partner CA's private key (its certificate is the config's tls.client_ca).
-    #[arg(long)]
-    ca_key: PathBuf,
+    /// The partner CA's private key (its certificate is the config's tls.client_ca): a PEM
+    /// file, or a key in an HSM as a PKCS#11 URI (pkcs11:token=…;object=…?module-path=…&pin-source=file:…).
+    #[arg(long, value_parser = ca_key)]
+    ca_key: CaKeySource,
     /// Where the certificate goes (default: ID.crt).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -74,8 +75,13 @@ pub struct RevokeArgs {
     /// cessation-of-operation.
     #[arg(long, default_value = "unspecified")]
     reason: String,
-    #[arg(long)]
-    ca_key: PathBuf,
+    /// As for enrol: a PEM file or a PKCS#11 URI.
+    #[arg(long, value_parser = ca_key)]
+    ca_key: CaKeySource,
+}
+
+fn ca_key(text: &str) -> Result<CaKeySource, String> {
+    CaKeySource::parse(text, |p| p).map_err(|e| e.to_string())
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {

@@ -1,24 +1,31 @@
 //! The partner CA's work, done by our commands instead of by hand with openssl: checking
-//! a partner's CSR, issuing its client certificate (`permitgate partners enrol`), and
-//! re-signing the CRL (`permitgate partners revoke`). The CA key is a file here (the demo,
-//! small deployments); docs/security.md says how a deployment keeps it offline.
+//! a partner's CSR (csr.rs), issuing its client certificate (`permitgate partners enrol`,
+//! renewals: renewals.rs) and recording it in the partner registry, and re-signing the CRL
+//! (`permitgate partners revoke`). The CA key is a file or a key in an HSM (key.rs,
+//! pkcs11.rs); docs/security.md says which to choose.
 
 use std::path::Path;
 
 use rcgen::{
     CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    ExtendedKeyUsagePurpose, Issuer, KeyIdMethod, KeyUsagePurpose, RevocationReason,
     RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
-use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
+
+mod csr;
+mod key;
+mod pkcs11;
+mod renewals;
+
+pub use csr::CsrError;
+pub use key::{CaKey, CaKeyError, CaKeySource};
+pub use pkcs11::UriError;
+pub use renewals::{RenewalError, Renewals};
 
 use crate::config::{RawPartner, Registry, RegistryError};
-use crate::partner::{valid_partner_id, IssuedCertificate};
+use crate::partner::IssuedCertificate;
 use crate::tls::SPIFFE_PARTNER_PREFIX;
 
 /// The longest a partner certificate may live (the CA/Browser Forum's old ceiling for
@@ -28,25 +35,6 @@ pub const MAX_CERTIFICATE_DAYS: i64 = 825;
 /// How long a new CRL is valid: gateways refuse handshakes once it is past, so it is
 /// signed again well before (every `partners revoke` does; docs/operations.md).
 pub const CRL_VALIDITY: Duration = Duration::days(7);
-
-/// Why a CSR is refused: each names the rule it breaks.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CsrError {
-    #[error("the CSR is not a PKCS#10 request in PEM (\"-----BEGIN CERTIFICATE REQUEST-----\")")]
-    Parse,
-    #[error("the CSR's signature does not verify: it was not signed with the key it carries")]
-    Signature,
-    #[error(
-        "the CSR's key is {0}: use ECDSA P-256 or P-384, Ed25519, or RSA of at least 2048 bits"
-    )]
-    Key(String),
-    #[error("the CSR asks for a CA certificate (basicConstraints CA:TRUE): partners get end-entity certificates only")]
-    CaRequested,
-    #[error("the CSR names {named:?}, not the partner id {id:?}: its subject CN and SAN URI spiffe://partners/<id> must be the id, or absent")]
-    OtherId { named: String, id: String },
-    #[error("the partner id {0:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'")]
-    Id(String),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartnerCaError {
@@ -69,6 +57,12 @@ pub enum PartnerCaError {
     Crl { path: std::path::PathBuf },
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("the partner CA key {source_name} cannot be used")]
+    Key {
+        source_name: String,
+        #[source]
+        source: CaKeyError,
+    },
     #[error("partner {0:?} is already in the registry; a new certificate comes by renewal")]
     Enrolled(String),
     #[error("partner {0:?} is not in the partner registry: its certificates are issued by the authority (`permitgate partners enrol`)")]
@@ -77,26 +71,30 @@ pub enum PartnerCaError {
 
 /// The partner CA: its certificate and key.
 pub struct PartnerCa {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
 }
 
 impl PartnerCa {
-    pub fn load(cert: &Path, key: &Path) -> Result<PartnerCa, PartnerCaError> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| PartnerCaError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let key = KeyPair::from_pem(&read(key)?).map_err(|source| PartnerCaError::Ca {
-            what: "key",
+    /// The CA of the certificate at `cert` with the key `key` names, which must be its.
+    pub fn load(cert: &Path, key: &CaKeySource) -> Result<PartnerCa, PartnerCaError> {
+        let pem = std::fs::read(cert).map_err(|source| PartnerCaError::Io {
+            path: cert.to_owned(),
             source,
         })?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&read(cert)?, key).map_err(|source| PartnerCaError::Ca {
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).map_err(|_| {
+            PartnerCaError::Ca {
                 what: "certificate",
-                source,
-            })?;
+                source: rcgen::Error::CouldNotParseCertificate,
+            }
+        })?;
+        let key = CaKey::load(key, &der).map_err(|source| PartnerCaError::Key {
+            source_name: key.to_string(),
+            source,
+        })?;
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|source| PartnerCaError::Ca {
+            what: "certificate",
+            source,
+        })?;
         Ok(PartnerCa { issuer })
     }
 
@@ -113,7 +111,7 @@ impl PartnerCa {
         if !(1..=MAX_CERTIFICATE_DAYS).contains(&days) {
             return Err(PartnerCaError::Lifetime(days));
         }
-        let der = check_csr(csr, id)?;
+        let der = csr::check(csr, id)?;
         // A certificate's times are whole seconds: what is recorded says the same.
         let now = now.replace_nanosecond(0).unwrap_or(now);
         let public_key = CertificateSigningRequestParams::from_der(&der.as_slice().into())
@@ -276,74 +274,6 @@ fn listed(pem: &[u8]) -> Option<(Vec<RevokedCertParams>, u64)> {
     Some((revoked, number))
 }
 
-/// The CSR's DER, if it is one a partner `id` may be issued a certificate for.
-pub fn check_csr(pem: &str, id: &str) -> Result<Vec<u8>, CsrError> {
-    if !valid_partner_id(id) {
-        return Err(CsrError::Id(id.to_owned()));
-    }
-    let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
-        .map_err(|_| CsrError::Parse)?;
-    let (_, csr) = X509CertificationRequest::from_der(der.as_ref()).map_err(|_| CsrError::Parse)?;
-    let info = &csr.certification_request_info;
-    let spki = &info.subject_pki;
-    let algorithm = &spki.algorithm.algorithm;
-    use x509_parser::oid_registry::{
-        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
-    };
-    let key_ok = if *algorithm == OID_SIG_ED25519 {
-        Ok(())
-    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
-        match curve {
-            Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 => Ok(()),
-            Some(c) => Err(format!("ECDSA on the curve {c}")),
-            None => Err("ECDSA on an unnamed curve".to_owned()),
-        }
-    } else {
-        match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
-            Ok(PublicKey::RSA(rsa)) => Err(format!("RSA of {} bits", rsa.key_size())),
-            Ok(PublicKey::DSA(_)) => Err("DSA".to_owned()),
-            _ => Err(format!("of the algorithm {algorithm}")),
-        }
-    };
-    key_ok.map_err(CsrError::Key)?;
-    // After the key's rules: a key too weak to be accepted is also one the verifier
-    // declines, and the refusal should say the first.
-    csr.verify_signature().map_err(|_| CsrError::Signature)?;
-    let mut named = Vec::new();
-    for cn in info.subject.iter_common_name() {
-        named.push(cn.as_str().unwrap_or("(unreadable)").to_owned());
-    }
-    for ext in csr.requested_extensions().into_iter().flatten() {
-        match ext {
-            ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(CsrError::CaRequested),
-            ParsedExtension::SubjectAlternativeName(san) => {
-                for name in &san.general_names {
-                    if let GeneralName::URI(uri) = name {
-                        named.push(match uri.strip_prefix(SPIFFE_PARTNER_PREFIX) {
-                            Some(named_id) => named_id.to_owned(),
-                            None => (*uri).to_owned(),
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(other) = named.into_iter().find(|n| n != id) {
-        return Err(CsrError::OtherId {
-            named: other,
-            id: id.to_owned(),
-        });
-    }
-    Ok(der.as_ref().to_vec())
-}
-
 /// RFC 5280's CRLReason as rcgen has it.
 fn reason_of_code(code: u8) -> Option<RevocationReason> {
     Some(match code {
@@ -373,72 +303,10 @@ pub fn reason(word: &str) -> Option<RevocationReason> {
     })
 }
 
-/// Renewal over the API (`POST /v1/partner/certificate`): the CA, the registry that
-/// records what it issues, the lifetime of what it issues, and how often each partner may
-/// ask.
-pub struct Renewals {
-    ca: PartnerCa,
-    /// The partner registry, where each renewal is recorded.
-    registry: std::path::PathBuf,
-    days: i64,
-    per_day: usize,
-    /// When each partner renewed, in the last 24 hours (Unix seconds).
-    recent: std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>,
-}
-
-/// Why a renewal is refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RenewalError {
-    #[error(transparent)]
-    Csr(#[from] CsrError),
-    #[error("at most {0} renewals in any 24 hours")]
-    TooOften(usize),
-    #[error("partner {0:?} is configured in the gateway's config, not in the partner registry: the authority renews its certificate")]
-    NotEnrolled(String),
-    #[error("the partner CA could not sign or record the certificate")]
-    Sign(#[source] PartnerCaError),
-}
-
-impl Renewals {
-    pub fn new(ca: PartnerCa, registry: std::path::PathBuf, days: i64, per_day: usize) -> Renewals {
-        Renewals {
-            ca,
-            registry,
-            days,
-            per_day,
-            recent: Default::default(),
-        }
-    }
-
-    /// A new certificate for `id` from its CSR: the same profile as enrolment.
-    pub fn renew(
-        &self,
-        id: &str,
-        csr: &str,
-        now: OffsetDateTime,
-    ) -> Result<(String, IssuedCertificate), RenewalError> {
-        check_csr(csr, id)?;
-        let t = now.unix_timestamp();
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            let times = recent.entry(id.to_owned()).or_default();
-            times.retain(|at| t - at < 86_400);
-            if times.len() >= self.per_day {
-                return Err(RenewalError::TooOften(self.per_day));
-            }
-            times.push(t);
-        }
-        reissue(&self.ca, &self.registry, id, csr, self.days, now).map_err(|e| match e {
-            PartnerCaError::Csr(c) => RenewalError::Csr(c),
-            PartnerCaError::NotEnrolled(id) => RenewalError::NotEnrolled(id),
-            e => RenewalError::Sign(e),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::KeyPair;
 
     /// A CA in `dir`: certificate and key files.
     fn ca(dir: &Path) -> PartnerCa {
@@ -450,7 +318,7 @@ mod tests {
         let cert = p.self_signed(&key).expect("ca");
         std::fs::write(dir.join("ca.crt"), cert.pem()).expect("write");
         std::fs::write(dir.join("ca.key"), key.serialize_pem()).expect("write");
-        PartnerCa::load(&dir.join("ca.crt"), &dir.join("ca.key")).expect("load")
+        PartnerCa::load(&dir.join("ca.crt"), &CaKeySource::File(dir.join("ca.key"))).expect("load")
     }
 
     fn csr(id: &str) -> String {
