@@ -39,8 +39,14 @@ fn bench(c: &mut Criterion) {
         travel_permit: state,
         residence_permit: state,
     };
+    // As the demo's bank asks: its display names are signed in too.
+    let names = permitgate::partner::DisplayName {
+        zh: Some("演示银行（非真实机构）".into()),
+        en: Some("Demo Bank (not a real bank)".into()),
+    };
     let what = receipt::Issue {
         partner: "bank",
+        partner_name: &names,
         snapshot_version: 42,
         checked_at: at,
         holder_name: None,

@@ -1232,6 +1232,21 @@ scopes = ["link_check"]
         assert!(e.contains("partners[1].id") && e.contains("twice"), "{e}");
         let bad_id = MIN.replace("id = \"bank\"", "id = \"Bank Ltd\"");
         assert!(Config::parse(&bad_id, p).is_err());
+        // Display names are signed into receipts: an organisation's name, not a letter.
+        let named = |zh: usize| {
+            MIN.replace(
+                "id = \"bank\"",
+                &format!("id = \"bank\"\ndisplay_name_zh = \"{}\"", "银".repeat(zh)),
+            )
+        };
+        assert!(Config::parse(&named(crate::partner::DISPLAY_NAME_ZH_MAX), p).is_ok());
+        let e = Config::parse(&named(crate::partner::DISPLAY_NAME_ZH_MAX + 1), p)
+            .expect_err("long name")
+            .to_string();
+        assert!(
+            e.contains("partners[0].display_name_zh") && e.contains("signed into receipts"),
+            "{e}"
+        );
         let e = Config::parse(
             &format!("{MIN}[receipts]\nsigning_keys = [{{ path = \"r.key\", not_before = \"yesterday\" }}]\n"),
             p,

@@ -77,6 +77,12 @@ pub struct Partner {
     pub certificates: Vec<IssuedCertificate>,
 }
 
+/// The longest display names, in characters: signed into every receipt and printed in its
+/// QR code, they are kept to an organisation's name (the registered name of a Chinese
+/// company is rarely over 30 characters).
+pub const DISPLAY_NAME_ZH_MAX: usize = 40;
+pub const DISPLAY_NAME_EN_MAX: usize = 100;
+
 /// The organisation's name as people read it, in Chinese and in English.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DisplayName {

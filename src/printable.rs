@@ -522,7 +522,8 @@ mod tests {
 
     /// The QR versions docs/receipts.md reports: a receipt link as the demo prints it, and
     /// the largest one the formats allow (64-character partner id, 100-byte holder name,
-    /// 200-character verify_url) still fits, far from QR's limit (version 40).
+    /// the longest display names, 200-character verify_url) still fits, far from QR's
+    /// limit (version 40).
     #[test]
     fn receipt_links_fit_a_qr_code() {
         use crate::checks::{DocumentPair, LinkAnswer, LinkResult};
@@ -539,26 +540,41 @@ mod tests {
             residence_permit: None,
         };
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let receipt = |partner: &str, holder_name: Option<&str>| {
+        let demo_name = crate::partner::DisplayName {
+            zh: Some("演示银行（非真实机构）".into()),
+            en: Some("Demo Bank (not a real bank)".into()),
+        };
+        let longest_name = crate::partner::DisplayName {
+            zh: Some("银".repeat(crate::partner::DISPLAY_NAME_ZH_MAX)),
+            en: Some("B".repeat(crate::partner::DISPLAY_NAME_EN_MAX)),
+        };
+        let receipt = |partner: &str, holder_name: Option<&str>, partner_name| {
             let what = Issue {
                 partner,
+                partner_name,
                 snapshot_version: 1,
                 checked_at: time::OffsetDateTime::UNIX_EPOCH,
                 holder_name,
             };
             issue(what, &pair, &answer, &key).0
         };
-        let demo = verify_link("http://127.0.0.1:8080/verify/", &receipt("bank", None));
+        let demo = verify_link(
+            "http://127.0.0.1:8080/verify/",
+            &receipt("bank", None, &demo_name),
+        );
         let named = verify_link(
             "http://127.0.0.1:8080/verify/",
-            &receipt("bank", Some("陳大文 CHAN Tai Man")),
+            &receipt("bank", Some("陳大文 CHAN Tai Man"), &demo_name),
         );
         let url = format!("https://{}/", "v".repeat(191));
-        let largest = verify_link(&url, &receipt(&"p".repeat(64), Some(&"陳".repeat(33))));
+        let largest = verify_link(
+            &url,
+            &receipt(&"p".repeat(64), Some(&"陳".repeat(33)), &longest_name),
+        );
         // Each receipt's random id changes its text, and so the QR version, by one at most.
-        assert!((9..=10).contains(&version(&demo)), "{}", version(&demo));
-        assert!((10..=11).contains(&version(&named)), "{}", version(&named));
-        assert!(version(&largest) <= 19, "{}", version(&largest));
+        assert!((10..=11).contains(&version(&demo)), "{}", version(&demo));
+        assert!((11..=12).contains(&version(&named)), "{}", version(&named));
+        assert!(version(&largest) <= 22, "{}", version(&largest));
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Signed verification receipts: the electronic form of the dual-document verification
 //! document, returned by a link check on request and verifiable offline.
 //!
-//! A receipt states who asked (partner id), the result and each document's status, the
-//! snapshot version and the time, and (format 2) the holder's name when the partner gave
-//! it, signed with the gateway's receipt key. It binds the two document numbers without
+//! A receipt states who asked (partner id, and from format 3 the organisation's names as
+//! people read them), the result and each document's status, the snapshot version and
+//! the time, and (from format 2) the holder's name when the partner gave it, signed with
+//! the gateway's receipt key. It binds the two document numbers without
 //! carrying them: `binding` is a keyed hash of the two normalised numbers under the
 //! receipt's random id, so whoever holds the numbers can confirm the receipt is about
 //! them, and whoever holds only the receipt has to guess both numbers, afresh for every
 //! receipt. docs/receipts.md has the format, the test vectors and what that guessing costs.
 //!
-//! Format 2 (`PGR2:`, issued now) binds with HMAC-SHA-256, which every browser's WebCrypto
-//! has, so the verifier page (src/verify_site) checks the numbers too; format 1 (`PGR1:`)
-//! bound with BLAKE3, which browsers lack, and is still verified here.
+//! Format 3 (`PGR3:`, issued now) is format 2 with the partner's display names; format 2
+//! (`PGR2:`) binds with HMAC-SHA-256, which every browser's WebCrypto has, so the verifier
+//! page (src/verify_site) checks the numbers too; format 1 (`PGR1:`) bound with BLAKE3,
+//! which browsers lack. All three are verified.
 
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
@@ -21,23 +23,27 @@ use crate::checks::{DocumentPair, LinkAnswer, LinkResult};
 use crate::day::rfc3339;
 use crate::key_files::KeyId;
 use crate::keyring::{KeyLookup, KeyUse, Keyring};
+use crate::partner::DisplayName;
 use crate::sealed::{self, push_short_str, Kind, OpenError};
 use crate::snapshot::RecordStatus;
 
-/// The receipt format; issued receipts are [`Format::V2`].
+/// The receipt format; issued receipts are [`Format::V3`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// BLAKE3 binding, no holder name. Verified, no longer issued.
     V1,
-    /// HMAC-SHA-256 binding, optional holder name.
+    /// HMAC-SHA-256 binding, optional holder name. Verified, no longer issued.
     V2,
+    /// Format 2 and the partner's display names (Chinese, English), each optional.
+    V3,
 }
 
 impl Format {
     pub fn kind(self) -> &'static Kind {
         match self {
             Format::V1 => &KIND_V1,
-            Format::V2 => &KIND,
+            Format::V2 => &KIND_V2,
+            Format::V3 => &KIND,
         }
     }
 
@@ -48,14 +54,20 @@ impl Format {
     /// The format a text claims by its prefix.
     fn of(text: &str) -> Option<Format> {
         let t = text.trim();
-        [Format::V2, Format::V1]
+        [Format::V3, Format::V2, Format::V1]
             .into_iter()
             .find(|f| t.starts_with(f.kind().prefix))
     }
 }
 
-/// Format 2, the one issued.
+/// Format 3, the one issued.
 pub const KIND: Kind = Kind {
+    prefix: "PGR3:",
+    context: b"permitgate receipt v3\0",
+    version: 3,
+};
+
+pub const KIND_V2: Kind = Kind {
     prefix: "PGR2:",
     context: b"permitgate receipt v2\0",
     version: 2,
@@ -101,6 +113,8 @@ pub struct Receipt {
     pub binding: [u8; 16],
     /// The holder's name as the partner gave it (format 2, optional).
     pub holder_name: Option<String>,
+    /// The partner's names as people read them (format 3; each optional).
+    pub partner_name: DisplayName,
 }
 
 impl Receipt {
@@ -122,7 +136,7 @@ fn binding(format: Format, id: &ReceiptId, pair: &DocumentPair) -> [u8; 16] {
             h.update(residence.as_bytes());
             out.copy_from_slice(&h.finalize().as_bytes()[..16]);
         }
-        Format::V2 => {
+        Format::V2 | Format::V3 => {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &id.0);
             let mut h = ring::hmac::Context::with_key(&key);
             h.update(BINDING_CONTEXT_V2);
@@ -168,17 +182,19 @@ fn status_from_u8(v: u8) -> Option<Option<RecordStatus>> {
     }
 }
 
-/// What a receipt is about besides the answer: who asked, when, on which data, and the
-/// holder's name when the partner gave one (the rule of [`crate::person_name`]).
+/// What a receipt is about besides the answer: who asked (its id and names), when, on
+/// which data, and the holder's name when the partner gave one (the rule of
+/// [`crate::person_name`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Issue<'a> {
     pub partner: &'a str,
+    pub partner_name: &'a DisplayName,
     pub snapshot_version: u64,
     pub checked_at: OffsetDateTime,
     pub holder_name: Option<&'a str>,
 }
 
-/// Makes and signs the receipt of one link check (format 2).
+/// Makes and signs the receipt of one link check (format 3).
 pub fn issue(
     what: Issue<'_>,
     pair: &DocumentPair,
@@ -187,13 +203,14 @@ pub fn issue(
 ) -> (String, Receipt) {
     let Issue {
         partner,
+        partner_name,
         snapshot_version,
         checked_at,
         holder_name,
     } = what;
     let id = ReceiptId(rand::random());
     let receipt = Receipt {
-        format: Format::V2,
+        format: Format::V3,
         key_id: crate::key_files::verifying_key_id(&key.verifying_key()),
         id,
         partner: partner.to_owned(),
@@ -202,8 +219,12 @@ pub fn issue(
         residence_permit: answer.residence_permit.map(|s| s.status),
         snapshot_version,
         checked_at: checked_at.replace_nanosecond(0).unwrap_or(checked_at),
-        binding: binding(Format::V2, &id, pair),
+        binding: binding(Format::V3, &id, pair),
         holder_name: holder_name.and_then(|n| crate::person_name::normalize(n).ok()),
+        partner_name: DisplayName {
+            zh: partner_name.zh.as_deref().map(signed_display_name),
+            en: partner_name.en.as_deref().map(signed_display_name),
+        },
     };
     (encode(&receipt, key), receipt)
 }
@@ -219,11 +240,35 @@ fn encode(r: &Receipt, key: &SigningKey) -> String {
     body.push(status_to_u8(r.residence_permit));
     body.extend_from_slice(&r.binding);
     push_short_str(&mut body, &r.partner);
-    if r.format == Format::V2 {
+    if r.format != Format::V1 {
         // Length 0: no name.
         push_short_str(&mut body, r.holder_name.as_deref().unwrap_or(""));
     }
+    if r.format == Format::V3 {
+        push_short_str(&mut body, r.partner_name.zh.as_deref().unwrap_or(""));
+        push_short_str(&mut body, r.partner_name.en.as_deref().unwrap_or(""));
+    }
     sealed::seal(kind, body, key)
+}
+
+/// A display name as a receipt carries it: at most 255 bytes of UTF-8 (a short string),
+/// cut at a character. The config allows 100 characters, which in Chinese may not fit.
+fn signed_display_name(name: &str) -> String {
+    let mut end = name.len().min(255);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
+
+/// A signed display name as read back: empty is none; control characters are not
+/// something the gateway would have signed.
+fn read_display_name(name: &str) -> Option<Option<String>> {
+    match name {
+        "" => Some(None),
+        n if n.chars().any(char::is_control) => None,
+        n => Some(Some(n.to_owned())),
+    }
 }
 
 fn decode(format: Format, opened: &sealed::Opened) -> Option<Receipt> {
@@ -238,15 +283,23 @@ fn decode(format: Format, opened: &sealed::Opened) -> Option<Receipt> {
     let partner = f.short_str()?.to_owned();
     let holder_name = match format {
         Format::V1 => None,
-        Format::V2 => match f.short_str()? {
+        Format::V2 | Format::V3 => match f.short_str()? {
             "" => None,
             n if crate::person_name::is_signed_form(n) => Some(n.to_owned()),
             _ => return None,
         },
     };
+    let partner_name = match format {
+        Format::V1 | Format::V2 => DisplayName::default(),
+        Format::V3 => DisplayName {
+            zh: read_display_name(f.short_str()?)?,
+            en: read_display_name(f.short_str()?)?,
+        },
+    };
     (f.is_done() && crate::partner::valid_partner_id(&partner)).then_some(Receipt {
         format,
         holder_name,
+        partner_name,
         key_id: opened.key_id(),
         id,
         partner,
@@ -396,6 +449,11 @@ pub struct ReceiptView {
     pub receipt_id: String,
     pub key_id: String,
     pub partner: String,
+    /// The partner's names as signed (format 3); absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_name_zh: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_name_en: Option<String>,
     pub result: LinkResult,
     pub travel_permit: Option<RecordStatus>,
     pub residence_permit: Option<RecordStatus>,
@@ -414,6 +472,8 @@ impl From<&Receipt> for ReceiptView {
             receipt_id: r.id.to_string(),
             key_id: r.key_id.to_string(),
             partner: r.partner.clone(),
+            partner_name_zh: r.partner_name.zh.clone(),
+            partner_name_en: r.partner_name.en.clone(),
             result: r.result,
             travel_permit: r.travel_permit,
             residence_permit: r.residence_permit,
@@ -499,6 +559,10 @@ mod tests {
         issue(
             Issue {
                 partner: "bank",
+                partner_name: &DisplayName {
+                    zh: Some("示例银行".into()),
+                    en: Some("Example Bank".into()),
+                },
                 snapshot_version: 42,
                 checked_at: datetime!(2026-11-25 08:00:00.5 UTC),
                 holder_name: Some(" 陳大文 CHAN Tai Man "),
@@ -514,7 +578,7 @@ mod tests {
         let (text, issued) = sample();
         let r = verify(&text, &ring()).expect("verifies");
         assert_eq!(r, issued);
-        assert!(text.starts_with("PGR2:"));
+        assert!(text.starts_with("PGR3:"));
         assert_eq!(
             r.holder_name.as_deref(),
             Some("陳大文 CHAN Tai Man"),
@@ -556,7 +620,11 @@ mod tests {
         (SigningKey::from_bytes(&seed), ReceiptId(id))
     }
 
-    fn vector_receipt(format: Format, holder_name: Option<&str>) -> (SigningKey, Receipt) {
+    fn vector_receipt(
+        format: Format,
+        holder_name: Option<&str>,
+        partner_name: DisplayName,
+    ) -> (SigningKey, Receipt) {
         let (key, id) = vector_key_and_id();
         let r = Receipt {
             format,
@@ -570,6 +638,7 @@ mod tests {
             checked_at: datetime!(2026-11-25 08:00 UTC),
             binding: binding(format, &id, &pair("H12345678", "810000199001011230")),
             holder_name: holder_name.map(str::to_owned),
+            partner_name,
         };
         (key, r)
     }
@@ -591,13 +660,21 @@ mod tests {
     /// `hmac` and `cryptography`, and in a browser by the verifier page's test.
     #[test]
     fn test_vectors() {
-        let (key, r) = vector_receipt(Format::V1, None);
+        let none = DisplayName::default;
+        let (key, r) = vector_receipt(Format::V1, None, none());
         check_vector(&key, &r, "6fb0f5ae7e2df85d2bbd34903b3e8ee7", VECTOR_V1);
-        let (key, r) = vector_receipt(Format::V2, Some("陳大文"));
+        let (key, r) = vector_receipt(Format::V2, Some("陳大文"), none());
         check_vector(&key, &r, VECTOR_V2_BINDING, VECTOR_V2);
+        let named = DisplayName {
+            zh: Some("示例银行".into()),
+            en: Some("Example Bank".into()),
+        };
+        let (key, r) = vector_receipt(Format::V3, Some("陳大文"), named);
+        check_vector(&key, &r, VECTOR_V2_BINDING, VECTOR_V3);
     }
 
     const VECTOR_V1: &str = "PGR1:/60OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500H5ET2V .F-HV$N51T61M7/2I.O0CEC0PD:PB%.D1T6I:H-DM.PCZC6*411TV0HG$*JAP4716A6PLKIL*BSUI-U4QTKM4E+$SV6DQV771GJ9RG17UDTHEUG R$CGU5P30";
+    const VECTOR_V3: &str = "PGR3:FI0OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500+N2JKIM68291/O453C1DM9$6.O0CEC-ND-NTIXMV KZ6TC3HZCT9SN:3OZNTO5N1JK O1$9FQ$DTVDN34CEC:QDL*U8QI6432EH*XF8L0I1J0KUI6L+:SVRE/YN+.1ZKC/:OKP01UMR5O137*Z5-9J5CDRUMO:5-*SG VUIDV-TFJEX+1X*JD0";
     const VECTOR_V2_BINDING: &str = "140591f9406c098024075f78b0503600";
     const VECTOR_V2: &str = "PGR2:TC0OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500+N2JKIM68291/O453C1DM9$6.O0CEC-ND-NTIXMV KZ6TW3H9KPYDQOKJ44GBK8N6F0IFMVP7GDD11 SHO5F4TQHYVIICR8N H1UUUFDV9CO1AHWRBUM0CZRBQDBOQRPF*M64$P:AR6OI40";
 

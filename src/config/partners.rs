@@ -187,12 +187,19 @@ pub(super) fn partners(
                 field("weight"),
                 "must be from 1 to 1000",
             );
-            for (name, value) in [
-                ("display_name_zh", &p.display_name_zh),
-                ("display_name_en", &p.display_name_en),
+            use crate::partner::{DISPLAY_NAME_EN_MAX, DISPLAY_NAME_ZH_MAX};
+            for (name, value, max) in [
+                ("display_name_zh", &p.display_name_zh, DISPLAY_NAME_ZH_MAX),
+                ("display_name_en", &p.display_name_en, DISPLAY_NAME_EN_MAX),
             ] {
                 if let Some(v) = value {
                     problems.check_name(v, field(name));
+                    // Signed into every receipt and printed in its QR code.
+                    problems.check(
+                        v.chars().count() <= max,
+                        field(name),
+                        &format!("must be at most {max} characters (it is signed into receipts)"),
+                    );
                 }
             }
             Partner {

@@ -276,6 +276,7 @@ fn receipt(
     })?;
     let what = receipt::Issue {
         partner: &partner.id,
+        partner_name: &partner.display_name,
         snapshot_version: cx.view.info().version,
         checked_at: cx.now,
         holder_name: holder_name.as_deref(),

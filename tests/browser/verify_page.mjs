@@ -85,7 +85,7 @@ try {
       const r = await V.verify(v.receipt, v.keys);
       const yes = await V.refersTo(r, v.travel_permit, v.residence_permit);
       const no = await V.refersTo(r, v.travel_permit, v.other_residence_permit);
-      return { status: r.status, result: r.result, holder_name: r.holderName, checked_at: r.checkedAt, match: yes.match, other: no.match };
+      return { status: r.status, result: r.result, holder_name: r.holderName, partner_name: r.partnerName, checked_at: r.checkedAt, match: yes.match, other: no.match };
     }, input.vector);
   }
   // Every form control has a label a screen reader announces.

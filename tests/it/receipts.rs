@@ -248,7 +248,7 @@ async fn offline_verification_and_the_printable_document() {
     asked["holder_name"] = json!("陳大文 CHAN Tai Man");
     let answer = checked(&gw, "bank", &asked).await;
     let text = encoded(&answer);
-    assert!(text.starts_with("PGR2:"), "{text}");
+    assert!(text.starts_with("PGR3:"), "{text}");
     let link = receipt::verify_link(PAGE, &text);
     assert_eq!(answer["receipt"]["url"].as_str(), Some(link.as_str()));
     let (tp, rp) = (
@@ -282,13 +282,17 @@ async fn offline_verification_and_the_printable_document() {
             v["numbers"].as_str(),
             v["format"].as_u64(),
             v["holder_name"].as_str(),
+            v["partner_name_zh"].as_str(),
+            v["partner_name_en"].as_str(),
         ),
         (
             Some("genuine"),
             Some("linked"),
             Some("not_checked"),
-            Some(2),
-            Some("陳大文 CHAN Tai Man")
+            Some(3),
+            Some("陳大文 CHAN Tai Man"),
+            Some("演示银行（非真实机构）"),
+            Some("Demo Bank (not a real bank)"),
         )
     );
     let (code, v, err) = verify(&text, Some((tp, rp)));
@@ -385,6 +389,8 @@ async fn offline_verification_and_the_printable_document() {
         &authority.zh,
         &authority.en,
         "陳大文 CHAN Tai Man",
+        // Who asked, by the names the partner registry gives it: not only "bank".
+        "演示银行（非真实机构） Demo Bank (not a real bank) (bank)",
         PAGE,
     ] {
         assert!(words.contains(want), "{want:?} not in:\n{words}");

@@ -146,7 +146,7 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         .as_str()
         .expect("receipt")
         .to_owned();
-    assert!(url.starts_with(&format!("{page}#PGR2:")), "{url}");
+    assert!(url.starts_with(&format!("{page}#PGR3:")), "{url}");
 
     // The keys beside the page are those the gateway publishes.
     let served = ops_get(d.verify, "/verify/keys.json").expect("the page's server answers");
@@ -233,13 +233,13 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     let vectors: Value =
         serde_json::from_str(include_str!("../vectors/numbers.json")).expect("vectors");
     let names: Value = serde_json::from_str(include_str!("../vectors/names.json")).expect("names");
-    // docs/receipts.md's format-2 vector, with its key.
+    // docs/receipts.md's format-3 vector, with its key.
     let doc = include_str!("../../docs/receipts.md");
     let vector = doc
         .lines()
-        .find_map(|l| l.strip_prefix("receipt PGR2:"))
-        .map(|r| format!("PGR2:{r}"))
-        .expect("the format-2 vector");
+        .find_map(|l| l.strip_prefix("receipt PGR3:"))
+        .map(|r| format!("PGR3:{r}"))
+        .expect("the format-3 vector");
     let vector_keys = json!({"keys": [{
         "id": "39833a149ece5611", "use": "receipt", "algorithm": "Ed25519",
         "public_key": "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7"}]});
@@ -305,7 +305,8 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         permitgate::demo::DEMO_AUTHORITY.0,
         permitgate::demo::DEMO_AUTHORITY.1,
         "陳大文 CHAN Tai Man",
-        "bank",
+        // Who asked, by the names the partner registry gives it, and its id.
+        "演示银行（非真实机构） Demo Bank (not a real bank) (bank)",
     ] {
         assert!(shown.contains(want), "{want:?} not shown: {shown}");
     }
@@ -375,6 +376,7 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
     assert_eq!(
         seen["vector"],
         json!({"status": "genuine", "result": "linked", "holder_name": "陳大文",
+               "partner_name": ["示例银行", "Example Bank"],
                "checked_at": 1_795_593_600, "match": "match", "other": "mismatch"})
     );
 

@@ -199,7 +199,7 @@ mod render {
                 "数据版本 Records version",
                 view.snapshot_version.to_string(),
             ),
-            row("核验方 Requested by", view.partner),
+            row("核验方 Requested by", requested_by(r)),
             row("编号 Receipt id", view.receipt_id),
             row("签名密钥 Signing key", view.key_id),
             row(
@@ -225,6 +225,21 @@ mod render {
             qr_caption: verify_url
                 .map(|url| vec![format!("核验网址 Verify at: {url}")])
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Who asked, as people read it: the organisation's names signed into the receipt (format
+    /// 3), then its partner id; the id alone for a receipt without names.
+    fn requested_by(r: &Receipt) -> String {
+        let names: Vec<&str> = [&r.partner_name.zh, &r.partner_name.en]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if names.is_empty() {
+            r.partner.clone()
+        } else {
+            format!("{} ({})", names.join(" "), r.partner)
         }
     }
 }

@@ -1,4 +1,4 @@
-// permitgate's verifier page: checks a signed receipt (PGR2:/PGR1:) or a temporary permit
+// permitgate's verifier page: checks a signed receipt (PGR3:/PGR2:/PGR1:) or a temporary permit
 // (PGT1:) in the browser, against keys.json beside the page. The formats are those of
 // docs/receipts.md and docs/temporary-permit.md; number rules those of src/document.rs
 // (tests/vectors/numbers.json keeps the two equal). No third-party code: WebCrypto does
@@ -15,6 +15,7 @@ const Verifier = (() => {
   const enc = new TextEncoder();
 
   const KINDS = {
+    'PGR3:': { kind: 'receipt', version: 3, context: 'permitgate receipt v3\0', use: 'receipt' },
     'PGR2:': { kind: 'receipt', version: 2, context: 'permitgate receipt v2\0', use: 'receipt' },
     'PGR1:': { kind: 'receipt', version: 1, context: 'permitgate receipt v1\0', use: 'receipt' },
     'PGT1:': { kind: 'temp_permit', version: 1, context: 'permitgate temporary permit v1\0', use: 'temp_permit' },
@@ -133,11 +134,20 @@ const Verifier = (() => {
     r.partner = f.shortStr();
     if (!/^[a-z0-9_.-]{1,64}$/.test(r.partner)) throw malformed('partner');
     r.holderName = null;
-    if (o.version === 2) {
+    if (o.version >= 2) {
       const name = f.shortStr();
       if (name !== '') {
         if (!validName(name)) throw malformed('holder name');
         r.holderName = name;
+      }
+    }
+    // Format 3: the partner's names as people read them, each optional.
+    r.partnerName = [];
+    if (o.version === 3) {
+      for (const lang of ['zh', 'en']) {
+        const name = f.shortStr();
+        if (/\p{Cc}/u.test(name)) throw malformed('partner name ' + lang);
+        if (name !== '') r.partnerName.push(name);
       }
     }
     if (!f.done()) throw malformed('trailing bytes');
@@ -302,15 +312,15 @@ const Verifier = (() => {
     return canonical.slice(0, 5) + '*'.repeat(Math.max(0, canonical.length - 5));
   }
 
-  // Whether the receipt is about these two numbers: its binding recomputed (format 2 only;
-  // format 1 used BLAKE3, which browsers lack).
+  // Whether the receipt is about these two numbers: its binding recomputed (formats 2 and
+  // 3; format 1 used BLAKE3, which browsers lack).
   async function refersTo(receipt, travel, residence) {
     const tp = parseTravelPermit(travel);
     if (!tp.ok) return { match: 'invalid', field: 'travel_permit', rule: tp.error };
     const rp = parseResidencePermit(residence);
     if (!rp.ok) return { match: 'invalid', field: 'residence_permit', rule: rp.error };
     if (tp.region !== rp.region) return { match: 'invalid', field: 'residence_permit', rule: 'region_mismatch' };
-    if (receipt.format !== 2) return { match: 'unsupported' };
+    if (receipt.format === 1) return { match: 'unsupported' };
     const key = await crypto.subtle.importKey('raw', receipt.id, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
     const mac = new Uint8Array(await crypto.subtle.sign('HMAC', key, concat(
       enc.encode('permitgate receipt binding v2\0'), enc.encode(tp.canonical), new Uint8Array([0]), enc.encode(rp.canonical))));
@@ -447,7 +457,7 @@ const Page = (() => {
     fact('records_version', String(r.snapshotVersion));
     const a = authorityValue();
     if (a) fact('authority', a);
-    fact('requested_by', r.partner);
+    fact('requested_by', r.partnerName.length ? `${r.partnerName.join(' ')} (${r.partner})` : r.partner);
     fact('receipt_id', Array.from(r.id, (x) => x.toString(16).padStart(2, '0')).join(''));
     fact('signing_key', r.keyId);
     $('numbers').hidden = false;
