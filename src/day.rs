@@ -111,11 +111,18 @@ pub fn write_rfc3339(out: &mut Vec<u8>, t: OffsetDateTime) {
     }
 }
 
-/// `YYYY-MM-DD HH:MM` in Beijing time, for people (machine fields stay RFC 3339).
-pub fn beijing_minute(t: OffsetDateTime) -> String {
+/// A time as people read and write it, in Beijing time, in Chinese and in English:
+/// `2026年12月5日 06:51 北京时间` and `5 Dec 2026 06:51 Beijing time`. Machine fields stay
+/// RFC 3339; the verifier page's `beijing()` writes the same.
+pub fn for_people(t: OffsetDateTime) -> (String, String) {
     let b = (t + BEIJING_OFFSET).to_offset(time::UtcOffset::UTC);
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
-    b.format(&fmt).unwrap_or_else(|_| rfc3339(t))
+    let (y, m, d) = (b.year(), u8::from(b.month()), b.day());
+    let hm = format!("{:02}:{:02}", b.hour(), b.minute());
+    let month = &format!("{:?}", b.month())[..3];
+    (
+        format!("{y}年{m}月{d}日 {hm} 北京时间"),
+        format!("{d} {month} {y} {hm} Beijing time"),
+    )
 }
 
 /// Parses an RFC 3339 time (any offset); the inverse of [`rfc3339`] and more lenient.
@@ -133,6 +140,21 @@ impl serde::Serialize for Day {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eight hours of every day fall on another date in Beijing than in UTC.
+    #[test]
+    fn people_read_beijing_time() {
+        let t = time::macros::datetime!(2026-12-04 22:51:40 UTC);
+        assert_eq!(
+            for_people(t),
+            (
+                "2026年12月5日 06:51 北京时间".to_owned(),
+                "5 Dec 2026 06:51 Beijing time".to_owned()
+            )
+        );
+        let t = time::macros::datetime!(2026-11-25 08:00 UTC);
+        assert_eq!(for_people(t).1, "25 Nov 2026 16:00 Beijing time");
+    }
 
     #[test]
     fn parse_and_format() {

@@ -70,6 +70,22 @@ impl TokenBucket {
         self.tat.load(Ordering::Relaxed) <= now_ns
     }
 
+    /// The quota as the RateLimit headers state it (draft-ietf-httpapi-ratelimit-headers):
+    /// `burst` requests per the window in which an empty bucket fills again, in whole
+    /// seconds (at least 1).
+    pub fn policy(&self) -> (u32, u64) {
+        let window = self.tolerance.div_ceil(1_000_000_000).max(1);
+        (self.limit.burst, window)
+    }
+
+    /// At `now_ns`: the whole tokens left (none while in debt), and the whole seconds until
+    /// the bucket is full again.
+    pub fn state(&self, now_ns: u64) -> (u64, u64) {
+        let ahead = self.tat.load(Ordering::Relaxed).saturating_sub(now_ns);
+        let left = self.tolerance.saturating_sub(ahead) / self.interval;
+        (left, ahead.div_ceil(1_000_000_000))
+    }
+
     /// Takes one token at `now_ns`, or says how long until one is free.
     pub fn take(&self, now_ns: u64) -> Result<(), Duration> {
         let mut tat = self.tat.load(Ordering::Relaxed);
@@ -92,6 +108,27 @@ impl TokenBucket {
 
 #[cfg(test)]
 mod tests {
+
+    /// What the RateLimit headers say: the quota and its window, the tokens left and when
+    /// the bucket is full again, a debt leaving none.
+    #[test]
+    fn the_headers_state_what_is_left() {
+        let b = TokenBucket::new(RateLimit {
+            per_second: 5.0,
+            burst: 10,
+        });
+        let s = 1_000_000_000u64;
+        assert_eq!(b.policy(), (10, 2));
+        assert_eq!(b.state(100 * s), (10, 0));
+        for _ in 0..4 {
+            b.take(100 * s).expect("within the burst");
+        }
+        // Four taken at 5 a second: full again in 0.8 s, shown as 1.
+        assert_eq!(b.state(100 * s), (6, 1));
+        b.charge(20, 100 * s);
+        assert_eq!(b.state(100 * s), (0, 5));
+        assert_eq!(b.state(105 * s), (10, 0));
+    }
     use super::*;
 
     const SEC: u64 = 1_000_000_000;

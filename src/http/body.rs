@@ -102,6 +102,13 @@ where
 pub fn object<'de, T: Deserialize<'de>>(bytes: &'de [u8], prefix: &str) -> Result<T, Problem> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
+        // Not JSON at all: malformed, whatever its first byte.
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+            return Err(Problem::new(
+                ProblemKind::MalformedJson,
+                format!("{} is not JSON", whole(prefix)),
+            ))
+        }
         Some(_) => {
             let mut p = Problem::new(
                 ProblemKind::InvalidField,
@@ -119,7 +126,44 @@ pub fn object<'de, T: Deserialize<'de>>(bytes: &'de [u8], prefix: &str) -> Resul
             ))
         }
     }
-    serde_json::from_slice(bytes).map_err(|e| Problem::from_json(&e, prefix))
+    serde_json::from_slice(bytes).map_err(|e| {
+        let p = Problem::from_json(&e, prefix);
+        if p.kind != ProblemKind::InvalidField || p.field.is_some() {
+            return p;
+        }
+        // Parsed again, tracking the path, only when it failed: on every request the
+        // tracking would cost what the parse itself does.
+        let traced = serde_path_to_error::deserialize::<_, T>(
+            &mut serde_json::Deserializer::from_slice(bytes),
+        );
+        match traced.err().map(|t| t.path().to_string()) {
+            Some(path) if is_field_path(&path) => {
+                let field = format!("{prefix}{path}");
+                Problem {
+                    detail: format!("{field}: {}", p.detail),
+                    ..p
+                }
+                .with_field(field)
+            }
+            _ => p,
+        }
+    })
+}
+
+/// A path made of this API's field names and array indices (`checks[2].travel_permit`):
+/// nothing a client put in a key is echoed.
+fn is_field_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('.').all(|segment| {
+            let (name, index) = segment.split_once('[').unwrap_or((segment, ""));
+            (1..=40).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                && index.split('[').all(|i| {
+                    i.is_empty()
+                        || i.strip_suffix(']')
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
 }
 
 fn whole(prefix: &str) -> &str {
@@ -151,6 +195,43 @@ mod tests {
         );
         let ok: DocumentStatusRequest = object(br#" {"number":"H89266337"}"#, "").expect("object");
         assert_eq!(ok.number, "H89266337");
+        // Not JSON at all is malformed, not the wrong type.
+        for text in [&b"H89266337"[..], b"number=H89266337", b"\"H8926", b"[1,"] {
+            let p = object::<DocumentStatusRequest>(text, "").expect_err("not JSON");
+            assert_eq!(p.kind, ProblemKind::MalformedJson, "{text:?}");
+        }
+    }
+
+    /// A value of the wrong JSON type is named by its path, whatever the value was (a
+    /// number sent as a JSON number is not echoed either).
+    #[test]
+    fn a_wrongly_typed_value_is_named_by_its_path() {
+        for (body, prefix, field) in [
+            (&br#"{"number": 89266337}"#[..], "", "number"),
+            (
+                br#"{"travel_permit": ["H89266337"], "residence_permit": "x"}"#,
+                "",
+                "travel_permit",
+            ),
+            (
+                br#"{"travel_permit": "H1", "residence_permit": "x", "receipt": "yes"}"#,
+                "checks[3].",
+                "checks[3].receipt",
+            ),
+        ] {
+            let p = if prefix.is_empty() && body.starts_with(b"{\"number") {
+                object::<DocumentStatusRequest>(body, prefix).expect_err("wrong type")
+            } else {
+                object::<LinkCheckRequest>(body, prefix).expect_err("wrong type")
+            };
+            assert_eq!(p.kind, ProblemKind::InvalidField);
+            assert_eq!(p.field.as_deref(), Some(field), "{}", p.detail);
+            assert!(!p.detail.contains("89266337"), "{}", p.detail);
+        }
+        assert!(is_field_path("checks[12].travel_permit"));
+        for not in ["", "H89266337", "checks[x]", "a.b c", "checks[]"] {
+            assert!(!is_field_path(not), "{not}");
+        }
     }
 
     #[tokio::test]

@@ -49,6 +49,9 @@ pub use route::Route;
 /// On every answer to a partner whose certificate ends within
 /// `server.partner_certificate_warning_days`: when it ends (RFC 3339).
 pub const CERTIFICATE_EXPIRES: &str = "permitgate-certificate-expires";
+/// A rate-limited partner's quota and what is left of it, on every answer.
+pub const RATE_LIMIT_POLICY: &str = "ratelimit-policy";
+pub const RATE_LIMIT: &str = "ratelimit";
 
 /// Answers: JSON held in memory, or a replication object streamed from disk.
 pub type Body = Either<Full<Bytes>, relay::ObjectBody>;
@@ -344,10 +347,28 @@ impl App {
                 .headers_mut()
                 .insert(HeaderName::from_static(CERTIFICATE_EXPIRES), expires);
         }
+        if let Some(bucket) = entry.and_then(|e| e.bucket.as_deref()) {
+            self.rate_limit_headers(bucket, response.headers_mut());
+        }
         if let Some(h) = self.metrics.durations.get(route.index()) {
             h.observe(start.elapsed().as_secs_f64());
         }
         response
+    }
+
+    /// The partner's rate limit and what is left of it, as RateLimit-Policy and RateLimit
+    /// (draft-ietf-httpapi-ratelimit-headers): a client paces itself before a 429.
+    fn rate_limit_headers(&self, bucket: &crate::rate_limit::TokenBucket, h: &mut http::HeaderMap) {
+        let now = u64::try_from(self.clock.now().unix_timestamp_nanos()).unwrap_or(0);
+        let (quota, window) = bucket.policy();
+        let (left, full_in) = bucket.state(now);
+        let value = |text: String| HeaderValue::try_from(text).ok();
+        if let Some(v) = value(format!("\"partner\";q={quota};w={window}")) {
+            h.insert(HeaderName::from_static(RATE_LIMIT_POLICY), v);
+        }
+        if let Some(v) = value(format!("\"partner\";r={left};t={full_in}")) {
+            h.insert(HeaderName::from_static(RATE_LIMIT), v);
+        }
     }
 
     /// When the caller's certificate ends, if that is within the warning window.

@@ -57,11 +57,22 @@ async fn a_partner_sees_its_standing_and_is_warned_before_its_certificate_ends()
     );
 
     // On every answer, refusals too: past its rate, a 429 with Retry-After carries it.
+    // And the rate as RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers):
+    // five a second, and fewer left after each request, none at the 429.
     let s = gw.sample("linked_pair").clone();
     let mut limited = None;
+    let mut left_seen = Vec::new();
     for _ in 0..20 {
         let r = sandbox.post_json(&s.path, &s.body).await;
         assert_eq!(r.headers[EXPIRES], expires_at);
+        assert_eq!(r.headers["ratelimit-policy"], "\"partner\";q=5;w=1");
+        let state = r.headers["ratelimit"].to_str().expect("ascii").to_owned();
+        let left: u64 = state
+            .strip_prefix("\"partner\";r=")
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("RateLimit: {state}"));
+        left_seen.push(left);
         if r.status == 429 {
             limited = Some(r);
             break;
@@ -69,12 +80,20 @@ async fn a_partner_sees_its_standing_and_is_warned_before_its_certificate_ends()
     }
     let limited = limited.expect("five a second: the sandbox is refused within twenty");
     assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(left_seen.last(), Some(&0), "{left_seen:?}");
+    assert!(
+        left_seen.first().is_some_and(|first| *first >= 3)
+            && left_seen.windows(2).any(|w| w[1] < w[0]),
+        "what is left goes down: {left_seen:?}"
+    );
 
-    // A partner with a year left is not warned.
+    // A partner with a year left is not warned; one without a rate limit gets no
+    // RateLimit headers.
     let mut bank = gw.client("bank").await;
     let r = bank.get("/v1/partner").await;
     r.assert_ok("bank");
     assert!(!r.headers.contains_key(EXPIRES));
+    assert!(!r.headers.contains_key("ratelimit") && !r.headers.contains_key("ratelimit-policy"));
     assert!(r.json()["certificate"]["days_left"].as_i64().expect("days") > 300);
 
     // What SREs see: each partner's certificate expiry, from its handshakes.

@@ -380,7 +380,12 @@ async fn offline_verification_and_the_printable_document() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let words = poppler("pdftotext");
+    // When it was checked, in Beijing time as people write it: not UTC's date.
+    let (when_zh, when_en) =
+        permitgate::day::for_people(receipt::read(&text).expect("the receipt reads").checked_at);
     for want in [
+        when_zh.as_str(),
+        when_en.as_str(),
         "港澳台居民往来内地通行证与居住证关联核验结果",
         "关联一致",
         "有效",

@@ -295,7 +295,14 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         "{c}"
     );
     let shown = c["text"].as_str().unwrap_or_default();
+    // When it was checked, in Beijing time, as people write it.
+    let checked_at = permitgate::receipt::read(&text)
+        .expect("the receipt reads")
+        .checked_at;
+    let (when_zh, when_en) = permitgate::day::for_people(checked_at);
     for want in [
+        when_zh.as_str(),
+        when_en.as_str(),
         "凭证真实有效",
         "Genuine record",
         "关联一致",

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::output::out;
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Verify the hash chain through every file of an audit log directory. Exit 0 when
@@ -44,42 +46,43 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     let r = permitgate::audit::verify::verify_dir_at(&dir, wanted)
         .context("audit log is not intact")?;
     for (file, bytes) in &r.truncated {
-        println!(
+        out!(
             "warning: {} ends in a partial line ({bytes} bytes): cut off by a crash; the chain resumes after it",
             file.display()
-        );
+        )?;
     }
     for (file, records) in &r.unsealed {
-        println!(
+        out!(
             "warning: {} ends with {records} records without their seal (a crash cut the batch): they cannot be verified",
             file.display()
-        );
+        )?;
     }
     match (r.first_seq, r.last_seq) {
         (Some(first), Some(last)) => {
-            println!(
+            out!(
                 "OK: {} records (seq {first}..{last}) in {} files, hash chain intact",
-                r.records, r.files
-            );
+                r.records,
+                r.files
+            )?;
             if first > 1 {
-                println!("note: starts at seq {first}; earlier files were archived or removed");
+                out!("note: starts at seq {first}; earlier files were archived or removed")?;
             }
         }
-        _ => println!("OK: no records ({} files)", r.files),
+        _ => out!("OK: no records ({} files)", r.files)?,
     }
     if let Some(signed) = signed {
         let coverage = permitgate::audit::checkpoint::check(&signed, &r.sealed, r.last_seq)
             .context("the log does not match its checkpoints")?;
         match coverage.last {
-            Some((seq, time)) => println!(
+            Some((seq, time)) => out!(
                 "OK: {} checkpoints hold; the last, of {time}, covers records up to {seq}; {} records after it are not covered by a checkpoint yet",
                 signed.len(),
                 coverage.after
-            ),
-            None => println!(
+            )?,
+            None => out!(
                 "warning: no checkpoints: none of the {} records is covered",
                 coverage.after
-            ),
+            )?,
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use permitgate::config::Config;
 
-use crate::output::unix_time_text;
+use crate::output::{out, unix_time_text};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -20,13 +20,13 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<()> {
     let Command::Check { config: path } = command;
     let checked = permitgate::server::check_config(&Config::load(&path)?)?;
-    println!(
+    out!(
         "OK: {}: {} partners, {} publisher keys, {} receipt keys; server certificate valid until {}",
         path.display(),
         checked.partners,
         checked.publisher_keys,
         checked.receipt_keys,
         unix_time_text(checked.server_certificate_expires)
-    );
+    )?;
     Ok(())
 }

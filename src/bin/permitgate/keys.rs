@@ -6,6 +6,8 @@ use anyhow::{bail, Context};
 
 use permitgate::key_files::{self, HashKey};
 
+use crate::output::out;
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Write publisher.key, publisher.pub and hash.key into DIR (refuses to overwrite).
@@ -31,11 +33,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             key_files::save_signing_key(&sk, &paths[0])?;
             key_files::save_verifying_key(&sk.verifying_key(), &paths[1])?;
             HashKey::generate().save(&paths[2])?;
-            println!(
+            out!(
                 "wrote {} (key id {})",
                 out.display(),
                 key_files::verifying_key_id(&sk.verifying_key())
-            );
+            )?;
         }
         Command::Ed25519 { out } => {
             // Appended, not `with_extension`: `receipt.2027` must become `receipt.2027.key`.
@@ -51,12 +53,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let sk = key_files::generate_signing_key();
             key_files::save_signing_key(&sk, &paths[0])?;
             key_files::save_verifying_key(&sk.verifying_key(), &paths[1])?;
-            println!(
+            out!(
                 "wrote {} and {} (key id {})",
                 paths[0].display(),
                 paths[1].display(),
                 key_files::verifying_key_id(&sk.verifying_key())
-            );
+            )?;
         }
     }
     Ok(())

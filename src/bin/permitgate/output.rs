@@ -99,3 +99,12 @@ pub fn write_printable(
     };
     std::fs::write(out, bytes).with_context(|| out.display().to_string())
 }
+
+/// `println!` through [`emit`]: a standard output closed by its reader (`| head`) ends
+/// the command quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use out;

@@ -10,6 +10,8 @@ use permitgate::config::{Config, RawPartner, RawRateLimit};
 use permitgate::partner::Scope;
 use permitgate::partner_ca::{self, CaKeySource, PartnerCa};
 
+use crate::output::out;
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Check a partner's CSR, issue its client certificate from the partner CA, and add
@@ -142,14 +144,14 @@ fn enrol(a: EnrolArgs) -> anyhow::Result<()> {
         .out
         .unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.id)));
     std::fs::write(&out, &pem).with_context(|| out.display().to_string())?;
-    println!(
+    out!(
         "enrolled {}: certificate {} (serial {}, valid until {}); added to {}",
         a.id,
         out.display(),
         issued.serial,
         issued.not_after,
         path.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -193,10 +195,13 @@ fn list(path: &Path, metrics: Option<&str>) -> anyhow::Result<()> {
         Some(url) => last_seen(url)?,
         None => Default::default(),
     };
-    println!(
+    out!(
         "{:<20} {:<52} {:<12} {:<22} last seen",
-        "id", "scopes", "rate", "certificate until"
-    );
+        "id",
+        "scopes",
+        "rate",
+        "certificate until"
+    )?;
     for p in &config.partners {
         let scopes: Vec<&str> = p.scopes.iter().map(|s| s.as_str()).collect();
         let rate = p.rate_limit.map_or("unlimited".to_owned(), |r| {
@@ -221,14 +226,14 @@ fn list(path: &Path, metrics: Option<&str>) -> anyhow::Result<()> {
                 })
                 .unwrap_or_else(|| "-".to_owned())
         });
-        println!(
+        out!(
             "{:<20} {:<52} {:<12} {:<22} {}",
             p.id,
             scopes.join(","),
             rate,
             until,
             last
-        );
+        )?;
     }
     Ok(())
 }
@@ -280,12 +285,12 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
     };
     let ca = PartnerCa::load(&config.tls.client_ca, &a.ca_key)?;
     ca.revoke(crl, &serials, reason, OffsetDateTime::now_utc())?;
-    println!(
+    out!(
         "revoked {} certificate(s) ({}); {} signed again: gateways reload it",
         serials.len(),
         serials.join(", "),
         crl.display()
-    );
+    )?;
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use permitgate::key_files::{self, HashKey};
 use permitgate::publish::{publish, publish_changes, publish_diff, PublishError, PublishOptions};
 use permitgate::snapshot::MANIFEST_FILE;
 
+use crate::output::out;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The authority's full export, JSON Lines (schema in README.md).
@@ -56,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(input), _) if args.delta && has_repo => {
             match publish_diff(&input, out, &sk, &hk, &opts, args.max_deltas) {
                 Err(PublishError::NoChanges) => {
-                    println!("{}", PublishError::NoChanges);
+                    out!("{}", PublishError::NoChanges)?;
                     return Ok(());
                 }
                 r => r?,
@@ -67,15 +69,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --input or --changes"),
     };
     if report.compacted || report.persons > 0 {
-        println!(
+        out!(
             "published version {} ({} documents, {} persons) as snapshot objects/{} ({} bytes)",
-            report.version, report.documents, report.persons, report.hash, report.size
-        );
+            report.version,
+            report.documents,
+            report.persons,
+            report.hash,
+            report.size
+        )?;
     } else {
-        println!(
+        out!(
             "published version {} ({} changes) as delta objects/{} ({} bytes)",
-            report.version, report.documents, report.hash, report.size
-        );
+            report.version,
+            report.documents,
+            report.hash,
+            report.size
+        )?;
     }
     Ok(())
 }

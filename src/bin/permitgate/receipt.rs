@@ -8,7 +8,7 @@ use anyhow::bail;
 use permitgate::keyring::Keyring;
 use permitgate::receipt::{self, ReceiptView};
 
-use crate::output::pair;
+use crate::output::{out, pair};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -55,10 +55,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let r = match receipt::verify(&receipt, &keyring) {
                 Ok(r) => r,
                 Err(e) => {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::to_string_pretty(&serde_json::json!({ "status": e.status() }))?
-                    );
+                    )?;
                     return Err(e.into());
                 }
             };
@@ -74,7 +74,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 None => "not_checked",
             }
             .into();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            out!("{}", serde_json::to_string_pretty(&out)?)?;
             if numbers == Some(false) {
                 bail!("the receipt is genuine but not about these two documents");
             }
@@ -109,7 +109,7 @@ mod render {
     use permitgate::printable::Page;
     use permitgate::receipt::{self, Receipt, ReceiptView};
 
-    use crate::output::pair;
+    use crate::output::{out, pair};
 
     pub fn render(
         receipt: &str,
@@ -135,7 +135,7 @@ mod render {
         };
         let page = receipt_page(&r, receipt, numbers, keyring.as_ref());
         crate::output::write_printable(&page, out, "--out", printing)?;
-        println!("wrote {}", out.display());
+        out!("wrote {}", out.display())?;
         Ok(())
     }
 
@@ -194,7 +194,10 @@ mod render {
                 "居住证 Residence permit",
                 format!("{rp}  {}", status(r.residence_permit)),
             ),
-            row("核验时间 Checked at", view.checked_at),
+            row("核验时间 Checked at", {
+                let (zh, en) = permitgate::day::for_people(r.checked_at);
+                format!("{zh}  {en}")
+            }),
             row(
                 "数据版本 Records version",
                 view.snapshot_version.to_string(),

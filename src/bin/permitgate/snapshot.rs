@@ -9,7 +9,7 @@ use anyhow::Context;
 use permitgate::key_files::{self, HashKey};
 use permitgate::snapshot::{self, SignedManifest, Snapshot, SnapshotHeader, MANIFEST_FILE};
 
-use crate::output::{emit, unix_time_text};
+use crate::output::{emit, out, unix_time_text};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -78,7 +78,7 @@ fn verify(path: &Path, public_key: &Path, hash_key: Option<&Path>) -> anyhow::Re
     if path.is_dir() {
         let repo = snapshot::load_repo(path, &trusted, hk.as_ref())?;
         let m: &SignedManifest = &repo.manifest;
-        println!(
+        out!(
             "OK: manifest version {} signed by {}, snapshot {} ({} documents) and {} deltas verified; data version {}; manifest expires {}",
             m.manifest.version,
             m.key_id,
@@ -87,16 +87,16 @@ fn verify(path: &Path, public_key: &Path, hash_key: Option<&Path>) -> anyhow::Re
             repo.deltas.len(),
             m.manifest.data_version(),
             permitgate::day::rfc3339(m.manifest.expires_at)
-        );
+        )?;
     } else {
         let s = Snapshot::load(path, &trusted, hk.as_ref())?;
-        println!(
+        out!(
             "OK: snapshot version {} ({} documents) signed by {}, content hash {}",
             s.header().meta.version,
             s.len(),
             s.header().signing_key_id,
             s.content_hash().to_hex()
-        );
+        )?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use permitgate::clock::SystemClock;
 use permitgate::config::{AuthorityScope, Config};
-use permitgate::day::{beijing_minute, rfc3339};
+use permitgate::day::{for_people, rfc3339};
 use permitgate::document::TravelPermitNo;
 use permitgate::issuance::Actor;
 use permitgate::keyring::Keyring;
@@ -18,7 +18,7 @@ use permitgate::origin::server::open_writer;
 use permitgate::origin::{IssueRequest, Origin};
 use permitgate::temp_permit::{self, PermitId, Reason, TokenStatus, VerificationView};
 
-use crate::output::{emit, number, parse_time};
+use crate::output::{emit, number, out, parse_time};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -195,10 +195,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             emit(&format!("{}\n", issued.token))?;
             let p = &issued.permit;
             eprintln!(
-                "permit {} {}, valid until {} Beijing time ({}), published as version {}; idempotency key {key}",
+                "permit {} {}, valid until {} ({}), published as version {}; idempotency key {key}",
                 p.permit_id,
-                if issued.replayed { "was issued before under this key" } else { "issued" },
-                beijing_minute(p.expires_at),
+                if issued.replayed {
+                    "was issued before under this key"
+                } else {
+                    "issued"
+                },
+                for_people(p.expires_at).1,
                 rfc3339(p.expires_at),
                 issued.version,
             );
@@ -273,10 +277,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 time::Duration::seconds(i64::from(skew_seconds)),
                 |id| list.as_ref().is_some_and(|l| l.contains(id)),
             );
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&VerificationView::from(&v))?
-            );
+            )?;
             if v.status != TokenStatus::Valid {
                 bail!("temporary permit is {}", v.status.label());
             }
@@ -288,7 +292,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 /// The printable permit: what an officer hands the holder, and what a gate scans.
 #[cfg(feature = "tools")]
 mod printed {
-    use permitgate::day::{beijing_minute, rfc3339};
+    use permitgate::day::{for_people, rfc3339};
     use permitgate::keyring::Authority;
     use permitgate::printable::Page;
     use permitgate::temp_permit::TempPermit;
@@ -297,8 +301,12 @@ mod printed {
     /// The page, in Chinese and English, with the terms of permitgate::terms.
     pub fn page(p: &TempPermit, token: &str, authority: Option<&Authority>) -> Page {
         let (name_zh, name_en) = terms::travel_permit_name(p.region());
-        let when = |t| format!("{} 北京时间 Beijing time", beijing_minute(t));
         let row = |label: &str, value: String| (label.to_owned(), value);
+        // Beijing time in both languages, a line each: an A6 card is narrow.
+        let when = |label: &str, t| {
+            let (zh, en) = for_people(t);
+            [row(label, zh), row("", en)]
+        };
         let mut rows = Vec::new();
         if let Some(a) = authority {
             rows.push(row("签发机构 Issued by", a.zh.clone()));
@@ -311,8 +319,10 @@ mod printed {
                 "原因 Reason",
                 format!("{} {}", terms::reason(p.reason), <&str>::from(p.reason)),
             ),
-            row("生效 Valid from", when(p.issued_at)),
-            row("截止 Valid until", when(p.expires_at)),
+        ]);
+        rows.extend(when("生效 Valid from", p.issued_at));
+        rows.extend(when("截止 Valid until", p.expires_at));
+        rows.extend([
             row("编号 Permit id", p.permit_id.to_string()),
             row("用途 Use", terms::TEMP_PERMIT_USE.0.to_owned()),
         ]);

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use permitgate::keyring::Keyring;
 
+use crate::output::out;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The keys document `GET /v1/keys` serves (checked before it is written).
@@ -42,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     for path in permitgate::verify_site::write(&args.out, &keyring.to_json(), list.as_deref())? {
-        println!("wrote {}", path.display());
+        out!("wrote {}", path.display())?;
     }
     Ok(())
 }

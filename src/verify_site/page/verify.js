@@ -373,6 +373,8 @@ const Page = (() => {
     travel_permit: ['往来内地通行证', 'Travel permit'],
     residence_permit: ['居住证', 'Residence permit'],
     checked_at: ['核验时间', 'Checked at'],
+    // A value written in both languages by the caller (beijing()).
+    time: ['', ''],
     records_version: ['数据版本', 'Records version'],
     authority: ['签发机构', 'Issuing authority'],
     requested_by: ['核验方', 'Requested by'],
@@ -419,7 +421,15 @@ const Page = (() => {
     return el;
   }
 
-  const utc = (t) => new Date(t * 1000).toISOString().replace('T', ' ').replace('.000Z', ' UTC');
+  // A time as people write it, in Beijing time (UTC+8, no daylight saving): the same
+  // words as src/day.rs's for_people. Machine fields stay Unix seconds.
+  const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  function beijing(t) {
+    const b = new Date((t + 8 * 3600) * 1000); // its UTC fields are Beijing's
+    const [y, m, d] = [b.getUTCFullYear(), b.getUTCMonth(), b.getUTCDate()];
+    const hm = `${String(b.getUTCHours()).padStart(2, '0')}:${String(b.getUTCMinutes()).padStart(2, '0')}`;
+    return ['time', [`${y}年${m + 1}月${d}日 ${hm} 北京时间`, `${d} ${MONTHS[m]} ${y} ${hm} Beijing time`]];
+  }
 
   function fact(label, value) {
     const dt = bi(document.createElement('dt'), label);
@@ -453,7 +463,7 @@ const Page = (() => {
     fact('travel_permit', [r.travelPermit]);
     fact('residence_permit', [r.residencePermit]);
     if (r.holderName) fact('holder', r.holderName);
-    fact('checked_at', utc(r.checkedAt));
+    fact('checked_at', beijing(r.checkedAt));
     fact('records_version', String(r.snapshotVersion));
     const a = authorityValue();
     if (a) fact('authority', a);
@@ -467,11 +477,11 @@ const Page = (() => {
     const why = !list ? 'why_revocation' : list.fresh ? 'why_list' : 'why_list_old';
     show(p.status === 'valid' ? 'ok' : 'warn', 'tp_' + p.status, p.status, why);
     fact('status', [p.status === 'valid' ? 'valid' : p.status === 'expired' ? 'expired' : p.status === 'revoked' ? 'tp_revoked' : 'tp_not_yet_valid']);
-    if (list) fact('revocation_list', utc(list.issuedAt));
+    if (list) fact('revocation_list', beijing(list.issuedAt));
     fact('holder', p.holderName);
     fact('travel_permit', p.travelPermitMasked);
-    fact('valid_from', utc(p.issuedAt));
-    fact('valid_until', utc(p.expiresAt));
+    fact('valid_from', beijing(p.issuedAt));
+    fact('valid_until', beijing(p.expiresAt));
     fact('reason', ['reason_' + p.reason]);
     const a = authorityValue();
     if (a) fact('authority', a);

@@ -501,6 +501,23 @@ pub fn permitgate(args: &[&str]) -> std::process::Output {
         .expect("run permitgate")
 }
 
+/// Runs the `permitgate` binary with its standard output closed before it writes, as
+/// `permitgate … | head -0` would, and asserts it neither panicked nor failed for it.
+pub fn permitgate_into_a_closed_pipe(args: &[&str]) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn permitgate");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+}
+
 /// Asserts that a command succeeded, showing its standard error when it did not.
 pub fn assert_success(out: &std::process::Output) {
     assert!(
