@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::checks::{DocumentPair, LinkAnswer, LinkResult};
 use crate::day::rfc3339;
+use crate::document::Region;
 use crate::key_files::KeyId;
 use crate::keyring::{KeyLookup, KeyUse, Keyring};
 use crate::partner::DisplayName;
@@ -115,6 +116,8 @@ pub struct Receipt {
     pub holder_name: Option<String>,
     /// The partner's names as people read them (format 3; each optional).
     pub partner_name: DisplayName,
+    /// The holder's region (format 3): which travel permit it was, for what people read.
+    pub region: Option<Region>,
 }
 
 impl Receipt {
@@ -225,6 +228,7 @@ pub fn issue(
             zh: partner_name.zh.as_deref().map(signed_display_name),
             en: partner_name.en.as_deref().map(signed_display_name),
         },
+        region: Some(pair.travel().region()),
     };
     (encode(&receipt, key), receipt)
 }
@@ -245,6 +249,7 @@ fn encode(r: &Receipt, key: &SigningKey) -> String {
         push_short_str(&mut body, r.holder_name.as_deref().unwrap_or(""));
     }
     if r.format == Format::V3 {
+        body.push(r.region.map_or(0, Region::to_u8));
         push_short_str(&mut body, r.partner_name.zh.as_deref().unwrap_or(""));
         push_short_str(&mut body, r.partner_name.en.as_deref().unwrap_or(""));
     }
@@ -289,17 +294,21 @@ fn decode(format: Format, opened: &sealed::Opened) -> Option<Receipt> {
             _ => return None,
         },
     };
-    let partner_name = match format {
-        Format::V1 | Format::V2 => DisplayName::default(),
-        Format::V3 => DisplayName {
-            zh: read_display_name(f.short_str()?)?,
-            en: read_display_name(f.short_str()?)?,
-        },
+    let (region, partner_name) = match format {
+        Format::V1 | Format::V2 => (None, DisplayName::default()),
+        Format::V3 => (
+            Some(Region::from_u8(f.u8()?)?),
+            DisplayName {
+                zh: read_display_name(f.short_str()?)?,
+                en: read_display_name(f.short_str()?)?,
+            },
+        ),
     };
     (f.is_done() && crate::partner::valid_partner_id(&partner)).then_some(Receipt {
         format,
         holder_name,
         partner_name,
+        region,
         key_id: opened.key_id(),
         id,
         partner,
@@ -454,6 +463,9 @@ pub struct ReceiptView {
     pub partner_name_zh: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partner_name_en: Option<String>,
+    /// The holder's region (format 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
     pub result: LinkResult,
     pub travel_permit: Option<RecordStatus>,
     pub residence_permit: Option<RecordStatus>,
@@ -474,6 +486,7 @@ impl From<&Receipt> for ReceiptView {
             partner: r.partner.clone(),
             partner_name_zh: r.partner_name.zh.clone(),
             partner_name_en: r.partner_name.en.clone(),
+            region: r.region,
             result: r.result,
             travel_permit: r.travel_permit,
             residence_permit: r.residence_permit,
@@ -638,6 +651,7 @@ mod tests {
             checked_at: datetime!(2026-11-25 08:00 UTC),
             binding: binding(format, &id, &pair("H12345678", "810000199001011230")),
             holder_name: holder_name.map(str::to_owned),
+            region: (format == Format::V3).then_some(Region::HongKong),
             partner_name,
         };
         (key, r)
@@ -674,7 +688,7 @@ mod tests {
     }
 
     const VECTOR_V1: &str = "PGR1:/60OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500H5ET2V .F-HV$N51T61M7/2I.O0CEC0PD:PB%.D1T6I:H-DM.PCZC6*411TV0HG$*JAP4716A6PLKIL*BSUI-U4QTKM4E+$SV6DQV771GJ9RG17UDTHEUG R$CGU5P30";
-    const VECTOR_V3: &str = "PGR3:FI0OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500+N2JKIM68291/O453C1DM9$6.O0CEC-ND-NTIXMV KZ6TC3HZCT9SN:3OZNTO5N1JK O1$9FQ$DTVDN34CEC:QDL*U8QI6432EH*XF8L0I1J0KUI6L+:SVRE/YN+.1ZKC/:OKP01UMR5O137*Z5-9J5CDRUMO:5-*SG VUIDV-TFJEX+1X*JD0";
+    const VECTOR_V3: &str = "PGR3:FI0OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500+N2JKIM68291/O453C1DM9$6.O0CEC-ND-NTIXMV KZ6T13HIS15$KD-S.UHEUIIITWVH9Z8BECP9EDZCSH87/DV5T H6DIRS-9%VLJ8RC9JKQUSGTI.6+3F$.E$O6*HL:QHU+JC6GABOFX0P9D4V60ODG8CB5P5FC5/2-NA84HJJFS/FPLLPXA";
     const VECTOR_V2_BINDING: &str = "140591f9406c098024075f78b0503600";
     const VECTOR_V2: &str = "PGR2:TC0OQGDR2$3QW62X507H0QS00+0J61%H1CT18/1Z$IWND000.00000000000100500+N2JKIM68291/O453C1DM9$6.O0CEC-ND-NTIXMV KZ6TW3H9KPYDQOKJ44GBK8N6F0IFMVP7GDD11 SHO5F4TQHYVIICR8N H1UUUFDV9CO1AHWRBUM0CZRBQDBOQRPF*M64$P:AR6OI40";
 

@@ -62,6 +62,43 @@ pub fn travel_permit_name(region: crate::document::Region) -> (&'static str, &'s
     }
 }
 
+/// The residence permit's name: one document for all three regions.
+pub const RESIDENCE_PERMIT_NAME: (&str, &str) = (
+    "港澳台居民居住证",
+    "Residence Permit for Hong Kong, Macao and Taiwan Residents",
+);
+
+/// The title of a link check's paper: the words cover every region's travel permit.
+pub const LINK_CHECK_TITLE: (&str, &str) = (
+    "港澳台居民通行证与居住证关联核验结果",
+    "Verification of travel permit and residence permit link",
+);
+
+/// The two documents of a link check by their names, a line each as a page has room for:
+/// the holder's travel permit when the region is known (a receipt of format 3), else both
+/// travel permits, so that neither holder reads the other's.
+pub fn link_check_documents(region: Option<crate::document::Region>) -> Vec<String> {
+    use crate::document::Region;
+    let (rp_zh, rp_en) = RESIDENCE_PERMIT_NAME;
+    match region {
+        Some(r) => {
+            let (tp_zh, tp_en) = travel_permit_name(r);
+            vec![format!("{tp_zh}、{rp_zh}"), tp_en.into(), rp_en.into()]
+        }
+        None => {
+            let (hk_zh, hk_en) = travel_permit_name(Region::HongKong);
+            let (tw_zh, tw_en) = travel_permit_name(Region::Taiwan);
+            vec![
+                format!("{hk_zh}或{tw_zh}"),
+                rp_zh.into(),
+                hk_en.into(),
+                format!("or {tw_en}"),
+                rp_en.into(),
+            ]
+        }
+    }
+}
+
 /// What a temporary permit may be used for, and what not, in both languages.
 pub const TEMP_PERMIT_USE: (&str, &str) = (
     "仅限内地铁路、民航出行使用，不得用于出入境",
@@ -73,6 +110,22 @@ pub const NOT_FOUND: &str = "未查到";
 
 #[cfg(test)]
 mod tests {
+    use crate::document::Region;
+
+    /// A Taiwan resident's travel permit is not called the Hong Kong and Macao one's.
+    #[test]
+    fn each_holder_reads_their_own_document() {
+        let taiwan = super::link_check_documents(Some(Region::Taiwan)).join(" ");
+        assert!(taiwan.contains("台湾居民来往大陆通行证") && !taiwan.contains("往来内地"));
+        assert!(!taiwan.contains("港澳居民来往内地通行证"), "{taiwan}");
+        let hk = super::link_check_documents(Some(Region::HongKong)).join(" ");
+        assert!(
+            hk.contains("港澳居民来往内地通行证") && !hk.contains("台湾"),
+            "{hk}"
+        );
+        let either = super::link_check_documents(None).join(" ");
+        assert!(either.contains("港澳居民来往内地通行证或台湾居民来往大陆通行证"));
+    }
     use super::*;
     use strum::VariantArray;
 

@@ -154,7 +154,15 @@ pub fn write_export(
         doc(tp3.clone(), RecordStatus::Valid, v(&mut nums.rng)),
         doc(rp3.clone(), RecordStatus::Valid, past(&mut nums.rng)),
     ];
-    for (i, d) in [d0, d1, d2, d3].into_iter().enumerate() {
+    // A Taiwan resident's pair: its travel permit is another document (台湾居民来往大陆通行证),
+    // and what people read names it so.
+    let tw = Region::Taiwan;
+    let (tp4, rp4) = (nums.travel(tw), nums.residence(tw));
+    let d4 = vec![
+        doc(tp4.clone(), RecordStatus::Valid, v(&mut nums.rng)),
+        doc(rp4.clone(), RecordStatus::Valid, v(&mut nums.rng)),
+    ];
+    for (i, d) in [d0, d1, d2, d3, d4].into_iter().enumerate() {
         emit(i, d)?;
     }
     // Numbers that are valid but nobody has: drawn from the same generator so they are
@@ -168,7 +176,7 @@ pub fn write_export(
     let mut other = StdRng::seed_from_u64(seed ^ 0x4e43_5052);
     let non_chinese_from = records - (records / 200).max(1);
     let mut non_chinese = Vec::new();
-    for i in 4..records {
+    for i in 5..records {
         if i >= non_chinese_from {
             // The first is of Hong Kong: the samples pair it with a Hong Kong residence permit.
             let region = if (i - non_chinese_from) % 3 == 2 {
@@ -225,6 +233,14 @@ pub fn write_export(
             partner: "bank".into(),
             path: "/v1/link-checks".into(),
             body: link(&tp0, &rp0),
+            expect: json!({"result": "linked", "travel_permit": {"status": "valid"}, "residence_permit": {"status": "valid"}}),
+        },
+        Sample {
+            name: "linked_pair_taiwan".into(),
+            description: "a Taiwan resident's documents, both valid and linked".into(),
+            partner: "bank".into(),
+            path: "/v1/link-checks".into(),
+            body: link(&tp4, &rp4),
             expect: json!({"result": "linked", "travel_permit": {"status": "valid"}, "residence_permit": {"status": "valid"}}),
         },
         Sample {

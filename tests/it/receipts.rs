@@ -386,7 +386,10 @@ async fn offline_verification_and_the_printable_document() {
     for want in [
         when_zh.as_str(),
         when_en.as_str(),
-        "港澳台居民往来内地通行证与居住证关联核验结果",
+        "港澳台居民通行证与居住证关联核验结果",
+        // A Hong Kong resident's documents, by their names.
+        "港澳居民来往内地通行证、港澳台居民居住证",
+        "Mainland Travel Permit for Hong Kong and Macao Residents",
         "关联一致",
         "有效",
         "扫码核验",
@@ -394,6 +397,8 @@ async fn offline_verification_and_the_printable_document() {
         &authority.zh,
         &authority.en,
         "陳大文 CHAN Tai Man",
+        // The statuses are those of the time of the check.
+        "以上为核验当时的证件状态",
         // Who asked, by the names the partner registry gives it: not only "bank".
         "演示银行（非真实机构） Demo Bank (not a real bank) (bank)",
         PAGE,
@@ -419,6 +424,44 @@ async fn offline_verification_and_the_printable_document() {
     assert!(
         flags.windows(3).any(|w| w == ["yes", "yes", "yes"]),
         "embedded, subset, with a Unicode map: {fonts}"
+    );
+
+    assert!(!words.contains("台湾居民"), "{words}");
+
+    // A Taiwan resident's pair: the paper names a Taiwan resident's travel permit.
+    let taiwan = gw.sample("linked_pair_taiwan").clone();
+    let mut asked = taiwan.body.clone();
+    asked["receipt"] = json!(true);
+    let tw_text = encoded(&checked(&gw, "bank", &asked).await);
+    let tw_pdf = gw.dir.path().join("receipt-taiwan.pdf");
+    assert_success(&permitgate(&[
+        "receipt",
+        "render",
+        &tw_text,
+        "--out",
+        tw_pdf.to_str().expect("utf8"),
+        "--keys",
+        &keys,
+    ]));
+    let out = std::process::Command::new("pdftotext")
+        .arg(&tw_pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext");
+    let tw_words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tw_words.contains("台湾居民来往大陆通行证、港澳台居民居住证")
+            && tw_words.contains("Mainland Travel Permit for Taiwan Residents"),
+        "{tw_words}"
+    );
+    assert!(
+        !tw_words.contains("港澳居民来往内地通行证") && !tw_words.contains("往来内地"),
+        "{tw_words}"
+    );
+    // Printed without the numbers: said plainly why there are none, not "(未显示)".
+    assert!(
+        tw_words.contains("凭证不含证件号码") && !tw_words.contains("未显示"),
+        "{tw_words}"
     );
 
     let out = permitgate(&["receipt", "render", &text, "--out", "receipt.txt"]);

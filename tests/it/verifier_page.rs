@@ -312,6 +312,8 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         permitgate::demo::DEMO_AUTHORITY.0,
         permitgate::demo::DEMO_AUTHORITY.1,
         "陳大文 CHAN Tai Man",
+        // The holder's travel permit by its name (a Hong Kong resident's here).
+        "港澳居民来往内地通行证",
         // Who asked, by the names the partner registry gives it, and its id.
         "演示银行（非真实机构） Demo Bank (not a real bank) (bank)",
     ] {

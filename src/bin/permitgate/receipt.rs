@@ -166,13 +166,25 @@ mod render {
                 "the travel permit's holder cannot hold a residence permit"
             }
         };
-        let (tp, rp) = numbers.unwrap_or_else(|| ("（未显示）".into(), "（未显示）".into()));
+        // The masked numbers when they were given and match; a receipt itself carries none.
+        let given = numbers.is_some();
+        let (tp, rp) = numbers.map_or((String::new(), String::new()), |(tp, rp)| {
+            (format!("{tp}  "), format!("{rp}  "))
+        });
         let row = |label: &str, value: String| (label.to_owned(), value);
         let authority = published.and_then(|k| k.authority.as_ref());
         let verify_url = published.and_then(|k| k.verify_url.as_deref());
         let mut rows = Vec::new();
         if let Some(a) = authority {
             rows.push(row("签发机构 Issued by", format!("{} {}", a.zh, a.en)));
+        }
+        // The two documents by their names: a Taiwan resident's travel permit is not the
+        // Hong Kong and Macao residents' one.
+        for (i, line) in terms::link_check_documents(r.region)
+            .into_iter()
+            .enumerate()
+        {
+            rows.push(row(if i == 0 { "证件 Documents" } else { "" }, line));
         }
         if let Some(name) = &r.holder_name {
             rows.push(row("持证人 Holder", name.clone()));
@@ -188,16 +200,38 @@ mod render {
             ),
             row(
                 "通行证 Travel permit",
-                format!("{tp}  {}", status(r.travel_permit)),
+                format!("{tp}{}", status(r.travel_permit)),
             ),
             row(
                 "居住证 Residence permit",
-                format!("{rp}  {}", status(r.residence_permit)),
+                format!("{rp}{}", status(r.residence_permit)),
             ),
+        ]);
+        if !given {
+            rows.extend([
+                row(
+                    "号码 Numbers",
+                    "凭证不含证件号码：扫码后输入两份证件的号码即可核对".into(),
+                ),
+                row(
+                    "",
+                    "Not in the record: scan it, then type them to check".into(),
+                ),
+            ]);
+        }
+        rows.extend([
             row("核验时间 Checked at", {
                 let (zh, en) = permitgate::day::for_people(r.checked_at);
                 format!("{zh}  {en}")
             }),
+            row(
+                "说明 Note",
+                "以上为核验当时的证件状态；当前状态请向签发机构查询".into(),
+            ),
+            row(
+                "",
+                "Statuses when checked; ask the authority for today's".into(),
+            ),
             row(
                 "数据版本 Records version",
                 view.snapshot_version.to_string(),
@@ -216,8 +250,8 @@ mod render {
         ]);
         Page {
             title: vec![
-                "港澳台居民往来内地通行证与居住证关联核验结果".into(),
-                "Verification of travel permit and residence permit link".into(),
+                terms::LINK_CHECK_TITLE.0.into(),
+                terms::LINK_CHECK_TITLE.1.into(),
             ],
             rows,
             note: "扫码核验 Scan to verify".into(),

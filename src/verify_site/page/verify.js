@@ -141,9 +141,13 @@ const Verifier = (() => {
         r.holderName = name;
       }
     }
-    // Format 3: the partner's names as people read them, each optional.
+    // Format 3: the holder's region (which travel permit), and the partner's names as
+    // people read them, each optional.
     r.partnerName = [];
+    r.region = null;
     if (o.version === 3) {
+      r.region = REGIONS[f.u8()];
+      if (!r.region) throw malformed('region');
       for (const lang of ['zh', 'en']) {
         const name = f.shortStr();
         if (/\p{Cc}/u.test(name)) throw malformed('partner name ' + lang);
@@ -370,8 +374,13 @@ const Page = (() => {
     why_revocation: ['签名与有效期已核对。是否已被撤销只能在线查询（闸机或合作方系统）。', 'Signature and validity checked. Whether it was revoked is known only online (gates, partner systems).'],
     why_genuine: ['由签发机构的密钥签名，内容未被改动。下列为核验时的结果。', "Signed by the issuing authority's key and unaltered. Below is what the check found at the time."],
     result: ['核验结果', 'Result'],
-    travel_permit: ['往来内地通行证', 'Travel permit'],
-    residence_permit: ['居住证', 'Residence permit'],
+    // A travel permit by its holder's region (src/terms.rs): a Taiwan resident's is not
+    // the Hong Kong and Macao residents' one; where the region is not known, neither name.
+    travel_permit: ['通行证', 'Travel permit'],
+    travel_permit_hong_kong: ['港澳居民来往内地通行证', 'Mainland Travel Permit for Hong Kong and Macao Residents'],
+    travel_permit_macao: ['港澳居民来往内地通行证', 'Mainland Travel Permit for Hong Kong and Macao Residents'],
+    travel_permit_taiwan: ['台湾居民来往大陆通行证', 'Mainland Travel Permit for Taiwan Residents'],
+    residence_permit: ['港澳台居民居住证', 'Residence permit'],
     checked_at: ['核验时间', 'Checked at'],
     // A value written in both languages by the caller (beijing()).
     time: ['', ''],
@@ -460,7 +469,7 @@ const Page = (() => {
     show('ok', 'genuine', 'genuine', 'why_genuine');
     $('result').dataset.result = r.result;
     fact('result', [r.result]);
-    fact('travel_permit', [r.travelPermit]);
+    fact(r.region ? 'travel_permit_' + r.region : 'travel_permit', [r.travelPermit]);
     fact('residence_permit', [r.residencePermit]);
     if (r.holderName) fact('holder', r.holderName);
     fact('checked_at', beijing(r.checkedAt));
@@ -479,7 +488,7 @@ const Page = (() => {
     fact('status', [p.status === 'valid' ? 'valid' : p.status === 'expired' ? 'expired' : p.status === 'revoked' ? 'tp_revoked' : 'tp_not_yet_valid']);
     if (list) fact('revocation_list', beijing(list.issuedAt));
     fact('holder', p.holderName);
-    fact('travel_permit', p.travelPermitMasked);
+    fact('travel_permit_' + p.region, p.travelPermitMasked);
     fact('valid_from', beijing(p.issuedAt));
     fact('valid_until', beijing(p.expiresAt));
     fact('reason', ['reason_' + p.reason]);
