@@ -84,10 +84,19 @@ impl DocumentKind {
 /// problem documents) and must stay stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
+    #[error("the number is empty")]
+    Empty,
     #[error("the number has the wrong length")]
     Length,
-    #[error("the number contains characters that are not allowed here")]
-    Characters,
+    /// `position` counts characters from 1 in the number as typed, without the spaces
+    /// around it: what a person typing it needs to find the slip (a letter O for a zero, a
+    /// space inside). One character says nothing of the number.
+    #[error(
+        "character {position} ({}) is not allowed here{}",
+        describe(*code_point),
+        hint(*code_point)
+    )]
+    Characters { position: usize, code_point: u32 },
     #[error("the address code must be 810000 (Hong Kong), 820000 (Macao) or 830000 (Taiwan)")]
     RegionCode,
     #[error("the birth date is not a real date")]
@@ -101,13 +110,39 @@ pub enum NumberError {
 impl NumberError {
     pub fn rule(self) -> &'static str {
         match self {
+            NumberError::Empty => "empty",
             NumberError::Length => "length",
-            NumberError::Characters => "characters",
+            NumberError::Characters { .. } => "characters",
             NumberError::RegionCode => "region_code",
             NumberError::BirthDate => "birth_date",
             NumberError::CheckCharacter => "check_character",
             NumberError::RegionMismatch => "region_mismatch",
         }
+    }
+}
+
+fn describe(code_point: u32) -> String {
+    match char::from_u32(code_point) {
+        Some(' ') => "a space".to_owned(),
+        Some(c) if c.is_ascii_graphic() => format!("'{c}', U+{code_point:04X}"),
+        _ => format!("U+{code_point:04X}"),
+    }
+}
+
+fn hint(code_point: u32) -> &'static str {
+    match char::from_u32(code_point) {
+        Some('O') => ": the digit 0, not the letter O?",
+        Some('I') | Some('L') => ": the digit 1?",
+        Some(' ') => ": type the number without spaces",
+        _ => "",
+    }
+}
+
+/// The error for the character at `index` (from 0) of `b`, a trimmed normalised number.
+fn bad_character(b: &[u8], index: usize) -> NumberError {
+    NumberError::Characters {
+        position: index + 1,
+        code_point: u32::from(b.get(index).copied().unwrap_or(b'?')),
     }
 }
 
@@ -151,6 +186,16 @@ impl std::ops::Deref for Normalised {
 pub fn normalise(input: &str) -> Result<Normalised, NumberError> {
     let mut buf = [0u8; MAX_INPUT_CHARS];
     let mut len = 0;
+    // A character's place as a person counts it: without the spaces before the number.
+    let at = |i: usize, c: char| NumberError::Characters {
+        position: i + 1
+            - input
+                .chars()
+                .take_while(|c| c.is_whitespace())
+                .count()
+                .min(i),
+        code_point: u32::from(c),
+    };
     for (i, c) in input.chars().enumerate() {
         if i >= MAX_INPUT_CHARS {
             return Err(NumberError::Length);
@@ -159,10 +204,10 @@ pub fn normalise(input: &str) -> Result<Normalised, NumberError> {
             '\u{3000}' => ' ',
             '\u{FF01}'..='\u{FF5E}' => {
                 // The full-width block mirrors ASCII 0x21..0x7E at a fixed offset.
-                char::from_u32(c as u32 - 0xFEE0).ok_or(NumberError::Characters)?
+                char::from_u32(c as u32 - 0xFEE0).ok_or_else(|| at(i, c))?
             }
             c if c.is_ascii() => c,
-            _ => return Err(NumberError::Characters),
+            _ => return Err(at(i, c)),
         };
         // Every character is ASCII here, and there are at most MAX_INPUT_CHARS of them.
         buf[i] = c.to_ascii_uppercase() as u8;
@@ -200,6 +245,9 @@ impl TravelPermitNo {
     pub fn parse(input: &str) -> Result<Self, NumberError> {
         let n = normalise(input)?;
         let b = n.as_bytes();
+        if b.is_empty() {
+            return Err(NumberError::Empty);
+        }
         let (region, non_chinese, digits) = match b {
             [b'H', b'A', rest @ ..] => (Region::HongKong, true, rest),
             [b'M', b'A', rest @ ..] => (Region::Macao, true, rest),
@@ -213,16 +261,14 @@ impl TravelPermitNo {
                     NumberError::Length
                 })
             }
+            // A character that is neither a letter nor a digit.
             _ => {
-                return Err(if b.is_empty() {
-                    NumberError::Length
-                } else {
-                    NumberError::Characters
-                })
+                let i = b.iter().position(|c| !c.is_ascii_alphanumeric());
+                return Err(bad_character(b, i.unwrap_or(0)));
             }
         };
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return Err(NumberError::Characters);
+        if let Some(i) = digits.iter().position(|d| !d.is_ascii_digit()) {
+            return Err(bad_character(b, b.len() - digits.len() + i));
         }
         let renewal = match (non_chinese, digits.len()) {
             (true, 7) | (false, 8) => None,
@@ -276,11 +322,16 @@ impl ResidencePermitNo {
     pub fn parse(input: &str) -> Result<Self, NumberError> {
         let n = normalise(input)?;
         let b = n.as_bytes();
+        if b.is_empty() {
+            return Err(NumberError::Empty);
+        }
+        // Characters before length: a space or a letter O inside is the slip to name.
+        let allowed = |(i, d): &(usize, &u8)| d.is_ascii_digit() || (*i == 17 && **d == b'X');
+        if let Some((i, _)) = b.iter().enumerate().find(|x| !allowed(x)) {
+            return Err(bad_character(b, i));
+        }
         if b.len() != 18 {
             return Err(NumberError::Length);
-        }
-        if !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
-            return Err(NumberError::Characters);
         }
         let region = match &n[..6] {
             "810000" => Region::HongKong,
@@ -457,8 +508,36 @@ mod tests {
         let cases = [
             ("81000019900101123", NumberError::Length),
             ("8100001990010112300", NumberError::Length),
-            ("81000019900101123A", NumberError::Characters),
-            ("8100001990O1011230", NumberError::Characters),
+            (
+                "81000019900101123A",
+                NumberError::Characters {
+                    position: 18,
+                    code_point: 65,
+                },
+            ),
+            (
+                "8100001990O1011230",
+                NumberError::Characters {
+                    position: 11,
+                    code_point: 79,
+                },
+            ),
+            // A space inside is named, not counted as a wrong length.
+            (
+                "810000 199001011230",
+                NumberError::Characters {
+                    position: 7,
+                    code_point: 32,
+                },
+            ),
+            (
+                "  8100001990O1011230",
+                NumberError::Characters {
+                    position: 11,
+                    code_point: 79,
+                },
+            ),
+            ("", NumberError::Empty),
             ("110000199001011230", NumberError::RegionCode),
             ("81000019900230123X", NumberError::BirthDate),
             ("810000190002290000", NumberError::BirthDate),
@@ -508,15 +587,53 @@ mod tests {
             ("HA123456", NumberError::Length),
             ("HA12345678", NumberError::Length),
             ("HA123456701", NumberError::Length),
-            ("HB1234567", NumberError::Characters),
-            ("HA12345X7", NumberError::Characters),
+            (
+                "HB1234567",
+                NumberError::Characters {
+                    position: 2,
+                    code_point: 66,
+                },
+            ),
+            (
+                "HA12345X7",
+                NumberError::Characters {
+                    position: 8,
+                    code_point: 88,
+                },
+            ),
             ("H1234567", NumberError::Length),
             ("H123456789", NumberError::Length),
             ("X12345678", NumberError::RegionCode),
-            ("H1234567A", NumberError::Characters),
-            ("H1234-5678", NumberError::Characters),
-            ("", NumberError::Length),
-            ("   ", NumberError::Length),
+            (
+                "H1234567A",
+                NumberError::Characters {
+                    position: 9,
+                    code_point: 65,
+                },
+            ),
+            (
+                "H1234 5678",
+                NumberError::Characters {
+                    position: 6,
+                    code_point: 32,
+                },
+            ),
+            (
+                "h1234o678",
+                NumberError::Characters {
+                    position: 6,
+                    code_point: 79,
+                },
+            ),
+            (
+                "H1234-5678",
+                NumberError::Characters {
+                    position: 6,
+                    code_point: 45,
+                },
+            ),
+            ("", NumberError::Empty),
+            ("   ", NumberError::Empty),
             ("1234567", NumberError::Length),
         ];
         for (input, want) in cases {
@@ -540,8 +657,11 @@ mod tests {
         assert_eq!(text(" \t\u{0B}h1 "), Ok("H1".to_owned()));
         assert_eq!(text("   "), Ok(String::new()));
         assert_eq!(
-            normalise("H１２３４５６７８é"),
-            Err(NumberError::Characters)
+            normalise(" H１２３４５６７８é"),
+            Err(NumberError::Characters {
+                position: 10,
+                code_point: u32::from('é')
+            })
         );
         assert_eq!(normalise(&"1".repeat(65)), Err(NumberError::Length));
     }

@@ -113,13 +113,17 @@ impl Reason {
 impl std::str::FromStr for Reason {
     type Err = String;
 
+    /// The English word, or the Chinese term an officer uses (src/terms.rs: 遗失, 损毁,
+    /// 未随身携带).
     fn from_str(s: &str) -> Result<Reason, String> {
-        match s {
-            "lost" => Ok(Reason::Lost),
-            "damaged" => Ok(Reason::Damaged),
-            "forgotten" => Ok(Reason::Forgotten),
-            _ => Err("reason must be lost, damaged or forgotten".into()),
-        }
+        let s = s.trim();
+        [Reason::Lost, Reason::Damaged, Reason::Forgotten]
+            .into_iter()
+            .find(|r| <&str>::from(*r) == s || crate::terms::reason(*r) == s)
+            .ok_or_else(|| {
+                "原因须为 遗失、损毁 或 未随身携带 / reason must be lost, damaged or forgotten"
+                    .into()
+            })
     }
 }
 
@@ -359,6 +363,21 @@ impl From<&Verification> for VerificationView {
 
 #[cfg(test)]
 mod tests {
+    /// An officer may type the reason in Chinese, as the paper prints it.
+    #[test]
+    fn reasons_are_read_in_either_language() {
+        for r in [
+            super::Reason::Lost,
+            super::Reason::Damaged,
+            super::Reason::Forgotten,
+        ] {
+            assert_eq!(<&str>::from(r).parse::<super::Reason>(), Ok(r));
+            assert_eq!(crate::terms::reason(r).parse::<super::Reason>(), Ok(r));
+        }
+        let e = "stolen".parse::<super::Reason>().expect_err("not a reason");
+        assert!(e.contains("遗失") && e.contains("lost"), "{e}");
+    }
+
     use super::*;
     use crate::keyring::{PublicKey, Validity};
     use time::macros::datetime;

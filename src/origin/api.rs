@@ -489,7 +489,9 @@ impl Api {
         let reason = b.reason.parse::<Reason>().map_err(|_| Failure::Invalid {
             field: "reason",
             rule: "one-of",
-            detail: "must be lost, damaged or forgotten (in English, lower case)".into(),
+            detail:
+                "must be lost, damaged or forgotten (or the Chinese terms 遗失, 损毁, 未随身携带)"
+                    .into(),
         })?;
         // How far from now it may be is the writer's rule (the CLI's too).
         let issued_at = match b.issued_at {

@@ -97,6 +97,12 @@ fn gateway_verdict(kind: &str, input: &str) -> Value {
         Ok((canonical, region)) => {
             json!({"ok": true, "canonical": canonical, "region": region.as_str()})
         }
+        Err(permitgate::document::NumberError::Characters {
+            position,
+            code_point,
+        }) => {
+            json!({"ok": false, "error": "characters", "position": position, "codePoint": code_point})
+        }
         Err(e) => json!({"ok": false, "error": e.rule()}),
     }
 }
@@ -132,6 +138,17 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         .as_str()
         .expect("rp")
         .to_owned();
+    // Typing slips of the linked pair's numbers (a Hong Kong pair: H + 8 digits).
+    let typo_o = format!("{}O{}", &tp[..3], &tp[4..]);
+    let typo_space = format!("{} {}", &rp[..6], &rp[6..]);
+    let swapped = {
+        let mut b = tp.clone().into_bytes();
+        let i = (1..b.len() - 1)
+            .find(|&i| b[i] != b[i + 1])
+            .expect("two different neighbouring digits");
+        b.swap(i, i + 1);
+        String::from_utf8(b).expect("ascii")
+    };
     let mut body = linked.clone();
     body["receipt"] = json!(true);
     body["holder_name"] = json!("陳大文 CHAN Tai Man");
@@ -257,6 +274,12 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
                 {"travel_permit": format!(" {} ", tp.to_lowercase()), "residence_permit": rp},
                 {"travel_permit": tp, "residence_permit": other_rp},
                 {"travel_permit": tp, "residence_permit": "810000199002301230"},
+                // Typing slips, each named: a letter O for a zero, a space inside, nothing
+                // typed, two digits swapped (a well-formed other number).
+                {"travel_permit": typo_o, "residence_permit": rp},
+                {"travel_permit": tp, "residence_permit": typo_space},
+                {"travel_permit": "", "residence_permit": rp},
+                {"travel_permit": swapped, "residence_permit": rp},
             ]},
             {"name": "pasted", "paste": text},
             {"name": "altered", "paste": altered(&text)},
@@ -331,7 +354,48 @@ async fn the_verifier_page_checks_receipts_and_permits_in_a_browser() {
         .iter()
         .map(|n| n["match"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(matches, ["match", "match", "mismatch", "invalid"], "{c}");
+    assert_eq!(
+        matches,
+        ["match", "match", "mismatch", "invalid", "invalid", "invalid", "invalid", "mismatch"],
+        "{c}"
+    );
+    let said = |i: usize| {
+        c["checks"][i]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        said(4).contains("第4个字符")
+            && said(4).contains("the letter O")
+            && said(4).contains("digit 0"),
+        "names the character and where: {}",
+        said(4)
+    );
+    assert!(
+        said(5).contains("第7个字符") && said(5).contains("a space"),
+        "{}",
+        said(5)
+    );
+    assert!(
+        said(6).contains("未填写") && said(6).contains("is empty"),
+        "{}",
+        said(6)
+    );
+    // A well-formed number that does not match: first the numbers typed, grouped.
+    let grouped = |n: &str| {
+        n.chars()
+            .collect::<Vec<_>>()
+            .chunks(4)
+            .map(|c| c.iter().collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        said(7).contains("请先核对您输入的号码") && said(7).contains(&grouped(&swapped)),
+        "{}",
+        said(7)
+    );
     let bad_date = c["checks"][3]["text"].as_str().unwrap_or_default();
     assert!(
         bad_date.contains("居住证号码") && bad_date.contains("birth date"),

@@ -33,7 +33,7 @@ pub enum Command {
         /// The holder's name as printed on the travel permit.
         #[arg(long)]
         name: String,
-        /// lost, damaged or forgotten.
+        /// lost, damaged or forgotten (or the Chinese terms: 遗失, 损毁, 未随身携带).
         #[arg(long)]
         reason: Reason,
         /// Issue time, RFC 3339 (default: now; at most the origin's clock skew away).

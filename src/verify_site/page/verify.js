@@ -254,33 +254,41 @@ const Verifier = (() => {
   }
 
   // Number rules: src/document.rs.
+  // A character's place as a person counts it: from 1, without the spaces before the
+  // number (src/document.rs counts the same).
   function normalise(input) {
     const chars = Array.from(input);
     if (chars.length > 64) return { error: 'length' };
+    let lead = 0;
+    while (lead < chars.length && /\p{White_Space}/u.test(chars[lead])) lead += 1;
     let s = '';
-    for (const c of chars) {
+    for (const [i, c] of chars.entries()) {
       const cp = c.codePointAt(0);
       if (cp === 0x3000) s += ' ';
       else if (cp >= 0xff01 && cp <= 0xff5e) s += String.fromCharCode(cp - 0xfee0);
       else if (cp < 0x80) s += c;
-      else return { error: 'characters' };
+      else return { error: 'characters', position: i + 1 - Math.min(lead, i), codePoint: cp };
     }
     return { value: s.toUpperCase().replace(/^[\t\n\v\f\r ]+|[\t\n\v\f\r ]+$/g, '') };
   }
 
+  const badChar = (b, i) => ({ ok: false, error: 'characters', position: i + 1, codePoint: b.charCodeAt(i) });
+
   function parseTravelPermit(input) {
     const n = normalise(input);
-    if (n.error) return { ok: false, error: n.error };
+    if (n.error) return { ok: false, ...n };
     const b = n.value;
+    if (b.length === 0) return { ok: false, error: 'empty' };
     let region, nonChinese = false, digits;
     if (b.startsWith('HA')) { region = 'hong_kong'; nonChinese = true; digits = b.slice(2); }
     else if (b.startsWith('MA')) { region = 'macao'; nonChinese = true; digits = b.slice(2); }
     else if (b.startsWith('H')) { region = 'hong_kong'; digits = b.slice(1); }
     else if (b.startsWith('M')) { region = 'macao'; digits = b.slice(1); }
     else if (/^[0-9]/.test(b)) { region = 'taiwan'; digits = b; }
-    else if (b.length > 0 && /^[A-Z0-9]+$/.test(b)) return { ok: false, error: b.length === 9 || b.length === 11 ? 'region_code' : 'length' };
-    else return { ok: false, error: b.length === 0 ? 'length' : 'characters' };
-    if (!/^[0-9]*$/.test(digits)) return { ok: false, error: 'characters' };
+    else if (/^[A-Z0-9]+$/.test(b)) return { ok: false, error: b.length === 9 || b.length === 11 ? 'region_code' : 'length' };
+    else return badChar(b, b.search(/[^A-Z0-9]/));
+    const bad = digits.search(/[^0-9]/);
+    if (bad >= 0) return badChar(b, b.length - digits.length + bad);
     let renewal = false;
     if ((nonChinese && digits.length === 7) || (!nonChinese && digits.length === 8)) renewal = false;
     else if (!nonChinese && digits.length === 10) renewal = true;
@@ -300,10 +308,13 @@ const Verifier = (() => {
 
   function parseResidencePermit(input) {
     const n = normalise(input);
-    if (n.error) return { ok: false, error: n.error };
+    if (n.error) return { ok: false, ...n };
     const b = n.value;
+    if (b.length === 0) return { ok: false, error: 'empty' };
+    // Characters before length: a space or a letter O inside is the slip to name.
+    const bad = Array.from(b).findIndex((d, i) => !(/[0-9]/.test(d) || (i === 17 && d === 'X')));
+    if (bad >= 0) return badChar(b, bad);
     if (b.length !== 18) return { ok: false, error: 'length' };
-    if (!/^[0-9]{17}[0-9X]$/.test(b)) return { ok: false, error: 'characters' };
     const region = { 810000: 'hong_kong', 820000: 'macao', 830000: 'taiwan' }[b.slice(0, 6)];
     if (!region) return { ok: false, error: 'region_code' };
     if (!realDate(b.slice(6, 14))) return { ok: false, error: 'birth_date' };
@@ -311,6 +322,9 @@ const Verifier = (() => {
     if (CHECK[sum % 11] !== b[17]) return { ok: false, error: 'check_character' };
     return { ok: true, canonical: b, region };
   }
+
+  // A number in groups of four (a travel permit's letter stays with its digits).
+  const group = (n) => n.replace(/(.{4})(?=.)/g, '$1 ');
 
   function mask(canonical) {
     return canonical.slice(0, 5) + '*'.repeat(Math.max(0, canonical.length - 5));
@@ -320,16 +334,17 @@ const Verifier = (() => {
   // 3; format 1 used BLAKE3, which browsers lack).
   async function refersTo(receipt, travel, residence) {
     const tp = parseTravelPermit(travel);
-    if (!tp.ok) return { match: 'invalid', field: 'travel_permit', rule: tp.error };
+    if (!tp.ok) return { match: 'invalid', field: 'travel_permit', rule: tp.error, position: tp.position, codePoint: tp.codePoint };
     const rp = parseResidencePermit(residence);
-    if (!rp.ok) return { match: 'invalid', field: 'residence_permit', rule: rp.error };
+    if (!rp.ok) return { match: 'invalid', field: 'residence_permit', rule: rp.error, position: rp.position, codePoint: rp.codePoint };
     if (tp.region !== rp.region) return { match: 'invalid', field: 'residence_permit', rule: 'region_mismatch' };
     if (receipt.format === 1) return { match: 'unsupported' };
     const key = await crypto.subtle.importKey('raw', receipt.id, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
     const mac = new Uint8Array(await crypto.subtle.sign('HMAC', key, concat(
       enc.encode('permitgate receipt binding v2\0'), enc.encode(tp.canonical), new Uint8Array([0]), enc.encode(rp.canonical))));
     const same = mac.slice(0, 16).every((x, i) => x === receipt.binding[i]);
-    return { match: same ? 'match' : 'mismatch' };
+    // Shown back grouped for reading: a swapped digit is easier to see than to type.
+    return { match: same ? 'match' : 'mismatch', typed: [group(tp.canonical), group(rp.canonical)] };
   }
 
   return { base45Decode, extract, verify, readRevocations, refersTo, parseTravelPermit, parseResidencePermit, normalise, normaliseName, Refused };
@@ -396,10 +411,12 @@ const Page = (() => {
     reason: ['原因', 'Reason'],
     permit_id: ['临时通行证编号', 'Permit id'],
     numbers_match: ['号码一致：本凭证说的就是这两份证件。', 'The numbers match: this record is about these two documents.'],
-    numbers_mismatch: ['号码不一致：本凭证说的不是这两份证件。', 'The numbers do not match: this record is about other documents.'],
+    numbers_mismatch: ['请先核对您输入的号码：', 'First check the numbers you typed: '],
+    numbers_mismatch_then: ['若输入无误，本凭证说的是另外两份证件。', 'If they are right, this record is about other documents.'],
     numbers_unsupported: ['旧格式（PGR1）凭证的号码只能由签发机构核对。', 'Numbers on an old-format (PGR1) record can only be checked by the authority.'],
     field_travel_permit: ['通行证号码', 'Travel permit number'],
     field_residence_permit: ['居住证号码', 'Residence permit number'],
+    rule_empty: ['未填写', 'is empty'],
     rule_length: ['位数不对', 'has the wrong length'],
     rule_characters: ['含有不允许的字符', 'has characters that are not allowed'],
     rule_region_code: ['地区代码不对', 'has a wrong region code'],
@@ -514,6 +531,14 @@ const Page = (() => {
     $('verdict-title').focus();
   }
 
+  function describeChar(cp) {
+    const hex = 'U+' + cp.toString(16).toUpperCase().padStart(4, '0');
+    if (cp === 0x20) return ['空格，号码中不应有空格', 'a space: type the number without spaces'];
+    if (cp === 0x4f) return [`字母O，${hex}，应为数字0？`, `the letter O, ${hex}: the digit 0?`];
+    const c = String.fromCodePoint(cp);
+    return cp > 0x20 && cp < 0x7f ? [`“${c}”，${hex}`, `'${c}', ${hex}`] : [hex, hex];
+  }
+
   async function checkNumbers(ev) {
     ev.preventDefault();
     if (!current || current.kind !== 'receipt') return;
@@ -525,11 +550,23 @@ const Page = (() => {
       bi(out, 'rule_' + r.rule);
       out.firstChild.textContent = `${fzh}：${out.firstChild.textContent}`;
       out.lastChild.textContent = `${fen} ${out.lastChild.textContent}`;
+      if (r.rule === 'characters') {
+        // Which character, and where: a space, a letter O for a zero.
+        const [zh, en] = describeChar(r.codePoint);
+        out.firstChild.textContent += `：第${r.position}个字符（${zh}）`;
+        out.lastChild.textContent += `: character ${r.position} (${en})`;
+      }
       $(r.field === 'travel_permit' ? 'travel-permit' : 'residence-permit').setAttribute('aria-invalid', 'true');
     } else {
       $('travel-permit').removeAttribute('aria-invalid');
       $('residence-permit').removeAttribute('aria-invalid');
       bi(out, r.match === 'match' ? 'numbers_match' : r.match === 'mismatch' ? 'numbers_mismatch' : 'numbers_unsupported');
+      if (r.match === 'mismatch') {
+        const typed = r.typed.join(' / ');
+        const [zh, en] = T.numbers_mismatch_then;
+        out.firstChild.textContent += `${typed}。${zh}`;
+        out.lastChild.textContent += `${typed}. ${en}`;
+      }
     }
   }
 
