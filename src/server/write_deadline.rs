@@ -142,7 +142,10 @@ mod tests {
     async fn a_slow_reader_that_keeps_reading_is_never_cut() {
         use tokio::io::AsyncReadExt;
         let (ours, mut theirs) = tokio::net::UnixStream::pair().expect("pair");
-        let mut w = WriteDeadline::new(ours, Duration::from_millis(100));
+        // A deadline well above the reader's pauses, so that a busy machine stretching
+        // them does not cut it; still under the whole write's two seconds, so that a
+        // deadline on the whole write instead of on each wait would.
+        let mut w = WriteDeadline::new(ours, Duration::from_millis(1000));
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             let mut total = 0;
@@ -151,7 +154,7 @@ mod tests {
                 total += theirs.read(&mut buf).await.expect("read");
             }
         });
-        // 4 MiB through a socket pair read 64 KiB every 30 ms: about two seconds, the
+        // 4 MiB through a socket pair read 64 KiB every 30 ms: at least two seconds, the
         // writer waiting often, each wait shorter than the deadline.
         w.write_all(&vec![1u8; 4 << 20]).await.expect("progress");
         reader.await.expect("reader");

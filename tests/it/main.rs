@@ -11,6 +11,7 @@ mod crash;
 mod deploy;
 mod doc_examples;
 mod door;
+mod generated_client;
 mod handler;
 mod hostile;
 mod isolation;
