@@ -425,9 +425,12 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
         "{line}"
     );
     assert_eq!(
-        line.matches(&year[..3]).count(),
-        2,
-        "certificate end and last seen: {line}"
+        (
+            line.matches(&year[..3]).count(),
+            line.matches("Beijing time").count()
+        ),
+        (2, 2),
+        "certificate end and last seen, in Beijing time: {line}"
     );
 
     // An HTTP/2 connection, and a TLS session to resume, from before the revocation.

@@ -143,13 +143,23 @@ fn enrol(a: EnrolArgs) -> anyhow::Result<()> {
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.id)));
-    std::fs::write(&out, &pem).with_context(|| out.display().to_string())?;
+    if let Err(e) = std::fs::write(&out, &pem) {
+        // Enrolled and recorded: the certificate must not be lost with the file.
+        out!("{pem}")?;
+        return Err(e).with_context(|| {
+            format!(
+                "{}: {} is enrolled, but its certificate could not be written there; it is printed above",
+                out.display(),
+                a.id
+            )
+        });
+    }
     out!(
         "enrolled {}: certificate {} (serial {}, valid until {}); added to {}",
         a.id,
         out.display(),
         issued.serial,
-        issued.not_after,
+        permitgate::day::for_people(issued.not_after).1,
         path.display()
     )?;
     Ok(())
@@ -195,8 +205,10 @@ fn list(path: &Path, metrics: Option<&str>) -> anyhow::Result<()> {
         Some(url) => last_seen(url)?,
         None => Default::default(),
     };
+    // Times in Beijing time, as the authority's people read them.
+    let when = |t: OffsetDateTime| permitgate::day::for_people(t).1;
     out!(
-        "{:<20} {:<52} {:<12} {:<22} last seen",
+        "{:<20} {:<52} {:<12} {:<30} last seen",
         "id",
         "scopes",
         "rate",
@@ -212,22 +224,13 @@ fn list(path: &Path, metrics: Option<&str>) -> anyhow::Result<()> {
             .iter()
             .map(|c| c.not_after)
             .max()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| "-".to_owned());
-        let last = seen.get(&p.id).map_or("-".to_owned(), |t| {
-            OffsetDateTime::from_unix_timestamp(*t)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_else(|| "-".to_owned())
-        });
+            .map_or("-".to_owned(), when);
+        let last = seen
+            .get(&p.id)
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(*t).ok())
+            .map_or("-".to_owned(), when);
         out!(
-            "{:<20} {:<52} {:<12} {:<22} {}",
+            "{:<20} {:<52} {:<12} {:<30} {}",
             p.id,
             scopes.join(","),
             rate,
