@@ -55,8 +55,10 @@ fn bench(c: &mut Criterion) {
     let tp = TravelPermitNo::parse("H12345678").expect("tp");
     let (token, _) = temp_permit::issue(&tp, "CHAN Tai Man", temp_permit::Reason::Lost, at, &key)
         .expect("issue");
-    // The floor: a message as long as a receipt body (61 bytes + partner id + context).
-    let message = [0x5Au8; 87];
+    // The floor: a message as long as what a format-3 receipt signs: context (22 bytes) +
+    // 61 fixed + partner id 1+4 + no holder name 1 + region 1 + the demo bank's names
+    // 1+33 and 1+27.
+    let message = [0x5Au8; 22 + 61 + 5 + 1 + 1 + 34 + 28];
     let signature = key.sign(&message);
 
     let mut g = c.benchmark_group("signing");
