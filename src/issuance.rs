@@ -41,6 +41,33 @@ pub enum Refusal {
     MonthlyLimit { issued: usize, month: String },
 }
 
+impl Refusal {
+    /// The refusal in Chinese, for the officer at the desk (the English is its `Display`),
+    /// with the terms of src/terms.rs.
+    pub fn zh(&self) -> String {
+        use crate::terms::{reason, record_status};
+        match self {
+            Refusal::NotPublished => "公布的数据中没有这份通行证".to_owned(),
+            Refusal::Unusable(s) => {
+                format!("该通行证记录为{}，不予签发临时通行证", record_status(*s))
+            }
+            Refusal::Reason {
+                reason: r,
+                needs,
+                status,
+            } => format!(
+                "原因“{}”需要通行证记录为{}，实为{}",
+                reason(*r),
+                record_status(*needs),
+                record_status(*status)
+            ),
+            Refusal::MonthlyLimit { issued, month } => format!(
+                "持证人在{month}已获签发{issued}份临时通行证，每个自然月至多{MONTHLY_LIMIT}份"
+            ),
+        }
+    }
+}
+
 /// Who made one of the authority's writes: the calling system (from its certificate),
 /// its office, and the officer at the desk (or the system itself, for the resident-facing
 /// application).

@@ -80,6 +80,25 @@ pub enum OriginError {
     Stopped,
 }
 
+impl OriginError {
+    /// What the officer at the desk reads in Chinese (the English is its `Display`); `None`
+    /// for the failures of the origin itself, which an operator reads.
+    pub fn zh(&self) -> Option<String> {
+        Some(match self {
+            OriginError::Refused(r) => format!("未签发临时通行证：{}", r.zh()),
+            OriginError::KeyReused => {
+                "此幂等键已用于另一份申请（通行证号码、姓名或原因不同）".to_owned()
+            }
+            OriginError::UnknownPermit => "没有此编号的临时通行证".to_owned(),
+            OriginError::Time => "签发时间有误：通行证将在生效前到期".to_owned(),
+            OriginError::IssuedAt { skew_seconds } => {
+                format!("签发时间须在源站时钟前后{skew_seconds}秒之内（不填则为现在）")
+            }
+            OriginError::Publish(_) | OriginError::Stopped => return None,
+        })
+    }
+}
+
 enum Job {
     Write(Write),
     Read(Box<dyn FnOnce(&Ledger) + Send>),

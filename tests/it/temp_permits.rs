@@ -369,7 +369,35 @@ async fn an_office_issues_with_the_cli_and_gates_verify_offline_and_from_the_qr_
     assert_success(&revoke(&id));
     let out = revoke("0123456789abcdef");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no temporary permit has this id"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("没有此编号的临时通行证") && err.contains("no temporary permit has this id"),
+        "for the officer, in Chinese and in English: {err}"
+    );
+    // The reason in Chinese, as the paper prints it; the refusal in both languages.
+    let out = permitgate(&[
+        "temp-permit",
+        "issue",
+        "--config",
+        &config,
+        "--caller",
+        "desk-01",
+        "--officer",
+        "E1024",
+        "--travel-permit",
+        tp.canonical(),
+        "--name",
+        "LEE Siu Ming",
+        "--reason",
+        "损毁",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("未签发临时通行证：原因“损毁”需要通行证记录为损毁，实为挂失")
+            && err.contains("no temporary permit issued: reason damaged needs"),
+        "{err}"
+    );
     gw.gateway.load_snapshot().expect("reload");
     assert_eq!(verify(&gw, &token).await["status"], "revoked");
     // Offline without the revocation list a verifier cannot know it...

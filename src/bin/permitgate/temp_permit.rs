@@ -172,14 +172,16 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let key = idempotency_key.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
             let (origin, by) = desk.origin(AuthorityScope::TempPermitIssue)?;
-            let issued = origin.issue_blocking(IssueRequest {
-                travel_permit: tp,
-                name,
-                reason,
-                issued_at: issued_at.unwrap_or_else(OffsetDateTime::now_utc),
-                idempotency_key: key.clone(),
-                by,
-            })?;
+            let issued = origin
+                .issue_blocking(IssueRequest {
+                    travel_permit: tp,
+                    name,
+                    reason,
+                    issued_at: issued_at.unwrap_or_else(OffsetDateTime::now_utc),
+                    idempotency_key: key.clone(),
+                    by,
+                })
+                .map_err(for_the_desk)?;
             #[cfg(feature = "tools")]
             if let Some(path) = &qr {
                 use anyhow::Context;
@@ -213,7 +215,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 bail!("--id must be 16 hex characters");
             };
             let (origin, by) = desk.origin(AuthorityScope::TempPermitRevoke)?;
-            let revoked = origin.revoke_blocking(id, by)?;
+            let revoked = origin.revoke_blocking(id, by).map_err(for_the_desk)?;
             eprintln!(
                 "permit {id} {}, published as version {}",
                 if revoked.replayed {
@@ -377,4 +379,12 @@ fn revocation_list(
         list.len()
     );
     Ok(list)
+}
+
+/// An origin's refusal as the officer at the desk reads it: in Chinese, then in English.
+fn for_the_desk(e: permitgate::origin::OriginError) -> anyhow::Error {
+    match e.zh() {
+        Some(zh) => anyhow::anyhow!("{zh}\n{e}"),
+        None => anyhow::Error::new(e),
+    }
 }
