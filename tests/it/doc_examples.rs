@@ -66,10 +66,10 @@ fn blocks(file: &str) -> Vec<Block> {
     out
 }
 
-/// A shell or Python block with a URL of a gateway (partner or metrics port) outside its
-/// comments.
+/// A shell, Python or JavaScript block with a URL of a gateway (partner or metrics port)
+/// outside its comments.
 fn talks_to_a_gateway(b: &Block) -> bool {
-    matches!(b.lang.as_str(), "sh" | "python")
+    matches!(b.lang.as_str(), "sh" | "python" | "js")
         && b.body.lines().any(|l| {
             let code = l.split('#').next().unwrap_or("");
             code.contains("://")
@@ -314,6 +314,33 @@ fn run_python(blocks: &[&Block], d: &Demo) {
     }
 }
 
+/// Runs a JavaScript block as an ES module with Node, where tests/browser's node_modules
+/// (undici) resolve; what it prints is checked against its `// →` comments.
+fn run_js(b: &Block, d: &Demo) {
+    let program = localise(&b.body, d);
+    let expected: Vec<String> = program
+        .lines()
+        .filter_map(|l| l.split_once("// →").map(|(_, e)| e.trim().to_owned()))
+        .collect();
+    let file = repo().join(format!("tests/browser/doc-example-{}.mjs", b.line));
+    std::fs::write(&file, &program).expect("write the example");
+    let out = Command::new("node").arg(&file).current_dir(repo()).output();
+    let _ = std::fs::remove_file(&file);
+    let out = out.expect("node");
+    let what = format!("{}:{}", b.file, b.line);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), expected.len(), "{what}: printed {printed:?}");
+    for (line, e) in printed.iter().zip(&expected) {
+        check_output(&what, e, line, true);
+    }
+}
+
 fn docs() -> Vec<String> {
     let mut files = vec!["README.md".to_owned()];
     let mut more: Vec<String> = std::fs::read_dir(repo().join("docs"))
@@ -349,6 +376,21 @@ fn every_example_that_talks_to_a_gateway_runs_as_printed() {
             continue;
         }
         run_shell(b, &d);
+    }
+    let node_ready = repo().join("tests/browser/node_modules/undici").exists();
+    for b in examples.iter().filter(|b| b.lang == "js") {
+        if !node_ready {
+            assert!(
+                std::env::var_os("PERMITGATE_REQUIRE_BROWSER").is_none(),
+                "npm ci --prefix tests/browser (undici)"
+            );
+            eprintln!(
+                "SKIPPED: {}:{} needs tests/browser's undici",
+                b.file, b.line
+            );
+            continue;
+        }
+        run_js(b, &d);
     }
     // A document's Python blocks continue one another: all of them run, in order, where
     // any talks to a gateway.
