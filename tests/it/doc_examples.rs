@@ -66,10 +66,10 @@ fn blocks(file: &str) -> Vec<Block> {
     out
 }
 
-/// A shell, Python or JavaScript block with a URL of a gateway (partner or metrics port)
-/// outside its comments.
+/// A shell, Python, JavaScript or Java block with a URL of a gateway (partner or metrics
+/// port) outside its comments.
 fn talks_to_a_gateway(b: &Block) -> bool {
-    matches!(b.lang.as_str(), "sh" | "python" | "js")
+    matches!(b.lang.as_str(), "sh" | "python" | "js" | "java")
         && b.body.lines().any(|l| {
             let code = l.split('#').next().unwrap_or("");
             code.contains("://")
@@ -341,6 +341,53 @@ fn run_js(b: &Block, d: &Demo) {
     }
 }
 
+/// Runs a Java block as a single-file program (`java LinkCheck.java`) in a directory of
+/// its own, after the shell block before it (the keystore made with openssl) ran there;
+/// what it prints is checked against its `// →` comments.
+fn run_java(setup: &Block, b: &Block, d: &Demo) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let what = format!("{}:{}", b.file, b.line);
+    let out = Command::new("bash")
+        .args(["-c", &localise(&setup.body, d)])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{}:{}: {}",
+        setup.file,
+        setup.line,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let program = localise(&b.body, d);
+    let class = program
+        .split("public class ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a public class");
+    std::fs::write(dir.path().join(format!("{class}.java")), &program).expect("write");
+    let out = Command::new("java")
+        .arg(format!("{class}.java"))
+        .current_dir(dir.path())
+        .output()
+        .expect("java");
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<String> = program
+        .lines()
+        .filter_map(|l| l.split_once("// →").map(|(_, e)| e.trim().to_owned()))
+        .collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), expected.len(), "{what}: printed {printed:?}");
+    for (line, e) in printed.iter().zip(&expected) {
+        check_output(&what, e, line, true);
+    }
+}
+
 fn docs() -> Vec<String> {
     let mut files = vec!["README.md".to_owned()];
     let mut more: Vec<String> = std::fs::read_dir(repo().join("docs"))
@@ -391,6 +438,24 @@ fn every_example_that_talks_to_a_gateway_runs_as_printed() {
             continue;
         }
         run_js(b, &d);
+    }
+    for b in examples.iter().filter(|b| b.lang == "java") {
+        if optional_tool(
+            "java",
+            "PERMITGATE_REQUIRE_JAVA",
+            "apt-get install default-jdk-headless",
+        )
+        .is_none()
+        {
+            continue;
+        }
+        let setup = all
+            .iter()
+            .take_while(|other| !std::ptr::eq(*other, *b))
+            .filter(|other| other.file == b.file && other.lang == "sh")
+            .last()
+            .expect("the shell block that makes the keystore");
+        run_java(setup, b, &d);
     }
     // A document's Python blocks continue one another: all of them run, in order, where
     // any talks to a gateway.

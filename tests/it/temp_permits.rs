@@ -300,8 +300,11 @@ async fn an_office_issues_with_the_cli_and_gates_verify_offline_and_from_the_qr_
     assert!(token.starts_with("PGT1:"), "{token}");
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        said.contains("Beijing time") && said.contains("published as version"),
-        "{said}"
+        said.contains("Beijing time")
+            && said.contains("published as version")
+            && said.contains("已签发")
+            && said.contains("北京时间"),
+        "for the officer, in Chinese and in English: {said}"
     );
     assert!(!said.contains(tp.canonical()), "{said}");
     // Run again after a failure, with the same key: the same permit, not a second one.

@@ -196,15 +196,18 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             emit(&format!("{}\n", issued.token))?;
             let p = &issued.permit;
+            let (until_zh, until_en) = for_people(p.expires_at);
+            // For the officer: in Chinese, then in English.
             eprintln!(
-                "permit {} {}, valid until {} ({}), published as version {}; idempotency key {key}",
+                "临时通行证 {} {}，有效期至 {until_zh}\npermit {} {}, valid until {until_en} ({}), published as version {}; idempotency key {key}",
+                p.permit_id,
+                if issued.replayed { "此前已以此幂等键签发" } else { "已签发" },
                 p.permit_id,
                 if issued.replayed {
                     "was issued before under this key"
                 } else {
                     "issued"
                 },
-                for_people(p.expires_at).1,
                 rfc3339(p.expires_at),
                 issued.version,
             );
@@ -217,7 +220,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let (origin, by) = desk.origin(AuthorityScope::TempPermitRevoke)?;
             let revoked = origin.revoke_blocking(id, by).map_err(for_the_desk)?;
             eprintln!(
-                "permit {id} {}, published as version {}",
+                "临时通行证 {id} {}\npermit {id} {}, published as version {}",
+                if revoked.replayed {
+                    "此前已撤销"
+                } else {
+                    "已撤销"
+                },
                 if revoked.replayed {
                     "was already revoked"
                 } else {

@@ -129,32 +129,53 @@ pub struct Demo {
 pub fn demo() -> Demo {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("var/demo");
-    let (listen, metrics, verify, origin) = (free_port(), free_port(), free_port(), free_port());
-    let child = Running(
-        Command::new(env!("CARGO_BIN_EXE_permitgate"))
-            .args(["demo", "--dir", &dir.to_string_lossy()])
-            .args(["--listen", &listen.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--verify-listen", &verify.to_string()])
-            .args(["--origin-listen", &origin.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the demo"),
+    let log = tmp.path().join("demo.log");
+    // A free port may be taken by another test before the demo binds it: then the demo
+    // exits at once, and is started again on other ports.
+    for _ in 0..3 {
+        let (listen, metrics, verify, origin) =
+            (free_port(), free_port(), free_port(), free_port());
+        let mut child = Running(
+            Command::new(env!("CARGO_BIN_EXE_permitgate"))
+                .args(["demo", "--dir", &dir.to_string_lossy()])
+                .args(["--listen", &listen.to_string()])
+                .args(["--metrics-listen", &metrics.to_string()])
+                .args(["--verify-listen", &verify.to_string()])
+                .args(["--origin-listen", &origin.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("demo log"))
+                .spawn()
+                .expect("start the demo"),
+        );
+        // The default data is 100,000 residents, made by a debug build while the other
+        // tests take both cores: minutes, not seconds, at worst.
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while Instant::now() < deadline && !ready(metrics) {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if ready(metrics) {
+            return Demo {
+                _child: child,
+                dir,
+                port: listen.port(),
+                metrics,
+                verify,
+                origin,
+                _tmp: tmp,
+            };
+        }
+        assert!(
+            child.try_wait().ok().flatten().is_some(),
+            "demo not ready within four minutes: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    panic!(
+        "the demo exited three times: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let demo = Demo {
-        _child: child,
-        dir,
-        port: listen.port(),
-        metrics,
-        verify,
-        origin,
-        _tmp: tmp,
-    };
-    assert!(
-        wait_ready(demo.metrics, Duration::from_secs(60)),
-        "demo not ready"
-    );
-    demo
 }
