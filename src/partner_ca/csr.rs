@@ -7,6 +7,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::partner::valid_partner_id;
 use crate::tls::SPIFFE_PARTNER_PREFIX;
@@ -40,30 +41,14 @@ pub fn check(pem: &str, id: &str) -> Result<Vec<u8>, CsrError> {
     let (_, csr) = X509CertificationRequest::from_der(der.as_ref()).map_err(|_| CsrError::Parse)?;
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
-    let algorithm = &spki.algorithm.algorithm;
-    use x509_parser::oid_registry::{
-        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
-    };
-    let key_ok = if *algorithm == OID_SIG_ED25519 {
-        Ok(())
-    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
-        match curve {
-            Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 => Ok(()),
-            Some(c) => Err(format!("ECDSA on the curve {c}")),
-            None => Err("ECDSA on an unnamed curve".to_owned()),
-        }
-    } else {
-        match spki.parsed() {
+    let key_ok = match key_type(spki) {
+        Ok(KeyType::Ed25519 | KeyType::EcdsaP256 | KeyType::EcdsaP384) => Ok(()),
+        Ok(KeyType::Rsa) => match spki.parsed() {
             Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
             Ok(PublicKey::RSA(rsa)) => Err(format!("RSA of {} bits", rsa.key_size())),
-            Ok(PublicKey::DSA(_)) => Err("DSA".to_owned()),
-            _ => Err(format!("of the algorithm {algorithm}")),
-        }
+            _ => Err("RSA that does not parse".to_owned()),
+        },
+        Err(other) => Err(other),
     };
     key_ok.map_err(CsrError::Key)?;
     // After the key's rules: a key too weak to be accepted is also one the verifier
@@ -96,4 +81,45 @@ pub fn check(pem: &str, id: &str) -> Result<Vec<u8>, CsrError> {
         });
     }
     Ok(der.as_ref().to_vec())
+}
+
+/// The kinds of public key a partner or the partner CA may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyType {
+    Ed25519,
+    EcdsaP256,
+    EcdsaP384,
+    Rsa,
+}
+
+/// What kind of key `spki` holds, or what it is instead, in words for a refusal.
+pub(super) fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, String> {
+    use x509_parser::oid_registry::{
+        OID_EC_P256, OID_KEY_TYPE_DSA, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384,
+        OID_SIG_ED25519,
+    };
+    let algorithm = &spki.algorithm.algorithm;
+    if *algorithm == OID_SIG_ED25519 {
+        Ok(KeyType::Ed25519)
+    } else if matches!(spki.parsed(), Ok(PublicKey::RSA(_))) {
+        // rsaEncryption, or another RSA key form x509-parser reads (the CA's own key must
+        // be rsaEncryption: src/partner_ca/key.rs).
+        Ok(KeyType::Rsa)
+    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        match curve {
+            Some(c) if c == OID_EC_P256 => Ok(KeyType::EcdsaP256),
+            Some(c) if c == OID_NIST_EC_P384 => Ok(KeyType::EcdsaP384),
+            Some(c) => Err(format!("ECDSA on the curve {c}")),
+            None => Err("ECDSA on an unnamed curve".to_owned()),
+        }
+    } else if *algorithm == OID_KEY_TYPE_DSA {
+        Err("DSA".to_owned())
+    } else {
+        Err(format!("of the algorithm {algorithm}"))
+    }
 }

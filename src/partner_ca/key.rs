@@ -11,7 +11,9 @@ use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
+use super::csr::{key_type, KeyType};
 use super::pkcs11::{self, Pkcs11Key, Pkcs11Uri, UriError};
+use x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
 
 /// Where the CA key is, as `[partner_ca] key` or `--ca-key` says.
 #[derive(Debug, Clone)]
@@ -80,38 +82,25 @@ pub(super) struct Profile {
 
 impl Profile {
     fn of(spki: &SubjectPublicKeyInfo<'_>) -> Result<Profile, CaKeyError> {
-        use x509_parser::oid_registry::{
-            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-            OID_SIG_ED25519,
-        };
-        let oid = &spki.algorithm.algorithm;
         let (algorithm, verify): (_, &'static dyn VerificationAlgorithm) =
-            if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
-                let curve = spki
-                    .algorithm
-                    .parameters
-                    .as_ref()
-                    .and_then(|p| p.as_oid().ok());
-                match curve {
-                    Some(c) if c == OID_EC_P256 => (
-                        &rcgen::PKCS_ECDSA_P256_SHA256,
-                        &signature::ECDSA_P256_SHA256_ASN1,
-                    ),
-                    Some(c) if c == OID_NIST_EC_P384 => (
-                        &rcgen::PKCS_ECDSA_P384_SHA384,
-                        &signature::ECDSA_P384_SHA384_ASN1,
-                    ),
-                    _ => return Err(CaKeyError::Algorithm("ECDSA on another curve".into())),
-                }
-            } else if *oid == OID_PKCS1_RSAENCRYPTION {
-                (
+            match key_type(spki).map_err(CaKeyError::Algorithm)? {
+                KeyType::EcdsaP256 => (
+                    &rcgen::PKCS_ECDSA_P256_SHA256,
+                    &signature::ECDSA_P256_SHA256_ASN1,
+                ),
+                KeyType::EcdsaP384 => (
+                    &rcgen::PKCS_ECDSA_P384_SHA384,
+                    &signature::ECDSA_P384_SHA384_ASN1,
+                ),
+                KeyType::Rsa if spki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION => (
                     &rcgen::PKCS_RSA_SHA256,
                     &signature::RSA_PKCS1_2048_8192_SHA256,
-                )
-            } else if *oid == OID_SIG_ED25519 {
-                (&rcgen::PKCS_ED25519, &signature::ED25519)
-            } else {
-                return Err(CaKeyError::Algorithm(format!("of the algorithm {oid}")));
+                ),
+                KeyType::Rsa => {
+                    let oid = &spki.algorithm.algorithm;
+                    return Err(CaKeyError::Algorithm(format!("of the algorithm {oid}")));
+                }
+                KeyType::Ed25519 => (&rcgen::PKCS_ED25519, &signature::ED25519),
             };
         Ok(Profile {
             algorithm,
