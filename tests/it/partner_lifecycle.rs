@@ -229,20 +229,12 @@ fn curl_get(
 /// bring it back. Bad CSRs are refused with the rule they break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() {
-    use crate::common::config_edit::{self, edit_file};
+    use crate::common::config_edit;
     let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
     let demo = gw.demo.dir.clone();
     let config = gw.config_path.to_string_lossy().into_owned();
     // The partner CA's CRL (empty yet); the registry is the demo's.
-    let crl = gw.demo.pki.dir.join("partners.crl");
-    permitgate::demo::pki::revoke(&gw.demo.pki, &[], 1, &crl).expect("crl");
-    edit_file(
-        &gw.config_path,
-        vec![config_edit::set(
-            "tls.crls",
-            config_edit::value("[\"pki/partners.crl\"]"),
-        )],
-    );
+    let crl = gw.use_partner_crl(&[]);
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
         .await;
     let registry_path = config_edit::registry_path(&gw.config_path).expect("registry");
@@ -555,7 +547,7 @@ async fn a_partner_is_enrolled_from_its_csr_listed_and_revoked_with_the_tools() 
 /// the registry, so `partners revoke --id` revokes the renewed certificates too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_renews_its_certificate_over_the_api() {
-    use crate::common::config_edit::{self, edit_file};
+    use crate::common::config_edit;
     let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
     let demo = gw.demo.dir.clone();
     let url = format!(
@@ -677,15 +669,7 @@ async fn a_partner_renews_its_certificate_over_the_api() {
         .any(|c| serde_json::json!(c.serial) == v["serial"]));
 
     // Revoked by id: every one of them, the renewed ones too.
-    let crl = gw.demo.pki.dir.join("partners.crl");
-    permitgate::demo::pki::revoke(&gw.demo.pki, &[], 1, &crl).expect("crl");
-    edit_file(
-        &gw.config_path,
-        vec![config_edit::set(
-            "tls.crls",
-            config_edit::value("[\"pki/partners.crl\"]"),
-        )],
-    );
+    gw.use_partner_crl(&[]);
     // Renewals reload the registry too: wait for the effect, not for a reload count.
     let out = run(
         "permitgate",

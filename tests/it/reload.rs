@@ -15,16 +15,8 @@ async fn a_crl_picked_up_from_disk_refuses_the_revoked_partner_old_and_new_conne
         200
     );
 
-    let crl = gw.demo.pki.dir.join("partners.crl");
     let (bank_cert, bank_key) = gw.cert_paths("bank");
-    pki::revoke(&gw.demo.pki, &[&bank_cert], 1, &crl).expect("crl");
-    edit_file(
-        &gw.config_path,
-        vec![config_edit::set(
-            "tls.crls",
-            config_edit::value("[\"pki/partners.crl\"]"),
-        )],
-    );
+    gw.use_partner_crl(&[&bank_cert]);
     gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
         .await;
 

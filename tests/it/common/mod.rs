@@ -203,6 +203,21 @@ impl TestGateway {
         self.running.addr
     }
 
+    /// Makes the demo CA's CRL `pki/partners.crl` listing `revoked` (number 1) and names it
+    /// in this gateway's `tls.crls`; the gateway loads it at its next reload.
+    pub fn use_partner_crl(&self, revoked: &[&Path]) -> PathBuf {
+        let crl = self.demo.pki.dir.join("partners.crl");
+        permitgate::demo::pki::revoke(&self.demo.pki, revoked, 1, &crl).expect("crl");
+        config_edit::edit_file(
+            &self.config_path,
+            vec![config_edit::set(
+                "tls.crls",
+                config_edit::value("[\"pki/partners.crl\"]"),
+            )],
+        );
+        crl
+    }
+
     /// A client certificate from the demo CA for `id` (a partner the test added to the
     /// config), where [`TestGateway::client`] and the other helpers look for it.
     pub fn issue_partner(&self, id: &str) {
