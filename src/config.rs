@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod origin;
 mod partner_ca;
 mod partners;
+mod reading;
 
 pub use origin::{AuthorityScope, Caller, OriginConfig};
 pub use partner_ca::PartnerCaConfig;
@@ -39,20 +40,25 @@ pub enum ConfigError {
         at: Option<(usize, usize)>,
         message: String,
     },
-    #[error("config {}: {}", path.display(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("config {}: {}", path.display(), one_per_line(problems))]
     Invalid {
         path: PathBuf,
-        /// Every problem found, in the order of the file's sections.
+        /// Every problem found: TOML-level mistakes, then rules.
         problems: Vec<Invalid>,
+        /// What could be read, with defaults where values were set aside and empty paths
+        /// where required ones are missing: `config check` looks at its files too.
+        partial: Option<Box<Config>>,
     },
 }
 
-/// One field that breaks a rule.
+/// One field that breaks a rule, or a TOML-level mistake (with its place in the file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
+#[error("{field}{}: {rule}", at.map(|(l, c)| format!(" (line {l} column {c})")).unwrap_or_default())]
 pub struct Invalid {
     pub field: String,
     pub rule: String,
+    /// Line and column (from 1) of a TOML-level mistake.
+    pub at: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +241,7 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     unauthenticated: RawUnauthenticated,
-    tls: RawTls,
+    tls: Option<RawTls>,
     #[serde(default)]
     snapshot: RawSnapshot,
     #[serde(default)]
@@ -336,7 +342,7 @@ impl Default for RawUnauthenticated {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
     cert: PathBuf,
@@ -470,6 +476,7 @@ impl Problems {
             self.0.push(Invalid {
                 field: field.into(),
                 rule: rule.to_owned(),
+                at: None,
             });
         }
     }
@@ -498,6 +505,28 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// One problem as it is; several counted, one per line (`config check` prints them so).
+fn one_per_line(problems: &[Invalid]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        _ => format!(
+            "{} problems:{}",
+            problems.len(),
+            problems
+                .iter()
+                .map(|p| format!("\n  {p}"))
+                .collect::<String>()
+        ),
+    }
+}
+
+/// Whether `field` is `entry` or inside it (`tls.cert` is within `tls`, not within `tl`).
+fn within(field: &str, entry: &str) -> bool {
+    field
+        .strip_prefix(entry)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// Milliseconds, where 0 means "off".
 fn millis_or_off(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
@@ -515,14 +544,38 @@ impl Config {
     /// Parses `text` as if it were the file at `path` (relative paths resolve against it),
     /// and reports every rule the values break.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut read = reading::read::<RawConfig>(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             at: e.span().map(|s| line_column(text, s.start)),
             message: e.message().to_owned(),
         })?;
+        let mut mistakes: Vec<Invalid> = (read.mistakes.iter())
+            .map(|m| Invalid {
+                field: m.field.clone(),
+                rule: m.message.clone(),
+                at: m.at,
+            })
+            .collect();
+        // In the file's order, as a person goes through them.
+        mistakes.sort_by_key(|m| m.at);
+        let Some(mut raw) = read.value.take() else {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: mistakes,
+                partial: None,
+            });
+        };
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        // An empty path (a required one left out) stays empty: its file is not looked for.
+        let resolve = |p: PathBuf| {
+            if p.is_absolute() || p.as_os_str().is_empty() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
         let mut problems = Problems::default();
+        let raw_tls = problems.required(raw.tls.take(), "tls").unwrap_or_default();
         let server = server_config(raw.server, &mut problems);
         let unauthenticated = unauthenticated_config(raw.unauthenticated, &mut problems);
         let snapshot = snapshot_config(
@@ -577,7 +630,7 @@ impl Config {
         let audit = raw
             .audit
             .and_then(|a| audit_config(a, &resolve, &mut problems));
-        let partner_client_ca = resolve(raw.tls.client_ca.clone());
+        let partner_client_ca = resolve(raw_tls.client_ca.clone());
         let origin = raw.origin.and_then(|o| {
             let listen: Vec<SocketAddr> = [Some(server.listen), server.metrics_listen]
                 .into_iter()
@@ -596,7 +649,7 @@ impl Config {
                 &mut problems,
             )
         });
-        let client_ca = resolve(raw.tls.client_ca.clone());
+        let client_ca = resolve(raw_tls.client_ca.clone());
         let partner_ca = raw
             .partner_ca
             .and_then(|r| partner_ca::partner_ca_config(r, &client_ca, &resolve, &mut problems));
@@ -605,21 +658,22 @@ impl Config {
             "partner_ca",
             "renewals are recorded in the partner registry: set partners_file too",
         );
-        if !problems.0.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems: problems.0,
-            });
+        // A value set aside as a mistake is not reported again as missing or defaulted.
+        for p in &mut problems.0 {
+            p.field = read.as_written(&p.field);
         }
-        Ok(Config {
+        problems
+            .0
+            .retain(|p| !mistakes.iter().any(|m| within(&p.field, &m.field)));
+        let config = Config {
             path: path.to_owned(),
             server,
             unauthenticated,
             tls: TlsConfig {
-                cert: resolve(raw.tls.cert),
-                key: resolve(raw.tls.key),
-                client_ca: resolve(raw.tls.client_ca),
-                crls: raw.tls.crls.into_iter().map(resolve).collect(),
+                cert: resolve(raw_tls.cert),
+                key: resolve(raw_tls.key),
+                client_ca: resolve(raw_tls.client_ca),
+                crls: raw_tls.crls.into_iter().map(resolve).collect(),
             },
             snapshot,
             cache: raw.cache,
@@ -631,7 +685,15 @@ impl Config {
             temp_permits,
             audit,
             origin,
-        })
+        };
+        if !mistakes.is_empty() || !problems.0.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: mistakes.into_iter().chain(problems.0).collect(),
+                partial: Some(Box::new(config)),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -1171,21 +1233,71 @@ scopes = ["link_check"]
         assert!(e.contains("server.listen: is required"), "{e}");
     }
 
+    /// One run names every mistake: the TOML-level ones with their line and column, then
+    /// the rules; a value set aside is not reported again, and a default never is.
     #[test]
-    fn toml_mistakes_say_where() {
+    fn one_mistake_of_every_kind_in_one_run() {
         let p = Path::new("g.toml");
-        let text = MIN.replace("max_entries", "x").replace(
-            "hash_key = \"/etc/permitgate/hash.key\"",
-            "hash_key = \"/etc/permitgate/hash.key\"\nwatch_interval_ms = \"soon\"",
+        let text = MIN
+            .replace("listen =", "listne =")
+            .replace(
+                "hash_key = \"/etc/permitgate/hash.key\"",
+                "hash_key = \"/etc/permitgate/hash.key\"\nwatch_interval_ms = \"soon\"",
+            )
+            .replace(
+                "scopes = [\"link_check\"]",
+                "scopes = [\"link_check\", \"everything\"]\nrate_limit = { per_second = 0 }",
+            )
+            + "[[partners]]\nscopes = [\"receipt\"]\n"
+            + "[[partners]]\nid = \"Rail Gate\"\n"
+            + "[tls.extra]\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&text, p) else {
+            panic!("accepted");
+        };
+        let said: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |field: &str, at: Option<(usize, usize)>, words: &str| {
+            assert!(
+                problems
+                    .iter()
+                    .any(|q| q.field == field && q.at == at && q.rule.contains(words)),
+                "{field} {at:?} {words:?} in {said:#?}"
+            );
+        };
+        // An unknown field, a wrong type, a value outside an enum, a missing field.
+        has("server.listne", Some((3, 1)), "unknown field `listne`");
+        has("snapshot.watch_interval_ms", Some((12, 21)), "invalid type");
+        has(
+            "partners[0].scopes[1]",
+            Some((15, 25)),
+            "unknown variant `everything`",
         );
-        let e = Config::parse(&text, p)
-            .expect_err("string for a number")
+        has("partners[1]", Some((17, 1)), "missing field `id`");
+        has("tls.extra", Some((21, 6)), "unknown field `extra`");
+        // Rules, on what could be read.
+        has("server.listen", None, "is required");
+        has("partners[0].rate_limit.per_second", None, "must be above 0");
+        has("partners[2].id", None, "must be 1-64 characters");
+        // No burst was written: its default is not a mistake.
+        assert!(!said.iter().any(|s| s.contains("burst")), "{said:#?}");
+        assert_eq!(problems.len(), 8, "{said:#?}");
+        let e = ConfigError::Invalid {
+            path: p.into(),
+            problems,
+            partial: None,
+        }
+        .to_string();
+        assert!(
+            e.contains("server.listne (line 3 column 1): unknown field `listne`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_says_where() {
+        let e = Config::parse(&MIN.replace("[snapshot]", "[snapshot"), Path::new("g.toml"))
+            .expect_err("unclosed")
             .to_string();
-        assert!(e.starts_with("config g.toml line 12 column 21:"), "{e}");
-        let e = Config::parse(&MIN.replace("listen =", "listne ="), p)
-            .expect_err("typo")
-            .to_string();
-        assert!(e.contains("line 3 column 1") && e.contains("listne"), "{e}");
+        assert!(e.starts_with("config g.toml line 8 column 10:"), "{e}");
     }
 
     #[test]

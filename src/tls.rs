@@ -219,8 +219,40 @@ pub fn server_config(
     client_ca: &Path,
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_from(
+        ServerFiles {
+            chain: load_certs(cert)?,
+            key: load_key(key)?,
+            partner_cas: load_certs(client_ca)?,
+            crls,
+        },
+        cert,
+        client_ca,
+    )
+}
+
+/// What [`server_config`] reads, read: callers that name every file that does not load
+/// read each one themselves.
+pub struct ServerFiles {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub partner_cas: Vec<CertificateDer<'static>>,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+/// [`server_config`] of files already read (`cert` and `client_ca` name them in errors).
+pub fn server_config_from(
+    files: ServerFiles,
+    cert: &Path,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let ServerFiles {
+        chain,
+        key,
+        partner_cas,
+        crls,
+    } = files;
     let provider = crypto_provider();
-    let partner_cas = load_certs(client_ca)?;
     let mut roots = RootCertStore::empty();
     for ca in partner_cas.iter().cloned() {
         roots.add(ca).map_err(|source| TlsError::Rejected {
@@ -238,7 +270,6 @@ pub fn server_config(
         .build()
         .map_err(TlsError::Verifier)?;
     let verifier = Arc::new(RequireClientAuth(webpki));
-    let chain = load_certs(cert)?;
     check_chain(&chain, &partner_cas).map_err(|source| TlsError::Chain {
         path: cert.to_owned(),
         source,
@@ -248,7 +279,7 @@ pub fn server_config(
         .map_err(TlsError::Versions)?
         .with_client_cert_verifier(verifier)
         // Refuses a key that does not match the certificate's public key.
-        .with_single_cert(chain, load_key(key)?)
+        .with_single_cert(chain, key)
         .map_err(|source| TlsError::Rejected {
             what: "server certificate and key",
             path: cert.to_owned(),

@@ -174,7 +174,8 @@ pub(super) fn partners(
                     field("rate_limit.per_second"),
                     "must be above 0 and at most 1e9",
                 );
-                let burst = r.burst.unwrap_or(r.per_second.ceil() as u32);
+                // Unwritten, a second's worth (at least 1): a default is never a mistake.
+                let burst = r.burst.unwrap_or((r.per_second.ceil() as u32).max(1));
                 problems.check(burst > 0, field("rate_limit.burst"), "must be at least 1");
                 RateLimit {
                     per_second: r.per_second,

@@ -16,6 +16,7 @@
 mod connection;
 mod door;
 mod fd_limit;
+mod files;
 mod handshakes;
 mod listen;
 mod listener;
@@ -38,20 +39,21 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::admission::AdmissionLimits;
-use crate::http::{App, Credentials, Limits};
-use crate::key_files::{load_signing_key, load_verifying_key, HashKey, KeyError};
-use crate::keyring::{KeyUse, Keyring, PublicKey, SigningKeys, Validity};
+use crate::http::{App, Limits};
+use crate::key_files::{HashKey, KeyError};
+use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::overload::LagMonitor;
 use crate::snapshot::SignedManifest;
 use crate::store::Store;
 use crate::tls::TlsError;
 
+use files::Loaded;
 use listener::accept_loop;
 pub use listener::ListenerMetrics;
 use ops::metrics_loop;
 pub use reload::ReloadMetrics;
-use reload::{fingerprint, partner_tls, watch_files, ReloadState};
+use reload::{fingerprint, watch_files, ReloadState};
 use side::{SideRuntime, NICE_10};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,89 +79,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Receipt signing keys and the published keyring: receipt keys, temporary-permit issuing
-/// keys and snapshot publishing keys.
-fn credentials(
-    config: &Config,
-    publisher_keys: &[VerifyingKey],
-) -> Result<Credentials, StartError> {
-    let receipt_keys = SigningKeys::new(
-        config
-            .receipts
-            .signing_keys
-            .iter()
-            .map(|k| Ok((load_signing_key(&k.path)?, k.validity)))
-            .collect::<Result<Vec<_>, KeyError>>()?,
-    );
-    let mut published: Vec<PublicKey> = receipt_keys.public(KeyUse::Receipt).collect();
-    for k in &config.temp_permits.issuer_keys {
-        published.push(PublicKey::new(
-            KeyUse::TempPermit,
-            load_verifying_key(&k.path)?,
-            k.validity,
-        ));
-    }
-    published.extend(
-        publisher_keys
-            .iter()
-            .map(|k| PublicKey::new(KeyUse::Snapshot, *k, Validity::default())),
-    );
-    let mut keyring = Keyring::new(published);
-    keyring.authority = config.receipts.authority.clone();
-    keyring.verify_url = config.receipts.verify_url.clone();
-    let renewals = match (&config.partner_ca, &config.partners_file) {
-        (Some(p), Some(registry)) => Some(crate::partner_ca::Renewals::new(
-            crate::partner_ca::PartnerCa::load(&p.cert, &p.key)?,
-            registry.clone(),
-            p.certificate_days,
-            p.renewals_per_day,
-        )),
-        // The config's rules require the registry with [partner_ca].
-        _ => None,
-    };
-    Ok(Credentials {
-        receipt_keys,
-        keyring,
-        temp_permit_skew: config.temp_permits.clock_skew,
-        renewals,
-    })
-}
-
-/// The files a config names, loaded and checked: what `serve` needs before it binds,
-/// and all that `permitgate config check` does.
-struct Loaded {
-    tls: Arc<rustls::ServerConfig>,
-    revoked: std::collections::HashSet<crate::tls::IssuedAs>,
-    publisher_keys: Vec<VerifyingKey>,
-    hash_key: HashKey,
-    credentials: Credentials,
-}
-
-impl Loaded {
-    fn from(config: &Config) -> Result<Loaded, StartError> {
-        let (tls, revoked) = partner_tls(&config.tls)?;
-        let publisher_keys = config
-            .snapshot
-            .publisher_keys
-            .iter()
-            .map(|p| load_verifying_key(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let hash_key = HashKey::load(&config.snapshot.hash_key)?;
-        let credentials = credentials(config, &publisher_keys)?;
-        if let Some(c) = config.audit.as_ref().and_then(|a| a.checkpoints.as_ref()) {
-            // Loaded again by the audit writer; checked here so that `config check` says so.
-            load_signing_key(&c.key)?;
-        }
-        Ok(Loaded {
-            tls,
-            revoked,
-            publisher_keys,
-            hash_key,
-            credentials,
-        })
-    }
+    /// Several files that do not load (src/server/files.rs), each with its cause.
+    #[error("{} files do not load:{}", .0.len(), .0.iter().map(|e| format!("\n  {}", crate::report::Report(e))).collect::<String>())]
+    Files(Vec<StartError>),
 }
 
 /// What `permitgate config check` reports of a config that loads.

@@ -2,7 +2,6 @@
 //! changes; a file that does not load is refused, counted once per change, and the old
 //! state kept.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use crate::metrics::register;
 use crate::report::Report;
 use crate::tls::{self, TlsError};
 
+use super::files::partner_tls;
 use super::{Gateway, StartError};
 
 impl Gateway {
@@ -95,18 +95,6 @@ pub(super) fn fingerprint(files: &[std::path::PathBuf]) -> blake3::Hash {
         }
     }
     h.finalize()
-}
-
-/// The partner-facing TLS config and the serials its CRLs revoke.
-pub(super) fn partner_tls(
-    t: &TlsConfig,
-) -> Result<(Arc<rustls::ServerConfig>, HashSet<tls::IssuedAs>), TlsError> {
-    let crls = tls::load_crls(&t.crls)?;
-    let revoked = tls::revoked_certificates(&crls)?;
-    Ok((
-        tls::server_config(&t.cert, &t.key, &t.client_ca, crls)?,
-        revoked,
-    ))
 }
 
 /// Reloads by result, and the expiry of the certificates in use.

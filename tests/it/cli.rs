@@ -290,6 +290,81 @@ fn config_check_loads_every_file_without_serving() {
     assert!(err.contains("server certificate"), "{err}");
 }
 
+/// One run of `config check` names every problem: each TOML-level mistake with its line
+/// and column (unknown field, wrong type, value outside an enum, missing field), the rules
+/// broken by what could be read, and every key or certificate file that does not load.
+/// Defaults are never reported.
+#[test]
+fn config_check_names_every_problem_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = small_demo(dir.path());
+    let written = std::fs::read_to_string(&demo.config).expect("config");
+    let edits = [
+        ("[server]\n", "[server]\nlisten_backlog = 5\nmax_body_bytes = \"lots\"\n"),
+        ("[unauthenticated]\n", "[unauthenticated]\nmax_connections = 0\n"),
+        (
+            "signing_keys = [{ path = \"keys/receipt.key\" }]",
+            "signing_keys = [{ path = \"keys/receipt.key\" }, { not_before = \"2027-01-01T00:00:00Z\" }, { path = \"keys/nothing.key\" }]",
+        ),
+        ("[audit]\ndir = \"audit\"\n", "[audit]\ndir = \"audit\"\nwhen_full = \"panic\"\n"),
+    ];
+    let mut edited = written;
+    for (from, to) in edits {
+        assert!(edited.contains(from), "the demo config has {from:?}");
+        edited = edited.replacen(from, to, 1);
+    }
+    std::fs::write(&demo.config, &edited).expect("write");
+    std::fs::write(demo.pki.server_key(), "broken\n").expect("key");
+    std::fs::write(dir.path().join("keys/hash.key"), "zz\n").expect("hash key");
+    let line_of = |needle: &str| {
+        1 + edited[..edited.find(needle).expect("edited in")]
+            .matches('\n')
+            .count()
+    };
+    let out = permitgate(&[
+        "config",
+        "check",
+        "--config",
+        &demo.config.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for expected in [
+        format!(
+            "server.listen_backlog (line {} column 1): unknown field `listen_backlog`",
+            line_of("listen_backlog")
+        ),
+        format!(
+            "server.max_body_bytes (line {} column 18): invalid type: string \"lots\"",
+            line_of("max_body_bytes")
+        ),
+        format!(
+            "receipts.signing_keys[1] (line {} column",
+            line_of("not_before = \"2027")
+        ),
+        "missing field `path`".to_owned(),
+        format!(
+            "audit.when_full (line {} column 13): unknown variant `panic`",
+            line_of("when_full")
+        ),
+        "unauthenticated.max_connections: must be at least 1".to_owned(),
+        format!(
+            "cannot read private key from {}",
+            demo.pki.server_key().display()
+        ),
+        "keys/hash.key is not 64 hex characters".to_owned(),
+        "cannot read key file".to_owned(),
+        "keys/nothing.key".to_owned(),
+    ] {
+        assert!(err.contains(&expected), "{expected:?} in:\n{err}");
+    }
+    assert!(
+        err.contains("config") && err.contains(": 8 problems:"),
+        "{err}"
+    );
+    assert!(!err.contains("burst"), "{err}");
+}
+
 /// `verify-site` writes the page's four files, with the keys document it was given checked
 /// and written as keys.json; a broken keys file writes nothing and says what is wrong.
 #[test]

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use permitgate::config::Config;
+use permitgate::config::{Config, ConfigError, Invalid};
+use permitgate::report::Report;
+use permitgate::server::StartError;
 
 use crate::output::{out, unix_time_text};
 
@@ -19,7 +21,27 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     let Command::Check { config: path } = command;
-    let checked = permitgate::server::check_config(&Config::load(&path)?)?;
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        // Every problem at once: the file's, then those of the files it names as far as
+        // it could be read.
+        Err(ConfigError::Invalid {
+            path,
+            mut problems,
+            partial: Some(partial),
+        }) => {
+            if let Err(e) = permitgate::server::check_config(&partial) {
+                problems.extend(file_problems(e));
+            }
+            anyhow::bail!(ConfigError::Invalid {
+                path,
+                problems,
+                partial: None
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let checked = permitgate::server::check_config(&config)?;
     out!(
         "OK: {}: {} partners, {} publisher keys, {} receipt keys; server certificate valid until {}",
         path.display(),
@@ -29,4 +51,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         unix_time_text(checked.server_certificate_expires)
     )?;
     Ok(())
+}
+
+/// Files that do not load, as the config's problems read (the file is in the message).
+fn file_problems(e: StartError) -> Vec<Invalid> {
+    let each = match e {
+        StartError::Files(several) => several,
+        one => vec![one],
+    };
+    each.iter()
+        .map(|e| Invalid {
+            field: "file".to_owned(),
+            rule: Report(e).to_string(),
+            at: None,
+        })
+        .collect()
 }
