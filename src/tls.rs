@@ -65,6 +65,20 @@ pub enum TlsError {
     Versions(#[source] rustls::Error),
 }
 
+impl TlsError {
+    /// The server certificate and key do not belong together: while one of the two is
+    /// replaced before the other, for a moment.
+    pub fn is_pair_mismatch(&self) -> bool {
+        matches!(
+            self,
+            TlsError::Rejected {
+                source: rustls::Error::InconsistentKeys(_),
+                ..
+            }
+        )
+    }
+}
+
 /// What is wrong with a PEM file.
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {

@@ -77,6 +77,59 @@ pub struct Demo {
     pub samples: Vec<Sample>,
     /// False when an earlier run's data was reused.
     pub created: bool,
+    /// What became of the config this start wrote.
+    pub config_written: ConfigWritten,
+}
+
+/// The demo's config, written at every start for the addresses given, unless a person
+/// edited the one it wrote last: an edit is never overwritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigWritten {
+    /// Written (new, unchanged since the demo wrote it, or the same text).
+    Written,
+    /// Edited since the demo wrote it: kept and served; the config this start would have
+    /// written is at `new`.
+    KeptEdited { new: PathBuf },
+    /// A config the demo has no record of writing (an earlier version's): replaced, and
+    /// kept at `old`.
+    Replaced { old: PathBuf },
+}
+
+/// Writes `text` to `path` unless the file there was edited since the demo last wrote it
+/// (its hash is recorded beside it, `.gateway.toml.written`).
+fn write_config(path: &Path, text: &str) -> Result<ConfigWritten, DemoError> {
+    let record = path.with_file_name(format!(
+        ".{}.written",
+        path.file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy())
+    ));
+    let beside = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let hash = |bytes: &[u8]| blake3::hash(bytes).to_hex().to_string();
+    let outcome = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigWritten::Written,
+        Err(e) => return Err(io(path)(e)),
+        Ok(there) if there == text.as_bytes() => ConfigWritten::Written,
+        Ok(there) => match std::fs::read_to_string(&record) {
+            Ok(recorded) if recorded.trim() == hash(&there) => ConfigWritten::Written,
+            Ok(_) => {
+                let new = beside(".new");
+                std::fs::write(&new, text).map_err(io(&new))?;
+                return Ok(ConfigWritten::KeptEdited { new });
+            }
+            Err(_) => {
+                let old = beside(".old");
+                std::fs::write(&old, &there).map_err(io(&old))?;
+                ConfigWritten::Replaced { old }
+            }
+        },
+    };
+    std::fs::write(path, text).map_err(io(path))?;
+    std::fs::write(&record, hash(text.as_bytes())).map_err(io(&record))?;
+    Ok(outcome)
 }
 
 impl Demo {
@@ -126,6 +179,7 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
         config: dir.join("gateway.toml"),
         samples: Vec::new(),
         created: false,
+        config_written: ConfigWritten::Written,
     };
     let samples_path = dir.join("samples.json");
     let complete = demo.pki.exists()
@@ -208,7 +262,7 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Result<Demo, DemoError> {
     let json = serde_json::to_vec_pretty(&demo.samples)
         .map_err(|e| io(&samples_path)(std::io::Error::other(e)))?;
     std::fs::write(&samples_path, json).map_err(io(&samples_path))?;
-    std::fs::write(&demo.config, config_text(opts)).map_err(io(&demo.config))?;
+    demo.config_written = write_config(&demo.config, &config_text(opts))?;
     Ok(demo)
 }
 

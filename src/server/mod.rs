@@ -52,8 +52,8 @@ use files::Loaded;
 use listener::accept_loop;
 pub use listener::ListenerMetrics;
 use ops::metrics_loop;
-pub use reload::ReloadMetrics;
 use reload::{fingerprint, watch_files, ReloadState};
+pub use reload::{ReloadMetrics, PAIR_WAIT};
 use side::{SideRuntime, NICE_10};
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +231,7 @@ impl Gateway {
             reload_state: Mutex::new(ReloadState {
                 fingerprint: seen,
                 files: reload::reloaded_files(&config),
+                pair_mismatch_since: None,
             }),
             config,
             publisher_keys,

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::config::{Config, TlsConfig};
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::metrics::register;
 use crate::report::Report;
@@ -23,7 +23,11 @@ impl Gateway {
     /// in use. Handshakes already done and requests already admitted are not disturbed.
     /// On any error nothing changes: the error is logged and counted, and returned.
     pub fn reload(&self) -> Result<(), StartError> {
-        let result = self.try_reload();
+        self.reloaded(self.try_reload())
+    }
+
+    /// Counts and logs a reload's result.
+    fn reloaded(&self, result: Result<(), StartError>) -> Result<(), StartError> {
         self.metrics.reload.reloaded(result.is_ok());
         match &result {
             Ok(()) => tracing::info!("reloaded certificates, CRLs and partners"),
@@ -48,26 +52,53 @@ impl Gateway {
         Ok(())
     }
 
-    /// Reloads if any file a reload reads changed since it was last looked at.
+    /// Reloads if any file a reload reads changed since it was last looked at. A server
+    /// certificate that does not match its key is waited on for [`PAIR_WAIT`] (tried
+    /// again at every poll, not counted): the other file of the pair is likely on its way.
     fn reload_if_changed(&self) {
-        let now = {
+        {
             let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
             let now = fingerprint(&state.files);
-            if now == state.fingerprint {
+            if now == state.fingerprint && state.pair_mismatch_since.is_none() {
                 return;
             }
+            if now != state.fingerprint {
+                tracing::info!(fingerprint = %&now.to_hex()[..16], "configuration files changed");
+            }
             state.fingerprint = now;
-            now
         };
-        tracing::info!(fingerprint = %&now.to_hex()[..16], "configuration files changed");
-        let _ = self.reload();
+        let since = {
+            let state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
+            state.pair_mismatch_since
+        };
+        let result = self.try_reload();
+        let mismatch = matches!(&result, Err(StartError::Tls(e)) if e.is_pair_mismatch());
+        let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
+        if mismatch && since.is_none_or(|t| t.elapsed() < PAIR_WAIT) {
+            state.pair_mismatch_since = Some(since.unwrap_or_else(Instant::now));
+            self.metrics.reload.pair_waits.inc();
+            tracing::info!(
+                waiting_s = PAIR_WAIT.as_secs(),
+                "the server certificate and key do not match (yet): waiting for the other of the pair"
+            );
+            return;
+        }
+        state.pair_mismatch_since = None;
+        drop(state);
+        let _ = self.reloaded(result);
     }
 }
+
+/// How long a reload from changed files waits for a server certificate and key that do
+/// not match to be completed by the other file (docs/operations.md, "Rotating certificates").
+pub const PAIR_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) struct ReloadState {
     pub(super) fingerprint: blake3::Hash,
     /// What a reload reads: [`reloaded_files`] of the config in use.
     pub(super) files: Vec<std::path::PathBuf>,
+    /// Since when the server certificate and key have not matched, while waited on.
+    pub(super) pair_mismatch_since: Option<Instant>,
 }
 
 /// The config file, every TLS file it names, and the partner registry.
@@ -101,6 +132,9 @@ pub(super) fn fingerprint(files: &[std::path::PathBuf]) -> blake3::Hash {
 pub struct ReloadMetrics {
     ok: IntCounter,
     failed: IntCounter,
+    last_successful: IntGauge,
+    /// Reloads put off while the server certificate and key did not match.
+    pair_waits: IntCounter,
     certificate_expiry: GaugeVec,
 }
 
@@ -116,9 +150,26 @@ impl ReloadMetrics {
                 &["result"],
             ),
         );
+        let last_successful = register(
+            registry,
+            IntGauge::new(
+                "permitgate_config_last_reload_successful",
+                "1 when the last reload went through (or none was tried since the start), 0 while the last one was refused.",
+            ),
+        );
+        last_successful.set(1);
         ReloadMetrics {
             ok: reloads.with_label_values(&["ok"]),
             failed: reloads.with_label_values(&["failed"]),
+            last_successful,
+            pair_waits: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_reload_pair_waits_total",
+                    "Reloads put off (not counted as failed) because the server certificate and key did not match, while the other of the pair may still be on its way.",
+                )
+                ,
+            ),
             certificate_expiry: register(
                 registry,
                 GaugeVec::new(
@@ -134,6 +185,7 @@ impl ReloadMetrics {
 
     fn reloaded(&self, ok: bool) {
         if ok { &self.ok } else { &self.failed }.inc();
+        self.last_successful.set(i64::from(ok));
     }
 
     /// Records when the server certificate and the partner CA in use expire.

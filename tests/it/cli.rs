@@ -365,6 +365,57 @@ fn config_check_names_every_problem_in_one_run() {
     assert!(!err.contains("burst"), "{err}");
 }
 
+/// The demo writes its config at every start, but never over one a person edited: that
+/// one is kept (and served) and the new one written beside it. A config it has no record
+/// of writing is replaced and kept as `.old`; nothing typed is lost either way.
+#[test]
+fn the_demo_never_overwrites_an_edited_config() {
+    use permitgate::demo::ConfigWritten;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = small_demo(dir.path());
+    assert_eq!(first.config_written, ConfigWritten::Written);
+    // Started again unedited: written again, silently.
+    assert_eq!(
+        small_demo(dir.path()).config_written,
+        ConfigWritten::Written
+    );
+
+    let edited = std::fs::read_to_string(&first.config).expect("config")
+        + "\n# my note\n[cache]\nmax_entries = 123\n";
+    std::fs::write(&first.config, &edited).expect("edit");
+    let again = small_demo(dir.path());
+    let new = dir.path().join("gateway.toml.new");
+    assert_eq!(
+        again.config_written,
+        ConfigWritten::KeptEdited { new: new.clone() }
+    );
+    assert_eq!(
+        std::fs::read_to_string(&first.config).expect("kept"),
+        edited
+    );
+    let beside = std::fs::read_to_string(&new).expect("new");
+    assert!(!beside.contains("my note") && beside.contains("[server]"));
+    // Kept at the next start too.
+    small_demo(dir.path());
+    assert_eq!(
+        std::fs::read_to_string(&first.config).expect("kept"),
+        edited
+    );
+
+    // No record (an earlier version's directory): replaced, the old one kept.
+    std::fs::remove_file(dir.path().join(".gateway.toml.written")).expect("record");
+    let replaced = small_demo(dir.path());
+    let old = dir.path().join("gateway.toml.old");
+    assert_eq!(
+        replaced.config_written,
+        ConfigWritten::Replaced { old: old.clone() }
+    );
+    assert_eq!(std::fs::read_to_string(&old).expect("old"), edited);
+    assert!(!std::fs::read_to_string(&first.config)
+        .expect("config")
+        .contains("my note"));
+}
+
 /// `verify-site` writes the page's four files, with the keys document it was given checked
 /// and written as keys.json; a broken keys file writes nothing and says what is wrong.
 #[test]

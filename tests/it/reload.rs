@@ -182,3 +182,71 @@ async fn a_partner_table_change_applies_to_open_connections_on_their_next_reques
         .await
         .problem(403, "unknown-partner");
 }
+
+/// A new server certificate copied before its key: the reload waits for the key (up to
+/// `PAIR_WAIT`) instead of refusing, and takes the pair once both are there. A key that
+/// never comes is refused once the wait is over; `permitgate_config_last_reload_successful`
+/// says so until a reload goes through.
+#[tokio::test]
+async fn a_certificate_copied_before_its_key_is_waited_for() {
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
+    let served = gw.server_certificate().await;
+    let dir = gw.demo.pki.dir.clone();
+    let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    pki::issue_server(
+        &gw.demo.pki,
+        not_after,
+        &dir.join("new.crt"),
+        &dir.join("new.key"),
+    )
+    .expect("issue");
+    let key = gw.demo.pki.server_key();
+    let old_key = std::fs::read(&key).expect("key");
+
+    std::fs::copy(dir.join("new.crt"), gw.demo.pki.server_cert()).expect("cert first");
+    gw.wait_metric("permitgate_reload_pair_waits_total", 1.0)
+        .await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_reloads_total{result=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric_value(&m, "permitgate_config_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(
+        gw.server_certificate().await,
+        served,
+        "the old pair still serves"
+    );
+
+    std::fs::copy(dir.join("new.key"), &key).expect("then the key");
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    assert_ne!(gw.server_certificate().await, served, "the new pair serves");
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_reloads_total{result=\"failed\"}"),
+        0.0
+    );
+
+    // The old key back, and no certificate for it: refused once the wait is over.
+    std::fs::write(&key, &old_key).expect("mismatch");
+    let wait = permitgate::server::PAIR_WAIT + std::time::Duration::from_secs(5);
+    gw.wait_metric_within("permitgate_reloads_total{result=\"failed\"}", 1.0, wait)
+        .await;
+    gw.wait_metric("permitgate_config_last_reload_successful", 0.0)
+        .await;
+    let (c, k) = gw.cert_paths("bank");
+    assert_eq!(
+        gw.attempt(Some((&c, &k))).await,
+        Ok(200),
+        "served meanwhile"
+    );
+    std::fs::copy(dir.join("new.key"), &key).expect("mended");
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 2.0)
+        .await;
+    gw.wait_metric("permitgate_config_last_reload_successful", 1.0)
+        .await;
+}

@@ -71,6 +71,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    match &demo.config_written {
+        demo::ConfigWritten::Written => {}
+        demo::ConfigWritten::KeptEdited { new } => tracing::warn!(
+            config = %demo.config.display(),
+            new = %new.display(),
+            "the config was edited since the demo wrote it: serving it as edited (the addresses \
+             given on this command line may not be in it); the config this start would have \
+             written is beside it: compare, or delete the edited one to take the new one"
+        ),
+        demo::ConfigWritten::Replaced { old } => tracing::warn!(
+            config = %demo.config.display(),
+            old = %old.display(),
+            "replaced a config the demo has no record of writing; the one that was there is kept"
+        ),
+    }
     let config = Config::load(&demo.config)?;
     let published = permitgate::server::check_config(&config)?.published;
     let files = permitgate::verify_site::files(&published.to_json());

@@ -269,15 +269,28 @@ impl TestGateway {
     /// Polls `/metrics` until `series` has `want` (counters are bumped by the server task
     /// after the client has seen the outcome), for at most about two seconds.
     pub async fn wait_metric(&self, series: &str, want: f64) -> String {
-        let mut text = String::new();
-        for _ in 0..100 {
-            text = self.metrics().await;
+        self.wait_metric_within(series, want, std::time::Duration::from_secs(2))
+            .await
+    }
+
+    /// [`Self::wait_metric`] for something that takes longer than a poll or two.
+    pub async fn wait_metric_within(
+        &self,
+        series: &str,
+        want: f64,
+        within: std::time::Duration,
+    ) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let text = self.metrics().await;
             if metric_value(&text, series) == want {
                 return text;
             }
+            if std::time::Instant::now() > deadline {
+                panic!("{series} never reached {want}:\n{text}");
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        panic!("{series} never reached {want}:\n{text}");
     }
 
     /// Publishes change events (JSON Lines) into the demo repo, the origin of followers;
