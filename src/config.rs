@@ -505,6 +505,35 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+impl Config {
+    /// The sections of `new` that differ from `self` and that only a restart puts in use.
+    /// A reload applies `[tls]` (files and paths), the partners (`[[partners]]`,
+    /// `partners_file`), `[receipts]` and `[temp_permits]`; everything else is read at start.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        // Compared by their Debug form: plain data all through, and no PartialEq to keep
+        // in step with every field of every section.
+        fn differs(a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug) -> bool {
+            format!("{a:?}") != format!("{b:?}")
+        }
+        [
+            ("server", differs(&self.server, &new.server)),
+            (
+                "unauthenticated",
+                differs(&self.unauthenticated, &new.unauthenticated),
+            ),
+            ("snapshot", differs(&self.snapshot, &new.snapshot)),
+            ("cache", differs(&self.cache, &new.cache)),
+            ("partner_ca", differs(&self.partner_ca, &new.partner_ca)),
+            ("replication", differs(&self.replication, &new.replication)),
+            ("audit", differs(&self.audit, &new.audit)),
+            ("origin", differs(&self.origin, &new.origin)),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
+}
+
 /// One problem as it is; several counted, one per line (`config check` prints them so).
 fn one_per_line(problems: &[Invalid]) -> String {
     match problems {
@@ -1290,6 +1319,20 @@ scopes = ["link_check"]
             e.contains("server.listne (line 3 column 1): unknown field `listne`"),
             "{e}"
         );
+    }
+
+    /// What a reload applies and what it names as needing a restart.
+    #[test]
+    fn a_reload_names_the_sections_only_a_restart_applies() {
+        let p = Path::new("/srv/g.toml");
+        let running = Config::parse(MIN, p).expect("valid");
+        let keys = format!("{MIN}[receipts]\nsigning_keys = [{{ path = \"r2.key\" }}]\n[temp_permits]\nissuer_keys = [{{ path = \"t2.pub\" }}]\n");
+        let reloaded =
+            Config::parse(&keys.replace("pki/server.crt", "pki/new.crt"), p).expect("valid");
+        assert!(running.restart_needed(&reloaded).is_empty());
+        let listen = MIN.replace("127.0.0.1:8443", "127.0.0.1:9443") + "[cache]\nmax_entries = 5\n";
+        let changed = Config::parse(&listen, p).expect("valid");
+        assert_eq!(running.restart_needed(&changed), ["server", "cache"]);
     }
 
     #[test]

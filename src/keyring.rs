@@ -242,6 +242,10 @@ impl Keyring {
     }
 }
 
+/// The keyring in use, replaced whole by a reload (new receipt or temporary-permit keys):
+/// readers take the one current when they start.
+pub type SharedKeyring = std::sync::Arc<arc_swap::ArcSwap<Keyring>>;
+
 /// Private keys of one use held by this process; the newest valid one signs.
 #[derive(Clone, Default)]
 pub struct SigningKeys {

@@ -22,7 +22,9 @@ use crate::{receipt, temp_permit};
 /// A check route's function.
 pub type Handler = fn(&mut Context<'_, '_>, &[u8]) -> Result<Vec<u8>, Problem>;
 
-/// What the check routes share for the life of the process: keys, limits, counters.
+/// What the check routes share: keys, limits, counters. Replaced whole when a reload
+/// brings new keys (`App::set_keys`); a request keeps the one it started with.
+#[derive(Clone)]
 pub struct Services {
     pub hash_key: HashKey,
     pub receipt_keys: SigningKeys,
@@ -34,7 +36,9 @@ pub struct Services {
     pub temp_permit_counters: Vec<IntCounter>,
     pub receipts_signed: IntCounter,
     /// Renewal of partners' certificates; `None`: this gateway renews none.
-    pub renewals: Option<crate::partner_ca::Renewals>,
+    pub renewals: Option<std::sync::Arc<crate::partner_ca::Renewals>>,
+    /// `GET /v1/keys`: `keyring`, encoded once.
+    pub keys_json: bytes::Bytes,
 }
 
 /// What one check is answered from: the partner, the data served and its reference, the

@@ -116,11 +116,9 @@ pub struct App {
     unknown_counters: Arc<RequestCounters>,
     relay: Option<relay::RelaySource>,
     admission: Admission,
-    services: Arc<Services>,
+    services: ArcSwap<Services>,
     /// Where heavy checks are answered (src/work.rs).
     work: crate::work::WorkQueue,
-    /// `GET /v1/keys`, encoded once.
-    keys_json: Bytes,
     audit: Option<crate::audit::AuditLog>,
     request_ids: request_id::Generator,
     /// Sheds while the async workers run behind (CPU-bound overload).
@@ -179,9 +177,9 @@ impl App {
             unknown_counters: Arc::new(metrics.request_counters(UNKNOWN_PARTNER)),
             relay,
             admission,
-            keys_json: Bytes::from(credentials.keyring.to_json()),
             work,
-            services: Arc::new(Services {
+            services: ArcSwap::from_pointee(Services {
+                keys_json: Bytes::from(credentials.keyring.to_json()),
                 hash_key,
                 receipt_keys: credentials.receipt_keys,
                 keyring: credentials.keyring,
@@ -189,7 +187,7 @@ impl App {
                 max_batch_items: limits.max_batch_items,
                 temp_permit_counters: metrics.temp_permit_verifications.clone(),
                 receipts_signed: metrics.receipts_signed.clone(),
-                renewals: credentials.renewals,
+                renewals: credentials.renewals.map(Arc::new),
             }),
             metrics: metrics.clone(),
             audit,
@@ -207,6 +205,23 @@ impl App {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Puts new receipt signing keys and a new published keyring in use (a reload):
+    /// receipts signed from now on are signed by the newest valid key, tokens are verified
+    /// and `GET /v1/keys` answered with the new keyring.
+    pub fn set_keys(
+        &self,
+        receipt_keys: SigningKeys,
+        keyring: Keyring,
+        temp_permit_skew: time::Duration,
+    ) {
+        let mut services = Services::clone(&self.services.load());
+        services.keys_json = Bytes::from(keyring.to_json());
+        services.receipt_keys = receipt_keys;
+        services.keyring = keyring;
+        services.temp_permit_skew = temp_permit_skew;
+        self.services.store(Arc::new(services));
     }
 
     /// Replaces the partner table (a reload); requests already admitted finish under the
@@ -446,7 +461,10 @@ impl App {
                 body::discard(req, body_deadline).await;
                 Err(p)
             }
-            Ok(Admitted::Keys) => Ok(json_response(StatusCode::OK, self.keys_json.clone())),
+            Ok(Admitted::Keys) => Ok(json_response(
+                StatusCode::OK,
+                self.services.load().keys_json.clone(),
+            )),
             Ok(Admitted::Revocations) => revocations::answer(self.store.revocations(), &req),
             Ok(Admitted::Partner(entry)) => Ok(self.partner_answer(entry, caller)),
             Ok(Admitted::Relay(place)) if route == Route::ReplicationManifest => {
@@ -495,7 +513,7 @@ impl App {
                     let guard = self.store.current();
                     let state = guard.as_ref().ok_or_else(not_ready)?;
                     check(
-                        &self.services,
+                        &self.services.load(),
                         state,
                         partner,
                         self.clock.now(),
@@ -531,7 +549,7 @@ impl App {
             .cloned()
             .ok_or_else(not_ready)?;
         let (services, partner_owned, now) =
-            (self.services.clone(), partner.clone(), self.clock.now());
+            (self.services.load_full(), partner.clone(), self.clock.now());
         // The cost is known once the body is parsed there; its length says roughly.
         let estimate = 1 + body.len() as u64 / 64;
         let id: Arc<str> = Arc::from(partner.id.as_str());

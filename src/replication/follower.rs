@@ -160,7 +160,7 @@ impl Follower {
 
     /// Also follows the source's revocation list of temporary permits, checked against
     /// `keyring`'s temporary-permit keys (src/replication/revocations.rs).
-    pub fn revocations(mut self, keyring: crate::keyring::Keyring) -> Follower {
+    pub fn revocations(mut self, keyring: crate::keyring::SharedKeyring) -> Follower {
         self.list = Some(ListFollower::new(
             self.source.clone(),
             self.store.clone(),

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::metrics::ReplicationMetrics;
 use super::source::{Fetched, Source};
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, SharedKeyring};
 use crate::report::Report;
 use crate::revocation_list::{read, FILE};
 use crate::snapshot::{read_bounded, write_atomic};
@@ -62,7 +62,7 @@ pub fn take_kept_list(dir: &Path, store: &Store, keyring: &Keyring, metrics: &Re
 pub struct ListFollower {
     source: Source,
     store: Arc<Store>,
-    keyring: Keyring,
+    keyring: SharedKeyring,
     /// Where a list taken in from a remote source is kept.
     state_dir: Option<PathBuf>,
     metrics: ReplicationMetrics,
@@ -74,7 +74,7 @@ impl ListFollower {
     pub fn new(
         source: Source,
         store: Arc<Store>,
-        keyring: Keyring,
+        keyring: SharedKeyring,
         state_dir: Option<PathBuf>,
         metrics: ReplicationMetrics,
     ) -> ListFollower {
@@ -137,7 +137,7 @@ impl ListFollower {
                 // request workers, with the write that keeps it.
                 let (store, keyring, metrics) = (
                     self.store.clone(),
-                    self.keyring.clone(),
+                    self.keyring.load_full(),
                     self.metrics.clone(),
                 );
                 let dir = self.state_dir.clone();

@@ -133,7 +133,7 @@ pub struct Gateway {
     /// starts from.
     served: Mutex<Option<SignedManifest>>,
     /// What `GET /v1/keys` serves: the revocation list's signature is checked against it.
-    keyring: crate::keyring::Keyring,
+    keyring: crate::keyring::SharedKeyring,
 }
 
 impl Gateway {
@@ -168,7 +168,7 @@ impl Gateway {
             metrics.served.clone(),
         ));
         let (manifest_tx, manifest_rx) = watch::channel(0u64);
-        let keyring = credentials.keyring.clone();
+        let keyring = Arc::new(ArcSwap::from_pointee(credentials.keyring.clone()));
         let relay_dir = match (&config.replication, &config.snapshot.repo) {
             (Some(r), _) => Some(r.state_dir.clone()),
             (None, repo) => repo.clone(),

@@ -15,12 +15,13 @@ use crate::metrics::register;
 use crate::report::Report;
 use crate::tls::{self, TlsError};
 
-use super::files::partner_tls;
+use super::files::{self, partner_tls};
 use super::{Gateway, StartError};
 
 impl Gateway {
-    /// Reads the config file again and puts its certificates, CA, CRLs and partner table
-    /// in use. Handshakes already done and requests already admitted are not disturbed.
+    /// Reads the config file again and puts its certificates, CA, CRLs, partner table,
+    /// receipt signing keys and published keyring (`GET /v1/keys`) in use; other changed
+    /// sections are named in a warning and `permitgate_config_restart_needed`. Handshakes already done and requests already admitted are not disturbed.
     /// On any error nothing changes: the error is logged and counted, and returned.
     pub fn reload(&self) -> Result<(), StartError> {
         self.reloaded(self.try_reload())
@@ -30,7 +31,7 @@ impl Gateway {
     fn reloaded(&self, result: Result<(), StartError>) -> Result<(), StartError> {
         self.metrics.reload.reloaded(result.is_ok());
         match &result {
-            Ok(()) => tracing::info!("reloaded certificates, CRLs and partners"),
+            Ok(()) => tracing::info!("reloaded certificates, CRLs, partners and keys"),
             Err(e) => tracing::error!(error = %Report(e), "reload refused; keeping what is in use"),
         }
         result
@@ -43,9 +44,29 @@ impl Gateway {
         // recorded as loaded without being so).
         let seen = fingerprint(&reloaded_files(&config));
         let (tls, revoked) = partner_tls(&config.tls)?;
+        // The snapshot publishers' keys in use (a new one needs a restart, below).
+        let keys = files::keys(&config, &self.publisher_keys)?;
         self.metrics.reload.export_expiry(&config.tls)?;
         self.tls.store(tls);
         self.app.set_partners(&config.partners, revoked);
+        self.app.set_keys(
+            keys.receipt_keys,
+            keys.keyring.clone(),
+            config.temp_permits.clock_skew,
+        );
+        self.keyring.store(Arc::new(keys.keyring));
+        let restart = self.config.restart_needed(&config);
+        self.metrics
+            .reload
+            .restart_needed
+            .set(i64::from(!restart.is_empty()));
+        if !restart.is_empty() {
+            tracing::warn!(
+                sections = %restart.join(", "),
+                "these sections of the config changed, and only a restart puts them in use; \
+                 the rest is reloaded"
+            );
+        }
         let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
         state.fingerprint = seen;
         state.files = reloaded_files(&config);
@@ -135,6 +156,8 @@ pub struct ReloadMetrics {
     last_successful: IntGauge,
     /// Reloads put off while the server certificate and key did not match.
     pair_waits: IntCounter,
+    /// 1 while the config file holds changes a reload cannot apply.
+    restart_needed: IntGauge,
     certificate_expiry: GaugeVec,
 }
 
@@ -162,6 +185,13 @@ impl ReloadMetrics {
             ok: reloads.with_label_values(&["ok"]),
             failed: reloads.with_label_values(&["failed"]),
             last_successful,
+            restart_needed: register(
+                registry,
+                IntGauge::new(
+                    "permitgate_config_restart_needed",
+                    "1 when the config file read by the last reload changed a section only a restart applies (server, listeners, snapshot, replication, audit...): see the reload's warning.",
+                ),
+            ),
             pair_waits: register(
                 registry,
                 IntCounter::new(

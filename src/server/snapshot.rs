@@ -30,7 +30,7 @@ impl Gateway {
                         crate::replication::take_kept_list(
                             &r.state_dir,
                             &self.store,
-                            &self.keyring,
+                            &self.keyring.load(),
                             &self.metrics.replication,
                         );
                         return Ok(Some(info));
@@ -51,7 +51,7 @@ impl Gateway {
         crate::replication::take_kept_list(
             dir,
             &self.store,
-            &self.keyring,
+            &self.keyring.load(),
             &self.metrics.replication,
         );
         Ok(Some(info))

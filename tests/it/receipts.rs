@@ -629,3 +629,140 @@ async fn a_holder_name_needs_a_receipt_and_a_sane_length() {
         "trimmed and signed"
     );
 }
+
+/// Keys rotated while serving: a new receipt key and a new temporary-permit issuing key
+/// named in the running config are put in use by the reload and published at
+/// `GET /v1/keys`, while two clients ask for receipts throughout. No request fails, and
+/// every receipt, signed before or after, verifies against the keys published after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_while_serving_under_load() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let gw = Arc::new(TestGateway::with_server("reload_poll_interval_ms = 100").await);
+    let body = with_receipt(&gw.sample("linked_pair").body);
+    let stop = Arc::new(AtomicBool::new(false));
+    let signed_by_new = Arc::new(AtomicUsize::new(0));
+    let new_receipt_pub = gw.dir.path().join("keys/receipt-2.pub");
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (gw, body, stop) = (gw.clone(), body.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut client = gw.client("bank").await;
+            let mut answers = Vec::new();
+            // Bounded: stops when told, or after 20,000 requests at most.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = client.post_json("/v1/link-checks", &body).await;
+                answers.push((r.status, r.body));
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let new_receipt = gw.dir.path().join("keys/receipt-2");
+    let new_issuer = gw.dir.path().join("keys/temp-permit-2");
+    for key in [&new_receipt, &new_issuer] {
+        assert_success(&permitgate(&[
+            "keys",
+            "ed25519",
+            "--out",
+            key.to_str().expect("utf8"),
+        ]));
+    }
+    let since = permitgate::day::rfc3339(OffsetDateTime::now_utc() - Duration::minutes(1));
+    crate::common::config_edit::edit_file(
+        &gw.config_path,
+        vec![
+            config_edit::set(
+                "receipts.signing_keys",
+                config_edit::value(&format!(
+                    "[{{ path = \"keys/receipt.key\" }}, {{ path = \"keys/receipt-2.key\", not_before = \"{since}\" }}]"
+                )),
+            ),
+            config_edit::set(
+                "temp_permits.issuer_keys",
+                config_edit::value(
+                    "[{ path = \"keys/temp-permit.pub\" }, { path = \"keys/temp-permit-2.pub\" }]",
+                ),
+            ),
+        ],
+    );
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    let new_id = permitgate::key_files::verifying_key_id(
+        &permitgate::key_files::load_verifying_key(&new_receipt_pub).expect("new key"),
+    );
+    // Load on until receipts signed by the new key have come back (bounded by the load).
+    let (_, keys) = gw.keys_file().await;
+    for _ in 0..200 {
+        let a = checked(&gw, "bank", &gw.sample("linked_pair").body).await;
+        if receipt::verify(&encoded(&a), &keys).map(|r| r.key_id) == Ok(new_id) {
+            signed_by_new.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let (_, keys) = gw.keys_file().await;
+    let published: Vec<_> = keys.keys().iter().map(|k| (k.key_use, k.id)).collect();
+    assert!(
+        published.contains(&(KeyUse::Receipt, new_id)),
+        "{published:?}"
+    );
+    assert_eq!(
+        keys.keys()
+            .iter()
+            .filter(|k| k.key_use == KeyUse::TempPermit)
+            .count(),
+        2,
+        "the new issuing key is published"
+    );
+    let mut by_key = std::collections::HashMap::<String, usize>::new();
+    for task in load {
+        for (status, body) in task.await.expect("load") {
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            let a: Value = serde_json::from_slice(&body).expect("json");
+            let r = receipt::verify(&encoded(&a), &keys).expect("every receipt verifies");
+            *by_key.entry(r.key_id.to_string()).or_default() += 1;
+        }
+    }
+    assert!(signed_by_new.load(Ordering::Relaxed) > 0, "{by_key:?}");
+    assert_eq!(by_key.len(), 2, "signed before and after: {by_key:?}");
+
+    // A temporary permit issued with the new key verifies at the gate.
+    let lost = gw.sample("travel_permit_lost_status").body["number"]
+        .as_str()
+        .expect("number")
+        .to_owned();
+    let (token, _) = permitgate::temp_permit::issue(
+        &TravelPermitNo::parse(&lost).expect("number"),
+        "CHAN Tai Man",
+        permitgate::temp_permit::Reason::Lost,
+        OffsetDateTime::now_utc(),
+        &permitgate::key_files::load_signing_key(&gw.dir.path().join("keys/temp-permit-2.key"))
+            .expect("key"),
+    )
+    .expect("issue");
+    let r = gw
+        .client("rail-gate")
+        .await
+        .post_json("/v1/temporary-permits/verify", &json!({ "token": token }))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["status"],
+        "valid",
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        crate::common::metric_value(&m, "permitgate_config_restart_needed"),
+        0.0,
+        "keys need no restart"
+    );
+}

@@ -250,3 +250,20 @@ async fn a_certificate_copied_before_its_key_is_waited_for() {
     gw.wait_metric("permitgate_config_last_reload_successful", 1.0)
         .await;
 }
+
+/// A change a reload cannot apply (a `[server]` limit) is not silently ignored: the reload
+/// goes through for the rest and `permitgate_config_restart_needed` says a restart is due.
+#[tokio::test]
+async fn a_change_only_a_restart_applies_is_named() {
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "permitgate_config_restart_needed"), 0.0);
+    edit_file(
+        &gw.config_path,
+        vec![config_edit::set("server.max_body_bytes", 100_000)],
+    );
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    gw.wait_metric("permitgate_config_restart_needed", 1.0)
+        .await;
+}

@@ -50,6 +50,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         checked.receipt_keys,
         unix_time_text(checked.server_certificate_expires)
     )?;
+    out!(
+        "A running gateway reloads [tls], the partners, [receipts] and [temp_permits] when they \
+         change (SIGHUP or the file watcher); other sections take effect at a restart."
+    )?;
     Ok(())
 }
 
