@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod record;
+pub mod ship;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};

@@ -149,6 +149,7 @@ impl Gateway {
         } = Loaded::from(&config)?;
         let metrics = Arc::new(Metrics::new());
         metrics.reload.export_expiry(&config.tls)?;
+        metrics.reload.export_key_windows(&credentials.keyring);
         // Measured only where something compares it with max_queue_delay_ms.
         let lag = config
             .server

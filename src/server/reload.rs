@@ -47,6 +47,7 @@ impl Gateway {
         // The snapshot publishers' keys in use (a new one needs a restart, below).
         let keys = files::keys(&config, &self.publisher_keys)?;
         self.metrics.reload.export_expiry(&config.tls)?;
+        self.metrics.reload.export_key_windows(&keys.keyring);
         self.tls.store(tls);
         self.app.set_partners(&config.partners, revoked);
         self.app.set_keys(
@@ -154,6 +155,8 @@ pub struct ReloadMetrics {
     ok: IntCounter,
     failed: IntCounter,
     last_successful: IntGauge,
+    /// The end of each receipt and temporary-permit key's window, by use and key id.
+    key_window_end: GaugeVec,
     /// Reloads put off while the server certificate and key did not match.
     pair_waits: IntCounter,
     /// 1 while the config file holds changes a reload cannot apply.
@@ -185,6 +188,16 @@ impl ReloadMetrics {
             ok: reloads.with_label_values(&["ok"]),
             failed: reloads.with_label_values(&["failed"]),
             last_successful,
+            key_window_end: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "permitgate_signing_key_not_after_timestamp_seconds",
+                        "End of the window of each receipt signing and temporary-permit issuing key published at /v1/keys (+Inf: open-ended); the latest per use is when signing or verifying stops without a successor.",
+                    ),
+                    &["use", "key_id"],
+                ),
+            ),
             restart_needed: register(
                 registry,
                 IntGauge::new(
@@ -216,6 +229,23 @@ impl ReloadMetrics {
     fn reloaded(&self, ok: bool) {
         if ok { &self.ok } else { &self.failed }.inc();
         self.last_successful.set(i64::from(ok));
+    }
+
+    /// Records when the windows of the published receipt and temporary-permit keys end.
+    pub(super) fn export_key_windows(&self, keyring: &crate::keyring::Keyring) {
+        use crate::keyring::KeyUse;
+        self.key_window_end.reset();
+        for k in keyring.keys() {
+            if matches!(k.key_use, KeyUse::Receipt | KeyUse::TempPermit) {
+                let end = k
+                    .validity
+                    .not_after
+                    .map_or(f64::INFINITY, |t| t.unix_timestamp() as f64);
+                self.key_window_end
+                    .with_label_values(&[k.key_use.as_str(), &k.id.to_string()])
+                    .set(end);
+            }
+        }
     }
 
     /// Records when the server certificate and the partner CA in use expire.

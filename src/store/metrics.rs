@@ -1,5 +1,5 @@
 //! What is being served, for SREs: version, documents, publication time, overlay size,
-//! and (set at every scrape) age and staleness.
+//! and (set at every scrape) age, expiry and staleness.
 
 use prometheus::{Gauge, IntGauge, Registry};
 use time::OffsetDateTime;
@@ -12,6 +12,7 @@ pub struct ServedMetrics {
     version: IntGauge,
     documents: IntGauge,
     published: Gauge,
+    expires: Gauge,
     overlay_entries: IntGauge,
     age: Gauge,
     stale: IntGauge,
@@ -39,6 +40,13 @@ impl ServedMetrics {
                 Gauge::new(
                     "permitgate_snapshot_published_timestamp_seconds",
                     "Publication time of the snapshot being served.",
+                ),
+            ),
+            expires: register(
+                registry,
+                Gauge::new(
+                    "permitgate_snapshot_expires_timestamp_seconds",
+                    "When the manifest of the data being served expires (after it, answers say \"stale\": true); the origin publishes or signs again well before.",
                 ),
             ),
             overlay_entries: register(
@@ -85,5 +93,6 @@ impl ServedMetrics {
         self.age
             .set((now - info.published_at).as_seconds_f64().max(0.0));
         self.stale.set(i64::from(now > info.expires_at));
+        self.expires.set(info.expires_at.unix_timestamp() as f64);
     }
 }

@@ -369,3 +369,148 @@ async fn signed_checkpoints_catch_a_rewritten_or_truncated_log() {
         "{out:?}"
     );
 }
+
+/// `audit ship` copies the trail to the snapshot's S3-compatible bucket (a real S3 server
+/// on loopback) and to a directory: closed files while the gateway runs, the newest once it
+/// has stopped, each file once. The shipped copy verifies with `audit verify`, checkpoints
+/// included, and holds every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_trail_verifies_where_it_was_shipped() {
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![
+            config_edit::set("audit.max_file_bytes", 4096),
+            config_edit::set("audit.checkpoint_interval_ms", 100),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let link = gw.sample("linked_pair").clone();
+    let mut bank = gw.client("bank").await;
+    let mut sent = 0;
+    // Enough records for several 4 KiB files.
+    while permitgate::audit::verify::log_files(&gw.audit_dir)
+        .expect("files")
+        .len()
+        < 4
+        && sent < 2000
+    {
+        assert_eq!(bank.post_json(&link.path, &link.body).await.status, 200);
+        sent += 1;
+    }
+    let s3_root = tempfile::tempdir().expect("s3 root");
+    let endpoint = crate::s3::start_s3(s3_root.path()).await;
+    let checkpoints = gw.demo.dir.join("audit-checkpoints");
+    let ship = |extra: &[&str]| {
+        let mut args = vec![
+            "audit".to_owned(),
+            "ship".to_owned(),
+            gw.audit_dir.display().to_string(),
+            "--to".to_owned(),
+            format!("s3://{}/gw-1", crate::s3::BUCKET),
+            "--s3-endpoint".to_owned(),
+            endpoint.clone(),
+            "--checkpoints".to_owned(),
+            checkpoints.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(&args)
+            .envs(crate::s3::CREDENTIALS)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run");
+        assert_success(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let files_then = permitgate::audit::verify::log_files(&gw.audit_dir)
+        .expect("files")
+        .len();
+    let said = ship(&[]);
+    let count = |said: &str| -> usize {
+        said.strip_prefix("shipped ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{said}"))
+    };
+    // The closed files (and any checkpoint), not the one being written.
+    assert!(count(&said) >= files_then - 1, "{said}");
+    let s3_audit = |root: &std::path::Path| {
+        std::fs::read_dir(root.join(crate::s3::BUCKET).join("gw-1/audit")).map_or(0, |d| d.count())
+    };
+    assert_eq!(s3_audit(s3_root.path()), files_then - 1, "{said}");
+
+    gw.gateway.close_audit();
+    let said = ship(&["--all"]);
+    assert!(said.contains("were there already"), "{said}");
+    let again = ship(&["--all"]);
+    assert!(
+        again.starts_with("shipped 0 files"),
+        "each file once: {again}"
+    );
+
+    // Fetched back from the bucket, the copy verifies, checkpoints and all.
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(crate::s3::BUCKET)
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(crate::s3::CREDENTIALS[0].1)
+        .with_secret_access_key(crate::s3::CREDENTIALS[1].1)
+        .build()
+        .expect("client");
+    let copy = tempfile::tempdir().expect("copy");
+    let listed: Vec<_> = futures_util::TryStreamExt::try_collect(
+        store.list(Some(&object_store::path::Path::from("gw-1"))),
+    )
+    .await
+    .expect("list");
+    for o in &listed {
+        let name = o.location.as_ref().strip_prefix("gw-1/").expect("prefix");
+        let bytes = store
+            .get(&o.location)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let path = copy.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        std::fs::write(path, bytes).expect("write");
+    }
+    let verify = |dir: &std::path::Path| {
+        let out = permitgate(&[
+            "audit",
+            "verify",
+            &dir.join("audit").display().to_string(),
+            "--checkpoints",
+            &dir.join("checkpoints").display().to_string(),
+            "--public-key",
+            &gw.demo
+                .dir
+                .join("keys/audit-checkpoint.pub")
+                .display()
+                .to_string(),
+        ]);
+        assert_success(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = verify(copy.path());
+    assert!(said.contains(&format!("OK: {sent} records")), "{said}");
+    assert!(said.contains("checkpoints hold"), "{said}");
+
+    // To a directory as well (file://), where it verifies in place.
+    let dir = tempfile::tempdir().expect("dir");
+    let out = permitgate(&[
+        "audit",
+        "ship",
+        &gw.audit_dir.display().to_string(),
+        "--to",
+        &format!("file://{}", dir.path().display()),
+        "--checkpoints",
+        &checkpoints.display().to_string(),
+        "--all",
+    ]);
+    assert_success(&out);
+    assert!(verify(dir.path()).contains(&format!("OK: {sent} records")));
+}
