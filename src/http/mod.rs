@@ -43,8 +43,8 @@ use handlers::{Context, Handler, Services};
 pub use metrics::HttpMetrics;
 use metrics::{RequestCounters, UNKNOWN_PARTNER};
 use problem::{Problem, ProblemKind};
-use route::Answer;
 pub use route::Route;
+use route::{Answer, Work};
 
 /// On every answer to a partner whose certificate ends within
 /// `server.partner_certificate_warning_days`: when it ends (RFC 3339).
@@ -125,7 +125,43 @@ pub struct App {
     lag: Option<Arc<crate::overload::LagMonitor>>,
 }
 
-/// What a request may go on to once it has been let in.
+/// What an [`App`] is made of; the composition root (src/server) fills it in.
+pub struct Parts<'a> {
+    pub store: Arc<Store>,
+    pub hash_key: HashKey,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    pub partners: &'a [Partner],
+    /// The certificates the CRLs in use revoke.
+    pub revoked: HashSet<crate::tls::IssuedAs>,
+    pub metrics: &'a HttpMetrics,
+    /// The repository served to followers, when this gateway relays.
+    pub relay: Option<relay::RelaySource>,
+    pub credentials: Credentials,
+    pub audit: Option<crate::audit::AuditLog>,
+    /// Queue-delay shedding's measure, when `max_queue_delay_ms` is set.
+    pub lag: Option<Arc<crate::overload::LagMonitor>>,
+}
+
+/// What a request is, decided once from its head ([`App::decide`]); [`App::handle`]
+/// matches it once.
+enum Decision<'a> {
+    /// Liveness or readiness (`ready`): never shed, never audited.
+    Probe { ready: bool },
+    /// Refused from its head; its audit place, unless it is load shedding (no record).
+    Refused {
+        problem: Problem,
+        audit: Option<crate::audit::Slot<'a>>,
+    },
+    /// Let in, its audit place reserved before any work (a receipt is never signed for
+    /// an answer the audit trail has no room for).
+    Admitted {
+        work: Admitted<'a>,
+        audit: Option<crate::audit::Slot<'a>>,
+    },
+}
+
+/// What a request may go on to once it has been let in, with what it holds.
 enum Admitted<'a> {
     /// A partner check: its partner and its slot; the body is read next.
     Check {
@@ -136,25 +172,31 @@ enum Admitted<'a> {
     },
     Keys,
     Revocations,
-    Partner(&'a Arc<PartnerEntry>),
-    Relay(Slot),
+    Whoami(&'a Arc<PartnerEntry>),
+    RelayManifest(Slot),
+    RelayObject(Slot),
+}
+
+/// Load shedding: counted, never recorded in the audit trail.
+fn is_shed(p: &Problem) -> bool {
+    matches!(p.kind, ProblemKind::Overloaded | ProblemKind::RateLimited)
 }
 
 impl App {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<Store>,
-        hash_key: HashKey,
-        clock: Arc<dyn Clock>,
-        limits: Limits,
-        partners: &[Partner],
-        revoked: HashSet<crate::tls::IssuedAs>,
-        metrics: &HttpMetrics,
-        relay: Option<relay::RelaySource>,
-        credentials: Credentials,
-        audit: Option<crate::audit::AuditLog>,
-        lag: Option<Arc<crate::overload::LagMonitor>>,
-    ) -> std::io::Result<App> {
+    pub fn new(parts: Parts<'_>) -> std::io::Result<App> {
+        let Parts {
+            store,
+            hash_key,
+            clock,
+            limits,
+            partners,
+            revoked,
+            metrics,
+            relay,
+            credentials,
+            audit,
+            lag,
+        } = parts;
         let work = crate::work::WorkQueue::start("permitgate-work", || {
             crate::priority::set_priority(crate::priority::NICE_10)
         })?;
@@ -260,41 +302,21 @@ impl App {
         let directory = self.partners.load();
         let entry = caller.claimed.as_deref().and_then(|id| directory.get(id));
         let revoked = directory.is_revoked(&caller.certificate);
-        let probe = matches!(route.spec().answer, Answer::Probe);
         let mut documents = crate::audit::Documents::new();
-        let answer = match admission::host_header_ok(&req) {
-            Err(p) => {
+        let (answer, audit) = match self.decide(caller, entry, revoked, route, &req, queued) {
+            Decision::Probe { ready } => (self.probe(ready), None),
+            Decision::Refused { problem, audit } => {
                 body::discard(req, body_deadline).await;
-                Err(p)
+                (Err(problem), audit)
             }
-            // Probes are never shed (an overloaded gateway is alive and, if it has data,
-            // ready) and never audited.
-            Ok(()) if probe => self.probe(route, &req),
-            Ok(()) => {
-                let admitted = self.admit(caller, entry, revoked, route, &req, queued);
-                self.answer(admitted, caller, route, req, body_deadline, &mut documents)
-                    .await
+            Decision::Admitted { work, audit } => {
+                let answer = self
+                    .answer(work, caller, req, body_deadline, &mut documents)
+                    .await;
+                // Shed after admission (a stopping gateway): no record, as at the door.
+                let audit = audit.filter(|_| !matches!(&answer, Err(p) if is_shed(p)));
+                (answer, audit)
             }
-        };
-        // Load shedding leaves no record (it is counted); every other answer has one,
-        // placed now that there is something to audit.
-        let audited = !probe
-            && !matches!(
-                &answer,
-                Err(p) if matches!(p.kind, ProblemKind::Overloaded | ProblemKind::RateLimited)
-            );
-        let (slot, answer) = match (&self.audit, audited) {
-            (Some(log), true) => match log.reserve() {
-                Ok(slot) => (Some(slot), answer),
-                Err(_) => (
-                    None,
-                    Err(self.admission.refuse(
-                        Refusal::AuditBacklog,
-                        "the audit log is behind; try again shortly".to_owned(),
-                    )),
-                ),
-            },
-            _ => (None, answer),
         };
         let (mut response, outcome, body_unread) = match answer {
             Ok(r) => (r, None, false),
@@ -334,7 +356,7 @@ impl App {
         if let Some(c) = counters.get(route.index(), outcome_index) {
             c.inc();
         }
-        if let Some(slot) = slot {
+        if let Some(slot) = audit {
             let recorded = slot.record(crate::audit::Answered {
                 time_ns: self.clock.now().unix_timestamp_nanos(),
                 request_id: request_id.clone(),
@@ -427,11 +449,8 @@ impl App {
         }
     }
 
-    fn probe<B>(&self, route: Route, req: &Request<B>) -> Result<Response<Body>, Problem> {
-        if req.method() != Method::GET {
-            return Err(method_not_allowed(Method::GET));
-        }
-        if route == Route::Readyz {
+    fn probe(&self, ready: bool) -> Result<Response<Body>, Problem> {
+        if ready {
             return self.readyz();
         }
         Ok(json_response(
@@ -445,9 +464,8 @@ impl App {
     /// the deadline and handed to the route's function.
     async fn answer<B>(
         &self,
-        admitted: Result<Admitted<'_>, Problem>,
+        admitted: Admitted<'_>,
         caller: &Caller,
-        route: Route,
         req: Request<B>,
         body_deadline: tokio::time::Instant,
         documents: &mut crate::audit::Documents,
@@ -457,28 +475,24 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         match admitted {
-            Err(p) => {
-                body::discard(req, body_deadline).await;
-                Err(p)
-            }
-            Ok(Admitted::Keys) => Ok(json_response(
+            Admitted::Keys => Ok(json_response(
                 StatusCode::OK,
                 self.services.load().keys_json.clone(),
             )),
-            Ok(Admitted::Revocations) => revocations::answer(self.store.revocations(), &req),
-            Ok(Admitted::Partner(entry)) => Ok(self.partner_answer(entry, caller)),
-            Ok(Admitted::Relay(place)) if route == Route::ReplicationManifest => {
+            Admitted::Revocations => revocations::answer(self.store.revocations(), &req),
+            Admitted::Whoami(entry) => Ok(self.partner_answer(entry, caller)),
+            Admitted::RelayManifest(place) => {
                 relay::manifest(self.relay.as_ref(), &req, place).await
             }
-            Ok(Admitted::Relay(place)) => {
+            Admitted::RelayObject(place) => {
                 relay::object(self.relay.as_ref(), req.uri().path(), place).await
             }
-            Ok(Admitted::Check {
+            Admitted::Check {
                 entry,
                 slot,
                 handler,
                 heavy,
-            }) => {
+            } => {
                 let partner = &entry.partner;
                 let read = body::read(req, self.limits.max_body_bytes, body_deadline);
                 let mut read = std::pin::pin!(read);
@@ -561,12 +575,11 @@ impl App {
             .ok_or_else(|| Problem::new(ProblemKind::Overloaded, "the gateway is stopping"))
     }
 
-    /// Everything decided from the head alone, in order: route and method, certificate,
-    /// partner, scope, then (cheapest refusals first) content type, the partner's rate,
-    /// how long it waited in its socket or the run queue (src/overload.rs), readiness,
-    /// and a slot within the partner's share (src/http/admission.rs). Replication
-    /// requests take a place on the relay budget instead of a slot.
-    fn admit<'a, B>(
+    /// Everything decided from the head alone, in order: the Host header, route and
+    /// method (probes go no further), then for a partner's request its admission
+    /// ([`App::admit`]) and its place in the audit trail, reserved before any work: when
+    /// the trail is behind, the request is refused (503) before anything is computed.
+    fn decide<'a, B>(
         &'a self,
         caller: &Caller,
         entry: Option<&'a Arc<PartnerEntry>>,
@@ -574,17 +587,78 @@ impl App {
         route: Route,
         req: &Request<B>,
         queued: Option<std::time::Duration>,
-    ) -> Result<Admitted<'a>, Problem> {
+    ) -> Decision<'a> {
         let spec = route.spec();
-        if matches!(spec.answer, Answer::None) {
-            return Err(Problem::new(
+        let head = admission::host_header_ok(req).and_then(|()| {
+            if req.method() == spec.method || matches!(spec.answer, Answer::None) {
+                Ok(())
+            } else {
+                Err(method_not_allowed(spec.method))
+            }
+        });
+        let admitted = match (head, spec.answer) {
+            (Err(problem), Answer::Alive | Answer::Ready) => {
+                return Decision::Refused {
+                    problem,
+                    audit: None,
+                }
+            }
+            (Ok(()), Answer::Alive) => return Decision::Probe { ready: false },
+            (Ok(()), Answer::Ready) => return Decision::Probe { ready: true },
+            (Err(problem), _) => Err(problem),
+            (Ok(()), Answer::None) => Err(Problem::new(
                 ProblemKind::NotFound,
                 "see README.md for the API",
-            ));
+            )),
+            (Ok(()), Answer::Partner(work)) => {
+                self.admit(caller, entry, revoked, spec.scope, work, req, queued)
+            }
+        };
+        let audit = match &admitted {
+            Err(p) if is_shed(p) => Ok(None),
+            _ => self.audit_place(),
+        };
+        match (admitted, audit) {
+            (Ok(work), Ok(audit)) => Decision::Admitted { work, audit },
+            (Err(problem), Ok(audit)) => Decision::Refused { problem, audit },
+            // What was admitted is let go (its slot released) untouched.
+            (_, Err(problem)) => Decision::Refused {
+                problem,
+                audit: None,
+            },
         }
-        if req.method() != spec.method {
-            return Err(method_not_allowed(spec.method));
-        }
+    }
+
+    /// A place in the audit trail's queue for this request's record (none without a
+    /// trail), or 503 when the trail is behind.
+    fn audit_place(&self) -> Result<Option<crate::audit::Slot<'_>>, Problem> {
+        let Some(log) = &self.audit else {
+            return Ok(None);
+        };
+        log.reserve().map(Some).map_err(|_| {
+            self.admission.refuse(
+                Refusal::AuditBacklog,
+                "the audit log is behind; try again shortly".to_owned(),
+            )
+        })
+    }
+
+    /// A partner's request, from its head, in order: certificate, partner, scope, then
+    /// (cheapest refusals first) content type, the partner's rate, how long it waited in
+    /// its socket or the run queue (src/overload.rs), readiness, and a slot within the
+    /// partner's share (src/http/admission.rs). Replication requests take a place on the
+    /// relay budget instead of a slot.
+    #[allow(clippy::too_many_arguments)]
+    fn admit<'a, B>(
+        &'a self,
+        caller: &Caller,
+        entry: Option<&'a Arc<PartnerEntry>>,
+        revoked: bool,
+        scope: Option<Scope>,
+        work: Work,
+        req: &Request<B>,
+        queued: Option<std::time::Duration>,
+    ) -> Result<Admitted<'a>, Problem> {
         if revoked {
             return Err(Problem::new(
                 ProblemKind::CertificateRevoked,
@@ -601,7 +675,7 @@ impl App {
             ));
         };
         let partner = &entry.partner;
-        if let Some(scope) = spec.scope {
+        if let Some(scope) = scope {
             if !partner.scopes.contains(scope) {
                 return Err(Problem::new(
                     ProblemKind::ScopeMissing,
@@ -609,24 +683,18 @@ impl App {
                 ));
             }
         }
-        if spec.method == Method::POST {
+        if req.method() == Method::POST {
             admission::check_content_type(req)?;
         }
         self.within_rate(entry)?;
-        let (handler, heavy) = match spec.answer {
-            Answer::Relay => {
-                return self
-                    .admission
-                    .relay_place(&entry.relay, &partner.id)
-                    .map(Admitted::Relay)
-            }
-            Answer::Keys => return Ok(Admitted::Keys),
-            Answer::Revocations => return Ok(Admitted::Revocations),
-            Answer::Partner => return Ok(Admitted::Partner(entry)),
-            Answer::Check { handler, heavy } => (handler, heavy),
-            Answer::Probe | Answer::None => {
-                return Err(Problem::new(ProblemKind::NotFound, "no partner answer"))
-            }
+        let relay_place = || self.admission.relay_place(&entry.relay, &partner.id);
+        let (handler, heavy) = match work {
+            Work::RelayManifest => return relay_place().map(Admitted::RelayManifest),
+            Work::RelayObject => return relay_place().map(Admitted::RelayObject),
+            Work::Keys => return Ok(Admitted::Keys),
+            Work::Revocations => return Ok(Admitted::Revocations),
+            Work::Whoami => return Ok(Admitted::Whoami(entry)),
+            Work::Check { handler, heavy } => (handler, heavy),
         };
         // How long this request (its socket) or any request (the run queue) has waited.
         let lag = self.lag.as_ref().map(|m| m.lag());

@@ -33,22 +33,33 @@ pub enum Route {
 /// How a route's request is let in and answered once its head has been read.
 #[derive(Clone, Copy)]
 pub enum Answer {
-    /// Liveness and readiness: never shed, never audited, no partner needed.
-    Probe,
+    /// Liveness (`/healthz`): never shed, never audited, no partner needed.
+    Alive,
+    /// Readiness (`/readyz`), likewise.
+    Ready,
+    /// A partner's request: admitted (certificate, partner, scope, rate, ...), audited.
+    Partner(Work),
+    /// No such route: 404.
+    None,
+}
+
+/// What a partner's admitted request does.
+#[derive(Clone, Copy)]
+pub enum Work {
     /// The published keyring, encoded once.
     Keys,
     /// The revocation list of temporary permits, held in memory (src/http/revocations.rs).
     Revocations,
     /// What the gateway knows of the calling partner (`GET /v1/partner`).
-    Partner,
-    /// A replication long-poll or object download: waits on the relay budget.
-    Relay,
+    Whoami,
+    /// A replication long-poll for the next manifest: waits on the relay budget.
+    RelayManifest,
+    /// A replication object download: waits on the relay budget.
+    RelayObject,
     /// A partner check: a slot, then the body, then this function; `heavy` for one whose
     /// cost grows with its body (a batch) or that waits on a disk (a renewal, recorded in
     /// the partner registry), answered on the work thread (src/work.rs), off the workers.
     Check { handler: Handler, heavy: bool },
-    /// No such route: 404.
-    None,
 }
 
 pub enum Path {
@@ -68,19 +79,23 @@ pub struct Spec {
 impl Route {
     pub fn spec(self) -> Spec {
         use Path::*;
-        let post = |path, scope, handler| Spec {
+        let check = |path, scope, handler, heavy| Spec {
             path,
             method: Method::POST,
-            scope: Some(scope),
-            answer: Answer::Check {
-                handler,
-                heavy: false,
-            },
+            scope,
+            answer: Answer::Partner(Work::Check { handler, heavy }),
         };
-        let get = |path, scope, answer| Spec {
+        let post = |path, scope, handler| check(path, Some(scope), handler, false);
+        let get = |path, scope, work| Spec {
             path,
             method: Method::GET,
             scope,
+            answer: Answer::Partner(work),
+        };
+        let probe = |path, answer| Spec {
+            path,
+            method: Method::GET,
+            scope: None,
             answer,
         };
         match self {
@@ -89,17 +104,12 @@ impl Route {
                 Scope::LinkCheck,
                 handlers::link_check,
             ),
-            Route::LinkCheckBatch => Spec {
-                answer: Answer::Check {
-                    handler: handlers::link_check_batch,
-                    heavy: true,
-                },
-                ..post(
-                    Exact(&["/v1/link-checks:batch"]),
-                    Scope::LinkCheck,
-                    handlers::link_check_batch,
-                )
-            },
+            Route::LinkCheckBatch => check(
+                Exact(&["/v1/link-checks:batch"]),
+                Some(Scope::LinkCheck),
+                handlers::link_check_batch,
+                true,
+            ),
             Route::DocumentStatus => post(
                 Exact(&["/v1/document-status"]),
                 Scope::DocumentStatus,
@@ -113,46 +123,40 @@ impl Route {
             Route::TempPermitRevocations => get(
                 Exact(&["/v1/temporary-permits/revocations"]),
                 Some(Scope::TempPermit),
-                Answer::Revocations,
+                Work::Revocations,
             ),
             Route::ReceiptVerify => post(
                 Exact(&["/v1/receipts/verify"]),
                 Scope::ReceiptVerify,
                 handlers::receipt_verify,
             ),
-            Route::Keys => get(Exact(&["/v1/keys"]), None, Answer::Keys),
-            Route::Partner => get(Exact(&["/v1/partner"]), None, Answer::Partner),
+            Route::Keys => get(Exact(&["/v1/keys"]), None, Work::Keys),
+            Route::Partner => get(Exact(&["/v1/partner"]), None, Work::Whoami),
             // Any partner renews its own certificate: no scope.
-            Route::PartnerCertificate => Spec {
-                scope: None,
-                answer: Answer::Check {
-                    handler: handlers::partner_certificate,
-                    heavy: true,
-                },
-                ..post(
-                    Exact(&["/v1/partner/certificate"]),
-                    Scope::LinkCheck,
-                    handlers::partner_certificate,
-                )
-            },
-            Route::Healthz => get(Exact(&["/healthz"]), None, Answer::Probe),
-            Route::Readyz => get(Exact(&["/readyz"]), None, Answer::Probe),
+            Route::PartnerCertificate => check(
+                Exact(&["/v1/partner/certificate"]),
+                None,
+                handlers::partner_certificate,
+                true,
+            ),
+            Route::Healthz => probe(Exact(&["/healthz"]), Answer::Alive),
+            Route::Readyz => probe(Exact(&["/readyz"]), Answer::Ready),
             Route::ReplicationManifest => get(
                 Exact(&["/v1/replication/manifest", "/v1/replication/manifest.json"]),
                 Some(Scope::Replicate),
-                Answer::Relay,
+                Work::RelayManifest,
             ),
             Route::ReplicationObject => get(
                 Prefix("/v1/replication/objects/"),
                 Some(Scope::Replicate),
-                Answer::Relay,
+                Work::RelayObject,
             ),
             Route::ReplicationRevocations => get(
                 Exact(&["/v1/replication/temp-permit-revocations.bin"]),
                 Some(Scope::Replicate),
-                Answer::Revocations,
+                Work::Revocations,
             ),
-            Route::Unknown => get(Any, None, Answer::None),
+            Route::Unknown => probe(Any, Answer::None),
         }
     }
 

@@ -39,7 +39,7 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::admission::AdmissionLimits;
-use crate::http::{App, Limits};
+use crate::http::{App, Limits, Parts};
 use crate::key_files::{HashKey, KeyError};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
@@ -178,11 +178,11 @@ impl Gateway {
             crate::http::relay::RelaySource::new(dir, publisher_keys.clone(), manifest_rx)
         });
         let app = Arc::new(
-            App::new(
-                store.clone(),
-                hash_key.clone(),
-                clock.clone(),
-                Limits {
+            App::new(Parts {
+                store: store.clone(),
+                hash_key: hash_key.clone(),
+                clock: clock.clone(),
+                limits: Limits {
                     max_body_bytes: config.server.max_body_bytes,
                     max_batch_items: config.server.max_batch_items,
                     unready_when_stale_for: config
@@ -201,14 +201,14 @@ impl Gateway {
                         max_queue_delay: config.server.max_queue_delay,
                     },
                 },
-                &config.partners,
+                partners: &config.partners,
                 revoked,
-                &metrics.http,
+                metrics: &metrics.http,
                 relay,
                 credentials,
                 audit,
-                lag.clone(),
-            )
+                lag: lag.clone(),
+            })
             .map_err(|e| StartError::SideRuntime("work", e))?,
         );
         let door = door::Door::new(

@@ -151,7 +151,9 @@ async fn a_full_audit_queue_sheds_rather_than_answer_unrecorded() {
         ..Options::default()
     })
     .await;
-    let link = gw.sample("linked_pair").clone();
+    let mut link = gw.sample("linked_pair").clone();
+    // With receipts: a receipt is signed only for an answer that has its audit place.
+    link.body["receipt"] = serde_json::json!(true);
     // Eight clients at once against a queue of one: some answers find it full.
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -196,6 +198,9 @@ async fn a_full_audit_queue_sheds_rather_than_answer_unrecorded() {
         shed as f64,
     )
     .await;
+    // The place is reserved before any work: no signature for a refused request.
+    gw.wait_metric("permitgate_receipts_signed_total", answered as f64)
+        .await;
 }
 
 /// Rewrites a log as someone who can write its directory would: `keep` the records (by
