@@ -1005,7 +1005,7 @@ fn receipts_config(
         }
     });
     if let Some(url) = &r.verify_url {
-        if let Err(e) = crate::receipt::check_verify_url(url) {
+        if let Err(e) = crate::keyring::check_verify_url(url) {
             problems.check(false, "receipts.verify_url", &e.to_string());
         }
     }

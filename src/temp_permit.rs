@@ -110,23 +110,6 @@ impl Reason {
     }
 }
 
-impl std::str::FromStr for Reason {
-    type Err = String;
-
-    /// The English word, or the Chinese term an officer uses (src/terms.rs: 遗失, 损毁,
-    /// 未随身携带).
-    fn from_str(s: &str) -> Result<Reason, String> {
-        let s = s.trim();
-        [Reason::Lost, Reason::Damaged, Reason::Forgotten]
-            .into_iter()
-            .find(|r| <&str>::from(*r) == s || crate::terms::reason(*r) == s)
-            .ok_or_else(|| {
-                "原因须为 遗失、损毁 或 未随身携带 / reason must be lost, damaged or forgotten"
-                    .into()
-            })
-    }
-}
-
 /// The content of a token whose signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TempPermit {

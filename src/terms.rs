@@ -47,6 +47,23 @@ pub fn reason(r: Reason) -> &'static str {
     }
 }
 
+// Here, beside the terms it reads: a reason is typed by an officer in either language.
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    /// The English word, or the Chinese term an officer uses (遗失, 损毁, 未随身携带).
+    fn from_str(s: &str) -> Result<Reason, String> {
+        let s = s.trim();
+        [Reason::Lost, Reason::Damaged, Reason::Forgotten]
+            .into_iter()
+            .find(|r| <&str>::from(*r) == s || reason(*r) == s)
+            .ok_or_else(|| {
+                "原因须为 遗失、损毁 或 未随身携带 / reason must be lost, damaged or forgotten"
+                    .into()
+            })
+    }
+}
+
 /// The Mainland Travel Permit's name for its holder's region: 港澳居民来往内地通行证 for
 /// Hong Kong and Macao residents, 台湾居民来往大陆通行证 for Taiwan residents.
 pub fn travel_permit_name(region: crate::document::Region) -> (&'static str, &'static str) {

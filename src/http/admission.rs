@@ -221,7 +221,7 @@ pub fn host_header_ok<B>(req: &http::Request<B>) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::server::Metrics;
 
     fn admission(all: usize, cap: Option<usize>) -> (Admission, Metrics) {
         let metrics = Metrics::new();

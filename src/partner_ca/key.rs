@@ -119,7 +119,11 @@ impl CaKey {
         let profile = Profile::of(cert.public_key())?;
         let key = match source {
             CaKeySource::File(path) => CaKey::File(Box::new(read_key_file(path)?)),
-            CaKeySource::Pkcs11(uri) => CaKey::Pkcs11(Pkcs11Key::open(uri, &profile)?),
+            CaKeySource::Pkcs11(uri) => CaKey::Pkcs11(Pkcs11Key::open(
+                uri,
+                profile.algorithm,
+                &profile.public_key,
+            )?),
         };
         // A key of another CA would sign certificates no gateway accepts: find out now.
         let probe = b"permitgate partner CA key check";

@@ -16,8 +16,6 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use percent_encoding::percent_decode_str;
 
-use super::key::Profile;
-
 pub const SCHEME: &str = "pkcs11:";
 
 /// What a `pkcs11:` URI names: the token, the key (by label and/or id), the module to
@@ -200,12 +198,18 @@ pub struct Pkcs11Key {
 }
 
 impl Pkcs11Key {
-    pub(super) fn open(uri: &Pkcs11Uri, profile: &Profile) -> Result<Pkcs11Key, Pkcs11Error> {
-        let signing = if profile.algorithm == &rcgen::PKCS_ECDSA_P256_SHA256 {
+    /// The key `uri` names, to sign as `algorithm` for the certificate whose subject
+    /// public key is `public_key`.
+    pub(super) fn open(
+        uri: &Pkcs11Uri,
+        algorithm: &'static rcgen::SignatureAlgorithm,
+        public_key: &[u8],
+    ) -> Result<Pkcs11Key, Pkcs11Error> {
+        let signing = if algorithm == &rcgen::PKCS_ECDSA_P256_SHA256 {
             Signing::Ecdsa(&ring::digest::SHA256)
-        } else if profile.algorithm == &rcgen::PKCS_ECDSA_P384_SHA384 {
+        } else if algorithm == &rcgen::PKCS_ECDSA_P384_SHA384 {
             Signing::Ecdsa(&ring::digest::SHA384)
-        } else if profile.algorithm == &rcgen::PKCS_RSA_SHA256 {
+        } else if algorithm == &rcgen::PKCS_RSA_SHA256 {
             Signing::RsaSha256
         } else {
             // Ed25519 in PKCS#11 (CKM_EDDSA) is too new to count on.
@@ -269,8 +273,8 @@ impl Pkcs11Key {
             key: *key,
             session: Mutex::new(session),
             signing,
-            algorithm: profile.algorithm,
-            public_key: profile.public_key.clone(),
+            algorithm,
+            public_key: public_key.to_vec(),
         })
     }
 

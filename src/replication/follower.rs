@@ -9,92 +9,18 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::watch;
 
+use super::metrics::ReplicationMetrics;
+use super::refusal::{Refusal, RefusalReason};
 use super::revocations::ListFollower;
-use super::source::{Fetched, Source, SourceError};
+use super::source::{Fetched, Source};
 use crate::clock::Clock;
 use crate::key_files::HashKey;
-use crate::metrics::Metrics;
-use crate::report::Report;
 use crate::snapshot::{
     check_hash, object_path, remove_unnamed_objects, verify_deltas, verify_objects, wanted_objects,
     write_atomic, DirObjects, Pace, Repo, SignedManifest, SnapshotError, Trust, Wanted,
     MANIFEST_FILE,
 };
 use crate::store::Store;
-
-/// Why a poll was refused; its label is the `reason` of
-/// `permitgate_replication_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
-pub enum RefusalReason {
-    /// The source did not answer, or an object is missing.
-    Fetch,
-    BadSignature,
-    UnknownKey,
-    HashMismatch,
-    Rollback,
-    Chain,
-    Corrupt,
-    Manifest,
-    HashKey,
-    Storage,
-}
-
-impl RefusalReason {
-    pub fn label(self) -> &'static str {
-        self.into()
-    }
-}
-
-/// Why a poll was refused, and a detail for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: RefusalReason,
-    pub detail: String,
-}
-
-impl Refusal {
-    fn new(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
-        Refusal {
-            reason,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<SnapshotError> for Refusal {
-    fn from(e: SnapshotError) -> Refusal {
-        let reason = match &e {
-            SnapshotError::BadSignature { .. } => RefusalReason::BadSignature,
-            SnapshotError::UnknownKey { .. } => RefusalReason::UnknownKey,
-            SnapshotError::HashMismatch { .. } => RefusalReason::HashMismatch,
-            SnapshotError::HashKeyMismatch { .. } => RefusalReason::HashKey,
-            SnapshotError::Size { .. }
-            | SnapshotError::NotASnapshot { .. }
-            | SnapshotError::WrongKind { .. }
-            | SnapshotError::Corrupt { .. } => RefusalReason::Corrupt,
-            SnapshotError::Manifest(_) => RefusalReason::Manifest,
-            SnapshotError::Chain(_) => RefusalReason::Chain,
-            SnapshotError::Io { .. } => RefusalReason::Storage,
-            SnapshotError::Missing { .. } => RefusalReason::Fetch,
-            SnapshotError::NoBase => RefusalReason::Manifest,
-        };
-        Refusal::new(reason, Report(&e).to_string())
-    }
-}
-
-impl From<SourceError> for Refusal {
-    fn from(e: SourceError) -> Refusal {
-        let reason = match &e {
-            SourceError::TooLarge { .. } => RefusalReason::Manifest,
-            SourceError::Object { source, .. } if source.is_not_the_named_object() => {
-                RefusalReason::HashMismatch
-            }
-            _ => RefusalReason::Fetch,
-        };
-        Refusal::new(reason, Report(&e).to_string())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollOutcome {
@@ -107,7 +33,7 @@ pub enum PollOutcome {
 
 pub struct Follower {
     store: Arc<Store>,
-    metrics: Arc<Metrics>,
+    metrics: ReplicationMetrics,
     trusted: Vec<VerifyingKey>,
     hash_key: HashKey,
     source: Source,
@@ -133,7 +59,7 @@ impl Follower {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
-        metrics: Arc<Metrics>,
+        metrics: ReplicationMetrics,
         trusted: Vec<VerifyingKey>,
         hash_key: HashKey,
         source: Source,
@@ -166,7 +92,7 @@ impl Follower {
             self.store.clone(),
             keyring,
             self.state_dir.clone(),
-            self.metrics.replication.clone(),
+            self.metrics.clone(),
         ));
         self
     }
@@ -220,7 +146,7 @@ impl Follower {
     /// One poll with its metrics and logging; refusals leave the served state untouched.
     pub async fn poll_and_record(&mut self) -> Result<PollOutcome, Refusal> {
         let result = self.poll().await;
-        let m = &self.metrics.replication;
+        let m = &self.metrics;
         let now = self.clock.now();
         match &result {
             Ok(outcome) => {
@@ -396,14 +322,10 @@ impl Follower {
                 let info = store
                     .install(Repo::new(manifest, verified)?)
                     .map_err(|e| chain(&e))?;
-                metrics
-                    .replication
-                    .base_swap
-                    .observe(started.elapsed().as_secs_f64());
+                metrics.base_swap.observe(started.elapsed().as_secs_f64());
                 return Ok(PollOutcome::Swapped(info.version));
             }
-            let observe =
-                |took: Duration| metrics.replication.delta_apply.observe(took.as_secs_f64());
+            let observe = |took: Duration| metrics.delta_apply.observe(took.as_secs_f64());
             for delta in verify_deltas(&manifest.manifest, wanted, &mut objects, &trust) {
                 let delta = delta.map_err(|e| refusal(e, &mut fetch_failed))?;
                 store

@@ -7,7 +7,7 @@ use prometheus::{
 };
 use strum::VariantArray;
 
-use super::follower::RefusalReason;
+use super::refusal::RefusalReason;
 use crate::metrics::register;
 
 #[derive(Clone)]

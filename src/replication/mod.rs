@@ -10,10 +10,12 @@
 
 mod follower;
 mod metrics;
+mod refusal;
 mod revocations;
 mod source;
 
-pub use follower::{Follower, PollOutcome, Refusal, RefusalReason};
+pub use follower::{Follower, PollOutcome};
 pub use metrics::ReplicationMetrics;
+pub use refusal::{Refusal, RefusalReason};
 pub use revocations::{take_kept_list, ListFollower};
 pub use source::{s3_path, s3_store, Fetched, S3Settings, Source, SourceError, SourceUrl};

@@ -19,12 +19,15 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::http::Caller;
+use crate::http::{App, Caller};
 use crate::tls::{self, HandshakeFailure};
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto::Builder;
 
 use super::door::{Class, Pass, Turned};
 use super::handshakes::HandshakeQueue;
-use super::listener::ConnectionSettings;
+use super::listener_metrics::ListenerMetrics;
 use super::write_deadline::WriteDeadline;
 
 /// Send buffer of a following gateway's connection: room for a long, fast download.
@@ -297,4 +300,26 @@ async fn drain_requested(drain: &mut watch::Receiver<bool>) {
     if drain.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// What every connection of one listener shares.
+pub(super) struct ConnectionSettings {
+    pub(super) app: Arc<App>,
+    /// One builder per protocol: ALPN has decided it, and sniffing the first bytes for a
+    /// preface would wait for them without the request-head deadline.
+    pub(super) h1: Builder<TokioExecutor>,
+    pub(super) h2: Builder<TokioExecutor>,
+    pub(super) handshake_timeout: Duration,
+    /// Where TLS handshakes run: a thread of their own (see [`super::side::SideRuntime`]).
+    pub(super) handshakes: tokio::runtime::Handle,
+    /// The order in which handshakes get that thread (handshakes.rs).
+    pub(super) queue: Arc<HandshakeQueue>,
+    /// Where the connections of partners that only replicate are served, when this
+    /// gateway relays.
+    pub(super) followers: Option<tokio::runtime::Handle>,
+    pub(super) idle_timeout: Duration,
+    /// A write that moves nothing for this long ends the connection (write_deadline.rs).
+    pub(super) write_timeout: Duration,
+    pub(super) send_buffer_bytes: Option<usize>,
+    pub(super) metrics: ListenerMetrics,
 }

@@ -3,76 +3,16 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use strum::VariantArray;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::door::{DoorMetrics, Turned};
-use super::handshakes::HandshakeQueue;
+use super::door::Turned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::http::App;
-use crate::metrics::register;
-use crate::tls::HandshakeFailure;
-
-use super::connection::serve_connection;
+use super::connection::{serve_connection, ConnectionSettings};
 use super::Gateway;
-
-/// The partner listener's metrics: connections open and turned away (the door's),
-/// failed handshakes.
-#[derive(Clone)]
-pub struct ListenerMetrics {
-    pub connections_open: IntGauge,
-    pub door: Arc<DoorMetrics>,
-    pub handshakes_waiting: IntGauge,
-    /// Indexed by [`HandshakeFailure`], all created at 0.
-    pub handshake_failures: Vec<IntCounter>,
-}
-
-impl ListenerMetrics {
-    pub fn register(registry: &Registry) -> ListenerMetrics {
-        let failures = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "permitgate_tls_handshake_failures_total",
-                    "TLS handshakes that failed, by reason.",
-                ),
-                &["reason"],
-            ),
-        );
-        ListenerMetrics {
-            connections_open: register(
-                registry,
-                IntGauge::new(
-                    "permitgate_connections_open",
-                    "Connections open now: through their handshake or not.",
-                ),
-            ),
-            door: Arc::new(DoorMetrics::register(registry)),
-            handshakes_waiting: register(
-                registry,
-                IntGauge::new(
-                    "permitgate_handshakes_waiting",
-                    "TLS handshakes whose ClientHello has arrived, waiting for the handshake thread.",
-                ),
-            ),
-            handshake_failures: HandshakeFailure::VARIANTS
-                .iter()
-                .map(|f| failures.with_label_values(&[f.label()]))
-                .collect(),
-        }
-    }
-
-    pub(super) fn handshake_failed(&self, f: HandshakeFailure) {
-        if let Some(c) = self.handshake_failures.get(f as usize) {
-            c.inc();
-        }
-    }
-}
 
 /// HTTP settings of every partner connection: slow heads time out, heads and HTTP/2
 /// streams are bounded. Rapid reset (CVE-2023-44487): more than 20 streams reset before
@@ -179,26 +119,4 @@ pub(super) async fn accept_loop(
 /// TIME_WAIT socket left on the gateway for each of a flood's connections (a minute each).
 fn reset(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-}
-
-/// What every connection of one listener shares.
-pub(super) struct ConnectionSettings {
-    pub(super) app: Arc<App>,
-    /// One builder per protocol: ALPN has decided it, and sniffing the first bytes for a
-    /// preface would wait for them without the request-head deadline.
-    pub(super) h1: Builder<TokioExecutor>,
-    pub(super) h2: Builder<TokioExecutor>,
-    pub(super) handshake_timeout: Duration,
-    /// Where TLS handshakes run: a thread of their own (see [`super::side::SideRuntime`]).
-    pub(super) handshakes: tokio::runtime::Handle,
-    /// The order in which handshakes get that thread (handshakes.rs).
-    pub(super) queue: Arc<HandshakeQueue>,
-    /// Where the connections of partners that only replicate are served, when this
-    /// gateway relays.
-    pub(super) followers: Option<tokio::runtime::Handle>,
-    pub(super) idle_timeout: Duration,
-    /// A write that moves nothing for this long ends the connection (write_deadline.rs).
-    pub(super) write_timeout: Duration,
-    pub(super) send_buffer_bytes: Option<usize>,
-    pub(super) metrics: ListenerMetrics,
 }

@@ -92,7 +92,7 @@ impl Gateway {
             .filter(|_| self.store.is_ready());
         let follower = Follower::new(
             self.store.clone(),
-            self.metrics.clone(),
+            self.metrics.replication.clone(),
             self.publisher_keys.clone(),
             self.hash_key.clone(),
             source,

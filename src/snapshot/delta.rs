@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 
-use super::format::FileKind;
+use super::header::FileKind;
 use super::{DocKey, Record, Snapshot, SnapshotError, SnapshotHeader};
 use crate::key_files::HashKey;
 

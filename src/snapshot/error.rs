@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::format::FileKind;
+use super::header::FileKind;
 use crate::key_files::KeyId;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,9 @@
 mod delta;
 mod error;
 mod files;
-mod format;
+mod header;
+mod index;
+mod ingest;
 pub mod manifest;
 mod pace;
 mod record;
@@ -16,6 +18,7 @@ mod repo;
 mod stream;
 #[doc(hidden)]
 pub mod testing;
+mod verify;
 
 pub use delta::Delta;
 pub use error::{ChainError, Corruption, ManifestError, SizeError, SnapshotError};
@@ -23,10 +26,8 @@ pub use files::{
     open_object, open_regular, read_bounded, read_manifest, ObjectError, ObjectSink,
     MAX_MANIFEST_BYTES,
 };
-pub use format::{
-    encode, encode_delta, FileKind, Snapshot, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN,
-    TRAILER_LEN,
-};
+pub use header::{FileKind, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN};
+pub use index::Snapshot;
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
 pub use pace::Pace;
 pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
@@ -36,4 +37,4 @@ pub use repo::{
     verify_deltas, verify_objects, wanted_objects, write_atomic, DirObjects, Objects, Repo,
     RepoData, Trust, Verified, Wanted, MANIFEST_FILE, OBJECTS_DIR,
 };
-pub use stream::{scan, FileWriter, HashingWriter};
+pub use stream::{encode, encode_delta, scan, FileWriter, HashingWriter};

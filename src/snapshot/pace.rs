@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::format::READ_CHUNK;
+/// Files are read this much at a time (a step of the pace).
+pub(super) const READ_CHUNK: usize = 1 << 20;
 
 /// What a paced read or write moves per system call. A thread inside one is not preempted
 /// (kernels built without kernel preemption, as this machine's is): a 1 MiB read into fresh

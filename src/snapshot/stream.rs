@@ -8,10 +8,15 @@ use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-use super::format::{check_header, check_named, check_signature, signed_message, READ_CHUNK};
+use crate::key_files::verifying_key_id;
+
+use super::header::signed_message;
+use super::ingest::MEMORY;
+use super::pace::READ_CHUNK;
+use super::verify::{check_header, check_named, check_signature};
 use super::{
-    Corruption, DocKey, FileKind, Record, SizeError, SnapshotError, SnapshotHeader, HEADER_LEN,
-    RECORD_LEN, TRAILER_LEN,
+    Corruption, DocKey, FileKind, Record, SizeError, SnapshotError, SnapshotHeader, SnapshotMeta,
+    HEADER_LEN, RECORD_LEN, TRAILER_LEN,
 };
 
 /// Writes a file: the header, then exactly `header.documents` entries in strictly
@@ -154,6 +159,87 @@ pub fn scan(
     }
     check_signature(&header, &body_digest, &sig, trusted)?;
     Ok(header)
+}
+
+/// Builds a snapshot file from records (any order; duplicates are an error).
+pub fn encode(
+    records: Vec<Record>,
+    meta: SnapshotMeta,
+    signing_key: &SigningKey,
+) -> Result<Vec<u8>, SnapshotError> {
+    let entries = records.into_iter().map(|r| (r.key, Some(r))).collect();
+    encode_file(FileKind::Snapshot, 0, entries, meta, signing_key)
+}
+
+/// Builds a delta onto data version `from_version`: `Some` puts a record, `None` removes
+/// the document with that key.
+pub fn encode_delta(
+    entries: Vec<(DocKey, Option<Record>)>,
+    from_version: u64,
+    meta: SnapshotMeta,
+    signing_key: &SigningKey,
+) -> Result<Vec<u8>, SnapshotError> {
+    if meta.version <= from_version {
+        return Err(SnapshotError::Corrupt {
+            kind: FileKind::Delta,
+            cause: Corruption::DeltaVersion {
+                version: meta.version,
+                from_version,
+            },
+        });
+    }
+    encode_file(FileKind::Delta, from_version, entries, meta, signing_key)
+}
+
+fn encode_file(
+    kind: FileKind,
+    from_version: u64,
+    mut entries: Vec<(DocKey, Option<Record>)>,
+    meta: SnapshotMeta,
+    signing_key: &SigningKey,
+) -> Result<Vec<u8>, SnapshotError> {
+    entries.sort_unstable_by_key(|e| e.0);
+    if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(SnapshotError::Corrupt {
+            kind,
+            cause: Corruption::DuplicateKey,
+        });
+    }
+    let mut persons: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| e.1)
+        .map(|r| r.person)
+        .collect();
+    persons.sort_unstable();
+    persons.dedup();
+    let header = SnapshotHeader {
+        kind,
+        from_version,
+        meta,
+        documents: entries.len() as u64,
+        persons: persons.len() as u64,
+        signing_key_id: verifying_key_id(&signing_key.verifying_key()),
+    };
+    // Writing into memory fails only if the header's count were wrong.
+    let in_memory = |source| SnapshotError::Io {
+        path: MEMORY.into(),
+        source,
+    };
+    let mut w = FileWriter::new(
+        Vec::with_capacity(HEADER_LEN + entries.len() * RECORD_LEN + TRAILER_LEN),
+        &header,
+    )
+    .map_err(in_memory)?;
+    for (key, rec) in &entries {
+        if rec.is_some_and(|r| r.key != *key) {
+            return Err(SnapshotError::Corrupt {
+                kind,
+                cause: Corruption::EntryKey,
+            });
+        }
+        w.push(key, rec.as_ref()).map_err(in_memory)?;
+    }
+    w.finish(signing_key).map_err(in_memory)
 }
 
 #[cfg(test)]
