@@ -166,9 +166,9 @@ impl Follower {
                 // Once per cause: a dead origin polled every second must not flood logs.
                 if self.last_refusal != Some(r.reason) {
                     if self.store.is_ready() {
-                        tracing::warn!(reason = r.reason.label(), detail = %r.detail, "replication refused; serving the last good state");
+                        tracing::warn!(reason = r.reason.label(), detail = %r.detail(), "replication refused; serving the last good state");
                     } else {
-                        tracing::warn!(reason = r.reason.label(), detail = %r.detail, "replication refused; nothing to serve yet (not ready)");
+                        tracing::warn!(reason = r.reason.label(), detail = %r.detail(), "replication refused; nothing to serve yet (not ready)");
                     }
                     self.last_refusal = Some(r.reason);
                 }

@@ -12,10 +12,12 @@ mod follower;
 mod metrics;
 mod refusal;
 mod revocations;
+mod s3_client;
 mod source;
 
 pub use follower::{Follower, PollOutcome};
 pub use metrics::ReplicationMetrics;
 pub use refusal::{Refusal, RefusalReason};
 pub use revocations::{take_kept_list, ListFollower};
+pub use s3_client::HyperConnector;
 pub use source::{s3_path, s3_store, Fetched, S3Settings, Source, SourceError, SourceUrl};

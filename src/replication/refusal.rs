@@ -28,19 +28,30 @@ impl RefusalReason {
     }
 }
 
-/// Why a poll was refused, and a detail for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a poll was refused: the reason, and the error that refused it (its chain kept,
+/// printed whole in the log).
+#[derive(Debug, thiserror::Error)]
+#[error("replication refused ({})", reason.label())]
 pub struct Refusal {
     pub reason: RefusalReason,
-    pub detail: String,
+    #[source]
+    pub cause: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl Refusal {
-    pub(super) fn new(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
+    pub(super) fn new(
+        reason: RefusalReason,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Refusal {
         Refusal {
             reason,
-            detail: detail.into(),
+            cause: cause.into(),
         }
+    }
+
+    /// The cause and every cause under it, on one line.
+    pub fn detail(&self) -> String {
+        Report(&*self.cause).to_string()
     }
 }
 
@@ -61,7 +72,7 @@ impl From<SnapshotError> for Refusal {
             SnapshotError::Missing { .. } => RefusalReason::Fetch,
             SnapshotError::NoBase => RefusalReason::Manifest,
         };
-        Refusal::new(reason, Report(&e).to_string())
+        Refusal::new(reason, e)
     }
 }
 
@@ -74,6 +85,6 @@ impl From<SourceError> for Refusal {
             }
             _ => RefusalReason::Fetch,
         };
-        Refusal::new(reason, Report(&e).to_string())
+        Refusal::new(reason, e)
     }
 }

@@ -36,8 +36,13 @@ pub enum SourceError {
     NoTls(String),
     #[error("fetching {what}: HTTP {status}")]
     Status { what: String, status: u16 },
-    #[error("fetching {what}: {message}")]
-    Http { what: String, message: String },
+    /// The request failed; its cause (hyper's, object_store's, a timeout) is kept as the
+    /// source, so the log shows the chain ("client error (Connect)" and why).
+    #[error("fetching {what}")]
+    Http {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("fetching {what}")]
     Fetch {
         what: String,
@@ -138,7 +143,9 @@ pub fn s3_store(
     bucket: &str,
     s3: &S3Settings,
 ) -> Result<Arc<dyn object_store::ObjectStore>, object_store::Error> {
-    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_http_connector(super::s3_client::HyperConnector);
     if let Some(endpoint) = &s3.endpoint {
         b = b
             .with_endpoint(endpoint)
@@ -225,10 +232,7 @@ impl Source {
     ) -> Result<Source, SourceError> {
         match url {
             SourceUrl::S3 { bucket, prefix } => Ok(Source::S3 {
-                store: s3_store(bucket, s3).map_err(|e| SourceError::Http {
-                    what: url.to_string(),
-                    message: e.to_string(),
-                })?,
+                store: s3_store(bucket, s3).map_err(|e| http_error(url, e))?,
                 prefix: prefix.clone(),
             }),
             SourceUrl::File(path) => Ok(Source::File(path.clone())),
@@ -490,7 +494,7 @@ impl Source {
 
 /// Writes the pieces of an object's body into `sink` as they arrive (`what` names it in
 /// errors), within the request timeout.
-async fn stream_into<E: std::fmt::Display>(
+async fn stream_into<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     sink: ObjectSink,
     what: String,
     mut pieces: impl futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
@@ -510,10 +514,13 @@ async fn stream_into<E: std::fmt::Display>(
     sink.finish(streamed, what).await
 }
 
-fn http_error(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> SourceError {
+fn http_error(
+    what: impl std::fmt::Display,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> SourceError {
     SourceError::Http {
         what: what.to_string(),
-        message: cause.to_string(),
+        source: cause.into(),
     }
 }
 

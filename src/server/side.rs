@@ -48,13 +48,13 @@ pub struct SideRuntime {
 }
 
 impl SideRuntime {
-    /// Starts the thread `name`; with `priority` (thread_priority's cross-platform value,
+    /// Starts the thread `name`; with `priority` (a nice value,
     /// such as [`NICE_10`]) where the OS allows it, and its blocking threads
     /// (`spawn_blocking`, named `name-io`) at `blocking_priority`.
     pub fn start(
         name: &str,
-        priority: Option<u8>,
-        blocking_priority: Option<u8>,
+        priority: Option<i32>,
+        blocking_priority: Option<i32>,
     ) -> std::io::Result<SideRuntime> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

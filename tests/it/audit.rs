@@ -455,15 +455,7 @@ async fn the_shipped_trail_verifies_where_it_was_shipped() {
     );
 
     // Fetched back from the bucket, the copy verifies, checkpoints and all.
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(crate::s3::BUCKET)
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id(crate::s3::CREDENTIALS[0].1)
-        .with_secret_access_key(crate::s3::CREDENTIALS[1].1)
-        .build()
-        .expect("client");
+    let store = crate::s3::client(&endpoint);
     let copy = tempfile::tempdir().expect("copy");
     let listed: Vec<_> = futures_util::TryStreamExt::try_collect(
         store.list(Some(&object_store::path::Path::from("gw-1"))),

@@ -117,11 +117,11 @@ async fn a_directory_source_cannot_feed_a_follower_giants_or_links() {
     std::fs::remove_file(&path).expect("remove");
     std::os::unix::fs::symlink("/dev/zero", &path).expect("link");
     let refused = follower.poll_and_record().await.expect_err("a link");
-    assert_eq!(refused.reason, RefusalReason::Fetch, "{}", refused.detail);
+    assert_eq!(refused.reason, RefusalReason::Fetch, "{}", refused.detail());
     assert!(
-        refused.detail.contains("symbolic link"),
+        refused.detail().contains("symbolic link"),
         "{}",
-        refused.detail
+        refused.detail()
     );
     std::fs::remove_file(&path).expect("remove");
     std::fs::write(&path, &base).expect("restore");
@@ -134,7 +134,11 @@ async fn a_directory_source_cannot_feed_a_follower_giants_or_links() {
     let started = std::time::Instant::now();
     let refused = follower.poll_and_record().await.expect_err("too large");
     assert_eq!(refused.reason, RefusalReason::Manifest);
-    assert!(refused.detail.contains("larger than"), "{}", refused.detail);
+    assert!(
+        refused.detail().contains("larger than"),
+        "{}",
+        refused.detail()
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "refused without reading it: {:?}",
@@ -277,7 +281,11 @@ async fn a_hostile_relay_cannot_grow_a_follower() {
         .await
         .expect_err("endless manifest");
     assert_eq!(refused.reason, RefusalReason::Manifest);
-    assert!(refused.detail.contains("larger than"), "{}", refused.detail);
+    assert!(
+        refused.detail().contains("larger than"),
+        "{}",
+        refused.detail()
+    );
     // What the relay got to send before the follower hung up: the bound, and what the
     // kernel's buffers took on both sides.
     let read = sent.0.load(Ordering::Relaxed);
@@ -293,9 +301,9 @@ async fn a_hostile_relay_cannot_grow_a_follower() {
         .expect_err("oversized object");
     assert_eq!(refused.reason, RefusalReason::HashMismatch);
     assert!(
-        refused.detail.contains("more than the"),
+        refused.detail().contains("more than the"),
         "{}",
-        refused.detail
+        refused.detail()
     );
     let objects = follower_gw.dir.path().join("state").join("objects");
     let kept: Vec<_> = std::fs::read_dir(&objects)

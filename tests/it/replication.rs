@@ -99,11 +99,11 @@ async fn a_status_change_published_at_the_origin_reaches_answers() {
         .expect("config")
         .expect("replication on");
     assert!(matches!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Swapped(1))
     ));
     assert!(matches!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::NotModified)
     ));
 
@@ -121,7 +121,7 @@ async fn a_status_change_published_at_the_origin_reaches_answers() {
     );
     assert_eq!(v, 2);
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Applied(2))
     );
     let answer = c.post_json(&s.path, &s.body).await.json();
@@ -336,7 +336,7 @@ async fn refusals_keep_the_last_good_state() {
         &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
     );
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Applied(2))
     );
     let good_v2 = std::fs::read(&manifest_path).expect("manifest");
@@ -493,7 +493,7 @@ async fn a_restarted_gateway_serves_its_persisted_state_at_once() {
         &json!({"op": "status", "number": tp, "status": "lost"}).to_string(),
     );
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Applied(2))
     );
     drop(follower);
@@ -829,7 +829,7 @@ async fn a_poll_that_fails_halfway_through_a_chain_resumes_where_it_stopped() {
 
     std::fs::write(&second, &good).expect("repair");
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Applied(3))
     );
     let v = c.post_json(&s.path, &s.body).await.json();
@@ -876,7 +876,7 @@ async fn a_withheld_delta_leaves_the_expiry_of_the_last_complete_chain() {
 
     std::fs::write(&second, &good).expect("publish it after all");
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Applied(3))
     );
     assert_eq!(expiry(), newest);
@@ -966,4 +966,24 @@ async fn a_relay_passes_on_only_the_manifests_it_accepted() {
         assert_eq!(r.status, 200);
         assert_eq!(blake3::hash(&r.body).to_hex().as_str(), hash);
     }
+}
+
+/// A source that cannot be reached says why, the whole chain: not hyper's "client error
+/// (Connect)" alone but the refusal under it.
+#[tokio::test]
+async fn an_unreachable_source_says_why() {
+    use permitgate::replication::{S3Settings, Source};
+    let closed = crate::common::process::free_port();
+    let gw = TestGateway::start().await;
+    let tls = permitgate::tls::client_config(&gw.demo.pki.ca_cert(), None).expect("tls");
+    let https: permitgate::replication::SourceUrl = format!("https://{closed}/v1/replication")
+        .parse()
+        .expect("url");
+    let source = Source::new(&https, Some(tls), &S3Settings::default()).expect("source");
+    let e = source.manifest(None).await.err().expect("refused");
+    let said = permitgate::report::Report(&e).to_string();
+    assert!(
+        said.contains("client error (Connect)") && said.contains("Connection refused"),
+        "{said}"
+    );
 }

@@ -123,6 +123,7 @@ pub async fn upload(store: &Arc<dyn ObjectStore>, repo: &Path) {
 pub fn client(endpoint: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         object_store::aws::AmazonS3Builder::new()
+            .with_http_connector(permitgate::replication::HyperConnector)
             .with_bucket_name(BUCKET)
             .with_endpoint(endpoint)
             .with_allow_http(true)
@@ -155,11 +156,11 @@ async fn follows_an_s3_compatible_bucket() {
 
     let (mut follower, _) = gw.gateway.follower().expect("config").expect("on");
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Swapped(1))
     );
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::NotModified)
     );
 
@@ -172,7 +173,7 @@ async fn follows_an_s3_compatible_bucket() {
     upload(&store, &gw.demo.repo()).await;
 
     assert_eq!(
-        follower.poll_and_record().await,
+        follower.poll_and_record().await.map_err(|r| r.detail()),
         Ok(PollOutcome::Applied(2))
     );
     let mut c = gw.client("bank").await;
