@@ -18,52 +18,62 @@ use crate::tls::{self, IssuedAs};
 
 use super::StartError;
 
-/// The failures met so far.
-#[derive(Default)]
-pub(super) struct Failures(Vec<StartError>);
+/// The failures met so far. `lenient`: a config `config check` could read only in part,
+/// where a required path left out is empty (and already named by the config's problems);
+/// anywhere else an empty path is a file that does not load.
+pub(super) struct Failures {
+    failed: Vec<StartError>,
+    lenient: bool,
+}
 
 impl Failures {
+    pub(super) fn new(lenient: bool) -> Failures {
+        Failures {
+            failed: Vec::new(),
+            lenient,
+        }
+    }
+
     /// The value, or `None` with its error kept (several, from a loader that collects,
     /// kept one by one).
     pub(super) fn keep<T, E: Into<StartError>>(&mut self, result: Result<T, E>) -> Option<T> {
         match result.map_err(Into::into) {
             Ok(v) => Some(v),
             Err(StartError::Files(several)) => {
-                self.0.extend(several);
+                self.failed.extend(several);
                 None
             }
             Err(e) => {
-                self.0.push(e);
+                self.failed.push(e);
                 None
             }
         }
     }
 
-    /// `load(path)` kept, or `None` for an empty path: a required path left out of a
-    /// config that `config check` still looks at (the config's problems name it).
+    /// `load(path)` kept; when lenient, `None` for an empty path.
     pub(super) fn file<T, E: Into<StartError>>(
         &mut self,
         path: &Path,
         load: impl FnOnce(&Path) -> Result<T, E>,
     ) -> Option<T> {
-        if path.as_os_str().is_empty() {
+        if self.lenient && path.as_os_str().is_empty() {
             return None;
         }
         self.keep(load(path))
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.failed.is_empty()
     }
 
     /// `value` when nothing failed; else the one failure, or all of them.
     pub(super) fn finish<T>(mut self, value: Option<T>) -> Result<T, StartError> {
-        match (self.0.len(), value) {
+        match (self.failed.len(), value) {
             (0, Some(v)) => Ok(v),
-            (1, _) => Err(self.0.remove(0)),
-            // Not reached: a value is missing only where a failure was kept.
+            (1, _) => Err(self.failed.remove(0)),
+            // Lenient only: something was left out, nothing failed to load.
             (0, None) => Err(StartError::Files(Vec::new())),
-            _ => Err(StartError::Files(self.0)),
+            _ => Err(StartError::Files(self.failed)),
         }
     }
 }
@@ -71,8 +81,9 @@ impl Failures {
 /// The partner-facing TLS config and the certificates its CRLs revoke.
 pub(super) fn partner_tls(
     t: &TlsConfig,
+    lenient: bool,
 ) -> Result<(Arc<rustls::ServerConfig>, HashSet<IssuedAs>), StartError> {
-    let mut failed = Failures::default();
+    let mut failed = Failures::new(lenient);
     let crls: Vec<_> = (t.crls.iter())
         .filter_map(|path| failed.keep(tls::load_crls(std::slice::from_ref(path))))
         .flatten()
@@ -104,8 +115,12 @@ pub(super) struct Keys {
     pub(super) keyring: Keyring,
 }
 
-pub(super) fn keys(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<Keys, StartError> {
-    let mut failed = Failures::default();
+pub(super) fn keys(
+    config: &Config,
+    publisher_keys: &[VerifyingKey],
+    lenient: bool,
+) -> Result<Keys, StartError> {
+    let mut failed = Failures::new(lenient);
     let receipt_keys: Vec<_> = (config.receipts.signing_keys.iter())
         .filter_map(|k| Some((failed.file(&k.path, load_signing_key)?, k.validity)))
         .collect();
@@ -129,8 +144,11 @@ pub(super) fn keys(config: &Config, publisher_keys: &[VerifyingKey]) -> Result<K
 }
 
 /// The snapshot publishers' public keys.
-pub(super) fn publisher_keys(config: &Config) -> Result<Vec<VerifyingKey>, StartError> {
-    let mut failed = Failures::default();
+pub(super) fn publisher_keys(
+    config: &Config,
+    lenient: bool,
+) -> Result<Vec<VerifyingKey>, StartError> {
+    let mut failed = Failures::new(lenient);
     let keys = (config.snapshot.publisher_keys.iter())
         .filter_map(|p| failed.file(p, load_verifying_key))
         .collect();
@@ -148,12 +166,15 @@ pub(super) struct Loaded {
 }
 
 impl Loaded {
-    pub(super) fn from(config: &Config) -> Result<Loaded, StartError> {
-        let mut failed = Failures::default();
-        let tls = failed.keep(partner_tls(&config.tls));
-        let publisher_keys = failed.keep(publisher_keys(config)).unwrap_or_default();
+    /// `lenient`: see [`Failures`].
+    pub(super) fn from(config: &Config, lenient: bool) -> Result<Loaded, StartError> {
+        let mut failed = Failures::new(lenient);
+        let tls = failed.keep(partner_tls(&config.tls, lenient));
+        let publisher_keys = failed
+            .keep(publisher_keys(config, lenient))
+            .unwrap_or_default();
         let hash_key = failed.file(&config.snapshot.hash_key, HashKey::load);
-        let keys = failed.keep(keys(config, &publisher_keys));
+        let keys = failed.keep(keys(config, &publisher_keys, lenient));
         let renewals = match (&config.partner_ca, &config.partners_file) {
             (Some(p), Some(registry)) => failed
                 .file(&p.cert, |cert| {

@@ -101,7 +101,18 @@ pub struct Checked {
 /// Loads every file `config` names (certificates, CA, CRLs, keys) and checks them as
 /// `serve` would, without binding a socket, opening the audit log or reading the snapshot.
 pub fn check_config(config: &Config) -> Result<Checked, StartError> {
-    let loaded = Loaded::from(config)?;
+    check(config, false)
+}
+
+/// [`check_config`] of a config read only in part (`ConfigError::Invalid`'s `partial`):
+/// the files it names, but not the required paths left out (empty), which its problems
+/// already name.
+pub fn check_config_as_read(config: &Config) -> Result<Checked, StartError> {
+    check(config, true)
+}
+
+fn check(config: &Config, lenient: bool) -> Result<Checked, StartError> {
+    let loaded = Loaded::from(config, lenient)?;
     Ok(Checked {
         partners: config.partners.len(),
         publisher_keys: loaded.publisher_keys.len(),
@@ -148,7 +159,7 @@ impl Gateway {
             publisher_keys,
             hash_key,
             credentials,
-        } = Loaded::from(&config)?;
+        } = Loaded::from(&config, false)?;
         let metrics = Arc::new(Metrics::new());
         metrics.reload.export_expiry(&config.tls)?;
         metrics.reload.export_key_windows(&credentials.keyring);

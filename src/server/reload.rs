@@ -43,9 +43,9 @@ impl Gateway {
         // from what is recorded, and the next poll loads it (taken after, it would be
         // recorded as loaded without being so).
         let seen = fingerprint(&reloaded_files(&config));
-        let (tls, revoked) = partner_tls(&config.tls)?;
+        let (tls, revoked) = partner_tls(&config.tls, false)?;
         // The snapshot publishers' keys in use (a new one needs a restart, below).
-        let keys = files::keys(&config, &self.publisher_keys)?;
+        let keys = files::keys(&config, &self.publisher_keys, false)?;
         self.metrics.reload.export_expiry(&config.tls)?;
         self.metrics.reload.export_key_windows(&keys.keyring);
         self.tls.store(tls);

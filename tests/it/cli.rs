@@ -365,6 +365,30 @@ fn config_check_names_every_problem_in_one_run() {
     assert!(!err.contains("burst"), "{err}");
 }
 
+/// An empty path in a config that reads whole is a file that does not load, not one
+/// skipped: a CRL named `""` must not leave the gateway serving without it.
+#[test]
+fn an_empty_path_is_a_file_that_does_not_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = small_demo(dir.path());
+    crate::common::config_edit::edit_file(
+        &demo.config,
+        vec![crate::common::config_edit::set(
+            "tls.crls",
+            toml::Value::Array(vec![toml::Value::String(String::new())]),
+        )],
+    );
+    let out = permitgate(&[
+        "config",
+        "check",
+        "--config",
+        &demo.config.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("CRLs"), "{err}");
+}
+
 /// The demo writes its config at every start, but never over one a person edited: that
 /// one is kept (and served) and the new one written beside it. A config it has no record
 /// of writing is replaced and kept as `.old`; nothing typed is lost either way.

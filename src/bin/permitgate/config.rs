@@ -30,7 +30,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             mut problems,
             partial: Some(partial),
         }) => {
-            if let Err(e) = permitgate::server::check_config(&partial) {
+            if let Err(e) = permitgate::server::check_config_as_read(&partial) {
                 problems.extend(file_problems(e));
             }
             anyhow::bail!(ConfigError::Invalid {
