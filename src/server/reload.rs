@@ -123,11 +123,16 @@ pub(super) struct ReloadState {
     pub(super) pair_mismatch_since: Option<Instant>,
 }
 
-/// The config file, every TLS file it names, and the partner registry.
+/// The config file, every TLS file it names, the partner registry, and the receipt and
+/// temporary-permit key files (a key replaced under the same name is picked up too).
 pub(super) fn reloaded_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let keys = (config.receipts.signing_keys.iter())
+        .chain(&config.temp_permits.issuer_keys)
+        .map(|k| k.path.as_path());
     std::iter::once(config.path.as_path())
         .chain(config.tls.files())
         .chain(config.partners_file.as_deref())
+        .chain(keys)
         .map(Path::to_owned)
         .collect()
 }

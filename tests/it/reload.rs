@@ -267,3 +267,35 @@ async fn a_change_only_a_restart_applies_is_named() {
     gw.wait_metric("permitgate_config_restart_needed", 1.0)
         .await;
 }
+
+/// A receipt key replaced under the same file name (a Secret updated in place) is picked
+/// up by the file watcher like a certificate: the next receipts are signed by it and
+/// `/v1/keys` publishes it.
+#[tokio::test]
+async fn a_key_file_replaced_in_place_is_reloaded() {
+    let gw = TestGateway::with_server("reload_poll_interval_ms = 100").await;
+    let receipt_ids = |ring: &permitgate::keyring::Keyring| -> Vec<String> {
+        ring.keys()
+            .iter()
+            .filter(|k| k.key_use == permitgate::keyring::KeyUse::Receipt)
+            .map(|k| k.id.to_string())
+            .collect()
+    };
+    let (_, before) = gw.keys_file().await;
+    let fresh = gw.dir.path().join("fresh");
+    crate::common::assert_success(&crate::common::permitgate(&[
+        "keys",
+        "ed25519",
+        "--out",
+        fresh.to_str().expect("utf8"),
+    ]));
+    std::fs::copy(gw.dir.path().join("fresh.key"), gw.demo.receipt_key()).expect("replace");
+    gw.wait_metric("permitgate_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    let (_, after) = gw.keys_file().await;
+    assert_ne!(receipt_ids(&before), receipt_ids(&after));
+    let fresh_id = permitgate::key_files::verifying_key_id(
+        &permitgate::key_files::load_verifying_key(&gw.dir.path().join("fresh.pub")).expect("pub"),
+    );
+    assert_eq!(receipt_ids(&after), [fresh_id.to_string()]);
+}
