@@ -14,7 +14,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin permitgate \
- && mkdir -p /var/lib/permitgate/state /var/lib/permitgate/audit \
+ && mkdir -p /var/lib/permitgate/state /var/lib/permitgate/trail \
  && chown -R permitgate:permitgate /var/lib/permitgate
 COPY --from=build /src/target/release/permitgate /usr/local/bin/permitgate
 USER 10001:10001
