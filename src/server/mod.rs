@@ -152,7 +152,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn from_config(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
         // Before the files are read, as in `try_reload`.
-        let seen = fingerprint(&reload::reloaded_files(&config));
+        let files = reload::reloaded_files(&config);
+        let seen = fingerprint(&files);
         let Loaded {
             tls,
             revoked,
@@ -244,7 +245,7 @@ impl Gateway {
             handshake_queue,
             reload_state: Mutex::new(ReloadState {
                 fingerprint: seen,
-                files: reload::reloaded_files(&config),
+                files,
                 pair_mismatch_since: None,
             }),
             config,

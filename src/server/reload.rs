@@ -42,7 +42,8 @@ impl Gateway {
         // Taken before the files are read: a file replaced while they load then differs
         // from what is recorded, and the next poll loads it (taken after, it would be
         // recorded as loaded without being so).
-        let seen = fingerprint(&reloaded_files(&config));
+        let files = reloaded_files(&config);
+        let seen = fingerprint(&files);
         let (tls, revoked) = partner_tls(&config.tls, false)?;
         // The snapshot publishers' keys in use (a new one needs a restart, below).
         let keys = files::keys(&config, &self.publisher_keys, false)?;
@@ -70,7 +71,7 @@ impl Gateway {
         }
         let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
         state.fingerprint = seen;
-        state.files = reloaded_files(&config);
+        state.files = files;
         Ok(())
     }
 
@@ -78,7 +79,7 @@ impl Gateway {
     /// certificate that does not match its key is waited on for [`PAIR_WAIT`] (tried
     /// again at every poll, not counted): the other file of the pair is likely on its way.
     fn reload_if_changed(&self) {
-        {
+        let since = {
             let mut state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
             let now = fingerprint(&state.files);
             if now == state.fingerprint && state.pair_mismatch_since.is_none() {
@@ -88,9 +89,6 @@ impl Gateway {
                 tracing::info!(fingerprint = %&now.to_hex()[..16], "configuration files changed");
             }
             state.fingerprint = now;
-        };
-        let since = {
-            let state = self.reload_state.lock().unwrap_or_else(|e| e.into_inner());
             state.pair_mismatch_since
         };
         let result = self.try_reload();
