@@ -32,9 +32,16 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
 }
 
-/// The directories holding a kustomization, and what each lists (resources, components,
-/// patches), relative to it.
-fn kustomizations() -> Vec<(PathBuf, Vec<String>)> {
+/// A directory holding a kustomization, what it lists as resources and components, and
+/// its patches (partial objects, validated only as built), relative to it.
+struct Kustomization {
+    dir: PathBuf,
+    listed: Vec<String>,
+    patches: Vec<String>,
+}
+
+/// Every kustomization under deploy/kubernetes.
+fn kustomizations() -> Vec<Kustomization> {
     let mut out = Vec::new();
     let mut todo = vec![dir()];
     while let Some(d) = todo.pop() {
@@ -47,54 +54,32 @@ fn kustomizations() -> Vec<(PathBuf, Vec<String>)> {
         let k = d.join("kustomization.yaml");
         if let Ok(text) = std::fs::read_to_string(&k) {
             let v: Value = serde_yaml::from_str(&text).expect("kustomization yaml");
-            let mut listed: Vec<String> = ["resources", "components"]
+            let listed = ["resources", "components"]
                 .iter()
                 .flat_map(|f| v[f].as_array().cloned().unwrap_or_default())
                 .filter_map(|x| x.as_str().map(str::to_owned))
                 .collect();
-            listed.extend(
-                v["patches"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p["path"].as_str().map(str::to_owned)),
-            );
-            out.push((d, listed));
+            let patches = (v["patches"].as_array().into_iter().flatten())
+                .filter_map(|p| p["path"].as_str().map(str::to_owned))
+                .collect();
+            out.push(Kustomization {
+                dir: d,
+                listed,
+                patches,
+            });
         }
     }
-    out.sort();
-    out
-}
-
-/// Patches (partial objects) are validated only as built.
-fn patches() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for (d, _) in kustomizations() {
-        let v: Value = serde_yaml::from_str(
-            &std::fs::read_to_string(d.join("kustomization.yaml")).expect("read"),
-        )
-        .expect("yaml");
-        for p in v["patches"].as_array().into_iter().flatten() {
-            if let Some(path) = p["path"].as_str() {
-                out.push(d.join(path));
-            }
-        }
-    }
+    out.sort_by(|a, b| a.dir.cmp(&b.dir));
     out
 }
 
 /// Every manifest file (not kustomizations, not patches).
 fn manifest_files() -> Vec<PathBuf> {
-    let patches = patches();
-    let mut out = Vec::new();
-    for (d, listed) in kustomizations() {
-        for l in listed {
-            let p = d.join(&l);
-            if p.is_file() && !patches.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
+    let mut out: Vec<PathBuf> = kustomizations()
+        .iter()
+        .flat_map(|k| k.listed.iter().map(|l| k.dir.join(l)))
+        .filter(|p| p.is_file())
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -487,11 +472,12 @@ fn every_alert_has_a_runbook_and_a_test() {
 
 #[test]
 fn every_manifest_is_listed_and_every_listed_file_exists() {
-    for (d, listed) in kustomizations() {
-        for l in &listed {
+    for k in kustomizations() {
+        let (d, listed) = (&k.dir, k.listed.iter().chain(&k.patches));
+        for l in listed.clone() {
             assert!(d.join(l).exists(), "{}: lists a missing {l}", d.display());
         }
-        for entry in std::fs::read_dir(&d).expect("dir") {
+        for entry in std::fs::read_dir(d).expect("dir") {
             let path = entry.expect("entry").path();
             let name = path
                 .file_name()
@@ -499,7 +485,7 @@ fn every_manifest_is_listed_and_every_listed_file_exists() {
                 .unwrap_or_default();
             if name.ends_with(".yaml") && name != "kustomization.yaml" {
                 assert!(
-                    listed.iter().any(|l| l == name),
+                    listed.clone().any(|l| l == name),
                     "{} is in no kustomization",
                     path.display()
                 );
