@@ -2,83 +2,41 @@
 //! fresh PKI, mTLS), every protocol and workload for a moment, and no errors. Bounded by
 //! time and request count; no timing is asserted.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use permitgate::clock::SystemClock;
-use permitgate::config::Config;
-use permitgate::demo::{self, DemoOptions};
-use permitgate::server::{Gateway, Running};
 use permitgate_load::{
     run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, PropagationPlan, Protocol,
     Report, Spec, Target,
 };
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    gateway: Arc<Gateway>,
-    running: Running,
+use permitgate_testkit::gateway::TestGateway;
+
+/// A gateway in this process on the kit's demo data (tests/kit): queue-delay shedding
+/// off, 127.0.0.1 a partner network (h1-new makes a handshake per request).
+async fn gateway() -> TestGateway {
+    TestGateway::start().await
 }
 
-async fn gateway() -> Fixture {
-    gateway_with("").await
+/// A gateway whose `[server]` table also has `extra`.
+async fn gateway_with(extra: &'static str) -> TestGateway {
+    TestGateway::with_server(extra).await
 }
 
-/// A gateway whose `[server]` table also has `extra`. No queue-delay shedding: it reacts
-/// to the machine as a whole, and tests run side by side (as in tests/it/common).
-async fn gateway_with(extra: &str) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let d = demo::prepare(
-        dir.path(),
-        &DemoOptions {
-            records: 500,
-            listen: any,
-            metrics_listen: any,
-            seed: 3,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
-    )
-    .expect("demo");
-    // The config edited as a table: `extra` (TOML keys) merged into [server].
-    let mut config: toml::Table =
-        toml::from_str(&std::fs::read_to_string(&d.config).expect("config")).expect("TOML");
-    let server = config
-        .get_mut("server")
-        .and_then(toml::Value::as_table_mut)
-        .expect("[server]");
-    server.insert("max_queue_delay_ms".into(), 0.into());
-    server.extend(toml::from_str::<toml::Table>(extra).expect("extra TOML"));
-    // The generator connects from 127.0.0.1: a partner network, not a stranger held to
-    // one source's handshake rate (h1-new makes a handshake per request).
-    config.insert(
-        "unauthenticated".into(),
-        toml::from_str::<toml::Table>(r#"partner_networks = ["127.0.0.1/32"]"#)
-            .expect("TOML")
-            .into(),
-    );
-    let text = toml::to_string(&config).expect("TOML");
-    let gateway = Arc::new(
-        Gateway::from_config(
-            Config::parse(&text, &d.config).expect("config"),
-            Arc::new(SystemClock),
-        )
-        .expect("gateway"),
-    );
-    gateway.load_snapshot().expect("snapshot");
-    let running = gateway.bind().await.expect("bind");
-    Fixture {
-        addr: running.addr,
-        dir,
-        gateway,
-        running,
-    }
+/// Runs of the load generator against a test gateway.
+trait Drive {
+    async fn run(
+        &self,
+        partner: &str,
+        kind: Kind,
+        protocol: Protocol,
+        mode: Mode,
+        tweak: impl Fn(&mut Spec, &mut Plan),
+    ) -> Report;
+    fn target(&self, partner: &str) -> Target;
 }
 
-impl Fixture {
+impl Drive for TestGateway {
     async fn run(
         &self,
         partner: &str,
@@ -119,7 +77,7 @@ impl Fixture {
     fn target(&self, partner: &str) -> Target {
         let d = self.dir.path();
         Target {
-            addr: self.addr,
+            addr: self.addr(),
             server_name: "localhost".into(),
             ca: d.join("pki/ca.crt"),
             cert: d.join(format!("pki/partners/{partner}.crt")),

@@ -32,6 +32,9 @@ pub struct HttpMetrics {
     pub receipts_signed: IntCounter,
     certificate_expiry: IntGaugeVec,
     last_seen: IntGaugeVec,
+    /// Request slots and replication places held, read from admission at each scrape.
+    pub slots_in_use: IntGauge,
+    pub relay_places_in_use: IntGauge,
 }
 
 /// The label values of `permitgate_requests_total`'s route and outcome dimensions, in
@@ -143,7 +146,20 @@ impl HttpMetrics {
                 &["partner"],
             ),
         );
+        let in_use = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "permitgate_admission_in_use",
+                    "What admission holds now, by pool: request slots (of \
+                     max_concurrent_requests) and replication places (of max_relay_waiters).",
+                ),
+                &["pool"],
+            ),
+        );
         HttpMetrics {
+            slots_in_use: in_use.with_label_values(&["request_slots"]),
+            relay_places_in_use: in_use.with_label_values(&["relay_places"]),
             requests,
             certificate_expiry,
             last_seen,

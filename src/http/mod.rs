@@ -779,6 +779,15 @@ impl App {
         }
     }
 
+    /// Sets the admission gauges to what the pools hold now (at each scrape: the request
+    /// path counts nothing for them).
+    pub fn observe_admission(&self) {
+        let (slots, relay) = self.admission.pools();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.slots_in_use.set(count(slots.in_use()));
+        self.metrics.relay_places_in_use.set(count(relay.in_use()));
+    }
+
     /// Ready: a snapshot is loaded and, under a staleness policy, not stale for too long.
     /// Returns the served version and document count.
     pub fn readiness(&self) -> Result<(u64, usize), Problem> {

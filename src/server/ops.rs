@@ -28,6 +28,7 @@ fn ops_response(gw: &Gateway, path: &str) -> Response<Full<Bytes>> {
             if let Some(state) = gw.store.current().as_ref() {
                 gw.metrics.served.as_of(gw.clock.now(), state.view().info());
             }
+            gw.app.observe_admission();
             (
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

@@ -219,18 +219,17 @@ fn publish_inspect_verify_and_tamper() {
 fn serve_refuses_a_bad_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let demo = permitgate::demo::prepare(
+    let demo = permitgate_testkit::demo_data::prepare(
         dir.path(),
         &permitgate::demo::DemoOptions {
-            records: 20,
+            records: 300,
             listen: any,
             metrics_listen: any,
-            seed: 1,
+            seed: 7,
             verify_listen: None,
             origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
-    )
-    .expect("demo");
+    );
     // Sign the snapshot with a key the gateway does not trust.
     let other = permitgate::key_files::generate_signing_key();
     permitgate::key_files::save_verifying_key(&other.verifying_key(), &demo.publisher_pub())
@@ -654,16 +653,15 @@ fn serve_refuses_an_open_file_limit_below_the_connections_allowed() {
 
 /// A demo of 50 residents in `dir`, for commands that only read its files.
 fn small_demo(dir: &std::path::Path) -> permitgate::demo::Demo {
-    permitgate::demo::prepare(
+    permitgate_testkit::demo_data::prepare(
         dir,
         &permitgate::demo::DemoOptions {
-            records: 50,
+            records: 300,
             listen: "127.0.0.1:0".parse().expect("addr"),
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            seed: 5,
+            seed: 7,
             verify_listen: None,
             origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
     )
-    .expect("demo")
 }

@@ -235,9 +235,15 @@ async fn probes_are_answered_while_the_request_workers_are_stuck() {
             let _ = tx.send((path, answer));
         }
     });
-    // Blocking, on purpose: nothing on the request runtime runs until this returns.
-    std::thread::sleep(Duration::from_secs(2));
-    let answered: Vec<(&str, String)> = rx.try_iter().collect();
+    // Blocking, on purpose: nothing on the request runtime runs until both answers came
+    // (or ten seconds passed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answered: Vec<(&str, String)> = (0..2)
+        .map_while(|_| {
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .ok()
+        })
+        .collect();
     assert_eq!(answered.len(), 2, "answered while stuck: {answered:?}");
     for (path, answer) in &answered {
         let status = answer.split_whitespace().nth(1);

@@ -45,18 +45,17 @@ async fn the_partner_ca_key_in_an_hsm_enrols_revokes_and_renews() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let (listen, metrics) = (process::free_port(), process::free_port());
-    let demo = permitgate::demo::prepare(
+    let demo = permitgate_testkit::demo_data::prepare(
         tmp.path(),
         &permitgate::demo::DemoOptions {
-            records: 50,
+            records: 300,
             listen,
             metrics_listen: metrics,
-            seed: 11,
+            seed: 7,
             verify_listen: None,
             origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
-    )
-    .expect("demo");
+    );
     let dir = demo.dir.clone();
 
     // A token, the CA key imported into it, the key file gone.

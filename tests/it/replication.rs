@@ -167,7 +167,8 @@ async fn a_gateway_serving_its_repo_applies_what_is_published_into_it() {
         let r = relay.try_request_with(req).await.expect("answer");
         (r.status, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.wait_metric("permitgate_admission_in_use{pool=\"relay_places\"}", 1.0)
+        .await;
 
     let tp = s.body["travel_permit"].as_str().expect("tp");
     let version = publish_events(
@@ -716,8 +717,16 @@ async fn a_change_propagates_through_a_relay_chain() {
         c.post_json(&s.path, &s.body).await.json()["travel_permit"]["status"],
         "valid"
     );
-    // Let both followers settle into their long-polls.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both followers in their long-polls: the relay's at the origin, the follower's at
+    // the relay.
+    for hop in [&origin, &relay] {
+        hop.wait_metric_within(
+            "permitgate_admission_in_use{pool=\"relay_places\"}",
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
 
     let tp = s.body["travel_permit"].as_str().expect("tp");
     publish_events(
@@ -935,7 +944,11 @@ async fn a_relay_passes_on_only_the_manifests_it_accepted() {
         "the forgery changed something"
     );
     std::fs::write(&manifest_path, forged).expect("write");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.wait_metric_at_least(
+        "permitgate_replication_failures_total{reason=\"bad_signature\"}",
+        1.0,
+    )
+    .await;
     let r = relay.get("/v1/replication/manifest").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, before.body, "the forged manifest was relayed");

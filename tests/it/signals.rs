@@ -14,7 +14,7 @@ use crate::common::{
     client_config, config_edit, finish_request, metric_value, start_request, Client,
 };
 use http::Method;
-use permitgate::demo::{self, Demo, DemoOptions};
+use permitgate::demo::{Demo, DemoOptions};
 use rustls::pki_types::ServerName;
 
 const POST: Method = Method::POST;
@@ -29,18 +29,17 @@ struct Instance {
 /// Demo data in `dir`, and one config per instance (own ports, same data).
 fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) {
     let ports: Vec<(SocketAddr, SocketAddr)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let demo = demo::prepare(
+    let demo = permitgate_testkit::demo_data::prepare(
         dir,
         &DemoOptions {
             records: 300,
             listen: ports[0].0,
             metrics_listen: ports[0].1,
-            seed: 11,
+            seed: 7,
             verify_listen: None,
             origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
-    )
-    .expect("demo");
+    );
     let text = std::fs::read_to_string(&demo.config).expect("config");
     let out = ports
         .iter()
@@ -164,9 +163,25 @@ async fn sigterm_drains_and_a_client_failing_over_loses_no_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The clients are answered by A before it is told to stop.
+    for _ in 0..250 {
+        if ok_a.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok_a.load(Ordering::Relaxed) > 0, "A answered nothing");
     signal(&a, "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A has the signal once it stops accepting connections; it must still be running.
+    let mut accepting = true;
+    for _ in 0..250 {
+        accepting = tokio::net::TcpStream::connect(inst[0].listen).await.is_ok();
+        if !accepting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!accepting, "A still accepts connections after SIGTERM");
     assert!(
         a.try_wait().expect("wait").is_none(),
         "A exited with a request in flight"

@@ -1,0 +1,107 @@
+//! Gateways and tools as separate processes: free ports, children stopped on drop, the
+//! plain-HTTP ops listener (readiness, metrics), signals.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A loopback port free a moment ago (the OS rarely hands it out again that soon).
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A child process killed when dropped: a test that fails halfway leaves no gateway
+/// running behind it.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One plain-HTTP GET (the metrics listener, the demo's verifier page); the whole answer
+/// (head and body), or `None`.
+pub fn ops_get(metrics: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_millis(200)).ok()?;
+    // Scraped under load too (the scenarios), where an answer may take a while.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: m\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+pub fn ready(metrics: SocketAddr) -> bool {
+    ops_get(metrics, "/readyz")
+        .is_some_and(|out| out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"))
+}
+
+/// Waits (at most `within`) for the gateway behind `metrics` to be ready.
+pub fn wait_ready(metrics: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ready(metrics) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Sends a signal by name (`TERM`, `HUP`) with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Waits (at most `within`) for the process to exit.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The body of a 200 answer to a plain-HTTP GET, or `None`.
+pub fn ops_body(addr: SocketAddr, path: &str) -> Option<String> {
+    let text = ops_get(addr, path)?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_owned())
+}
+
+/// SIGTERM, then up to `within` for the process to exit (it drains); killed after that.
+pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    wait_exit(child, within).or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    })
+}
