@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-mod revocation;
 mod scenario;
 use clap::Parser;
 
@@ -153,8 +152,9 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// A measurement of several processes in rounds (src/scenario.rs): doors, costs,
-    /// revocation.
+    /// A measurement of several processes in rounds, summarised as JSON and a markdown
+    /// table (src/scenario/): doors, costs, isolation, noisy, compare, ab, overload,
+    /// propagation, fanout, swap, audit-writer, publish-memory, revocation.
     Scenario(scenario::ScenarioArgs),
 }
 

@@ -6,10 +6,10 @@
 //! to the sighting. Seen by either:
 //! - a probe: a document-status check every millisecond over one keep-alive connection,
 //!   until an answer carries the new `snapshot.version` (the target is whatever follows
-//!   the repository, directly or through relays: loadtest/propagation.sh measures
+//!   the repository, directly or through relays: `scenario propagation` measures
 //!   origin -> relay -> follower);
 //! - a fleet of simulated followers of the target as a relay ([`crate::followers`]): each
-//!   sighting is a follower holding the new manifest and its delta (loadtest/fanout.sh).
+//!   sighting is a follower holding the new manifest and its delta (`scenario fanout`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -289,7 +289,7 @@ pub async fn measure(
         }
     } else {
         let fleet = fleet(connector, plan.followers).await?;
-        // For a script that starts other load once the fleet is up (loadtest/fanout.sh).
+        // For a script that starts other load once the fleet is up (`scenario fanout`).
         eprintln!("all {} followers hold the manifest", plan.followers);
         fleet
     };

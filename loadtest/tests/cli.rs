@@ -46,3 +46,36 @@ fn help_and_mistakes() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn scenarios_name_what_they_miss() {
+    let out = load(&["scenario", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "doors",
+        "costs",
+        "isolation",
+        "noisy",
+        "compare",
+        "ab",
+        "overload",
+        "propagation",
+        "fanout",
+        "swap",
+        "audit-writer",
+        "publish-memory",
+        "revocation",
+    ] {
+        assert!(
+            help.contains(name),
+            "{name} missing from scenario --help: {help}"
+        );
+    }
+    let out = load(&["scenario", "ab", "only-one-build"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<NEW>"));
+    let out = load(&["scenario", "publish-memory"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<DOCUMENTS>"));
+}

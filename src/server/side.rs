@@ -24,7 +24,7 @@
 //!   applying deltas, fsyncs, freeing the state a swap replaced) run at nice 10 too: a
 //!   10M-document swap is a third of a second of CPU, which at normal priority took a
 //!   core from the request workers (p99 during a swap 3.8–19× of p99 without,
-//!   loadtest/swap.sh; 3.5–8.8× at nice 10). SCHED_IDLE measured the same as nice 10
+//!   `scenario swap`; 3.5–8.8× at nice 10). SCHED_IDLE measured the same as nice 10
 //!   (1.7–7×) and would let an overloaded gateway put off loading new data for minutes.
 //!   What did help is pacing the load while serving (snapshot::Pace): a quarter of a
 //!   core at most, in millisecond steps.
@@ -32,7 +32,7 @@
 //!   connections of partners that may only replicate. A publication wakes every held
 //!   long-poll at once, and each follower then fetches its delta: with 1,000 followers,
 //!   2,000 requests within tens of milliseconds, which on the request workers queued
-//!   ahead of the partners' checks (loadtest/fanout.sh). Here they queue among
+//!   ahead of the partners' checks (`scenario fanout`). Here they queue among
 //!   themselves; the sockets stay with the request workers' I/O driver, as for
 //!   handshakes.
 

@@ -96,8 +96,10 @@ pub fn ops_body(addr: SocketAddr, path: &str) -> Option<String> {
 
 /// SIGTERM, then up to `within` for the process to exit (it drains); killed after that.
 pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    // Already gone (it failed to start, or was stopped before): nothing to say.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
+        .stderr(std::process::Stdio::null())
         .status();
     wait_exit(child, within).or_else(|| {
         let _ = child.kill();

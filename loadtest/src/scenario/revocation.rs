@@ -10,8 +10,9 @@
 //! follower to verify the token every millisecond until it answers `revoked`. Targets
 //! (issue 27): median <= 100 ms, p99 <= 500 ms.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -22,12 +23,10 @@ use serde_json::{json, Value};
 
 use permitgate_load::client::{Conn, Connector, Protocol, Target};
 use permitgate_load::propagation::rank;
+use permitgate_testkit::config_edit;
+use permitgate_testkit::process::{free_port, Running};
 
-const GATEWAY: &str = "127.0.0.1:18943";
-const RELAY: &str = "127.0.0.1:18944";
-const FOLLOWER: &str = "127.0.0.1:18945";
-const ORIGIN: &str = "127.0.0.1:18946";
-const METRICS: [&str; 3] = ["127.0.0.1:19965", "127.0.0.1:19966", "127.0.0.1:19967"];
+use super::lab::{Config, Lab, LabArgs, Pin};
 /// Between an issuance and its revocation: every hop back in its long-poll.
 const GAP: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,85 +182,21 @@ pub async fn measure(
 }
 
 /// The scenario's arguments it uses.
-pub struct Setup {
-    pub pg: PathBuf,
-    pub dir: PathBuf,
-    pub out: PathBuf,
-    pub rounds: usize,
-    pub revocations: usize,
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct Args {
+    #[command(flatten)]
+    lab: LabArgs,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Revocations timed a round.
+    #[arg(long, default_value_t = 50)]
+    revocations: usize,
 }
 
-fn config(
-    dir: &Path,
-    name: &str,
-    listen: &str,
-    metrics: &str,
-    follow: Option<&str>,
-) -> anyhow::Result<PathBuf> {
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("gateway.toml"))?)?;
-    let mut table = |name: &str| -> toml::Table {
-        t.remove(name)
-            .and_then(|v| v.as_table().cloned())
-            .unwrap_or_default()
-    };
-    let mut server = table("server");
-    server.insert("listen".into(), listen.into());
-    server.insert("metrics_listen".into(), metrics.into());
-    let mut audit = table("audit");
-    audit.insert("dir".into(), format!("audit-rev-{name}").into());
-    let mut snapshot = table("snapshot");
-    let mut origin = table("origin");
-    match follow {
-        Some(source) => {
-            snapshot.remove("repo");
-            let r: toml::Table = toml::from_str(&format!(
-                "source = \"https://localhost:{}/v1/replication\"\nstate_dir = \"state-rev-{name}\"\nca = \"pki/ca.crt\"\nclient_cert = \"pki/partners/relay.crt\"\nclient_key = \"pki/partners/relay.key\"\n",
-                source.rsplit(':').next().unwrap_or_default()
-            ))?;
-            t.insert("replication".into(), r.into());
-            let _ = std::fs::remove_dir_all(dir.join(format!("state-rev-{name}")));
-        }
-        None => {
-            origin.insert("listen".into(), ORIGIN.into());
-            origin.insert("audit_dir".into(), "audit-rev-origin-api".into());
-            t.insert("origin".into(), origin.into());
-        }
-    }
-    t.insert("server".into(), server.into());
-    t.insert("audit".into(), audit.into());
-    t.insert("snapshot".into(), snapshot.into());
-    let _ = std::fs::remove_dir_all(dir.join(format!("audit-rev-{name}")));
-    let path = dir.join(format!("revocation-{name}.toml"));
-    std::fs::write(&path, toml::to_string(&t)?)?;
-    Ok(path)
-}
-
-fn ready(metrics: &str, within: Duration) -> bool {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if crate::scenario::http_get(metrics, "/readyz").is_some() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-fn spawn(pg: &Path, args: &[&str], config: &Path, log: &Path) -> anyhow::Result<Child> {
-    Command::new(pg)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
-        .with_context(|| format!("starting {}", pg.display()))
-}
-
-fn connector(addr: &str, dir: &Path, cert: &str, key: &str) -> anyhow::Result<Connector> {
+fn connector(addr: SocketAddr, dir: &Path, cert: &str, key: &str) -> anyhow::Result<Connector> {
     Ok(Connector::new(
         Target {
-            addr: addr.parse()?,
+            addr,
             server_name: "localhost".into(),
             ca: dir.join("pki/ca.crt"),
             cert: dir.join(cert),
@@ -272,48 +207,97 @@ fn connector(addr: &str, dir: &Path, cert: &str, key: &str) -> anyhow::Result<Co
     )?)
 }
 
-/// Runs the rounds; writes each round's JSON, summary.json and table.md to `out`.
-pub fn run(s: &Setup) -> anyhow::Result<()> {
-    let dir = &s.dir;
+/// `permitgate origin` on the gateway's config, once it accepts connections.
+fn start_origin(
+    lab: &Lab,
+    config: &Config,
+    addr: SocketAddr,
+    log: &Path,
+) -> anyhow::Result<Running> {
+    let child = Command::new(&lab.pg)
+        .args(["origin", "--config"])
+        .arg(&config.path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("starting permitgate origin")?;
+    let mut origin = Running(child);
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(origin);
+        }
+        if origin.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the origin did not start (see {})", log.display())
+}
+
+/// Runs the rounds; writes each round's JSON, summary.json and table.md to the lab's
+/// output directory.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let lab = Lab::new("revocation", &a.lab)?;
+    let dir = &lab.dir;
     let holders = holders(&dir.join("export.jsonl"))?;
-    let gateway = config(dir, "gateway", GATEWAY, METRICS[0], None)?;
-    let relay = config(dir, "relay", RELAY, METRICS[1], Some(GATEWAY))?;
-    let follower = config(dir, "follower", FOLLOWER, METRICS[2], Some(RELAY))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut rounds = Vec::new();
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    for round in 1..=s.rounds {
-        let log = |n: &str| s.out.join(format!("revocation-{n}-{round}.log"));
-        let mut children = Vec::new();
-        let started = (|| -> anyhow::Result<()> {
-            children.push(spawn(&s.pg, &["serve"], &gateway, &log("gateway"))?);
-            if !ready(METRICS[0], Duration::from_secs(60)) {
-                bail!("the origin gateway did not become ready");
-            }
-            children.push(spawn(&s.pg, &["origin"], &gateway, &log("origin"))?);
-            children.push(spawn(&s.pg, &["serve"], &relay, &log("relay"))?);
-            if !ready(METRICS[1], Duration::from_secs(120)) {
-                bail!("the relay did not become ready");
-            }
-            children.push(spawn(&s.pg, &["serve"], &follower, &log("follower"))?);
-            if !ready(METRICS[2], Duration::from_secs(120)) {
-                bail!("the follower did not become ready");
-            }
-            Ok(())
-        })();
-        let measured = started.and_then(|()| {
-            // Every hop in its long-poll before the first revocation.
-            std::thread::sleep(Duration::from_secs(2));
+    for round in 1..=a.rounds {
+        let origin_addr = free_port();
+        let gateway = lab.config(
+            "rev-gateway",
+            vec![
+                config_edit::set("origin.listen", origin_addr.to_string()),
+                config_edit::set("origin.audit_dir", "audit-rev-origin-api"),
+            ],
+        )?;
+        let gw = lab.serve(
+            &format!("revocation-gateway-{round}"),
+            &gateway,
+            Pin::ANY,
+            None,
+        )?;
+        let origin = start_origin(
+            &lab,
+            &gateway,
+            origin_addr,
+            &lab.out.join(format!("revocation-origin-{round}.log")),
+        )?;
+        let relay_config = lab.config(
+            "rev-relay",
+            super::propagation::follow(&lab, "rev-relay", gateway.ports.listen),
+        )?;
+        let relay = lab.serve(
+            &format!("revocation-relay-{round}"),
+            &relay_config,
+            Pin::ANY,
+            None,
+        )?;
+        let follower_config = lab.config(
+            "rev-follower",
+            super::propagation::follow(&lab, "rev-follower", relay_config.ports.listen),
+        )?;
+        let follower = lab.serve(
+            &format!("revocation-follower-{round}"),
+            &follower_config,
+            Pin::ANY,
+            None,
+        )?;
+        // Every hop in its long-poll before the first revocation.
+        super::propagation::holds_a_long_poll(&gw);
+        super::propagation::holds_a_long_poll(&relay);
+        let measured = (|| {
             let origin = connector(
-                ORIGIN,
+                origin_addr,
                 dir,
                 "pki/authority/desk-01.crt",
                 "pki/authority/desk-01.key",
             )?;
             let gate = connector(
-                FOLLOWER,
+                follower_config.ports.listen,
                 dir,
                 "pki/partners/rail-gate.crt",
                 "pki/partners/rail-gate.key",
@@ -322,13 +306,11 @@ pub fn run(s: &Setup) -> anyhow::Result<()> {
                 origin,
                 gate,
                 &holders,
-                s.revocations,
+                a.revocations,
                 &format!("rev-{stamp}-{round}"),
             ))
-        });
-        for c in &mut children {
-            crate::scenario::terminate(c);
-        }
+        })();
+        drop((follower, relay, origin, gw));
         let r = measured?;
         println!(
             "round {round}: revocation -> follower refuses: median {:.1} ms, p99 {:.1} ms, max {:.1} ms, lost {}; the API call itself median {:.1} ms",
@@ -339,7 +321,7 @@ pub fn run(s: &Setup) -> anyhow::Result<()> {
             rank(&sorted(&r.api_ms), 0.5)
         );
         std::fs::write(
-            s.out.join(format!("revocation-{round}.json")),
+            lab.out.join(format!("revocation-{round}.json")),
             serde_json::to_vec_pretty(&r)?,
         )?;
         rounds.push(r);
@@ -348,7 +330,7 @@ pub fn run(s: &Setup) -> anyhow::Result<()> {
     let all_sorted = sorted(&all);
     let summary = json!({
         "scenario": "revocation",
-        "revocations_per_round": s.revocations,
+        "revocations_per_round": a.revocations,
         "rounds": rounds,
         "median_ms_per_round": rounds.iter().map(|r| r.median_ms).collect::<Vec<_>>(),
         "p99_ms_per_round": rounds.iter().map(|r| r.p99_ms).collect::<Vec<_>>(),
@@ -356,10 +338,7 @@ pub fn run(s: &Setup) -> anyhow::Result<()> {
         "p99_ms_all": rank(&all_sorted, 0.99),
         "met_every_round": rounds.iter().all(|r| r.lost == 0 && r.median_ms <= 100.0 && r.p99_ms <= 500.0),
     });
-    std::fs::write(
-        s.out.join("summary.json"),
-        serde_json::to_vec_pretty(&summary)?,
-    )?;
+
     let mut table = String::from("| round | revocations | median ms | p99 ms | max ms | not seen | API call median ms |\n|---|---|---|---|---|---|---|\n");
     for (i, r) in rounds.iter().enumerate() {
         table.push_str(&format!(
@@ -373,7 +352,5 @@ pub fn run(s: &Setup) -> anyhow::Result<()> {
             rank(&sorted(&r.api_ms), 0.5)
         ));
     }
-    std::fs::write(s.out.join("table.md"), &table)?;
-    print!("{table}");
-    Ok(())
+    lab.finish(summary, &table)
 }

@@ -1,0 +1,122 @@
+//! What the audit trail's writer thread costs under a closed-loop load: its CPU time per
+//! record, and how many records each write(2) carries (one batch, one seal, one write).
+//! Builds alternate within each round. Measures 5 s of an 8 s run, the writer thread
+//! alone: its CPU from /proc, its writes from perf's syscall tracepoints (Debian's
+//! linux-perf, installed when missing).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::lab::{clock_ticks, install_if_missing, Lab, LabArgs, Pin};
+use super::stats::{figure, Table};
+
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct Args {
+    /// Builds to measure [default: --pg].
+    binaries: Vec<PathBuf>,
+    #[command(flatten)]
+    lab: LabArgs,
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let lab = Lab::new("audit-writer", &a.lab)?;
+    install_if_missing("perf", "--version", "linux-perf")?;
+    let binaries = if a.binaries.is_empty() {
+        vec![lab.pg.clone()]
+    } else {
+        a.binaries.clone()
+    };
+    let mut rows = Vec::new();
+    for round in 1..=a.rounds {
+        for bin in &binaries {
+            let config = lab.config("writer", Vec::new())?;
+            let gw = lab.serve("gateway", &config, Pin::ANY, Some(bin))?;
+            let tid = thread_id(gw.pid(), "audit-writer")
+                .context("the gateway has no audit-writer thread")?;
+            let load = format!("--connections {} --duration 8 --warmup 1", a.connections);
+            let mut run = lab.spawn_load("load", config.ports.listen, &load, Pin::ANY)?;
+            std::thread::sleep(Duration::from_secs(2));
+            let ticks = |tid: u32| thread_cpu(gw.pid(), tid, clock_ticks(&lab));
+            let (cpu0, records0) = (ticks(tid), gw.metric("permitgate_audit_records_total"));
+            let perf = Command::new("perf")
+                .args(["stat", "-x,", "-e", "syscalls:sys_enter_write", "-t"])
+                .arg(tid.to_string())
+                .args(["--", "sleep", "5"])
+                .stdout(Stdio::null())
+                .output()
+                .context("running perf stat")?;
+            let (cpu1, records1) = (ticks(tid), gw.metric("permitgate_audit_records_total"));
+            run.wait()?;
+            drop(gw);
+            let writes: f64 = String::from_utf8_lossy(&perf.stderr)
+                .lines()
+                .find_map(|l| l.split(',').next()?.trim().parse().ok())
+                .context("perf counted no writes (is the tracepoint available?)")?;
+            let records = records1.unwrap_or(0.0) - records0.unwrap_or(0.0);
+            let row = json!({
+                "round": round,
+                "build": bin,
+                "records": records,
+                "writer_cpu_us_per_record": 1e6 * (cpu1 - cpu0) / records.max(1.0),
+                "writes": writes,
+                "records_per_write": records / writes.max(1.0),
+            });
+            println!("{row}");
+            rows.push(row);
+        }
+    }
+    let mut t = Table::new(&[
+        "round",
+        "build",
+        "records",
+        "writer CPU us per record",
+        "write(2) calls",
+        "records per write",
+    ]);
+    for r in &rows {
+        t.row(&[
+            r["round"].to_string(),
+            r["build"].as_str().unwrap_or_default().to_owned(),
+            format!("{:.0}", figure(r, "records")),
+            format!("{:.3}", figure(r, "writer_cpu_us_per_record")),
+            format!("{:.0}", figure(r, "writes")),
+            format!("{:.1}", figure(r, "records_per_write")),
+        ]);
+    }
+    lab.finish(
+        json!({"scenario": "audit-writer", "settings": a, "rounds": rows}),
+        t.markdown(),
+    )
+}
+
+/// The id of `pid`'s thread called `name`.
+fn thread_id(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))?
+        .file_name()
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// CPU seconds of one thread.
+fn thread_cpu(pid: u32, tid: u32, clock_ticks: f64) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0)
+        / clock_ticks
+}
