@@ -51,31 +51,35 @@ pub struct Follower {
     new_manifest: watch::Sender<u64>,
 }
 
+/// What a [`Follower`] is made of; the composition root (src/server) fills it in.
+pub struct FollowerParts {
+    pub store: Arc<Store>,
+    pub metrics: ReplicationMetrics,
+    /// The publisher's keys a manifest must be signed with.
+    pub trusted: Vec<VerifyingKey>,
+    pub hash_key: HashKey,
+    pub source: Source,
+    /// Where the last good state is kept; `None` when following the local repository.
+    pub state_dir: Option<PathBuf>,
+    pub clock: Arc<dyn Clock>,
+    /// The manifest of what the store serves now (from `state_dir`), if any.
+    pub held: Option<SignedManifest>,
+}
+
 /// The least time between two polls that file events started.
 const MIN_GAP: Duration = Duration::from_millis(5);
 
 impl Follower {
-    /// `held` is the manifest of what the store serves now (from `state_dir`), if any.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<Store>,
-        metrics: ReplicationMetrics,
-        trusted: Vec<VerifyingKey>,
-        hash_key: HashKey,
-        source: Source,
-        state_dir: Option<PathBuf>,
-        clock: Arc<dyn Clock>,
-        held: Option<SignedManifest>,
-    ) -> Follower {
+    pub fn new(p: FollowerParts) -> Follower {
         Follower {
-            store,
-            metrics,
-            trusted,
-            hash_key,
-            source,
-            state_dir,
-            clock,
-            held,
+            store: p.store,
+            metrics: p.metrics,
+            trusted: p.trusted,
+            hash_key: p.hash_key,
+            source: p.source,
+            state_dir: p.state_dir,
+            clock: p.clock,
+            held: p.held,
             tag: None,
             last_refusal: None,
             notify: None,

@@ -15,7 +15,7 @@ mod revocations;
 mod s3_client;
 mod source;
 
-pub use follower::{Follower, PollOutcome};
+pub use follower::{Follower, FollowerParts, PollOutcome};
 pub use metrics::ReplicationMetrics;
 pub use refusal::{Refusal, RefusalReason};
 pub use revocations::{take_kept_list, ListFollower};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::replication::{Follower, Source};
+use crate::replication::{Follower, FollowerParts, Source};
 use crate::report::Report;
 use crate::snapshot::{load_repo, ChainError, SnapshotError};
 use crate::store::StateInfo;
@@ -90,16 +90,16 @@ impl Gateway {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .filter(|_| self.store.is_ready());
-        let follower = Follower::new(
-            self.store.clone(),
-            self.metrics.replication.clone(),
-            self.publisher_keys.clone(),
-            self.hash_key.clone(),
+        let follower = Follower::new(FollowerParts {
+            store: self.store.clone(),
+            metrics: self.metrics.replication.clone(),
+            trusted: self.publisher_keys.clone(),
+            hash_key: self.hash_key.clone(),
             source,
             state_dir,
-            self.clock.clone(),
+            clock: self.clock.clone(),
             held,
-        )
+        })
         .notify(self.manifest_changed.clone())
         .revocations(self.keyring.clone());
         Ok(Some((follower, interval)))

@@ -221,14 +221,7 @@ fn serve_refuses_a_bad_snapshot() {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let demo = permitgate_testkit::demo_data::prepare(
         dir.path(),
-        &permitgate::demo::DemoOptions {
-            records: 300,
-            listen: any,
-            metrics_listen: any,
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(300, any, any),
     );
     // Sign the snapshot with a key the gateway does not trust.
     let other = permitgate::key_files::generate_signing_key();
@@ -655,13 +648,10 @@ fn serve_refuses_an_open_file_limit_below_the_connections_allowed() {
 fn small_demo(dir: &std::path::Path) -> permitgate::demo::Demo {
     permitgate_testkit::demo_data::prepare(
         dir,
-        &permitgate::demo::DemoOptions {
-            records: 300,
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(
+            300,
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:0".parse().expect("addr"),
+        ),
     )
 }

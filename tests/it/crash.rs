@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use crate::common::config_edit;
 use crate::common::process::{free_port, ready, start};
 
-use permitgate::demo::DemoOptions;
 use permitgate::key_files::{load_signing_key, load_verifying_key, HashKey};
 use permitgate::publish::{publish_changes, PublishOptions};
 use permitgate::snapshot::{load_repo, MANIFEST_FILE};
@@ -18,14 +17,7 @@ fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
     // Big enough that fetching, verifying and installing take a while in a debug build.
     let demo = permitgate_testkit::demo_data::prepare(
         &dir.path().join("origin"),
-        &DemoOptions {
-            records: 200_000,
-            listen,
-            metrics_listen: metrics,
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(200_000, listen, metrics),
     );
     let state = dir.path().join("state");
     // Next to the demo's config: its relative paths (pki/, keys/) resolve alike.
@@ -140,14 +132,7 @@ async fn kill_9_under_load_leaves_no_answered_request_unrecorded() {
     let (listen, metrics) = (free_port(), free_port());
     let demo = permitgate_testkit::demo_data::prepare(
         dir.path(),
-        &DemoOptions {
-            records: 300,
-            listen,
-            metrics_listen: metrics,
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(300, listen, metrics),
     );
     config_edit::edit_file(
         &demo.config,

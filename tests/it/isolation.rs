@@ -377,14 +377,7 @@ fn gateway_process(
     let (listen, metrics) = (free_port(), free_port());
     let demo = permitgate_testkit::demo_data::prepare(
         dir,
-        &permitgate::demo::DemoOptions {
-            records: 300,
-            listen,
-            metrics_listen: metrics,
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(300, listen, metrics),
     );
     // No queue-delay shedding: the machine is shared with other tests.
     edits.push(crate::common::config_edit::set(

@@ -47,14 +47,7 @@ async fn the_partner_ca_key_in_an_hsm_enrols_revokes_and_renews() {
     let (listen, metrics) = (process::free_port(), process::free_port());
     let demo = permitgate_testkit::demo_data::prepare(
         tmp.path(),
-        &permitgate::demo::DemoOptions {
-            records: 300,
-            listen,
-            metrics_listen: metrics,
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(300, listen, metrics),
     );
     let dir = demo.dir.clone();
 

@@ -14,7 +14,7 @@ use crate::common::{
     client_config, config_edit, finish_request, metric_value, start_request, Client,
 };
 use http::Method;
-use permitgate::demo::{Demo, DemoOptions};
+use permitgate::demo::Demo;
 use rustls::pki_types::ServerName;
 
 const POST: Method = Method::POST;
@@ -31,14 +31,7 @@ fn instances(dir: &Path, n: usize, server_extra: &str) -> (Demo, Vec<Instance>) 
     let ports: Vec<(SocketAddr, SocketAddr)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let demo = permitgate_testkit::demo_data::prepare(
         dir,
-        &DemoOptions {
-            records: 300,
-            listen: ports[0].0,
-            metrics_listen: ports[0].1,
-            seed: 7,
-            verify_listen: None,
-            origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        &permitgate_testkit::demo_data::options(300, ports[0].0, ports[0].1),
     );
     let text = std::fs::read_to_string(&demo.config).expect("config");
     let out = ports

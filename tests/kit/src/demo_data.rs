@@ -3,6 +3,7 @@
 //! copies, a fresh one a PKI, five key pairs and a publication.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -20,6 +21,22 @@ pub fn prepare(dir: &Path, opts: &DemoOptions) -> Demo {
     demo::prepare(dir, opts).expect("demo data")
 }
 
+/// The demo's options with this kit's seed: `records` residents, a config listening on
+/// `listen` (partners) and `metrics` (ops); no verifier page, an origin on any port.
+pub fn options(records: usize, listen: SocketAddr, metrics: SocketAddr) -> DemoOptions {
+    DemoOptions {
+        records,
+        listen,
+        metrics_listen: metrics,
+        seed: SEED,
+        verify_listen: None,
+        origin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+/// One seed for every test: tests of the same size share one template.
+const SEED: u64 = 7;
+
 type Templates = Mutex<HashMap<(usize, u64), Arc<tempfile::TempDir>>>;
 
 /// The template for `records` and `seed`, made on first use. Tests that ask for the same
@@ -33,19 +50,12 @@ fn template(records: usize, seed: u64) -> Arc<tempfile::TempDir> {
     made.entry((records, seed))
         .or_insert_with(|| {
             let dir = tempfile::tempdir().expect("tempdir");
-            let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            demo::prepare(
-                dir.path(),
-                &DemoOptions {
-                    records,
-                    listen: any,
-                    metrics_listen: any,
-                    seed,
-                    verify_listen: None,
-                    origin_listen: any,
-                },
-            )
-            .expect("demo data");
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            let opts = DemoOptions {
+                seed,
+                ..options(records, any, any)
+            };
+            demo::prepare(dir.path(), &opts).expect("demo data");
             Arc::new(dir)
         })
         .clone()
@@ -70,15 +80,8 @@ mod tests {
     use super::*;
 
     fn opts(records: usize) -> DemoOptions {
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        DemoOptions {
-            records,
-            listen: any,
-            metrics_listen: any,
-            seed: 5,
-            verify_listen: None,
-            origin_listen: any,
-        }
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        options(records, any, any)
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 
 use permitgate::clock::SystemClock;
 use permitgate::config::Config;
-use permitgate::demo::{self, Demo, DemoOptions};
+use permitgate::demo::{self, Demo};
 use permitgate::server::{Gateway, Running};
 
 use crate::client::{client_config, Client};
@@ -94,14 +94,7 @@ impl TestGateway {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let demo = crate::demo_data::prepare(
             opts.demo_dir.as_deref().unwrap_or(dir.path()),
-            &DemoOptions {
-                records: opts.records,
-                listen: any,
-                metrics_listen: any,
-                seed: 7,
-                verify_listen: None,
-                origin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            },
+            &crate::demo_data::options(opts.records, any, any),
         );
         let mut edits = vec![config_edit::merge("server", opts.server_extra)];
         // Queue-delay shedding reacts to the machine as a whole: on a CI machine running
