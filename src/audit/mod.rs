@@ -249,9 +249,20 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             _lock: lock,
         };
+        // On one CPU the writer takes the core from the request worker whose records it
+        // waits for: it must not spin for the next one, and at nice 10 its wake-ups do not
+        // preempt the worker, which answers and records what it has first (batches of
+        // several records instead of one, a context switch per batch instead of two per
+        // request; docs/benchmarks.md, Performance III).
+        let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                if one_cpu {
+                    crate::priority::set_priority(crate::priority::NICE_10);
+                }
+                writer.run(rx, if one_cpu { Duration::ZERO } else { SPIN })
+            })
             .map_err(io_err(&config.dir))?;
         Ok(AuditLog {
             tx,
@@ -430,7 +441,7 @@ struct Writer {
 }
 
 const MAX_BATCH: usize = 4096;
-/// How long the writer looks for the next record before it parks.
+/// How long the writer looks for the next record before it parks (with more than one CPU).
 const SPIN: Duration = Duration::from_micros(50);
 
 /// The next message within `spin`, looked for without blocking (yielding the core to
@@ -449,7 +460,8 @@ fn spin_for(rx: &mpsc::Receiver<Msg>, spin: Duration) -> Option<Msg> {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+    /// Writes what `rx` brings; looks for the next record for `spin` before it parks.
+    fn run(mut self, rx: mpsc::Receiver<Msg>, spin: Duration) {
         let mut buf = Vec::with_capacity(64 * 1024);
         // The answers of the batch being written: released once it is.
         let mut answers = Vec::with_capacity(MAX_BATCH);
@@ -457,7 +469,7 @@ impl Writer {
             // Under load the next record comes within microseconds: looked for a little
             // while before the thread parks, so that a request's send rarely has to wake
             // it (a futex wake and a context switch for every few records otherwise).
-            let spun = spin_for(&rx, SPIN);
+            let spun = spin_for(&rx, spin);
             // Else blocks for the next record: its answer waits for it. Unwritten data is
             // fsynced when the interval comes round while nothing arrives.
             let first = if let Some(m) = spun {

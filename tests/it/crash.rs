@@ -121,7 +121,9 @@ fn kill_9_during_downloads_and_swaps_leaves_a_servable_state() {
 /// kill -9 under load, again and again on one audit directory: every request answered
 /// (200 seen by the client) has its record, and the trail verifies. An answer leaves only
 /// once its batch is written; it used to leave first, and five to nine answered requests a
-/// kill had no record while `audit verify` said the chain was intact.
+/// kill had no record while `audit verify` said the chain was intact. Every other round
+/// the gateway runs on one CPU, where its audit writer neither spins nor preempts the
+/// request worker (nice 10): the promise holds there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_leaves_no_answered_request_unrecorded() {
     use crate::common::process::{free_port, wait_ready};
@@ -142,8 +144,19 @@ async fn kill_9_under_load_leaves_no_answered_request_unrecorded() {
     let body = bytes::Bytes::from(serde_json::to_vec(&link.body).expect("json"));
     let answered = Arc::new(Mutex::new(Vec::<String>::new()));
     for round in 0..10u32 {
-        let mut gw = start(&demo.config);
+        let one_cpu = round % 2 == 1;
+        let mut gw = if one_cpu {
+            crate::common::process::start_on_one_cpu(&demo.config)
+        } else {
+            start(&demo.config)
+        };
         assert!(wait_ready(metrics, Duration::from_secs(30)), "not ready");
+        let writer_nice = crate::common::process::thread_nice(gw.id(), "audit-writer");
+        assert_eq!(
+            writer_nice,
+            Some(if one_cpu { 10 } else { 0 }),
+            "the audit writer's nice value, round {round}"
+        );
         let stop = Instant::now() + Duration::from_millis(200 + 37 * u64::from(round));
         let mut clients = Vec::new();
         for c in 0..16u32 {

@@ -37,9 +37,13 @@ pub struct Args {
     h2_connections: usize,
     #[arg(long, default_value_t = 32)]
     h2_streams: usize,
-    /// nginx's worker processes [default: the CPUs].
+    /// nginx's worker processes [default: the CPUs; with --pinned, 1].
     #[arg(long)]
     nginx_workers: Option<usize>,
+    /// Core against core: the gateway (whatever threads it runs) and nginx (one worker)
+    /// on CPU 0, the generator on CPU 1, so that each server's own costs are seen.
+    #[arg(long)]
+    pinned: bool,
     /// Only these cases, comma-separated: h1 audit handshake h2 open.
     #[arg(
         long,
@@ -60,11 +64,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let wants = |c: &str| a.cases.iter().any(|x| x == c);
     install_if_missing("nginx", "-v", "nginx")?;
     let config = lab.config("compare", Vec::new())?;
-    let pg = lab.serve("permitgate", &config, Pin::ANY, None)?;
+    let (server_pin, generator_pin) = if a.pinned {
+        (Pin::cpus("0"), Pin::cpus("1"))
+    } else {
+        (Pin::ANY, Pin::ANY)
+    };
+    let pg = lab.serve("permitgate", &config, server_pin, None)?;
     let noaudit = if wants("audit") {
         let c = lab.config("compare-noaudit", vec![config_edit::remove("audit")])?;
         Some((
-            lab.serve("permitgate-noaudit", &c, Pin::ANY, None)?,
+            lab.serve("permitgate-noaudit", &c, server_pin, None)?,
             c.ports.listen,
         ))
     } else {
@@ -73,7 +82,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let answer = link_check_answer(&lab, config.ports.listen)?;
     println!("   answer body: {} bytes", answer.len());
     let (nginx_log, nginx_nolog) = (free_port(), free_port());
-    let mut nginx = start_nginx(&lab, &a, &answer, nginx_log, nginx_nolog)?;
+    let mut nginx = start_nginx(&lab, &a, server_pin, &answer, nginx_log, nginx_nolog)?;
     let ng = Served {
         pid: nginx.id(),
         addr: nginx_log,
@@ -93,7 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "--duration {} --warmup 1 --fail-on-errors {args}",
             a.rounds.duration
         );
-        let mut r = lab.load(name, s.addr, &load, Pin::ANY)?;
+        let mut r = lab.load(name, s.addr, &load, generator_pin)?;
         let cpu = cpu_seconds(s.pid, ticks) - before;
         // Over the whole run (warm-up included) per measured request: an upper bound.
         r["server_cpu_seconds"] = json!(cpu);
@@ -338,6 +347,7 @@ fn link_check_answer(lab: &Lab, addr: SocketAddr) -> anyhow::Result<String> {
 fn start_nginx(
     lab: &Lab,
     a: &Args,
+    pin: Pin,
     answer: &str,
     with_log: SocketAddr,
     without_log: SocketAddr,
@@ -345,6 +355,7 @@ fn start_nginx(
     let (out, pki) = (&lab.out, lab.dir.join("pki"));
     let workers = a
         .nginx_workers
+        .or(a.pinned.then_some(1))
         .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
         .unwrap_or(1);
     let p = |x: &Path| x.display().to_string();
@@ -368,7 +379,8 @@ fn start_nginx(
     );
     let conf_path = out.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let child = Command::new("nginx")
+    let child = pin
+        .command(Path::new("nginx"))
         .arg("-c")
         .arg(&conf_path)
         .arg("-p")

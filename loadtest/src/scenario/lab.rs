@@ -90,7 +90,8 @@ impl Pin {
         }
     }
 
-    fn command(self, program: &Path) -> Command {
+    /// `program` to be started so.
+    pub fn command(self, program: &Path) -> Command {
         let mut c = match self.cpus {
             None if self.nice == 0 => return Command::new(program),
             None => Command::new("nice"),

@@ -21,6 +21,34 @@ pub fn start(config: &Path) -> Running {
     )
 }
 
+/// Like [`start`], on CPU 0 alone (taskset(1)): a gateway on a one-CPU machine.
+pub fn start_on_one_cpu(config: &Path) -> Running {
+    Running(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["serve", "--config", &config.to_string_lossy()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start permitgate under taskset"),
+    )
+}
+
+/// The nice value of `pid`'s thread called `name` (field 19 of its stat), once it runs.
+pub fn thread_nice(pid: u32, name: &str) -> Option<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            fields.get(16)?.parse().ok()
+        })
+}
+
 /// Like [`start`], with the log settings given and standard error written to `log`.
 pub fn start_logging(config: &Path, env: &[(&str, &str)], log: &Path) -> Running {
     let file = std::fs::File::create(log).expect("log file");
