@@ -216,7 +216,7 @@ async fn certificate_expiry_is_exported() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_that_waited_too_long_to_be_read_is_shed() {
-    let gw = TestGateway::with_server("max_queue_delay_ms = 250").await;
+    let gw = TestGateway::with_server("max_queue_delay_ms = 50").await;
     let s = gw.sample("linked_pair").clone();
     let body = s.body.to_string();
     let request = format!(
@@ -228,9 +228,8 @@ async fn a_request_that_waited_too_long_to_be_read_is_shed() {
     late.write_all(request.as_bytes()).await.expect("request");
     late.flush().await.expect("flush");
     // The gateway shares this test's only thread: blocking it keeps the request unread
-    // in the socket, as a saturated gateway would. The limit leaves a request read at
-    // once a quarter of a second, however busy the machine running the tests.
-    std::thread::sleep(Duration::from_millis(600));
+    // in the socket, as a saturated gateway would.
+    std::thread::sleep(Duration::from_millis(200));
     let answer = read_answer(&mut late).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(
