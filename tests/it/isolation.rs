@@ -343,24 +343,12 @@ async fn one_follower_holding_every_relay_place_cannot_starve_another() {
 
 /// CPU time (user + system, in clock ticks) of the threads of `pid` named `name`.
 fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
-    let mut found = None;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after the command (in parentheses, which may hold spaces): state is the
-        // 3rd field, utime and stime the 14th and 15th.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        found = Some(found.unwrap_or(0) + ticks);
+    use permitgate_testkit::process::{cpu_ticks, threads_named};
+    let threads = threads_named(pid, name);
+    if threads.is_empty() {
+        return None;
     }
-    found
+    threads.iter().map(|t| cpu_ticks(&t.join("stat"))).sum()
 }
 
 /// The gateway as a process of its own (its threads can be told apart in /proc) on demo

@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
+use permitgate_testkit::process::{cpu_ticks, threads_named};
+
 use super::lab::{clock_ticks, install_if_missing, Lab, LabArgs, Pin};
 use super::stats::{figure, Table};
 
@@ -39,21 +41,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         for bin in &binaries {
             let config = lab.config("writer", Vec::new())?;
             let gw = lab.serve("gateway", &config, Pin::ANY, Some(bin))?;
-            let tid = thread_id(gw.pid(), "audit-writer")
-                .context("the gateway has no audit-writer thread")?;
+            let writer = threads_named(gw.pid(), "audit-writer")
+                .into_iter()
+                .next()
+                .context("the gateway has no audit-writer thread")?
+                .join("stat");
+            let cpu = || cpu_ticks(&writer).unwrap_or(0) as f64 / clock_ticks();
             let load = format!("--connections {} --duration 8 --warmup 1", a.connections);
             let mut run = lab.spawn_load("load", config.ports.listen, &load, Pin::ANY)?;
             std::thread::sleep(Duration::from_secs(2));
-            let ticks = |tid: u32| thread_cpu(gw.pid(), tid, clock_ticks(&lab));
-            let (cpu0, records0) = (ticks(tid), gw.metric("permitgate_audit_records_total"));
+            let (cpu0, records0) = (cpu(), gw.metric("permitgate_audit_records_total"));
             let perf = Command::new("perf")
                 .args(["stat", "-x,", "-e", "syscalls:sys_enter_write", "-t"])
-                .arg(tid.to_string())
+                .arg(
+                    writer
+                        .parent()
+                        .and_then(|t| t.file_name())
+                        .context("thread id")?,
+                )
                 .args(["--", "sleep", "5"])
                 .stdout(Stdio::null())
                 .output()
                 .context("running perf stat")?;
-            let (cpu1, records1) = (ticks(tid), gw.metric("permitgate_audit_records_total"));
+            let (cpu1, records1) = (cpu(), gw.metric("permitgate_audit_records_total"));
             run.wait()?;
             drop(gw);
             let writes: f64 = String::from_utf8_lossy(&perf.stderr)
@@ -95,28 +105,4 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         json!({"scenario": "audit-writer", "settings": a, "rounds": rows}),
         t.markdown(),
     )
-}
-
-/// The id of `pid`'s thread called `name`.
-fn thread_id(pid: u32, name: &str) -> Option<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))?
-        .file_name()
-        .to_str()?
-        .parse()
-        .ok()
-}
-
-/// CPU seconds of one thread.
-fn thread_cpu(pid: u32, tid: u32, clock_ticks: f64) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
-        })
-        .unwrap_or(0.0)
-        / clock_ticks
 }

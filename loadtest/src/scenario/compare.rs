@@ -10,7 +10,7 @@
 //! without a log, and reports what the trail costs. Cases (`--cases`): h1 audit handshake
 //! h2 open. nginx is installed from Debian's packages when it is missing.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use permitgate_testkit::config_edit;
 use permitgate_testkit::process::{free_port, terminate, Running};
 use serde_json::{json, Value};
 
-use super::lab::{cpu_seconds, install_if_missing, Lab, LabArgs, Pin, RoundArgs};
+use super::lab::{cpu_seconds, install_if_missing, wait_accepting, Lab, LabArgs, Pin, RoundArgs};
 use super::stats::{figure, median, ratios, Table};
 
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
@@ -96,14 +96,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         addr: config.ports.listen,
     };
     let run = |name: &str, s: &Served, args: String| -> anyhow::Result<Value> {
-        let ticks = super::lab::clock_ticks(&lab);
-        let before = cpu_seconds(s.pid, ticks);
+        let before = cpu_seconds(s.pid);
         let load = format!(
             "--duration {} --warmup 1 --fail-on-errors {args}",
             a.rounds.duration
         );
         let mut r = lab.load(name, s.addr, &load, generator_pin)?;
-        let cpu = cpu_seconds(s.pid, ticks) - before;
+        let cpu = cpu_seconds(s.pid) - before;
         // Over the whole run (warm-up included) per measured request: an upper bound.
         r["server_cpu_seconds"] = json!(cpu);
         r["server_cpu_us_per_request"] = json!(1e6 * cpu / figure(&r, "requests").max(1.0));
@@ -390,19 +389,13 @@ fn start_nginx(
         .spawn()
         .context("starting nginx")?;
     let mut nginx = Running(child);
-    for _ in 0..100 {
-        if TcpStream::connect(with_log).is_ok() && TcpStream::connect(without_log).is_ok() {
-            let version = Command::new("nginx").arg("-v").output()?;
-            println!(
-                "== nginx {}",
-                String::from_utf8_lossy(&version.stderr).trim()
-            );
-            return Ok(nginx);
-        }
-        if nginx.try_wait()?.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if wait_accepting(&mut nginx, &[with_log, without_log], Duration::from_secs(5)) {
+        let version = Command::new("nginx").arg("-v").output()?;
+        println!(
+            "== nginx {}",
+            String::from_utf8_lossy(&version.stderr).trim()
+        );
+        return Ok(nginx);
     }
     terminate(&mut nginx, Duration::from_secs(5));
     bail!(

@@ -9,11 +9,10 @@
 //! resident memory is sampled every 50 ms.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::{json, Value};
 
 use super::lab::{Lab, LabArgs, Pin};
@@ -39,7 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let lab = Lab::new("fanout", &a.lab)?;
     // A fresh base with no delta chain: the publications then stay deltas (a compaction
     // would send every follower the whole base instead).
-    publish_base(&lab, &lab.dir.join("export.jsonl"), &lab.dir)?;
+    lab.publish(&lab.dir.join("export.jsonl"), &lab.dir.join("repo"), None)?;
     let config = lab.config("fanout", Vec::new())?;
     let relay = lab.serve("relay", &config, Pin::ANY, None)?;
     let target = config.ports.listen;
@@ -167,43 +166,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "downloads": downloads,
     });
     lab.finish(summary, t.markdown())
-}
-
-/// `permitgate publish` of `export` into `dir/repo`, with the demo's keys.
-pub fn publish_base(
-    lab: &Lab,
-    export: &std::path::Path,
-    dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    publish(lab, export, &dir.join("repo"), dir, None)
-}
-
-/// `permitgate publish` of `export` into `out`, with `dir`'s demo keys.
-pub fn publish(
-    lab: &Lab,
-    export: &std::path::Path,
-    out: &std::path::Path,
-    dir: &std::path::Path,
-    version: Option<u64>,
-) -> anyhow::Result<()> {
-    let mut c = Command::new(&lab.pg);
-    c.arg("publish")
-        .arg("--input")
-        .arg(export)
-        .arg("--out")
-        .arg(out)
-        .arg("--signing-key")
-        .arg(dir.join("keys/publisher.key"))
-        .arg("--hash-key")
-        .arg(dir.join("keys/hash.key"));
-    if let Some(v) = version {
-        c.args(["--version", &v.to_string()]);
-    }
-    let o = c.output().context("running permitgate publish")?;
-    if !o.status.success() {
-        bail!("permitgate publish: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    Ok(())
 }
 
 /// The relay on the big repository, `downloads` followers fetching its base at once,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use permitgate_testkit::config_edit::{self, Edit};
-use permitgate_testkit::process::{free_port, ops_body, terminate, wait_ready, Running};
+use permitgate_testkit::gateway::metric;
+use permitgate_testkit::process::{cpu_ticks, free_port, ops_body, terminate, wait_ready, Running};
 use serde_json::Value;
 
 /// Where a scenario runs: its binaries, its data and its results.
@@ -67,7 +68,6 @@ pub struct Lab {
     /// The demo's data (absolute: configs name files in it).
     pub dir: PathBuf,
     pub out: PathBuf,
-    clock_ticks: f64,
 }
 
 /// Where a process runs: the CPUs it may use, and its niceness.
@@ -139,18 +139,11 @@ impl Lab {
             },
         )
         .with_context(|| format!("the demo's data in {}", dir.display()))?;
-        let ticks = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0);
         Ok(Lab {
             pg: a.pg.clone(),
             load: std::env::current_exe().context("this program's path")?,
             dir,
             out,
-            clock_ticks: ticks,
         })
     }
 
@@ -161,7 +154,6 @@ impl Lab {
             load: self.load.clone(),
             dir: dir.to_owned(),
             out: self.out.clone(),
-            clock_ticks: self.clock_ticks,
         }
     }
 
@@ -212,7 +204,6 @@ impl Lab {
         let mut server = Server {
             child: Running(child),
             ports: config.ports,
-            clock_ticks: self.clock_ticks,
         };
         // A 10M-document base takes a while to load on a busy machine.
         for _ in 0..900 {
@@ -290,6 +281,29 @@ impl Lab {
         Ok(super::stats::figure(&max, "requests_per_second"))
     }
 
+    /// `permitgate publish` of `export` into `out`, signed with the demo's keys.
+    pub fn publish(&self, export: &Path, out: &Path, version: Option<u64>) -> anyhow::Result<()> {
+        let keys = self.dir.join("keys");
+        let mut c = Command::new(&self.pg);
+        c.arg("publish")
+            .arg("--input")
+            .arg(export)
+            .arg("--out")
+            .arg(out)
+            .arg("--signing-key")
+            .arg(keys.join("publisher.key"))
+            .arg("--hash-key")
+            .arg(keys.join("hash.key"));
+        if let Some(v) = version {
+            c.args(["--version", &v.to_string()]);
+        }
+        let o = c.output().context("running permitgate publish")?;
+        if !o.status.success() {
+            bail!("permitgate publish: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(())
+    }
+
     /// The JSON report of the run called `name`.
     pub fn report(&self, name: &str) -> anyhow::Result<Value> {
         let json = self.out.join(format!("{name}.json"));
@@ -326,7 +340,6 @@ pub struct Ports {
 pub struct Server {
     child: Running,
     pub ports: Ports,
-    clock_ticks: f64,
 }
 
 impl Server {
@@ -336,7 +349,7 @@ impl Server {
 
     /// CPU seconds (user and system) the process has used.
     pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(self.pid(), self.clock_ticks)
+        cpu_seconds(self.pid())
     }
 
     /// Resident memory now, in KiB.
@@ -346,9 +359,7 @@ impl Server {
 
     /// One series of its metrics (`name{labels}` as exported).
     pub fn metric(&self, series: &str) -> Option<f64> {
-        let text = ops_body(self.ports.metrics, "/metrics")?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        metric(&ops_body(self.ports.metrics, "/metrics")?, series)
     }
 
     /// The whole metrics text.
@@ -368,22 +379,12 @@ impl Drop for Server {
 }
 
 /// CPU seconds of `pid` and of its child processes (nginx's workers).
-pub fn cpu_seconds(pid: u32, clock_ticks: f64) -> f64 {
-    let own = |pid: &str| -> f64 {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                // Fields after the command name, which may hold spaces, in parentheses.
-                let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-                let utime: f64 = rest.get(11)?.parse().ok()?;
-                let stime: f64 = rest.get(12)?.parse().ok()?;
-                Some(utime + stime)
-            })
-            .unwrap_or(0.0)
-    };
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let own = |pid: &str| cpu_ticks(Path::new(&format!("/proc/{pid}/stat"))).unwrap_or(0);
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    (own(&pid.to_string()) + children.split_whitespace().map(own).sum::<f64>()) / clock_ticks
+    let ticks = own(&pid.to_string()) + children.split_whitespace().map(own).sum::<u64>();
+    ticks as f64 / clock_ticks()
 }
 
 /// A field of /proc/PID/status in kB.
@@ -398,7 +399,34 @@ fn status_field(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// The CPU clock's ticks a second.
-pub fn clock_ticks(lab: &Lab) -> f64 {
-    lab.clock_ticks
+/// The CPU clock's ticks a second (`getconf CLK_TCK`), asked once.
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Waits (at most `within`) until every one of `addrs` accepts connections; `false` if
+/// `child` exits first or the time runs out.
+pub fn wait_accepting(child: &mut Running, addrs: &[SocketAddr], within: Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        if addrs
+            .iter()
+            .all(|a| std::net::TcpStream::connect(a).is_ok())
+        {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }

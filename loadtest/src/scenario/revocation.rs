@@ -26,7 +26,7 @@ use permitgate_load::propagation::rank;
 use permitgate_testkit::config_edit;
 use permitgate_testkit::process::{free_port, Running};
 
-use super::lab::{Config, Lab, LabArgs, Pin};
+use super::lab::{wait_accepting, Config, Lab, LabArgs, Pin};
 /// Between an issuance and its revocation: every hop back in its long-poll.
 const GAP: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -222,14 +222,8 @@ fn start_origin(
         .spawn()
         .context("starting permitgate origin")?;
     let mut origin = Running(child);
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(origin);
-        }
-        if origin.try_wait()?.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if wait_accepting(&mut origin, &[addr], Duration::from_secs(60)) {
+        return Ok(origin);
     }
     bail!("the origin did not start (see {})", log.display())
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::fanout::publish;
 use super::lab::{Lab, LabArgs, Pin, Server};
 use super::stats::{figure, Table};
 
@@ -60,17 +59,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     let stage = lab.dir.join("stage");
     let _ = std::fs::remove_dir_all(&stage);
-    publish(&lab, &big, &lab.dir.join("repo"), &lab.dir, None)?;
+    lab.publish(&big, &lab.dir.join("repo"), None)?;
     let base = manifest_version(&lab.dir.join("repo/manifest.json"))?;
     for r in 1..=a.rounds {
         let version = base + u64::try_from(r)?;
-        publish(
-            &lab,
-            &big,
-            &stage.join(r.to_string()),
-            &lab.dir,
-            Some(version),
-        )?;
+        lab.publish(&big, &stage.join(r.to_string()), Some(version))?;
     }
     // Objects first, long before the manifests that name them (as a sync copies them):
     // copying 0.33 GB must not run on these cores during a measured window.

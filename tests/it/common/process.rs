@@ -36,17 +36,11 @@ pub fn start_on_one_cpu(config: &Path) -> Running {
     )
 }
 
-/// The nice value of `pid`'s thread called `name` (field 19 of its stat), once it runs.
+/// The nice value of `pid`'s thread called `name`, once it runs.
 pub fn thread_nice(pid: u32, name: &str) -> Option<i64> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
-        .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            fields.get(16)?.parse().ok()
-        })
+    use permitgate_testkit::process::{stat_fields, threads_named};
+    let thread = threads_named(pid, name).into_iter().next()?;
+    stat_fields(&thread.join("stat"))?.get(16)?.parse().ok()
 }
 
 /// Like [`start`], with the log settings given and standard error written to `log`.

@@ -393,9 +393,14 @@ pub fn sample<'a>(demo: &'a Demo, name: &str) -> &'a demo::Sample {
 
 /// Value of one sample line of `/metrics` text, by exact series name with labels.
 pub fn metric_value(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or(0.0)
+}
+
+/// One sample line of `/metrics` text, by exact series name with labels; `None` when the
+/// series is not exported.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The origin (the authority's API) of a test gateway's config, served in this process

@@ -107,3 +107,32 @@ pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::Ex
         None
     })
 }
+
+/// The /proc task directories of `pid`'s threads called `name`.
+pub fn threads_named(pid: u32, name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .map(|t| t.path())
+        .collect()
+}
+
+/// The fields of a /proc `stat` file after the command name (which may hold spaces, in
+/// parentheses): index 0 is the state (field 3), 11 and 12 the user and system CPU time
+/// in clock ticks (fields 14 and 15), 16 the nice value (field 19).
+pub fn stat_fields(stat: &std::path::Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// User and system CPU time, in clock ticks, of a /proc `stat` file (a process's: all its
+/// threads, or one thread's).
+pub fn cpu_ticks(stat: &std::path::Path) -> Option<u64> {
+    let f = stat_fields(stat)?;
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
