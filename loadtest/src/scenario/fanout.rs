@@ -7,6 +7,10 @@
 //! delta measured; then, on the swap scenario's 10M-document repository when it exists
 //! (`scenario swap` makes it), many followers download the base at once while the relay's
 //! resident memory is sampled every 50 ms.
+//!
+//! `--pinned`: the relay on CPU 0 (started under `taskset`: it sizes itself to one CPU),
+//! the partner's generator and the fleet on CPU 1, as `scenario compare --pinned` does
+//! (issue 32, target 3); the downloads are left out.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +36,9 @@ pub struct Args {
     /// The swap scenario's data, with its 10M-document repository (skipped without it).
     #[arg(long, default_value = "var/bench-swap")]
     big_dir: PathBuf,
+    /// The relay alone on CPU 0, the generators on CPU 1.
+    #[arg(long)]
+    pinned: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -40,14 +47,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // would send every follower the whole base instead).
     lab.publish(&lab.dir.join("export.jsonl"), &lab.dir.join("repo"), None)?;
     let config = lab.config("fanout", Vec::new())?;
-    let relay = lab.serve("relay", &config, Pin::ANY, None)?;
+    let (relay_pin, clients) = if a.pinned {
+        (Pin::cpus("0"), Pin::cpus("1"))
+    } else {
+        (Pin::ANY, Pin::ANY)
+    };
+    let relay = lab.serve("relay", &config, relay_pin, None)?;
     let target = config.ports.listen;
-    let max = lab.sustainable_rate(target)?;
+    let max = lab.sustainable_rate(target, clients)?;
     let half = (max / 2.0).floor();
     println!("== sustainable rate {max:.0} req/s; partner traffic at {half} req/s");
     let window = a.publications + 8;
     let partner = format!("--duration {window} --warmup 1 --connections 16 --rate {half}");
-    let alone = lab.load("partner-alone", target, &partner, Pin::ANY)?;
+    let alone = lab.load("partner-alone", target, &partner, clients)?;
 
     println!(
         "== {} followers, {} publications, partner traffic alongside",
@@ -61,7 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "--partner relay --propagation {} --followers {} --settle-ms 3000 --gap-ms 1000 --timeout-ms 5000",
         a.publications, a.followers
     );
-    let mut fleet = lab.spawn_load("followers", target, &fleet_args, Pin::ANY)?;
+    let mut fleet = lab.spawn_load("followers", target, &fleet_args, clients)?;
     let fleet_log = lab.out.join("followers.log");
     let mut holding = false;
     for _ in 0..1200 {
@@ -78,7 +90,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             fleet_log.display()
         );
     }
-    let mut busy = lab.spawn_load("partner-with-followers", target, &partner, Pin::ANY)?;
+    let mut busy = lab.spawn_load("partner-with-followers", target, &partner, clients)?;
     fleet.wait()?;
     let rss_followers = relay.rss_kib();
     busy.wait()?;
@@ -86,7 +98,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let followers = lab.report("followers")?;
     drop(relay);
 
-    let downloads = downloads(&lab, &a)?;
+    let downloads = if a.pinned { None } else { downloads(&lab, &a)? };
     let n = |v: &Value, f: &str| figure(v, f);
     let samples: Vec<f64> = followers["samples_ms"]
         .as_array()

@@ -70,39 +70,51 @@ pub struct Lab {
     pub out: PathBuf,
 }
 
-/// Where a process runs: the CPUs it may use, and its niceness.
+/// Where a process runs: the CPUs it may use, its niceness, or a real-time policy.
 #[derive(Clone, Copy)]
 pub struct Pin {
     pub cpus: Option<&'static str>,
     pub nice: i32,
+    /// SCHED_FIFO (`chrt -f 10`, in place of `nice`): for a measuring client that must
+    /// not wait behind others on its core. It sleeps between requests, so it starves
+    /// nothing.
+    pub realtime: bool,
 }
 
 impl Pin {
     pub const ANY: Pin = Pin {
         cpus: None,
         nice: 0,
+        realtime: false,
     };
 
     pub fn cpus(cpus: &'static str) -> Pin {
         Pin {
             cpus: Some(cpus),
-            nice: 0,
+            ..Pin::ANY
         }
     }
 
     /// `program` to be started so.
     pub fn command(self, program: &Path) -> Command {
-        let mut c = match self.cpus {
-            None if self.nice == 0 => return Command::new(program),
-            None => Command::new("nice"),
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus, "nice"]);
+        let nice = self.nice.to_string();
+        let mut wrap: Vec<&str> = Vec::new();
+        if let Some(cpus) = self.cpus {
+            wrap.extend(["taskset", "-c", cpus]);
+        }
+        if self.realtime {
+            wrap.extend(["chrt", "-f", "10"]);
+        } else if self.nice != 0 {
+            wrap.extend(["nice", "-n", &nice]);
+        }
+        match wrap.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
                 c
             }
-        };
-        c.args(["-n", &self.nice.to_string()]).arg(program);
-        c
+        }
     }
 }
 
@@ -271,12 +283,12 @@ impl Lab {
 
     /// The sustainable rate of link checks at `target` (requests a second, closed loop
     /// over 16 connections for 8 s: the run called `max`).
-    pub fn sustainable_rate(&self, target: SocketAddr) -> anyhow::Result<f64> {
+    pub fn sustainable_rate(&self, target: SocketAddr, pin: Pin) -> anyhow::Result<f64> {
         let max = self.load(
             "max",
             target,
             "--duration 8 --warmup 1 --connections 16",
-            Pin::ANY,
+            pin,
         )?;
         Ok(super::stats::figure(&max, "requests_per_second"))
     }
@@ -429,4 +441,46 @@ pub fn wait_accepting(child: &mut Running, addrs: &[SocketAddr], within: Duratio
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(pin: Pin) -> Vec<String> {
+        let c = pin.command(Path::new("/bin/prog"));
+        std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_pin_is_the_wrappers_it_needs() {
+        assert_eq!(argv(Pin::ANY), ["/bin/prog"]);
+        assert_eq!(argv(Pin::cpus("0")), ["taskset", "-c", "0", "/bin/prog"]);
+        let attacker = Pin {
+            nice: 19,
+            ..Pin::cpus("1")
+        };
+        assert_eq!(
+            argv(attacker),
+            ["taskset", "-c", "1", "nice", "-n", "19", "/bin/prog"]
+        );
+        let victim = Pin {
+            realtime: true,
+            ..Pin::cpus("1")
+        };
+        assert_eq!(
+            argv(victim),
+            ["taskset", "-c", "1", "chrt", "-f", "10", "/bin/prog"]
+        );
+        assert_eq!(
+            argv(Pin {
+                nice: 10,
+                ..Pin::ANY
+            }),
+            ["nice", "-n", "10", "/bin/prog"]
+        );
+    }
 }

@@ -76,7 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let config = lab.config("swap", Vec::new())?;
     let gw = lab.serve("gateway", &config, Pin::ANY, None)?;
     let target = config.ports.listen;
-    let max = lab.sustainable_rate(target)?;
+    let max = lab.sustainable_rate(target, Pin::ANY)?;
     let half = (max / 2.0).floor();
     println!(
         "== sustainable rate {max:.0} req/s; open loop at {half} req/s, {} s windows",
