@@ -71,6 +71,10 @@ pub struct Args {
     /// 2026-12-05, when the attackers' work on CPU 1 delayed the victims' clients).
     #[arg(long)]
     plain_victims: bool,
+    /// TOML merged into every gateway's `[unauthenticated]`, such as
+    /// 'handshakes_per_second = 250.0' (a limit's price, measured).
+    #[arg(long)]
+    unauthenticated: Option<String>,
 }
 
 const ONE_HOST: &str = "127.0.0.2";
@@ -233,6 +237,9 @@ impl Run<'_> {
             edits.push(config_edit::remove("unauthenticated"));
             edits.push(config_edit::remove("audit.checkpoint_key"));
             edits.push(config_edit::remove("audit.checkpoint_dir"));
+        }
+        if let Some(toml) = &self.a.unauthenticated {
+            edits.push(config_edit::merge("unauthenticated", toml));
         }
         let limit = match case.bank {
             Bank::AsDemo => None,
