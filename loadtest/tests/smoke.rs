@@ -257,14 +257,16 @@ async fn hostile_modes_report_what_the_gateway_did_to_them() {
     assert_eq!(r.waiting_at_end, 4, "{}", r.summary());
 
     // Before authentication, from a stranger's address (the fixture's partner network is
-    // 127.0.0.1 alone): the door's budget for one source is what the attacker gets.
-    let stranger = |partner: &str| Target {
-        sources: vec!["127.0.0.2".parse().expect("ip")],
+    // 127.0.0.1 alone): the door's budget for one source is what the attacker gets. A
+    // source turned away is then shunned for a while, so each attack has an address of
+    // its own.
+    let stranger = |partner: &str, source: &str| Target {
+        sources: vec![source.parse().expect("ip")],
         ..f.target(partner)
     };
     // Silent connections are held by the kernel (deferred accept), not refused by the
     // gateway (tests/it/door.rs shows they never reach it).
-    let r = run_attack(stranger("bank"), plan(Attack::IdleTcp, 40, 1))
+    let r = run_attack(stranger("bank", "127.0.0.2"), plan(Attack::IdleTcp, 40, 1))
         .await
         .expect("attack");
     assert_eq!(
@@ -274,9 +276,12 @@ async fn hostile_modes_report_what_the_gateway_did_to_them() {
         r.summary()
     );
     // Replayed hellos are answered until the source's handshake rate runs out.
-    let r = run_attack(stranger("bank"), plan(Attack::HelloReplay, 4, 1))
-        .await
-        .expect("attack");
+    let r = run_attack(
+        stranger("bank", "127.0.0.4"),
+        plan(Attack::HelloReplay, 4, 1),
+    )
+    .await
+    .expect("attack");
     assert!(
         r.connections.get("server_flights") > Some(&0),
         "{}",
@@ -287,9 +292,12 @@ async fn hostile_modes_report_what_the_gateway_did_to_them() {
         "{}",
         r.summary()
     );
-    let r = run_attack(stranger("bank"), plan(Attack::HandshakeFlood, 2, 1))
-        .await
-        .expect("attack");
+    let r = run_attack(
+        stranger("bank", "127.0.0.5"),
+        plan(Attack::HandshakeFlood, 2, 1),
+    )
+    .await
+    .expect("attack");
     assert!(
         r.connections.get("handshakes") > Some(&0),
         "{}",

@@ -29,6 +29,9 @@ pub struct UnauthenticatedConfig {
     /// Partners' address ranges: no per-source limits, a pool of their own, and their
     /// handshakes go first.
     pub partner_networks: Vec<ipnet::IpNet>,
+    /// How long a source turned away for its own limits has its connection attempts
+    /// dropped in the kernel (src/server/syn_filter.rs); zero: never.
+    pub shun: std::time::Duration,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +47,7 @@ pub(super) struct RawUnauthenticated {
     pub(super) handshakes_per_second: f64,
     pub(super) max_queued_handshakes: usize,
     pub(super) partner_networks: Vec<String>,
+    pub(super) shun_seconds: f64,
 }
 
 impl Default for RawUnauthenticated {
@@ -59,6 +63,7 @@ impl Default for RawUnauthenticated {
             handshakes_per_second: 1000.0,
             max_queued_handshakes: 256,
             partner_networks: Vec::new(),
+            shun_seconds: 1.0,
         }
     }
 }
@@ -125,6 +130,11 @@ pub(super) fn unauthenticated_config(
             parsed.ok()
         })
         .collect();
+    problems.check(
+        (0.0..=3600.0).contains(&u.shun_seconds),
+        "unauthenticated.shun_seconds",
+        "must be from 0 (never) to 3600",
+    );
     UnauthenticatedConfig {
         max_connections: u.max_connections,
         max_per_source: u.max_per_source,
@@ -136,5 +146,6 @@ pub(super) fn unauthenticated_config(
         handshakes_all_strangers,
         max_queued_handshakes: u.max_queued_handshakes,
         partner_networks,
+        shun: std::time::Duration::try_from_secs_f64(u.shun_seconds).unwrap_or_default(),
     }
 }

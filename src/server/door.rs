@@ -78,6 +78,8 @@ pub struct DoorMetrics {
     pub rejected: Vec<IntCounter>,
     /// Connections open and not through their handshake.
     pub unauthenticated: IntGauge,
+    /// Sources whose connection attempts the kernel drops now (syn_filter.rs).
+    pub shunned: IntGauge,
 }
 
 impl DoorMetrics {
@@ -102,6 +104,13 @@ impl DoorMetrics {
                 IntGauge::new(
                     "permitgate_unauthenticated_connections",
                     "Connections open whose TLS handshake has not ended.",
+                ),
+            ),
+            shunned: register(
+                registry,
+                IntGauge::new(
+                    "permitgate_shunned_sources",
+                    "Source addresses whose connection attempts are dropped in the kernel for [unauthenticated] shun_seconds, after the door turned them away for their own limits.",
                 ),
             ),
         }
@@ -182,6 +191,17 @@ impl Door {
             IpAddr::V6(_) => self.limits.prefix_v6,
         };
         IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
+    }
+
+    /// The source to shun after `peer` was turned away for `why`: its address, when it was
+    /// over its own limits (not its prefix's: syn_filter.rs says why).
+    pub fn shunned_source(&self, peer: SocketAddr, why: Turned) -> Option<IpNet> {
+        matches!(why, Turned::PerSource | Turned::SourceRate).then(|| IpNet::from(source_of(peer)))
+    }
+
+    /// The kernel's side of the door, for the accept loop to keep (syn_filter.rs).
+    pub fn syn_filter(&self) -> super::syn_filter::SynFilter {
+        super::syn_filter::SynFilter::new(self.limits.shun, self.metrics.shunned.clone())
     }
 
     /// Lets a connection from `peer` in, at `now_ns` (Unix nanoseconds), or says why not
@@ -374,6 +394,7 @@ mod tests {
                     .iter()
                     .map(|n| n.parse().expect("net"))
                     .collect(),
+                shun: std::time::Duration::from_secs(1),
             },
             Arc::new(DoorMetrics::register(&Registry::new())),
         )
@@ -381,6 +402,36 @@ mod tests {
 
     fn at(ip: &str) -> SocketAddr {
         SocketAddr::new(ip.parse().expect("ip"), 40000)
+    }
+
+    /// Only a source over its own limits is shunned, as itself: never its prefix, never
+    /// for the strangers' total; an IPv4 client of a dual-stack socket as IPv4.
+    #[test]
+    fn a_source_over_its_own_limits_is_what_is_shunned() {
+        let d = door(&[]);
+        for (peer, why, host) in [
+            ("192.0.2.7", Turned::PerSource, "192.0.2.7/32"),
+            ("192.0.2.7", Turned::SourceRate, "192.0.2.7/32"),
+            ("::ffff:192.0.2.7", Turned::SourceRate, "192.0.2.7/32"),
+            ("2001:db8::7", Turned::PerSource, "2001:db8::7/128"),
+        ] {
+            let host = host.parse::<IpNet>().expect("net");
+            assert_eq!(
+                d.shunned_source(at(peer), why),
+                Some(host),
+                "{peer} {why:?}"
+            );
+        }
+        for why in [
+            Turned::PerPrefix,
+            Turned::PrefixRate,
+            Turned::StrangerRate,
+            Turned::Unauthenticated,
+            Turned::PrefixShare,
+            Turned::HandshakeQueue,
+        ] {
+            assert_eq!(d.shunned_source(at("192.0.2.7"), why), None, "{why:?}");
+        }
     }
 
     #[test]

@@ -7,9 +7,11 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 
-use super::door::Turned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::door::Turned;
 
 use super::connection::{serve_connection, ConnectionSettings};
 use super::Gateway;
@@ -67,7 +69,9 @@ pub(super) async fn accept_loop(
         metrics: gw.metrics.listener.clone(),
     });
     let open_gauge = gw.metrics.listener.connections_open.clone();
+    let mut syn_filter = door.syn_filter();
     loop {
+        let due = syn_filter.due();
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -79,12 +83,22 @@ pub(super) async fn accept_loop(
                 }
             },
             _ = stop.changed() => return,
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                syn_filter.apply(socket2::SockRef::from(&listener), Instant::now());
+                continue;
+            }
         };
         // Before a byte of TLS: the door's budget for this source (door.rs).
         let now = u64::try_from(gw.clock.now().unix_timestamp_nanos()).unwrap_or(0);
-        let Ok(pass) = door.admit(peer, now) else {
-            reset(stream);
-            continue;
+        let pass = match door.admit(peer, now) {
+            Ok(pass) => pass,
+            Err(why) => {
+                if let Some(net) = door.shunned_source(peer, why) {
+                    syn_filter.shun(net, Instant::now());
+                }
+                reset(stream);
+                continue;
+            }
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             // Every descriptor budgeted for connections is in use.

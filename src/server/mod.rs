@@ -26,6 +26,7 @@ mod ops;
 mod reload;
 mod side;
 mod snapshot;
+mod syn_filter;
 mod write_deadline;
 
 use std::net::SocketAddr;

@@ -50,14 +50,15 @@ async fn rejected(gw: &TestGateway, reason: &str) -> f64 {
 /// and stall hold at most max_per_source from one stranger; the rest are closed on
 /// arrival. Partners (a partner network, and another stranger) connect and are served
 /// meanwhile. With one pool counted from accept, the same connections used to keep
-/// everyone else out.
+/// everyone else out. (No shun here: each of the 40 must reach the door; the next test
+/// shows the shun.)
 #[tokio::test]
 async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
     let gw = TestGateway::start_with(Options {
         server_extra: "max_connections = 16",
         edit_config: vec![crate::common::config_edit::merge(
             "unauthenticated",
-            "max_per_source = 8\nmax_connections = 64\nhandshakes_per_second_per_source = 1000.0",
+            "max_per_source = 8\nmax_connections = 64\nhandshakes_per_second_per_source = 1000.0\nshun_seconds = 0.0",
         )],
         ..Options::default()
     })
@@ -136,6 +137,44 @@ async fn a_source_starts_only_so_many_handshakes_a_second() {
     // Another source of the same prefix has its own bucket.
     let mut s = stalled_from(&gw, "127.0.0.5").await.expect("connect");
     assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
+    drop(held);
+}
+
+/// A source turned away for its own limits is shunned: for `shun_seconds` the kernel
+/// drops its connection attempts (a SYN never answered), so a flood's reconnections cost
+/// the gateway no accept and no reset. Its neighbours connect meanwhile, and it connects
+/// again once the shun ends.
+#[tokio::test]
+async fn a_source_turned_away_is_shunned_for_a_while() {
+    let gw = TestGateway::start_with(Options {
+        edit_config: vec![crate::common::config_edit::merge(
+            "unauthenticated",
+            "handshakes_per_second_per_source = 2.0\nshun_seconds = 1.0",
+        )],
+        ..Options::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(stalled_from(&gw, "127.0.0.7").await.expect("connect"));
+    }
+    let mut s = stalled_from(&gw, "127.0.0.7").await.expect("connect");
+    assert!(closed_within(&mut s, Duration::from_millis(500)).await);
+    gw.wait_metric("permitgate_shunned_sources", 1.0).await;
+    let attempt =
+        tokio::time::timeout(Duration::from_millis(300), connect_from(&gw, "127.0.0.7")).await;
+    assert!(attempt.is_err(), "a shunned source's SYN is not answered");
+    let neighbour = tokio::time::timeout(Duration::from_secs(2), connect_from(&gw, "127.0.0.8"))
+        .await
+        .expect("a neighbour is not shunned");
+    assert!(neighbour.is_ok());
+    gw.wait_metric_within("permitgate_shunned_sources", 0.0, Duration::from_secs(5))
+        .await;
+    let again = tokio::time::timeout(Duration::from_secs(2), connect_from(&gw, "127.0.0.7"))
+        .await
+        .expect("connects once the shun ended");
+    assert!(again.is_ok());
+    assert_eq!(rejected(&gw, "source_rate").await, 1.0);
     drop(held);
 }
 
