@@ -175,19 +175,11 @@ async fn runs_are_bounded_by_count_and_paced_by_rate() {
 /// falling into the measured time were what made batches over 1,024 connections stall
 /// (docs/benchmarks.md, "No stalls"). At 2 requests a second over 16 connections for 2 s,
 /// workers whose first slot lies beyond the end never send; their connections must still
-/// have been opened, all at once, before the first request.
+/// have been opened, before the first request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_opened_before_the_clock_starts() {
     let f = gateway().await;
-    let open = f.gateway.metrics.listener.connections_open.clone();
-    let watch = tokio::spawn(async move {
-        let mut most = 0;
-        for _ in 0..400 {
-            most = most.max(open.get());
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        most
-    });
+    let accepted = f.gateway.metrics.listener.connections_accepted.clone();
     let r = f
         .run(
             "bank",
@@ -206,7 +198,16 @@ async fn connections_are_opened_before_the_clock_starts() {
         "fewer requests than connections: {}",
         r.requests
     );
-    assert_eq!(watch.await.expect("watcher"), 16, "all 16 open at once");
+    // A worker opens a connection of its own only to send; those that never sent had
+    // theirs opened for them before the clock started. (How many were open at the peak
+    // is no proof: the workers with nothing to send close theirs within a millisecond of
+    // the start, faster than a gauge can be sampled.)
+    assert_eq!(
+        accepted.get(),
+        16,
+        "every worker's connection opened: {}",
+        r.summary()
+    );
     // The timeline covers the measured time and holds every request.
     assert_eq!(
         r.timeline.iter().map(|s| s.requests).sum::<u64>(),

@@ -106,6 +106,7 @@ pub(super) async fn accept_loop(
             reset(stream);
             continue;
         };
+        shared.metrics.connections_accepted.inc();
         let _ = stream.set_nodelay(true);
         let Ok(stream) = stream.into_std() else {
             continue;

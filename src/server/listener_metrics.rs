@@ -14,6 +14,8 @@ use crate::tls::HandshakeFailure;
 #[derive(Clone)]
 pub struct ListenerMetrics {
     pub connections_open: IntGauge,
+    /// Connections let in past the door (its refusals are the door's counter).
+    pub connections_accepted: IntCounter,
     pub door: Arc<DoorMetrics>,
     pub handshakes_waiting: IntGauge,
     /// Indexed by [`HandshakeFailure`], all created at 0.
@@ -38,6 +40,13 @@ impl ListenerMetrics {
                 IntGauge::new(
                     "permitgate_connections_open",
                     "Connections open now: through their handshake or not.",
+                ),
+            ),
+            connections_accepted: register(
+                registry,
+                IntCounter::new(
+                    "permitgate_connections_accepted_total",
+                    "Connections let in past the door (before their handshake); those it turned away are in permitgate_connections_rejected_total.",
                 ),
             ),
             door: Arc::new(DoorMetrics::register(registry)),
