@@ -539,6 +539,35 @@ scopes = ["link_check"]
         assert!(e.contains("server.listen: is required"), "{e}");
     }
 
+    /// `[unauthenticated] shun_seconds`: 0 turns the shun off, a negative or a
+    /// non-number is refused with the field and the rule.
+    #[test]
+    fn shun_seconds_is_from_0_to_3600() {
+        let p = Path::new("g.toml");
+        let with = |v: &str| {
+            MIN.replace(
+                "[tls]",
+                &format!("[unauthenticated]\nshun_seconds = {v}\n[tls]"),
+            )
+        };
+        let c = Config::parse(&with("0.0"), p).expect("0 is off");
+        assert!(c.unauthenticated.shun.is_zero());
+        let c = Config::parse(&MIN, p).expect("default");
+        assert_eq!(c.unauthenticated.shun, std::time::Duration::from_secs(1));
+        for bad in ["-1.0", "3601.0", "nan"] {
+            let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&with(bad), p) else {
+                panic!("shun_seconds = {bad} accepted");
+            };
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].field, "unauthenticated.shun_seconds");
+            assert!(
+                problems[0].to_string().contains("from 0 (never) to 3600"),
+                "{}",
+                problems[0]
+            );
+        }
+    }
+
     /// One run names every mistake: the TOML-level ones with their line and column, then
     /// the rules; a value set aside is not reported again, and a default never is.
     #[test]
