@@ -552,7 +552,7 @@ scopes = ["link_check"]
         };
         let c = Config::parse(&with("0.0"), p).expect("0 is off");
         assert!(c.unauthenticated.shun.is_zero());
-        let c = Config::parse(&MIN, p).expect("default");
+        let c = Config::parse(MIN, p).expect("default");
         assert_eq!(c.unauthenticated.shun, std::time::Duration::from_secs(1));
         for bad in ["-1.0", "3601.0", "nan"] {
             let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&with(bad), p) else {
