@@ -539,8 +539,8 @@ scopes = ["link_check"]
         assert!(e.contains("server.listen: is required"), "{e}");
     }
 
-    /// `[unauthenticated] shun_seconds`: 0 turns the shun off, a negative or a
-    /// non-number is refused with the field and the rule.
+    /// `[unauthenticated] shun_seconds`: 0 turns the shun off; below 0, above 3600 or
+    /// nan is refused with the field and the rule.
     #[test]
     fn shun_seconds_is_from_0_to_3600() {
         let p = Path::new("g.toml");

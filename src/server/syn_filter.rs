@@ -109,17 +109,9 @@ impl SynFilter {
     /// Ends the shuns that are over and, if the list changed, attaches its program to
     /// `listener` (or detaches the filter when nothing is left).
     pub fn apply(&mut self, listener: socket2::SockRef<'_>, now: Instant) {
-        let over: Vec<IpNet> = self
-            .shunned
-            .iter()
-            .filter(|(_, s)| s.until <= now)
-            .map(|(net, _)| *net)
-            .collect();
-        for net in over {
-            if let Some(s) = self.shunned.remove(&net) {
-                self.ended.insert(net, s);
-                self.changed = true;
-            }
+        for (net, s) in self.shunned.extract_if(|_, s| s.until <= now) {
+            self.ended.insert(net, s);
+            self.changed = true;
         }
         let shun_for = self.shun_for;
         self.ended

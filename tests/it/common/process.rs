@@ -10,29 +10,29 @@ pub use permitgate_testkit::process::{
 };
 
 pub fn start(config: &Path) -> Running {
+    serve(Command::new(env!("CARGO_BIN_EXE_permitgate")), config)
+}
+
+/// Like [`start`], on CPU 0 alone (taskset(1)): a gateway on a one-CPU machine.
+pub fn start_on_one_cpu(config: &Path) -> Running {
+    let mut taskset = Command::new("taskset");
+    taskset
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_permitgate"));
+    serve(taskset, config)
+}
+
+/// `permitgate serve` with `config`, started by `command` (the binary, or a wrapper's
+/// command line ending in it).
+fn serve(mut command: Command, config: &Path) -> Running {
     Running(
-        Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        command
             .args(["serve", "--config", &config.to_string_lossy()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start permitgate"),
-    )
-}
-
-/// Like [`start`], on CPU 0 alone (taskset(1)): a gateway on a one-CPU machine.
-pub fn start_on_one_cpu(config: &Path) -> Running {
-    Running(
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(env!("CARGO_BIN_EXE_permitgate"))
-            .args(["serve", "--config", &config.to_string_lossy()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start permitgate under taskset"),
     )
 }
 
