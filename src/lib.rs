@@ -25,6 +25,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod origin;
 pub mod overload;
+pub mod pace;
 pub mod partner;
 pub mod partner_ca;
 pub mod person_name;

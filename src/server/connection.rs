@@ -29,6 +29,7 @@ use super::door::{Class, Pass, Turned};
 use super::handshakes::HandshakeQueue;
 use super::listener_metrics::ListenerMetrics;
 use super::write_deadline::WriteDeadline;
+use crate::pace::Paced;
 
 /// Send buffer of a following gateway's connection: room for a long, fast download.
 const FOLLOWER_SEND_BUFFER: usize = 4 << 20;
@@ -121,7 +122,7 @@ pub(super) async fn serve_connection(
             // The socket stays with the request workers' I/O driver; only its polling
             // moves (as the handshake's did).
             let _ = side
-                .spawn(serve_http(
+                .spawn(Paced::new(serve_http(
                     settings.clone(),
                     tls,
                     caller,
@@ -129,7 +130,7 @@ pub(super) async fn serve_connection(
                     fd,
                     peer,
                     drain,
-                ))
+                )))
                 .await;
         }
         _ => serve_http(settings, tls, caller, unit, fd, peer, drain).await,

@@ -46,6 +46,7 @@ use crate::http::{App, Limits, Parts};
 use crate::key_files::{HashKey, KeyError};
 use crate::keyring::Keyring;
 use crate::overload::LagMonitor;
+use crate::pace::Pace;
 use crate::snapshot::SignedManifest;
 use crate::store::Store;
 use crate::tls::TlsError;
@@ -312,14 +313,19 @@ impl Gateway {
         let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let open = Arc::new(tokio::sync::Semaphore::new(self.connection_budget()));
-        let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10), None)
+        let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10), None, None)
             .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
-        let control = SideRuntime::start("permitgate-ctl", None, Some(NICE_10))
+        let control = SideRuntime::start("permitgate-ctl", None, None, Some(NICE_10))
             .map_err(|e| StartError::SideRuntime("control", e))?;
         let followers = if self.app.relays() {
             Some(
-                SideRuntime::start("permitgate-rly", Some(NICE_10), Some(NICE_10))
-                    .map_err(|e| StartError::SideRuntime("relay", e))?,
+                SideRuntime::start(
+                    "permitgate-rly",
+                    Some(NICE_10),
+                    Some(Pace::FOLLOWERS),
+                    Some(NICE_10),
+                )
+                .map_err(|e| StartError::SideRuntime("relay", e))?,
             )
         } else {
             None
@@ -329,7 +335,7 @@ impl Gateway {
         // and accepting never waits behind handshakes (the listen queue would overflow,
         // and a partner's connection attempt would wait a second for its SYN to be sent
         // again).
-        let accepts = SideRuntime::start("permitgate-acc", Some(NICE_10), None)
+        let accepts = SideRuntime::start("permitgate-acc", Some(NICE_10), None, None)
             .map_err(|e| StartError::SideRuntime("accept", e))?;
         let partner_listener = listener
             .into_std()

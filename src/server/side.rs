@@ -34,11 +34,18 @@
 //!   2,000 requests within tens of milliseconds, which on the request workers queued
 //!   ahead of the partners' checks (`scenario fanout`). Here they queue among
 //!   themselves; the sockets stay with the request workers' I/O driver, as for
-//!   handshakes.
+//!   handshakes. Nice 10 did not keep the burst off the workers: the kernel let the
+//!   thread spend its share in pieces of up to a 4 ms tick while a worker waited, so
+//!   the thread is also paced (crate::pace, `Pace::FOLLOWERS`: 250 µs of work, 250 µs
+//!   of rest). With one core for the relay, a partner's p99 beside 1,000 followers went
+//!   from 1.5–2.6× of alone to 0.9–1.2× (`scenario fanout --pinned`). Handshakes are
+//!   not paced: resting after each costs partners' new connections (p99 240–300 ms in a
+//!   handshake flood, `scenario doors`), for no victim within 2× that was not before.
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::pace::{pace_this_thread, thread_woke, Pace};
 use crate::priority::set_priority;
 pub use crate::priority::NICE_10;
 
@@ -49,11 +56,13 @@ pub struct SideRuntime {
 
 impl SideRuntime {
     /// Starts the thread `name`; with `priority` (a nice value,
-    /// such as [`NICE_10`]) where the OS allows it, and its blocking threads
-    /// (`spawn_blocking`, named `name-io`) at `blocking_priority`.
+    /// such as [`NICE_10`]) where the OS allows it, keeping `pace` between the polls of
+    /// [`Paced`](crate::pace::Paced) tasks, and its blocking threads (`spawn_blocking`,
+    /// named `name-io`) at `blocking_priority`.
     pub fn start(
         name: &str,
         priority: Option<i32>,
+        pace: Option<Pace>,
         blocking_priority: Option<i32>,
     ) -> std::io::Result<SideRuntime> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -64,6 +73,8 @@ impl SideRuntime {
                     set_priority(p);
                 }
             })
+            // Called on the runtime's own thread only: an idle spell is rest enough.
+            .on_thread_unpark(thread_woke)
             .build()?;
         let handle = rt.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -72,6 +83,9 @@ impl SideRuntime {
             .spawn(move || {
                 if let Some(p) = priority {
                     set_priority(p);
+                }
+                if let Some(pace) = pace {
+                    pace_this_thread(pace);
                 }
                 rt.block_on(async {
                     let _ = stopped.await;
@@ -113,7 +127,7 @@ mod tests {
 
     #[test]
     fn side_threads_run_below_the_workers() {
-        let rt = SideRuntime::start("pg-test-side", None, Some(NICE_10)).expect("start");
+        let rt = SideRuntime::start("pg-test-side", None, None, Some(NICE_10)).expect("start");
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = rt.handle().clone();
         let base = nice_and_policy();
@@ -139,5 +153,39 @@ mod tests {
         );
         assert_eq!((blocking.0 - base.0, blocking.1), (10, base.1));
         assert_eq!(name.as_deref(), Some("pg-test-side-io"));
+    }
+
+    /// Spins `d` on the CPU.
+    fn spin(d: std::time::Duration) {
+        let from = std::time::Instant::now();
+        while from.elapsed() < d {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// A paced side runtime rests between the polls of a task that keeps the thread busy
+    /// (a yield does not park the thread, so it is not rest). Rests are lower bounds (a
+    /// sleep never ends early), so this cannot flake: five polls of 2 ms hold four rests
+    /// of 4 ms.
+    #[test]
+    fn a_paced_side_runtime_rests_between_the_polls_of_a_busy_task() {
+        use crate::pace::Paced;
+        use std::time::{Duration, Instant};
+        let pace = Pace {
+            burst: Duration::from_millis(2),
+            rest: Duration::from_millis(4),
+        };
+        let rt = SideRuntime::start("pg-test-paced", None, Some(pace), None).expect("start");
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.handle().spawn(Paced::new(async move {
+            let started = Instant::now();
+            for _ in 0..5 {
+                spin(Duration::from_millis(2));
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(started.elapsed());
+        }));
+        let paced = rx.recv_timeout(Duration::from_secs(10)).expect("answer");
+        assert!(paced >= Duration::from_millis(5 * 2 + 4 * 4), "{paced:?}");
     }
 }

@@ -11,8 +11,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::pace::Pacer;
-use super::{sync_dir, Pace};
+use super::pace::io_step;
+use super::sync_dir;
+use crate::pace::{Pace, Pacer};
 
 /// The largest manifest read from anywhere. A manifest naming a base and the default 32
 /// deltas is about 8 KiB; a source offering more is refused before it is read whole.
@@ -152,7 +153,7 @@ impl ObjectSink {
         self.hasher.update(piece);
         self.written += piece.len() as u64;
         while !piece.is_empty() {
-            let step = piece.len().min(self.pacer.io_step());
+            let step = piece.len().min(io_step(&self.pacer));
             file.write_all(&piece[..step])?;
             piece = &piece[step..];
             self.pacer.tick();
@@ -195,7 +196,7 @@ impl ObjectSink {
         }
         // A file growing meanwhile is read one byte past its size at most: refused.
         let mut file = file.take(self.size + 1);
-        let mut buf = vec![0u8; self.pacer.io_step()];
+        let mut buf = vec![0u8; io_step(&self.pacer)];
         loop {
             let n = match file.read(&mut buf) {
                 Ok(0) => break,

@@ -10,10 +10,11 @@ use ed25519_dalek::VerifyingKey;
 use super::files::open_object;
 use super::header::{FileKind, SnapshotHeader, HEADER_LEN, TRAILER_LEN};
 use super::index::{IndexBuilder, Snapshot};
-use super::pace::{Pace, Pacer};
+use super::pace::io_step;
 use super::verify::{check_header, check_named, check_signature};
 use super::{SizeError, SnapshotError};
 use crate::key_files::HashKey;
+use crate::pace::{Pace, Pacer};
 
 /// An image in memory is hashed and indexed this much at a time: small enough to stay in
 /// a core's L2 between the two passes, and to pace in steps well under a millisecond.
@@ -73,7 +74,7 @@ impl Snapshot {
         let mut pacer = Pacer::new(pace);
         let mut filled = 0;
         while filled < len {
-            let end = (filled + pacer.io_step()).min(len);
+            let end = (filled + io_step(&pacer)).min(len);
             let n = file.read(&mut data[filled..end]).map_err(io)?;
             if n == 0 {
                 return Err(size(SizeError::Shrank { read: filled, len }));
@@ -305,7 +306,7 @@ mod tests {
         let trusted = [sk.verifying_key()];
         let pace = Pace {
             burst: std::time::Duration::ZERO,
-            rest: 1,
+            rest: std::time::Duration::ZERO,
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("object");

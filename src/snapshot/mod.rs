@@ -20,6 +20,7 @@ mod stream;
 pub mod testing;
 mod verify;
 
+pub use crate::pace::Pace;
 pub use delta::Delta;
 pub use error::{ChainError, Corruption, ManifestError, SizeError, SnapshotError};
 pub use files::{
@@ -29,7 +30,6 @@ pub use files::{
 pub use header::{FileKind, SnapshotHeader, SnapshotMeta, HEADER_LEN, RECORD_LEN, TRAILER_LEN};
 pub use index::Snapshot;
 pub use manifest::{Manifest, ManifestDelta, ManifestSnapshot, SignedManifest, MANIFEST_TYPE};
-pub use pace::Pace;
 pub use record::{DocKey, Record, RecordStatus, NO_RENEWAL};
 pub(crate) use repo::check_hash;
 pub use repo::{

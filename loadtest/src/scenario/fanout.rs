@@ -1,16 +1,17 @@
 //! Relay fan-out: one relay (a gateway as shipped serving the repository it holds), a
 //! fleet of simulated followers holding long-polls over mTLS (partner `relay`, one
-//! HTTP/1.1 connection each), partner traffic at half the sustainable rate beside them.
-//! Steps: the sustainable rate R of link checks (closed loop, 16 connections, bank); bank
-//! at R/2 alone, the baseline p99; bank at R/2 again while the followers long-poll and
+//! HTTP/1.1 connection each), partner traffic beside them. Steps: the sustainable rate R
+//! of link checks (closed loop, 16 connections, bank); bank at R/2 (`--partner-load`)
+//! alone, the baseline p99; bank at R/2 again while the followers long-poll and
 //! publications land 1 s apart, each follower's time to hold the new manifest and its
 //! delta measured; then, on the swap scenario's 10M-document repository when it exists
 //! (`scenario swap` makes it), many followers download the base at once while the relay's
 //! resident memory is sampled every 50 ms.
 //!
 //! `--pinned`: the relay on CPU 0 (started under `taskset`: it sizes itself to one CPU),
-//! the partner's generator and the fleet on CPU 1, as `scenario compare --pinned` does
-//! (issue 32, target 3); the downloads are left out.
+//! the partner's generator (under SCHED_FIFO, as the victims of `scenario doors`) and the
+//! fleet on CPU 1, as `scenario compare --pinned` does (issue 32, target 3); the downloads
+//! are left out.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +40,10 @@ pub struct Args {
     /// The relay alone on CPU 0, the generators on CPU 1.
     #[arg(long)]
     pinned: bool,
+    /// The partner's rate, as a share of the sustainable rate: above 1, the relay is
+    /// saturated, and the followers must still hold each publication.
+    #[arg(long, default_value_t = 0.5)]
+    partner_load: f64,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -52,14 +57,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         (Pin::ANY, Pin::ANY)
     };
+    // Pinned, the partner's generator shares CPU 1 with the fleet, which wakes with the
+    // relay's answers: without SCHED_FIFO it waited behind the fleet up to 4.9 ms (`perf
+    // sched latency`), the fleet's cost on the measuring client, not on the relay. At
+    // half the maximum it sleeps between requests, so it starves nothing; past that it
+    // would starve the fleet, and stays at normal priority.
+    let partner_pin = Pin {
+        realtime: a.pinned && a.partner_load <= 0.5,
+        ..clients
+    };
     let relay = lab.serve("relay", &config, relay_pin, None)?;
     let target = config.ports.listen;
     let max = lab.sustainable_rate(target, clients)?;
-    let half = (max / 2.0).floor();
-    println!("== sustainable rate {max:.0} req/s; partner traffic at {half} req/s");
+    if !(a.partner_load > 0.0 && a.partner_load.is_finite()) {
+        bail!("--partner-load must be a positive share of the sustainable rate");
+    }
+    let rate = (max * a.partner_load).floor();
+    println!("== sustainable rate {max:.0} req/s; partner traffic at {rate} req/s");
     let window = a.publications + 8;
-    let partner = format!("--duration {window} --warmup 1 --connections 16 --rate {half}");
-    let alone = lab.load("partner-alone", target, &partner, clients)?;
+    let partner = format!("--duration {window} --warmup 1 --connections 16 --rate {rate}");
+    let alone = lab.load("partner-alone", target, &partner, partner_pin)?;
 
     println!(
         "== {} followers, {} publications, partner traffic alongside",
@@ -90,7 +107,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             fleet_log.display()
         );
     }
-    let mut busy = lab.spawn_load("partner-with-followers", target, &partner, clients)?;
+    let mut busy = lab.spawn_load("partner-with-followers", target, &partner, partner_pin)?;
     fleet.wait()?;
     let rss_followers = relay.rss_kib();
     busy.wait()?;
