@@ -38,9 +38,11 @@
 //!   thread spend its share in pieces of up to a 4 ms tick while a worker waited, so
 //!   the thread is also paced (crate::pace, `Pace::FOLLOWERS`: 250 µs of work, 250 µs
 //!   of rest). With one core for the relay, a partner's p99 beside 1,000 followers went
-//!   from 1.5–2.6× of alone to 0.9–1.2× (`scenario fanout --pinned`). Handshakes are
-//!   not paced: resting after each costs partners' new connections (p99 240–300 ms in a
-//!   handshake flood, `scenario doors`), for no victim within 2× that was not before.
+//!   from 2.1–2.4× of alone to 0.7–1.0× (`scenario fanout --pinned`, alternating runs),
+//!   and a saturated relay still brought every follower each publication within 1 s.
+//!   Handshakes are not paced: resting after each made partners' new connections wait
+//!   (p99 170–310 ms in handshake floods, `scenario doors`), for no victim within 2×
+//!   that was not before.
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
