@@ -120,7 +120,7 @@ pub(super) async fn serve_connection(
     match &settings.followers {
         Some(side) if follower => {
             // The socket stays with the request workers' I/O driver; only its polling
-            // moves (as the handshake's did).
+            // moves (as the handshake's did), in paced bursts (side.rs).
             let _ = side
                 .spawn(Paced::new(serve_http(
                     settings.clone(),

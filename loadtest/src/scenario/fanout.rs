@@ -47,6 +47,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if !(a.partner_load > 0.0 && a.partner_load.is_finite()) {
+        bail!("--partner-load must be a positive share of the sustainable rate");
+    }
     let lab = Lab::new("fanout", &a.lab)?;
     // A fresh base with no delta chain: the publications then stay deltas (a compaction
     // would send every follower the whole base instead).
@@ -69,9 +72,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let relay = lab.serve("relay", &config, relay_pin, None)?;
     let target = config.ports.listen;
     let max = lab.sustainable_rate(target, clients)?;
-    if !(a.partner_load > 0.0 && a.partner_load.is_finite()) {
-        bail!("--partner-load must be a positive share of the sustainable rate");
-    }
     let rate = (max * a.partner_load).floor();
     println!("== sustainable rate {max:.0} req/s; partner traffic at {rate} req/s");
     let window = a.publications + 8;
