@@ -45,6 +45,32 @@ async fn rejected(gw: &TestGateway, reason: &str) -> f64 {
     )
 }
 
+/// A gateway with `server_extra` in [server] and `unauthenticated` merged into
+/// [unauthenticated].
+async fn with_unauthenticated(server_extra: &'static str, unauthenticated: &str) -> TestGateway {
+    TestGateway::start_with(Options {
+        server_extra,
+        edit_config: vec![crate::common::config_edit::merge(
+            "unauthenticated",
+            unauthenticated,
+        )],
+        ..Options::default()
+    })
+    .await
+}
+
+/// The burst of a source allowed 2 handshakes a second (4): stalled connections from
+/// `source`, each let in.
+async fn burst_from(gw: &TestGateway, source: &str) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = stalled_from(gw, source).await.expect("connect");
+        assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
+        held.push(s);
+    }
+    held
+}
+
 /// Idle TCP: connections that never send a byte are not handed to the gateway (the
 /// kernel defers them until their handshake deadline); connections that start a handshake
 /// and stall hold at most max_per_source from one stranger; the rest are closed on
@@ -54,14 +80,10 @@ async fn rejected(gw: &TestGateway, reason: &str) -> f64 {
 /// shows the shun.)
 #[tokio::test]
 async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
-    let gw = TestGateway::start_with(Options {
-        server_extra: "max_connections = 16",
-        edit_config: vec![crate::common::config_edit::merge(
-            "unauthenticated",
-            "max_per_source = 8\nmax_connections = 64\nhandshakes_per_second_per_source = 1000.0\nshun_seconds = 0.0",
-        )],
-        ..Options::default()
-    })
+    let gw = with_unauthenticated(
+        "max_connections = 16",
+        "max_per_source = 8\nmax_connections = 64\nhandshakes_per_second_per_source = 1000.0\nshun_seconds = 0.0",
+    )
     .await;
     let mut silent = Vec::new();
     for _ in 0..40 {
@@ -116,21 +138,9 @@ async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
 /// are closed on arrival (counted source_rate) until tokens come back.
 #[tokio::test]
 async fn a_source_starts_only_so_many_handshakes_a_second() {
-    let gw = TestGateway::start_with(Options {
-        edit_config: vec![crate::common::config_edit::merge(
-            "unauthenticated",
-            "handshakes_per_second_per_source = 2.0",
-        )],
-        ..Options::default()
-    })
-    .await;
+    let gw = with_unauthenticated("", "handshakes_per_second_per_source = 2.0").await;
     // Burst 4: the first four connections are let in, the next ones closed.
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut s = stalled_from(&gw, "127.0.0.4").await.expect("connect");
-        assert!(!closed_within(&mut s, Duration::from_millis(100)).await);
-        held.push(s);
-    }
+    let held = burst_from(&gw, "127.0.0.4").await;
     let mut s = stalled_from(&gw, "127.0.0.4").await.expect("connect");
     assert!(closed_within(&mut s, Duration::from_millis(500)).await);
     assert_eq!(rejected(&gw, "source_rate").await, 1.0);
@@ -146,18 +156,12 @@ async fn a_source_starts_only_so_many_handshakes_a_second() {
 /// again once the shun ends.
 #[tokio::test]
 async fn a_source_turned_away_is_shunned_for_a_while() {
-    let gw = TestGateway::start_with(Options {
-        edit_config: vec![crate::common::config_edit::merge(
-            "unauthenticated",
-            "handshakes_per_second_per_source = 2.0\nshun_seconds = 1.0",
-        )],
-        ..Options::default()
-    })
+    let gw = with_unauthenticated(
+        "",
+        "handshakes_per_second_per_source = 2.0\nshun_seconds = 1.0",
+    )
     .await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(stalled_from(&gw, "127.0.0.7").await.expect("connect"));
-    }
+    let held = burst_from(&gw, "127.0.0.7").await;
     let mut s = stalled_from(&gw, "127.0.0.7").await.expect("connect");
     assert!(closed_within(&mut s, Duration::from_millis(500)).await);
     gw.wait_metric("permitgate_shunned_sources", 1.0).await;
