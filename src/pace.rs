@@ -115,6 +115,15 @@ impl<F: Future> Future for Paced<F> {
     }
 }
 
+/// Spins `d` on the CPU: a piece of work for the pacing tests.
+#[cfg(test)]
+pub(crate) fn spin(d: Duration) {
+    let from = Instant::now();
+    while from.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,9 +141,7 @@ mod tests {
         let mut worked = Duration::ZERO;
         for _ in 0..5 {
             let piece = Instant::now();
-            while piece.elapsed() < Duration::from_millis(2) {
-                std::hint::spin_loop();
-            }
+            spin(Duration::from_millis(2));
             worked += piece.elapsed();
             pacer.tick();
         }

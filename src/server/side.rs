@@ -157,21 +157,13 @@ mod tests {
         assert_eq!(name.as_deref(), Some("pg-test-side-io"));
     }
 
-    /// Spins `d` on the CPU.
-    fn spin(d: std::time::Duration) {
-        let from = std::time::Instant::now();
-        while from.elapsed() < d {
-            std::hint::spin_loop();
-        }
-    }
-
     /// A paced side runtime rests between the polls of a task that keeps the thread busy
     /// (a yield does not park the thread, so it is not rest). Rests are lower bounds (a
     /// sleep never ends early), so this cannot flake: five polls of 2 ms hold four rests
     /// of 4 ms.
     #[test]
     fn a_paced_side_runtime_rests_between_the_polls_of_a_busy_task() {
-        use crate::pace::Paced;
+        use crate::pace::{spin, Paced};
         use std::time::{Duration, Instant};
         let pace = Pace {
             burst: Duration::from_millis(2),
