@@ -1,35 +1,42 @@
 //! The audit trail: one record per answered partner request, appended to size-rotated
-//! files by a writer thread, off the request path, each batch sealed by a hash that chains
-//! the batches (src/audit/record.rs).
+//! files, each batch sealed by a hash that chains the batches (src/audit/record.rs).
 //!
-//! The request path reserves a place in the writer's queue ([`AuditLog::reserve`]): when
-//! the writer is `queue_capacity` records behind (a slow or failing disk), the request is
-//! shed with 503 rather than answered without a record, unless `when_full = "drop"` says
-//! availability matters more. An answer leaves only once its record is written: the
-//! writer takes every record queued, writes them as one sealed batch with one `write(2)`
-//! (group commit), and only then releases their answers ([`Recorded::written`]), so a
-//! killed process has a record of every answer it gave. `fsync` runs at most every
-//! `fsync_interval_ms` (0: every batch), so a machine crash loses at most that interval;
-//! with `answer_after = "fsync"` the batch is fsynced before its answers leave, and a
-//! machine crash loses none. Files are `audit-<first seq>-<unix ms>.log`, so their names
-//! sort in chain order; the chain runs on across files and restarts.
+//! The request path reserves a place in the queue ([`AuditLog::reserve`]): when
+//! `queue_capacity` records are waiting (a slow or failing disk), the request is shed with
+//! 503 rather than answered without a record, unless `when_full = "drop"` says
+//! availability matters more. An answer leaves only once its record is written
+//! ([`Recorded::written`]), so a killed process has a record of every answer it gave.
+//!
+//! Who writes (src/audit/writer.rs): with `answer_after = "write"`, the request workers
+//! themselves. A request records, lets the other requests ready on its worker record
+//! theirs, then takes every queued record and writes them as one sealed batch with one
+//! `write(2)` (group commit, flat combining: a worker that finds another writing leaves
+//! its record to it). The writer thread fsyncs at most every `fsync_interval_ms` (0:
+//! every batch) without holding up the workers' writes, so a machine crash loses at most
+//! that interval; it also rotates files, retries failed writes and signs checkpoints,
+//! none of which a worker waits for. With `answer_after = "fsync"` the thread writes and
+//! fsyncs each batch before its answers leave, and a machine crash loses none. Files are
+//! `audit-<first seq>-<unix ms>.log`, so their names sort in chain order; the chain runs
+//! on across files and restarts.
 
 pub mod checkpoint;
 pub mod record;
 pub mod ship;
 pub mod verify;
+mod writer;
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 
 pub use record::{Answered, Documents};
+use writer::{Checkpointer, Ctl, Shared, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,23 +146,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
     }
 }
 
-enum Msg {
-    /// A record, and whom to tell once it is written.
-    Record(Answered, tokio::sync::oneshot::Sender<()>),
-    /// Write and fsync everything before this, then answer.
-    Sync(mpsc::SyncSender<()>),
-    /// As `Sync`, then stop.
-    Close(mpsc::SyncSender<()>),
-}
-
 pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
-    /// Records reserved or queued and not yet written.
-    pending: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    /// Dropped, it stops the writer thread (after writing what is queued).
+    ctl: mpsc::Sender<Ctl>,
     capacity: usize,
     when_full: WhenFull,
+    /// With `answer_after = "write"` the request workers write the records themselves;
+    /// with `"fsync"` the thread does, since an fsync must not stall a worker.
+    workers_write: bool,
     dropped: IntCounter,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The queue is full and the policy is to shed.
@@ -170,40 +171,94 @@ pub struct Slot<'a> {
 }
 
 /// A record handed to the writer; [`Recorded::written`] says when its answer may leave.
-pub struct Recorded(Option<tokio::sync::oneshot::Receiver<()>>);
+pub struct Recorded<'a> {
+    log: &'a AuditLog,
+    /// `None` once settled, or for an answer given without a record (`when_full = "drop"`).
+    written: Option<tokio::sync::oneshot::Receiver<()>>,
+}
 
-impl Recorded {
+impl Recorded<'_> {
     /// Waits until the record is written (or fsynced, as `answer_after` says); `false` if
     /// it never will be (the writer stopped), and the answer must not leave as given.
-    pub async fn written(self) -> bool {
-        match self.0 {
-            Some(rx) => rx.await.is_ok(),
-            // `when_full = "drop"`: answered without a record, by configuration.
-            None => true,
+    ///
+    /// With `answer_after = "write"` the request's own worker writes it: it first lets
+    /// the other requests ready on that thread record theirs (the task yields until the
+    /// worker has run them and polled its sockets once), then writes every queued record
+    /// in one sealed batch. The writer thread is not woken on the way, so an answer waits
+    /// for no other thread's turn on the core.
+    pub async fn written(mut self) -> bool {
+        let Some(rx) = self.written.as_mut() else {
+            return true;
+        };
+        if self.log.workers_write {
+            tokio::task::yield_now().await;
+            match rx.try_recv() {
+                Ok(()) => {
+                    self.written = None;
+                    return true;
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    self.written = None;
+                    return false;
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    self.log.shared.combine(&self.log.ctl);
+                }
+            }
+        }
+        let written = rx.await.is_ok();
+        self.written = None;
+        written
+    }
+}
+
+impl Drop for Recorded<'_> {
+    fn drop(&mut self) {
+        // Abandoned before its record was written (the client went away): the thread
+        // writes it, since the worker that would have will not come back for it.
+        if self.written.is_some() && self.log.workers_write {
+            let _ = self.log.ctl.send(Ctl::Kick);
         }
     }
 }
 
-impl Slot<'_> {
-    pub fn record(mut self, entry: Answered) -> Recorded {
+impl<'a> Slot<'a> {
+    pub fn record(mut self, entry: Answered) -> Recorded<'a> {
+        let log = self.log;
         if !std::mem::take(&mut self.held) {
-            self.log.dropped.inc();
-            return Recorded(None);
+            log.dropped.inc();
+            return Recorded { log, written: None };
         }
         let (done, written) = tokio::sync::oneshot::channel();
-        if self.log.tx.send(Msg::Record(entry, done)).is_err() {
-            // The writer is gone (shutting down): nothing will write it.
-            self.log.pending.fetch_sub(1, Ordering::Relaxed);
-            self.log.dropped.inc();
+        let shared = &log.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            // Shutting down: nothing will write it, and `done` dropped says so.
+            shared.pending.fetch_sub(1, Ordering::Relaxed);
+            log.dropped.inc();
+            return Recorded {
+                log,
+                written: Some(written),
+            };
         }
-        Recorded(Some(written))
+        shared.queued.fetch_add(1, Ordering::SeqCst);
+        if shared.records.send((entry, done)).is_err() {
+            shared.queued.fetch_sub(1, Ordering::SeqCst);
+            shared.pending.fetch_sub(1, Ordering::Relaxed);
+            log.dropped.inc();
+        } else if !log.workers_write {
+            let _ = log.ctl.send(Ctl::Kick);
+        }
+        Recorded {
+            log,
+            written: Some(written),
+        }
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if self.held {
-            self.log.pending.fetch_sub(1, Ordering::Relaxed);
+            self.log.shared.pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -212,8 +267,17 @@ impl AuditLog {
     /// Opens (or creates) the log in `config.dir`, continuing its chain, and starts the
     /// writer thread.
     pub fn open(config: AuditConfig, metrics: AuditMetrics) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(config, metrics, true)
+    }
+
+    /// As [`AuditLog::open`]; without `thread`, only the request workers write (tests).
+    fn open_with(
+        config: AuditConfig,
+        metrics: AuditMetrics,
+        thread: bool,
+    ) -> Result<AuditLog, AuditError> {
         std::fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
-        // Two writers would fork the chain: the lock is held as long as the writer runs.
+        // Two writers would fork the chain: the lock is held as long as the log is open.
         let lock_path = config.dir.join(".lock");
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
         lock.try_lock().map_err(|e| match e {
@@ -226,62 +290,59 @@ impl AuditLog {
             },
         })?;
         let tail = Tail::find(&config.dir)?;
-        let checkpoints = match &config.checkpoints {
-            Some(c) => Some((c.clone(), crate::key_files::load_signing_key(&c.key)?)),
+        let checkpointer = match &config.checkpoints {
+            Some(c) => Some(Checkpointer::new(
+                c.clone(),
+                crate::key_files::load_signing_key(&c.key)?,
+                tail.next_seq.saturating_sub(1),
+            )),
             None => None,
         };
+        let (records, records_rx) = mpsc::channel();
+        let (ctl, ctl_rx) = mpsc::channel();
+        let workers_write = config.answer_after == AnswerAfter::Write;
         let pending = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            config: config.clone(),
-            file: None,
-            size: 0,
-            seq: tail.next_seq,
-            prev: tail.prev,
-            batch_start: None,
-            append_to: tail.append_to,
-            pending: pending.clone(),
-            metrics: metrics.clone(),
-            dirty: false,
-            last_sync: Instant::now(),
-            checkpoints,
-            checkpointed: tail.next_seq.saturating_sub(1),
-            last_checkpoint: Instant::now(),
-            _lock: lock,
-        };
-        // On one CPU the writer takes the core from the request worker whose records it
-        // waits for: it must not spin for the next one, and at nice 10 its wake-ups do not
-        // preempt the worker, which answers and records what it has first (batches of
-        // several records instead of one, a context switch per batch instead of two per
-        // request; docs/benchmarks.md, Performance III).
-        let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-        let handle = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || {
-                if one_cpu {
-                    crate::priority::set_priority(crate::priority::NICE_10);
-                }
-                writer.run(rx, if one_cpu { Duration::ZERO } else { SPIN })
+        let writer = Writer::new(
+            config.clone(),
+            tail,
+            records_rx,
+            pending.clone(),
+            metrics.clone(),
+            lock,
+        );
+        let shared = Arc::new(Shared::new(writer, records, pending));
+        let handle = thread
+            .then(|| {
+                writer::spawn(
+                    shared.clone(),
+                    ctl_rx,
+                    checkpointer,
+                    metrics.clone(),
+                    workers_write,
+                )
             })
+            .transpose()
             .map_err(io_err(&config.dir))?;
         Ok(AuditLog {
-            tx,
-            pending,
+            shared,
+            ctl,
             capacity: config.queue_capacity,
             when_full: config.when_full,
+            workers_write,
             dropped: metrics.dropped,
-            writer: Mutex::new(Some(handle)),
+            thread: Mutex::new(handle),
         })
     }
 
     pub fn reserve(&self) -> Result<Slot<'_>, Full> {
-        if self.pending.fetch_add(1, Ordering::Relaxed) < self.capacity {
+        let pending = &self.shared.pending;
+        if pending.fetch_add(1, Ordering::Relaxed) < self.capacity {
             return Ok(Slot {
                 log: self,
                 held: true,
             });
         }
-        self.pending.fetch_sub(1, Ordering::Relaxed);
+        pending.fetch_sub(1, Ordering::Relaxed);
         match self.when_full {
             WhenFull::Shed => Err(Full),
             WhenFull::Drop => Ok(Slot {
@@ -294,7 +355,7 @@ impl AuditLog {
     /// Blocks until everything recorded so far is written and fsynced.
     pub fn sync(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Sync(done_tx)).is_ok() {
+        if self.ctl.send(Ctl::Sync(done_tx)).is_ok() {
             let _ = done_rx.recv();
         }
     }
@@ -303,10 +364,10 @@ impl AuditLog {
     /// drain). Records after this are counted as dropped.
     pub fn close(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Close(done_tx)).is_ok() {
+        if self.ctl.send(Ctl::Close(done_tx)).is_ok() {
             let _ = done_rx.recv();
         }
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -417,271 +478,6 @@ fn previous_seal_end(before: &[u8]) -> Result<usize, record::LineError> {
         end = start.saturating_sub(1);
     }
     Ok(0)
-}
-
-struct Writer {
-    config: AuditConfig,
-    file: Option<(File, PathBuf)>,
-    size: u64,
-    seq: u64,
-    /// The last seal's hash.
-    prev: [u8; 32],
-    /// The unsealed batch in the buffer: its first record and where its lines start.
-    batch_start: Option<(u64, usize)>,
-    append_to: Option<PathBuf>,
-    pending: Arc<AtomicUsize>,
-    metrics: AuditMetrics,
-    dirty: bool,
-    last_sync: Instant,
-    /// Where and with what checkpoints are signed, the last record one covers, and when.
-    checkpoints: Option<(CheckpointConfig, ed25519_dalek::SigningKey)>,
-    checkpointed: u64,
-    last_checkpoint: Instant,
-    _lock: File,
-}
-
-const MAX_BATCH: usize = 4096;
-/// How long the writer looks for the next record before it parks (with more than one CPU).
-const SPIN: Duration = Duration::from_micros(50);
-
-/// The next message within `spin`, looked for without blocking (yielding the core to
-/// whoever else wants it between looks).
-fn spin_for(rx: &mpsc::Receiver<Msg>, spin: Duration) -> Option<Msg> {
-    let until = Instant::now() + spin;
-    loop {
-        if let Ok(m) = rx.try_recv() {
-            return Some(m);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::yield_now();
-    }
-}
-
-impl Writer {
-    /// Writes what `rx` brings; looks for the next record for `spin` before it parks.
-    fn run(mut self, rx: mpsc::Receiver<Msg>, spin: Duration) {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        // The answers of the batch being written: released once it is.
-        let mut answers = Vec::with_capacity(MAX_BATCH);
-        loop {
-            // Under load the next record comes within microseconds: looked for a little
-            // while before the thread parks, so that a request's send rarely has to wake
-            // it (a futex wake and a context switch for every few records otherwise).
-            let spun = spin_for(&rx, spin);
-            // Else blocks for the next record: its answer waits for it. Unwritten data is
-            // fsynced when the interval comes round while nothing arrives.
-            let first = if let Some(m) = spun {
-                m
-            } else if let Some(left) = self.next_timer() {
-                match rx.recv_timeout(left) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if self.dirty && self.last_sync.elapsed() >= self.config.fsync_interval {
-                            self.fsync();
-                        }
-                        self.checkpoint(false);
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
-            };
-            let mut waiters = Vec::new();
-            let mut closing = false;
-            let mut batch = 0usize;
-            // Everything queued meanwhile joins this batch: while one batch is written,
-            // the next gathers (group commit).
-            for msg in std::iter::once(first)
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-                .take(MAX_BATCH)
-            {
-                match msg {
-                    Msg::Record(entry, done) => {
-                        if self.size + buf.len() as u64 >= self.config.max_file_bytes {
-                            // Every file ends with a seal.
-                            self.seal(&mut buf);
-                            self.write_out(&mut buf, &mut batch);
-                            self.rotate();
-                        }
-                        self.batch_start.get_or_insert((self.seq, buf.len()));
-                        record::encode(&entry, self.seq, &mut buf);
-                        self.seq += 1;
-                        batch += 1;
-                        answers.push(done);
-                    }
-                    Msg::Sync(done) => waiters.push(done),
-                    Msg::Close(done) => {
-                        waiters.push(done);
-                        closing = true;
-                    }
-                }
-            }
-            self.seal(&mut buf);
-            self.write_out(&mut buf, &mut batch);
-            let due = self.last_sync.elapsed() >= self.config.fsync_interval;
-            let answers_wait_for_disk =
-                self.config.answer_after == AnswerAfter::Fsync && !answers.is_empty();
-            if self.dirty && (due || !waiters.is_empty() || answers_wait_for_disk) {
-                self.fsync();
-            }
-            for done in answers.drain(..) {
-                let _ = done.send(());
-            }
-            self.checkpoint(closing);
-            for w in waiters {
-                let _ = w.send(());
-            }
-            if closing {
-                return;
-            }
-        }
-        self.seal(&mut buf);
-        self.write_out(&mut buf, &mut 0);
-        self.fsync();
-        self.checkpoint(true);
-    }
-
-    /// How long the writer may wait for records before it has something to do on its
-    /// own: fsync written data, or checkpoint records no checkpoint covers. `None`:
-    /// nothing pending.
-    fn next_timer(&self) -> Option<Duration> {
-        let fsync = self.dirty.then(|| {
-            self.config
-                .fsync_interval
-                .saturating_sub(self.last_sync.elapsed())
-        });
-        let checkpoint = self.checkpoints.as_ref().and_then(|(c, _)| {
-            (self.seq.saturating_sub(1) > self.checkpointed)
-                .then(|| c.interval.saturating_sub(self.last_checkpoint.elapsed()))
-        });
-        match (fsync, checkpoint) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Signs where the chain stands, when checkpoints are configured, something sealed
-    /// is not covered yet, and the interval has passed (or `now`). The log is fsynced
-    /// first: a checkpoint never vouches for records a machine crash could still take.
-    fn checkpoint(&mut self, now: bool) {
-        let Some((c, _)) = &self.checkpoints else {
-            return;
-        };
-        let last = self.seq.saturating_sub(1);
-        let due = now || self.last_checkpoint.elapsed() >= c.interval;
-        if !due || last <= self.checkpointed || self.batch_start.is_some() {
-            return;
-        }
-        if self.dirty {
-            self.fsync();
-        }
-        let Some((c, key)) = &self.checkpoints else {
-            return;
-        };
-        let point = checkpoint::Checkpoint {
-            seq: last,
-            seal: self.prev,
-            time_ms: i64::try_from(
-                time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000,
-            )
-            .unwrap_or(i64::MAX),
-        };
-        match point.write(&c.dir, key) {
-            Ok(()) => {
-                self.checkpointed = last;
-                self.last_checkpoint = Instant::now();
-            }
-            Err(e) => {
-                // Tried again an interval later.
-                self.last_checkpoint = Instant::now();
-                self.metrics.write_errors.inc();
-                tracing::error!(error = %crate::report::Report(&e), "audit checkpoint not written; trying again in an interval");
-            }
-        }
-    }
-
-    /// Seals the batch in `buf`, if any: its records and their seal go out in one write.
-    fn seal(&mut self, buf: &mut Vec<u8>) {
-        if let Some((first, start)) = self.batch_start.take() {
-            self.prev = record::seal(first, self.seq - 1, &self.prev, start, buf);
-        }
-    }
-
-    /// Writes `buf` to the current file, retrying (after cutting off any partial write)
-    /// until it succeeds: records are never skipped. Meanwhile the queue fills and the
-    /// request path sheds.
-    fn write_out(&mut self, buf: &mut Vec<u8>, batch: &mut usize) {
-        if buf.is_empty() {
-            return;
-        }
-        // The buffer holds `batch` records, the last of them `seq - 1`.
-        let first_seq = self.seq - *batch as u64;
-        loop {
-            match self.try_write(buf, first_seq) {
-                Ok(()) => break,
-                Err(e) => {
-                    self.metrics.write_errors.inc();
-                    tracing::error!(error = %e, "audit write failed; retrying");
-                    if let Some((f, _)) = &self.file {
-                        let _ = f.set_len(self.size);
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        self.size += buf.len() as u64;
-        buf.clear();
-        self.metrics.written.inc_by(*batch as u64);
-        self.pending.fetch_sub(*batch, Ordering::Relaxed);
-        self.metrics
-            .queue_depth
-            .set(self.pending.load(Ordering::Relaxed) as i64);
-        *batch = 0;
-        self.dirty = true;
-    }
-
-    fn try_write(&mut self, buf: &[u8], first_seq: u64) -> std::io::Result<()> {
-        if self.file.is_none() {
-            let path = match self.append_to.take() {
-                Some(p) => p,
-                None => self.config.dir.join(format!(
-                    "audit-{:020}-{}.log",
-                    first_seq,
-                    time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
-                )),
-            };
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
-            self.size = f.seek(SeekFrom::End(0))?;
-            self.file = Some((f, path));
-        }
-        let Some((f, _)) = self.file.as_mut() else {
-            return Err(std::io::Error::other("no audit file"));
-        };
-        f.write_all(buf)
-    }
-
-    fn rotate(&mut self) {
-        self.fsync();
-        self.file = None;
-        self.size = 0;
-    }
-
-    fn fsync(&mut self) {
-        if let Some((f, path)) = &self.file {
-            if let Err(e) = f.sync_data() {
-                self.metrics.write_errors.inc();
-                tracing::error!(error = %e, file = %path.display(), "audit fsync failed");
-            }
-        }
-        self.dirty = false;
-        self.last_sync = Instant::now();
-    }
 }
 
 #[cfg(test)]
@@ -869,6 +665,141 @@ mod tests {
             text.contains(&format!("\"prev\":\"{}\"", hex::encode(prev))),
             "the first seal names the last format-1 record: {text}"
         );
+    }
+
+    /// Records of `tasks` requests ready together on one worker, each awaiting its
+    /// `written()`, in a current-thread runtime; panics if they are not all written
+    /// within 10 s.
+    fn answer_together(log: &AuditLog, tasks: u8) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let requests = (0..tasks).map(|i| async move {
+                let recorded = log.reserve().expect("room").record(entry(i));
+                recorded.written().await
+            });
+            let all = futures_util::future::join_all(requests);
+            let written = tokio::time::timeout(Duration::from_secs(10), all)
+                .await
+                .expect("every answer let go");
+            assert!(written.iter().all(|w| *w), "{written:?}");
+        });
+    }
+
+    /// With `answer_after = "write"` a request's records are written by its own worker,
+    /// all the requests ready on it in one batch: here there is no writer thread at all.
+    #[test]
+    fn request_workers_write_their_records_in_one_batch_without_the_thread() {
+        let dir = tempfile::tempdir().expect("dir");
+        let m = metrics();
+        let log =
+            AuditLog::open_with(config(dir.path(), 1 << 20, 100), m.clone(), false).expect("open");
+        answer_together(&log, 50);
+        assert_eq!(m.written.get(), 50);
+        let text = std::fs::read_to_string(newest(dir.path())).expect("read");
+        let seals = text.lines().filter(|l| l.contains("\"seal\"")).count();
+        assert_eq!(seals, 1, "one batch for the 50 requests:\n{text}");
+        let r = verify_dir(dir.path()).expect("intact");
+        assert_eq!((r.records, r.last_seq), (50, Some(50)));
+
+        // With `"fsync"` they wait for the thread, which is not there.
+        let mut cfg = config(dir.path(), 1 << 20, 100);
+        cfg.answer_after = AnswerAfter::Fsync;
+        drop(log);
+        let log = AuditLog::open_with(cfg, metrics(), false).expect("reopen");
+        let recorded = log.reserve().expect("room").record(entry(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let waited = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(100), recorded.written()).await
+        });
+        assert!(waited.is_err(), "answered before any fsync");
+    }
+
+    /// A worker whose write was slow leaves the next batches to the thread (not there
+    /// in this test, so the answers wait) until a second has passed.
+    #[test]
+    fn a_slow_write_hands_the_writing_to_the_thread() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log =
+            AuditLog::open_with(config(dir.path(), 1 << 20, 100), metrics(), false).expect("open");
+        // Every write counts as slow.
+        log.shared.lock().worker_write_budget = Duration::ZERO;
+        answer_together(&log, 5);
+        let recorded = log.reserve().expect("room").record(entry(5));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let waited = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(100), recorded.written()).await
+        });
+        assert!(
+            waited.is_err(),
+            "a worker wrote again right after a slow write"
+        );
+        assert_eq!(verify_dir(dir.path()).expect("intact").records, 5);
+        log.shared.lock().worker_write_budget = Duration::from_secs(60);
+        std::thread::sleep(Duration::from_millis(1100));
+        answer_together(&log, 2);
+        assert_eq!(verify_dir(dir.path()).expect("intact").records, 8);
+    }
+
+    /// What a worker leaves (a record abandoned before its worker came back, a file's
+    /// end, data written since the last fsync) reaches the thread without any `sync`.
+    #[test]
+    fn the_thread_takes_what_the_workers_leave() {
+        let dir = tempfile::tempdir().expect("dir");
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            for _ in 0..500 {
+                if done() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("{what}: not within 5 s");
+        };
+        let records = || verify_dir(dir.path()).map_or(0, |r| r.records);
+
+        // The worker's future dropped before it wrote: the client went away.
+        let log = AuditLog::open(config(dir.path(), 2048, 100), metrics()).expect("open");
+        // The thread idle first, as it is between a server's requests.
+        log.sync();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(log.reserve().expect("room").record(entry(0)));
+        wait_for("the abandoned record", &|| records() == 1);
+
+        // 2 KiB files: a worker stops at each file's end, the thread rotates.
+        answer_together(&log, 30);
+        wait_for("thirty more", &|| records() == 31);
+        assert!(log_files(dir.path()).expect("files").len() >= 3);
+        log.close();
+
+        // Written by a worker, checkpointed by the thread once the interval passes: it
+        // was told there was something to fsync.
+        let key_path = dir.path().join("checkpoint.pem");
+        let key = crate::key_files::generate_signing_key();
+        crate::key_files::save_signing_key(&key, &key_path).expect("key");
+        let mut cfg = config(dir.path(), 1 << 20, 100);
+        let points = dir.path().join("checkpoints");
+        cfg.checkpoints = Some(CheckpointConfig {
+            dir: points.clone(),
+            key: key_path,
+            interval: Duration::from_millis(20),
+        });
+        let log = AuditLog::open(cfg, metrics()).expect("reopen");
+        log.sync();
+        std::thread::sleep(Duration::from_millis(50));
+        answer_together(&log, 5);
+        wait_for("a checkpoint of record 36", &|| {
+            checkpoint::load(&points, &key.verifying_key())
+                .is_ok_and(|c| c.iter().any(|p| p.seq == 36))
+        });
+        log.close();
     }
 
     #[test]
