@@ -11,8 +11,8 @@
 //! themselves. A request records, lets the other requests ready on its worker record
 //! theirs, then takes every queued record and writes them as one sealed batch with one
 //! `write(2)` (group commit, flat combining: a worker that finds another writing leaves
-//! its record to it). The writer thread fsyncs at most every `fsync_interval_ms` (0:
-//! every batch) without holding up the workers' writes, so a machine crash loses at most
+//! its record to it). The writer thread fsyncs at most every `fsync_interval_ms` (0: each
+//! as soon as the last one ends) without holding up the workers' writes, so a machine crash loses at most
 //! that interval; it also rotates files, retries failed writes and signs checkpoints,
 //! none of which a worker waits for. With `answer_after = "fsync"` the thread writes and
 //! fsyncs each batch before its answers leave, and a machine crash loses none. Files are

@@ -21,7 +21,7 @@ pub(super) type Queued = (Answered, tokio::sync::oneshot::Sender<()>);
 
 /// What wakes the writer thread.
 pub(super) enum Ctl {
-    /// Records wait for the thread: a fsync before their answers, a rotation, a failed
+    /// Records wait for the thread: an fsync before their answers, a rotation, a failed
     /// write, an abandoned request, or written data the interval has to fsync.
     Kick,
     /// Write and fsync everything before this, then answer.
