@@ -667,15 +667,28 @@ mod tests {
         );
     }
 
+    /// A request worker's runtime: one thread.
+    fn worker() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Whether the answer is still held after 100 ms.
+    fn still_held(recorded: Recorded<'_>) -> bool {
+        worker().block_on(async {
+            tokio::time::timeout(Duration::from_millis(100), recorded.written())
+                .await
+                .is_err()
+        })
+    }
+
     /// Records of `tasks` requests ready together on one worker, each awaiting its
     /// `written()`, in a current-thread runtime; panics if they are not all written
     /// within 10 s.
     fn answer_together(log: &AuditLog, tasks: u8) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        worker().block_on(async {
             let requests = (0..tasks).map(|i| async move {
                 let recorded = log.reserve().expect("room").record(entry(i));
                 recorded.written().await
@@ -710,14 +723,7 @@ mod tests {
         drop(log);
         let log = AuditLog::open_with(cfg, metrics(), false).expect("reopen");
         let recorded = log.reserve().expect("room").record(entry(1));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let waited = rt.block_on(async {
-            tokio::time::timeout(Duration::from_millis(100), recorded.written()).await
-        });
-        assert!(waited.is_err(), "answered before any fsync");
+        assert!(still_held(recorded), "answered before any fsync");
     }
 
     /// A worker whose write was slow leaves the next batches to the thread (not there
@@ -731,15 +737,8 @@ mod tests {
         log.shared.lock().worker_write_budget = Duration::ZERO;
         answer_together(&log, 5);
         let recorded = log.reserve().expect("room").record(entry(5));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let waited = rt.block_on(async {
-            tokio::time::timeout(Duration::from_millis(100), recorded.written()).await
-        });
         assert!(
-            waited.is_err(),
+            still_held(recorded),
             "a worker wrote again right after a slow write"
         );
         assert_eq!(verify_dir(dir.path()).expect("intact").records, 5);

@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -241,10 +241,7 @@ impl Turn {
     /// Fsyncs, then lets the answers go; returns what is on disk.
     fn finish(self, metrics: &AuditMetrics) -> Option<Point> {
         if let Some((file, path)) = &self.fsync {
-            if let Err(e) = file.sync_data() {
-                metrics.write_errors.inc();
-                tracing::error!(error = %e, file = %path.display(), "audit fsync failed");
-            }
+            fsync(file, path, metrics);
         }
         for done in self.answers {
             let _ = done.send(());
@@ -604,12 +601,17 @@ impl Writer {
 
     fn fsync(&mut self) {
         if let Some((f, path)) = &self.file {
-            if let Err(e) = f.sync_data() {
-                self.metrics.write_errors.inc();
-                tracing::error!(error = %e, file = %path.display(), "audit fsync failed");
-            }
+            fsync(f, path, &self.metrics);
         }
         self.dirty = false;
         self.last_sync = Instant::now();
+    }
+}
+
+/// A failed fsync is counted (`permitgate_audit_write_errors_total`) and logged.
+fn fsync(file: &File, path: &Path, metrics: &AuditMetrics) {
+    if let Err(e) = file.sync_data() {
+        metrics.write_errors.inc();
+        tracing::error!(error = %e, file = %path.display(), "audit fsync failed");
     }
 }
