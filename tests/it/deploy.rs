@@ -576,6 +576,8 @@ fn every_manifest_and_every_build_passes_kubernetes_validate() {
                 "{kinds:?}"
             );
             assert!(!kinds.contains(&"PrometheusRule"), "{kinds:?}");
+            // Nor kubelets that allow an unsafe sysctl.
+            assert!(!text.contains("sysctls"), "the base sets no sysctl");
         } else {
             check_objects(&docs);
             let set = docs[name]
@@ -585,6 +587,11 @@ fn every_manifest_and_every_build_passes_kubernetes_validate() {
             let sidecar = &set["spec"]["template"]["spec"]["initContainers"][0];
             assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
             assert_eq!(sidecar["args"][0], "audit");
+            // The syn-queue component adds to the pod's security context, keeping the rest.
+            let pod = &set["spec"]["template"]["spec"]["securityContext"];
+            assert_eq!(pod["runAsNonRoot"], true);
+            assert_eq!(pod["sysctls"][0]["name"], "net.core.somaxconn");
+            assert_eq!(pod["sysctls"][0]["value"], "65535");
         }
     }
 }

@@ -134,6 +134,57 @@ async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
     drop((idle, silent));
 }
 
+/// net.core.somaxconn of the test's network namespace.
+fn kernel_queue_limit() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(128)
+}
+
+/// Idle TCP by the thousand: connections that never send wait in the kernel's SYN queue,
+/// as many as it holds (net.core.somaxconn; `.ci/run` raises it to 65,535), and none
+/// reaches the gateway. With the listen backlog the gateway used to ask for (4,096), the
+/// ones past it came in by SYN cookies, which the kernel hands over at once, deferred or
+/// not: each then cost an accept and a refusal at the door.
+#[tokio::test]
+async fn silent_connections_wait_in_the_kernel_as_many_as_its_queue_holds() {
+    let n = kernel_queue_limit().saturating_sub(512).min(6_000);
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
+        let want = (n as u64 + 1_024).min(hard);
+        if soft < want {
+            rlimit::Resource::NOFILE
+                .set(want, hard)
+                .expect("raise the open-file limit");
+        }
+    }
+    let gw = with_unauthenticated("", "max_per_source = 8\nshun_seconds = 0.0").await;
+    let mut silent = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = connect_from(&gw, "127.0.0.9").await.unwrap_or_else(|e| {
+            panic!("silent connection {i} of {n}: {e} (handed to the door, which refused it)")
+        });
+        silent.push(s);
+    }
+    // The partner's connection is accepted after every one of them that the kernel
+    // handed over (one accept queue, in order), so the door has seen those by now.
+    let link = gw.sample("linked_pair").clone();
+    let mut c = gw.client("bank").await;
+    assert_eq!(c.post_json(&link.path, &link.body).await.status, 200);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "permitgate_unauthenticated_connections"),
+        0.0,
+        "silent connections reached the gateway ({n} opened)"
+    );
+    assert_eq!(
+        rejected(&gw, "per_source").await,
+        0.0,
+        "silent connections were refused at the door ({n} opened)"
+    );
+    drop(silent);
+}
+
 /// A source may start only so many handshakes a second: beyond its burst, connections
 /// are closed on arrival (counted source_rate) until tokens come back.
 #[tokio::test]

@@ -209,6 +209,17 @@ pub fn run(kind: Kind, a: Args) -> anyhow::Result<()> {
         gateway: if shared { Pin::ANY } else { Pin::cpus("0") },
         generators: if shared { "0,1" } else { "1" },
     };
+    // The gateway's SYN queue, which decides what idle TCP costs it (docs/operations.md).
+    let somaxconn: Option<u32> = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if kind == Kind::Doors && somaxconn.is_some_and(|q| q < 65_535) {
+        eprintln!(
+            "net.core.somaxconn is {}, below the 65535 docs/operations.md asks for: idle TCP \
+             past it reaches the gateway by SYN cookies",
+            somaxconn.unwrap_or_default()
+        );
+    }
     let mut rows = Vec::new();
     for round in 1..=a.rounds.rounds {
         for case in &cases {
@@ -217,7 +228,8 @@ pub fn run(kind: Kind, a: Args) -> anyhow::Result<()> {
             rows.push(row);
         }
     }
-    let summary = summarise(kind, &a, &cases, &rows);
+    let mut summary = summarise(kind, &a, &cases, &rows);
+    summary["somaxconn"] = json!(somaxconn);
     lab.finish(summary, &table(kind, &cases, &rows))
 }
 
