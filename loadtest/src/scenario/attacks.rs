@@ -201,6 +201,9 @@ pub fn run(kind: Kind, a: Args) -> anyhow::Result<()> {
         Kind::Isolation | Kind::Noisy => 2000.0,
     });
     let shared = a.shared_cores || kind == Kind::Noisy;
+    if !shared {
+        Pin::cpus("1").apply_to_self()?;
+    }
     let run = Run {
         lab: &lab,
         a: &a,

@@ -69,6 +69,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         (Pin::ANY, Pin::ANY)
     };
+    generator_pin.apply_to_self()?;
     let pg = lab.serve("permitgate", &config, server_pin, None)?;
     let noaudit = if wants("audit") {
         let c = lab.config("compare-noaudit", vec![config_edit::remove("audit")])?;

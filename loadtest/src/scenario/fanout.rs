@@ -60,6 +60,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         (Pin::ANY, Pin::ANY)
     };
+    clients.apply_to_self()?;
     // Pinned, the partner's generator shares CPU 1 with the fleet, which wakes with the
     // relay's answers: without SCHED_FIFO it waited behind the fleet up to 4.9 ms (`perf
     // sched latency`), the fleet's cost on the measuring client, not on the relay. At

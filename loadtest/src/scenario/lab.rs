@@ -95,6 +95,24 @@ impl Pin {
         }
     }
 
+    /// This process (the scenario itself, which waits for runs, reads their reports and
+    /// scrapes the servers' metrics) moved to the pin's CPUs: unpinned, the kernel put it
+    /// on the measured server's idle core, where it once ran 4 ms while the gateway's
+    /// request worker waited (`perf sched`, `scenario doors`). Threads it starts later
+    /// inherit the affinity.
+    pub fn apply_to_self(self) -> anyhow::Result<()> {
+        let Some(cpus) = self.cpus else { return Ok(()) };
+        let ok = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("taskset could not move this process to CPUs {cpus}");
+        }
+        Ok(())
+    }
+
     /// `program` to be started so.
     pub fn command(self, program: &Path) -> Command {
         let nice = self.nice.to_string();

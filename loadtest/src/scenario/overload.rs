@@ -26,6 +26,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let lab = Lab::new("overload", &a.lab)?;
     let generator = Pin::cpus("1");
+    generator.apply_to_self()?;
     let batches = "--workload batch --batch-size 100";
     let mut rows = Vec::new();
     for round in 1..=a.rounds.rounds {
