@@ -134,14 +134,6 @@ async fn idle_connections_from_one_source_hold_only_that_sources_budget() {
     drop((idle, silent));
 }
 
-/// net.core.somaxconn of the test's network namespace.
-fn kernel_queue_limit() -> usize {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(128)
-}
-
 /// Idle TCP by the thousand: connections that never send wait in the kernel's SYN queue,
 /// as many as it holds (net.core.somaxconn; `.ci/run` raises it to 65,535), and none
 /// reaches the gateway. With the listen backlog the gateway used to ask for (4,096), the
@@ -149,7 +141,8 @@ fn kernel_queue_limit() -> usize {
 /// not: each then cost an accept and a refusal at the door.
 #[tokio::test]
 async fn silent_connections_wait_in_the_kernel_as_many_as_its_queue_holds() {
-    let n = kernel_queue_limit().saturating_sub(512).min(6_000);
+    let queue = permitgate_testkit::process::somaxconn().unwrap_or(128) as usize;
+    let n = queue.saturating_sub(512).min(6_000);
     if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
         let want = (n as u64 + 1_024).min(hard);
         if soft < want {

@@ -213,9 +213,7 @@ pub fn run(kind: Kind, a: Args) -> anyhow::Result<()> {
         generators: if shared { "0,1" } else { "1" },
     };
     // The gateway's SYN queue, which decides what idle TCP costs it (docs/operations.md).
-    let somaxconn: Option<u32> = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let somaxconn = permitgate_testkit::process::somaxconn();
     if kind == Kind::Doors && somaxconn.is_some_and(|q| q < 65_535) {
         eprintln!(
             "net.core.somaxconn is {}, below the 65535 docs/operations.md asks for: idle TCP \

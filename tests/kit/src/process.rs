@@ -12,6 +12,16 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// net.core.somaxconn of this network namespace: how many connections that have sent
+/// nothing the gateway's partner port can leave waiting in the kernel (its SYN queue).
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A child process killed when dropped: a test that fails halfway leaves no gateway
 /// running behind it.
 pub struct Running(pub Child);
