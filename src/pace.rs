@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 /// How a job shares the cores: after each `burst` of work it rests `rest` long, so it takes
 /// at most `burst` / (`burst` + `rest`) of a core. A burst is measured in wall time: one
-/// that the request workers preempted used less of the CPU, and is not made up for.
+/// that the request workers preempted used less of the CPU, and is not made up for. A
+/// zero `rest` gives way instead (sched_yield): a thread waiting for the core runs first,
+/// and with none waiting the job goes on at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     pub burst: Duration,
@@ -37,6 +39,17 @@ impl Pace {
     pub const FOLLOWERS: Pace = Pace {
         burst: Duration::from_micros(250),
         rest: Duration::from_micros(250),
+    };
+
+    /// The doors (the accept thread, the TLS handshake thread): a handshake is a few polls
+    /// of 0.1–0.3 ms of signatures, an accept and a reset at the door some 15 µs, and
+    /// each thread gives way every 100 µs to a request worker that woke meanwhile, which
+    /// at nice 10 the kernel would otherwise let wait for the rest of the thread's slice
+    /// (2–2.4 ms runs seen, `perf sched timehist`). They never rest: resting made
+    /// partners' new connections wait (p99 170–310 ms in handshake floods).
+    pub const GIVE_WAY: Pace = Pace {
+        burst: Duration::from_micros(100),
+        rest: Duration::ZERO,
     };
 }
 
@@ -63,7 +76,11 @@ impl Pacer {
     pub fn tick(&mut self) {
         let Some(pace) = self.pace else { return };
         if self.since.elapsed() >= pace.burst {
-            std::thread::sleep(pace.rest);
+            if pace.rest.is_zero() {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(pace.rest);
+            }
             self.since = Instant::now();
         }
     }
@@ -83,6 +100,12 @@ thread_local! {
 /// This thread keeps `pace` between the polls of [`Paced`] futures.
 pub fn pace_this_thread(pace: Pace) {
     THREAD_PACER.with(|p| *p.borrow_mut() = Pacer::new(Some(pace)));
+}
+
+/// Between two pieces of work of a task that does many in one poll (an accept loop):
+/// this thread keeps its pace there too.
+pub fn tick_this_thread() {
+    THREAD_PACER.with(|p| p.borrow_mut().tick());
 }
 
 /// This thread was idle: its next burst starts now (a runtime's unpark hook).
@@ -110,7 +133,7 @@ impl<F: Future> Future for Paced<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        THREAD_PACER.with(|p| p.borrow_mut().tick());
+        tick_this_thread();
         self.project().inner.poll(cx)
     }
 }
@@ -127,6 +150,29 @@ pub(crate) fn spin(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loop that does many pieces of work in one poll (the accept loop) keeps its
+    /// thread's pace by ticking between them. A rest is a lower bound (a sleep never ends
+    /// early), so this cannot flake.
+    #[test]
+    fn a_loop_inside_one_poll_keeps_its_threads_pace() {
+        std::thread::spawn(|| {
+            pace_this_thread(Pace {
+                burst: Duration::from_millis(1),
+                rest: Duration::from_millis(4),
+            });
+            let started = Instant::now();
+            spin(Duration::from_millis(1));
+            tick_this_thread();
+            assert!(
+                started.elapsed() >= Duration::from_millis(5),
+                "{:?}",
+                started.elapsed()
+            );
+        })
+        .join()
+        .expect("paced thread");
+    }
 
     /// Rests are lower bounds (a sleep never ends early), so this cannot flake: each
     /// piece of 2 ms of work ends a burst and is followed by a rest of 4 ms.

@@ -53,7 +53,7 @@ pub(super) async fn serve_connection(
     let stream = WriteDeadline::new(stream, settings.write_timeout);
     let deadline = settings.handshake_timeout;
     let (queue, class) = (settings.queue.clone(), pass.class());
-    let handshake = settings.handshakes.spawn(async move {
+    let handshake = settings.handshakes.spawn(Paced::new(async move {
         // A stranger's place may be taken back, until its handshake ends, for a source
         // prefix below its share (door.rs).
         let waiting = pass.preemptible();
@@ -70,7 +70,7 @@ pub(super) async fn serve_connection(
             _ = taken_back => Err(Refused::Turned(Turned::PrefixShare)),
         }
         // The pass goes here: through the handshake (or not), no longer the door's.
-    });
+    }));
     let Ok(done) = handshake.await else {
         // The handshake thread is gone: the gateway is stopping.
         return;

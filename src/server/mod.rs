@@ -313,8 +313,9 @@ impl Gateway {
         let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let open = Arc::new(tokio::sync::Semaphore::new(self.connection_budget()));
-        let handshakes = SideRuntime::start("permitgate-tls", Some(NICE_10), None, None)
-            .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
+        let handshakes =
+            SideRuntime::start("permitgate-tls", Some(NICE_10), Some(Pace::GIVE_WAY), None)
+                .map_err(|e| StartError::SideRuntime("TLS handshake", e))?;
         let control = SideRuntime::start("permitgate-ctl", None, None, Some(NICE_10))
             .map_err(|e| StartError::SideRuntime("control", e))?;
         let followers = if self.app.relays() {
@@ -335,8 +336,9 @@ impl Gateway {
         // and accepting never waits behind handshakes (the listen queue would overflow,
         // and a partner's connection attempt would wait a second for its SYN to be sent
         // again).
-        let accepts = SideRuntime::start("permitgate-acc", Some(NICE_10), None, None)
-            .map_err(|e| StartError::SideRuntime("accept", e))?;
+        let accepts =
+            SideRuntime::start("permitgate-acc", Some(NICE_10), Some(Pace::GIVE_WAY), None)
+                .map_err(|e| StartError::SideRuntime("accept", e))?;
         let partner_listener = listener
             .into_std()
             .map_err(|source| StartError::Bind { addr, source })?;

@@ -18,6 +18,11 @@
 //!   the request workers, and never waits behind handshakes (the listen queue would fill,
 //!   and a partner's SYN would wait a second to be sent again). A connection let in is
 //!   handed to the request workers' I/O driver.
+//! - Both door threads give way (`Pace::GIVE_WAY`): every 100 µs of work they yield the
+//!   core to a request worker that woke meanwhile, and go on at once when none did. At
+//!   nice 10 alone the kernel let a worker wait while either ran 2–2.4 ms in one piece
+//!   (`perf sched timehist`, idle TLS from many hosts); with it, every attack of
+//!   `scenario doors` left the victim's p99 within 2× of alone in every round.
 //! - Control (`permitgate-ctl`): the ops listener (metrics and probes answer however
 //!   busy the request workers are), the file watcher and the replication follower. Its
 //!   blocking threads (`permitgate-ctl-io`: reading, verifying and indexing a new base,
@@ -40,9 +45,9 @@
 //!   of rest). With one core for the relay, a partner's p99 beside 1,000 followers went
 //!   from 2.1–2.4× of alone to 0.7–1.0× (`scenario fanout --pinned`, alternating runs),
 //!   and a saturated relay still brought every follower each publication within 1 s.
-//!   Handshakes are not paced: resting after each made partners' new connections wait
-//!   (p99 170–310 ms in handshake floods, `scenario doors`), for no victim within 2×
-//!   that was not before.
+//!   The door threads never rest: resting after each handshake made partners' new
+//!   connections wait (p99 170–310 ms in handshake floods, `scenario doors`), for no
+//!   victim within 2× that was not before.
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
