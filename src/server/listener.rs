@@ -34,9 +34,10 @@ fn http_builder(server: &crate::config::ServerConfig) -> Builder<TokioExecutor> 
     b
 }
 
-/// Accepts on the TLS thread (where this runs): the door's refusals cost that thread
-/// only. A connection let in is handed to the request workers (`workers`), whose I/O
-/// driver its socket belongs to from then on; its handshake is polled back here.
+/// Accepts on the accept thread (`permitgate-acc`, where this runs): the door's refusals
+/// cost that thread only. A connection let in is handed to the request workers
+/// (`workers`), whose I/O driver its socket belongs to from then on; its handshake is
+/// polled on the TLS thread (`handshakes`).
 pub(super) async fn accept_loop(
     gw: Arc<Gateway>,
     listener: std::net::TcpListener,
