@@ -5,8 +5,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# The serving build: no demo, no PDF/PNG/QR encoders (Cargo.toml, feature "tools").
-RUN cargo build --release --locked -p permitgate --no-default-features \
+# The serving build: no demo, no PDF/PNG/QR encoders (Cargo.toml, feature "tools"), with
+# jemalloc as its allocator (feature "jemalloc").
+RUN cargo build --release --locked -p permitgate --no-default-features --features jemalloc \
  && strip target/release/permitgate
 
 FROM debian:bookworm-slim
