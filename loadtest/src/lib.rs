@@ -4,10 +4,12 @@
 //! [`workload`] prepares the requests, [`client`] holds the connections, [`run`] drives
 //! them in a closed or open loop, [`report`] turns what was measured into a summary, JSON
 //! and a plot. [`hostile`] plays a hostile partner instead, for isolation measurements;
-//! [`propagation`] times publications until the target serves them.
+//! [`propagation`] times publications until the target serves them. [`floor`] is a
+//! server, not a client: the gateway's stack with no gateway in it, for comparisons.
 //! The binary in `main.rs` is the command line around [`run_load`] and [`run_attack`].
 
 pub mod client;
+pub mod floor;
 pub mod followers;
 pub mod hostile;
 pub mod plot;

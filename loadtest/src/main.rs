@@ -156,6 +156,44 @@ enum Command {
     /// table (src/scenario/): doors, costs, isolation, noisy, compare, ab, overload,
     /// propagation, fanout, swap, audit-writer, publish-memory, revocation.
     Scenario(scenario::ScenarioArgs),
+    /// The stack's floor: hyper and rustls as the gateway uses them, answering every
+    /// request with one fixed body on one thread (src/floor.rs), until killed.
+    Floor(FloorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct FloorArgs {
+    #[arg(long)]
+    listen: SocketAddr,
+    /// A `permitgate demo` directory: its server certificate and key, and the partner CA.
+    #[arg(long)]
+    demo: PathBuf,
+    /// The body of every answer.
+    #[arg(long)]
+    answer_file: PathBuf,
+}
+
+/// Serves on a current-thread runtime: one thread, the cheapest way tokio runs on a core.
+fn floor(a: FloorArgs) -> anyhow::Result<()> {
+    let pki = a.demo.join("pki");
+    let tls = permitgate_load::floor::tls_config(
+        &pki.join("server.crt"),
+        &pki.join("server.key"),
+        &pki.join("ca.crt"),
+    )?;
+    let answer = std::fs::read(&a.answer_file)
+        .with_context(|| format!("--answer-file {}", a.answer_file.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("--listen {}", a.listen))?;
+        permitgate_load::floor::serve(listener, tls, answer.into()).await;
+        Ok(())
+    })
 }
 
 fn main() -> ExitCode {
@@ -191,9 +229,16 @@ fn sources(given: &[String]) -> anyhow::Result<Vec<std::net::IpAddr>> {
 
 /// Runs and reports; `Ok(false)` when --fail-on-errors and there were errors.
 fn run(args: Args) -> anyhow::Result<bool> {
-    if let Some(Command::Scenario(s)) = args.command {
-        scenario::run(s)?;
-        return Ok(true);
+    match args.command {
+        Some(Command::Scenario(s)) => {
+            scenario::run(s)?;
+            return Ok(true);
+        }
+        Some(Command::Floor(f)) => {
+            floor(f)?;
+            return Ok(true);
+        }
+        None => {}
     }
     let from_demo = |given: &Option<PathBuf>, rel: String| -> anyhow::Result<PathBuf> {
         match (given, &args.demo) {

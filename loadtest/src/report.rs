@@ -55,6 +55,9 @@ pub struct Report {
     pub percentiles: Vec<(f64, f64)>,
     /// The run in slices of time (by when each request was due): where the slow ones were.
     pub timeline: Vec<Slice>,
+    /// The generator's own CPU over the measured time, in cores: near the cores it may
+    /// use (1.0 when pinned to one), the generator set the pace, not the server.
+    pub generator_cpu: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +112,7 @@ impl Report {
                     max_ms: ms(max),
                 })
                 .collect(),
+            generator_cpu: t.generator_cpu,
         }
     }
 
@@ -129,6 +133,9 @@ impl Report {
             l.max_ms,
             listed(&self.statuses)
         );
+        if let Some(cores) = self.generator_cpu {
+            s.push_str(&format!("generator CPU: {cores:.2} cores\n"));
+        }
         if self.errors > 0 {
             let e = &self.latency_expected;
             s.push_str(&format!(

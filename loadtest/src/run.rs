@@ -66,6 +66,10 @@ pub struct Tally {
     /// Failures by label, and answers with a status other than the expected one.
     pub errors: BTreeMap<String, u64>,
     pub elapsed: Duration,
+    /// This process's CPU time over the measured time, in cores (1.0: one core busy
+    /// throughout). Near the cores it may use, the generator, not the server, set the
+    /// pace.
+    pub generator_cpu: Option<f64>,
     /// The measured time in equal slices, by when each request was due: where in the run
     /// the slow answers were (a stall at the start, one in the middle, or spread).
     pub timeline: Timeline,
@@ -126,6 +130,7 @@ impl Tally {
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            generator_cpu: None,
             timeline: Timeline::for_duration(duration),
         }
     }
@@ -187,6 +192,11 @@ pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> T
             worker(shared, w, workers, conn).await
         }));
     }
+    let from = shared.record_from;
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(from).await;
+        own_cpu_seconds()
+    });
     let mut total = Tally::new(shared.plan.duration);
     for h in handles {
         if let Ok(t) = h.await {
@@ -196,7 +206,16 @@ pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> T
     total.elapsed = Instant::now()
         .min(shared.end)
         .saturating_duration_since(shared.record_from);
+    if let (Ok(Some(start)), Some(end)) = (cpu_at_start.await, own_cpu_seconds()) {
+        total.generator_cpu = Some((end - start) / total.elapsed.as_secs_f64().max(1e-9));
+    }
     total
+}
+
+/// This process's CPU time so far (all its threads), in seconds.
+fn own_cpu_seconds() -> Option<f64> {
+    use permitgate_testkit::process::{clock_ticks, cpu_ticks};
+    cpu_ticks(std::path::Path::new("/proc/self/stat")).map(|t| t as f64 / clock_ticks())
 }
 
 /// Every worker's connection, opened before the clock starts (as wrk does): a thousand

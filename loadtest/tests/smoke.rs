@@ -2,14 +2,20 @@
 //! fresh PKI, mTLS), every protocol and workload for a moment, and no errors. Bounded by
 //! time and request count; no timing is asserted.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
 
 use permitgate_load::{
     run_attack, run_load, Attack, AttackPlan, Keys, Kind, Mode, Plan, PropagationPlan, Protocol,
     Report, Spec, Target,
 };
 
+use permitgate_testkit::client::Client;
 use permitgate_testkit::gateway::TestGateway;
 
 /// A gateway in this process on the kit's demo data (tests/kit): queue-delay shedding
@@ -45,46 +51,70 @@ impl Drive for TestGateway {
         mode: Mode,
         tweak: impl Fn(&mut Spec, &mut Plan),
     ) -> Report {
-        let d = self.dir.path();
-        let mut spec = Spec {
+        drive(
+            self.target(partner),
+            self.dir.path(),
             kind,
-            export: d.join("export.jsonl"),
-            keys: Keys::Zipf(1.0),
-            miss_share: 0.1,
-            invalid_share: 0.1,
-            receipt_share: 0.0,
-            batch_size: 10,
-            temp_permit_key: Some(d.join("keys/temp-permit.key")),
-            pool: 256,
-            seed: 9,
-        };
-        let mut plan = Plan {
             protocol,
             mode,
-            connections: 2,
-            h2_streams: 4,
-            duration: Duration::from_millis(500),
-            warmup: Duration::ZERO,
-            max_requests: Some(2_000),
-            timeout: Duration::from_secs(5),
-        };
-        tweak(&mut spec, &mut plan);
-        run_load(self.target(partner), &spec, plan, serde_json::Value::Null)
-            .await
-            .expect("load run")
+            tweak,
+        )
+        .await
     }
 
     fn target(&self, partner: &str) -> Target {
-        let d = self.dir.path();
-        Target {
-            addr: self.addr(),
-            server_name: "localhost".into(),
-            ca: d.join("pki/ca.crt"),
-            cert: d.join(format!("pki/partners/{partner}.crt")),
-            key: d.join(format!("pki/partners/{partner}.key")),
-            sources: Vec::new(),
-        }
+        target(self.dir.path(), self.addr(), partner)
     }
+}
+
+/// `partner` of the demo in `dir` at `addr`.
+fn target(dir: &Path, addr: SocketAddr, partner: &str) -> Target {
+    Target {
+        addr,
+        server_name: "localhost".into(),
+        ca: dir.join("pki/ca.crt"),
+        cert: dir.join(format!("pki/partners/{partner}.crt")),
+        key: dir.join(format!("pki/partners/{partner}.key")),
+        sources: Vec::new(),
+    }
+}
+
+/// A short run against `target` of the demo's data in `d`: 2 connections, at most 2,000
+/// requests or half a second, then `tweak`.
+async fn drive(
+    target: Target,
+    d: &Path,
+    kind: Kind,
+    protocol: Protocol,
+    mode: Mode,
+    tweak: impl Fn(&mut Spec, &mut Plan),
+) -> Report {
+    let mut spec = Spec {
+        kind,
+        export: d.join("export.jsonl"),
+        keys: Keys::Zipf(1.0),
+        miss_share: 0.1,
+        invalid_share: 0.1,
+        receipt_share: 0.0,
+        batch_size: 10,
+        temp_permit_key: Some(d.join("keys/temp-permit.key")),
+        pool: 256,
+        seed: 9,
+    };
+    let mut plan = Plan {
+        protocol,
+        mode,
+        connections: 2,
+        h2_streams: 4,
+        duration: Duration::from_millis(500),
+        warmup: Duration::ZERO,
+        max_requests: Some(2_000),
+        timeout: Duration::from_secs(5),
+    };
+    tweak(&mut spec, &mut plan);
+    run_load(target, &spec, plan, serde_json::Value::Null)
+        .await
+        .expect("load run")
 }
 
 fn assert_clean(r: &Report, what: &str) {
@@ -169,6 +199,78 @@ async fn runs_are_bounded_by_count_and_paced_by_rate() {
         .await;
     assert_clean(&r, "open loop");
     assert!((195..=201).contains(&r.requests), "{}", r.requests);
+}
+
+/// The stack's floor (src/floor.rs) answers every request, HTTP/1.1 and HTTP/2, with its
+/// fixed body byte for byte, and only to a client with a partner certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_answers_its_fixed_body_and_only_over_mtls() {
+    let f = gateway().await;
+    let d = f.dir.path();
+    let tls = permitgate_load::floor::tls_config(
+        &d.join("pki/server.crt"),
+        &d.join("pki/server.key"),
+        &d.join("pki/ca.crt"),
+    )
+    .expect("the gateway's TLS config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let answer = Bytes::from_static(br#"{"linked":true,"floor":1}"#);
+    let server = tokio::spawn(permitgate_load::floor::serve(listener, tls, answer.clone()));
+    for protocol in [Protocol::H1, Protocol::H2, Protocol::H1New] {
+        let r = drive(
+            target(d, addr, "bank"),
+            d,
+            Kind::Link,
+            protocol,
+            Mode::Closed,
+            |s, _| s.invalid_share = 0.0,
+        )
+        .await;
+        assert_clean(&r, &format!("the floor, {protocol:?}"));
+    }
+    // Half a second as fast as it goes: the generator's own CPU is measured, and is no
+    // more than the machine's cores.
+    let r = drive(
+        target(d, addr, "bank"),
+        d,
+        Kind::Link,
+        Protocol::H1,
+        Mode::Closed,
+        |_, p| p.max_requests = None,
+    )
+    .await;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    assert!(
+        r.generator_cpu.is_some_and(|c| c > 0.0 && c <= cores + 0.5),
+        "{:?}",
+        r.generator_cpu
+    );
+    let ca = d.join("pki/ca.crt");
+    let (cert, key) = (
+        d.join("pki/partners/bank.crt"),
+        d.join("pki/partners/bank.key"),
+    );
+    let mut bank = Client::connect(addr, &ca, Some((&cert, &key)))
+        .await
+        .expect("connect as bank");
+    let r = bank
+        .post_json("/v1/link-checks", &serde_json::json!({"any": "body"}))
+        .await;
+    r.assert_ok("the floor");
+    assert_eq!(
+        (&r.body[..], r.content_type()),
+        (&answer[..], "application/json")
+    );
+    let anonymous = async {
+        let mut c = Client::connect(addr, &ca, None).await?;
+        c.try_request(http::Method::GET, "/", None, Bytes::new())
+            .await
+            .map_err(Into::into)
+    };
+    let refused: Result<_, Box<dyn std::error::Error + Send + Sync>> = anonymous.await;
+    assert!(refused.is_err(), "answered without a client certificate");
+    server.abort();
 }
 
 /// Every connection is open before the clock starts, as wrk does: a thousand handshakes

@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use permitgate_testkit::process::{cpu_ticks, threads_named};
+use permitgate_testkit::process::{clock_ticks, cpu_ticks, threads_named};
 
-use super::lab::{clock_ticks, install_if_missing, Lab, LabArgs, Pin};
+use super::lab::{install_if_missing, Lab, LabArgs, Pin};
 use super::stats::{figure, Table};
 
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]

@@ -7,8 +7,11 @@
 //! Like for like: the gateway as shipped writes its audit trail, so the nginx it is
 //! compared with writes a buffered access log (one line per request, `buffer=64k
 //! flush=1s`); the `audit` case also runs the gateway without its trail against nginx
-//! without a log, and reports what the trail costs. Cases (`--cases`): h1 audit handshake
-//! h2 open. nginx is installed from Debian's packages when it is missing.
+//! without a log, and reports what the trail costs. The `floor` case runs the gateway's
+//! stack with no gateway in it (src/floor.rs: hyper and rustls answering the same fixed
+//! body) beside both: what part of the gap to nginx is the stack's own. Cases
+//! (`--cases`): h1 audit handshake h2 open floor. nginx is installed from Debian's
+//! packages when it is missing.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -44,7 +47,8 @@ pub struct Args {
     /// on CPU 0, the generator on CPU 1, so that each server's own costs are seen.
     #[arg(long)]
     pinned: bool,
-    /// Only these cases, comma-separated: h1 audit handshake h2 open.
+    /// Only these cases, comma-separated: h1 audit handshake h2 open floor (the last
+    /// only with h1, beside it).
     #[arg(
         long,
         value_delimiter = ',',
@@ -96,6 +100,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         pid: pg.pid(),
         addr: config.ports.listen,
     };
+    let floor = if wants("floor") {
+        Some(start_floor(&lab, server_pin, &answer)?)
+    } else {
+        None
+    };
+    let fl = floor.as_ref().map(|(f, addr)| Served {
+        pid: f.id(),
+        addr: *addr,
+    });
     let run = |name: &str, s: &Served, args: String| -> anyhow::Result<Value> {
         let before = cpu_seconds(s.pid);
         let load = format!(
@@ -112,10 +125,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             serde_json::to_vec_pretty(&r)?,
         )?;
         println!(
-            "   {name:<28} {:>9.0} req/s  p99 {:>7.3} ms  cpu {:>6.1} us/req",
+            "   {name:<28} {:>9.0} req/s  p99 {:>7.3} ms  cpu {:>6.1} us/req  generator {:.2} cores",
             figure(&r, "requests_per_second"),
             figure(&r, "latency.p99_ms"),
-            figure(&r, "server_cpu_us_per_request")
+            figure(&r, "server_cpu_us_per_request"),
+            figure(&r, "generator_cpu")
         );
         Ok(r)
     };
@@ -132,6 +146,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if wants("h1") {
             one("nginx-h1", &ng, &conns)?;
             one("permitgate-h1", &pgs, &conns)?;
+            if let Some(fl) = &fl {
+                one("floor-h1", fl, &conns)?;
+            }
         }
         if let Some((gw, addr)) = &noaudit {
             let s = Served {
@@ -189,7 +206,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     terminate(&mut nginx, Duration::from_secs(10));
-    drop((pg, noaudit));
+    drop((pg, noaudit, floor));
     // Written for the cost of writing them (about 1 GB a run each): not kept.
     let _ = std::fs::remove_file(lab.out.join("nginx-access.log"));
     let _ = std::fs::remove_dir_all(lab.dir.join("audit-compare"));
@@ -215,6 +232,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "nginx-h1",
             "permitgate-h1",
             cpu,
+        ),
+        (
+            "keep-alive HTTP/1.1, audit trail / access log on, the generator's CPU (cores)",
+            "nginx-h1",
+            "permitgate-h1",
+            "generator_cpu",
         ),
         (
             "keep-alive HTTP/1.1, no trail / no log, req/s",
@@ -248,18 +271,44 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "latency.p999_ms",
         ),
     ] {
-        let (nv, pv) = (of(&runs, n, field), of(&runs, p, field));
-        if nv.is_empty() || pv.is_empty() {
-            continue;
-        }
-        let (nm, pm) = (median(nv.clone()), median(pv.clone()));
-        t.row(&[
-            label.into(),
-            format!("{nm:.1}"),
-            format!("{pm:.1}"),
-            format!("{:.2}x", pm / nm),
-            format!("{:.2}x", median(ratios(&pv, &nv))),
-        ]);
+        against(&mut t, label, &of(&runs, n, field), &of(&runs, p, field));
+    }
+    let mut floor_t = Table::new(&[
+        "the stack's floor (src/floor.rs)",
+        "baseline",
+        "floor",
+        "ratio",
+        "ratio per round (median)",
+    ]);
+    for (label, base, field) in [
+        ("against nginx with its access log, req/s", "nginx-h1", rps),
+        (
+            "against nginx with its access log, server CPU us/req",
+            "nginx-h1",
+            cpu,
+        ),
+        (
+            "against nginx with its access log, the generator's CPU (cores)",
+            "nginx-h1",
+            "generator_cpu",
+        ),
+        (
+            "against the gateway (audit on), req/s",
+            "permitgate-h1",
+            rps,
+        ),
+        (
+            "against the gateway (audit on), server CPU us/req",
+            "permitgate-h1",
+            cpu,
+        ),
+    ] {
+        against(
+            &mut floor_t,
+            label,
+            &of(&runs, base, field),
+            &of(&runs, "floor-h1", field),
+        );
     }
     let mut extra = Table::new(&["permitgate alone", "measured"]);
     let (on, off) = (
@@ -302,8 +351,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ]);
         }
     }
+    let floor_md = if fl.is_some() {
+        format!("\n{}", floor_t.markdown())
+    } else {
+        String::new()
+    };
     let table = format!(
-        "medians of {} rounds each; ratio of the medians, and the median of the ratios round by round\n\n{}\n{}",
+        "medians of {} rounds each; ratio of the medians, and the median of the ratios round by round\n\n{}\n{}{floor_md}",
         a.rounds.rounds,
         t.markdown(),
         extra.markdown()
@@ -311,9 +365,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let summary = json!({
         "scenario": "compare",
         "settings": a,
-        "runs": runs.iter().map(|(c, r)| json!({"case": c, "requests_per_second": r[rps], "p99_ms": r["latency"]["p99_ms"], "p999_ms": r["latency"]["p999_ms"], "server_cpu_us_per_request": r[cpu]})).collect::<Vec<_>>(),
+        "runs": runs.iter().map(|(c, r)| json!({"case": c, "requests_per_second": r[rps], "p99_ms": r["latency"]["p99_ms"], "p999_ms": r["latency"]["p999_ms"], "server_cpu_us_per_request": r[cpu], "generator_cpu": r["generator_cpu"]})).collect::<Vec<_>>(),
     });
     lab.finish(summary, &table)
+}
+
+/// A row of `t`: `label`, the medians of `base` and of `measured` (runs of the same
+/// rounds), their ratio, and the median of the ratios round by round; none if either
+/// case did not run.
+fn against(t: &mut Table, label: &str, base: &[f64], measured: &[f64]) {
+    if base.is_empty() || measured.is_empty() {
+        return;
+    }
+    let (bm, mm) = (median(base.to_vec()), median(measured.to_vec()));
+    // Cores are fractions of one; requests a second and microseconds are not.
+    let places = if bm.max(mm) < 2.0 { 2 } else { 1 };
+    t.row(&[
+        label.into(),
+        format!("{bm:.places$}"),
+        format!("{mm:.places$}"),
+        format!("{:.2}x", mm / bm),
+        format!("{:.2}x", median(ratios(measured, base))),
+    ]);
+}
+
+/// `permitgate-load floor` (this program) serving `answer` with the demo's PKI, pinned
+/// as the servers are, once it accepts.
+fn start_floor(lab: &Lab, pin: Pin, answer: &str) -> anyhow::Result<(Running, SocketAddr)> {
+    let (file, addr) = (lab.out.join("floor-answer.json"), free_port());
+    std::fs::write(&file, answer)?;
+    let child = pin
+        .command(&lab.load)
+        .arg("floor")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--demo")
+        .arg(&lab.dir)
+        .arg("--answer-file")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the floor")?;
+    let mut floor = Running(child);
+    if wait_accepting(&mut floor, &[addr], Duration::from_secs(5)) {
+        return Ok((floor, addr));
+    }
+    terminate(&mut floor, Duration::from_secs(5));
+    bail!("the floor (permitgate-load floor) did not start")
 }
 
 /// The gateway's answer to the demo's linked pair, byte for byte (curl, as a partner

@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use permitgate_testkit::config_edit::{self, Edit};
 use permitgate_testkit::gateway::metric;
-use permitgate_testkit::process::{cpu_ticks, free_port, ops_body, terminate, wait_ready, Running};
+use permitgate_testkit::process::{
+    clock_ticks, cpu_ticks, free_port, ops_body, terminate, wait_ready, Running,
+};
 use serde_json::Value;
 
 /// Where a scenario runs: its binaries, its data and its results.
@@ -427,19 +429,6 @@ fn status_field(pid: u32, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// The CPU clock's ticks a second (`getconf CLK_TCK`), asked once.
-pub fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 /// Waits (at most `within`) until every one of `addrs` accepts connections; `false` if
