@@ -100,7 +100,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         pid: pg.pid(),
         addr: config.ports.listen,
     };
-    let floor = if wants("floor") {
+    // Measured in the h1 rounds, beside nginx and the gateway: with no h1, not started.
+    let floor = if wants("floor") && wants("h1") {
         Some(start_floor(&lab, server_pin, &answer)?)
     } else {
         None
@@ -393,7 +394,7 @@ fn against(t: &mut Table, label: &str, base: &[f64], measured: &[f64]) {
 /// as the servers are, once it accepts.
 fn start_floor(lab: &Lab, pin: Pin, answer: &str) -> anyhow::Result<(Running, SocketAddr)> {
     let (file, addr) = (lab.out.join("floor-answer.json"), free_port());
-    std::fs::write(&file, answer)?;
+    std::fs::write(&file, answer).with_context(|| file.display().to_string())?;
     let child = pin
         .command(&lab.load)
         .arg("floor")
