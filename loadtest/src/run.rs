@@ -214,8 +214,7 @@ pub async fn execute(pool: Vec<Prepared>, connector: Connector, plan: Plan) -> T
 
 /// This process's CPU time so far (all its threads), in seconds.
 fn own_cpu_seconds() -> Option<f64> {
-    use permitgate_testkit::process::{clock_ticks, cpu_ticks};
-    cpu_ticks(std::path::Path::new("/proc/self/stat")).map(|t| t as f64 / clock_ticks())
+    permitgate_testkit::process::cpu_seconds(std::path::Path::new("/proc/self/stat"))
 }
 
 /// Every worker's connection, opened before the clock starts (as wrk does): a thousand

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use permitgate_testkit::process::{clock_ticks, cpu_ticks, threads_named};
+use permitgate_testkit::process::{cpu_seconds, threads_named};
 
 use super::lab::{install_if_missing, Lab, LabArgs, Pin};
 use super::stats::{figure, Table};
@@ -49,7 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .context("the gateway has no audit-writer thread")?
                 .join("stat");
             let process = PathBuf::from(format!("/proc/{}/stat", gw.pid()));
-            let cpu = |stat: &PathBuf| cpu_ticks(stat).unwrap_or(0) as f64 / clock_ticks();
+            let cpu = |stat: &PathBuf| cpu_seconds(stat).unwrap_or(0.0);
             let load = format!("--connections {} --duration 8 --warmup 1", a.connections);
             let mut run = lab.spawn_load("load", config.ports.listen, &load, Pin::ANY)?;
             std::thread::sleep(Duration::from_secs(2));

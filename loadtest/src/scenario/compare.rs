@@ -379,7 +379,7 @@ fn against(t: &mut Table, label: &str, base: &[f64], measured: &[f64]) {
         return;
     }
     let (bm, mm) = (median(base.to_vec()), median(measured.to_vec()));
-    // Cores are fractions of one; requests a second and microseconds are not.
+    // Small figures (cores, milliseconds) keep two decimals; req/s and µs/req one.
     let places = if bm.max(mm) < 2.0 { 2 } else { 1 };
     t.row(&[
         label.into(),

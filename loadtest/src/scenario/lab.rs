@@ -11,9 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use permitgate_testkit::config_edit::{self, Edit};
 use permitgate_testkit::gateway::metric;
-use permitgate_testkit::process::{
-    clock_ticks, cpu_ticks, free_port, ops_body, terminate, wait_ready, Running,
-};
+use permitgate_testkit::process::{free_port, ops_body, terminate, wait_ready, Running};
 use serde_json::Value;
 
 /// Where a scenario runs: its binaries, its data and its results.
@@ -412,11 +410,13 @@ impl Drop for Server {
 
 /// CPU seconds of `pid` and of its child processes (nginx's workers).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let own = |pid: &str| cpu_ticks(Path::new(&format!("/proc/{pid}/stat"))).unwrap_or(0);
+    let own = |pid: &str| {
+        permitgate_testkit::process::cpu_seconds(Path::new(&format!("/proc/{pid}/stat")))
+            .unwrap_or(0.0)
+    };
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let ticks = own(&pid.to_string()) + children.split_whitespace().map(own).sum::<u64>();
-    ticks as f64 / clock_ticks()
+    own(&pid.to_string()) + children.split_whitespace().map(own).sum::<f64>()
 }
 
 /// A field of /proc/PID/status in kB.

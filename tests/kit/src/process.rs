@@ -147,8 +147,13 @@ pub fn cpu_ticks(stat: &std::path::Path) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// [`cpu_ticks`] in seconds.
+pub fn cpu_seconds(stat: &std::path::Path) -> Option<f64> {
+    cpu_ticks(stat).map(|t| t as f64 / clock_ticks())
+}
+
 /// The CPU clock's ticks a second (`getconf CLK_TCK`), asked once.
-pub fn clock_ticks() -> f64 {
+fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")
