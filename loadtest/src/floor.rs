@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -43,35 +44,42 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, answer
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, answer) = (acceptor.clone(), answer.clone());
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let answer = answer.clone();
-                async move {
-                    // As the gateway does (and nginx): the body is read before the answer.
-                    let _ = req.into_body().collect().await;
-                    let mut resp = Response::new(Full::new(answer));
-                    resp.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let io = TokioIo::new(tls);
-            let _ = if h2 {
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await
-            } else {
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await
-            };
-        });
+        tokio::spawn(connection(acceptor.clone(), tcp, answer.clone()));
     }
+}
+
+/// One connection: the handshake, then HTTP until the client closes. Generic over the
+/// socket, so that another runtime's sockets can carry the same stack
+/// (loadtest/experiments/uring-floor: io_uring). HTTP/2 spawns its streams on tokio.
+pub async fn connection<S>(acceptor: TlsAcceptor, tcp: S, answer: Bytes)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Ok(tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let answer = answer.clone();
+        async move {
+            // As the gateway does (and nginx): the body is read before the answer.
+            let _ = req.into_body().collect().await;
+            let mut resp = Response::new(Full::new(answer));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let io = TokioIo::new(tls);
+    let _ = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await
+    };
 }

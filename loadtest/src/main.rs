@@ -157,7 +157,7 @@ enum Command {
     /// propagation, fanout, swap, audit-writer, publish-memory, revocation.
     Scenario(scenario::ScenarioArgs),
     /// The stack's floor: hyper and rustls as the gateway uses them, answering every
-    /// request with one fixed body on one thread (src/floor.rs), until killed.
+    /// request with one fixed body on one thread (loadtest/src/floor.rs), until killed.
     Floor(FloorArgs),
 }
 

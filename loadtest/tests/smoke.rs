@@ -201,7 +201,7 @@ async fn runs_are_bounded_by_count_and_paced_by_rate() {
     assert!((195..=201).contains(&r.requests), "{}", r.requests);
 }
 
-/// The stack's floor (src/floor.rs) answers every request, HTTP/1.1 and HTTP/2, with its
+/// The stack's floor (loadtest/src/floor.rs) answers every request, HTTP/1.1 and HTTP/2, with its
 /// fixed body byte for byte, and only to a client with a partner certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_answers_its_fixed_body_and_only_over_mtls() {

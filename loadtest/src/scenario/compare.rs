@@ -8,8 +8,8 @@
 //! compared with writes a buffered access log (one line per request, `buffer=64k
 //! flush=1s`); the `audit` case also runs the gateway without its trail against nginx
 //! without a log, and reports what the trail costs. The `floor` case runs the gateway's
-//! stack with no gateway in it (src/floor.rs: hyper and rustls answering the same fixed
-//! body) beside both: what part of the gap to nginx is the stack's own. Cases
+//! stack with no gateway in it (loadtest/src/floor.rs: hyper and rustls answering the
+//! same fixed body) beside both: what part of the gap to nginx is the stack's own. Cases
 //! (`--cases`): h1 audit handshake h2 open floor. nginx is installed from Debian's
 //! packages when it is missing.
 
@@ -275,7 +275,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         against(&mut t, label, &of(&runs, n, field), &of(&runs, p, field));
     }
     let mut floor_t = Table::new(&[
-        "the stack's floor (src/floor.rs)",
+        "the stack's floor (loadtest/src/floor.rs)",
         "baseline",
         "floor",
         "ratio",
