@@ -16,15 +16,20 @@ root=$(cd "$here/../../.." && pwd)
 floor=$here/target/release/uring-floor
 load=$root/target/release/permitgate-load
 out=$(mktemp -d)
-# The gateway's answer to a link check is about this long.
-printf '{"linked":true,"travel_permit":{"status":"valid","valid_until":"2031-05-01"},"residence_permit":{"status":"valid","valid_until":"2029-09-30"},"checked_at":"2026-12-06T14:00:00+08:00","snapshot":42}' > "$out/answer.json"
+echo "reports in $out"
+# About as long as the gateway's answer to a link check (245 bytes).
+printf '{"linked":true,"travel_permit":{"status":"valid","valid_until":"2031-05-01"},"residence_permit":{"status":"valid","valid_until":"2029-09-30"},"checked_at":"2026-12-06T14:00:00+08:00","snapshot":{"version":42,"published_at":"2026-12-06T13:59:00+08:00"}}' > "$out/answer.json"
 secs=8 port=9555
+pid=
+# A run that fails leaves no floor behind.
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null' EXIT
 ticks=$(getconf CLK_TCK)
 for r in $(seq "$rounds"); do
   for mode in "$@"; do
     taskset -c 0 "$floor" "$mode" "127.0.0.1:$port" "$demo" "$out/answer.json" &
     pid=$!
     for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null || { echo "uring-floor $mode did not start" >&2; exit 1; }
     taskset -c 1 "$load" --demo "$demo" --target "127.0.0.1:$port" --connections 16 \
       --duration $secs --warmup 1 --json "$out/$mode-$r.json" > "$out/$mode-$r.log" &
     lp=$!
@@ -35,6 +40,7 @@ for r in $(seq "$rounds"); do
     wait $lp
     kill $pid
     wait $pid 2>/dev/null || true
+    pid=
     python3 - "$out/$mode-$r.json" "$mode" "$r" "$a" "$b" $((secs - 2)) "$ticks" <<'PY'
 import json, sys
 path, mode, r, a, b, dt, ticks = sys.argv[1:]

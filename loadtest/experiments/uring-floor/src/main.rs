@@ -10,6 +10,9 @@
 //!   uring-coop   the same, the ring set up with COOP_TASKRUN and TASKRUN_FLAG
 //!   uring-defer  the same, the ring set up with SINGLE_ISSUER and DEFER_TASKRUN
 //!   uring-poll   monoio, readiness through the ring, reads and writes by system call
+//!
+//! On monoio, clients must speak HTTP/1.1 (run.sh's generator does): the floor's HTTP/2
+//! spawns its streams on tokio, which is not running there.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
