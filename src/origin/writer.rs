@@ -334,6 +334,11 @@ impl Writer {
         let e = Arc::new(last_error.unwrap_or(PublishError::Taken {
             from: self.ledger.version(),
         }));
+        tracing::warn!(
+            error = %crate::report::Report(&*e),
+            writes = writes.len(),
+            "a batch of writes could not be published; each is answered 503 (send it again)"
+        );
         for job in writes {
             let failed = OriginError::Publish(e.clone());
             match job {

@@ -7,9 +7,10 @@
 //! `PutMode::Create`): of two origins publishing on one version, the store accepts one,
 //! and the other is told `Taken`. Only then does the local copy take the link, so the
 //! copy never holds a publication the bucket refused, and can be thrown away: an origin
-//! pulls what it lacks at start and whenever the bucket is ahead. `manifest.json` only
-//! moves forward: it is replaced by the chain's end with `If-Match` on the ETag just read
-//! (`PutMode::Update`), so a slow origin cannot put an older one back.
+//! pulls what it lacks at start, whenever the bucket is ahead, and whenever its copy
+//! lacks an object its manifest names. `manifest.json` only moves forward: it is replaced
+//! by the chain's end with `If-Match` on the ETag just read (`PutMode::Update`), so a slow
+//! origin cannot put an older one back.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -249,12 +250,15 @@ impl Bucket {
     /// Brings what the bucket holds beyond the local copy `repo` into it: the links (for
     /// their journal), the objects the newest manifest names, then that manifest. Returns
     /// the version the copy now holds.
+    ///
+    /// The newest is the bucket's `manifest.json` or the copy's chain end, whichever is
+    /// newer: another origin may claim a link after [`Bucket::settle`] and before its own
+    /// settle, so the chain walked here can end past the bucket's manifest. The copy must
+    /// hold that end's objects too, since the copy's own settle (at every publication)
+    /// installs its chain end.
     pub fn pull(&self, repo: &Path, trusted: &VerifyingKey) -> Result<u64, PublishError> {
         let remote = self.settle(trusted)?;
         let local = claim::installed_version(repo, trusted)?;
-        if remote == local {
-            return Ok(local);
-        }
         if remote < local {
             return Err(PublishError::Chain {
                 path: repo.to_owned(),
@@ -264,17 +268,41 @@ impl Bucket {
                 ),
             });
         }
+        // A copy whose manifest names an object it lacks (a pull cut short after its
+        // links, then settled) is mended below, not left as it is.
+        if remote == local && installed_objects_present(repo, trusted) {
+            return Ok(local);
+        }
         for link in self.links_missing_from(repo, local, trusted)? {
             match claim::claim(repo, &link) {
                 Ok(()) | Err(PublishError::Taken { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        let Some((Read { bytes, .. }, manifest)) = self.manifest(trusted)? else {
+        let mut newest = self
+            .manifest(trusted)?
+            .map(|(Read { bytes, .. }, manifest)| (bytes, manifest));
+        let bucket_version = newest.as_ref().map_or(0, |(_, m)| m.version);
+        if let Some(end) = claim::links_after(repo, bucket_version.max(local), trusted)?.pop() {
+            let manifest = SignedManifest::verify(end.manifest.as_bytes(), &[*trusted])
+                .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e))?
+                .manifest;
+            newest = Some((end.manifest.into_bytes(), manifest));
+        }
+        let Some((bytes, manifest)) = newest else {
             return Ok(local);
         };
+        self.get_objects(repo, &manifest)?;
+        let path = repo.join(MANIFEST_FILE);
+        write_atomic(&path, &bytes).map_err(|source| PublishError::Write { path, source })?;
+        Ok(manifest.version)
+    }
+
+    /// Brings every object `manifest` names that the copy `repo` lacks from the bucket,
+    /// each checked against its name.
+    fn get_objects(&self, repo: &Path, manifest: &Manifest) -> Result<(), PublishError> {
         let version = manifest.version;
-        for (hash, _) in wanted_objects(&manifest, Wanted::All) {
+        for (hash, _) in wanted_objects(manifest, Wanted::All) {
             let local_path = object_path(repo, hash);
             if local_path.exists() {
                 continue;
@@ -299,9 +327,7 @@ impl Bucket {
                 source,
             })?;
         }
-        let path = repo.join(MANIFEST_FILE);
-        write_atomic(&path, &bytes).map_err(|source| PublishError::Write { path, source })?;
-        Ok(version)
+        Ok(())
     }
 
     /// The links the local copy lacks: after `local` by walking the chain, or every link
@@ -364,4 +390,18 @@ impl Bucket {
         }
         Ok(())
     }
+}
+
+/// Whether the copy `repo` holds every object its installed manifest names (true for a
+/// copy with no manifest yet).
+fn installed_objects_present(repo: &Path, trusted: &VerifyingKey) -> bool {
+    let Ok(bytes) = std::fs::read(repo.join(MANIFEST_FILE)) else {
+        return true;
+    };
+    let Ok(signed) = SignedManifest::verify(&bytes, &[*trusted]) else {
+        return false;
+    };
+    wanted_objects(&signed.manifest, Wanted::All)
+        .into_iter()
+        .all(|(hash, _)| object_path(repo, hash).exists())
 }

@@ -470,6 +470,8 @@ struct OriginProcess {
     _child: Running,
     addr: std::net::SocketAddr,
     metrics: std::net::SocketAddr,
+    /// Its standard error (warnings and errors), for a failure's story.
+    log: std::path::PathBuf,
 }
 
 /// Where an origin process reads its config, and listens.
@@ -533,6 +535,7 @@ async fn start_origin_process(o: &OriginSetup) -> OriginProcess {
                 _child: child,
                 addr,
                 metrics,
+                log: o.config.with_extension("log"),
             };
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -604,6 +607,126 @@ async fn two_origins_on_one_bucket_never_exceed_the_monthly_limit_nor_fork_the_c
     two_origins_race(Arc::new(gw), &origins, &bucket_dir).await;
 }
 
+/// The state a race of two origins on one bucket could leave a copy in: its manifest is
+/// the chain's newest link, claimed from the bucket, but an object that link names never
+/// came down (another origin claimed the link after this one's pull had read the
+/// bucket's older manifest; the copy's own settle then installed the link). The origin
+/// used to find its copy "up to date" at every pull and refuse every write with 503,
+/// for good. It now brings the missing object down and writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_lacks_an_object_its_manifest_names_is_mended_from_the_bucket() {
+    let gw = TestGateway::start().await;
+    let s3_root = tempfile::tempdir().expect("tempdir");
+    let endpoint = crate::s3::start_s3(s3_root.path()).await;
+    crate::s3::upload(&crate::s3::client(&endpoint), &gw.demo.repo()).await;
+    let setup = |name: &str| {
+        let copy = gw.dir.path().join(format!("copy-{name}"));
+        let setup = origin_config_with(
+            &gw,
+            name,
+            vec![
+                config_edit::set("snapshot.repo", copy.display().to_string()),
+                config_edit::set("origin.bucket", format!("s3://{}/repo", crate::s3::BUCKET)),
+                config_edit::set("origin.s3_endpoint", endpoint.clone()),
+                config_edit::set("origin.s3_region", "us-east-1"),
+            ],
+        );
+        (setup, copy)
+    };
+    let (setup_a, copy_a) = setup("bucket-origin-a");
+    let (setup_b, copy_b) = setup("bucket-origin-b");
+    let holders = valid_travel_permits(&gw, 2);
+    let issue = |addr, holder: String, key: &'static str| {
+        let gw = &gw;
+        async move {
+            let mut c = caller_at(gw, addr, "desk-01").await.expect("connects");
+            post_idempotent(
+                &mut c,
+                PERMITS,
+                Some(key),
+                &issue_body(&holder, "forgotten"),
+            )
+            .await
+        }
+    };
+    // B's copy is made, at the bucket's version; then B stops.
+    {
+        let b = start_origin_process(&setup_b).await;
+        let r = issue(b.addr, holders[0].clone(), "b-first").await;
+        assert_eq!(
+            r.status.as_u16(),
+            201,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // A publishes once more: a new link, naming a new object.
+    let installed_at = |copy: &std::path::Path| -> Value {
+        serde_json::from_slice::<Value>(
+            &std::fs::read(copy.join("manifest.json")).expect("manifest"),
+        )
+        .expect("json")
+    };
+    {
+        let a = start_origin_process(&setup_a).await;
+        let r = issue(a.addr, holders[1].clone(), "a-first").await;
+        assert_eq!(
+            r.status.as_u16(),
+            201,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let b_version = installed_at(&copy_b)["signed"]["version"]
+        .as_u64()
+        .expect("version");
+    // B's copy takes A's link and its manifest, as its settle would, without the objects.
+    let link = std::fs::read_dir(copy_a.join("chain"))
+        .expect("chain")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n == format!("{b_version:020}.json").as_str())
+        })
+        .expect("A's link on top of B's version");
+    std::fs::copy(
+        &link,
+        copy_b.join("chain").join(link.file_name().expect("name")),
+    )
+    .expect("copy link");
+    std::fs::copy(copy_a.join("manifest.json"), copy_b.join("manifest.json"))
+        .expect("copy manifest");
+    let newest = installed_at(&copy_b);
+    let missing: Vec<String> = newest["signed"]["deltas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&newest["signed"]["snapshot"]))
+        .filter_map(|o| o["hash"].as_str().map(str::to_owned))
+        .filter(|h| !copy_b.join("objects").join(h).exists())
+        .collect();
+    assert!(
+        !missing.is_empty(),
+        "the copy must lack an object for this test to mean anything"
+    );
+
+    let b = start_origin_process(&setup_b).await;
+    let r = issue(b.addr, holders[0].clone(), "b-second").await;
+    assert_eq!(
+        r.status.as_u16(),
+        201,
+        "{}\nB's log:\n{}",
+        String::from_utf8_lossy(&r.body),
+        std::fs::read_to_string(&b.log).unwrap_or_default()
+    );
+    for h in &missing {
+        assert!(
+            copy_b.join("objects").join(h).exists(),
+            "object {h} brought down"
+        );
+    }
+}
+
 /// 200 concurrent issuances for 50 holders through the two `origins`: each holder gets
 /// exactly its two a month, and `repo` holds one chain whose end is its manifest.
 async fn two_origins_race(gw: Arc<TestGateway>, origins: &[OriginProcess], repo: &std::path::Path) {
@@ -614,8 +737,9 @@ async fn two_origins_race(gw: Arc<TestGateway>, origins: &[OriginProcess], repo:
             let addr = origins[j % 2].addr;
             tokio::spawn(async move {
                 let mut c = caller_at(&gw, addr, "desk-01").await.expect("connects");
-                // As a desk application does: a 503 ("send the same request again") is
-                // sent again with the same Idempotency-Key, a bounded number of times.
+                // As a desk application does (docs/temporary-permit.md): a 503 ("send the
+                // same request again") is sent again with the same Idempotency-Key after
+                // its Retry-After, a bounded number of times.
                 let mut r = None;
                 for _ in 0..20 {
                     let answer = post_idempotent(
@@ -625,12 +749,19 @@ async fn two_origins_race(gw: Arc<TestGateway>, origins: &[OriginProcess], repo:
                         &issue_body(&holder, "forgotten"),
                     )
                     .await;
-                    let again = answer.status.as_u16() == 503;
+                    let again = (answer.status.as_u16() == 503).then(|| {
+                        answer
+                            .headers
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                            .unwrap_or(1)
+                            .min(5)
+                    });
                     r = Some(answer);
-                    if !again {
+                    let Some(seconds) = again else {
                         break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    };
+                    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
                 }
                 let r = r.expect("an answer");
                 (r.status.as_u16(), r.json())
@@ -645,8 +776,16 @@ async fn two_origins_race(gw: Arc<TestGateway>, origins: &[OriginProcess], repo:
         }
         *by_status.entry(status).or_default() += 1;
     }
-    assert_eq!(by_status.get(&201), Some(&100), "{by_status:?}");
-    assert_eq!(by_status.get(&409), Some(&100), "{by_status:?}");
+    if by_status.get(&201) != Some(&100) || by_status.get(&409) != Some(&100) {
+        let logs: Vec<String> = origins
+            .iter()
+            .map(|o| std::fs::read_to_string(&o.log).unwrap_or_default())
+            .collect();
+        panic!(
+            "answers by status {by_status:?}, expected 100 issued (201) and 100 refused (409); the origins' logs:\n{}",
+            logs.join("\n---\n")
+        );
+    }
     // What SREs see: the two origins' calls add up to the same.
     let count = |outcome: &str| -> f64 {
         origins
