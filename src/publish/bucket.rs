@@ -258,7 +258,8 @@ impl Bucket {
     /// installs its chain end.
     pub fn pull(&self, repo: &Path, trusted: &VerifyingKey) -> Result<u64, PublishError> {
         let remote = self.settle(trusted)?;
-        let local = claim::installed_version(repo, trusted)?;
+        let installed = claim::installed(repo, trusted)?;
+        let local = installed.as_ref().map_or(0, |m| m.version);
         if remote < local {
             return Err(PublishError::Chain {
                 path: repo.to_owned(),
@@ -270,7 +271,7 @@ impl Bucket {
         }
         // A copy whose manifest names an object it lacks (a pull cut short after its
         // links, then settled) is mended below, not left as it is.
-        if remote == local && installed_objects_present(repo, trusted) {
+        if remote == local && installed.is_none_or(|m| objects_present(repo, &m)) {
             return Ok(local);
         }
         for link in self.links_missing_from(repo, local, trusted)? {
@@ -392,16 +393,9 @@ impl Bucket {
     }
 }
 
-/// Whether the copy `repo` holds every object its installed manifest names (true for a
-/// copy with no manifest yet).
-fn installed_objects_present(repo: &Path, trusted: &VerifyingKey) -> bool {
-    let Ok(bytes) = std::fs::read(repo.join(MANIFEST_FILE)) else {
-        return true;
-    };
-    let Ok(signed) = SignedManifest::verify(&bytes, &[*trusted]) else {
-        return false;
-    };
-    wanted_objects(&signed.manifest, Wanted::All)
+/// Whether the copy `repo` holds every object `manifest` names.
+fn objects_present(repo: &Path, manifest: &Manifest) -> bool {
+    wanted_objects(manifest, Wanted::All)
         .into_iter()
         .all(|(hash, _)| object_path(repo, hash).exists())
 }

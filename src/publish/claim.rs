@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PublishError;
 use crate::issuance::JournalEntry;
-use crate::snapshot::{write_atomic, SignedManifest, MANIFEST_FILE};
+use crate::snapshot::{write_atomic, Manifest, SignedManifest, MANIFEST_FILE};
 
 pub const CHAIN_DIR: &str = "chain";
 
@@ -140,12 +140,17 @@ pub fn links_after(
 
 /// The version `manifest.json` holds (0: none yet), verified with `trusted`.
 pub fn installed_version(repo: &Path, trusted: &VerifyingKey) -> Result<u64, PublishError> {
+    installed(repo, trusted).map(|m| m.map_or(0, |m| m.version))
+}
+
+/// What `manifest.json` holds (`None`: none yet), verified with `trusted`.
+pub fn installed(repo: &Path, trusted: &VerifyingKey) -> Result<Option<Manifest>, PublishError> {
     let path = repo.join(MANIFEST_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => SignedManifest::verify(&bytes, &[*trusted])
-            .map(|m| m.manifest.version)
+            .map(|m| Some(m.manifest))
             .map_err(|e| PublishError::ExistingManifest(repo.to_owned(), e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(PublishError::Read { path, source }),
     }
 }

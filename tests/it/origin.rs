@@ -585,26 +585,44 @@ async fn two_origins_never_exceed_the_monthly_limit_nor_fork_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_origins_on_one_bucket_never_exceed_the_monthly_limit_nor_fork_the_chain() {
     let gw = TestGateway::start().await;
-    let s3_root = tempfile::tempdir().expect("tempdir");
-    let endpoint = crate::s3::start_s3(s3_root.path()).await;
-    crate::s3::upload(&crate::s3::client(&endpoint), &gw.demo.repo()).await;
+    let (s3_root, endpoint) = bucket_with_the_demo_repo(&gw).await;
     let mut origins = Vec::new();
     for name in ["bucket-origin-a", "bucket-origin-b"] {
-        let copy = gw.dir.path().join(format!("copy-{name}"));
-        let setup = origin_config_with(
-            &gw,
-            name,
-            vec![
-                config_edit::set("snapshot.repo", copy.display().to_string()),
-                config_edit::set("origin.bucket", format!("s3://{}/repo", crate::s3::BUCKET)),
-                config_edit::set("origin.s3_endpoint", endpoint.clone()),
-                config_edit::set("origin.s3_region", "us-east-1"),
-            ],
-        );
+        let (setup, _) = bucket_origin_config(&gw, &endpoint, name);
         origins.push(start_origin_process(&setup).await);
     }
     let bucket_dir = s3_root.path().join(crate::s3::BUCKET).join("repo");
     two_origins_race(Arc::new(gw), &origins, &bucket_dir).await;
+}
+
+/// An S3-compatible bucket (s3s-fs on loopback, its files under the returned directory)
+/// holding the demo's repository; its endpoint.
+async fn bucket_with_the_demo_repo(gw: &TestGateway) -> (tempfile::TempDir, String) {
+    let s3_root = tempfile::tempdir().expect("tempdir");
+    let endpoint = crate::s3::start_s3(s3_root.path()).await;
+    crate::s3::upload(&crate::s3::client(&endpoint), &gw.demo.repo()).await;
+    (s3_root, endpoint)
+}
+
+/// An origin `name` on the bucket at `endpoint`, with a local copy of its own that starts
+/// empty; the copy's directory.
+fn bucket_origin_config(
+    gw: &TestGateway,
+    endpoint: &str,
+    name: &str,
+) -> (OriginSetup, std::path::PathBuf) {
+    let copy = gw.dir.path().join(format!("copy-{name}"));
+    let setup = origin_config_with(
+        gw,
+        name,
+        vec![
+            config_edit::set("snapshot.repo", copy.display().to_string()),
+            config_edit::set("origin.bucket", format!("s3://{}/repo", crate::s3::BUCKET)),
+            config_edit::set("origin.s3_endpoint", endpoint),
+            config_edit::set("origin.s3_region", "us-east-1"),
+        ],
+    );
+    (setup, copy)
 }
 
 /// The state a race of two origins on one bucket could leave a copy in: its manifest is
@@ -616,25 +634,9 @@ async fn two_origins_on_one_bucket_never_exceed_the_monthly_limit_nor_fork_the_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_lacks_an_object_its_manifest_names_is_mended_from_the_bucket() {
     let gw = TestGateway::start().await;
-    let s3_root = tempfile::tempdir().expect("tempdir");
-    let endpoint = crate::s3::start_s3(s3_root.path()).await;
-    crate::s3::upload(&crate::s3::client(&endpoint), &gw.demo.repo()).await;
-    let setup = |name: &str| {
-        let copy = gw.dir.path().join(format!("copy-{name}"));
-        let setup = origin_config_with(
-            &gw,
-            name,
-            vec![
-                config_edit::set("snapshot.repo", copy.display().to_string()),
-                config_edit::set("origin.bucket", format!("s3://{}/repo", crate::s3::BUCKET)),
-                config_edit::set("origin.s3_endpoint", endpoint.clone()),
-                config_edit::set("origin.s3_region", "us-east-1"),
-            ],
-        );
-        (setup, copy)
-    };
-    let (setup_a, copy_a) = setup("bucket-origin-a");
-    let (setup_b, copy_b) = setup("bucket-origin-b");
+    let (_s3_root, endpoint) = bucket_with_the_demo_repo(&gw).await;
+    let (setup_a, copy_a) = bucket_origin_config(&gw, &endpoint, "bucket-origin-a");
+    let (setup_b, copy_b) = bucket_origin_config(&gw, &endpoint, "bucket-origin-b");
     let holders = valid_travel_permits(&gw, 2);
     let issue = |addr, holder: String, key: &'static str| {
         let gw = &gw;
